@@ -1,0 +1,22 @@
+# Shared settings for hack/cluster scripts. Source it; do not run it.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$REPO/hack/versions.env"
+# Build outputs and images, keyed by version; ignored by git.
+CACHE=${KUBETASKS_CACHE:-$REPO/.cache}
+# Runtime state of the local cluster (certs, etcd data, logs, pids).
+STATE=${KUBETASKS_CLUSTER_DIR:-$REPO/.cluster}
+KUBECONFIG_PATH=$STATE/kubeconfig
+K8S_BIN=$CACHE/bin/kubernetes-$K8S_VERSION
+ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
+HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
+KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
+export GOPROXY=${GOPROXY:-https://proxy.golang.org}
+# sum.golang.org is unreachable here; the committed go.sum files pin module hashes instead.
+export GOSUMDB=${GOSUMDB:-off}
+export GOFLAGS=-buildvcs=false
+export CGO_ENABLED=0
+export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:/usr/sbin:/sbin:$PATH
+
+log() { printf '\033[1m[%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
