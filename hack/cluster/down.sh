@@ -39,7 +39,7 @@ stop kube-apiserver
 stop etcd
 
 # Mounts the kubelet and containerd left (secret/projected volumes, sandbox /dev/shm, rootfs).
-grep -oE " ($STATE|/run/containerd)[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+{ grep -oE " ($STATE|/run/containerd)[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 # Pod network: the bridge, network namespaces and kube-proxy's/CNI's iptables rules.
 ip link del kt0 2>/dev/null || true
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns del "$ns" 2>/dev/null || true; done

@@ -32,6 +32,8 @@ start() {
   setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$STATE/pids/$name.pid"
 }
+# write <file>: stdin to file, only when it changed (kube-proxy exits when its config is rewritten)
+write() { local tmp; tmp=$(mktemp); cat > "$tmp"; if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi; }
 # wait_for <what> <seconds> <command...>: polls until the command succeeds or the deadline passes
 wait_for() {
   local what=$1 deadline=$((SECONDS + $2)); shift 2
@@ -57,7 +59,7 @@ start kube-apiserver kube-apiserver \
   --service-cluster-ip-range=$SERVICE_CIDR \
   --client-ca-file="$pki/ca.crt" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
-  --kubelet-certificate-authority="$pki/ca.crt" \
+  --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
@@ -79,10 +81,13 @@ start kube-scheduler kube-scheduler \
   --authorization-kubeconfig="$STATE/scheduler.kubeconfig" --leader-elect=false
 
 # containerd, with the locally built pause image as the pod sandbox and CNI config in $STATE.
-cat > "$STATE/containerd.toml" <<TOML
+write "$STATE/containerd.toml" <<TOML
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # This machine's root lacks CAP_SYS_RESOURCE, so no process may lower its oom_score_adj;
+  # the kubelet asks for -998 for sandboxes. Clamp to containerd's own score instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -91,7 +96,7 @@ version = 2
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = false
 TOML
-cat > "$STATE/cni/net.d/10-kubetasks.conflist" <<JSON
+write "$STATE/cni/net.d/10-kubetasks.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
   "name": "kubetasks",
@@ -107,7 +112,7 @@ start containerd containerd --config "$STATE/containerd.toml" --address "$CONTAI
 wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
 CONTAINERD_ADDRESS=$CONTAINERD_SOCK "$REPO/hack/images/import.sh" pause python
 
-cat > "$STATE/kubelet.yaml" <<YAML
+write "$STATE/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -134,7 +139,7 @@ YAML
 start kubelet kubelet --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
   --root-dir="$STATE/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
 
-cat > "$STATE/kube-proxy.yaml" <<YAML
+write "$STATE/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $STATE/kube-proxy.kubeconfig}

@@ -1,0 +1,43 @@
+# kubetasks developer entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: help venv cluster-up cluster-down images image crds lint unit test demo bench
+
+help:  ## This list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed  ## Python environment with kubetasks and its test tools
+
+cluster-up:  ## Build (cached) and start the local Kubernetes cluster; prints how to use it
+	hack/cluster/up.sh
+
+cluster-down:  ## Stop the local cluster and remove its state
+	hack/cluster/down.sh
+
+images:  ## Build the base images and the kubetasks image, and import them into the cluster
+	hack/images/build.sh all
+	hack/images/import.sh all
+
+crds: venv  ## Regenerate crds/ from the pydantic models
+	$(PY) -m kubetasks.cli.main crds --write
+
+unit: venv  ## Unit tests only (no cluster)
+	$(PY) -m pytest tests/unit -q
+
+test: venv images  ## The whole test suite: unit tests and integration tests on the local cluster
+	$(PY) -m pytest tests -q
+
+demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
+	hack/demo.sh
+
+bench: venv  ## Throughput, latency and memory figures (needs the cluster)
+	$(PY) bench/throughput.py

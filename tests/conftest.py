@@ -1,0 +1,163 @@
+"""Fixtures for tests against the real local cluster (hack/cluster/up.sh).
+
+Tests marked ``cluster`` need it. Where no cluster is reachable they are skipped with a reason,
+except in CI (``CI`` or ``KUBETASKS_REQUIRE_CLUSTER`` set), where a missing cluster is an error:
+CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+
+def _versions() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (REPO / "hack/versions.env").read_text().splitlines()
+             if "=" in line and not line.startswith("#"))
+    return {k: v for k, v in pairs}
+
+
+VERSIONS = _versions()
+CACHE = Path(os.environ.get("KUBETASKS_CACHE", REPO / ".cache"))
+KUBECONFIG = os.environ.get("KUBECONFIG") or str(Path(os.environ.get("KUBETASKS_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig")
+KUBECTL = os.environ.get("KUBECTL") or str(CACHE / "bin" / f"kubernetes-{VERSIONS['K8S_VERSION']}" / "kubectl")
+# The image the operator and the example tasks run in (hack/images/build.sh app).
+TASK_IMAGE = os.environ.get("KUBETASKS_IMAGE", "localhost/kubetasks/kubetasks:dev")
+REQUIRE_CLUSTER = bool(os.environ.get("CI") or os.environ.get("KUBETASKS_REQUIRE_CLUSTER"))
+
+
+def kubectl_run(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBECTL, "--kubeconfig", KUBECONFIG, *args], input=input, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+    """Runs the cluster's kubectl; returns stdout, raising with stderr on failure."""
+    done = kubectl_run(*args, input=input, timeout=timeout)
+    if check and done.returncode:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def apply(manifest: str | dict[str, Any] | list[dict[str, Any]], namespace: str) -> str:
+    text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(
+        manifest if isinstance(manifest, list) else [manifest])
+    return kubectl("apply", "-n", namespace, "-f", "-", input=text)
+
+
+def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 0.5) -> Any:
+    """Polls ``check`` until it returns something truthy; fails with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> str:
+    """The kubeconfig path of a reachable cluster."""
+    problem = None
+    if not Path(KUBECTL).exists():
+        problem = f"kubectl not built at {KUBECTL}: run `make cluster-up`"
+    elif not Path(KUBECONFIG).exists():
+        problem = f"no kubeconfig at {KUBECONFIG}: run `make cluster-up`"
+    else:
+        done = subprocess.run([KUBECTL, "--kubeconfig", KUBECONFIG, "get", "--raw", "/readyz"],
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode:
+            problem = f"cluster not reachable: {done.stderr.strip()}"
+    if problem:
+        if REQUIRE_CLUSTER:
+            pytest.fail(f"CI requires the local cluster: {problem}")
+        pytest.skip(problem)
+    os.environ["KUBECONFIG"] = KUBECONFIG
+    return KUBECONFIG
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: str) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for name in ("tasks.kubetasks.io", "taskruns.kubetasks.io"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture
+def namespace(cluster: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting for it to go)."""
+    name = f"kt-{request.node.name[:30].lower().replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "kubetasks.io/test=true")
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+class OperatorProcess:
+    """The operator as a separate process (``python -m kubetasks.controller``), so a test can
+    kill it at any moment and start it again, as a crash and a pod restart would."""
+
+    def __init__(self, log_path: Path, namespaces: str = "") -> None:
+        self.log_path = log_path
+        self.namespaces = namespaces
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
+               "KUBETASKS_METRICS_PORT": "0", "KUBETASKS_LIVENESS": "http://127.0.0.1:0/healthz",
+               "KUBETASKS_NAMESPACES": self.namespaces}
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator for the session, watching the test namespaces (kubetasks.io/test=true)."""
+    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print(f"operator log: {proc.log_path}")
