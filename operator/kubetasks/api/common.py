@@ -1,0 +1,79 @@
+"""Types shared by Task and TaskRun."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kubetasks.api.durations import DURATION_PATTERN
+
+GROUP = "kubetasks.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Kubernetes quantities ("500m", "1", "0.5", "512Mi", "2G").
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+# DNS-1123 label: the shape of Task ids and of the names derived from them.
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "5m", "1h30m"])]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+# JSON values of any shape (payloads, results, schemas): preserved as-is by the CRD.
+JSON = Annotated[object, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+class Model(BaseModel):
+    """Base of API models: camelCase on the wire, snake_case in Python, unknown fields ignored
+    (the API server has already pruned what the schema does not know)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_api(self) -> dict[str, object]:
+        """The wire form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Machine(Model):
+    """Machine size of a task's pod: a named preset, or explicit CPU and memory (which win)."""
+
+    preset: Literal["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"] | None = Field(
+        default=None, description="Named size: micro (0.25 vCPU, 0.25 GiB) up to large-2x (8 vCPU, 16 GiB)."
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request and limit, e.g. '500m' or '2'.")
+    memory: Quantity | None = Field(default=None, description="Memory request and limit, e.g. '512Mi' or '2Gi'.")
+
+
+class RetryPolicy(Model):
+    """How failed attempts are retried. Delays grow from minDelay to maxDelay."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts in all, the first included.")
+    backoff: Literal["exponential", "linear", "fixed"] = "exponential"
+    factor: float = Field(default=2.0, ge=1.0, le=10.0, description="Growth per attempt (exponential and linear).")
+    min_delay: Duration = Field(default="1s", description="Delay before the second attempt.")
+    max_delay: Duration = Field(default="10m", description="Upper bound of any delay.")
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="Random fraction added to or taken from each delay.")
+    retry_on: list[Literal["Error", "OOMKilled"]] = Field(
+        default_factory=lambda: ["Error", "OOMKilled"],
+        description="Failures that retry: Error (any non-zero exit) and OOMKilled. Timeouts never retry.",
+    )
+    permanent_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=lambda: [78],
+        description="Exit codes that fail the run at once (the SDK's AbortTaskRun exits with 78).",
+    )
+    out_of_memory_machine: Machine | None = Field(
+        default=None, description="Machine for attempts that follow an OOMKilled attempt."
+    )
+
+
+class Condition(Model):
+    """A Kubernetes API condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None

@@ -1,0 +1,147 @@
+"""CustomResourceDefinitions generated from the pydantic models.
+
+Pydantic's JSON Schema is turned into a structural OpenAPI v3 schema: references inlined,
+optional fields unwrapped from ``anyOf [X, null]``, JSON values marked
+``x-kubernetes-preserve-unknown-fields``, titles dropped. Run ``kubetasks crds --write`` (or
+``python -m kubetasks.api.crd``) after changing a model; a test fails when ``crds/`` drifts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kubetasks.api.common import GROUP, VERSION
+from kubetasks.api.task import TaskSpec, TaskStatus
+from kubetasks.api.taskrun import TaskRunSpec, TaskRunStatus
+
+_KEEP = {
+    "type", "format", "description", "default", "enum", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
+    "items", "properties", "required", "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+}
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Converts one pydantic JSON Schema node into a structural OpenAPI v3 node."""
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return structural(merged, defs)
+    if "anyOf" in schema:
+        branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
+        if len(branches) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            if rest.get("default", ...) is None:
+                del rest["default"]
+            return structural({**branches[0], **rest}, defs)
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        keep = {k: schema[k] for k in ("description",) if k in schema}
+        return {**keep, "x-kubernetes-preserve-unknown-fields": True}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _KEEP:
+            continue
+        if key == "properties":
+            value = {name: structural(prop, defs) for name, prop in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            value = structural(value, defs)
+        out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+        for name, prop in out["properties"].items():
+            # Conditions are a map keyed by type, as the Kubernetes API conventions ask.
+            if name == "conditions" and prop.get("type") == "array":
+                prop["x-kubernetes-list-type"] = "map"
+                prop["x-kubernetes-list-map-keys"] = ["type"]
+    if out.get("default") is None:
+        out.pop("default", None)
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True)
+    return structural(schema, schema.get("$defs", {}))
+
+
+def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status: type[BaseModel],
+         columns: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": kind.lower(), "shortNames": short, "categories": ["kubetasks"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": model_schema(spec),
+                        "status": model_schema(status),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def render_crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD manifest."""
+    return {
+        "kubetasks.io_tasks.yaml": _crd("Task", "tasks", ["kt"], TaskSpec, TaskStatus, [
+            {"name": "Machine", "type": "string", "jsonPath": ".status.machine"},
+            {"name": "Retries", "type": "integer", "jsonPath": ".spec.retry.maxAttempts"},
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Runs", "type": "integer", "jsonPath": ".status.runs"},
+            {"name": "Last Run", "type": "date", "jsonPath": ".status.lastRunTime"},
+            {"name": "Next Run", "type": "string", "jsonPath": ".status.nextScheduleTime", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ]),
+        "kubetasks.io_taskruns.yaml": _crd("TaskRun", "taskruns", ["ktr"], TaskRunSpec, TaskRunStatus, [
+            {"name": "Task", "type": "string", "jsonPath": ".spec.taskRef"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            {"name": "Reason", "type": "string", "priority": 1,
+             "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"},
+        ]),
+    }
+
+
+def dump(crd: dict[str, Any]) -> str:
+    header = "# Generated from kubetasks.api by `kubetasks crds --write`. Do not edit.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=120)
+
+
+def write_crds(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, crd in render_crds().items():
+        path = directory / name
+        path.write_text(dump(crd))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_crds(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
+        print(path)

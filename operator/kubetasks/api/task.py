@@ -1,0 +1,92 @@
+"""The Task resource: what to run, on which machine, how to retry, and when (cron)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from kubetasks.api.common import DNS1123_LABEL, JSON, Condition, Duration, Machine, Model, RetryPolicy
+
+
+class EnvVar(Model):
+    """A container environment variable (corev1.EnvVar); ``valueFrom`` is passed through as-is."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: JSON | None = None
+
+
+class TaskSpec(Model):
+    id: Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)] | None = Field(
+        default=None, description="Task id; defaults to the object's name. A DNS-1123 label."
+    )
+    image: str = Field(min_length=1, description="Container image. Use a fully qualified, non-latest tag.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    command: list[str] | None = Field(default=None, description="Container command; overrides the entry point.")
+    args: list[str] | None = None
+    entrypoint: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = Field(
+        default=None, description="Python entry point 'module:function' run by the kubetasks runtime."
+    )
+    env: list[EnvVar] = Field(default_factory=list)
+    service_account_name: str | None = Field(default=None, description="Service account of task pods.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    machine: Machine | None = Field(default=None, description="Pod size; small-1x when unset.")
+    max_duration: Duration | None = Field(default=None, description="An attempt running longer is killed: TimedOut.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
+    )
+    concurrency: int | None = Field(default=None, ge=1, description="Most runs of this Task running at once.")
+    payload_schema: JSON | None = Field(default=None, description="JSON Schema that payloads must match.")
+
+    # Cron
+    schedule: str | None = Field(default=None, description="5-field cron expression or @hourly/@daily/...")
+    timezone: str = Field(default="UTC", description="IANA time zone of the schedule.")
+    payload: JSON | None = Field(default=None, description="Payload of scheduled runs.")
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    suspend: bool = False
+    successful_runs_history_limit: int = Field(default=3, ge=0)
+    failed_runs_history_limit: int = Field(default=1, ge=0)
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "!(has(self.command) && has(self.entrypoint))",
+                 "message": "set command or entrypoint, not both"},
+                {"rule": "!has(self.retry) || !has(self.retry.minDelay) || !has(self.retry.maxDelay) || duration(self.retry.minDelay) <= duration(self.retry.maxDelay)",
+                 "message": "retry.minDelay must not exceed retry.maxDelay"},
+            ]
+        }
+    }
+
+
+class TaskStatus(Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    active_runs: list[str] = Field(default_factory=list, description="Scheduled runs still running.")
+    last_schedule_time: datetime | None = None
+    next_schedule_time: datetime | None = None
+    last_run_time: datetime | None = None
+    machine: str | None = Field(default=None, description="Resolved machine size, for kubectl get tasks.")
+    runs: int = Field(default=0, description="Runs of this Task that exist now.")
+    succeeded: int = 0
+    failed: int = 0
+    average_duration_seconds: float | None = None
+
+
+class Task(Model):
+    api_version: str = "kubetasks.io/v1alpha1"
+    kind: str = "Task"
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    spec: TaskSpec
+    status: TaskStatus = Field(default_factory=TaskStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.id or self.name

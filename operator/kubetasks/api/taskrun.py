@@ -1,0 +1,108 @@
+"""The TaskRun resource: one invocation of a Task with a payload, and its observed history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from kubetasks.api.common import JSON, Condition, Duration, Machine, Model, RetryPolicy
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DELAYED = "Delayed"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SLEEPING = "Sleeping"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    TIMED_OUT = "TimedOut"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT)
+
+
+class TaskRunSpec(Model):
+    task_ref: str = Field(min_length=1, max_length=63, description="Name of the Task in the same namespace.")
+    payload: JSON | None = Field(default=None, description="Input of the task: any JSON.")
+    delay: Duration | None = Field(default=None, description="Start no sooner than this long after creation.")
+    not_before: datetime | None = Field(default=None, description="Start no sooner than this time.")
+    idempotency_key: str | None = Field(
+        default=None, max_length=256, description="A later run with the same key and Task does not run again."
+    )
+    tags: list[str] = Field(default_factory=list, max_length=10)
+    machine: Machine | None = Field(default=None, description="Overrides the Task's machine.")
+    retry: RetryPolicy | None = Field(default=None, description="Overrides the Task's retry policy.")
+    cancel: bool = Field(default=False, description="Set to true to cancel the run.")
+    parent_run: str | None = Field(default=None, description="The run that triggered this one, if any.")
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "!(has(self.delay) && has(self.notBefore))", "message": "set delay or notBefore, not both"},
+                {"rule": "self.taskRef == oldSelf.taskRef", "message": "taskRef is immutable"},
+                {"rule": "!oldSelf.cancel || self.cancel", "message": "a cancelled run cannot be resumed"},
+            ]
+        }
+    }
+
+
+class AttemptRecord(Model):
+    attempt: int
+    job_name: str
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, description="Succeeded, Error, OOMKilled, DeadlineExceeded, Sleeping...")
+    message: str | None = None
+
+
+class StepRecord(Model):
+    name: str
+    attempt: int
+    duration_seconds: float | None = None
+    completed_at: datetime | None = None
+
+
+class ErrorInfo(Model):
+    type: str | None = None
+    message: str
+    traceback: str | None = None
+
+
+class TaskRunStatus(Model):
+    phase: Phase = Phase.PENDING
+    attempt: int = 0
+    attempts: list[AttemptRecord] = Field(default_factory=list, max_length=20)
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    duration: str | None = Field(default=None, description="Wall time from first start to completion.")
+    next_retry_at: datetime | None = None
+    wake_at: datetime | None = Field(default=None, description="When a durable sleep ends.")
+    result: JSON | None = None
+    error: ErrorInfo | None = None
+    steps: list[StepRecord] = Field(default_factory=list, max_length=200)
+    duplicate_of: str | None = Field(default=None, description="The earlier run with the same idempotency key.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+
+class TaskRun(Model):
+    api_version: str = "kubetasks.io/v1alpha1"
+    kind: str = "TaskRun"
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    spec: TaskRunSpec
+    status: TaskRunStatus = Field(default_factory=TaskRunStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", ""))

@@ -1,0 +1,26 @@
+"""Prometheus metrics of the operator (prometheus-client: the reference client)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from kubetasks.api.taskrun import Phase, TaskRunStatus
+
+RUNS_STARTED = Counter("kubetasks_runs_started_total", "Runs whose first attempt started", ["task"])
+RUNS_FINISHED = Counter("kubetasks_runs_finished_total", "Runs that finished, by phase", ["task", "phase"])
+ATTEMPTS_STARTED = Counter("kubetasks_attempts_started_total", "Attempts (Jobs) created", ["task"])
+RUN_DURATION = Histogram("kubetasks_run_duration_seconds", "Wall time of finished runs", ["task"],
+                         buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600))
+RECONCILE_SECONDS = Histogram("kubetasks_reconcile_seconds", "Time to reconcile one object", ["kind"],
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])
+QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slot", ["task"])
+
+
+def phase_changed(task: str, new: Phase, old: str, status: TaskRunStatus) -> None:
+    if new == Phase.RUNNING and old in (Phase.PENDING, Phase.DELAYED, Phase.QUEUED, ""):
+        RUNS_STARTED.labels(task).inc()
+    if new.finished:
+        RUNS_FINISHED.labels(task, new.value).inc()
+        if status.start_time and status.completion_time:
+            RUN_DURATION.labels(task).observe((status.completion_time - status.start_time).total_seconds())

@@ -1,0 +1,93 @@
+"""A work queue in the manner of client-go's: keys, not events.
+
+A key (namespace, name) is queued at most once, never processed by two workers at once, and
+re-queued when it was added again while being processed. ``add_after`` wakes a key at a time
+(retry backoff, delays, cron ticks) without a sleeping handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import datetime, timezone
+
+log = logging.getLogger(__name__)
+
+Reconcile = Callable[[Hashable], Awaitable[None]]
+
+
+class WorkQueue:
+    def __init__(self, name: str, reconcile: Reconcile, workers: int = 8) -> None:
+        self.name = name
+        self._reconcile = reconcile
+        self._workers = workers
+        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queued: set[Hashable] = set()
+        self._processing: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._timers: dict[Hashable, tuple[float, asyncio.TimerHandle]] = {}
+        self._failures: dict[Hashable, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: Hashable) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Hashable, when: datetime | float) -> None:
+        """Adds the key at ``when`` (a datetime, or seconds from now); the earliest wake-up wins."""
+        loop = asyncio.get_running_loop()
+        delay = (when - datetime.now(timezone.utc)).total_seconds() if isinstance(when, datetime) else when
+        if delay <= 0:
+            self.add(key)
+            return
+        at = loop.time() + delay
+        current = self._timers.get(key)
+        if current and current[0] <= at:
+            return
+        if current:
+            current[1].cancel()
+        self._timers[key] = (at, loop.call_at(at, self._fire, key))
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-{i}") for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _, timer in self._timers.values():
+            timer.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            try:
+                await self._reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Transient API errors and bugs alike: retry with backoff rather than drop the key.
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(0.5 * 2 ** (failures - 1), 60.0)
+                log.exception("%s: reconciling %s failed (%d times); retrying in %.1fs",
+                              self.name, key, failures, delay)
+                self.add_after(key, delay)
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)

@@ -1,0 +1,50 @@
+"""Deterministic names of the objects kubetasks creates, so a restarted operator finds, rather
+than duplicates, what it made before."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+LABEL_TASK = "kubetasks.io/task"
+LABEL_RUN = "kubetasks.io/run"
+LABEL_ATTEMPT = "kubetasks.io/attempt"
+LABEL_SCHEDULED = "kubetasks.io/scheduled"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "kubetasks"
+ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
+
+MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
+
+
+def _fit(base: str, suffix: str, limit: int = MAX_NAME) -> str:
+    """``base + suffix``, shortened with a stable hash of base when too long."""
+    if len(base) + len(suffix) <= limit:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
+
+
+def job_name(run: str, attempt: int) -> str:
+    return _fit(run, f"-{attempt}")
+
+
+def checkpoint_name(run: str) -> str:
+    """ConfigMap that holds a run's step checkpoints."""
+    return _fit(run, "-steps", 253)
+
+
+def run_identity_name(run: str) -> str:
+    """ServiceAccount, Role and RoleBinding that give a run's pods access to its checkpoints only."""
+    return _fit(run, "-run", 253)
+
+
+def scheduled_run_name(task: str, tick: datetime) -> str:
+    """One name per Task and tick, as the CronJob controller does (unix minutes)."""
+    return _fit(task, f"-{int(tick.timestamp()) // 60}")
+
+
+def idempotent_run_name(task: str, key: str) -> str:
+    """Name of a run triggered with an idempotency key: the same key always maps to one object."""
+    return _fit(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])

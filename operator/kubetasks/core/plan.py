@@ -1,0 +1,248 @@
+"""The TaskRun state machine: from what is observed to what should be.
+
+``plan_run`` is the whole policy of a run: when it starts, how attempts map to Jobs, when a
+failure retries, and what its status says. The controller gathers a :class:`World`, calls it,
+and carries out the :class:`Plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kubetasks.api.common import RetryPolicy
+from kubetasks.api.durations import format_duration, parse_duration
+from kubetasks.api.task import Task
+from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
+from kubetasks.core.backoff import next_attempt_at
+from kubetasks.core.conditions import condition, get_condition, set_condition
+from kubetasks.core.naming import job_name
+from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.payload import payload_error
+
+HISTORY = 20  # attempts kept in status
+SUCCEEDED = "Succeeded"
+# Phases that hold one of a Task's concurrency slots.
+HOLDS_SLOT = (Phase.RUNNING, Phase.RETRYING, Phase.SLEEPING)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class World:
+    now: datetime
+    run: TaskRun
+    task: Task | None
+    attempts: dict[int, AttemptObservation] = field(default_factory=dict)
+    original: TaskRun | None = None  # earlier run with the same idempotency key
+    slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
+    steps: list[StepRecord] | None = None
+
+
+@dataclass
+class Plan:
+    status: TaskRunStatus
+    start_attempt: int | None = None  # create the Job of this attempt
+    delete_jobs: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_at: datetime | None = None
+
+
+def effective_retry(run: TaskRun, task: Task | None) -> RetryPolicy:
+    return run.spec.retry or (task.spec.retry if task else RetryPolicy())
+
+
+def failures(status: TaskRunStatus) -> int:
+    """Attempts that count against maxAttempts: durable sleeps do not."""
+    return sum(1 for a in status.attempts if a.reason not in (None, "Completed", "Sleeping", "Succeeded"))
+
+
+def not_before(run: TaskRun) -> datetime | None:
+    if run.spec.not_before:
+        return run.spec.not_before
+    created = run.metadata.get("creationTimestamp")
+    if run.spec.delay and created:
+        from kubetasks.core.observe import parse_time
+
+        return parse_time(created) + parse_duration(run.spec.delay)  # type: ignore[operator]
+    return None
+
+
+def plan_run(world: World) -> Plan:
+    run, now = world.run, world.now
+    status = run.status.model_copy(deep=True)
+    status.observed_generation = run.metadata.get("generation")  # type: ignore[assignment]
+    if world.steps is not None:
+        status.steps = world.steps
+    plan = Plan(status=status)
+    if status.phase.finished:
+        return plan
+
+    status.attempt = max([status.attempt, *world.attempts])
+    for obs in world.attempts.values():
+        _record(status, obs)
+
+    if run.spec.cancel:
+        plan.delete_jobs = [o.job_name for o in world.attempts.values() if o.state == "active"]
+        return _finish(plan, world, Phase.CANCELLED, "Cancelled", "cancelled by request")
+
+    if world.task is None:
+        return _waiting(plan, world, Phase.PENDING, "TaskNotFound",
+                        f"Task {run.spec.task_ref!r} does not exist in namespace {run.namespace!r}")
+
+    if world.original is not None:
+        return _mirror(plan, world.original, world)
+
+    if status.attempt == 0:
+        return _before_first_attempt(plan, world)
+
+    obs = world.attempts.get(status.attempt)
+    if obs is None or obs.state == "active":
+        if status.phase in (Phase.RETRYING, Phase.SLEEPING):
+            return _after_pause(plan, world)
+        # Started (or about to be): the Job exists, or is created again (409 means it already is).
+        plan.start_attempt = None if obs else status.attempt
+        if obs and obs.start_time and not status.start_time:
+            status.start_time = obs.start_time
+        return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {status.attempt} is running")
+    if obs.state == "succeeded":
+        if obs.report:
+            status.result = obs.report.result
+        return _finish(plan, world, Phase.SUCCEEDED, SUCCEEDED, f"attempt {obs.attempt} succeeded", end=obs.completion_time)
+    if obs.state == "sleeping":
+        status.wake_at = obs.report.wake_at if obs.report else now
+        return _after_pause(plan, world)
+    if obs.state == "timed_out":
+        status.error = ErrorInfo(type="DeadlineExceeded", message=f"attempt {obs.attempt} ran past maxDuration "
+                                 f"({world.task.spec.max_duration}) and was killed")
+        return _finish(plan, world, Phase.TIMED_OUT, "TimedOut", status.error.message, end=obs.completion_time)
+    return _after_failure(plan, world, obs)
+
+
+def _before_first_attempt(plan: Plan, world: World) -> Plan:
+    run, task = world.run, world.task
+    assert task is not None
+    error = payload_error(task.spec.payload_schema, run.spec.payload)
+    if error:
+        plan.status.error = ErrorInfo(type="InvalidPayload", message=error)
+        return _finish(plan, world, Phase.FAILED, "InvalidPayload", error)
+    start = not_before(run)
+    if start and world.now < start:
+        plan.requeue_at = start
+        return _waiting(plan, world, Phase.DELAYED, "Delayed", f"waiting until {start.isoformat()}")
+    if world.slots_free is not None and world.slots_free <= 0:
+        return _waiting(plan, world, Phase.QUEUED, "Queued",
+                        f"waiting for one of {task.spec.concurrency} concurrency slots of Task {task.name!r}")
+    return _start(plan, world, 1)
+
+
+def _start(plan: Plan, world: World, attempt: int) -> Plan:
+    status = plan.status
+    status.attempt = attempt
+    status.next_retry_at = None
+    status.wake_at = None
+    status.start_time = status.start_time or world.now.replace(microsecond=0)
+    plan.start_attempt = attempt
+    return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {attempt} is running")
+
+
+def _after_pause(plan: Plan, world: World) -> Plan:
+    """Retrying or Sleeping: start the next attempt once the wait is over."""
+    status = plan.status
+    due = status.wake_at if status.wake_at else status.next_retry_at
+    if due is None or world.now >= due:
+        return _start(plan, world, status.attempt + 1)
+    plan.requeue_at = due
+    if status.wake_at:
+        return _waiting(plan, world, Phase.SLEEPING, "Sleeping", f"sleeping until {due.isoformat()}")
+    return _waiting(plan, world, Phase.RETRYING, "Retrying",
+                    f"attempt {status.attempt + 1} starts at {due.isoformat()}")
+
+
+def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
+    status, policy = plan.status, effective_retry(world.run, world.task)
+    report = obs.report
+    detail = obs.reason or "Error"
+    if obs.exit_code is not None:
+        detail += f" (exit code {obs.exit_code})"
+    message = report.error_message if report and report.error_message else obs.message
+    status.error = ErrorInfo(type=(report.error_type if report else None) or obs.reason or "Error",
+                             message=f"attempt {obs.attempt} failed: {detail}" + (f": {message}" if message else ""),
+                             traceback=report.traceback if report else None)
+    permanent = obs.exit_code in policy.permanent_exit_codes
+    retryable = (obs.reason if obs.reason == "OOMKilled" else "Error") in policy.retry_on
+    failed = failures(status)
+    if permanent or not retryable or failed >= policy.max_attempts:
+        why = ("permanent failure" if permanent else "not retried" if not retryable
+               else f"all {policy.max_attempts} attempts failed")
+        return _finish(plan, world, Phase.FAILED, "Failed", f"{status.error.message} ({why})", end=obs.completion_time)
+    if status.next_retry_at is None or plan.status.phase != Phase.RETRYING:
+        failed_at = obs.completion_time or world.now
+        status.next_retry_at = next_attempt_at(policy, failed, failed_at, seed=str(world.run.metadata.get("uid", "")))
+        delay = format_duration(status.next_retry_at - failed_at)
+        plan.events.append(Event("Warning", "AttemptFailed", f"{status.error.message}; retrying in {delay}"))
+    return _after_pause(plan, world)
+
+
+def _mirror(plan: Plan, original: TaskRun, world: World) -> Plan:
+    status = plan.status
+    status.duplicate_of = original.name
+    status.phase = original.status.phase
+    status.result = original.status.result
+    status.completion_time = original.status.completion_time
+    reason = "Deduplicated"
+    message = f"idempotency key {world.run.spec.idempotency_key!r} was used by TaskRun {original.name!r}"
+    state = "True" if status.phase == Phase.SUCCEEDED else "False" if status.phase.finished else "Unknown"
+    return _set(plan, world, state, reason, message)
+
+
+def _waiting(plan: Plan, world: World, phase: Phase, reason: str, message: str) -> Plan:
+    plan.status.phase = phase
+    return _set(plan, world, "Unknown", reason, message)
+
+
+def _finish(plan: Plan, world: World, phase: Phase, reason: str, message: str,
+            end: datetime | None = None) -> Plan:
+    status = plan.status
+    status.phase = phase
+    status.next_retry_at = None
+    status.wake_at = None
+    status.completion_time = (end or world.now).replace(microsecond=0)
+    if status.start_time:
+        status.duration = format_duration(status.completion_time - status.start_time)
+    return _set(plan, world, "True" if phase == Phase.SUCCEEDED else "False", reason, message)
+
+
+def _set(plan: Plan, world: World, state: str, reason: str, message: str) -> Plan:
+    status = plan.status
+    old = get_condition(world.run.status.conditions, SUCCEEDED)
+    status.conditions = set_condition(
+        status.conditions, condition(SUCCEEDED, state, reason, message, world.now, status.observed_generation))
+    if old is None or old.reason != reason or old.status != state:
+        warning = state == "False" or reason == "TaskNotFound"
+        plan.events.append(Event("Warning" if warning else "Normal", reason, message))
+    return plan
+
+
+def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
+    """Adds or updates the history entry of an observed attempt."""
+    message = None
+    if obs.report and obs.report.error_message:
+        message = f"{obs.report.error_type}: {obs.report.error_message}"[:1024]
+    elif obs.state == "failed":
+        message = obs.message
+    reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
+    record = AttemptRecord(attempt=obs.attempt, job_name=obs.job_name, start_time=obs.start_time,
+                           completion_time=obs.completion_time, exit_code=obs.exit_code, reason=reason,
+                           message=message)
+    others = [a for a in status.attempts if a.attempt != obs.attempt]
+    status.attempts = sorted([*others, record], key=lambda a: a.attempt)[-HISTORY:]
+
+
+def expected_job_name(run: TaskRun, attempt: int) -> str:
+    return job_name(run.name, attempt)

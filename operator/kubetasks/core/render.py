@@ -1,0 +1,123 @@
+"""Rendering a run's attempt as a batch/v1 Job, and the per-run objects its pods use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubetasks.api.common import API_VERSION, Machine
+from kubetasks.api.durations import parse_duration
+from kubetasks.api.machines import resolve_machine
+from kubetasks.api.task import Task
+from kubetasks.api.taskrun import TaskRun
+from kubetasks.core.naming import (
+    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_TASK, MANAGER, checkpoint_name, job_name, run_identity_name,
+)
+from kubetasks import protocol
+
+RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
+TASK_UID = 65532
+
+
+def owner_reference(run: TaskRun) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "TaskRun", "name": run.name, "uid": run.metadata["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def run_labels(run: TaskRun, task_id: str) -> dict[str, str]:
+    return {LABEL_TASK: task_id, LABEL_RUN: run.name, LABEL_MANAGED_BY: MANAGER}
+
+
+def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -> Machine | None:
+    """The machine of an attempt: after an OOMKilled attempt, the retry policy's bigger machine."""
+    retry = run.spec.retry or task.spec.retry
+    if previous_reason == "OOMKilled" and retry.out_of_memory_machine:
+        return retry.out_of_memory_machine
+    return run.spec.machine
+
+
+def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None) -> dict[str, Any]:
+    """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible."""
+    spec = task.spec
+    size = resolve_machine(machine, task.spec.machine)
+    labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
+    env = [
+        {"name": protocol.ENV_RUN, "value": run.name},
+        {"name": protocol.ENV_RUN_UID, "value": str(run.metadata.get("uid", ""))},
+        {"name": protocol.ENV_NAMESPACE, "value": run.namespace},
+        {"name": protocol.ENV_TASK, "value": task.task_id},
+        {"name": protocol.ENV_ATTEMPT, "value": str(attempt)},
+        {"name": protocol.ENV_PAYLOAD, "value": json.dumps(run.spec.payload)},
+        {"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name)},
+    ]
+    if spec.entrypoint:
+        env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
+    env += [e.to_api() for e in spec.env]
+    container: dict[str, Any] = {
+        "name": "task",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "env": env,
+        "resources": {"requests": {"cpu": size.cpu, "memory": size.memory},
+                      "limits": {"cpu": size.cpu, "memory": size.memory}},
+        # Plain commands that fail without a message still explain themselves: the log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if spec.command:
+        container["command"] = spec.command
+    elif spec.entrypoint or not spec.args:
+        container["command"] = RUNTIME_COMMAND
+    if spec.args:
+        container["args"] = spec.args
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": spec.service_account_name or run_identity_name(run.name),
+                "enableServiceLinks": False,
+                "securityContext": {"runAsUser": TASK_UID, "runAsGroup": TASK_UID, "fsGroup": TASK_UID,
+                                    "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+            },
+        },
+    }
+    if spec.max_duration:
+        job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(run.name, attempt), "namespace": run.namespace, "labels": labels,
+                     "ownerReferences": [owner_reference(run)]},
+        "spec": job_spec,
+    }
+
+
+def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
+    """The objects that give a run's pods the least access that works: their own checkpoint
+    ConfigMap (get/update/patch) and creating child TaskRuns. All owned by the TaskRun, so they
+    go when it goes. A Task with its own serviceAccountName gets the Role bound to that account."""
+    name, ns = run_identity_name(run.name), run.namespace
+    meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
+    account = task.spec.service_account_name or name
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name), **meta}, "data": {}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name)],
+             "verbs": ["get", "update", "patch"]},
+            {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create", "get"]},
+        ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]},
+    ]
+    if not task.spec.service_account_name:
+        objects.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}})
+    return objects

@@ -1,0 +1,162 @@
+"""The one module that talks to Kubernetes (the official client, which is synchronous).
+
+Everything here is blocking and small; the controller calls it through ``asyncio.to_thread``.
+Writes of deterministically named children treat 409 Conflict as "already done".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from kubetasks.api.common import GROUP, VERSION
+
+_lock = threading.Lock()
+_client: ApiClient | None = None
+COMPONENT = "kubetasks-operator"
+
+
+def api_client() -> ApiClient:
+    """A shared client: in-cluster config in a pod, else $KUBECONFIG (loaded once)."""
+    global _client
+    with _lock:
+        if _client is None:
+            config = kubernetes.client.Configuration()
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                kubernetes.config.load_incluster_config(client_configuration=config)
+            else:
+                kubernetes.config.load_kube_config(client_configuration=config)
+            config.connection_pool_maxsize = 32
+            _client = ApiClient(config)
+        return _client
+
+
+def custom() -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def core() -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def batch() -> kubernetes.client.BatchV1Api:
+    return kubernetes.client.BatchV1Api(api_client())
+
+
+def rbac() -> kubernetes.client.RbacAuthorizationV1Api:
+    return kubernetes.client.RbacAuthorizationV1Api(api_client())
+
+
+def is_status(e: Exception, *codes: int) -> bool:
+    return isinstance(e, ApiException) and e.status in codes
+
+
+def create(obj: dict[str, Any]) -> bool:
+    """Creates a namespaced object; False when it already exists."""
+    ns, kind = obj["metadata"]["namespace"], obj["kind"]
+    creators = {
+        "Job": lambda: batch().create_namespaced_job(ns, obj),
+        "ConfigMap": lambda: core().create_namespaced_config_map(ns, obj),
+        "ServiceAccount": lambda: core().create_namespaced_service_account(ns, obj),
+        "Role": lambda: rbac().create_namespaced_role(ns, obj),
+        "RoleBinding": lambda: rbac().create_namespaced_role_binding(ns, obj),
+        "TaskRun": lambda: custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", obj),
+    }
+    try:
+        creators[kind]()
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+    return True
+
+
+def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+    """Merge-patches the status subresource; returns the new object (None when it is gone)."""
+    try:
+        return custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": status})
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch)
+
+
+def patch_labels(plural: str, namespace: str, name: str, labels: dict[str, str]) -> None:
+    custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, {"metadata": {"labels": labels}})
+
+
+def delete_custom(plural: str, namespace: str, name: str) -> None:
+    try:
+        custom().delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
+                                                 propagation_policy="Background")
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def delete_job(namespace: str, name: str) -> None:
+    """Deletes a Job and, in the background, its pods (which kills a running attempt)."""
+    try:
+        batch().delete_namespaced_job(name, namespace, propagation_policy="Background", grace_period_seconds=5)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def list_custom(plural: str, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+    if namespace:
+        found = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural, label_selector=label_selector)
+    else:
+        found = custom().list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
+    return found["items"]
+
+
+def list_jobs(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    client = api_client()
+    if namespace:
+        found = batch().list_namespaced_job(namespace, label_selector=label_selector)
+    else:
+        found = batch().list_job_for_all_namespaces(label_selector=label_selector)
+    return [client.sanitize_for_serialization(j) for j in found.items]
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    found = core().list_namespaced_pod(namespace, label_selector=label_selector)
+    return [api_client().sanitize_for_serialization(p) for p in found.items]
+
+
+def get_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
+    try:
+        return core().read_namespaced_config_map(name, namespace).data or {}
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """Records a core/v1 Event on an object, for ``kubectl describe``."""
+    meta = obj["metadata"]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    event = {
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid"),
+                           "resourceVersion": meta.get("resourceVersion")},
+        "type": type_, "reason": reason, "message": message[:1024],
+        "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+        "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
+    }
+    core().create_namespaced_event(meta["namespace"], event)

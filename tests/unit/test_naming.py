@@ -1,0 +1,27 @@
+from datetime import datetime, timezone
+
+from kubetasks.core.naming import checkpoint_name, idempotent_run_name, job_name, scheduled_run_name
+
+
+def test_job_names_are_run_and_attempt():
+    assert job_name("resize-images-x7k2p", 3) == "resize-images-x7k2p-3"
+
+
+def test_long_names_are_shortened_stably_within_63_characters():
+    run = "a" * 80
+    name = job_name(run, 12)
+    assert len(name) <= 63 and name.endswith("-12")
+    assert name == job_name(run, 12)
+    assert job_name("a" * 79 + "b", 12) != name  # the hash keeps distinct runs distinct
+
+
+def test_scheduled_runs_are_named_by_unix_minutes_like_cronjobs():
+    tick = datetime(2026, 11, 28, 9, 0, tzinfo=timezone.utc)
+    assert scheduled_run_name("report", tick) == f"report-{int(tick.timestamp()) // 60}"
+
+
+def test_idempotent_names_depend_on_task_and_key():
+    assert idempotent_run_name("t", "k") == idempotent_run_name("t", "k")
+    assert idempotent_run_name("t", "k") != idempotent_run_name("t", "k2")
+    assert idempotent_run_name("t", "k") != idempotent_run_name("u", "k")
+    assert checkpoint_name("run-1") == "run-1-steps"

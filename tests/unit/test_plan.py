@@ -1,0 +1,174 @@
+"""The TaskRun state machine, with plain values and a fixed clock."""
+
+from datetime import datetime, timedelta, timezone
+
+from kubetasks.api import Phase, Task, TaskRun
+from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.plan import World, plan_run
+from kubetasks.protocol import Report
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+CREATED = (NOW - timedelta(seconds=5)).isoformat()
+
+
+def task(**spec):
+    return Task.model_validate({"metadata": {"name": "hello", "namespace": "ns"},
+                                "spec": {"image": "img:1", **spec}})
+
+
+def run(status=None, **spec):
+    return TaskRun.model_validate({
+        "metadata": {"name": "r1", "namespace": "ns", "uid": "u1", "generation": 1, "creationTimestamp": CREATED},
+        "spec": {"taskRef": "hello", **spec}, "status": status or {}})
+
+
+def obs(attempt, state, end=NOW, **kw):
+    return AttemptObservation(attempt=attempt, job_name=f"r1-{attempt}", state=state,
+                              start_time=end - timedelta(seconds=3), completion_time=None if state == "active" else end, **kw)
+
+
+def advance(world_run, **kw):
+    """Applies a plan's status to the run, as the API server would."""
+    plan = plan_run(World(now=kw.pop("now", NOW), run=world_run, **kw))
+    return plan, world_run.model_copy(update={"status": plan.status})
+
+
+def test_a_new_run_starts_attempt_one():
+    plan, r = advance(run(), task=task())
+    assert plan.start_attempt == 1
+    assert r.status.phase == Phase.RUNNING and r.status.attempt == 1
+    assert r.status.conditions[0].status == "Unknown" and r.status.conditions[0].reason == "Running"
+    assert [e.reason for e in plan.events] == ["Running"]
+
+
+def test_success_records_result_duration_and_condition():
+    _, r = advance(run(), task=task())
+    plan, r = advance(r, task=task(), attempts={1: obs(1, "succeeded", report=Report("succeeded", result={"n": 1}))})
+    assert r.status.phase == Phase.SUCCEEDED and r.status.result == {"n": 1}
+    assert r.status.completion_time == NOW and r.status.duration == "0s"
+    assert r.status.attempts[0].reason == "Succeeded"
+    assert r.status.conditions[0].status == "True"
+    again, _ = advance(r, task=task())
+    assert again.start_attempt is None and again.events == []  # finished runs are left alone
+
+
+def test_failures_retry_with_backoff_then_fail_after_max_attempts():
+    t = task(retry={"maxAttempts": 3, "minDelay": "2s", "factor": 2})
+    _, r = advance(run(), task=t)
+    plan, r = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=1, reason="Error")})
+    assert r.status.phase == Phase.RETRYING and r.status.next_retry_at == NOW + timedelta(seconds=2)
+    assert plan.requeue_at == NOW + timedelta(seconds=2) and plan.start_attempt is None
+    assert "AttemptFailed" in [e.reason for e in plan.events]
+    # Too early: still waiting. On time: attempt 2.
+    plan, r = advance(r, task=t, now=NOW + timedelta(seconds=1), attempts={1: obs(1, "failed", exit_code=1, reason="Error")})
+    assert plan.start_attempt is None and r.status.phase == Phase.RETRYING
+    plan, r = advance(r, task=t, now=NOW + timedelta(seconds=2), attempts={1: obs(1, "failed", exit_code=1, reason="Error")})
+    assert plan.start_attempt == 2 and r.status.phase == Phase.RUNNING
+    later = NOW + timedelta(seconds=10)
+    failed = {1: obs(1, "failed", exit_code=1, reason="Error"), 2: obs(2, "failed", end=later, exit_code=1, reason="Error")}
+    _, r = advance(r, task=t, now=later, attempts=failed)
+    assert r.status.next_retry_at == later + timedelta(seconds=4)  # exponential: 2s, then 4s
+    _, r = advance(r, task=t, now=later + timedelta(seconds=4), attempts=failed)
+    failed[3] = obs(3, "failed", end=later + timedelta(seconds=9), exit_code=1, reason="Error")
+    plan, r = advance(r, task=t, now=later + timedelta(seconds=9), attempts=failed)
+    assert r.status.phase == Phase.FAILED and r.status.attempt == 3
+    assert "all 3 attempts failed" in r.status.conditions[0].message
+    assert [a.attempt for a in r.status.attempts] == [1, 2, 3]
+
+
+def test_oom_is_reported_and_retried_and_permanent_codes_are_not():
+    t = task()
+    _, r = advance(run(), task=t)
+    _, oom = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=137, reason="OOMKilled")})
+    assert oom.status.phase == Phase.RETRYING and oom.status.attempts[0].reason == "OOMKilled"
+    assert "OOMKilled (exit code 137)" in oom.status.error.message
+    report = Report("failed", error_type="AbortTaskRun", error_message="bad input")
+    _, perm = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=78, reason="Error", report=report)})
+    assert perm.status.phase == Phase.FAILED and "permanent failure" in perm.status.conditions[0].message
+    assert perm.status.error.type == "AbortTaskRun"
+
+
+def test_oom_not_retried_when_the_policy_says_so():
+    t = task(retry={"retryOn": ["Error"]})
+    _, r = advance(run(), task=t)
+    _, r = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=137, reason="OOMKilled")})
+    assert r.status.phase == Phase.FAILED
+
+
+def test_timeout_is_terminal():
+    t = task(maxDuration="5s")
+    _, r = advance(run(), task=t)
+    _, r = advance(r, task=t, attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
+    assert r.status.phase == Phase.TIMED_OUT and r.status.error.type == "DeadlineExceeded"
+
+
+def test_cancel_deletes_the_active_job():
+    _, r = advance(run(), task=task())
+    r = r.model_copy(update={"spec": r.spec.model_copy(update={"cancel": True})})
+    plan, r = advance(r, task=task(), attempts={1: obs(1, "active")})
+    assert r.status.phase == Phase.CANCELLED and plan.delete_jobs == ["r1-1"]
+
+
+def test_delay_holds_the_run_until_due():
+    plan, r = advance(run(delay="1m"), task=task())
+    assert r.status.phase == Phase.DELAYED and plan.start_attempt is None
+    assert plan.requeue_at == datetime.fromisoformat(CREATED) + timedelta(minutes=1)
+    plan, r = advance(r, task=task(), now=plan.requeue_at)
+    assert plan.start_attempt == 1
+
+
+def test_unknown_task_waits_with_a_reason_and_a_warning():
+    plan, r = advance(run(), task=None)
+    assert r.status.phase == Phase.PENDING and r.status.conditions[0].reason == "TaskNotFound"
+    assert plan.events[0].type == "Warning"
+    plan, _ = advance(r, task=None)
+    assert plan.events == []  # no repeated Events for the same state
+
+
+def test_invalid_payload_fails_at_once_with_the_reason():
+    t = task(payloadSchema={"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}})
+    plan, r = advance(run(payload={"url": 3}), task=t)
+    assert r.status.phase == Phase.FAILED and plan.start_attempt is None
+    assert r.status.conditions[0].reason == "InvalidPayload" and "url" in r.status.error.message
+
+
+def test_concurrency_queues_when_no_slot_is_free():
+    plan, r = advance(run(), task=task(concurrency=1), slots_free=0)
+    assert r.status.phase == Phase.QUEUED and plan.start_attempt is None
+    plan, r = advance(r, task=task(concurrency=1), slots_free=1)
+    assert plan.start_attempt == 1
+
+
+def test_duplicate_idempotency_key_mirrors_the_original():
+    original = run(idempotencyKey="k").model_copy(update={"metadata": {"name": "r0", "namespace": "ns"}})
+    original.status.phase = Phase.SUCCEEDED
+    original.status.result = 42
+    plan, r = advance(run(idempotencyKey="k"), task=task(), original=original)
+    assert plan.start_attempt is None
+    assert r.status.duplicate_of == "r0" and r.status.phase == Phase.SUCCEEDED and r.status.result == 42
+
+
+def test_durable_sleep_does_not_count_as_a_failure():
+    t = task(retry={"maxAttempts": 1})
+    _, r = advance(run(), task=t)
+    wake = NOW + timedelta(seconds=30)
+    sleeping = {1: obs(1, "sleeping", report=Report("sleeping", wake_at=wake))}
+    plan, r = advance(r, task=t, attempts=sleeping)
+    assert r.status.phase == Phase.SLEEPING and r.status.wake_at == wake and plan.requeue_at == wake
+    plan, r = advance(r, task=t, attempts=sleeping, now=wake)
+    assert plan.start_attempt == 2 and r.status.phase == Phase.RUNNING and r.status.wake_at is None
+    done = {**sleeping, 2: obs(2, "succeeded", end=wake + timedelta(seconds=1))}
+    _, r = advance(r, task=t, attempts=done, now=wake + timedelta(seconds=1))
+    assert r.status.phase == Phase.SUCCEEDED
+
+
+def test_restart_after_job_creation_but_before_status_write_adopts_the_job():
+    # The operator died after creating r1-1 but before recording attempt 1: it must not start again.
+    plan, r = advance(run(), task=task(), attempts={1: obs(1, "active")})
+    assert plan.start_attempt is None and r.status.attempt == 1 and r.status.phase == Phase.RUNNING
+
+
+def test_restart_after_status_write_but_before_job_creation_creates_the_same_job():
+    _, r = advance(run(), task=task())
+    plan, _ = advance(r, task=task())  # no Job observed yet
+    assert plan.start_attempt == 1  # created again under the same name: a 409 if it exists

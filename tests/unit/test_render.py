@@ -1,0 +1,67 @@
+from kubetasks.api import Task, TaskRun
+from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
+
+
+def objects(task_spec=None, run_spec=None):
+    t = Task.model_validate({"metadata": {"name": "resize"}, "spec": {"image": "reg/img:1", **(task_spec or {})}})
+    r = TaskRun.model_validate({"metadata": {"name": "resize-abc", "namespace": "ns", "uid": "u-1"},
+                                "spec": {"taskRef": "resize", "payload": {"w": 2}, **(run_spec or {})}})
+    return t, r
+
+
+def test_job_has_deterministic_name_owner_labels_and_no_job_level_retries():
+    t, r = objects()
+    job = render_job(r, t, 2)
+    assert job["metadata"]["name"] == "resize-abc-2"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert job["metadata"]["labels"]["kubetasks.io/attempt"] == "2"
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "kubetasks.runtime"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_PAYLOAD"] == '{"w": 2}' and env["KUBETASKS_ATTEMPT"] == "2"
+
+
+def test_machine_preset_and_overrides_become_requests_and_limits():
+    t, r = objects({"machine": {"preset": "medium-1x"}}, {"machine": {"memory": "3Gi"}})
+    res = render_job(r, t, 1, r.spec.machine)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"] == res["limits"] == {"cpu": "1", "memory": "3Gi"}
+    t, r = objects()
+    res = render_job(r, t, 1)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"cpu": "500m", "memory": "512Mi"}  # small-1x by default
+
+
+def test_max_duration_and_ttl():
+    t, r = objects({"maxDuration": "1m30s", "ttlSecondsAfterFinished": 60})
+    spec = render_job(r, t, 1)["spec"]
+    assert spec["activeDeadlineSeconds"] == 90 and spec["ttlSecondsAfterFinished"] == 60
+
+
+def test_pods_run_as_non_root_with_a_read_only_root():
+    t, r = objects()
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_commands_and_plain_images():
+    t, r = objects({"command": ["sh", "-c", "exit 3"]})
+    assert render_job(r, t, 1)["spec"]["template"]["spec"]["containers"][0]["command"] == ["sh", "-c", "exit 3"]
+
+
+def test_oom_retries_can_move_to_a_bigger_machine():
+    t, r = objects({"retry": {"outOfMemoryMachine": {"preset": "large-1x"}}})
+    assert machine_for_attempt(r, t, "OOMKilled").preset == "large-1x"
+    assert machine_for_attempt(r, t, "Error") is None
+
+
+def test_run_identity_grants_only_its_own_checkpoints():
+    t, r = objects()
+    kinds = {o["kind"]: o for o in render_run_identity(r, t)}
+    assert set(kinds) == {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"}
+    rule = kinds["Role"]["rules"][0]
+    assert rule["resourceNames"] == ["resize-abc-steps"] and "create" not in rule["verbs"]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in kinds.values())
