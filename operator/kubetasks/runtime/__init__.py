@@ -1,0 +1,24 @@
+"""The kubetasks SDK: what task code imports (``from kubetasks import task``).
+
+Declare tasks with :func:`task`, make work durable with ``ctx.step.run`` and ``ctx.step.sleep``,
+fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(...)``. Task pods run
+``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
+"""
+
+from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
+from kubetasks.runtime.context import Context, Steps
+from kubetasks.runtime.errors import (
+    AbortTaskRun, CheckpointTooLarge, DuplicateStepKey, InvalidPayload, InvalidResult, InvalidStepKey,
+    PermanentError, ResultTooLarge, RunFailed,
+)
+from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
+from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
+
+__all__ = [
+    "task", "TaskDefinition", "get_task", "registered_tasks",
+    "Context", "Steps",
+    "trigger", "trigger_and_wait", "batch_trigger", "RunHandle",
+    "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "InvalidPayload",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed",
+    "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
+]

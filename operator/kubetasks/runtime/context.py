@@ -1,0 +1,250 @@
+"""The context a task runs with, and its durable step API.
+
+A step is a unit of work whose result is checkpointed the moment it finishes. When an attempt fails
+and the run is retried, completed steps return their recorded results without running again, so
+side effects (charging a card, sending a mail) happen once per run even across crashes.
+
+Steps nest: a step that runs steps scopes their keys under its own (``"parent/child"``). The scope
+is a context variable, so it follows both threads of sync code and tasks of async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import typing
+from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from kubetasks.runtime.checkpoints import SCOPE_SEPARATOR, Checkpoint, Checkpoints, CheckpointStore, MemoryStore
+from kubetasks.runtime.durations import DurationLike, seconds_of
+from kubetasks.runtime.encoding import revive, round_trip
+from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+log = logging.getLogger("kubetasks.runtime")
+_scope: ContextVar[tuple[str, ...]] = ContextVar("kubetasks_step_scope", default=())
+_MISSING: Any = object()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def scoped_key(scope: tuple[str, ...], key: str) -> str:
+    """The full key of step ``key`` run inside the steps of ``scope``; validates ``key``."""
+    if not isinstance(key, str) or not key:
+        raise InvalidStepKey(f"a step key must be a non-empty string, not {key!r}")
+    if SCOPE_SEPARATOR in key:
+        raise InvalidStepKey(f"step key {key!r}: {SCOPE_SEPARATOR!r} separates nested keys; use another character")
+    return SCOPE_SEPARATOR.join((*scope, key))
+
+
+def idempotency_key(run_uid: str, scoped: str) -> str:
+    """A key for external services (payment APIs and the like) that is the same in every attempt
+    of this run and different in every other run."""
+    return f"{run_uid}:{scoped}"
+
+
+def return_annotation(fn: Callable[..., Any]) -> Any:
+    """The resolved return annotation of ``fn``, or None (lambdas, partials, builtins)."""
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+
+
+class Resumed:
+    """What ``sleep`` returns when the sleep is over: nothing, but awaitable, so both
+    ``ctx.step.sleep(...)`` and ``await ctx.step.sleep(...)`` read naturally."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+    def __repr__(self) -> str:
+        return "Resumed()"
+
+
+RESUMED = Resumed()
+
+
+class Steps:
+    """``ctx.step``: durable steps and sleeps of one attempt."""
+
+    def __init__(self, checkpoints: Checkpoints, run_uid: str, attempt: int, clock: Clock = utcnow) -> None:
+        self._checkpoints = checkpoints
+        self._run_uid = run_uid
+        self._attempt = attempt
+        self._clock = clock
+        self._used: set[str] = set()
+
+    # -- where we are ---------------------------------------------------------------------------
+
+    @property
+    def key(self) -> str | None:
+        """The scoped key of the step running now, None outside steps."""
+        scope = _scope.get()
+        return SCOPE_SEPARATOR.join(scope) if scope else None
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<run uid>:<scoped key>"`` of the step running now: pass it to external services so a
+        step re-run after a crash (before its checkpoint was written) does not act twice."""
+        key = self.key
+        if key is None:
+            raise RuntimeError("ctx.step.idempotency_key is only defined inside a step (ctx.step.run)")
+        return idempotency_key(self._run_uid, key)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def run(self, key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs ``fn(*args, **kwargs)`` once per run and returns its (JSON round-tripped) result.
+
+        For sync code. ``fn`` may be async when no event loop is running; in async code use
+        ``await ctx.step.run_async(...)``.
+        """
+        scoped = self._begin(key)
+        done = self._replay(scoped, fn)
+        if done is not _MISSING:
+            return typing.cast(T, done)
+        token = _scope.set(tuple(scoped.split(SCOPE_SEPARATOR)))
+        started = time.monotonic()
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = _run_awaitable(value, scoped)
+        finally:
+            _scope.reset(token)
+        return typing.cast(T, self._complete(scoped, fn, value, started))
+
+    async def run_async(self, key: str, fn: Callable[..., T | Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``run`` for async code: ``fn`` may be sync or async. Steps gathered concurrently keep
+        their own scopes."""
+        scoped = self._begin(key)
+        done = self._replay(scoped, fn)
+        if done is not _MISSING:
+            return typing.cast(T, done)
+        token = _scope.set(tuple(scoped.split(SCOPE_SEPARATOR)))
+        started = time.monotonic()
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        finally:
+            _scope.reset(token)
+        return typing.cast(T, self._complete(scoped, fn, value, started))
+
+    # -- sleeps ---------------------------------------------------------------------------------
+
+    def sleep(self, key: str, duration: DurationLike) -> Resumed:
+        """Sleeps durably: ends this attempt (no pod waits) and resumes in a new one once
+        ``duration`` (seconds, timedelta or "30s") has passed since the sleep first began.
+        Code before the sleep runs again then, so put side effects in steps."""
+        seconds = seconds_of(duration)
+        return self._sleep(key, lambda now: now + timedelta(seconds=seconds))
+
+    def sleep_until(self, key: str, when: datetime) -> Resumed:
+        """Sleeps durably until ``when`` (naive datetimes are UTC)."""
+        wake = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return self._sleep(key, lambda now: wake)
+
+    def _sleep(self, key: str, wake_of: Callable[[datetime], datetime]) -> Resumed:
+        scoped = self._begin(key)
+        now = self._clock()
+        record = self._checkpoints.get(scoped)
+        if record is None:
+            record = Checkpoint(key=scoped, kind="sleep", attempt=self._attempt, wake_at=wake_of(now), started_at=now)
+            assert record.wake_at is not None
+            if record.wake_at > now:
+                self._checkpoints.put(record)
+                log.info("step %s: sleeping until %s", scoped, record.wake_at.isoformat())
+                raise SleepRequested(scoped, record.wake_at)
+        elif record.kind != "sleep":
+            raise DuplicateStepKey(f"step key {scoped!r} belongs to a step, not a sleep")
+        elif record.completed:
+            self._used.add(scoped)
+            return RESUMED
+        elif record.wake_at is not None and record.wake_at > now:
+            log.info("step %s: woken early; sleeping until %s", scoped, record.wake_at.isoformat())
+            raise SleepRequested(scoped, record.wake_at)
+        began = record.started_at or now
+        self._checkpoints.put(replace(record, attempt=self._attempt, completed_at=now,
+                                      duration_seconds=max((now - began).total_seconds(), 0.0)))
+        self._used.add(scoped)
+        return RESUMED
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _begin(self, key: str) -> str:
+        scoped = scoped_key(_scope.get(), key)
+        if scoped in self._used:
+            raise DuplicateStepKey(f"step key {scoped!r} was already used in this run: step keys must be unique "
+                                   "(in loops, put the item in the key, e.g. f'send-{user_id}')")
+        return scoped
+
+    def _replay(self, scoped: str, fn: Callable[..., Any]) -> Any:
+        record = self._checkpoints.get(scoped)
+        if record is None or not record.completed:
+            return _MISSING
+        if record.kind != "run":
+            raise DuplicateStepKey(f"step key {scoped!r} belongs to a sleep, not a step")
+        self._used.add(scoped)
+        log.info("step %s: completed in attempt %d, skipped", scoped, record.attempt)
+        return revive(record.result, return_annotation(fn))
+
+    def _complete(self, scoped: str, fn: Callable[..., Any], value: Any, started: float) -> Any:
+        result = round_trip(value, f"the result of step {scoped!r}")
+        elapsed = time.monotonic() - started
+        self._checkpoints.put(Checkpoint(key=scoped, result=result, attempt=self._attempt,
+                                         duration_seconds=elapsed, completed_at=self._clock()))
+        self._used.add(scoped)
+        log.info("step %s: completed in %.3fs", scoped, elapsed)
+        return revive(result, return_annotation(fn))
+
+
+def _run_awaitable(awaitable: Awaitable[T], scoped: str) -> T:
+    """Runs an async step function from sync code, on a loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async def wait() -> T:
+            return await awaitable
+
+        return asyncio.run(wait())
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    raise TypeError(f"step {scoped!r}: the step function is async and an event loop is running: "
+                    "use `await ctx.step.run_async(...)`")
+
+
+@dataclass
+class Context:
+    """What a task knows about its run. Passed as the second argument of the task function."""
+
+    run_id: str  # the TaskRun's name
+    task_id: str
+    attempt: int
+    namespace: str
+    payload: Any
+    step: Steps
+    run_uid: str = ""
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("kubetasks.task"))
+
+    @classmethod
+    def local(cls, payload: Any = None, *, task_id: str = "local", run_id: str = "local", attempt: int = 1,
+              namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow) -> Context:
+        """A context with checkpoints in memory: for calling task functions in tests and scripts.
+        Pass the same ``store`` to a second context to see what a retry would do."""
+        steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock)
+        return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
+                   step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"))

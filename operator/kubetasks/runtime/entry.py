@@ -1,0 +1,192 @@
+"""The entry point of task pods: ``python -m kubetasks.runtime``.
+
+Reads the run from the environment (see :mod:`kubetasks.protocol`), validates the payload, runs the
+task function (sync or async) and ends the attempt the way the operator expects: a Report in the
+termination message and an exit code (0 success or durable sleep, 1 retry, 78 fail for good).
+:func:`run_task` does all but the process-level I/O, so it is tested in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kubetasks import protocol
+from kubetasks.runtime import outcome
+from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
+from kubetasks.runtime.context import Clock, Context, Steps, utcnow
+from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested
+from kubetasks.runtime.outcome import Exit
+from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model_of
+
+log = logging.getLogger("kubetasks.runtime")
+
+ENV_TERMINATION_LOG = "KUBETASKS_TERMINATION_LOG"  # where to write the report; for tests and local runs
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One attempt of one run, as the operator describes it in the environment."""
+
+    entrypoint: str | None
+    payload: str | None  # JSON text
+    run: str = "local"
+    run_uid: str = ""
+    namespace: str = "default"
+    task: str = ""
+    attempt: int = 1
+    checkpoints: str | None = None  # ConfigMap name
+    termination_log: str = protocol.TERMINATION_MESSAGE_PATH
+
+
+def invocation_from_env(env: Mapping[str, str]) -> Invocation:
+    try:
+        attempt = int(env.get(protocol.ENV_ATTEMPT) or 1)
+    except ValueError:
+        attempt = 1
+    run = env.get(protocol.ENV_RUN) or "local"
+    return Invocation(
+        entrypoint=env.get(protocol.ENV_ENTRYPOINT) or None,
+        payload=env.get(protocol.ENV_PAYLOAD),
+        run=run,
+        run_uid=env.get(protocol.ENV_RUN_UID) or run,
+        namespace=env.get(protocol.ENV_NAMESPACE) or "default",
+        task=env.get(protocol.ENV_TASK) or "",
+        attempt=attempt,
+        checkpoints=env.get(protocol.ENV_CHECKPOINTS) or None,
+        termination_log=env.get(ENV_TERMINATION_LOG) or protocol.TERMINATION_MESSAGE_PATH,
+    )
+
+
+def load_entrypoint(spec: str | None) -> tuple[Callable[..., Any], type[BaseModel] | None, str | None]:
+    """(function, payload model, task id) named by ``module:function``. A module that is missing
+    or names nothing callable is a permanent error; errors raised while importing it are not."""
+    if not spec or spec.count(":") != 1:
+        raise InvalidEntrypoint(f"{protocol.ENV_ENTRYPOINT} must be 'module:function', not {spec!r}")
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise InvalidEntrypoint(f"entry point {spec!r}: no module named {e.name!r}") from None
+        raise
+    target = getattr(module, attr, None)
+    if isinstance(target, TaskDefinition):
+        return target.fn, target.payload_model, target.id
+    if target is None or not callable(target) or isinstance(target, type):
+        raise InvalidEntrypoint(f"entry point {spec!r}: module {module_name!r} has no function {attr!r}")
+    return target, payload_model_of(target), None
+
+
+def describe_validation_error(error: ValidationError, limit: int = 5) -> str:
+    """One line per problem, as ``field.path: message``."""
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()]
+    more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
+def parse_payload(text: str | None, model: type[BaseModel] | None) -> Any:
+    """The payload to pass to the task: the model instance when there is a model."""
+    try:
+        payload = json.loads(text) if text else None
+    except ValueError as e:
+        raise InvalidPayload(f"{protocol.ENV_PAYLOAD} is not JSON: {e}") from None
+    if model is None:
+        return payload
+    try:
+        return model.model_validate(payload)
+    except ValidationError as e:
+        raise InvalidPayload(f"payload does not match {model.__name__}: {describe_validation_error(e)}") from None
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        async def wait() -> Any:
+            return await value
+
+        value = asyncio.run(wait())
+    return value
+
+
+def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcnow) -> Exit:
+    """Runs one attempt and decides how it ends. Never raises (but for KeyboardInterrupt)."""
+    try:
+        fn, model, task_id = load_entrypoint(invocation.entrypoint)
+        payload = parse_payload(invocation.payload, model)
+    except (InvalidEntrypoint, InvalidPayload) as e:
+        return outcome.failed(e, with_traceback=False)
+    except Exception as e:  # the module raised while being imported: may be passing
+        return outcome.failed(e)
+
+    task_id = invocation.task or task_id or fn.__name__
+    steps = Steps(Checkpoints(store), invocation.run_uid or invocation.run, invocation.attempt, clock)
+    ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
+                  payload=payload, step=steps, run_uid=invocation.run_uid,
+                  logger=logging.getLogger(f"kubetasks.task.{task_id}"))
+    try:
+        value = _call(fn, call_arguments(fn, payload, ctx))
+    except SleepRequested as s:
+        return outcome.sleeping(s.wake_at)
+    except SystemExit as e:
+        return outcome.exited(e.code)
+    except Exception as e:
+        return outcome.failed(e)
+    return outcome.succeeded(value)
+
+
+def write_report(path: str, report: protocol.Report) -> None:
+    """Writes the termination message; when that is impossible (a local run), prints it."""
+    text = report.encode()
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        log.debug("cannot write %s (%s)", path, e)
+        print(text, file=sys.stderr)
+
+
+def _configure_logging() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:  # line by line, so the log of a pod that crashes hard is complete
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("KUBETASKS_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Runs the attempt described by ``env`` (default: the process environment); the exit code."""
+    _configure_logging()
+    invocation = invocation_from_env(os.environ if env is None else env)
+    store: CheckpointStore
+    if invocation.checkpoints:
+        store = ConfigMapStore(invocation.checkpoints, invocation.namespace)
+    else:
+        log.info("%s is not set: steps are checkpointed in memory only", protocol.ENV_CHECKPOINTS)
+        store = MemoryStore()
+    log.info("run %s attempt %d: %s", invocation.run, invocation.attempt, invocation.entrypoint)
+    result = run_task(invocation, store)
+    report = result.report
+    if report.outcome == "failed":
+        log.error("attempt failed (exit %d): %s: %s", result.code, report.error_type, report.error_message)
+        if report.traceback:
+            print(report.traceback, file=sys.stderr, end="")
+    elif report.outcome == "sleeping" and report.wake_at:
+        log.info("sleeping until %s", report.wake_at.isoformat())
+    else:
+        log.info("attempt succeeded")
+    write_report(invocation.termination_log, report)
+    return result.code

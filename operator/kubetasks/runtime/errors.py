@@ -1,0 +1,73 @@
+"""Exceptions of the SDK, and how each one ends an attempt.
+
+Anything not listed here that escapes a task fails the attempt as retryable (exit 1). Errors that a
+retry cannot fix derive from :class:`PermanentError`, so the run fails at once (exit 78).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class PermanentError(Exception):
+    """Base of errors that retrying cannot fix: the attempt exits with 78 and the run fails."""
+
+
+class AbortTaskRun(PermanentError):
+    """Raise to fail the run now, without further retries: ``raise AbortTaskRun("no such user")``."""
+
+
+class InvalidPayload(PermanentError):
+    """The payload does not match the task's payload model; the task function is never called."""
+
+
+class InvalidEntrypoint(PermanentError):
+    """KUBETASKS_ENTRYPOINT is unset, malformed, or names nothing callable."""
+
+
+class InvalidResult(PermanentError, TypeError):
+    """A task or step result is not JSON, so it could not be reported or checkpointed."""
+
+
+class ResultTooLarge(PermanentError):
+    """A task result does not fit in the termination message (protocol.RESULT_LIMIT bytes)."""
+
+
+class CheckpointTooLarge(PermanentError):
+    """A step's checkpoint does not fit in the run's checkpoint ConfigMap. Nothing was truncated:
+    the step failed. Keep large data elsewhere (object storage, a database) and return a reference."""
+
+
+class InvalidStepKey(PermanentError, ValueError):
+    """A step key that cannot name a step: empty, not a string, or containing "/" (the separator
+    of nested keys)."""
+
+
+class DuplicateStepKey(InvalidStepKey):
+    """The same step key was used twice in one scope: keys name steps, so they must be unique
+    (use e.g. ``f"send-{user_id}"`` in loops)."""
+
+
+class RunFailed(Exception):
+    """A triggered run ended without succeeding (Failed, Cancelled or TimedOut)."""
+
+    def __init__(self, run: str, phase: str, error: dict[str, Any] | None = None) -> None:
+        self.run = run
+        self.phase = phase
+        self.error = error or {}
+        detail = ""
+        if self.error.get("message"):
+            kind = self.error.get("type")
+            detail = f": {kind}: {self.error['message']}" if kind else f": {self.error['message']}"
+        super().__init__(f"TaskRun {run} ended {phase}{detail}")
+
+
+class SleepRequested(BaseException):
+    """Internal: a durable sleep ends the attempt. A BaseException so that the ``except Exception``
+    blocks of task code do not swallow it; the entry point turns it into outcome "sleeping"."""
+
+    def __init__(self, key: str, wake_at: datetime) -> None:
+        super().__init__(f"step {key!r} sleeps until {wake_at.isoformat()}")
+        self.key = key
+        self.wake_at = wake_at

@@ -1,0 +1,145 @@
+"""@task definitions, their Task manifests, and the TaskRuns that triggering creates."""
+
+from datetime import timedelta
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from kubetasks.api.common import Machine
+from kubetasks.api.task import TaskSpec
+from kubetasks.api.taskrun import TaskRunSpec
+from kubetasks.core.naming import idempotent_run_name
+from kubetasks.runtime import RunFailed, TaskDefinition, get_task, task
+from kubetasks.runtime.task import call_arguments, register, default_task_id, payload_model_of
+from kubetasks.runtime.trigger import finished_result, payload_of, task_id_of, taskrun_manifest
+
+
+class Email(BaseModel):
+    to: str
+    subject: str = ""
+
+
+class Sent(BaseModel):
+    message_id: str
+
+
+@task(id="send-email", retry=5, machine="small-2x", max_duration=600, payload=None)
+def send_email(payload: Email, ctx) -> Sent:
+    return Sent(message_id=f"<{payload.to}>")
+
+
+@task
+def resize_images(payload):
+    return payload
+
+
+def test_a_task_keeps_its_settings_and_still_calls_the_function():
+    assert isinstance(send_email, TaskDefinition)
+    assert send_email.id == "send-email" and get_task("send-email") is send_email
+    assert send_email.retry.max_attempts == 5
+    assert send_email.machine == Machine(preset="small-2x")
+    assert send_email.max_duration == "600s"
+    assert send_email.payload_model is Email and send_email.result_model is Sent
+    assert send_email(Email(to="a@b"), None) == Sent(message_id="<a@b>")
+    assert send_email.__name__ == "send_email" and send_email.entrypoint == f"{__name__}:send_email"
+
+
+def test_ids_default_to_the_function_name_and_must_be_dns_labels():
+    assert resize_images.id == "resize-images" == default_task_id(resize_images.fn)
+    with pytest.raises(ValueError, match="DNS-1123"):
+        task(id="Bad_Id")(lambda p: p)
+    with pytest.raises(ValidationError):
+        task(id="ok-machine", machine="huge")(lambda p: p)
+
+
+def test_an_id_names_one_function():
+    def other(payload):
+        return None
+
+    with pytest.raises(ValueError, match="already used by"):
+        task(id="send-email")(other)
+    again = task(id="send-email")(send_email.fn)  # re-declaring the same function (a re-import) is fine
+    assert get_task("send-email") is again
+    register(send_email)
+
+
+def test_payload_models_come_from_the_first_parameter_or_the_decorator():
+    def annotated(order: Email, ctx):
+        pass
+
+    def untyped(payload, ctx):
+        pass
+
+    def ctx_only(ctx: Email):
+        pass
+
+    assert payload_model_of(annotated) is Email
+    assert payload_model_of(untyped) is None and payload_model_of(ctx_only) is None
+    assert payload_model_of(untyped, Email) is Email
+
+
+def test_call_arguments_follow_the_signature():
+    assert call_arguments(lambda: 0, "p", "c") == ()
+    assert call_arguments(lambda payload: 0, "p", "c") == ("p",)
+    assert call_arguments(lambda ctx: 0, "p", "c") == ("c",)
+    assert call_arguments(lambda payload, ctx: 0, "p", "c") == ("p", "c")
+    assert call_arguments(lambda *args: 0, "p", "c") == ("p", "c")
+
+
+def test_task_manifest_is_a_valid_task_with_the_payload_schema():
+    manifest = send_email.to_task_manifest("registry.example/app:1.2", namespace="jobs", concurrency=4)
+    assert manifest["apiVersion"] == "kubetasks.io/v1alpha1" and manifest["kind"] == "Task"
+    assert manifest["metadata"] == {"name": "send-email", "namespace": "jobs"}
+    spec = manifest["spec"]
+    assert spec["entrypoint"] == f"{__name__}:send_email"
+    assert spec["retry"] == {"maxAttempts": 5} and spec["machine"] == {"preset": "small-2x"}
+    assert spec["maxDuration"] == "600s" and spec["concurrency"] == 4
+    assert spec["payloadSchema"]["required"] == ["to"]
+    assert TaskSpec.model_validate(spec).entrypoint == spec["entrypoint"]
+    assert resize_images.to_task_manifest("img:1", entrypoint="app.jobs:resize")["spec"] == {
+        "image": "img:1", "entrypoint": "app.jobs:resize"}
+
+
+def test_taskrun_manifest_uses_generate_name_without_a_key():
+    body = taskrun_manifest("send-email", {"to": "x"}, namespace="jobs")
+    assert body["metadata"] == {"namespace": "jobs", "labels": {"kubetasks.io/task": "send-email"},
+                                "generateName": "send-email-"}
+    assert body["spec"] == {"taskRef": "send-email", "payload": {"to": "x"}}
+
+
+def test_taskrun_manifest_with_every_option_is_a_valid_spec():
+    body = taskrun_manifest("send-email", [1], namespace="jobs", delay=timedelta(minutes=5),
+                            idempotency_key="order-7", tags=["a", "b"], machine="large-1x", parent_run="parent-x1")
+    assert body["metadata"]["name"] == idempotent_run_name("send-email", "order-7")
+    assert "generateName" not in body["metadata"]
+    assert body["spec"] == {"taskRef": "send-email", "payload": [1], "delay": "300s", "idempotencyKey": "order-7",
+                            "tags": ["a", "b"], "machine": {"preset": "large-1x"}, "parentRun": "parent-x1"}
+    TaskRunSpec.model_validate(body["spec"])
+    assert taskrun_manifest("t", None, namespace="n", machine={"memory": "2Gi"})["spec"]["machine"] == {"memory": "2Gi"}
+
+
+def test_payloads_are_checked_before_a_run_is_created():
+    assert payload_of(send_email, {"to": "x"}) == {"to": "x"}
+    assert payload_of("any-task", Email(to="y")) == {"to": "y", "subject": ""}
+    with pytest.raises(ValidationError):
+        payload_of(send_email, {"subject": "no recipient"})
+    with pytest.raises(TypeError):
+        payload_of("any-task", {"x": object()})
+
+
+def test_tasks_are_referenced_by_definition_or_id():
+    assert task_id_of(send_email) == "send-email" and task_id_of("other") == "other"
+    with pytest.raises(TypeError):
+        task_id_of(42)
+
+
+def test_finished_results_and_failures():
+    assert finished_result("r", {}) == (False, None)
+    assert finished_result("r", {"phase": "Running"}) == (False, None)
+    assert finished_result("r", {"phase": "Succeeded", "result": {"ok": 1}}) == (True, {"ok": 1})
+    with pytest.raises(RunFailed, match="TaskRun r ended Failed: KeyError: 'x'") as failed:
+        finished_result("r", {"phase": "Failed", "error": {"type": "KeyError", "message": "'x'"}})
+    assert failed.value.phase == "Failed" and failed.value.error["type"] == "KeyError"
+    for phase in ("Cancelled", "TimedOut"):
+        with pytest.raises(RunFailed, match=phase):
+            finished_result("r", {"phase": phase})
