@@ -32,8 +32,13 @@ def test_flaky_fails_until_its_attempt_and_can_abort():
     assert run("flaky:flaky", '{"abort": "no"}').code == 78
 
 
-def test_memory_allocates():
-    assert run("memory:memory", '{"mb": 2, "hold": 0}').report.result == {"allocatedMiB": 2, "attempt": 1}
+def test_memory_allocates_and_a_retry_resumes_after_prepare_with_the_smaller_size():
+    store = MemoryStore()
+    payload = '{"mb": 3, "retryMb": 1, "hold": 0}'
+    first = run("memory:memory", payload, store=store)
+    assert first.report.result == {"allocatedMiB": 3, "attempt": 1, "preparedOnAttempt": 1}
+    retry = run("memory:memory", payload, attempt=2, store=store)
+    assert retry.report.result == {"allocatedMiB": 1, "attempt": 2, "preparedOnAttempt": 1}
 
 
 def test_steps_resume_after_a_crash_without_repeating_side_effects(capsys):
