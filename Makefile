@@ -27,8 +27,9 @@ images:  ## Build the base images and the kubetasks image, and import them into 
 	hack/images/build.sh all
 	hack/images/import.sh all
 
-crds: venv  ## Regenerate crds/ from the pydantic models
-	$(PY) -m kubetasks.cli.main crds --write
+crds: venv  ## Regenerate crds/ (and the chart's copy) from the pydantic models
+	$(PY) -m kubetasks.cli.main crds --write crds
+	$(PY) -m kubetasks.cli.main crds --write charts/kubetasks/crds
 
 unit: venv  ## Unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q

@@ -48,3 +48,9 @@ def test_printer_columns_and_names():
 def test_generated_yaml_parses():
     for crd in render_crds().values():
         assert yaml.safe_load(dump(crd)) == crd
+
+
+def test_the_chart_ships_the_same_crds():
+    chart = CRDS.parent / "charts" / "kubetasks" / "crds"
+    for name in render_crds():
+        assert (chart / name).read_text() == (CRDS / name).read_text(), "run `make crds`"

@@ -1,0 +1,94 @@
+{{/* Chart name, overridable. */}}
+{{- define "kubetasks.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: <release>-<chart>, or the release name when it already holds the chart name. */}}
+{{- define "kubetasks.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetasks.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of the release. */}}
+{{- define "kubetasks.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetasks.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Common labels. Note: not app.kubernetes.io/managed-by=kubetasks, which marks the Jobs the operator makes. */}}
+{{- define "kubetasks.labels" -}}
+helm.sh/chart: {{ include "kubetasks.chart" . }}
+{{ include "kubetasks.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetasks
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "kubetasks.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubetasks.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image reference. */}}
+{{- define "kubetasks.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Namespaced rules of the operator (least privilege). It also holds everything it grants to a
+run's Role (configmaps get/update/patch, taskruns create/get): RBAC forbids granting more than
+one holds.
+*/}}
+{{- define "kubetasks.rules" -}}
+- apiGroups: ["kubetasks.io"]
+  resources: ["tasks", "taskruns"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+- apiGroups: ["kubetasks.io"]
+  resources: ["tasks/status", "taskruns/status"]
+  verbs: ["patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "get", "update", "patch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "get"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "get"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs to discover and follow resources. */}}
+{{- define "kubetasks.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}

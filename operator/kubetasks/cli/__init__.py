@@ -1,0 +1,1 @@
+"""The ``kubetasks`` command line (``kubetasks.cli.main:main``)."""

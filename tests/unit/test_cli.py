@@ -1,0 +1,185 @@
+"""The pure parts of the ``kubetasks`` CLI: rows, argument parsing, errors. No cluster."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import MaxRetryError
+
+from kubetasks.cli import main as cli
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def ago(**kw) -> str:
+    return (NOW - timedelta(**kw)).isoformat().replace("+00:00", "Z")
+
+
+def taskrun(name: str, task: str = "hello", created: str | None = None, **status) -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "creationTimestamp": created or ago(seconds=30)},
+            "spec": {"taskRef": task}, "status": status}
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (45, "45s"), (60, "1m"), (192, "3m12s"), (720, "12m"), (3600, "1h"), (7500, "2h5m"),
+    (86400 * 4 + 3 * 3600, "4d3h"), (86400 * 30, "30d"),
+])
+def test_human_age(seconds, text):
+    assert cli.human_age(ago(seconds=seconds), NOW) == text
+
+
+def test_human_age_without_a_time():
+    assert cli.human_age(None, NOW) == "<unknown>"
+    assert cli.human_age("garbage", NOW) == "<unknown>"
+
+
+def test_run_row_of_a_finished_run():
+    run = taskrun("hello-1", created=ago(minutes=2), phase="Succeeded", attempt=2, duration="1m5s")
+    assert cli.run_row(run, NOW) == ("hello-1", "hello", "Succeeded", "2", "2m", "1m5s")
+
+
+def test_run_row_of_a_new_run_without_status():
+    run = taskrun("hello-2")
+    run.pop("status")
+    assert cli.run_row(run, NOW) == ("hello-2", "hello", "Pending", "0", "30s", "-")
+
+
+def test_run_rows_filter_by_task_and_sort_oldest_first():
+    runs = [taskrun("b", created=ago(seconds=10)), taskrun("other", task="x", created=ago(seconds=50)),
+            taskrun("a", created=ago(seconds=40))]
+    assert [r[0] for r in cli.run_rows(runs, now=NOW)] == ["other", "a", "b"]
+    assert [r[0] for r in cli.run_rows(runs, "hello", now=NOW)] == ["a", "b"]
+    assert cli.run_rows(runs, "x", now=NOW, with_namespace=True)[0][:2] == ("ns", "other")
+    assert len(cli.RUN_COLUMNS) == len(cli.run_rows(runs, now=NOW)[0])
+
+
+def test_job_for_attempt_defaults_to_the_latest_and_uses_recorded_names():
+    run = taskrun("r", attempt=2, attempts=[{"attempt": 1, "jobName": "r-1"}, {"attempt": 2, "jobName": "r-2"}])
+    assert cli.job_for_attempt(run) == (2, "r-2")
+    assert cli.job_for_attempt(run, 1) == (1, "r-1")
+    with pytest.raises(cli.CliError, match="no attempt 3"):
+        cli.job_for_attempt(run, 3)
+
+
+def test_job_for_attempt_without_a_record_uses_the_deterministic_name():
+    assert cli.job_for_attempt(taskrun("r", attempt=1)) == (1, "r-1")
+    long = "x" * 70
+    attempt, job = cli.job_for_attempt(taskrun(long, attempt=1))
+    assert attempt == 1 and len(job) <= 63 and job.endswith("-1")
+
+
+def test_job_for_attempt_before_any_attempt():
+    with pytest.raises(cli.CliError, match="not started"):
+        cli.job_for_attempt(taskrun("r"))
+
+
+def test_parse_payload():
+    assert cli.parse_payload('{"x": [1, 2]}') == {"x": [1, 2]}
+    assert cli.parse_payload(None) is None
+    with pytest.raises(cli.CliError, match="not valid JSON"):
+        cli.parse_payload("{bad")
+
+
+def test_new_taskrun():
+    body = cli.new_taskrun("hello", {"x": 1})
+    assert body["metadata"] == {"generateName": "hello-"}
+    assert body["spec"] == {"taskRef": "hello", "payload": {"x": 1}}
+    assert "payload" not in cli.new_taskrun("hello", None)["spec"]
+
+
+def test_describe_lines():
+    run = taskrun("r", phase="Failed", attempt=1, duration="3s")
+    run["spec"]["payload"] = {"a": 1}
+    lines = dict(cli.describe_lines(run, NOW))
+    assert lines["Phase"] == "Failed" and lines["Task"] == "hello" and lines["Payload"] == '{"a": 1}'
+    assert "Next retry" not in lines and lines["Created"].endswith("(30s ago)")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "hello", "--payload", "{}", "--wait", "--timeout", "30", "-n", "ns"],
+     {"command": "run", "task": "hello", "payload": "{}", "wait": True, "timeout": 30.0, "namespace": "ns"}),
+    (["run", "hello"], {"wait": False, "timeout": 600.0, "payload": None, "namespace": None}),
+    (["runs"], {"command": "runs", "task": None, "all_namespaces": False}),
+    (["runs", "hello", "-A"], {"task": "hello", "all_namespaces": True}),
+    (["describe", "r"], {"command": "describe", "run": "r"}),
+    (["logs", "r"], {"attempt": None, "follow": False}),
+    (["logs", "r", "--attempt", "2", "-f"], {"attempt": 2, "follow": True}),
+    (["cancel", "r", "--namespace", "x"], {"command": "cancel", "run": "r", "namespace": "x"}),
+    (["crds"], {"write": None}),
+    (["crds", "--write"], {"write": "crds"}),
+    (["crds", "--write", "out"], {"write": "out"}),
+])
+def test_parsing(argv, expected):
+    args = vars(cli.build_parser().parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["run"], ["logs", "r", "--attempt", "0"], ["logs", "r", "--attempt", "x"],
+    ["run", "t", "--timeout", "-1"], ["nope"],
+])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(argv)
+    assert e.value.code == 2
+
+
+def api_error(status: int, body: object, reason: str = "Not Found") -> ApiException:
+    e = ApiException(status=status, reason=reason)
+    e.body = json.dumps(body) if not isinstance(body, str) else body
+    return e
+
+
+def test_format_api_error_uses_the_status_message():
+    e = api_error(404, {"kind": "Status", "message": 'taskruns.kubetasks.io "x" not found'})
+    assert cli.format_error(e) == 'error: taskruns.kubetasks.io "x" not found (404)'
+
+
+def test_format_api_error_without_a_json_body():
+    assert cli.format_error(api_error(500, "<html>oops</html>", "Internal Server Error")) == \
+        "error: Internal Server Error (500)"
+
+
+def test_format_multiline_errors_as_one_line():
+    e = api_error(422, {"message": "TaskRun is invalid:\n spec.taskRef: Required"}, "Unprocessable")
+    line = cli.format_error(e)
+    assert "\n" not in line and line.endswith("spec.taskRef: Required (422)")
+
+
+def test_format_other_errors():
+    assert cli.format_error(cli.CliError("no such run")) == "error: no such run"
+    assert cli.format_error(ConfigException("Invalid kube-config file.")).startswith(
+        "error: no usable Kubernetes configuration: Invalid kube-config file.")
+    assert cli.format_error(MaxRetryError(None, "/apis", "refused")).startswith("error: cannot reach the Kubernetes API")
+    assert cli.format_error(ConnectionRefusedError("refused")).startswith("error: cannot reach")
+
+
+def test_main_prints_one_line_and_exits_1(monkeypatch, capsys):
+    def boom(*_):
+        raise api_error(403, {"message": 'taskruns is forbidden: User "x" cannot list'}, "Forbidden")
+
+    monkeypatch.setitem(cli.COMMANDS, "runs", boom)
+    assert cli.main(["runs", "-n", "ns"]) == 1
+    err = capsys.readouterr().err
+    assert err == 'error: taskruns is forbidden: User "x" cannot list (403)\n'
+
+
+def test_main_bad_payload_exits_1_before_any_api_call(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_namespace", lambda args: pytest.fail("no API call expected"))
+    assert cli.main(["run", "hello", "--payload", "nope"]) == 1
+    assert capsys.readouterr().err.startswith("error: --payload is not valid JSON")
+
+
+def test_crds_prints_both_definitions(capsys):
+    assert cli.main(["crds"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("kind: CustomResourceDefinition") == 2 and "\n---\n" in out
+
+
+def test_crds_write(tmp_path, capsys):
+    assert cli.main(["crds", "--write", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kubetasks.io_taskruns.yaml", "kubetasks.io_tasks.yaml"]
