@@ -39,6 +39,16 @@ def test_max_duration_and_ttl():
     assert spec["activeDeadlineSeconds"] == 90 and spec["ttlSecondsAfterFinished"] == 60
 
 
+def test_node_selector_and_tolerations_place_the_pods():
+    t, r = objects({"nodeSelector": {"pool": "batch"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]})
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "batch"}
+    assert pod["tolerations"] == [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+    t, r = objects()
+    assert "nodeSelector" not in render_job(r, t, 1)["spec"]["template"]["spec"]
+
+
 def test_pods_run_as_non_root_with_a_read_only_root():
     t, r = objects()
     pod = render_job(r, t, 1)["spec"]["template"]["spec"]

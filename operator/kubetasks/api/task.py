@@ -18,6 +18,16 @@ class EnvVar(Model):
     value_from: JSON | None = None
 
 
+class Toleration(Model):
+    """A pod toleration (corev1.Toleration): lets task pods onto tainted nodes."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
 class TaskSpec(Model):
     id: Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)] | None = Field(
         default=None, description="Task id; defaults to the object's name. A DNS-1123 label."
@@ -33,6 +43,8 @@ class TaskSpec(Model):
     service_account_name: str | None = Field(default=None, description="Service account of task pods.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     machine: Machine | None = Field(default=None, description="Pod size; small-1x when unset.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Labels the task pods' node must have.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the task pods tolerate.")
     max_duration: Duration | None = Field(default=None, description="An attempt running longer is killed: TimedOut.")
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."

@@ -87,6 +87,11 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
             },
         },
     }
+    pod_spec = job_spec["template"]["spec"]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = spec.node_selector
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.to_api() for t in spec.tolerations]
     if spec.max_duration:
         job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
     if spec.ttl_seconds_after_finished is not None:
