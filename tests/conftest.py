@@ -122,14 +122,15 @@ class OperatorProcess:
     """The operator as a separate process (``python -m kubetasks.controller``), so a test can
     kill it at any moment and start it again, as a crash and a pod restart would."""
 
-    def __init__(self, log_path: Path, namespaces: str = "") -> None:
+    def __init__(self, log_path: Path, namespaces: str = "", metrics_port: int = 0) -> None:
         self.log_path = log_path
         self.namespaces = namespaces
+        self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
-               "KUBETASKS_METRICS_PORT": "0", "KUBETASKS_LIVENESS": "http://127.0.0.1:0/healthz",
+               "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": "http://127.0.0.1:0/healthz",
                "KUBETASKS_NAMESPACES": self.namespaces}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,

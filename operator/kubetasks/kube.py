@@ -12,15 +12,37 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from urllib.parse import urlsplit
+
 import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from kubetasks.api.common import GROUP, VERSION
 
 _lock = threading.Lock()
 _client: ApiClient | None = None
 COMPONENT = "kubetasks-operator"
+
+# Requests this process makes outside kopf's watches: what "API calls per run" costs.
+API_REQUESTS = Counter("kubetasks_api_requests_total", "Requests to the API server (kopf's own excluded)",
+                       ["method", "resource"])
+
+
+def resource_of(url: str) -> str:
+    """``/apis/batch/v1/namespaces/ns/jobs/j`` -> ``jobs``; subresources as ``taskruns/status``."""
+    parts = urlsplit(url).path.strip("/").split("/")
+    parts = parts[2:] if parts[:1] == ["api"] else parts[3:]  # drop api/v1 or apis/<group>/<version>
+    if parts[:1] == ["namespaces"] and len(parts) > 2:
+        parts = parts[2:]
+    return "/".join(parts[0:1] + parts[2:3])
+
+
+class CountingApiClient(ApiClient):
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        API_REQUESTS.labels(method, resource_of(url)).inc()
+        return super().call_api(method, url, *args, **kwargs)
 
 
 def api_client() -> ApiClient:
@@ -34,7 +56,7 @@ def api_client() -> ApiClient:
             else:
                 kubernetes.config.load_kube_config(client_configuration=config)
             config.connection_pool_maxsize = 32
-            _client = ApiClient(config)
+            _client = CountingApiClient(config)
         return _client
 
 
