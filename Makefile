@@ -31,10 +31,13 @@ crds: venv  ## Regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PY) -m kubetasks.cli.main crds --write crds
 	$(PY) -m kubetasks.cli.main crds --write charts/kubetasks/crds
 
+lint: venv  ## Pyflakes checks (ruff): unused imports, undefined names
+	$(PY) -m ruff check operator tests bench examples
+
 unit: venv  ## Unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q
 
-test: venv images  ## The whole test suite: unit tests and integration tests on the local cluster
+test: venv lint images  ## The whole test suite: lint, unit tests and integration tests on the local cluster
 	$(PY) -m pytest tests -q
 
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import TASK_IMAGE, apply, get, kubectl, wait_until
-from tests.integration.test_taskruns import FINISHED, status, taskrun, wait_phase
+from tests.conftest import TASK_IMAGE, apply, get, kubectl
+from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
 EXAMPLES_PATH = "/app/operator:/app/examples/python"
