@@ -144,6 +144,17 @@ def test_an_invalid_payload_is_rejected_with_a_reason(namespace, operator):
     assert not kubectl("get", "jobs", "-n", namespace, "-o", "name").strip()
 
 
+def test_a_job_the_api_server_refuses_fails_the_run_with_its_message(namespace, operator):
+    # The CRD allows any string map; the API server validates the Job's nodeSelector keys.
+    apply([task("misplaced", "print(1)", nodeSelector={"not a label!": "x"}), taskrun("misplaced-1", "misplaced")],
+          namespace)
+    s = wait_phase(namespace, "misplaced-1", FINISHED, timeout=60)
+    cond = next(c for c in s["conditions"] if c["type"] == "Succeeded")
+    assert s["phase"] == "Failed" and cond["reason"] == "InvalidSpec" and "nodeSelector" in cond["message"]
+    assert s["error"]["type"] == "InvalidSpec" and s["completionTime"]
+    assert "InvalidSpec" in events(namespace, "misplaced-1")
+
+
 def test_an_unknown_task_waits_with_a_reason_and_runs_once_it_exists(namespace, operator):
     apply(taskrun("orphan-1", "missing"), namespace)
     wait_until("TaskNotFound", lambda: any(c.get("reason") == "TaskNotFound"

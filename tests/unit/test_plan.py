@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from kubetasks.api import Phase, Task, TaskRun
 from kubetasks.core.observe import AttemptObservation
-from kubetasks.core.plan import World, plan_run
+from kubetasks.core.plan import World, plan_rejected, plan_run
 from kubetasks.protocol import Report
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -130,6 +130,18 @@ def test_invalid_payload_fails_at_once_with_the_reason():
     plan, r = advance(run(payload={"url": 3}), task=t)
     assert r.status.phase == Phase.FAILED and plan.start_attempt is None
     assert r.status.conditions[0].reason == "InvalidPayload" and "url" in r.status.error.message
+
+
+def test_a_rejected_job_fails_the_run_keeping_its_attempt():
+    plan, r = advance(run(), task=task())
+    rejected = plan_rejected(r, plan.status, NOW, "the Job for attempt 1 was rejected: bad nodeSelector")
+    s = rejected.status
+    assert s.phase == Phase.FAILED and s.attempt == 1 and s.completion_time == NOW
+    assert s.error.type == "InvalidSpec" and "nodeSelector" in s.error.message
+    assert (s.conditions[0].status, s.conditions[0].reason) == ("False", "InvalidSpec")
+    assert [(e.type, e.reason) for e in rejected.events] == [("Warning", "InvalidSpec")]
+    assert rejected.start_attempt is None and plan_run(World(now=NOW, run=r.model_copy(update={"status": s}),
+                                                             task=task())).start_attempt is None
 
 
 def test_concurrency_queues_when_no_slot_is_free():

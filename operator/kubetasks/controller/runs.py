@@ -16,7 +16,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Cache, Key
 from kubetasks.core.naming import LABEL_TASK
 from kubetasks.core.observe import AttemptObservation, observe_attempt
-from kubetasks.core.plan import HOLDS_SLOT, Event, Plan, World, plan_run
+from kubetasks.core.plan import HOLDS_SLOT, Event, Plan, World, plan_rejected, plan_run
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
 
 log = logging.getLogger(__name__)
@@ -161,18 +161,9 @@ class RunReconciler:
             if not kube.is_status(e, 400, 422):
                 raise
             # The API server refused the Job (a bad quantity, say): a permanent, explained failure.
-            message = f"the Job for attempt {attempt} was rejected: {getattr(e, 'body', e)}"
-            await self._fail_invalid(run, message[:1024])
-
-    async def _fail_invalid(self, run: TaskRun, message: str) -> None:
-        now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-        status = {"phase": Phase.FAILED.value, "completionTime": now, "error": {"type": "InvalidSpec", "message": message},
-                  "conditions": [{"type": "Succeeded", "status": "False", "reason": "InvalidSpec", "message": message,
-                                  "lastTransitionTime": now, "observedGeneration": run.metadata.get("generation")}]}
-        updated = await asyncio.to_thread(kube.patch_status, "taskruns", run.namespace, run.name, status)
-        if updated:
-            self.cache.put_run(updated)
-        await self._event(self.cache.runs[(run.namespace, run.name)], Event("Warning", "InvalidSpec", message))
+            message = f"the Job for attempt {attempt} was rejected: {getattr(e, 'body', e)}"[:1024]
+            rejected = plan_rejected(run, plan.status, datetime.now(timezone.utc), message)
+            await self._apply((run.namespace, run.name), run, None, rejected)
 
     async def _event(self, body: dict[str, Any], event: Event) -> None:
         try:

@@ -124,6 +124,13 @@ def plan_run(world: World) -> Plan:
     return _after_failure(plan, world, obs)
 
 
+def plan_rejected(run: TaskRun, status: TaskRunStatus, now: datetime, message: str) -> Plan:
+    """The API server refused what an attempt needs (its Job, say): a permanent, explained failure."""
+    plan = Plan(status=status.model_copy(deep=True))
+    plan.status.error = ErrorInfo(type="InvalidSpec", message=message)
+    return _finish(plan, World(now=now, run=run, task=None), Phase.FAILED, "InvalidSpec", message)
+
+
 def _before_first_attempt(plan: Plan, world: World) -> Plan:
     run, task = world.run, world.task
     assert task is not None
