@@ -118,20 +118,37 @@ def namespace(cluster: str, request: pytest.FixtureRequest) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
+
+
+def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float = 180) -> str:
+    """Creates a TaskRun of ``task_ref`` and returns the phase it finishes in."""
+    apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+           "spec": {"taskRef": task_ref}}, namespace)
+
+    def finished() -> str | None:
+        phase = (get("taskrun", name, namespace).get("status") or {}).get("phase")
+        return phase if phase in FINISHED_PHASES else None
+
+    return wait_until(f"{name} finished", finished, timeout=timeout)
+
+
 class OperatorProcess:
     """The operator as a separate process (``python -m kubetasks.controller``), so a test can
     kill it at any moment and start it again, as a crash and a pod restart would."""
 
-    def __init__(self, log_path: Path, namespaces: str = "", metrics_port: int = 0) -> None:
+    def __init__(self, log_path: Path, namespaces: str = "", metrics_port: int = 0,
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.namespaces = namespaces
         self.metrics_port = metrics_port
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
                "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": "http://127.0.0.1:0/healthz",
-               "KUBETASKS_NAMESPACES": self.namespaces}
+               "KUBETASKS_NAMESPACES": self.namespaces, **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,15 +1,17 @@
-"""The Helm chart on the real cluster: install namespace-scoped, run a TaskRun, uninstall."""
+"""The Helm chart on the real cluster: install namespace-scoped with two replicas, run TaskRuns,
+fail the leader over, uninstall."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 
 import pytest
 import yaml
 
-from tests.conftest import CACHE, KUBECONFIG, REPO, VERSIONS, apply, kubectl, wait_until
+from tests.conftest import CACHE, KUBECONFIG, REPO, VERSIONS, apply, kubectl, run_until_finished, wait_until
 
 pytestmark = pytest.mark.cluster
 HELM = str(CACHE / "bin" / f"helm-{VERSIONS['HELM_VERSION']}" / "helm")
@@ -34,6 +36,11 @@ def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
 
 
+def lease_holder(namespace: str, name: str) -> str:
+    lease = kubectl("get", "lease", name, "-n", namespace, "-o", "json", check=False)
+    return (json.loads(lease)["spec"].get("holderIdentity") or "") if lease.startswith("{") else ""
+
+
 def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
     operator.stop()  # the chart's operator replaces the test one: two never run together
     release = f"kt-{uuid.uuid4().hex[:6]}"
@@ -42,10 +49,15 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
     try:
         kubectl("create", "namespace", system)
         helm("install", release, CHART, "-n", system, "--set", f"watchNamespaces={{{namespace}}}",
-             "--wait", "--timeout", "4m")
+             "--set", "replicaCount=2", "--wait", "--timeout", "4m")
         installed = True
-        (pod,) = wait_until("the operator pod Ready", lambda: [p for p in pods(system, release) if ready(p)],
-                            timeout=120)
+        # Both replicas Ready (the standby answers its probes); the Lease names the leader.
+        both = wait_until("two operator pods Ready",
+                          lambda: (r := [p for p in pods(system, release) if ready(p)]) and len(r) == 2 and r,
+                          timeout=120)
+        lease = f"{release}-kubetasks"
+        holder = wait_until("a leader", lambda: lease_holder(system, lease))
+        (pod,) = [p for p in both if holder.startswith(p["metadata"]["name"] + "_")]
         spec = pod["spec"]["containers"][0]
         assert spec["command"] == ["python", "-m", "kubetasks.controller"]
         assert {"name": "KUBETASKS_NAMESPACES", "value": namespace} in spec["env"]
@@ -53,20 +65,10 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         kubectl("get", "role", f"{release}-kubetasks", "-n", namespace)
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
 
-        apply([
-            {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
-             "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
-                      "machine": {"preset": "micro"}}},
-            {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": "hello-1"},
-             "spec": {"taskRef": "hello"}},
-        ], namespace)
-
-        def phase() -> str | None:
-            run = json.loads(kubectl("get", "taskrun", "hello-1", "-n", namespace, "-o", "json"))
-            p = (run.get("status") or {}).get("phase")
-            return p if p in {"Succeeded", "Failed", "Cancelled", "TimedOut"} else None
-
-        assert wait_until("hello-1 finished", phase, timeout=180) == "Succeeded"
+        apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
+               "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
+                        "machine": {"preset": "micro"}}}, namespace)
+        assert run_until_finished(namespace, "hello-1", "hello") == "Succeeded"
         table = kubectl("get", "taskruns", "-n", namespace)
         assert table.split()[:4] == ["NAME", "TASK", "PHASE", "ATTEMPT"], table
         assert "hello-1" in table and "Succeeded" in table
@@ -74,6 +76,15 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         # Least-privilege RBAC still covers everything the operator did.
         logs = kubectl("logs", "-n", system, pod["metadata"]["name"])
         assert "forbidden" not in logs.lower() and "Traceback" not in logs, logs[-3000:]
+
+        # Deleting the leader: it hands the Lease back on SIGTERM and the standby leads.
+        deleted = time.monotonic()
+        kubectl("delete", "pod", pod["metadata"]["name"], "-n", system, "--wait=false")
+        wait_until("the standby leads", lambda: (h := lease_holder(system, lease)) and h != holder, timeout=60)
+        print(f"failover after deleting the leader pod: {time.monotonic() - deleted:.1f}s")
+        assert run_until_finished(namespace, "hello-2", "hello") == "Succeeded"
+        jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
+        assert sorted(j["metadata"]["name"] for j in jobs) == ["hello-1-1", "hello-2-1"]
 
         helm("uninstall", release, "-n", system, "--wait", "--timeout", "2m")
         installed = False
@@ -102,9 +113,13 @@ def test_chart_lints_renders_both_modes_and_carries_the_crds():
         return sorted((d["kind"], d["metadata"].get("namespace")) for d in docs)
 
     wide = kinds()
-    assert ("ClusterRoleBinding", None) in wide and not any(k == "Role" for k, _ in wide)
+    assert ("ClusterRoleBinding", None) in wide
+    assert [ns for k, ns in wide if k == "Role"] == ["sys"]  # the leader-election Lease only
     scoped = kinds("watchNamespaces={a,b}")
-    assert [ns for k, ns in scoped if k == "Role"] == ["a", "b"]
+    assert [ns for k, ns in scoped if k == "Role"] == ["a", "b", "sys"]
     assert ("Service", "sys") not in kinds("metrics.enabled=false")
-    done = subprocess.run([HELM, "template", "r", CHART, "--set", "replicaCount=2"], capture_output=True, text=True)
+    assert not any(k == "Role" for k, _ in kinds("leaderElection.enabled=false"))
+    kinds("replicaCount=3")
+    done = subprocess.run([HELM, "template", "r", CHART, "--set", "replicaCount=2", "--set",
+                           "leaderElection.enabled=false"], capture_output=True, text=True)
     assert done.returncode and "replicaCount" in done.stderr

@@ -2,31 +2,49 @@
 
 Environment: KUBETASKS_NAMESPACES (comma-separated; all namespaces when empty),
 KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off),
-KUBETASKS_WORKERS (8), KUBETASKS_PEERING (a kopf peering name; standalone when unset).
+KUBETASKS_WORKERS (8), KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
+it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
+(the Lease's namespace; the pod's own by default).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import uuid
 
 import kopf
 
-from kubetasks.controller import operator  # noqa: F401  (registers the handlers)
+from kubetasks.controller import leader, operator
+
+POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("KUBETASKS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = operator.namespaces()
-    peering = os.environ.get("KUBETASKS_PEERING")
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=os.environ.get("KUBETASKS_LIVENESS", "http://0.0.0.0:8080/healthz"),
-        standalone=not peering,
-        peering_name=peering,
-    )
+    liveness = os.environ.get("KUBETASKS_LIVENESS", "http://0.0.0.0:8080/healthz")
+    lease = os.environ.get("KUBETASKS_LEADER_ELECTION")
+    if lease:
+        lease_namespace = os.environ.get("KUBETASKS_LEADER_ELECTION_NAMESPACE") or own_namespace()
+        identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        leader.wait_for_leadership(lease, lease_namespace, identity, liveness)
+    try:
+        # standalone: kopf's peering is off; the Lease (or a single replica) keeps one operator active.
+        kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness, standalone=True)
+    finally:
+        if lease:
+            leader.release(lease, lease_namespace, identity)
+
+
+def own_namespace() -> str:
+    try:
+        with open(POD_NAMESPACE_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        raise SystemExit("KUBETASKS_LEADER_ELECTION_NAMESPACE is required outside a pod") from None
 
 
 if __name__ == "__main__":
