@@ -10,10 +10,12 @@ else
   "$REPO/hack/cluster/up.sh"
   export KUBECONFIG=$KUBECONFIG_PATH
 fi
-"$REPO/hack/images/build.sh" app >/dev/null
+image=$("$REPO/hack/images/build.sh" app)
 "$REPO/hack/images/import.sh" app
-log "helm install kubetasks"
-helm upgrade --install kubetasks "$REPO/charts/kubetasks" --namespace kubetasks-system --create-namespace --wait --timeout 3m
+log "helm install kubetasks ($image)"
+# The content-addressed tag: a rebuilt image rolls the operator on the next run.
+helm upgrade --install kubetasks "$REPO/charts/kubetasks" --namespace kubetasks-system --create-namespace \
+  --set image.tag="${image##*:}" --wait --timeout 3m
 log "kubectl apply -f examples/hello.yaml"
 kubectl apply -f "$REPO/examples/hello.yaml"
 kubectl wait --for=jsonpath='{.status.phase}'=Succeeded taskrun/hello-world --timeout=180s

@@ -22,8 +22,11 @@ POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("KUBETASKS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("KUBETASKS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # kopf logs every handler call at INFO: thousands of lines an hour that say nothing.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = operator.namespaces()
     liveness = os.environ.get("KUBETASKS_LIVENESS", "http://0.0.0.0:8080/healthz")
     lease = os.environ.get("KUBETASKS_LEADER_ELECTION")

@@ -122,8 +122,11 @@ async def cleanup(**_: Any) -> None:
     await OPERATOR.task_queue.stop()
 
 
+# The event handlers are async on purpose: they only touch memory, and running them on the
+# event loop (not in kopf's thread pool, as sync handlers are) keeps the cache and the
+# asyncio work queues single-threaded.
 @kopf.on.event(GROUP, VERSION, "tasks")
-def task_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+async def task_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         OPERATOR.cache.drop_task((namespace, name))
         return
@@ -132,7 +135,7 @@ def task_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> No
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns")
-def run_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+async def run_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
     body = event["object"]
     if event.get("type") == "DELETED":
         OPERATOR.cache.drop_run((namespace, name))
@@ -143,7 +146,7 @@ def run_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> Non
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER})
-def job_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
+async def job_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         run = OPERATOR.cache.drop_job((namespace, name))
     else:
