@@ -82,10 +82,24 @@ def test_oom_is_reported_and_retried_and_permanent_codes_are_not():
     _, oom = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=137, reason="OOMKilled")})
     assert oom.status.phase == Phase.RETRYING and oom.status.attempts[0].reason == "OOMKilled"
     assert "OOMKilled (exit code 137)" in oom.status.error.message
+    assert oom.status.error.message.endswith("the container exceeded its memory limit")
     report = Report("failed", error_type="AbortTaskRun", error_message="bad input")
     _, perm = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=78, reason="Error", report=report)})
     assert perm.status.phase == Phase.FAILED and "permanent failure" in perm.status.conditions[0].message
     assert perm.status.error.type == "AbortTaskRun"
+
+
+def test_a_plain_failure_is_summed_up_by_its_last_log_line_and_success_clears_the_error():
+    t = task()
+    _, r = advance(run(), task=t)
+    tail = "starting\nTraceback (most recent call last):\n  ...\nValueError: no such file\n"
+    _, r = advance(r, task=t, attempts={1: obs(1, "failed", exit_code=1, reason="Error", message=tail)})
+    assert r.status.error.message == "attempt 1 failed: Error (exit code 1): ValueError: no such file"
+    assert r.status.attempts[0].message == tail  # the whole tail stays with the attempt
+    attempts = {1: obs(1, "failed", exit_code=1, reason="Error", message=tail), 2: obs(2, "succeeded")}
+    _, r = advance(r, task=t, now=NOW + timedelta(minutes=1), attempts=attempts)
+    _, r = advance(r, task=t, now=NOW + timedelta(minutes=1), attempts=attempts)
+    assert r.status.phase == Phase.SUCCEEDED and r.status.error is None
 
 
 def test_oom_not_retried_when_the_policy_says_so():

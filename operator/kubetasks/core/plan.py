@@ -111,6 +111,7 @@ def plan_run(world: World) -> Plan:
             status.start_time = obs.start_time
         return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {status.attempt} is running")
     if obs.state == "succeeded":
+        status.error = None  # an earlier attempt's failure stays in its attempts entry
         if obs.report:
             status.result = obs.report.result
         return _finish(plan, world, Phase.SUCCEEDED, SUCCEEDED, f"attempt {obs.attempt} succeeded", end=obs.completion_time)
@@ -177,7 +178,7 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
     detail = obs.reason or "Error"
     if obs.exit_code is not None:
         detail += f" (exit code {obs.exit_code})"
-    message = report.error_message if report and report.error_message else obs.message
+    message = report.error_message if report and report.error_message else summary(obs)
     status.error = ErrorInfo(type=(report.error_type if report else None) or obs.reason or "Error",
                              message=f"attempt {obs.attempt} failed: {detail}" + (f": {message}" if message else ""),
                              traceback=report.traceback if report else None)
@@ -211,6 +212,14 @@ def _mirror(plan: Plan, original: TaskRun, world: World) -> Plan:
 def _waiting(plan: Plan, world: World, phase: Phase, reason: str, message: str) -> Plan:
     plan.status.phase = phase
     return _set(plan, world, "Unknown", reason, message)
+
+
+def summary(obs: AttemptObservation) -> str | None:
+    """One line on why a plain attempt failed; its attempts entry keeps the whole log tail."""
+    if obs.reason == "OOMKilled":
+        return "the container exceeded its memory limit"
+    lines = [line.strip() for line in (obs.message or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _finish(plan: Plan, world: World, phase: Phase, reason: str, message: str,
