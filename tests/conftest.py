@@ -174,7 +174,12 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """One operator for the session, watching the test namespaces (kubetasks.io/test=true)."""
+    """One operator for the session, watching every namespace (the tests' are labelled kubetasks.io/test=true)."""
+    installed = kubectl("get", "deployments", "-A", "-l", "app.kubernetes.io/name=kubetasks", "-o",
+                        "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}").split()
+    if installed:
+        pytest.fail(f"an installed kubetasks operator would act on the tests' objects too: {', '.join(installed)}; "
+                    "remove it first (e.g. helm uninstall kubetasks -n kubetasks-system)")
     proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
     proc.start()
     yield proc
