@@ -59,3 +59,5 @@ current-context: kubetasks-local
 KC
 done
 cp "$STATE/admin.kubeconfig" "$KUBECONFIG_PATH"
+# Credentials are for root only (helm and kubectl warn about group/world-readable kubeconfigs).
+chmod 600 "$STATE"/*.kubeconfig "$KUBECONFIG_PATH" "$pki"/*.key
