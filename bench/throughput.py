@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import VERSIONS, OperatorProcess, apply, get, kubectl, wait_until  # noqa: E402
+from tests.conftest import VERSIONS, OperatorProcess, apply, free_port, get, kubectl, scrape, wait_until  # noqa: E402
 
 
 def ts(value: str) -> datetime:
@@ -44,17 +40,6 @@ def rss_mib(pid: int) -> float:
 
 KWOK_PLACEMENT = {"nodeSelector": {"type": "kwok"},
                   "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, list]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
 def api_requests(metrics: dict[str, list]) -> Counter:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,6 +120,20 @@ def namespace(cluster: str, request: pytest.FixtureRequest) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, list[Any]]:
+    """The operator's Prometheus metrics: family name -> samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
 FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
 
 
@@ -180,7 +196,7 @@ def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     if installed:
         pytest.fail(f"an installed kubetasks operator would act on the tests' objects too: {', '.join(installed)}; "
                     "remove it first (e.g. helm uninstall kubetasks -n kubetasks-system)")
-    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
+    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port())
     proc.start()
     yield proc
     proc.stop()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from kubetasks.api.taskrun import Phase, TaskRunStatus
+from kubetasks.api.taskrun import AttemptRecord, Phase, TaskRunStatus
 
 RUNS_STARTED = Counter("kubetasks_runs_started_total", "Runs whose first attempt started", ["task"])
 RUNS_FINISHED = Counter("kubetasks_runs_finished_total", "Runs that finished, by phase", ["task", "phase"])
 ATTEMPTS_STARTED = Counter("kubetasks_attempts_started_total", "Attempts (Jobs) created", ["task"])
 RUN_DURATION = Histogram("kubetasks_run_duration_seconds", "Wall time of finished runs", ["task"],
                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600))
+ATTEMPT_DURATION = Histogram("kubetasks_attempt_duration_seconds", "Wall time of finished attempts, by outcome",
+                             ["task", "reason"],
+                             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600))
 RECONCILE_SECONDS = Histogram("kubetasks_reconcile_seconds", "Time to reconcile one object", ["kind"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])
@@ -24,3 +29,14 @@ def phase_changed(task: str, new: Phase, old: str, status: TaskRunStatus) -> Non
         RUNS_FINISHED.labels(task, new.value).inc()
         if status.start_time and status.completion_time:
             RUN_DURATION.labels(task).observe((status.completion_time - status.start_time).total_seconds())
+
+
+def newly_finished(old_status: dict[str, Any], new: TaskRunStatus) -> list[AttemptRecord]:
+    """Attempts that have a completion time in ``new`` and had none in ``old_status`` (wire form)."""
+    done_before = {a.get("attempt") for a in old_status.get("attempts") or [] if a.get("completionTime")}
+    return [a for a in new.attempts if a.completion_time and a.start_time and a.attempt not in done_before]
+
+
+def attempts_finished(task: str, old_status: dict[str, Any], new: TaskRunStatus) -> None:
+    for a in newly_finished(old_status, new):
+        ATTEMPT_DURATION.labels(task, a.reason or "Unknown").observe((a.completion_time - a.start_time).total_seconds())

@@ -141,6 +141,7 @@ class RunReconciler:
             await self._event(body, event)
         if plan.requeue_at:
             self.enqueue.add_after(key, plan.requeue_at)
+        metrics.attempts_finished(run.spec.task_ref, old_status, plan.status)
         old_phase = old_status.get("phase", Phase.PENDING)
         if plan.status.phase != old_phase:
             metrics.phase_changed(run.spec.task_ref, plan.status.phase, old_phase, plan.status)
