@@ -84,11 +84,14 @@ def test_parse_payload():
         cli.parse_payload("{bad")
 
 
-def test_new_taskrun():
-    body = cli.new_taskrun("hello", {"x": 1})
-    assert body["metadata"] == {"generateName": "hello-"}
+def test_new_taskrun_is_labelled_with_the_task_id():
+    hello = {"metadata": {"name": "hello"}, "spec": {"image": "i"}}
+    body = cli.new_taskrun(hello, {"x": 1})
+    assert body["metadata"] == {"generateName": "hello-", "labels": {"kubetasks.io/task": "hello"}}
     assert body["spec"] == {"taskRef": "hello", "payload": {"x": 1}}
-    assert "payload" not in cli.new_taskrun("hello", None)["spec"]
+    assert "payload" not in cli.new_taskrun(hello, None)["spec"]
+    renamed = {"metadata": {"name": "resize-v2"}, "spec": {"id": "resize"}}
+    assert cli.new_taskrun(renamed, None)["metadata"]["labels"] == {"kubetasks.io/task": "resize"}
 
 
 def test_describe_lines():

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
+from kubetasks.core.naming import LABEL_TASK
 
 FINISHED = ("Succeeded", "Failed", "Cancelled", "TimedOut")
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
@@ -124,9 +125,13 @@ def job_for_attempt(run: dict[str, Any], attempt: int | None = None) -> tuple[in
     return attempt, job_name(name, attempt)
 
 
-def new_taskrun(task: str, payload: Any) -> dict[str, Any]:
+def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
+    """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would."""
+    name = task["metadata"]["name"]
+    task_id = (task.get("spec") or {}).get("id") or name
     body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-                            "metadata": {"generateName": f"{task}-"}, "spec": {"taskRef": task}}
+                            "metadata": {"generateName": f"{name}-", "labels": {LABEL_TASK: task_id}},
+                            "spec": {"taskRef": name}}
     if payload is not None:
         body["spec"]["payload"] = payload
     return body
@@ -240,9 +245,9 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     payload = parse_payload(args.payload)
     ns = _namespace(args)
-    kube.custom().get_namespaced_custom_object(GROUP, VERSION, ns, "tasks", args.task)  # a clear 404 first
+    task = kube.custom().get_namespaced_custom_object(GROUP, VERSION, ns, "tasks", args.task)  # a clear 404 first
     created = kube.custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns",
-                                                            new_taskrun(args.task, payload))
+                                                            new_taskrun(task, payload))
     name = created["metadata"]["name"]
     out.print(f"taskrun/{name} created", highlight=False)
     if not args.wait:
