@@ -31,8 +31,9 @@ crds: venv  ## Regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PY) -m kubetasks.cli.main crds --write crds
 	$(PY) -m kubetasks.cli.main crds --write charts/kubetasks/crds
 
-lint: venv  ## Pyflakes checks (ruff) and the architecture's import contracts (import-linter)
+lint: venv  ## Pyflakes checks (ruff), types (mypy), the architecture's import contracts (import-linter)
 	$(PY) -m ruff check operator tests bench examples
+	$(PY) -m mypy
 	PYTHONPATH=operator $(VENV)/bin/lint-imports --no-cache
 
 unit: venv  ## Unit tests only (no cluster)

@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 from urllib.parse import urlsplit
 
@@ -83,13 +83,14 @@ def is_status(e: Exception, *codes: int) -> bool:
 def create(obj: dict[str, Any]) -> bool:
     """Creates a namespaced object; False when it already exists."""
     ns, kind = obj["metadata"]["namespace"], obj["kind"]
+    body: Any = obj  # the client serialises plain dicts as they are; its signatures name its models
     creators = {
-        "Job": lambda: batch().create_namespaced_job(ns, obj),
-        "ConfigMap": lambda: core().create_namespaced_config_map(ns, obj),
-        "ServiceAccount": lambda: core().create_namespaced_service_account(ns, obj),
-        "Role": lambda: rbac().create_namespaced_role(ns, obj),
-        "RoleBinding": lambda: rbac().create_namespaced_role_binding(ns, obj),
-        "TaskRun": lambda: custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", obj),
+        "Job": lambda: batch().create_namespaced_job(ns, body),
+        "ConfigMap": lambda: core().create_namespaced_config_map(ns, body),
+        "ServiceAccount": lambda: core().create_namespaced_service_account(ns, body),
+        "Role": lambda: rbac().create_namespaced_role(ns, body),
+        "RoleBinding": lambda: rbac().create_namespaced_role_binding(ns, body),
+        "TaskRun": lambda: custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", body),
     }
     try:
         creators[kind]()
@@ -103,12 +104,21 @@ def create(obj: dict[str, Any]) -> bool:
 def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
     """Merge-patches the status subresource; returns the new object (None when it is gone)."""
     try:
-        return custom().patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status})
+        return cast(dict[str, Any], custom().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": status}))
     except ApiException as e:
         if e.status == 404:
             return None
         raise
+
+
+def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any]:
+    return cast(dict[str, Any], custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+
+
+def create_custom(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Creates a custom object (generateName allowed); returns it as created."""
+    return cast(dict[str, Any], custom().create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body))
 
 
 def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
@@ -142,7 +152,7 @@ def list_custom(plural: str, namespace: str | None = None, label_selector: str =
         found = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural, label_selector=label_selector)
     else:
         found = custom().list_cluster_custom_object(GROUP, VERSION, plural, label_selector=label_selector)
-    return found["items"]
+    return cast(list[dict[str, Any]], cast(dict[str, Any], found)["items"])
 
 
 def list_jobs(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
@@ -172,7 +182,7 @@ def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> No
     """Records a core/v1 Event on an object, for ``kubectl describe``."""
     meta = obj["metadata"]
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    event = {
+    event: Any = {
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
         "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid"),

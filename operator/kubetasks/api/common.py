@@ -46,6 +46,9 @@ class Machine(Model):
     memory: Quantity | None = Field(default=None, description="Memory request and limit, e.g. '512Mi' or '2Gi'.")
 
 
+RETRY_ON_DEFAULT: tuple[Literal["Error", "OOMKilled"], ...] = ("Error", "OOMKilled")
+
+
 class RetryPolicy(Model):
     """How failed attempts are retried. Delays grow from minDelay to maxDelay."""
 
@@ -56,7 +59,7 @@ class RetryPolicy(Model):
     max_delay: Duration = Field(default="10m", description="Upper bound of any delay.")
     jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="Random fraction added to or taken from each delay.")
     retry_on: list[Literal["Error", "OOMKilled"]] = Field(
-        default_factory=lambda: ["Error", "OOMKilled"],
+        default_factory=lambda: list(RETRY_ON_DEFAULT),
         description="Failures that retry: Error (any non-zero exit) and OOMKilled. Timeouts never retry.",
     )
     permanent_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
@@ -68,11 +71,14 @@ class RetryPolicy(Model):
     )
 
 
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
 class Condition(Model):
     """A Kubernetes API condition (metav1.Condition)."""
 
     type: str
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     message: str = ""
     last_transition_time: datetime

@@ -237,7 +237,7 @@ def _namespace(args: argparse.Namespace) -> str:
 def get_run(namespace: str, name: str) -> dict[str, Any]:
     from kubetasks import kube
 
-    return kube.custom().get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name)
+    return kube.get_custom("taskruns", namespace, name)
 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -245,9 +245,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     payload = parse_payload(args.payload)
     ns = _namespace(args)
-    task = kube.custom().get_namespaced_custom_object(GROUP, VERSION, ns, "tasks", args.task)  # a clear 404 first
-    created = kube.custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns",
-                                                            new_taskrun(task, payload))
+    task = kube.get_custom("tasks", ns, args.task)  # a clear 404 first
+    created = kube.create_custom("taskruns", ns, new_taskrun(task, payload))
     name = created["metadata"]["name"]
     out.print(f"taskrun/{name} created", highlight=False)
     if not args.wait:
@@ -374,7 +373,8 @@ def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
     pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
     name = pod["metadata"]["name"]
     if args.follow:
-        stream = kube.core().read_namespaced_pod_log(name, ns, follow=True, _preload_content=False)
+        # Not preloaded, the client hands back the urllib3 response to stream from.
+        stream: Any = kube.core().read_namespaced_pod_log(name, ns, follow=True, _preload_content=False)
         try:
             for chunk in stream.stream(decode_content=True):
                 sys.stdout.write(chunk.decode(errors="replace"))

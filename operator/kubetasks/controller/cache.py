@@ -88,8 +88,10 @@ class Cache:
         if old is None:
             return None
         run = (old["metadata"].get("labels") or {}).get(LABEL_RUN)
-        self._jobs_by_run[(key[0], run)].discard(key[1])
         self.terminations.pop(old["metadata"].get("uid", ""), None)
+        if not run:
+            return None
+        self._jobs_by_run[(key[0], run)].discard(key[1])
         return key[0], run
 
     def jobs_of_run(self, key: Key) -> list[Body]:

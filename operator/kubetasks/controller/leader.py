@@ -58,7 +58,7 @@ def release(name: str, namespace: str, identity: str) -> None:
     api = kubernetes.client.CoordinationV1Api(kube.api_client())
     try:
         lease = api.read_namespaced_lease(name, namespace)
-        if lease.spec.holder_identity == identity:
+        if lease.spec and lease.spec.holder_identity == identity:
             lease.spec.holder_identity = None
             api.replace_namespaced_lease(name, namespace, lease)  # resourceVersion guards against a race
     except ApiException as e:

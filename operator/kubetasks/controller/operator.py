@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from kubetasks import kube
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Cache
+from kubetasks.controller.cache import Cache, Key
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
@@ -126,30 +126,39 @@ async def cleanup(**_: Any) -> None:
 # event loop (not in kopf's thread pool, as sync handlers are) keeps the cache and the
 # asyncio work queues single-threaded.
 @kopf.on.event(GROUP, VERSION, "tasks")
-async def task_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        OPERATOR.cache.drop_task((namespace, name))
+async def task_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+    key = _key(namespace, name)
+    if event["type"] == "DELETED":
+        OPERATOR.cache.drop_task(key)
         return
-    OPERATOR.cache.put_task(event["object"])
-    OPERATOR.task_changed(namespace, name)
+    OPERATOR.cache.put_task(_body(event))
+    OPERATOR.task_changed(*key)
 
 
 @kopf.on.event(GROUP, VERSION, "taskruns")
-async def run_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
-    body = event["object"]
-    if event.get("type") == "DELETED":
-        OPERATOR.cache.drop_run((namespace, name))
-        OPERATOR.run_changed(namespace, body["spec"]["taskRef"], name)
+async def run_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+    key, body = _key(namespace, name), _body(event)
+    if event["type"] == "DELETED":
+        OPERATOR.cache.drop_run(key)
+        OPERATOR.run_changed(key[0], body["spec"]["taskRef"], name)
         return
     OPERATOR.cache.put_run(body)
-    OPERATOR.run_queue.add((namespace, name))
+    OPERATOR.run_queue.add(key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER})
-async def job_event(event: dict[str, Any], namespace: str, name: str, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        run = OPERATOR.cache.drop_job((namespace, name))
+async def job_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        run = OPERATOR.cache.drop_job(_key(namespace, name))
     else:
-        run = OPERATOR.cache.put_job(event["object"])
+        run = OPERATOR.cache.put_job(_body(event))
     if run:
         OPERATOR.run_queue.add(run)
+
+
+def _key(namespace: str | None, name: str) -> Key:
+    return namespace or "", name  # every kind watched here is namespaced
+
+
+def _body(event: kopf.RawEvent) -> dict[str, Any]:
+    return cast(dict[str, Any], event["object"])

@@ -11,36 +11,37 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timezone
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
-Reconcile = Callable[[Hashable], Awaitable[None]]
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
-    def __init__(self, name: str, reconcile: Reconcile, workers: int = 8) -> None:
+class WorkQueue(Generic[K]):
+    def __init__(self, name: str, reconcile: Callable[[K], Awaitable[None]], workers: int = 8) -> None:
         self.name = name
         self._reconcile = reconcile
         self._workers = workers
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._timers: dict[Hashable, tuple[float, asyncio.TimerHandle]] = {}
-        self._failures: dict[Hashable, int] = {}
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._dirty: set[K] = set()
+        self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
+        self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
-    def add_after(self, key: Hashable, when: datetime | float) -> None:
+    def add_after(self, key: K, when: datetime | float) -> None:
         """Adds the key at ``when`` (a datetime, or seconds from now); the earliest wake-up wins."""
         loop = asyncio.get_running_loop()
         delay = (when - datetime.now(timezone.utc)).total_seconds() if isinstance(when, datetime) else when
@@ -55,7 +56,7 @@ class WorkQueue:
             current[1].cancel()
         self._timers[key] = (at, loop.call_at(at, self._fire, key))
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self.add(key)
 

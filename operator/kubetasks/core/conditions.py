@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kubetasks.api.common import Condition
+from kubetasks.api.common import Condition, ConditionStatus
 
 
 def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
@@ -15,7 +15,7 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
     return [c for c in conditions if c.type != new.type] + [new]
 
 
-def condition(type_: str, status: str, reason: str, message: str, now: datetime, generation: int | None) -> Condition:
+def condition(type_: str, status: ConditionStatus, reason: str, message: str, now: datetime, generation: int | None) -> Condition:
     return Condition(type=type_, status=status, reason=reason, message=message,
                      last_transition_time=now.replace(microsecond=0), observed_generation=generation)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kubetasks.api.common import RetryPolicy
+from kubetasks.api.common import ConditionStatus, RetryPolicy
 from kubetasks.api.durations import format_duration, parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.observe import AttemptObservation, parse_time
 from kubetasks.core.payload import payload_error
 
 HISTORY = 20  # attempts kept in status
@@ -65,11 +65,9 @@ def failures(status: TaskRunStatus) -> int:
 def not_before(run: TaskRun) -> datetime | None:
     if run.spec.not_before:
         return run.spec.not_before
-    created = run.metadata.get("creationTimestamp")
+    created = parse_time(run.metadata.get("creationTimestamp"))
     if run.spec.delay and created:
-        from kubetasks.core.observe import parse_time
-
-        return parse_time(created) + parse_duration(run.spec.delay)  # type: ignore[operator]
+        return created + parse_duration(run.spec.delay)
     return None
 
 
@@ -84,8 +82,8 @@ def plan_run(world: World) -> Plan:
         return plan
 
     status.attempt = max([status.attempt, *world.attempts])
-    for obs in world.attempts.values():
-        _record(status, obs)
+    for seen in world.attempts.values():
+        _record(status, seen)
 
     if run.spec.cancel:
         plan.delete_jobs = [o.job_name for o in world.attempts.values() if o.state == "active"]
@@ -205,7 +203,7 @@ def _mirror(plan: Plan, original: TaskRun, world: World) -> Plan:
     status.completion_time = original.status.completion_time
     reason = "Deduplicated"
     message = f"idempotency key {world.run.spec.idempotency_key!r} was used by TaskRun {original.name!r}"
-    state = "True" if status.phase == Phase.SUCCEEDED else "False" if status.phase.finished else "Unknown"
+    state: ConditionStatus = "True" if status.phase == Phase.SUCCEEDED else "False" if status.phase.finished else "Unknown"
     return _set(plan, world, state, reason, message)
 
 
@@ -234,7 +232,7 @@ def _finish(plan: Plan, world: World, phase: Phase, reason: str, message: str,
     return _set(plan, world, "True" if phase == Phase.SUCCEEDED else "False", reason, message)
 
 
-def _set(plan: Plan, world: World, state: str, reason: str, message: str) -> Plan:
+def _set(plan: Plan, world: World, state: ConditionStatus, reason: str, message: str) -> Plan:
     status = plan.status
     old = get_condition(world.run.status.conditions, SUCCEEDED)
     status.conditions = set_condition(

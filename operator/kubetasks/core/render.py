@@ -41,7 +41,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
     spec = task.spec
     size = resolve_machine(machine, task.spec.machine)
     labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": protocol.ENV_RUN, "value": run.name},
         {"name": protocol.ENV_RUN_UID, "value": str(run.metadata.get("uid", ""))},
         {"name": protocol.ENV_NAMESPACE, "value": run.namespace},

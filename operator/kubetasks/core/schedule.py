@@ -383,7 +383,7 @@ def runs_to_prune(runs: Iterable[tuple[str, str | Phase | None, datetime | None]
     failed: list[tuple[datetime, str]] = []
     for name, phase, completed in runs:
         try:
-            state = Phase(phase)
+            state = Phase(phase or Phase.PENDING)
         except ValueError:
             continue
         if state.finished:
