@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, cast
 
 from urllib.parse import urlsplit
 
 import kubernetes
+import kubernetes.watch
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
@@ -119,6 +122,27 @@ def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any]:
 def create_custom(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     """Creates a custom object (generateName allowed); returns it as created."""
     return cast(dict[str, Any], custom().create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body))
+
+
+def watch_custom(plural: str, namespace: str, name: str, timeout: float) -> Iterator[dict[str, Any]]:
+    """The object now, then each new version of it, until ``timeout`` seconds have passed.
+
+    Re-lists when the server ends the watch or its resourceVersion expires (410 Gone)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        listed = cast(dict[str, Any], custom().list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, field_selector=f"metadata.name={name}"))
+        yield from listed["items"]
+        try:
+            for event in kubernetes.watch.Watch().stream(
+                    custom().list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                    field_selector=f"metadata.name={name}", resource_version=listed["metadata"]["resourceVersion"],
+                    timeout_seconds=max(1, int(left))):
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    yield cast(dict[str, Any], event["object"])
+        except ApiException as e:
+            if e.status != 410:
+                raise
 
 
 def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ def test_run_wait_list_describe_logs_and_cancel(namespace, operator):
     assert done.returncode == 0 and "cancel requested" in done.stdout, done.stderr
     wait_until(f"{sleepy} Cancelled", lambda: phase(namespace, sleepy) == "Cancelled", timeout=60)
     assert "already finished (Cancelled)" in one_line_error(cli("cancel", sleepy, "-n", namespace))
+    assert "timed out after 2s" in one_line_error(cli("run", "sleepy", "--wait", "--timeout", "2", "-n", namespace))
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(namespace, crds):

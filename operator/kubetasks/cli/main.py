@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,19 +250,17 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(f"taskrun/{name} created", highlight=False)
     if not args.wait:
         return 0
-    deadline = time.monotonic() + args.timeout
-    phase = ""
+    status: dict[str, Any] = {}
+    phase = "Pending"
     with err.status(f"waiting for {name}...") as spinner:
-        while True:
-            run = get_run(ns, name)
+        for run in kube.watch_custom("taskruns", ns, name, args.timeout):
             status = run.get("status") or {}
             phase = status.get("phase") or "Pending"
             spinner.update(f"{name}: {phase} (attempt {status.get('attempt') or 0})")
             if phase in FINISHED:
                 break
-            if time.monotonic() > deadline:
-                raise CliError(f"timed out after {args.timeout:g}s waiting for {name} (phase {phase})")
-            time.sleep(1)
+        else:
+            raise CliError(f"timed out after {args.timeout:g}s waiting for {name} (phase {phase})")
     out.print(f"taskrun/{name} {phase}" + (f" in {status['duration']}" if status.get("duration") else ""),
               highlight=False)
     if phase != "Succeeded":
