@@ -61,6 +61,27 @@ def test_a_run_succeeds(namespace, operator):
     assert table.split()[:5] == ["NAME", "TASK", "PHASE", "ATTEMPT", "AGE"] and "Succeeded" in table
 
 
+def test_an_operator_killed_mid_burst_neither_loses_nor_duplicates_work(namespace, operator):
+    # Kept on the kwok nodes, which complete pods at once: the burst is what is tested.
+    placement = {"nodeSelector": {"type": "kwok"},
+                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
+    apply(task("burst", "print(1)", **placement), namespace)
+    apply([taskrun(f"b{i}", "burst") for i in range(12)], namespace)
+
+    def jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in
+                      json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"])
+
+    wait_until("the first Job", jobs, timeout=60, interval=0.1)
+    operator.kill()  # SIGKILL while the burst is being reconciled
+    print(f"Jobs when the operator was killed: {len(jobs())} of 12")
+    operator.start()
+    for i in range(12):
+        assert wait_phase(namespace, f"b{i}", FINISHED)["phase"] == "Succeeded"
+    assert jobs() == sorted(f"b{i}-1" for i in range(12))
+    assert all(status(namespace, f"b{i}")["attempt"] == 1 for i in range(12))
+
+
 def test_fails_twice_then_succeeds_with_backoff(namespace, operator):
     script = "import os, sys; a = int(os.environ['KUBETASKS_ATTEMPT']); print('attempt', a); sys.exit(0 if a >= 3 else 1)"
     retry = {"maxAttempts": 3, "minDelay": "3s", "factor": 2, "maxDelay": "1m"}
