@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.conftest import VERSIONS, OperatorProcess, apply, free_port, get, kubectl, scrape, wait_until  # noqa: E402
+from tests.conftest import KWOK_PLACEMENT, VERSIONS, OperatorProcess, apply, free_port, get, kubectl, scrape, wait_until  # noqa: E402
 
 
 def ts(value: str) -> datetime:
@@ -36,10 +36,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-KWOK_PLACEMENT = {"nodeSelector": {"type": "kwok"},
-                  "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
 
 
 def api_requests(metrics: dict[str, list]) -> Counter:

@@ -134,6 +134,17 @@ def scrape(port: int) -> dict[str, list[Any]]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
+# Pod placement on the cluster's kwok nodes (tainted; they complete pods without running them).
+KWOK_PLACEMENT = {"nodeSelector": {"type": "kwok"},
+                  "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def lease_holder(namespace: str, name: str) -> str | None:
+    """The holderIdentity of a coordination.k8s.io Lease; None when it is gone or held by no one."""
+    lease = kubectl("get", "lease", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(lease)["spec"].get("holderIdentity") if lease.startswith("{") else None
+
+
 FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
 
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import KUBECONFIG, REPO, TASK_IMAGE, VERSIONS, apply, get, wait_until
+from tests.conftest import KUBECONFIG, REPO, TASK_IMAGE, VERSIONS, apply, wait_until
+from tests.integration.test_taskruns import status
 
 pytestmark = pytest.mark.cluster
 
@@ -24,10 +25,6 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     return done.stderr
-
-
-def phase(namespace: str, run: str) -> str:
-    return (get("taskrun", run, namespace).get("status") or {}).get("phase", "")
 
 
 def test_run_wait_list_describe_logs_and_cancel(namespace, operator):
@@ -58,10 +55,10 @@ def test_run_wait_list_describe_logs_and_cancel(namespace, operator):
     assert f"run {run} attempt 1" in logs, logs
 
     sleepy = re.search(r"taskrun/(\S+) created", cli("run", "sleepy", "-n", namespace).stdout).group(1)
-    wait_until(f"{sleepy} Running", lambda: phase(namespace, sleepy) == "Running", timeout=120)
+    wait_until(f"{sleepy} Running", lambda: status(namespace, sleepy).get("phase") == "Running", timeout=120)
     done = cli("cancel", sleepy, "-n", namespace)
     assert done.returncode == 0 and "cancel requested" in done.stdout, done.stderr
-    wait_until(f"{sleepy} Cancelled", lambda: phase(namespace, sleepy) == "Cancelled", timeout=60)
+    wait_until(f"{sleepy} Cancelled", lambda: status(namespace, sleepy).get("phase") == "Cancelled", timeout=60)
     assert "already finished (Cancelled)" in one_line_error(cli("cancel", sleepy, "-n", namespace))
     assert "timed out after 2s" in one_line_error(cli("run", "sleepy", "--wait", "--timeout", "2", "-n", namespace))
 

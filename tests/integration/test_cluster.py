@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import TASK_IMAGE, VERSIONS, apply, get, kubectl, wait_until
+from tests.conftest import KWOK_PLACEMENT, TASK_IMAGE, VERSIONS, apply, get, kubectl, wait_until
 
 pytestmark = pytest.mark.cluster
 PYTHON_IMAGE = VERSIONS["PYTHON_IMAGE"]
@@ -68,9 +68,7 @@ def test_a_pod_reaches_the_api_server_with_its_service_account(namespace):
 
 
 def test_kwok_nodes_run_jobs_that_tolerate_them(namespace):
-    fake = {"nodeSelector": {"type": "kwok"},
-            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
-    apply(job("fake", ["true"], extra=fake), namespace)
+    apply(job("fake", ["true"], extra=KWOK_PLACEMENT), namespace)
     kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/fake", "--timeout=120s")
     assert pod_of_job(namespace, "fake")["spec"]["nodeName"].startswith("kwok-node-")
     assert get("job", "fake", namespace)["status"]["succeeded"] == 1

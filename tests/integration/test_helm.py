@@ -11,7 +11,8 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import CACHE, KUBECONFIG, REPO, VERSIONS, apply, kubectl, run_until_finished, wait_until
+from tests.conftest import (CACHE, KUBECONFIG, REPO, VERSIONS, apply, kubectl, lease_holder, run_until_finished,
+                            wait_until)
 
 pytestmark = pytest.mark.cluster
 HELM = str(CACHE / "bin" / f"helm-{VERSIONS['HELM_VERSION']}" / "helm")
@@ -34,11 +35,6 @@ def pods(namespace: str, release: str) -> list[dict]:
 
 def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
-
-
-def lease_holder(namespace: str, name: str) -> str:
-    lease = kubectl("get", "lease", name, "-n", namespace, "-o", "json", check=False)
-    return (json.loads(lease)["spec"].get("holderIdentity") or "") if lease.startswith("{") else ""
 
 
 def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):

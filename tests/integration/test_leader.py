@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VERSIONS, OperatorProcess, apply, kubectl, run_until_finished, wait_until
+from tests.conftest import VERSIONS, OperatorProcess, apply, kubectl, lease_holder, run_until_finished, wait_until
 
 pytestmark = pytest.mark.cluster
 IDENTITY = re.compile(r"standing by for the Lease \S+ as (\S+)")
@@ -18,11 +18,6 @@ IDENTITY = re.compile(r"standing by for the Lease \S+ as (\S+)")
 def identity(op: OperatorProcess) -> str:
     return wait_until("the operator logs its identity",
                       lambda: (m := IDENTITY.search(op.log_path.read_text(errors="replace"))) and m.group(1), timeout=30)
-
-
-def holder(namespace: str) -> str | None:
-    lease = kubectl("get", "lease", "kubetasks", "-n", namespace, "-o", "json", check=False)
-    return json.loads(lease)["spec"].get("holderIdentity") if lease.startswith("{") else None
 
 
 def test_one_replica_leads_and_a_standby_takes_over_after_a_crash(namespace, operator, tmp_path: Path):
@@ -34,7 +29,7 @@ def test_one_replica_leads_and_a_standby_takes_over_after_a_crash(namespace, ope
             op.start()
         ids = [identity(op) for op in replicas]
         assert all(op.proc.poll() is None for op in replicas), "both replicas keep running"
-        lead_id = wait_until("a leader holds the Lease", lambda: holder(namespace) in ids and holder(namespace))
+        lead_id = wait_until("a leader holds the Lease", lambda: lease_holder(namespace, "kubetasks") in ids and lease_holder(namespace, "kubetasks"))
         leader, standby = (replicas if ids[0] == lead_id else replicas[::-1])
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
@@ -46,7 +41,7 @@ def test_one_replica_leads_and_a_standby_takes_over_after_a_crash(namespace, ope
         leader.kill()  # SIGKILL: no hand-back, the Lease has to expire
         crashed = time.monotonic()
         standby_id = ids[1] if lead_id == ids[0] else ids[0]
-        wait_until("the standby takes the Lease", lambda: holder(namespace) == standby_id, timeout=45)
+        wait_until("the standby takes the Lease", lambda: lease_holder(namespace, "kubetasks") == standby_id, timeout=45)
         takeover = time.monotonic() - crashed
         print(f"takeover after SIGKILL: {takeover:.1f}s")
         assert run_until_finished(namespace, "after-crash", "hello") == "Succeeded"
@@ -55,7 +50,7 @@ def test_one_replica_leads_and_a_standby_takes_over_after_a_crash(namespace, ope
         assert sorted(j["metadata"]["name"] for j in jobs) == ["after-crash-1", "before-crash-1"]
 
         standby.stop()  # a clean shutdown hands the Lease back
-        wait_until("the Lease released", lambda: holder(namespace) is None, timeout=30)
+        wait_until("the Lease released", lambda: lease_holder(namespace, "kubetasks") is None, timeout=30)
     finally:
         for op in replicas:
             op.kill()

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.conftest import VERSIONS, apply, get, kubectl, kubectl_run, wait_until
+from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, VERSIONS, apply, get, kubectl, kubectl_run, wait_until
 
 pytestmark = pytest.mark.cluster
 IMAGE = VERSIONS["PYTHON_IMAGE"]
-FINISHED = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
+FINISHED = FINISHED_PHASES
 
 
 def task(name: str, script: str, **spec) -> dict:
@@ -63,9 +63,7 @@ def test_a_run_succeeds(namespace, operator):
 
 def test_an_operator_killed_mid_burst_neither_loses_nor_duplicates_work(namespace, operator):
     # Kept on the kwok nodes, which complete pods at once: the burst is what is tested.
-    placement = {"nodeSelector": {"type": "kwok"},
-                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]}
-    apply(task("burst", "print(1)", **placement), namespace)
+    apply(task("burst", "print(1)", **KWOK_PLACEMENT), namespace)
     apply([taskrun(f"b{i}", "burst") for i in range(12)], namespace)
 
     def jobs() -> list[str]:
