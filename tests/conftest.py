@@ -17,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def _versions() -> dict[str, str]:
 
 VERSIONS = _versions()
 CACHE = Path(os.environ.get("KUBETASKS_CACHE", REPO / ".cache"))
-KUBECONFIG = os.environ.get("KUBECONFIG") or str(Path(os.environ.get("KUBETASKS_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig")
+CLUSTER_DIR = Path(os.environ.get("KUBETASKS_CLUSTER_DIR", REPO / ".cluster"))
+KUBECONFIG = os.environ.get("KUBECONFIG") or str(CLUSTER_DIR / "kubeconfig")
 KUBECTL = os.environ.get("KUBECTL") or str(CACHE / "bin" / f"kubernetes-{VERSIONS['K8S_VERSION']}" / "kubectl")
 # The image the operator and the example tasks run in (hack/images/build.sh app).
 TASK_IMAGE = os.environ.get("KUBETASKS_IMAGE", "localhost/kubetasks/kubetasks:dev")
@@ -212,3 +214,27 @@ def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     yield proc
     proc.stop()
     print(f"operator log: {proc.log_path}")
+
+
+# Faults in the cluster's own components (started by hack/cluster/up.sh, one pid file each).
+def component_pid(name: str) -> int:
+    return int((CLUSTER_DIR / "pids" / f"{name}.pid").read_text())
+
+
+@contextmanager
+def paused(name: str) -> Iterator[None]:
+    """SIGSTOPs a cluster component (e.g. kube-apiserver) for the duration of the block: its
+    connections stay open and answer nothing, as a hung or partitioned server's would."""
+    pid = component_pid(name)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def restart_component(*names: str) -> None:
+    """Stops cluster components and starts them again (hack/cluster/restart.sh); returns when the
+    cluster is ready. Restarting kube-apiserver ends every watch: clients resume or relist (410)."""
+    subprocess.run([str(REPO / "hack/cluster/restart.sh"), *names], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "KUBETASKS_CLUSTER_DIR": str(CLUSTER_DIR)})

@@ -3,18 +3,6 @@
 source "$(dirname "$0")/lib.sh"
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 
-stop() {
-  local f=$STATE/pids/$1.pid pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
-
 stop kwok
 stop kube-proxy
 stop kubelet

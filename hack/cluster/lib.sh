@@ -20,3 +20,15 @@ export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:/usr/sbin:/sbin:$PATH
 
 log() { printf '\033[1m[%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# stop <component>: ends a component started by up.sh (TERM, then KILL after 10 s) and forgets its pid.
+stop() {
+  local f=$STATE/pids/$1.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
