@@ -2,15 +2,25 @@
 
 The operator passes a run's identity in environment variables; the runtime answers with its exit
 code and a JSON termination message (``/dev/termination-log``, at most 4096 bytes), which the
-kubelet copies into the pod's status, where the operator reads it. No extra API permissions needed.
+kubelet copies into the pod's status, where the operator reads it (no extra API permissions needed).
+Completed steps are records in the run's checkpoint ConfigMap, which both sides read: their wire
+format is here too, so the operator never imports the in-pod runtime.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
+
+from kubetasks.api.taskrun import StepRecord
+
+log = logging.getLogger("kubetasks.protocol")
 
 ENV_RUN = "KUBETASKS_RUN"
 ENV_RUN_UID = "KUBETASKS_RUN_UID"
@@ -81,3 +91,130 @@ class Report:
             traceback=error.get("traceback"),
             wake_at=datetime.fromisoformat(wake) if wake else None,
         )
+
+
+# -- step checkpoints -----------------------------------------------------------------------------
+#
+# One ConfigMap key per completed step, written with a JSON merge patch when the step finishes:
+#
+#     step.<sanitised key>: {"key": "parent/child", "result": ..., "attempt": 2,
+#                            "durationSeconds": 0.41, "completedAt": "2025-01-01T00:00:00.000Z"}
+#
+# Durable sleeps are records too, with ``"kind": "sleep"``, ``"wakeAt"`` and ``"startedAt"``;
+# ``completedAt`` stays null until a later attempt finds the wake time passed. A ConfigMap holds
+# at most 1 MiB: one record may take RECORD_LIMIT and all records together TOTAL_LIMIT.
+
+KEY_PREFIX = "step."
+SCOPE_SEPARATOR = "/"
+CONFIGMAP_KEY_LIMIT = 253
+RECORD_LIMIT = 256 * 1024
+TOTAL_LIMIT = 900 * 1024
+STATUS_STEPS_LIMIT = 200  # TaskRunStatus.steps holds at most this many
+_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
+_DIGEST = 10
+
+
+def configmap_key(scoped_key: str) -> str:
+    """The ConfigMap key of a step: readable, valid ([-._a-zA-Z0-9]+, at most 253 characters) and
+    unique. Keys that had to be changed (nesting, other characters, length) get a short sha256 of
+    the full key, so that ``a/b`` and ``a.b`` never share a record."""
+    readable = _UNSAFE.sub("_", scoped_key.replace(SCOPE_SEPARATOR, "."))
+    if readable == scoped_key and len(KEY_PREFIX) + len(readable) <= CONFIGMAP_KEY_LIMIT:
+        return KEY_PREFIX + readable
+    digest = hashlib.sha256(scoped_key.encode()).hexdigest()[:_DIGEST]
+    room = CONFIGMAP_KEY_LIMIT - len(KEY_PREFIX) - _DIGEST - 1
+    return f"{KEY_PREFIX}{readable[:room]}-{digest}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as Kubernetes writes times."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One step's record. ``result`` is plain JSON data (the runtime converts results first)."""
+
+    key: str
+    result: Any = None
+    attempt: int = 0
+    duration_seconds: float | None = None
+    completed_at: datetime | None = None
+    kind: str = "run"  # "run" | "sleep"
+    wake_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_at is not None
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {
+            "key": self.key,
+            "result": self.result,
+            "attempt": self.attempt,
+            "durationSeconds": None if self.duration_seconds is None else round(self.duration_seconds, 3),
+            "completedAt": format_time(self.completed_at) if self.completed_at else None,
+        }
+        if self.kind != "run":
+            body["kind"] = self.kind
+        if self.wake_at is not None:
+            body["wakeAt"] = format_time(self.wake_at)
+        if self.started_at is not None:
+            body["startedAt"] = format_time(self.started_at)
+        return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def decode(cls, text: str) -> Checkpoint | None:
+        """The record in a ConfigMap value; None when the value is not one (it is then ignored)."""
+        try:
+            body = json.loads(text)
+            if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+                return None
+            duration = body.get("durationSeconds")
+            return cls(
+                key=body["key"],
+                result=body.get("result"),
+                attempt=int(body.get("attempt") or 0),
+                duration_seconds=float(duration) if duration is not None else None,
+                completed_at=_parse_time(body.get("completedAt")),
+                kind=str(body.get("kind") or "run"),
+                wake_at=_parse_time(body.get("wakeAt")),
+                started_at=_parse_time(body.get("startedAt")),
+            )
+        except (ValueError, TypeError):
+            return None
+
+
+def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
+    """Scoped step key -> record, from ConfigMap data. Keys not starting with ``step.`` and values
+    that are not records are skipped: a lost record only means the step runs again."""
+    records: dict[str, Checkpoint] = {}
+    for cm_key, text in (data or {}).items():
+        if not cm_key.startswith(KEY_PREFIX):
+            continue
+        record = Checkpoint.decode(text) if isinstance(text, str) else None
+        if record is None:
+            log.warning("ignoring unreadable checkpoint %s", cm_key)
+            continue
+        records[record.key] = record
+    return records
+
+
+def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STEPS_LIMIT) -> list[StepRecord]:
+    """The steps to show in TaskRun status, oldest first; pending sleeps last. When there are more
+    than ``limit`` (the status holds 200), the most recent are kept."""
+    records = parse_checkpoints(data).values()
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
+    return [
+        StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at)
+        for r in ordered[-limit:] if limit > 0
+    ]
