@@ -1,10 +1,10 @@
 """The contract between the operator and the in-pod runtime.
 
-The operator passes a run's identity in environment variables; the runtime answers with its exit
-code and a JSON termination message (``/dev/termination-log``, at most 4096 bytes), which the
-kubelet copies into the pod's status, where the operator reads it (no extra API permissions needed).
-Completed steps are records in the run's checkpoint ConfigMap, which both sides read: their wire
-format is here too, so the operator never imports the in-pod runtime.
+The operator passes a run's identity in environment variables and its payload as a file; the
+runtime answers with its exit code and a JSON termination message (``/dev/termination-log``, at
+most 4096 bytes), which the kubelet copies into the pod's status, where the operator reads it
+(no extra API permissions needed). Completed steps are records in the run's checkpoint ConfigMap,
+which both sides read: their wire format is here too, so the operator never imports the runtime.
 """
 
 from __future__ import annotations
@@ -28,8 +28,21 @@ ENV_NAMESPACE = "KUBETASKS_NAMESPACE"
 ENV_TASK = "KUBETASKS_TASK"
 ENV_ATTEMPT = "KUBETASKS_ATTEMPT"
 ENV_ENTRYPOINT = "KUBETASKS_ENTRYPOINT"
+ENV_PAYLOAD_FILE = "KUBETASKS_PAYLOAD_FILE"
+# The payload as JSON text in the environment: read by the runtime for local runs and Jobs of
+# operators before KUBETASKS_PAYLOAD_FILE, never rendered (exec fails past ~128 KiB per variable,
+# and anyone who may read Jobs would read it).
 ENV_PAYLOAD = "KUBETASKS_PAYLOAD"
 ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
+
+# The payload travels in the run's checkpoint ConfigMap under PAYLOAD_KEY, mounted read-only at
+# PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT: a quarter of the ConfigMap's 1 MiB,
+# which leaves the rest of TOTAL_LIMIT to checkpoints. A larger payload has no file: the runtime
+# then reads it from the TaskRun (which the API server caps at about 1.5 MiB).
+PAYLOAD_KEY = "payload.json"
+PAYLOAD_DIR = "/var/run/kubetasks"
+PAYLOAD_FILE = f"{PAYLOAD_DIR}/{PAYLOAD_KEY}"
+PAYLOAD_FILE_LIMIT = 256 * 1024
 
 EXIT_SUCCESS = 0
 EXIT_RETRYABLE = 1
@@ -38,6 +51,12 @@ EXIT_PERMANENT = 78  # sysexits EX_CONFIG; RetryPolicy.permanentExitCodes defaul
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 RESULT_LIMIT = 3072  # what is left of the termination message for a result, after the envelope
+
+
+def encode_payload(payload: Any) -> str:
+    """The payload's JSON text as its file holds it: compact, and UTF-8 rather than ASCII escapes,
+    so that its size is close to what the user sent."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,7 @@ class Report:
 #
 # Durable sleeps are records too, with ``"kind": "sleep"``, ``"wakeAt"`` and ``"startedAt"``;
 # ``completedAt`` stays null until a later attempt finds the wake time passed. A ConfigMap holds
-# at most 1 MiB: one record may take RECORD_LIMIT and all records together TOTAL_LIMIT.
+# at most 1 MiB: one record may take RECORD_LIMIT and all data (the payload included) TOTAL_LIMIT.
 
 KEY_PREFIX = "step."
 SCOPE_SEPARATOR = "/"
@@ -194,8 +213,9 @@ class Checkpoint:
 
 
 def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
-    """Scoped step key -> record, from ConfigMap data. Keys not starting with ``step.`` and values
-    that are not records are skipped: a lost record only means the step runs again."""
+    """Scoped step key -> record, from ConfigMap data. Keys not starting with ``step.`` (the
+    payload) and values that are not records are skipped: a lost record only means the step runs
+    again."""
     records: dict[str, Checkpoint] = {}
     for cm_key, text in (data or {}).items():
         if not cm_key.startswith(KEY_PREFIX):

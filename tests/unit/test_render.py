@@ -1,3 +1,6 @@
+import json
+
+from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
 
@@ -21,7 +24,37 @@ def test_job_has_deterministic_name_owner_labels_and_no_job_level_retries():
     container = pod["containers"][0]
     assert container["command"] == ["python", "-m", "kubetasks.runtime"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["KUBETASKS_PAYLOAD"] == '{"w": 2}' and env["KUBETASKS_ATTEMPT"] == "2"
+    assert env["KUBETASKS_ATTEMPT"] == "2"
+
+
+def test_the_payload_is_a_file_from_the_runs_configmap_never_an_env_var():
+    for task_spec in ({}, {"command": ["sh", "-c", "cat $KUBETASKS_PAYLOAD_FILE"]}):
+        t, r = objects(task_spec, {"payload": {"secret": "s3cr3t"}})
+        pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert "s3cr3t" not in json.dumps(pod)
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert "KUBETASKS_PAYLOAD" not in env
+        assert env["KUBETASKS_PAYLOAD_FILE"] == "/var/run/kubetasks/payload.json"
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/kubetasks")
+        assert mount["readOnly"] is True and "subPath" not in mount  # subPath mounts never see updates
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        configmap = next(o for o in render_run_identity(r, t) if o["kind"] == "ConfigMap")
+        # Only the payload's key is projected: the checkpoints stay out of the pod's filesystem.
+        assert volume["configMap"] == {"name": configmap["metadata"]["name"], "optional": True,
+                                       "items": [{"key": "payload.json", "path": "payload.json"}]}
+        assert json.loads(configmap["data"]["payload.json"]) == {"secret": "s3cr3t"}
+
+
+def test_the_configmap_holds_payloads_up_to_the_limit_and_no_larger():
+    def configmap_data(payload):
+        t, r = objects(run_spec={"payload": payload})
+        return next(o for o in render_run_identity(r, t) if o["kind"] == "ConfigMap")["data"]
+
+    at_limit = "x" * (protocol.PAYLOAD_FILE_LIMIT - 2)  # the quotes make it the limit exactly
+    assert len(configmap_data(at_limit)["payload.json"].encode()) == protocol.PAYLOAD_FILE_LIMIT
+    assert configmap_data(at_limit + "x") == {}  # no file: the runtime reads the TaskRun
+    assert configmap_data(None) == {"payload.json": "null"}
 
 
 def test_machine_preset_and_overrides_become_requests_and_limits():
@@ -73,5 +106,5 @@ def test_run_identity_grants_only_its_own_checkpoints():
     kinds = {o["kind"]: o for o in render_run_identity(r, t)}
     assert set(kinds) == {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"}
     rule = kinds["Role"]["rules"][0]
-    assert rule["resourceNames"] == ["resize-abc-steps"] and "create" not in rule["verbs"]
+    assert rule["resourceNames"] == [kinds["ConfigMap"]["metadata"]["name"]] and "create" not in rule["verbs"]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in kinds.values())

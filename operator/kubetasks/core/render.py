@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kubetasks.api.common import API_VERSION, Machine
@@ -13,10 +12,12 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_TASK, MANAGER, checkpoint_name, job_name, run_identity_name,
 )
+from kubetasks.core.payload import payload_data
 from kubetasks import protocol
 
 RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
 TASK_UID = 65532
+PAYLOAD_VOLUME = "kubetasks-payload"
 
 
 def owner_reference(run: TaskRun) -> dict[str, Any]:
@@ -47,7 +48,9 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         {"name": protocol.ENV_NAMESPACE, "value": run.namespace},
         {"name": protocol.ENV_TASK, "value": task.task_id},
         {"name": protocol.ENV_ATTEMPT, "value": str(attempt)},
-        {"name": protocol.ENV_PAYLOAD, "value": json.dumps(run.spec.payload)},
+        # The payload is a file, not a variable: exec refuses a variable over 128 KiB, and anyone
+        # who may read Jobs would read it.
+        {"name": protocol.ENV_PAYLOAD_FILE, "value": protocol.PAYLOAD_FILE},
         {"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name)},
     ]
     if spec.entrypoint:
@@ -64,7 +67,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": PAYLOAD_VOLUME, "mountPath": protocol.PAYLOAD_DIR, "readOnly": True}],
     }
     if spec.command:
         container["command"] = spec.command
@@ -83,7 +87,15 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
                 "securityContext": {"runAsUser": TASK_UID, "runAsGroup": TASK_UID, "fsGroup": TASK_UID,
                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [container],
-                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                "volumes": [
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    # Only the payload's key. Optional: a payload too large for the ConfigMap (or a
+                    # ConfigMap made before payloads were put in it) leaves no file, and the runtime
+                    # reads the TaskRun instead of the pod waiting for a key that never comes.
+                    {"name": PAYLOAD_VOLUME, "configMap": {
+                        "name": checkpoint_name(run.name), "optional": True,
+                        "items": [{"key": protocol.PAYLOAD_KEY, "path": protocol.PAYLOAD_KEY}]}},
+                ],
             },
         },
     }
@@ -113,7 +125,8 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     account = task.spec.service_account_name or name
     objects: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name), **meta}, "data": {}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name), **meta},
+         "data": payload_data(run.spec.payload)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": [
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name)],
              "verbs": ["get", "update", "patch"]},

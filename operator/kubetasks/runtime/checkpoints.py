@@ -5,28 +5,25 @@ it, nothing else. Each completed step is one key, written with a JSON merge patc
 step finishes, so concurrent writers never overwrite each other and a crash loses at most the
 step that was running. The record format, shared with the operator, is in :mod:`kubetasks.protocol`.
 
-A ConfigMap holds at most 1 MiB, so the limits are explicit: one record may take 256 KiB and all
-records together 900 KiB. A step that would exceed them fails with :class:`CheckpointTooLarge`;
-nothing is ever truncated.
+A ConfigMap holds at most 1 MiB, so the limits are explicit: one record may take 256 KiB and the
+whole ConfigMap (the payload, when it is there, included) 900 KiB. A step that would exceed them
+fails with :class:`CheckpointTooLarge`; nothing is ever truncated.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from kubetasks.protocol import (
-    KEY_PREFIX, RECORD_LIMIT, SCOPE_SEPARATOR, STATUS_STEPS_LIMIT, TOTAL_LIMIT, Checkpoint,
+    KEY_PREFIX, PAYLOAD_KEY, RECORD_LIMIT, SCOPE_SEPARATOR, STATUS_STEPS_LIMIT, TOTAL_LIMIT, Checkpoint,
     configmap_key, format_time, parse_checkpoints, steps_from_configmap,
 )
 from kubetasks.runtime.errors import CheckpointTooLarge
 
 log = logging.getLogger("kubetasks.runtime")
-
-T = TypeVar("T")
 
 # Re-exported: the runtime's API, and where the operator imported them from before protocol had them.
 __all__ = [
@@ -47,9 +44,12 @@ def check_fits(data: Mapping[str, str], cm_key: str, value: str, step_key: str) 
     total = sum(len(k.encode()) + len(v.encode()) for k, v in data.items() if k != cm_key)
     total += len(cm_key.encode()) + size
     if total > TOTAL_LIMIT:
+        payload = len(data.get(PAYLOAD_KEY, "").encode())
+        of_which = f", the payload's {payload} included" if payload else ""
         raise CheckpointTooLarge(
-            f"step {step_key!r}: its checkpoint ({size} bytes) would bring the run's checkpoints to {total} bytes; "
-            f"the limit is {TOTAL_LIMIT} (900 KiB) per run: store large results elsewhere and return a reference"
+            f"step {step_key!r}: its checkpoint ({size} bytes) would bring the run's checkpoints to {total} bytes"
+            f"{of_which}; the limit is {TOTAL_LIMIT} (900 KiB) per run: store large results elsewhere and return "
+            "a reference"
         )
 
 
@@ -87,8 +87,6 @@ class MemoryStore:
 class ConfigMapStore:
     """The run's checkpoint ConfigMap, read with GET and written with JSON merge patches."""
 
-    RETRY_STATUS = (429, 500, 502, 503, 504)
-
     def __init__(self, name: str, namespace: str, attempts: int = 6) -> None:
         self.name = name
         self.namespace = namespace
@@ -104,8 +102,11 @@ class ConfigMapStore:
     def load(self) -> dict[str, str]:
         from kubernetes.client.exceptions import ApiException
 
+        from kubetasks.runtime.kube import with_retries
+
         try:
-            cm = self._with_retries(lambda: self._api().read_namespaced_config_map(self.name, self.namespace))
+            cm = with_retries(lambda: self._api().read_namespaced_config_map(self.name, self.namespace),
+                              f"checkpoint ConfigMap {self.namespace}/{self.name}", self.attempts)
         except ApiException as e:
             if e.status == 404:
                 raise RuntimeError(f"checkpoint ConfigMap {self.namespace}/{self.name} does not exist "
@@ -114,27 +115,12 @@ class ConfigMapStore:
         return dict(cm.data or {})
 
     def save(self, key: str, value: str) -> None:
+        from kubetasks.runtime.kube import with_retries
+
         # A step's work is done when we get here: retry transient API errors rather than lose it.
-        self._with_retries(lambda: self._api().patch_namespaced_config_map(
-            self.name, self.namespace, {"data": {key: value}}, _content_type="application/merge-patch+json"))
-
-    def _with_retries(self, call: Callable[[], T]) -> T:
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
-
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-                transient = not isinstance(e, ApiException) or e.status in self.RETRY_STATUS
-                if not transient or attempt == self.attempts:
-                    raise
-                log.warning("checkpoint ConfigMap %s/%s: %s; retrying in %.1fs", self.namespace, self.name,
-                            getattr(e, "reason", None) or e, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
+        with_retries(lambda: self._api().patch_namespaced_config_map(
+            self.name, self.namespace, {"data": {key: value}}, _content_type="application/merge-patch+json"),
+            f"checkpoint ConfigMap {self.namespace}/{self.name}", self.attempts)
 
 
 # -- the run's view of its checkpoints -----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The entry point of task pods: ``python -m kubetasks.runtime``.
 
-Reads the run from the environment (see :mod:`kubetasks.protocol`), validates the payload, runs the
-task function (sync or async) and ends the attempt the way the operator expects: a Report in the
+Reads the run from the environment and the payload from its file, or from the TaskRun when it was
+too large for one (see :mod:`kubetasks.protocol`), validates the payload, runs the task function (sync or async) and ends the attempt the way the operator expects: a Report in the
 termination message and an exit code (0 success or durable sleep, 1 retry, 78 fail for good).
 :func:`run_task` does all but the process-level I/O, so it is tested in-process.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubetasks import protocol
-from kubetasks.runtime import outcome
+from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
 from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested
@@ -32,6 +32,7 @@ from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model
 log = logging.getLogger("kubetasks.runtime")
 
 ENV_TERMINATION_LOG = "KUBETASKS_TERMINATION_LOG"  # where to write the report; for tests and local runs
+RunReader = Callable[[str, str], Mapping[str, Any]]  # (namespace, name) -> the TaskRun
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Invocation:
     """One attempt of one run, as the operator describes it in the environment."""
 
     entrypoint: str | None
-    payload: str | None  # JSON text
+    payload: str | None  # JSON text given in the environment (local runs, Jobs of older operators)
     run: str = "local"
     run_uid: str = ""
     namespace: str = "default"
@@ -47,6 +48,7 @@ class Invocation:
     attempt: int = 1
     checkpoints: str | None = None  # ConfigMap name
     termination_log: str = protocol.TERMINATION_MESSAGE_PATH
+    payload_file: str | None = None  # set by the operator; no such file: the payload is in the TaskRun only
 
 
 def invocation_from_env(env: Mapping[str, str]) -> Invocation:
@@ -65,6 +67,7 @@ def invocation_from_env(env: Mapping[str, str]) -> Invocation:
         attempt=attempt,
         checkpoints=env.get(protocol.ENV_CHECKPOINTS) or None,
         termination_log=env.get(ENV_TERMINATION_LOG) or protocol.TERMINATION_MESSAGE_PATH,
+        payload_file=env.get(protocol.ENV_PAYLOAD_FILE) or None,
     )
 
 
@@ -95,12 +98,36 @@ def describe_validation_error(error: ValidationError, limit: int = 5) -> str:
     return "; ".join(problems[:limit]) + more
 
 
+def payload_text(invocation: Invocation, read_run: RunReader) -> str | None:
+    """The payload's JSON text: from the environment when it is there, else from the payload file,
+    else from the TaskRun (the operator leaves payloads over PAYLOAD_FILE_LIMIT out of the file)."""
+    if invocation.payload is not None:
+        return invocation.payload
+    if not invocation.payload_file:
+        return None
+    try:
+        with open(invocation.payload_file, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        pass
+    log.info("no %s (payloads over %d bytes have none): reading the payload from TaskRun %s/%s",
+             invocation.payload_file, protocol.PAYLOAD_FILE_LIMIT, invocation.namespace, invocation.run)
+    run = read_run(invocation.namespace, invocation.run)
+    uid = (run.get("metadata") or {}).get("uid")
+    # A TaskRun deleted and created again under the same name is another run, with another payload.
+    # (run_uid falls back to the run's name when the environment has no uid: nothing to compare then.)
+    if invocation.run_uid not in ("", invocation.run) and uid != invocation.run_uid:
+        raise RuntimeError(f"TaskRun {invocation.namespace}/{invocation.run} is now another run "
+                           f"(uid {uid}, this attempt's is {invocation.run_uid})")
+    return protocol.encode_payload((run.get("spec") or {}).get("payload"))
+
+
 def parse_payload(text: str | None, model: type[BaseModel] | None) -> Any:
     """The payload to pass to the task: the model instance when there is a model."""
     try:
         payload = json.loads(text) if text else None
     except ValueError as e:
-        raise InvalidPayload(f"{protocol.ENV_PAYLOAD} is not JSON: {e}") from None
+        raise InvalidPayload(f"the payload is not JSON: {e}") from None
     if model is None:
         return payload
     try:
@@ -119,14 +146,15 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return value
 
 
-def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcnow) -> Exit:
+def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcnow,
+             read_run: RunReader = kube.read_taskrun) -> Exit:
     """Runs one attempt and decides how it ends. Never raises (but for KeyboardInterrupt)."""
     try:
         fn, model, task_id = load_entrypoint(invocation.entrypoint)
-        payload = parse_payload(invocation.payload, model)
+        payload = parse_payload(payload_text(invocation, read_run), model)
     except (InvalidEntrypoint, InvalidPayload) as e:
         return outcome.failed(e, with_traceback=False)
-    except Exception as e:  # the module raised while being imported: may be passing
+    except Exception as e:  # the module raised while being imported, or reading the TaskRun failed: may pass
         return outcome.failed(e)
 
     task_id = invocation.task or task_id or fn.__name__

@@ -7,10 +7,17 @@ official client and pydantic.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+log = logging.getLogger("kubetasks.runtime")
+T = TypeVar("T")
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 _lock = threading.Lock()
 _client: Any = None
@@ -49,3 +56,35 @@ def default_namespace() -> str:
         return str((current or {}).get("context", {}).get("namespace") or "default")
     except Exception:  # no kubeconfig: the API call that follows will say so
         return "default"
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = 6) -> T:
+    """``call()``, retried with backoff (0.5 s doubling to 8 s) on errors that may pass: network
+    errors and 429/5xx. A task pod's API calls are few, and an attempt lost to a blip costs more."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+            transient = not isinstance(e, ApiException) or e.status in TRANSIENT_STATUS
+            if not transient or attempt == attempts:
+                raise
+            log.warning("%s: %s; retrying in %.1fs", what, getattr(e, "reason", None) or e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
+
+
+def read_taskrun(namespace: str, name: str) -> dict[str, Any]:
+    """The TaskRun ``namespace/name`` as a dict (the run's Role allows ``get`` on taskruns)."""
+    from kubernetes.client import CustomObjectsApi
+
+    from kubetasks.api.common import GROUP, VERSION
+
+    api = CustomObjectsApi(api_client())
+    run = with_retries(lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", name),
+                       f"TaskRun {namespace}/{name}")
+    return cast(dict[str, Any], run)  # the client returns the decoded JSON object
