@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 
 import pytest
+import yaml
 
-from tests.conftest import TASK_IMAGE, apply, get, kubectl
+from tests.conftest import TASK_IMAGE, apply, get, kubectl, wait_until
 from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -93,3 +97,44 @@ def test_a_permanent_failure_is_not_retried(namespace, operator):
     assert s["phase"] == "Failed" and s["attempt"] == 1
     assert s["attempts"][0]["exitCode"] == 78 and "never work" in s["error"]["message"]
     assert "permanent failure" in next(c for c in s["conditions"] if c["type"] == "Succeeded")["message"]
+
+
+def create(manifest: dict, namespace: str) -> None:
+    """kubectl create, not apply: apply copies the object into an annotation, capped at 256 KiB."""
+    kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def blob(size: int) -> str:
+    """``size`` bytes of base64 text from random bytes: nothing for compression to hide."""
+    return base64.b64encode(os.urandom(size * 3 // 4)).decode()
+
+
+def test_a_1_mib_payload_reaches_an_entrypoint_task_intact(namespace, operator):
+    data = blob(1024 * 1024)  # 4x the payload file's limit: the runtime reads it from the TaskRun
+    apply(sdk_task("digest", "kubetasks_examples.digest:digest"), namespace)
+    create(taskrun("digest-1m", "digest", payload={"blob": data}), namespace)
+    s = wait_phase(namespace, "digest-1m", FINISHED, timeout=180)
+    assert s["phase"] == "Succeeded" and s["attempt"] == 1, s
+    assert s["result"] == {"sha256": hashlib.sha256(data.encode()).hexdigest(), "bytes": len(data)}
+    logs = wait_until("the task's log", lambda: kubectl(
+        "logs", "-n", namespace, "-l", "kubetasks.io/run=digest-1m", "--tail", "-1"), timeout=60)
+    assert "reading the payload from TaskRun" in logs, logs  # the file was absent, as it should be
+
+
+def test_a_200_kib_payload_reaches_a_command_task_as_a_file(namespace, operator):
+    data = blob(200 * 1024)
+    show = ("import hashlib, json, os; path = os.environ['KUBETASKS_PAYLOAD_FILE']; "
+            "print('payload', path, hashlib.sha256(json.load(open(path))['blob'].encode()).hexdigest()); "
+            "print('env', 'KUBETASKS_PAYLOAD' in os.environ)")
+    apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "cat"},
+           "spec": {"image": TASK_IMAGE, "imagePullPolicy": "Never", "command": ["python", "-c", show],
+                    "retry": {"minDelay": "1s"}}}, namespace)
+    create(taskrun("cat-200k", "cat", payload={"blob": data}), namespace)
+    s = wait_phase(namespace, "cat-200k", FINISHED, timeout=180)
+    assert s["phase"] == "Succeeded" and s["attempt"] == 1, s
+    logs = wait_until("the task's log", lambda: kubectl(
+        "logs", "-n", namespace, "-l", "kubetasks.io/run=cat-200k", "--tail", "-1"), timeout=60)
+    expected = hashlib.sha256(data.encode()).hexdigest()
+    assert f"payload /var/run/kubetasks/payload.json {expected}" in logs and "env False" in logs, logs
+    jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-l", "kubetasks.io/run=cat-200k", "-o", "json"))
+    assert jobs["items"] and all(data not in json.dumps(j) for j in jobs["items"])  # not in the Job: not in env

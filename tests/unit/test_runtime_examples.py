@@ -1,5 +1,7 @@
 """The example tasks (examples/python) run through the real entry point, checkpoints in memory."""
 
+import hashlib
+import json
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -78,3 +80,9 @@ def test_examples_render_valid_task_manifests(name):
     manifest = definition.to_task_manifest("localhost/kubetasks/examples:dev")
     assert manifest["metadata"]["name"] == name
     assert TaskSpec.model_validate(manifest["spec"]).entrypoint == f"kubetasks_examples.{name}:{name}"
+
+
+def test_digest_reports_what_arrived():
+    blob = "é" * 1000
+    assert run("digest:digest", json.dumps({"blob": blob})).report.result == {
+        "sha256": hashlib.sha256(blob.encode()).hexdigest(), "bytes": 2000}

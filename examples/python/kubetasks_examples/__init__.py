@@ -8,6 +8,7 @@ Each module declares one task (entry point ``kubetasks_examples.<module>:<functi
 - steps:   three durable steps with side effects    {"counter": "<configmap>", "crash": true}
 - sleeper: a durable sleep between two steps        {"seconds": 5}
 - typed:   pydantic payload and result (async)      {"item": "book", "quantity": 2, "unitPriceCents": 1250}
+- digest:  sha256 of payload["blob"], as received    {"blob": "..."}
 
 ``python -m kubetasks_examples.manifests IMAGE`` prints their Task manifests.
 """
