@@ -1,16 +1,20 @@
 """The one module that talks to Kubernetes (the official client, which is synchronous).
 
 Everything here is blocking and small; the controller calls it through ``asyncio.to_thread``.
-Writes of deterministically named children treat 409 Conflict as "already done".
+Every request has a connect and a read timeout (a hung API server must not hold a worker
+forever), and connections use TCP keep-alive. Lists and watches read raw JSON (no model
+deserialization): the informers' hot path.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -20,6 +24,7 @@ import kubernetes
 import kubernetes.watch
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from prometheus_client import Counter
 
 from kubetasks.api.common import GROUP, VERSION
@@ -42,9 +47,16 @@ def resource_of(url: str) -> str:
     return "/".join(parts[0:1] + parts[2:3])
 
 
+# (connect, read) seconds for every request that does not set its own. The read timeout is
+# per socket read, so it bounds a hung server, not a large response.
+CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0
+
+
 class CountingApiClient(ApiClient):
     def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         API_REQUESTS.labels(method, resource_of(url)).inc()
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = (CONNECT_TIMEOUT, READ_TIMEOUT)
         return super().call_api(method, url, *args, **kwargs)
 
 
@@ -59,6 +71,7 @@ def api_client() -> ApiClient:
             else:
                 kubernetes.config.load_kube_config(client_configuration=config)
             config.connection_pool_maxsize = 32
+            config.socket_options = tcp_keepalive_socket_options()  # client-go's 30 s keep-alive
             _client = CountingApiClient(config)
         return _client
 
@@ -137,7 +150,8 @@ def watch_custom(plural: str, namespace: str, name: str, timeout: float) -> Iter
             for event in kubernetes.watch.Watch().stream(
                     custom().list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
                     field_selector=f"metadata.name={name}", resource_version=listed["metadata"]["resourceVersion"],
-                    timeout_seconds=max(1, int(left))):
+                    timeout_seconds=max(1, int(left)),
+                    _request_timeout=(CONNECT_TIMEOUT, max(1, int(left)) + READ_TIMEOUT)):
                 if event["type"] in ("ADDED", "MODIFIED"):
                     yield cast(dict[str, Any], event["object"])
         except ApiException as e:
@@ -216,3 +230,131 @@ def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> No
         "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
     }
     core().create_namespaced_event(meta["namespace"], event)
+
+
+# Raw list and watch, for the controller's informers -----------------------------------------
+
+@dataclass(frozen=True)
+class Resource:
+    """A namespaced API resource, for raw requests."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        where = f"/namespaces/{namespace}" if namespace else ""
+        return f"{base}{where}/{self.plural}" + (f"/{name}" if name else "")
+
+
+TASKS = Resource(GROUP, VERSION, "tasks")
+TASKRUNS = Resource(GROUP, VERSION, "taskruns")
+JOBS = Resource("batch", "v1", "jobs")
+CONFIGMAPS = Resource("", "v1", "configmaps")
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def _request(method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
+             timeout: tuple[float, float] | None = None) -> Any:
+    """A raw request; the response (unread, for streaming) when it is 2xx, else ApiException."""
+    client = api_client()
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    _, url, headers, payload, _ = client.param_serialize(
+        method, path, query_params=[(k, v) for k, v in (query or {}).items() if v not in (None, "")],
+        header_params=headers, body=body, auth_settings=["BearerToken"])
+    response = client.call_api(method, url, headers, payload, _request_timeout=timeout)
+    if not 200 <= response.status < 300:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = response.read().decode("utf-8", "replace")
+        raise error
+    return response
+
+
+def list_page(resource: Resource, namespace: str | None, label_selector: str = "", limit: int = 500,
+              continue_: str | None = None) -> dict[str, Any]:
+    """One page of a list (``items``, ``metadata.resourceVersion``, ``metadata.continue``)."""
+    response = _request("GET", resource.path(namespace), {
+        "labelSelector": label_selector, "limit": limit, "continue": continue_})
+    return cast(dict[str, Any], json.loads(response.read()))
+
+
+def watch(resource: Resource, namespace: str | None, label_selector: str, resource_version: str,
+          timeout_seconds: int, idle_seconds: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(type, object) of each event after ``resource_version``, bookmarks included, until the
+    server ends the watch (after ``timeout_seconds``) or nothing arrives for ``idle_seconds``
+    (a stopped or partitioned server). Raises :class:`Gone` when the version is too old."""
+    response = _request("GET", resource.path(namespace), {
+        "watch": "true", "labelSelector": label_selector, "resourceVersion": resource_version,
+        "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds))
+    buffer = b""
+    try:
+        for chunk in response.response.stream(65536, decode_content=True):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone(obj.get("message", "resourceVersion too old"))
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                yield event["type"], obj
+    finally:
+        response.response.release_conn()
+
+
+def get(resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+    """An object as JSON; None when it does not exist."""
+    try:
+        return cast(dict[str, Any], json.loads(_request("GET", resource.path(namespace, name)).read()))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS,
+             "ServiceAccount": Resource("", "v1", "serviceaccounts"),
+             "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
+             "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings")}
+
+
+def create_or_get(obj: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """Creates a namespaced object: (True, created), or (False, what holds the name) on 409,
+    for the caller to check who owns it (None if it vanished meanwhile)."""
+    meta = obj["metadata"]
+    resource = RESOURCES[obj["kind"]]
+    try:
+        created = _request("POST", resource.path(meta["namespace"]), body=obj)
+        return True, cast(dict[str, Any], json.loads(created.read()))
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    return False, get(resource, meta["namespace"], meta["name"])
+
+
+def delete_jobs(namespace: str, label_selector: str) -> None:
+    """Deletes every Job that matches (one request) and, in the background, their pods."""
+    _request("DELETE", JOBS.path(namespace), {"labelSelector": label_selector},
+             body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                   "gracePeriodSeconds": 5})
+
+
+def delete(resource: Resource, namespace: str, name: str, uid: str | None = None) -> None:
+    """Deletes an object, only if it still has ``uid`` when given; gone already is fine."""
+    options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    if uid:
+        options["preconditions"] = {"uid": uid}
+    try:
+        _request("DELETE", resource.path(namespace, name), body=options)
+    except ApiException as e:
+        if e.status not in (404, 409):  # 409: the precondition failed, someone else's object
+            raise
