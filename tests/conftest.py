@@ -238,3 +238,152 @@ def restart_component(*names: str) -> None:
     cluster is ready. Restarting kube-apiserver ends every watch: clients resume or relist (410)."""
     subprocess.run([str(REPO / "hack/cluster/restart.sh"), *names], check=True, capture_output=True, timeout=300,
                    env={**os.environ, "KUBETASKS_CLUSTER_DIR": str(CLUSTER_DIR)})
+
+
+# Counting the Jobs ever created, through a watch: a final list misses every Job that was
+# deleted (TTL, cancel, GC) or re-created under the same name since.
+import threading  # noqa: E402  (kept with the helpers that use it)
+from typing import NamedTuple  # noqa: E402
+
+
+def kube_api() -> Any:
+    """A client of the official ``kubernetes`` library for the test cluster (its own connection pool)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=KUBECONFIG)
+
+
+class SeenJob(NamedTuple):
+    name: str
+    uid: str
+    owner: str | None  # uid of the controlling owner (the TaskRun) when first seen
+    attempt: str | None  # the kubetasks.io/attempt label
+
+
+class JobWatch:
+    """Every batch/v1 Job created in ``namespace`` while the block runs.
+
+    A background thread lists the namespace's Jobs, then watches from the list's
+    resourceVersion and records the first sight of every uid (ADDED, or any later event of a
+    Job whose ADDED it missed). When the watch cannot resume (410 Gone, say after kube-apiserver
+    restarted) it lists again and merges by uid, as an informer's relist does. Jobs that existed
+    before the block are not counted. ``created()`` merges one more list first, so a Job the
+    watch has not delivered yet is counted too.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.relists = 0
+        self.errors: list[str] = []
+        self._seen: dict[str, SeenJob] = {}  # by uid, in the order first seen
+        self._before: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listed = threading.Event()
+        self._resp: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"jobwatch-{namespace}", daemon=True)
+
+    def __enter__(self) -> JobWatch:
+        self._batch = self._new_batch_api()
+        self._thread.start()
+        if not self._listed.wait(60):
+            raise AssertionError(f"JobWatch could not list the Jobs of {self.namespace}: {self.errors[-3:]}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        resp = self._resp
+        if resp is not None:
+            try:
+                resp.shutdown()  # wakes the thread blocked on the stream
+            except Exception:
+                pass
+        self._thread.join(timeout=10)
+
+    @staticmethod
+    def _new_batch_api() -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(kube_api())
+
+    def _merge(self, job: dict[str, Any], initial: bool = False) -> None:
+        meta = job.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        with self._lock:
+            if initial:
+                self._before.add(uid)
+            if uid in self._seen or uid in self._before:
+                return
+            owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+            self._seen[uid] = SeenJob(meta.get("name", ""), uid, owner,
+                                      (meta.get("labels") or {}).get("kubetasks.io/attempt"))
+
+    def _list(self, batch: Any, initial: bool = False) -> str:
+        resp = batch.list_namespaced_job(self.namespace, _preload_content=False, _request_timeout=30)
+        found = json.loads(resp.data)
+        for job in found.get("items") or []:
+            self._merge(job, initial)
+        return str(found["metadata"]["resourceVersion"])
+
+    def _run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.watch.watch import iter_resp_lines
+
+        batch = self._new_batch_api()
+        rv: str | None = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    rv = self._list(batch, initial=not self._listed.is_set())
+                    if self._listed.is_set():
+                        self.relists += 1
+                    self._listed.set()
+                self._resp = batch.list_namespaced_job(
+                    self.namespace, watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=30,
+                    _preload_content=False, _request_timeout=(5, 45))
+                for line in iter_resp_lines(self._resp):
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        if obj.get("code") == 410:  # too old to resume: list again
+                            rv = None
+                            break
+                        raise AssertionError(f"watch error: {obj}")
+                    if event.get("type") != "BOOKMARK":
+                        self._merge(obj)
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+            except ApiException as e:
+                if e.status == 410:
+                    rv = None
+                elif not self._stop.is_set():
+                    self.errors.append(f"{e.status}: {e.reason}")
+                    time.sleep(0.5)
+            except Exception as e:  # a broken or timed-out connection: resume from rv
+                if not self._stop.is_set():
+                    self.errors.append(repr(e)[:200])
+                    time.sleep(0.5)
+            finally:
+                self._resp = None
+
+    def count(self) -> int:
+        """Jobs seen so far (no extra request): for progress checks."""
+        with self._lock:
+            return len(self._seen)
+
+    def seen(self, sync: bool = True) -> list[SeenJob]:
+        """Every Job created since the block began, in the order first seen."""
+        if sync:
+            self._list(self._batch)
+        with self._lock:
+            return list(self._seen.values())
+
+    def created(self, sync: bool = True) -> list[tuple[str, str]]:
+        """(name, uid) of every Job created since the block began."""
+        return [(j.name, j.uid) for j in self.seen(sync)]
+
+    def owned_by(self, uid: str) -> list[SeenJob]:
+        return [j for j in self.seen() if j.owner == uid]
