@@ -133,10 +133,10 @@ def test_idempotency_keys_run_once(namespace, operator):
     apply([task("once", "print('once')"), taskrun("once-1", "once", idempotencyKey="order-42")], namespace)
     wait_phase(namespace, "once-1", FINISHED)
     apply(taskrun("once-2", "once", idempotencyKey="order-42"), namespace)
-    s = wait_until("once-2 points at once-1", lambda: status(namespace, "once-2").get("duplicateOf"))
-    assert s == "once-1"
-    s = wait_phase(namespace, "once-2", "Succeeded")
-    assert not s.get("attempt")
+    s = wait_phase(namespace, "once-2", "Duplicate")
+    assert s["duplicateOf"] == "once-1" and not s.get("attempt")
+    cond = next(c for c in s["conditions"] if c["type"] == "Succeeded")
+    assert cond["reason"] == "Deduplicated" and "once-1" in cond["message"]
     assert kubectl("get", "jobs", "-n", namespace, "-o", "name").split() == ["job.batch/once-1-1"]
 
 

@@ -24,4 +24,10 @@ def test_idempotent_names_depend_on_task_and_key():
     assert idempotent_run_name("t", "k") == idempotent_run_name("t", "k")
     assert idempotent_run_name("t", "k") != idempotent_run_name("t", "k2")
     assert idempotent_run_name("t", "k") != idempotent_run_name("u", "k")
-    assert checkpoint_name("run-1") == "run-1-steps"
+    assert checkpoint_name("run-1", "0f1e2d3c-aaaa") == "run-1-0f1e2d3c-steps"
+
+
+def test_a_job_name_is_uid_qualified_only_when_asked():
+    assert job_name("run-1", 2) == "run-1-2"
+    assert job_name("run-1", 2, "0f1e2d3c-aaaa") == "run-1-0f1e2d3c-2"
+    assert len(job_name("r" * 63, 20, "0f1e2d3c-aaaa")) <= 63

@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 from kubetasks.api import Phase, Task, TaskRun
+from kubetasks.core.children import lost
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.plan import World, plan_rejected, plan_run
 from kubetasks.protocol import Report
@@ -120,7 +121,13 @@ def test_cancel_deletes_the_active_job():
     _, r = advance(run(), task=task())
     r = r.model_copy(update={"spec": r.spec.model_copy(update={"cancel": True})})
     plan, r = advance(r, task=task(), attempts={1: obs(1, "active")})
-    assert r.status.phase == Phase.CANCELLED and plan.delete_jobs == ["r1-1"]
+    assert r.status.phase == Phase.CANCELLED and plan.delete_jobs  # all of the run's Jobs, first
+
+
+def test_cancel_before_any_job_still_deletes_whatever_may_exist():
+    r = run(cancel=True)  # a Job may have been created from an earlier view of the run
+    plan, r = advance(r, task=task())
+    assert r.status.phase == Phase.CANCELLED and plan.delete_jobs and plan.start_attempt is None
 
 
 def test_delay_holds_the_run_until_due():
@@ -165,13 +172,19 @@ def test_concurrency_queues_when_no_slot_is_free():
     assert plan.start_attempt == 1
 
 
-def test_duplicate_idempotency_key_mirrors_the_original():
-    original = run(idempotencyKey="k").model_copy(update={"metadata": {"name": "r0", "namespace": "ns"}})
-    original.status.phase = Phase.SUCCEEDED
-    original.status.result = 42
-    plan, r = advance(run(idempotencyKey="k"), task=task(), original=original)
-    assert plan.start_attempt is None
-    assert r.status.duplicate_of == "r0" and r.status.phase == Phase.SUCCEEDED and r.status.result == 42
+def test_a_run_whose_key_another_run_holds_ends_duplicate_of_its_own():
+    plan, r = advance(run(idempotencyKey="k"), task=task(), duplicate_of="r0")
+    assert plan.start_attempt is None and not plan.delete_jobs
+    assert r.status.duplicate_of == "r0" and r.status.phase == Phase.DUPLICATE and r.status.attempt == 0
+    cond = r.status.conditions[0]
+    assert (cond.status, cond.reason) == ("False", "Deduplicated") and "r0" in cond.message
+    assert r.status.result is None and r.status.completion_time == NOW
+
+
+def test_a_started_run_is_never_turned_into_a_duplicate():
+    _, r = advance(run(idempotencyKey="k"), task=task())
+    plan, r = advance(r, task=task(), attempts={1: obs(1, "active")}, duplicate_of="r0")
+    assert r.status.phase == Phase.RUNNING and r.status.duplicate_of is None
 
 
 def test_durable_sleep_does_not_count_as_a_failure():
@@ -194,7 +207,53 @@ def test_restart_after_job_creation_but_before_status_write_adopts_the_job():
     assert plan.start_attempt is None and r.status.attempt == 1 and r.status.phase == Phase.RUNNING
 
 
-def test_restart_after_status_write_but_before_job_creation_creates_the_same_job():
+def test_a_started_attempt_is_never_started_again():
+    # The Job is created before the status says Running; a Running attempt with no Job in view is
+    # the observer's to call lost (see core.children), never the planner's to re-create.
     _, r = advance(run(), task=task())
-    plan, _ = advance(r, task=task())  # no Job observed yet
-    assert plan.start_attempt == 1  # created again under the same name: a 409 if it exists
+    plan, r = advance(r, task=task())
+    assert plan.start_attempt is None and r.status.phase == Phase.RUNNING
+
+
+def test_a_lost_job_is_a_failed_attempt_that_retries_per_policy():
+    t = task(retry={"maxAttempts": 2, "minDelay": "1s"})
+    _, r = advance(run(), task=t)
+    plan, r = advance(r, task=t, attempts={1: lost(1, "r1-1", "was deleted before it finished")})
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].reason == "JobLost"
+    assert [e.reason for e in plan.events][:1] == ["JobLost"]
+    plan, r = advance(r, task=t, now=NOW + timedelta(seconds=2))
+    assert plan.start_attempt == 2
+
+
+def test_a_lost_job_with_no_attempts_left_fails_the_run_with_that_reason():
+    t = task(retry={"maxAttempts": 1})
+    _, r = advance(run(), task=t)
+    plan, r = advance(r, task=t, attempts={1: lost(1, "r1-1", "is gone")})
+    assert r.status.phase == Phase.FAILED and r.status.error.type == "JobLost"
+    assert r.status.conditions[0].reason == "JobLost"
+    again, _ = advance(r, task=t)  # the lost attempt is history, not started again
+    assert again.start_attempt is None
+
+
+def test_a_running_attempt_finishes_even_when_its_task_is_deleted_meanwhile():
+    _, r = advance(run(), task=task())
+    plan, r = advance(r, task=None, attempts={1: obs(1, "succeeded")})
+    assert r.status.phase == Phase.SUCCEEDED
+
+
+def test_a_failure_after_the_task_was_deleted_waits_for_the_task_and_its_policy():
+    _, r = advance(run(), task=task())
+    plan, r = advance(r, task=None, attempts={1: obs(1, "failed", exit_code=1, reason="Error")})
+    assert r.status.phase == Phase.RUNNING and r.status.conditions[0].reason == "TaskNotFound"
+    assert plan.start_attempt is None
+    plan, r = advance(r, task=task(retry={"maxAttempts": 1}), attempts={1: obs(1, "failed", exit_code=1, reason="Error")})
+    assert r.status.phase == Phase.FAILED
+
+
+def test_a_payload_too_large_for_a_command_task_fails_at_once_naming_the_limit():
+    big = {"blob": "x" * (300 * 1024)}
+    plan, r = advance(run(payload=big), task=task(command=["cat"]))
+    assert r.status.phase == Phase.FAILED and plan.start_attempt is None
+    assert r.status.conditions[0].reason == "PayloadTooLarge" and "at most" in r.status.error.message
+    plan, r = advance(run(payload=big), task=task(entrypoint="m:f"))  # the runtime reads it from the TaskRun
+    assert plan.start_attempt == 1

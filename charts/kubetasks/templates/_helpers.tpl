@@ -65,13 +65,15 @@ one holds.
   verbs: ["patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  # deletecollection: cancelling deletes every Job of a run by its run-uid label, in one request
+  verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "get", "update", "patch"]
+  # delete: an idempotency key's claim left by a deleted run, before the garbage collector
+  verbs: ["create", "get", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create", "get"]

@@ -21,10 +21,11 @@ class Phase(StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
     TIMED_OUT = "TimedOut"
+    DUPLICATE = "Duplicate"  # another run holds its idempotency key: it never runs
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT)
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT, Phase.DUPLICATE)
 
 
 class TaskRunSpec(Model):
@@ -33,7 +34,8 @@ class TaskRunSpec(Model):
     delay: Duration | None = Field(default=None, description="Start no sooner than this long after creation.")
     not_before: datetime | None = Field(default=None, description="Start no sooner than this time.")
     idempotency_key: str | None = Field(
-        default=None, max_length=256, description="A later run with the same key and Task does not run again."
+        default=None, max_length=256,
+        description="Of the runs of one Task with the same key, one runs; the others end Duplicate (duplicateOf).",
     )
     tags: list[str] = Field(default_factory=list, max_length=10)
     machine: Machine | None = Field(default=None, description="Overrides the Task's machine.")
@@ -87,7 +89,7 @@ class TaskRunStatus(Model):
     result: JSON | None = None
     error: ErrorInfo | None = None
     steps: list[StepRecord] = Field(default_factory=list, max_length=200)
-    duplicate_of: str | None = Field(default=None, description="The earlier run with the same idempotency key.")
+    duplicate_of: str | None = Field(default=None, description="The run that holds this run's idempotency key.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
 

@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
+from kubetasks.api.taskrun import Phase
 from kubetasks.core.naming import LABEL_TASK
 
-FINISHED = ("Succeeded", "Failed", "Cancelled", "TimedOut")
+FINISHED = tuple(p.value for p in Phase if p.finished)
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -293,7 +294,7 @@ def cmd_runs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _phase_style(phase: str) -> str:
     return {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
-            "Running": "cyan", "Retrying": "yellow"}.get(phase, "")
+            "Duplicate": "dim", "Running": "cyan", "Retrying": "yellow"}.get(phase, "")
 
 
 def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str]]:
@@ -371,7 +372,8 @@ def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
     name = pod["metadata"]["name"]
     if args.follow:
         # Not preloaded, the client hands back the urllib3 response to stream from.
-        stream: Any = kube.core().read_namespaced_pod_log(name, ns, follow=True, _preload_content=False)
+        stream: Any = kube.core().read_namespaced_pod_log(name, ns, follow=True, _preload_content=False,
+                                                           _request_timeout=(kube.CONNECT_TIMEOUT, 86400))  # may be quiet
         try:
             for chunk in stream.stream(decode_content=True):
                 sys.stdout.write(chunk.decode(errors="replace"))

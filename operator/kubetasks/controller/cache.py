@@ -1,99 +1,152 @@
-"""An in-memory view of the objects the operator watches, fed by kopf events.
+"""The operator's view of the cluster: a store per kind (see :mod:`.store`), and what a
+controller must remember between a write and the watch event that confirms it.
 
-Only the fields the reconcilers read are kept (no managedFields, no pod specs), so memory stays
-small at thousands of runs. Secondary indexes answer "the Jobs of this run" and "the runs of
-this Task" without API calls.
+- Stores keep only the fields the reconcilers read (no managedFields, no Job specs), indexed
+  by Task (runs) and by owner UID (Jobs).
+- ``gone``: the last known state of each deleted Job, by its run's UID, until the run's status
+  has the attempt's outcome (a Job removed at once by ``ttlSecondsAfterFinished: 0``, or by a
+  user, still tells how its attempt ended, or that it was lost).
+- ``expected``: attempts whose Job this operator created and the watch has not shown yet
+  (kube-controller-manager's ControllerExpectations): not lost, not to be created again.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
-from kubetasks.core.naming import LABEL_RUN
+from kubetasks.api.taskrun import Phase
+from kubetasks.controller.store import Body, Key, Store, key_of, uid_of
+from kubetasks.core.children import controller_uid
+from kubetasks.core.naming import LABEL_ATTEMPT
 
-Key = tuple[str, str]  # (namespace, name)
-Body = dict[str, Any]
+__all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
 
+EXPECTATION_SECONDS = 300.0  # after this, an unseen Job is taken as never created (or lost)
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "labels",
-              "annotations", "deletionTimestamp", "ownerReferences")
+              "deletionTimestamp", "ownerReferences")
+_JOB_STATUS_KEYS = ("conditions", "startTime", "completionTime", "active", "succeeded", "failed")
 
 
-def slim(body: Any, spec: bool = True) -> Body:
-    """A plain-dict copy with the parts the controller uses."""
+def _meta(body: Body) -> dict[str, Any]:
     meta = body.get("metadata") or {}
-    out: Body = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                 "metadata": {k: meta[k] for k in _META_KEYS if meta.get(k) is not None}}
-    if spec and body.get("spec") is not None:
-        out["spec"] = dict(body["spec"])
-    if body.get("status") is not None:
-        out["status"] = dict(body["status"])
-    return out
+    return {k: meta[k] for k in _META_KEYS if meta.get(k) is not None}
 
 
-def key_of(body: Body) -> Key:
-    meta = body["metadata"]
-    return meta["namespace"], meta["name"]
+def slim_custom(kind: str, api_version: str) -> Any:
+    def slim(body: Body) -> Body:
+        out: Body = {"apiVersion": api_version, "kind": kind, "metadata": _meta(body)}
+        for part in ("spec", "status"):
+            if body.get(part) is not None:
+                out[part] = body[part]
+        return out
+    return slim
+
+
+def slim_job(body: Body) -> Body:
+    status = body.get("status") or {}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(body),
+            "status": {k: status[k] for k in _JOB_STATUS_KEYS if k in status}}
+
+
+def _task_of(run: Body) -> list[Key]:
+    return [(run["metadata"].get("namespace", ""), (run.get("spec") or {}).get("taskRef", ""))]
+
+
+def _uid(body: Body) -> list[str]:
+    uid = uid_of(body)
+    return [uid] if uid else []
+
+
+def _owner_of(job: Body) -> list[str]:
+    uid = controller_uid(job)
+    return [uid] if uid else []
+
+
+def _finished(run: Body) -> bool:
+    try:
+        return Phase((run.get("status") or {}).get("phase") or Phase.PENDING).finished
+    except ValueError:  # not a phase of ours: someone else's write
+        return False
+
+
+def attempt_of(job: Body) -> int:
+    try:
+        return int((job["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0"))
+    except ValueError:
+        return 0
 
 
 class Cache:
-    def __init__(self) -> None:
-        self.tasks: dict[Key, Body] = {}
-        self.runs: dict[Key, Body] = {}
-        self.jobs: dict[Key, Body] = {}
-        self._jobs_by_run: dict[Key, set[str]] = defaultdict(set)
-        self._runs_by_task: dict[Key, set[str]] = defaultdict(set)
-        # Termination records of finished attempts' task containers, by Job uid: read once.
-        self.terminations: dict[str, list[Body]] = {}
+    def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
+        self.tasks = Store("Task", slim_custom("Task", api_version))
+        self.runs = Store("TaskRun", slim_custom("TaskRun", api_version), {"task": _task_of, "uid": _uid})
+        self.jobs = Store("Job", slim_job, {"owner": _owner_of})
+        self.gone: dict[str, dict[str, Body]] = defaultdict(dict)  # run uid -> Job name -> last state
+        self.expected: dict[str, dict[int, float]] = defaultdict(dict)  # run uid -> attempt -> deadline
+        # Pods of finished attempts (exit codes, termination messages): read once per attempt,
+        # by run uid and Job name; kept until the run is finished.
+        self.pods: dict[str, dict[str, list[Body]]] = defaultdict(dict)
+        self.claimed: set[str] = set()  # uids of runs known to hold their idempotency key
+        self.jobs.listeners.append(self._job_changed)
+        self.runs.listeners.append(self._run_changed)
 
-    # Tasks -------------------------------------------------------------------------------
-    def put_task(self, body: Body) -> None:
-        self.tasks[key_of(body)] = slim(body)
-
-    def drop_task(self, key: Key) -> None:
-        self.tasks.pop(key, None)
-
-    # TaskRuns ----------------------------------------------------------------------------
-    def put_run(self, body: Body) -> None:
-        key = key_of(body)
-        old = self.runs.get(key)
-        if old is not None:
-            self._runs_by_task[(key[0], old["spec"]["taskRef"])].discard(key[1])
-        self.runs[key] = slim(body)
-        self._runs_by_task[(key[0], body["spec"]["taskRef"])].add(key[1])
-
-    def drop_run(self, key: Key) -> None:
-        old = self.runs.pop(key, None)
-        if old is not None:
-            self._runs_by_task[(key[0], old["spec"]["taskRef"])].discard(key[1])
+    @property
+    def synced(self) -> bool:
+        return self.tasks.synced and self.runs.synced and self.jobs.synced
 
     def runs_of_task(self, namespace: str, task: str) -> list[Body]:
-        names = self._runs_by_task.get((namespace, task), ())
-        return [self.runs[(namespace, n)] for n in names if (namespace, n) in self.runs]
+        return self.runs.by("task", (namespace, task))
 
-    # Jobs --------------------------------------------------------------------------------
-    def put_job(self, body: Body) -> Key | None:
-        """Stores a Job; returns the key of its TaskRun."""
-        slimmed = slim(body, spec=False)
-        run = (slimmed["metadata"].get("labels") or {}).get(LABEL_RUN)
-        if not run:
-            return None
-        key = key_of(slimmed)
-        self.jobs[key] = slimmed
-        self._jobs_by_run[(key[0], run)].add(key[1])
-        return key[0], run
+    def jobs_of_run(self, uid: str) -> list[Body]:
+        return self.jobs.by("owner", uid)
 
-    def drop_job(self, key: Key) -> Key | None:
-        old = self.jobs.pop(key, None)
-        if old is None:
-            return None
-        run = (old["metadata"].get("labels") or {}).get(LABEL_RUN)
-        self.terminations.pop(old["metadata"].get("uid", ""), None)
-        if not run:
-            return None
-        self._jobs_by_run[(key[0], run)].discard(key[1])
-        return key[0], run
+    def run_by_uid(self, uid: str) -> Body | None:
+        found = self.runs.by("uid", uid)
+        return found[0] if found else None
 
-    def jobs_of_run(self, key: Key) -> list[Body]:
-        names = self._jobs_by_run.get(key, ())
-        return [self.jobs[(key[0], n)] for n in names if (key[0], n) in self.jobs]
+    # Expectations --------------------------------------------------------------------------
+    def expect(self, run_uid: str, attempt: int) -> None:
+        self.expected[run_uid][attempt] = time.monotonic() + EXPECTATION_SECONDS
+
+    def expected_attempts(self, run_uid: str) -> set[int]:
+        now = time.monotonic()
+        pending = self.expected.get(run_uid) or {}
+        for attempt in [a for a, deadline in pending.items() if deadline < now]:
+            del pending[attempt]
+        return set(pending)
+
+    def settle(self, run_uid: str, recorded: set[str]) -> None:
+        """The run's status now has the outcomes of the Jobs named ``recorded``: forget them."""
+        gone = self.gone.get(run_uid)
+        if gone:
+            for name in recorded & set(gone):
+                del gone[name]
+            if not gone:
+                del self.gone[run_uid]
+
+    def forget(self, run_uid: str) -> None:
+        """The run is finished or gone: nothing of it is needed any more."""
+        self.gone.pop(run_uid, None)
+        self.expected.pop(run_uid, None)
+        self.pods.pop(run_uid, None)
+        self.claimed.discard(run_uid)
+
+    # Listeners -----------------------------------------------------------------------------
+    def _job_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is not None:
+            owner = controller_uid(new)
+            if owner and owner in self.expected:
+                self.expected[owner].pop(attempt_of(new), None)
+                if not self.expected[owner]:
+                    del self.expected[owner]
+        elif old is not None:
+            owner = controller_uid(old)
+            run = self.run_by_uid(owner) if owner else None
+            if owner and run is not None and not _finished(run):  # only while its outcome may matter
+                self.gone[owner][old["metadata"]["name"]] = old
+
+    def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None and old is not None:
+            self.forget(uid_of(old) or "")

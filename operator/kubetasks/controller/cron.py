@@ -55,8 +55,9 @@ class Scheduler:
             active = sorted({*active, decision.run_name})
         new_tick = decision.last_schedule_time != status.last_schedule_time
         if decision.skip_reason and new_tick:
-            body = self.cache.tasks[(ns, task.name)]
-            await asyncio.to_thread(kube.post_event, body, "Normal", "SkippedTick", decision.skip_reason)
+            body = self.cache.tasks.get((ns, task.name))
+            if body:
+                await asyncio.to_thread(kube.post_event, body, "Normal", "SkippedTick", decision.skip_reason)
 
         history = [(r["metadata"]["name"], (r.get("status") or {}).get("phase"),
                     parse_time((r.get("status") or {}).get("completionTime"))) for r in scheduled]

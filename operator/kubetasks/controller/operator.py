@@ -1,8 +1,13 @@
-"""The kopf operator: handlers that only feed the cache and the work queues.
+"""The operator: kopf for the process (login, startup, liveness, shutdown), informers and work
+queues for the controllers.
 
-kopf watches Tasks, TaskRuns and the Jobs kubetasks made; every event updates the in-memory
-cache and queues a key. Reconcilers (``runs``, ``tasks``) do the work, level-based, so a missed
-or repeated event changes nothing and a restarted operator picks up where the world stands.
+Reflectors keep a store per kind (Tasks, TaskRuns, and the Jobs kubetasks made) in step with
+the API server; every change queues the keys it concerns (see :mod:`kubetasks.core.wakeups`),
+and the reconcilers (``runs``, ``tasks``) act level-based: a missed, repeated or reordered
+event changes nothing, and a restarted operator picks up where the world stands.
+
+kopf's own watches are not used for these kinds: they relist after 410 Gone without saying
+what vanished, and they would be a second stream of the same objects.
 """
 
 from __future__ import annotations
@@ -10,71 +15,123 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, cast
+from types import ModuleType
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from kubetasks import kube
-from kubetasks.api.common import GROUP, VERSION
+from kubetasks.api.common import GROUP
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Cache, Key
+from kubetasks.controller.cache import Body, Cache, key_of
 from kubetasks.controller.queue import WorkQueue
+from kubetasks.controller.reflector import Reflector
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
+from kubetasks.core.children import controller_uid
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER
+from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, unfinished
 
 log = logging.getLogger("kubetasks")
 
 
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
 class Operator:
-    def __init__(self) -> None:
+    def __init__(self, api: ModuleType | Any = kube, workers: int = 8) -> None:
         self.cache = Cache()
-        self.runs = RunReconciler(self.cache, self.run_changed)
-        self.tasks = TaskReconciler(self.cache)
-        self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=int(os.environ.get("KUBETASKS_WORKERS", "8")))
+        self.runs = RunReconciler(self.cache, api)
+        self.tasks = TaskReconciler(self.cache, api)
+        self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=workers)
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
-        self.runs.enqueue = self.run_queue
-        self.tasks.enqueue = self.task_queue
+        self.reflectors: list[Reflector] = []
+        self.cache.tasks.listeners.append(self.task_changed)
+        self.cache.runs.listeners.append(self.run_changed)
+        self.cache.jobs.listeners.append(self.job_changed)
 
-    def run_changed(self, namespace: str, task: str, run: str) -> None:
-        """A run's phase changed: its Task's status, queued runs and duplicates may follow."""
-        self.task_queue.add((namespace, task))
-        for body in self.cache.runs_of_task(namespace, task):
-            status = body.get("status") or {}
-            if body["metadata"]["name"] != run and (not status.get("attempt") or status.get("duplicateOf")):
-                self.run_queue.add((namespace, body["metadata"]["name"]))
+    # What a change wakes -------------------------------------------------------------------
+    def task_changed(self, old: Body | None, new: Body | None) -> None:
+        ns, name = key_of(new or old or {})
+        self.task_queue.add((ns, name))
+        for run in after_task_change(old, new, self.cache.runs_of_task(ns, name)):
+            self.run_queue.add((ns, run))
 
-    def task_changed(self, namespace: str, task: str) -> None:
-        self.task_queue.add((namespace, task))
-        for body in self.cache.runs_of_task(namespace, task):
-            if not (body.get("status") or {}).get("attempt"):
-                self.run_queue.add((namespace, body["metadata"]["name"]))
+    def run_changed(self, old: Body | None, new: Body | None) -> None:
+        body = new or old
+        assert body is not None
+        ns, name = key_of(body)
+        task = (body.get("spec") or {}).get("taskRef", "")
+        if new is not None:
+            self.run_queue.add((ns, name))
+        if phase_of(old) != phase_of(new):
+            self.task_queue.add((ns, task))
+        for run in after_run_change(old, new, self._concurrency(ns, task), self.cache.runs_of_task(ns, task)):
+            self.run_queue.add((ns, run))
 
-    def prime(self, namespaces: list[str]) -> None:
-        """Lists everything once before the queues start, so the first decisions (concurrency
-        slots, idempotency keys) see every existing run, not just those listed so far."""
-        for ns in namespaces or [None]:  # type: ignore[list-item]
-            for body in kube.list_custom("tasks", ns):
-                self.cache.put_task(body)
-            for body in kube.list_custom("taskruns", ns):
-                self.cache.put_run(body)
-            for body in kube.list_jobs(ns, f"{LABEL_MANAGED_BY}={MANAGER}"):
-                self.cache.put_job(body)
+    def job_changed(self, old: Body | None, new: Body | None) -> None:
+        owner = controller_uid(new or old or {})
+        run = self.cache.run_by_uid(owner) if owner else None
+        if run is not None:
+            self.run_queue.add(key_of(run))
 
-    def start(self) -> None:
+    def resynced(self) -> None:
+        """After every (re)list, as client-go's resync: every unfinished run and every Task is
+        looked at again, so no wake-up lost to a fault is lost for long."""
+        for key in self.cache.tasks.keys():
+            self.task_queue.add(key)
+        for key in self.cache.runs.keys():
+            body = self.cache.runs.get(key)
+            if body is not None and unfinished(body):
+                self.run_queue.add(key)
+
+    def _concurrency(self, namespace: str, task: str) -> int | None:
+        body = self.cache.tasks.get((namespace, task))
+        return ((body or {}).get("spec") or {}).get("concurrency")
+
+    # Running ---------------------------------------------------------------------------------
+    async def start(self, namespaces: list[str], resync_seconds: float) -> None:
+        """Starts the informers, then (once every store has its first list) the workers."""
         from kubetasks.controller.cron import Scheduler
 
         self.tasks.schedule = Scheduler(self.cache, self.task_queue, self.run_queue)
+        loop = asyncio.get_running_loop()
+        kinds = ((self.cache.tasks, kube.TASKS, ""), (self.cache.runs, kube.TASKRUNS, ""),
+                 (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER}"))
+        scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces
+        for namespace in scopes:
+            for store, resource, selector in kinds:
+                reflector = Reflector(store, resource, namespace, selector, loop, resync_seconds)
+                reflector.on_relist = self.resynced
+                self.reflectors.append(reflector)
+                reflector.start()
+        await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
+        log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
+                 len(self.cache.jobs))
         self.run_queue.start()
         self.task_queue.start()
-        for key in self.cache.tasks:
-            self.task_queue.add(key)
-        for key in self.cache.runs:
-            self.run_queue.add(key)
+        self.resynced()
+
+    async def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+        await self.run_queue.stop()
+        await self.task_queue.stop()
+
+    def health(self, stall_seconds: float) -> str | None:
+        """Why the operator is not healthy, or None."""
+        dead = [r.resource.plural for r in self.reflectors if not r.alive]
+        if dead:
+            return f"informers stopped: {', '.join(dead)}"
+        for queue in (self.run_queue, self.task_queue):
+            if queue.stalled(stall_seconds):
+                return f"{queue.name}: {len(queue)} keys waiting and none done for {stall_seconds:.0f}s"
+        return None
 
 
-OPERATOR = Operator()
+OPERATOR = Operator(workers=int(os.environ.get("KUBETASKS_WORKERS", "8")))
 
 
 def namespaces() -> list[str]:
@@ -93,10 +150,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.batching.worker_limit = 64
     loop = asyncio.get_running_loop()
     from concurrent.futures import ThreadPoolExecutor
 
@@ -104,9 +158,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     port = int(os.environ.get("KUBETASKS_METRICS_PORT", "9090"))
     if port:
         start_http_server(port)
-    await asyncio.to_thread(OPERATOR.prime, namespaces())
-    OPERATOR.start()
-    asyncio.create_task(_report_queue_depth())
+    # In the background: kopf serves liveness only once startup handlers return, and the first
+    # lists of a large cluster take a while.
+    resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
+    _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync), name="informers"))
+    _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
+
+
+_background: list[asyncio.Task[None]] = []
 
 
 async def _report_queue_depth() -> None:
@@ -116,49 +175,17 @@ async def _report_queue_depth() -> None:
         await asyncio.sleep(5)
 
 
+@kopf.on.probe(id="controller")
+async def health(**_: Any) -> str:
+    problem = OPERATOR.health(_env_float("KUBETASKS_STALL_SECONDS", 120))
+    if problem:
+        raise kopf.PermanentError(problem)  # the liveness endpoint answers 500
+    return "ok"
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    await OPERATOR.run_queue.stop()
-    await OPERATOR.task_queue.stop()
+    for task in _background:
+        task.cancel()
+    await OPERATOR.stop()
 
-
-# The event handlers are async on purpose: they only touch memory, and running them on the
-# event loop (not in kopf's thread pool, as sync handlers are) keeps the cache and the
-# asyncio work queues single-threaded.
-@kopf.on.event(GROUP, VERSION, "tasks")
-async def task_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-    key = _key(namespace, name)
-    if event["type"] == "DELETED":
-        OPERATOR.cache.drop_task(key)
-        return
-    OPERATOR.cache.put_task(_body(event))
-    OPERATOR.task_changed(*key)
-
-
-@kopf.on.event(GROUP, VERSION, "taskruns")
-async def run_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-    key, body = _key(namespace, name), _body(event)
-    if event["type"] == "DELETED":
-        OPERATOR.cache.drop_run(key)
-        OPERATOR.run_changed(key[0], body["spec"]["taskRef"], name)
-        return
-    OPERATOR.cache.put_run(body)
-    OPERATOR.run_queue.add(key)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER})
-async def job_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-    if event["type"] == "DELETED":
-        run = OPERATOR.cache.drop_job(_key(namespace, name))
-    else:
-        run = OPERATOR.cache.put_job(_body(event))
-    if run:
-        OPERATOR.run_queue.add(run)
-
-
-def _key(namespace: str | None, name: str) -> Key:
-    return namespace or "", name  # every kind watched here is namespaced
-
-
-def _body(event: kopf.RawEvent) -> dict[str, Any]:
-    return cast(dict[str, Any], event["object"])

@@ -1,14 +1,20 @@
 """A work queue in the manner of client-go's: keys, not events.
 
 A key (namespace, name) is queued at most once, never processed by two workers at once, and
-re-queued when it was added again while being processed. ``add_after`` wakes a key at a time
-(retry backoff, delays, cron ticks) without a sleeping handler.
+re-queued when it was added again while being processed. The reconciler returns when to look at
+the key again (a datetime or seconds, as controller-runtime's ``Result{RequeueAfter}``), or
+raises :class:`Requeue` for an expected wait; any other exception retries the key with
+exponential backoff. ``add_after`` wakes a key at a time without a sleeping handler.
+
+The queue knows when it last made progress, so liveness can tell a stuck operator (items
+waiting, none done for a while: every worker hung) from an idle one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
@@ -16,10 +22,19 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+When = datetime | float | None
+
+
+class Requeue(Exception):
+    """Look at this key again after ``delay`` seconds: an expected wait, not a failure."""
+
+    def __init__(self, delay: float, why: str) -> None:
+        super().__init__(why)
+        self.delay = delay
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, name: str, reconcile: Callable[[K], Awaitable[None]], workers: int = 8) -> None:
+    def __init__(self, name: str, reconcile: Callable[[K], Awaitable[When]], workers: int = 8) -> None:
         self.name = name
         self._reconcile = reconcile
         self._workers = workers
@@ -30,9 +45,14 @@ class WorkQueue(Generic[K]):
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_progress = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._queued)
+
+    def stalled(self, seconds: float) -> bool:
+        """Keys are waiting and no worker has finished one for ``seconds``."""
+        return bool(self._queued) and time.monotonic() - self.last_progress > seconds
 
     def add(self, key: K) -> None:
         if key in self._processing:
@@ -76,10 +96,15 @@ class WorkQueue(Generic[K]):
             self._queued.discard(key)
             self._processing.add(key)
             try:
-                await self._reconcile(key)
+                when = await self._reconcile(key)
                 self._failures.pop(key, None)
+                if when is not None:
+                    self.add_after(key, when)
             except asyncio.CancelledError:
                 raise
+            except Requeue as r:
+                log.debug("%s: %s again in %.1fs: %s", self.name, key, r.delay, r)
+                self.add_after(key, r.delay)
             except Exception:
                 # Transient API errors and bugs alike: retry with backoff rather than drop the key.
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
@@ -88,6 +113,7 @@ class WorkQueue(Generic[K]):
                               self.name, key, failures, delay)
                 self.add_after(key, delay)
             finally:
+                self.last_progress = time.monotonic()
                 self._processing.discard(key)
                 if key in self._dirty:
                     self._dirty.discard(key)

@@ -1,10 +1,21 @@
-"""Reconciling one TaskRun: read the world from the cache, plan, carry out the plan."""
+"""Reconciling one TaskRun: read the world from the cache, decide (core), write the result.
+
+The order of writes is what makes a crash at any line harmless:
+- a Job is created *before* the status says its attempt runs, so a restarted operator either
+  finds the Job (and adopts its attempt) or starts that attempt, never a second one;
+- cancelling deletes every Job of the run (by its UID label, whatever the cache holds) *before*
+  the status says Cancelled;
+- an idempotency key is claimed through the API server before the first attempt.
+Children are the run's by their owner UID: an object holding a name the run would use but owned
+by someone else is never adopted (a Job gets a UID-qualified name instead).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import datetime, timezone
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,13 +24,19 @@ from kubetasks import kube
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import Phase, TaskRun
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Cache, Key
-from kubetasks.core.naming import LABEL_TASK
-from kubetasks.core.observe import AttemptObservation, observe_attempt
-from kubetasks.core.plan import HOLDS_SLOT, Event, Plan, World, plan_rejected, plan_run
+from kubetasks.controller.cache import Body, Cache, Key, uid_of
+from kubetasks.controller.queue import Requeue
+from kubetasks.core.admit import slots_free
+from kubetasks.core.children import controlled_by, observe_attempts
+from kubetasks.core.dedup import claim_holder, render_claim
+from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name
+from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.plan import Event, Plan, World, plan_rejected, plan_run
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
+from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
+RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -29,146 +46,180 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def _created(body: dict[str, Any]) -> tuple[str, str]:
-    return str(body["metadata"].get("creationTimestamp", "")), body["metadata"]["name"]
+def job_finished(job: Body) -> bool:
+    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or [])
 
 
 class RunReconciler:
-    def __init__(self, cache: Cache, on_finished: Any) -> None:
+    def __init__(self, cache: Cache, api: ModuleType | Any = kube) -> None:
         self.cache = cache
-        self.on_changed = on_finished  # called with (namespace, task) when a run's phase changes
+        self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self._task_locks: dict[Key, asyncio.Lock] = {}
-        self.enqueue: Any = None  # set by the operator: WorkQueue of runs
 
-    async def reconcile(self, key: Key) -> None:
+    async def _call(self, fn: str, *args: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.api, fn), *args)
+
+    async def reconcile(self, key: Key) -> datetime | float | None:
+        """Brings one run a step closer to what it should be; returns when to look again."""
         body = self.cache.runs.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return None  # deleted: the garbage collector removes its children
         try:
             run = TaskRun.model_validate(body)
         except ValidationError as e:
-            await asyncio.to_thread(kube.post_event, body, "Warning", "InvalidSpec", str(e).splitlines()[0])
-            return
-        if run.status.phase.finished and run.status.observed_generation == run.metadata.get("generation"):
-            return
+            await self._event(body, Event("Warning", "InvalidSpec", str(e).splitlines()[0]))
+            return None
+        uid = str(run.metadata.get("uid", ""))
+        if run.status.phase.finished:
+            await self._reap(run, uid)
+            return None
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if task and task.spec.concurrency and run.status.attempt == 0:
-            # Admission to a concurrency slot is serialised per Task, and the cache is updated
-            # before the lock is released, so two workers never hand out the same slot.
-            lock = self._task_locks.setdefault((key[0], run.spec.task_ref), asyncio.Lock())
-            async with lock:
-                await self._reconcile(key, run, task)
-        else:
-            await self._reconcile(key, run, task)
+            # Admission to a concurrency slot is serialised per Task; the status written under
+            # the lock is in the cache (read-your-writes) before the next run is admitted.
+            async with self._task_locks.setdefault((key[0], run.spec.task_ref), asyncio.Lock()):
+                return await self._reconcile(key, run, uid, task)
+        return await self._reconcile(key, run, uid, task)
 
-    async def _reconcile(self, key: Key, run: TaskRun, task: Task | None) -> None:
+    async def _reap(self, run: TaskRun, uid: str) -> None:
+        """A finished run owns no running Job (a cancel that raced a start, say)."""
+        active = [j for j in self.cache.jobs_of_run(uid) if not job_finished(j)
+                  and not j["metadata"].get("deletionTimestamp")]
+        if active:
+            log.info("%s/%s is %s but owns running Jobs %s: deleting them", run.namespace, run.name,
+                     run.status.phase, [j["metadata"]["name"] for j in active])
+            await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
+        self.cache.forget(uid)
+
+    async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
-        world = World(now=datetime.now(timezone.utc), run=run, task=task,
-                      attempts=await self._observe(key),
-                      original=self._original(run),
-                      slots_free=self._slots_free(run, task))
-        if world.attempts and any(o.state != "active" for o in world.attempts.values()):
-            world = await self._with_steps(world)
+        attempts = await self._observe(run, uid)
+        duplicate_of = None
+        if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None:
+            duplicate_of = await self._claim(run, uid)
+        world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
+                      duplicate_of=duplicate_of,
+                      slots_free=slots_free(task.spec.concurrency if task and run.status.attempt == 0 else None,
+                                            self.cache.runs_of_task(key[0], run.spec.task_ref), run.name))
+        if any(o.state != "active" for o in attempts.values()):
+            world = await self._with_steps(world, uid)
         plan = plan_run(world)
-        await self._apply(key, run, task, plan)
+        requeue = await self._apply(key, run, uid, task, plan)
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
+        return requeue
 
-    async def _observe(self, key: Key) -> dict[int, AttemptObservation]:
-        attempts = {}
-        for job in self.cache.jobs_of_run(key):
-            pods: list[dict[str, Any]] = []
-            finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-                           for c in (job.get("status") or {}).get("conditions") or [])
-            if finished:
-                uid = job["metadata"]["uid"]
-                if uid not in self.cache.terminations:
-                    self.cache.terminations[uid] = await asyncio.to_thread(
-                        kube.list_pods, key[0], f"job-name={job['metadata']['name']}")
-                pods = self.cache.terminations[uid]
-            obs = observe_attempt(job, pods)
-            attempts[obs.attempt] = obs
-        return attempts
+    async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
+        jobs = self.cache.jobs_of_run(uid)
+        pods = self.cache.pods[uid]
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if job_finished(job) and name not in pods:
+                pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
+        return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
+                                self.cache.expected_attempts(uid), pods)
 
-    async def _with_steps(self, world: World) -> World:
-        from kubetasks.runtime.checkpoints import steps_from_configmap
-        from kubetasks.core.naming import checkpoint_name
+    async def _claim(self, run: TaskRun, uid: str) -> str | None:
+        """None when this run holds its idempotency key; else the name of the run that does."""
+        if uid in self.cache.claimed:
+            return None
+        claim = render_claim(run)
+        created, existing = await self._call("create_or_get", claim)
+        if created:
+            self.cache.claimed.add(uid)
+            return None
+        if existing is None:
+            raise Requeue(0, "the idempotency claim vanished while being read")
+        holder, holder_uid = claim_holder(existing)
+        if holder_uid == uid:
+            self.cache.claimed.add(uid)
+            return None
+        alive = self.cache.runs.get((run.namespace, holder))
+        if alive is None or uid_of(alive) != holder_uid:
+            alive = await self._call("get", kube.TASKRUNS, run.namespace, holder)
+        if alive is not None and uid_of(alive) == holder_uid:
+            return holder
+        # Its holder is deleted and the garbage collector has not removed the claim yet.
+        await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))
+        raise Requeue(0, "removed the claim of a deleted run")
 
-        data = await asyncio.to_thread(kube.get_configmap_data, world.run.namespace, checkpoint_name(world.run.name))
+    async def _with_steps(self, world: World, uid: str) -> World:
+        data = await self._call("get_configmap_data", world.run.namespace, checkpoint_name(world.run.name, uid))
         if data is None:
             return world
         return World(**{**world.__dict__, "steps": steps_from_configmap(data)})
 
-    def _original(self, run: TaskRun) -> TaskRun | None:
-        """The earliest run of the same Task with the same idempotency key, when not this one."""
-        if not run.spec.idempotency_key:
-            return None
-        same = [b for b in self.cache.runs_of_task(run.namespace, run.spec.task_ref)
-                if b["spec"].get("idempotencyKey") == run.spec.idempotency_key]
-        first = min(same, key=_created, default=None)
-        if first is None or first["metadata"]["name"] == run.name:
-            return None
-        return TaskRun.model_validate(first)
-
-    def _slots_free(self, run: TaskRun, task: Task | None) -> int | None:
-        if task is None or not task.spec.concurrency or run.status.attempt:
-            return None
-        runs = self.cache.runs_of_task(run.namespace, run.spec.task_ref)
-        holding = sum(1 for b in runs if (b.get("status") or {}).get("phase") in HOLDS_SLOT)
-        waiting = sorted((b for b in runs if not (b.get("status") or {}).get("attempt")
-                          and (b.get("status") or {}).get("phase", "Pending") in ("Pending", "Queued")),
-                         key=_created)
-        ahead = next((i for i, b in enumerate(waiting) if b["metadata"]["name"] == run.name), 0)
-        return task.spec.concurrency - holding - ahead
-
-    async def _apply(self, key: Key, run: TaskRun, task: Task | None, plan: Plan) -> None:
-        body = self.cache.runs[key]
+    async def _apply(self, key: Key, run: TaskRun, uid: str, task: Task | None, plan: Plan) -> datetime | float | None:
+        body = self.cache.runs.get(key)
+        if body is None:
+            return None  # deleted meanwhile: the garbage collector takes what it owned
         old_status = body.get("status") or {}
-        new_status = plan.status.to_api()
-        patch = status_patch(old_status, new_status)
-        if task and (body["metadata"].get("labels") or {}).get(LABEL_TASK) != task.task_id:
-            await asyncio.to_thread(kube.patch_labels, "taskruns", key[0], key[1], {LABEL_TASK: task.task_id})
-        if patch:
-            updated = await asyncio.to_thread(kube.patch_status, "taskruns", key[0], key[1], patch)
-            if updated is None:
-                return
-            self.cache.put_run(updated)  # write-through: the next admission decision sees it
+        if plan.delete_jobs:
+            await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
         if plan.start_attempt and task:
-            await self._start_attempt(run, task, plan)
-        for job in plan.delete_jobs:
-            await asyncio.to_thread(kube.delete_job, key[0], job)
+            rejected = await self._start_attempt(run, uid, task, plan)
+            if rejected:
+                plan = rejected
+        if task and (body["metadata"].get("labels") or {}).get(LABEL_TASK) != task.task_id:
+            await self._call("patch_labels", "taskruns", key[0], key[1], {LABEL_TASK: task.task_id})
+        patch = status_patch(old_status, plan.status.to_api())
+        if patch:
+            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch)
+            if updated is None:
+                return None
+            self.cache.runs.written(updated)
+        self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
         for event in plan.events:
             await self._event(body, event)
-        if plan.requeue_at:
-            self.enqueue.add_after(key, plan.requeue_at)
         metrics.attempts_finished(run.spec.task_ref, old_status, plan.status)
         old_phase = old_status.get("phase", Phase.PENDING)
         if plan.status.phase != old_phase:
             metrics.phase_changed(run.spec.task_ref, plan.status.phase, old_phase, plan.status)
-            self.on_changed(key[0], run.spec.task_ref, key[1])
+        if plan.status.phase.finished:
+            self.cache.forget(uid)
+        return plan.requeue_at
 
-    async def _start_attempt(self, run: TaskRun, task: Task, plan: Plan) -> None:
+    async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
+        """Creates what the attempt needs, its Job last; a Plan when the API server refused it."""
         attempt = plan.start_attempt
         assert attempt is not None
-        if attempt == 1 or not plan.status.attempts:
-            for obj in render_run_identity(run, task):
-                await asyncio.to_thread(kube.create, obj)
-        previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
-        job = render_job(run, task, attempt, machine_for_attempt(run, task, previous))
         try:
-            if await asyncio.to_thread(kube.create, job):
-                metrics.ATTEMPTS_STARTED.labels(task.task_id).inc()
+            if attempt == 1 or not plan.status.attempts:
+                for obj in render_run_identity(run, task):
+                    await self._create_owned(obj, uid)
+            previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
+            machine = machine_for_attempt(run, task, previous)
+            job = render_job(run, task, attempt, machine)
+            self.cache.expect(uid, attempt)
+            if not await self._create_owned(job, uid, required=False):
+                log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
+                            run.namespace, run.name, job["metadata"]["name"], attempt)
+                await self._create_owned(render_job(run, task, attempt, machine, qualified=True), uid)
+            metrics.ATTEMPTS_STARTED.labels(task.task_id).inc()
         except Exception as e:
             if not kube.is_status(e, 400, 422):
                 raise
             # The API server refused the Job (a bad quantity, say): a permanent, explained failure.
             message = f"the Job for attempt {attempt} was rejected: {getattr(e, 'body', e)}"[:1024]
-            rejected = plan_rejected(run, plan.status, datetime.now(timezone.utc), message)
-            await self._apply((run.namespace, run.name), run, None, rejected)
+            return plan_rejected(run, plan.status, datetime.now(timezone.utc), message)
+        return None
 
-    async def _event(self, body: dict[str, Any], event: Event) -> None:
+    async def _create_owned(self, obj: Body, uid: str, required: bool = True) -> bool:
+        """Creates a child of the run; True when it exists and is the run's. An object of that
+        name owned by another is never adopted: False, or (``required``) a Requeue until the
+        garbage collector removes it."""
+        created, existing = await self._call("create_or_get", obj)
+        if created or (existing is not None and controlled_by(existing, uid)):
+            return True
+        if existing is None:
+            raise Requeue(0, f"{obj['kind']} {obj['metadata']['name']} vanished while being read")
+        if required:
+            raise Requeue(RETRY_SOON, f"{obj['kind']} {obj['metadata']['name']} belongs to another owner")
+        return False
+
+    async def _event(self, body: Body, event: Event) -> None:
         try:
-            await asyncio.to_thread(kube.post_event, body, event.type, event.reason, event.message)
+            await self._call("post_event", body, event.type, event.reason, event.message)
         except Exception:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s", event.reason, body["metadata"].get("name"), exc_info=True)
-

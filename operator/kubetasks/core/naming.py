@@ -8,6 +8,7 @@ from datetime import datetime
 
 LABEL_TASK = "kubetasks.io/task"
 LABEL_RUN = "kubetasks.io/run"
+LABEL_RUN_UID = "kubetasks.io/run-uid"  # children are found by their owner's UID, never by name alone
 LABEL_ATTEMPT = "kubetasks.io/attempt"
 LABEL_SCHEDULED = "kubetasks.io/scheduled"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -17,7 +18,7 @@ ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
 
 
-def _fit(base: str, suffix: str, limit: int = MAX_NAME) -> str:
+def fit_name(base: str, suffix: str, limit: int = MAX_NAME) -> str:
     """``base + suffix``, shortened with a stable hash of base when too long."""
     if len(base) + len(suffix) <= limit:
         return base + suffix
@@ -26,25 +27,28 @@ def _fit(base: str, suffix: str, limit: int = MAX_NAME) -> str:
     return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
 
 
-def job_name(run: str, attempt: int) -> str:
-    return _fit(run, f"-{attempt}")
+def job_name(run: str, attempt: int, uid: str | None = None) -> str:
+    """``<run>-<attempt>``; qualified by the run's UID when another object holds that name (a Job
+    left by a deleted run of the same name, say)."""
+    return fit_name(run, f"-{uid[:8]}-{attempt}" if uid else f"-{attempt}")
 
 
-def checkpoint_name(run: str) -> str:
-    """ConfigMap that holds a run's step checkpoints."""
-    return _fit(run, "-steps", 253)
+def checkpoint_name(run: str, uid: str) -> str:
+    """ConfigMap that holds a run's step checkpoints. Qualified by the run's UID: a run re-created
+    under the same name never finds the old one's checkpoints, nor anyone's object squatting it."""
+    return fit_name(run, f"-{uid[:8]}-steps", 253)
 
 
-def run_identity_name(run: str) -> str:
+def run_identity_name(run: str, uid: str) -> str:
     """ServiceAccount, Role and RoleBinding that give a run's pods access to its checkpoints only."""
-    return _fit(run, "-run", 253)
+    return fit_name(run, f"-{uid[:8]}-run", 253)
 
 
 def scheduled_run_name(task: str, tick: datetime) -> str:
     """One name per Task and tick, as the CronJob controller does (unix minutes)."""
-    return _fit(task, f"-{int(tick.timestamp()) // 60}")
+    return fit_name(task, f"-{int(tick.timestamp()) // 60}")
 
 
 def idempotent_run_name(task: str, key: str) -> str:
     """Name of a run triggered with an idempotency key: the same key always maps to one object."""
-    return _fit(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])
+    return fit_name(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])

@@ -14,16 +14,17 @@ from kubetasks.api.common import ConditionStatus, RetryPolicy
 from kubetasks.api.durations import format_duration, parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
+from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
+from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import AttemptObservation, parse_time
-from kubetasks.core.payload import payload_error
+from kubetasks.core.payload import payload_delivery_error, payload_error
 
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
-# Phases that hold one of a Task's concurrency slots.
-HOLDS_SLOT = (Phase.RUNNING, Phase.RETRYING, Phase.SLEEPING)
+__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_rejected"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class World:
     run: TaskRun
     task: Task | None
     attempts: dict[int, AttemptObservation] = field(default_factory=dict)
-    original: TaskRun | None = None  # earlier run with the same idempotency key
+    duplicate_of: str | None = None  # the run that holds this run's idempotency key, when another
     slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
     steps: list[StepRecord] | None = None
 
@@ -47,8 +48,8 @@ class World:
 @dataclass
 class Plan:
     status: TaskRunStatus
-    start_attempt: int | None = None  # create the Job of this attempt
-    delete_jobs: list[str] = field(default_factory=list)
+    start_attempt: int | None = None  # create the Job of this attempt (before writing the status)
+    delete_jobs: bool = False  # delete every Job of the run (before writing the status)
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
 
@@ -83,28 +84,31 @@ def plan_run(world: World) -> Plan:
 
     status.attempt = max([status.attempt, *world.attempts])
     for seen in world.attempts.values():
+        if seen.reason == JOB_LOST and not any(a.attempt == seen.attempt and a.reason for a in status.attempts):
+            plan.events.append(Event("Warning", JOB_LOST, seen.message or f"attempt {seen.attempt} was lost"))
         _record(status, seen)
 
     if run.spec.cancel:
-        plan.delete_jobs = [o.job_name for o in world.attempts.values() if o.state == "active"]
+        plan.delete_jobs = True
         return _finish(plan, world, Phase.CANCELLED, "Cancelled", "cancelled by request")
 
-    if world.task is None:
-        return _waiting(plan, world, Phase.PENDING, "TaskNotFound",
-                        f"Task {run.spec.task_ref!r} does not exist in namespace {run.namespace!r}")
-
-    if world.original is not None:
-        return _mirror(plan, world.original, world)
+    if world.duplicate_of is not None and status.attempt == 0:
+        status.duplicate_of = world.duplicate_of
+        message = (f"idempotency key {run.spec.idempotency_key!r} is held by TaskRun {world.duplicate_of!r}: "
+                   "this run does not run")
+        return _finish(plan, world, Phase.DUPLICATE, "Deduplicated", message)
 
     if status.attempt == 0:
+        if world.task is None:
+            return _task_not_found(plan, world, Phase.PENDING)
         return _before_first_attempt(plan, world)
 
     obs = world.attempts.get(status.attempt)
     if obs is None or obs.state == "active":
         if status.phase in (Phase.RETRYING, Phase.SLEEPING):
             return _after_pause(plan, world)
-        # Started (or about to be): the Job exists, or is created again (409 means it already is).
-        plan.start_attempt = None if obs else status.attempt
+        # Started: its Job exists (or was just created). A Job that vanishes is observed as lost,
+        # never created again under the same attempt number.
         if obs and obs.start_time and not status.start_time:
             status.start_time = obs.start_time
         return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {status.attempt} is running")
@@ -117,8 +121,9 @@ def plan_run(world: World) -> Plan:
         status.wake_at = obs.report.wake_at if obs.report else now
         return _after_pause(plan, world)
     if obs.state == "timed_out":
-        status.error = ErrorInfo(type="DeadlineExceeded", message=f"attempt {obs.attempt} ran past maxDuration "
-                                 f"({world.task.spec.max_duration}) and was killed")
+        limit = f" ({world.task.spec.max_duration})" if world.task else ""
+        status.error = ErrorInfo(type="DeadlineExceeded",
+                                 message=f"attempt {obs.attempt} ran past maxDuration{limit} and was killed")
         return _finish(plan, world, Phase.TIMED_OUT, "TimedOut", status.error.message, end=obs.completion_time)
     return _after_failure(plan, world, obs)
 
@@ -137,6 +142,10 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
     if error:
         plan.status.error = ErrorInfo(type="InvalidPayload", message=error)
         return _finish(plan, world, Phase.FAILED, "InvalidPayload", error)
+    error = payload_delivery_error(run.spec.payload, uses_runtime=bool(task.spec.entrypoint))
+    if error:
+        plan.status.error = ErrorInfo(type="PayloadTooLarge", message=error)
+        return _finish(plan, world, Phase.FAILED, "PayloadTooLarge", error)
     start = not_before(run)
     if start and world.now < start:
         plan.requeue_at = start
@@ -147,7 +156,15 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
     return _start(plan, world, 1)
 
 
+def _task_not_found(plan: Plan, world: World, phase: Phase) -> Plan:
+    run = world.run
+    return _waiting(plan, world, phase, "TaskNotFound",
+                    f"Task {run.spec.task_ref!r} does not exist in namespace {run.namespace!r}")
+
+
 def _start(plan: Plan, world: World, attempt: int) -> Plan:
+    if world.task is None:  # deleted between attempts: wait for it to come back
+        return _task_not_found(plan, world, plan.status.phase)
     status = plan.status
     status.attempt = attempt
     status.next_retry_at = None
@@ -171,7 +188,10 @@ def _after_pause(plan: Plan, world: World) -> Plan:
 
 
 def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
-    status, policy = plan.status, effective_retry(world.run, world.task)
+    status = plan.status
+    if world.task is None and world.run.spec.retry is None:
+        return _task_not_found(plan, world, status.phase)  # its retry policy is the Task's
+    policy = effective_retry(world.run, world.task)
     report = obs.report
     detail = obs.reason or "Error"
     if obs.exit_code is not None:
@@ -186,25 +206,14 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
     if permanent or not retryable or failed >= policy.max_attempts:
         why = ("permanent failure" if permanent else "not retried" if not retryable
                else f"all {policy.max_attempts} attempts failed")
-        return _finish(plan, world, Phase.FAILED, "Failed", f"{status.error.message} ({why})", end=obs.completion_time)
+        reason = JOB_LOST if obs.reason == JOB_LOST else "Failed"
+        return _finish(plan, world, Phase.FAILED, reason, f"{status.error.message} ({why})", end=obs.completion_time)
     if status.next_retry_at is None or plan.status.phase != Phase.RETRYING:
         failed_at = obs.completion_time or world.now
         status.next_retry_at = next_attempt_at(policy, failed, failed_at, seed=str(world.run.metadata.get("uid", "")))
         delay = format_duration(status.next_retry_at - failed_at)
         plan.events.append(Event("Warning", "AttemptFailed", f"{status.error.message}; retrying in {delay}"))
     return _after_pause(plan, world)
-
-
-def _mirror(plan: Plan, original: TaskRun, world: World) -> Plan:
-    status = plan.status
-    status.duplicate_of = original.name
-    status.phase = original.status.phase
-    status.result = original.status.result
-    status.completion_time = original.status.completion_time
-    reason = "Deduplicated"
-    message = f"idempotency key {world.run.spec.idempotency_key!r} was used by TaskRun {original.name!r}"
-    state: ConditionStatus = "True" if status.phase == Phase.SUCCEEDED else "False" if status.phase.finished else "Unknown"
-    return _set(plan, world, state, reason, message)
 
 
 def _waiting(plan: Plan, world: World, phase: Phase, reason: str, message: str) -> Plan:

@@ -10,7 +10,8 @@ from kubetasks.api.machines import resolve_machine
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
-    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_TASK, MANAGER, checkpoint_name, job_name, run_identity_name,
+    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name, job_name,
+    run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks import protocol
@@ -26,7 +27,11 @@ def owner_reference(run: TaskRun) -> dict[str, Any]:
 
 
 def run_labels(run: TaskRun, task_id: str) -> dict[str, str]:
-    return {LABEL_TASK: task_id, LABEL_RUN: run.name, LABEL_MANAGED_BY: MANAGER}
+    return {LABEL_TASK: task_id, LABEL_RUN: run.name, LABEL_RUN_UID: uid(run), LABEL_MANAGED_BY: MANAGER}
+
+
+def uid(run: TaskRun) -> str:
+    return str(run.metadata.get("uid", ""))
 
 
 def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -> Machine | None:
@@ -37,8 +42,10 @@ def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -
     return run.spec.machine
 
 
-def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None) -> dict[str, Any]:
-    """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible."""
+def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None,
+               qualified: bool = False) -> dict[str, Any]:
+    """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible.
+    ``qualified``: named with the run's UID, when another object holds the plain name."""
     spec = task.spec
     size = resolve_machine(machine, task.spec.machine)
     labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
@@ -51,7 +58,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         # The payload is a file, not a variable: exec refuses a variable over 128 KiB, and anyone
         # who may read Jobs would read it.
         {"name": protocol.ENV_PAYLOAD_FILE, "value": protocol.PAYLOAD_FILE},
-        {"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name)},
+        {"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))},
     ]
     if spec.entrypoint:
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
@@ -82,7 +89,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "Never",
-                "serviceAccountName": spec.service_account_name or run_identity_name(run.name),
+                "serviceAccountName": spec.service_account_name or run_identity_name(run.name, uid(run)),
                 "enableServiceLinks": False,
                 "securityContext": {"runAsUser": TASK_UID, "runAsGroup": TASK_UID, "fsGroup": TASK_UID,
                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -93,7 +100,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
                     # ConfigMap made before payloads were put in it) leaves no file, and the runtime
                     # reads the TaskRun instead of the pod waiting for a key that never comes.
                     {"name": PAYLOAD_VOLUME, "configMap": {
-                        "name": checkpoint_name(run.name), "optional": True,
+                        "name": checkpoint_name(run.name, uid(run)), "optional": True,
                         "items": [{"key": protocol.PAYLOAD_KEY, "path": protocol.PAYLOAD_KEY}]}},
                 ],
             },
@@ -111,7 +118,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(run.name, attempt), "namespace": run.namespace, "labels": labels,
+        "metadata": {"name": job_name(run.name, attempt, uid(run) if qualified else None),
+                     "namespace": run.namespace, "labels": labels,
                      "ownerReferences": [owner_reference(run)]},
         "spec": job_spec,
     }
@@ -121,14 +129,14 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     """The objects that give a run's pods the least access that works: their own checkpoint
     ConfigMap (get/update/patch) and creating child TaskRuns. All owned by the TaskRun, so they
     go when it goes. A Task with its own serviceAccountName gets the Role bound to that account."""
-    name, ns = run_identity_name(run.name), run.namespace
+    name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     account = task.spec.service_account_name or name
     objects: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name), **meta},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
          "data": payload_data(run.spec.payload)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name)],
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
              "verbs": ["get", "update", "patch"]},
             {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create", "get"]},
         ]},

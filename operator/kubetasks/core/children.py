@@ -1,0 +1,69 @@
+"""Which objects are a run's, and what its attempts are, from the Jobs it owns.
+
+A child is matched by its controller ownerReference's UID, as Kubernetes' garbage collector and
+controller-runtime's ``IsControlledBy`` do, never by name alone: a Job that merely has the name
+a run would give its attempt (left by a deleted run of the same name, or made by someone else)
+is not that run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kubetasks.api.taskrun import Phase, TaskRunStatus
+from kubetasks.core.observe import AttemptObservation, observe_attempt
+
+Body = dict[str, Any]
+JOB_LOST = "JobLost"
+
+
+def controller_uid(body: Body) -> str | None:
+    """The UID of the object's controller (its managing owner), if it has one."""
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def controlled_by(body: Body, uid: str) -> bool:
+    return controller_uid(body) == uid
+
+
+def observe_attempts(status: TaskRunStatus, jobs: Iterable[Body], gone: Iterable[Body] = (),
+                     expected: Iterable[int] = (), pods: dict[str, list[Body]] | None = None,
+                     ) -> dict[int, AttemptObservation]:
+    """The run's attempts, by number.
+
+    ``jobs`` are the live Jobs the run controls; ``gone`` the last known states of those deleted
+    since (tombstones); ``expected`` the attempts whose Job was created but is not seen yet;
+    ``pods`` the pods of finished Jobs by Job name (for exit codes and termination messages).
+    A Job deleted before it finished, and the current attempt of a Running run whose Job is
+    nowhere, are *lost*: a failed attempt, never started again under the same number.
+    """
+    pods = pods or {}
+    attempts: dict[int, AttemptObservation] = {}
+    for job in gone:
+        obs = observe_attempt(job, pods.get(job["metadata"]["name"], []))
+        if obs.state == "active":
+            obs = lost(obs.attempt, obs.job_name, "was deleted before it finished")
+        attempts[obs.attempt] = obs
+    for job in jobs:
+        obs = observe_attempt(job, pods.get(job["metadata"]["name"], []))
+        attempts[obs.attempt] = obs
+    current = status.attempt
+    if (current and current not in attempts and current not in set(expected) and status.phase == Phase.RUNNING
+            and not _ended(status, current)):
+        name = next((a.job_name for a in status.attempts if a.attempt == current), "")
+        attempts[current] = lost(current, name, "is gone and its outcome was never recorded")
+    return attempts
+
+
+def lost(attempt: int, job_name: str, how: str) -> AttemptObservation:
+    what = f"the Job {job_name!r}" if job_name else "its Job"
+    return AttemptObservation(attempt=attempt, job_name=job_name, state="failed", reason=JOB_LOST,
+                              message=f"attempt {attempt}: {what} {how}")
+
+
+def _ended(status: TaskRunStatus, attempt: int) -> bool:
+    return any(a.attempt == attempt and a.reason for a in status.attempts)

@@ -1,0 +1,40 @@
+"""Idempotency keys, decided once by the API server: the first run to create the key's claim
+(a ConfigMap with a name derived from the Task and key) is the one that runs.
+
+Sorting the runs one has seen cannot decide this: two runs created at the same moment may each
+see only itself. Create-if-absent of one deterministically named object is arbitrated by the API
+server, whatever the timing and however many operators there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from kubetasks.api.taskrun import TaskRun
+from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name
+
+LABEL_CLAIM = "kubetasks.io/idempotency-claim"
+
+
+def claim_name(task_ref: str, key: str) -> str:
+    digest = hashlib.sha256(f"{task_ref}\0{key}".encode()).hexdigest()[:16]
+    return fit_name(task_ref, f"-key-{digest}", 253)
+
+
+def render_claim(run: TaskRun) -> dict[str, Any]:
+    """The claim of ``run``'s key: owned by the run, so the key is free again once it is deleted."""
+    assert run.spec.idempotency_key is not None
+    uid = str(run.metadata.get("uid", ""))
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": claim_name(run.spec.task_ref, run.spec.idempotency_key), "namespace": run.namespace,
+                         "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_CLAIM: "true", LABEL_TASK: run.spec.task_ref},
+                         "ownerReferences": [{"apiVersion": run.api_version, "kind": "TaskRun", "name": run.name,
+                                              "uid": uid, "controller": True, "blockOwnerDeletion": False}]},
+            "data": {"run": run.name, "uid": uid}}
+
+
+def claim_holder(claim: dict[str, Any]) -> tuple[str, str]:
+    """(name, uid) of the run that holds a claim."""
+    data = claim.get("data") or {}
+    return str(data.get("run", "")), str(data.get("uid", ""))

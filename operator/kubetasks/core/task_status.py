@@ -1,0 +1,51 @@
+"""A Task's status, derived from its runs, and what is wrong with a Task (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from kubetasks.api.machines import machine_label
+from kubetasks.api.task import Task, TaskStatus
+from kubetasks.api.taskrun import Phase
+from kubetasks.core.conditions import condition, set_condition
+from kubetasks.core.observe import parse_time
+from kubetasks.core.payload import payload_error
+
+
+def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: str | None) -> TaskStatus:
+    status = task.status.model_copy(deep=True)
+    phases = [(r.get("status") or {}).get("phase", "Pending") for r in runs]
+    status.runs = len(runs)
+    status.succeeded = phases.count(Phase.SUCCEEDED.value)
+    status.failed = sum(1 for p in phases if p in (Phase.FAILED.value, Phase.TIMED_OUT.value))
+    status.machine = machine_label(task.spec.machine)
+    created = [parse_time(r["metadata"].get("creationTimestamp")) for r in runs]
+    status.last_run_time = max((c for c in created if c), default=status.last_run_time)
+    durations = []
+    for r in runs:
+        s = r.get("status") or {}
+        start, end = parse_time(s.get("startTime")), parse_time(s.get("completionTime"))
+        if start and end and s.get("phase") == Phase.SUCCEEDED.value:
+            durations.append((end - start).total_seconds())
+    status.average_duration_seconds = round(sum(durations) / len(durations), 3) if durations else None
+    status.observed_generation = task.metadata.get("generation")  # type: ignore[assignment]
+    ready = condition("Ready", "False" if problem else "True", "InvalidSpec" if problem else "Ready",
+                      problem or "the Task is valid", now, status.observed_generation)
+    status.conditions = set_condition(status.conditions, ready)
+    return status
+
+
+def task_problem(task: Task) -> str | None:
+    """What is wrong with a Task that the CRD schema could not catch."""
+    if task.spec.schedule:
+        from kubetasks.core.schedule import validate_schedule
+
+        error = validate_schedule(task.spec.schedule, task.spec.timezone)
+        if error:
+            return error
+        if task.spec.payload_schema is not None:
+            error = payload_error(task.spec.payload_schema, task.spec.payload)
+            if error:
+                return f"spec.payload does not match spec.payloadSchema: {error}"
+    return None

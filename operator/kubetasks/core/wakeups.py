@@ -1,0 +1,48 @@
+"""Which runs to look at again when something else changes (pure).
+
+Level-based reconcilers still need to be woken: a queued run when a slot frees, a run waiting
+for its Task when the Task appears. Waking only those (not every run of the Task on every
+status write) keeps a change O(runs of that Task that can act), not O(all runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kubetasks.api.taskrun import Phase
+from kubetasks.core.admit import frees_slot, runs_to_wake
+
+Body = dict[str, Any]
+
+
+def _generation(body: Body | None) -> tuple[Any, Any]:
+    meta = (body or {}).get("metadata") or {}
+    return meta.get("uid"), meta.get("generation")
+
+
+def unfinished(body: Body) -> bool:
+    try:
+        return not Phase((body.get("status") or {}).get("phase") or Phase.PENDING).finished
+    except ValueError:
+        return True
+
+
+def after_task_change(old: Body | None, new: Body | None, runs: Iterable[Body]) -> list[str]:
+    """A Task created, deleted, re-created or with a new spec: its unfinished runs may act
+    differently. Its own status writes wake nobody."""
+    if _generation(old) == _generation(new):
+        return []
+    return [r["metadata"]["name"] for r in runs if unfinished(r)]
+
+
+def after_run_change(old: Body | None, new: Body | None, concurrency: int | None, runs: Iterable[Body]) -> list[str]:
+    """A run left a concurrency slot (finished, paused out, or deleted): the queued runs that
+    may take the free slots, first come first served."""
+    if not frees_slot(old, new):
+        return []
+    return runs_to_wake(concurrency, runs)
+
+
+def phase_of(body: Body | None) -> str | None:
+    return None if body is None else (body.get("status") or {}).get("phase", Phase.PENDING.value)

@@ -1,0 +1,147 @@
+"""An in-memory API server for reconciler tests, in the manner of controller-runtime's fake
+client: objects get UIDs and resourceVersions, a taken name is a 409, status is patched as a
+subresource, and a Job deletion takes its pods with it. It offers the functions the
+reconcilers call on :mod:`kubetasks.kube`.
+
+Watch events are queued, not applied: a test decides when the operator's stores see them
+(``deliver``), so it can put a write and its event as far apart as a slow watch would.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from kubetasks import kube
+from kubetasks.controller.cache import Cache
+
+Body = dict[str, Any]
+WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs"}
+PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap"}
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], Body] = {}
+        self.pending: list[tuple[str, str, Body]] = []  # (kind, type, object) not yet delivered
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.events: list[tuple[str, str, str, str]] = []  # (object name, type, reason, message)
+        self.made: list[tuple[str, str]] = []  # (kind, name) of every object the reconcilers created
+        self._rv = itertools.count(100)
+
+    # What the reconcilers call ---------------------------------------------------------------
+    def create_or_get(self, obj: Body) -> tuple[bool, Body | None]:
+        self.calls.append(("create", (obj["kind"], obj["metadata"]["name"])))
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            return False, copy.deepcopy(self.objects[key])
+        self.made.append((obj["kind"], obj["metadata"]["name"]))
+        return True, self.add(copy.deepcopy(obj))
+
+    def get(self, resource: kube.Resource, namespace: str, name: str) -> Body | None:
+        self.calls.append(("get", (resource.plural, name)))
+        found = self.objects.get((PLURALS[resource.plural], namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def patch_status(self, plural: str, namespace: str, name: str, patch: Body) -> Body | None:
+        self.calls.append(("patch_status", (name,)))
+        obj = self.objects.get((PLURALS[plural], namespace, name))
+        if obj is None:
+            return None
+        status = obj.setdefault("status", {})
+        for k, v in patch.items():
+            if v is None:
+                status.pop(k, None)
+            else:
+                status[k] = copy.deepcopy(v)
+        return self._modified(obj)
+
+    def patch_labels(self, plural: str, namespace: str, name: str, labels: dict[str, str]) -> None:
+        self.calls.append(("patch_labels", (name,)))
+        obj = self.objects[(PLURALS[plural], namespace, name)]
+        obj["metadata"].setdefault("labels", {}).update(labels)
+        self._modified(obj)
+
+    def delete_jobs(self, namespace: str, label_selector: str) -> None:
+        self.calls.append(("delete_jobs", (label_selector,)))
+        k, v = label_selector.split("=")
+        for key, obj in list(self.objects.items()):
+            if key[0] == "Job" and key[1] == namespace and (obj["metadata"].get("labels") or {}).get(k) == v:
+                self.remove(key)
+
+    def delete(self, resource: kube.Resource, namespace: str, name: str, uid: str | None = None) -> None:
+        self.calls.append(("delete", (resource.plural, name)))
+        key = (PLURALS[resource.plural], namespace, name)
+        if key in self.objects and (uid is None or self.objects[key]["metadata"]["uid"] == uid):
+            self.remove(key)
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
+        self.calls.append(("list_pods", (label_selector,)))
+        return []
+
+    def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.calls.append(("get_configmap", (name,)))
+        found = self.objects.get(("ConfigMap", namespace, name))
+        return dict(found.get("data") or {}) if found else None
+
+    def post_event(self, body: Body, type_: str, reason: str, message: str) -> None:
+        self.events.append((body["metadata"]["name"], type_, reason, message))
+
+    # What a test (a user, kubelet, the garbage collector) does ----------------------------------
+    def add(self, obj: Body) -> Body:
+        meta = obj["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", datetime.now(timezone.utc).isoformat())
+        meta["resourceVersion"] = str(next(self._rv))
+        meta.setdefault("generation", 1)
+        self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        self._queue(obj["kind"], "ADDED", obj)
+        return copy.deepcopy(obj)
+
+    def update(self, kind: str, namespace: str, name: str, **changes: Any) -> Body:
+        """Merges ``changes`` (spec=..., status=..., metadata=...) into an object."""
+        obj = self.objects[(kind, namespace, name)]
+        for part, value in changes.items():
+            obj.setdefault(part, {}).update(copy.deepcopy(value))
+        return self._modified(obj)
+
+    def remove(self, key: tuple[str, str, str]) -> None:
+        obj = self.objects.pop(key)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self._queue(key[0], "DELETED", obj)
+
+    def finish_job(self, namespace: str, name: str, ok: bool = True) -> None:
+        now = datetime.now(timezone.utc).isoformat()
+        condition = {"type": "Complete" if ok else "Failed", "status": "True", "lastTransitionTime": now}
+        self.update("Job", namespace, name, status={"conditions": [condition], "startTime": now,
+                                                    **({"completionTime": now} if ok else {})})
+
+    def jobs(self, namespace: str = "ns") -> list[Body]:
+        return [o for k, o in self.objects.items() if k[0] == "Job" and k[1] == namespace]
+
+    def deliver(self, cache: Cache) -> None:
+        """The watch catches up: every queued event reaches the stores, in order."""
+        pending, self.pending = self.pending, []
+        for kind, type_, obj in pending:
+            getattr(cache, WATCHED[kind]).event(type_, obj)
+
+    def relist(self, cache: Cache) -> None:
+        """A relist (410 Gone, resync): the stores become what the server holds now."""
+        self.pending = []
+        for kind, store in WATCHED.items():
+            getattr(cache, store).replace([copy.deepcopy(o) for k, o in self.objects.items() if k[0] == kind])
+
+    def created(self, kind: str = "Job") -> list[str]:
+        return [name for k, name in self.made if k == kind]
+
+    def _modified(self, obj: Body) -> Body:
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self._queue(obj["kind"], "MODIFIED", obj)
+        return copy.deepcopy(obj)
+
+    def _queue(self, kind: str, type_: str, obj: Body) -> None:
+        if kind in WATCHED:
+            self.pending.append((kind, type_, copy.deepcopy(obj)))

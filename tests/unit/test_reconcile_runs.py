@@ -1,0 +1,237 @@
+"""The TaskRun reconciler against a fake API server, through the races that lose or invent
+attempts: stale views, a watch that lags behind writes, deleted and re-created objects, two
+runs racing for one key or one slot, and a restart with nothing in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kubetasks.controller.operator import Operator
+from kubetasks.controller.queue import Requeue
+from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER
+from tests.unit.fakeapi import FakeApi
+
+NS = "ns"
+
+
+def task(name: str = "t", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": name, "namespace": NS},
+            "spec": {"image": "img:1", "command": ["true"], **spec}}
+
+
+def taskrun(name: str, task_ref: str = "t", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name, "namespace": NS},
+            "spec": {"taskRef": task_ref, **spec}}
+
+
+class World:
+    """An operator on a fake API: the test drives reconciles and the watch by hand."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.api = FakeApi()
+        self.op = Operator(api=self.api)
+        for obj in objects:
+            self.api.add(obj)
+        self.api.deliver(self.op.cache)
+
+    def reconcile(self, name: str, deliver: bool = True) -> Any:
+        result = asyncio.run(self.op.runs.reconcile((NS, name)))
+        if deliver:
+            self.api.deliver(self.op.cache)
+        return result
+
+    def settle(self, *names: str, rounds: int = 4) -> None:
+        for _ in range(rounds):
+            for name in names:
+                try:
+                    self.reconcile(name)
+                except Requeue:
+                    self.api.deliver(self.op.cache)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.api.objects[("TaskRun", NS, name)].get("status") or {}
+
+    def restart(self) -> None:
+        """A new operator process: nothing in memory, the stores listed afresh."""
+        self.op = Operator(api=self.api)
+        self.api.relist(self.op.cache)
+
+
+def test_a_run_creates_its_job_before_its_status_says_running():
+    w = World(task(), taskrun("r"))
+    w.reconcile("r")
+    order = [fn for fn, _ in w.api.calls if fn in ("create", "patch_status")]
+    assert order[-2:] == ["create", "patch_status"]  # Job, then status
+    assert w.api.created() == ["r-1"] and w.status("r")["phase"] == "Running"
+
+
+def test_a_job_left_by_a_deleted_run_of_the_same_name_is_never_adopted():
+    # `kubectl delete taskrun same --cascade=orphan`: the Job stays, without owner references.
+    orphan = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": "same-1", "namespace": NS, "labels": {LABEL_RUN: "same", LABEL_ATTEMPT: "1",
+                                                      LABEL_MANAGED_BY: MANAGER}}}
+    w = World(task(), orphan, taskrun("same"))
+    w.api.finish_job(NS, "same-1")
+    w.api.deliver(w.op.cache)
+    w.settle("same")
+    s = w.status("same")
+    assert s["phase"] == "Running" and s.get("attempt") == 1
+    uid = w.api.objects[("TaskRun", NS, "same")]["metadata"]["uid"]
+    assert w.api.created() == [f"same-{uid[:8]}-1"]  # its own Job, under a UID-qualified name
+    w.api.finish_job(NS, f"same-{uid[:8]}-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.settle("same")
+    assert w.status("same")["phase"] in ("Retrying", "Failed")  # its own outcome, not the orphan's
+
+
+def test_a_job_deleted_while_running_is_a_lost_attempt_counted_and_retried():
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "1s"}), taskrun("r"))
+    w.settle("r")
+    w.api.remove(("Job", NS, "r-1"))  # kubectl delete job r-1
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    s = w.status("r")
+    assert s["phase"] == "Retrying" and s["attempts"][0]["reason"] == "JobLost"
+    assert ("r", "Warning", "JobLost") in [e[:3] for e in w.api.events]
+    assert w.api.created() == ["r-1"]  # not silently created again
+
+
+def test_a_lost_job_with_no_attempts_left_fails_the_run():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
+    w.settle("r")
+    w.api.remove(("Job", NS, "r-1"))
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    s = w.status("r")
+    assert s["phase"] == "Failed" and s["error"]["type"] == "JobLost"
+    assert next(c for c in s["conditions"] if c["type"] == "Succeeded")["reason"] == "JobLost"
+    assert w.api.created() == ["r-1"]
+
+
+def test_a_job_not_yet_seen_by_the_watch_is_expected_not_lost():
+    w = World(task(), taskrun("r"))
+    w.reconcile("r", deliver=False)  # Job created, status written; the watch lags
+    w.op.cache.runs.event("MODIFIED", w.api.objects[("TaskRun", NS, "r")])  # only the run's event arrives
+    w.reconcile("r", deliver=False)
+    assert w.status("r")["phase"] == "Running" and not w.status("r").get("attempts")  # none lost
+    assert w.api.created() == ["r-1"]
+
+
+def test_a_restarted_operator_finds_a_running_run_without_its_job_lost_not_restarted():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
+    w.settle("r")
+    w.api.remove(("Job", NS, "r-1"))  # deleted while the operator was down
+    w.restart()
+    w.settle("r")
+    assert w.status("r")["phase"] == "Failed" and w.status("r")["attempts"][0]["reason"] == "JobLost"
+    assert w.api.created() == ["r-1"]
+
+
+def test_a_job_removed_at_once_after_success_still_counts_as_success():
+    # ttlSecondsAfterFinished: 0: the watch shows it Complete, then gone, before the run is reconciled.
+    w = World(task(ttlSecondsAfterFinished=0), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1")
+    w.api.remove(("Job", NS, "r-1"))
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and w.api.created() == ["r-1"]
+
+
+def test_a_restart_between_job_creation_and_status_write_adopts_the_job():
+    w = World(task(), taskrun("r"))
+    w.reconcile("r", deliver=False)
+    w.api.update("TaskRun", NS, "r", status={"phase": "Pending", "attempt": 0})  # the status write was lost
+    w.restart()
+    w.settle("r")
+    assert w.status("r")["attempt"] == 1 and w.api.created() == ["r-1"]
+
+
+def test_cancel_deletes_every_job_before_writing_cancelled():
+    w = World(task(), taskrun("r"))
+    w.settle("r")
+    w.api.update("TaskRun", NS, "r", spec={"cancel": True})
+    w.api.deliver(w.op.cache)
+    w.api.calls.clear()
+    w.reconcile("r")
+    order = [fn for fn, _ in w.api.calls if fn in ("delete_jobs", "patch_status")]
+    assert order == ["delete_jobs", "patch_status"]
+    assert w.status("r")["phase"] == "Cancelled" and not w.api.jobs()
+
+
+def test_a_finished_run_that_still_owns_a_running_job_deletes_it():
+    w = World(task(), taskrun("r"))
+    w.settle("r")
+    w.api.update("TaskRun", NS, "r", status={"phase": "Cancelled"})  # e.g. an older operator's write
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    assert not w.api.jobs()
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_of_two_runs_with_one_key_exactly_one_runs_whatever_the_order(first):
+    w = World(task(), taskrun("a", idempotencyKey="k"), taskrun("b", idempotencyKey="k"))
+    second = "b" if first == "a" else "a"
+    w.reconcile(first, deliver=False)  # neither has seen the other's status
+    w.reconcile(second, deliver=False)
+    w.api.deliver(w.op.cache)
+    w.settle("a", "b")
+    assert w.api.created() == [f"{first}-1"]
+    loser = w.status(second)
+    assert loser["phase"] == "Duplicate" and loser["duplicateOf"] == first and not loser.get("attempt")
+    assert w.status(first)["phase"] == "Running"
+
+
+def test_a_claim_left_by_a_deleted_run_is_cleared_and_the_key_is_free_again():
+    w = World(task(), taskrun("old", idempotencyKey="k"))
+    w.settle("old")
+    w.api.remove(("TaskRun", NS, "old"))  # the garbage collector has not removed its claim yet
+    w.api.add(taskrun("new", idempotencyKey="k"))
+    w.api.deliver(w.op.cache)
+    w.settle("new")
+    assert w.status("new")["phase"] == "Running" and "new-1" in w.api.created()
+
+
+def test_concurrent_admissions_hand_out_one_slot_once():
+    w = World(task(concurrency=1), *(taskrun(f"r{i}") for i in range(4)))
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(w.op.runs.reconcile((NS, f"r{i}")) for i in range(4)))
+
+    asyncio.run(all_at_once())
+    w.api.deliver(w.op.cache)
+    assert len(w.api.created()) == 1
+    assert sorted(w.status(f"r{i}")["phase"] for i in range(4)) == ["Queued", "Queued", "Queued", "Running"]
+
+
+def test_a_run_deleted_while_the_operator_missed_it_frees_its_slot_on_relist():
+    w = World(task(concurrency=1), taskrun("r1"))
+    w.settle("r1")
+    w.api.add(taskrun("r2"))
+    w.api.deliver(w.op.cache)
+    w.settle("r2")
+    assert w.status("r2")["phase"] == "Queued"
+    w.api.remove(("TaskRun", NS, "r1"))
+    w.api.pending.clear()  # the DELETED event is lost (the watch broke; it resumes with 410)
+    w.op.run_queue._queued.clear()
+    w.api.relist(w.op.cache)
+    assert (NS, "r2") in w.op.run_queue._queued  # woken by the synthesized delete
+    w.settle("r2")
+    assert w.status("r2")["phase"] == "Running"
+
+
+def test_a_task_deleted_and_recreated_while_its_run_runs_does_not_disturb_it():
+    w = World(task(), taskrun("r"))
+    w.settle("r")
+    w.api.remove(("Task", NS, "t"))
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Running"
+    w.api.add(task())
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and w.api.created() == ["r-1"]
