@@ -147,7 +147,7 @@ def lease_holder(namespace: str, name: str) -> str | None:
     return json.loads(lease)["spec"].get("holderIdentity") if lease.startswith("{") else None
 
 
-FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut"}
+FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut", "Duplicate"}
 
 
 def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float = 180) -> str:
