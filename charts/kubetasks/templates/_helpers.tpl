@@ -69,7 +69,8 @@ one holds.
   verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  # deletecollection: a cancelled run's pods are stopped with a short grace period
+  verbs: ["get", "list", "deletecollection"]
 - apiGroups: [""]
   resources: ["configmaps"]
   # delete: an idempotency key's claim left by a deleted run, before the garbage collector
