@@ -75,3 +75,61 @@ def test_indexes_follow_changes_and_deletes():
     assert store.by("task", "t1") == [] and [b["metadata"]["name"] for b in store.by("task", "t2")] == ["a"]
     store.event("DELETED", obj("a", 3, spec={"task": "t2"}))
     assert store.by("task", "t2") == []
+
+
+# Property: whatever the server does and however the watch delivers it (late, twice, or not at
+# all until a relist), the store never holds a version older than one it has shown, and after a
+# relist it holds exactly what the server holds.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "recreate"]), st.sampled_from("abc"),
+                         st.sampled_from(["deliver", "drop", "twice", "late", "relist"])), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_the_store_converges_to_the_server_and_never_goes_back(ops):
+    server: dict[str, dict] = {}
+    store, late = Store("X"), []
+    rv, uids = 0, 0
+    shown: dict[tuple[str, str], int] = {}
+
+    def check() -> None:
+        for key in store.keys():
+            body = store.get(key)
+            assert int(body["metadata"]["resourceVersion"]) >= shown.get((key[1], body["metadata"]["uid"]), 0)
+            shown[(key[1], body["metadata"]["uid"])] = int(body["metadata"]["resourceVersion"])
+
+    for op, name, delivery in ops:
+        rv += 1
+        if op == "delete" and name not in server:
+            continue
+        if op == "recreate" or name not in server:
+            server.pop(name, None)
+            uids += 1
+            server[name] = obj(name, rv, uid=f"u{uids}")
+            type_ = "ADDED"
+        elif op == "put":
+            server[name] = obj(name, rv, uid=server[name]["metadata"]["uid"])
+            type_ = "MODIFIED"
+        else:
+            type_, gone = "DELETED", server.pop(name)
+            gone = obj(name, rv, uid=gone["metadata"]["uid"])
+        event = (type_, server.get(name) or gone)
+        if delivery == "deliver":
+            store.event(*event)
+        elif delivery == "twice":
+            store.event(*event)
+            store.event(*event)
+        elif delivery == "late":
+            late.append(event)
+        elif delivery == "relist":
+            store.replace(list(server.values()), resource_version=str(rv))
+            for old in late:  # events from before the relist, arriving after it
+                store.event(*old)
+            late = []
+        check()
+    store.replace(list(server.values()))
+    check()
+    assert {k[1]: store.get(k)["metadata"]["resourceVersion"] for k in store.keys()} == {
+        n: b["metadata"]["resourceVersion"] for n, b in server.items()}

@@ -99,15 +99,16 @@ class Reflector:
             continue_ = meta.get("continue")
             if not continue_:
                 break
-        self._deliver(self._replace, items)
-        return str(meta.get("resourceVersion"))
+        version = str(meta.get("resourceVersion"))
+        self._deliver(self._replace, items, version)
+        return version
 
     def _deliver(self, fn: Callable[..., None], *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
     # On the loop -------------------------------------------------------------------------
-    def _replace(self, items: list[dict[str, Any]]) -> None:
-        self.store.replace(items, self.namespace)
+    def _replace(self, items: list[dict[str, Any]], version: str) -> None:
+        self.store.replace(items, self.namespace, version)
         self.lists += 1
         self.synced.set()
         if self.on_relist:

@@ -2,8 +2,8 @@
 
 - A (re)list *replaces* the contents: objects that are gone produce a synthesized delete, so a
   watch that resumed after 410 Gone, or a periodic resync, leaves nothing stale behind.
-- An event never rolls an object back: one whose resourceVersion is older than the stored one
-  is dropped. (resourceVersions are opaque in general; the API server's are etcd revisions, and
+- An event never rolls an object back: one whose resourceVersion is older than the stored one,
+  or than the last list (which already reflects it), is dropped. (resourceVersions are opaque in general; the API server's are etcd revisions, and
   comparing them is what its own watch cache does. A version that is not a number is taken as new.)
 - The reconcilers' own writes enter only as the API server returned them and only when newer
   than the stored version, so a status patch is visible to the next decision (read-your-writes)
@@ -63,6 +63,7 @@ class Store:
         self._indexes: dict[str, dict[Hashable, set[Key]]] = {name: defaultdict(set) for name in self._indexers}
         self.listeners: list[Listener] = []
         self.synced = False  # True once the first list is in
+        self._floor: dict[str | None, int] = {}  # namespace (None: all) -> resourceVersion of its last list
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -85,6 +86,8 @@ class Store:
         body = self._slim(body)
         key = key_of(body)
         old = self._objects.get(key)
+        if self._before_last_list(body, key[0]):
+            return
         if type_ == "DELETED":
             if old is not None and uid_of(old) == uid_of(body):  # not a newer object of that name
                 self._remove(key, old)
@@ -93,9 +96,13 @@ class Store:
             return
         self._put(key, old, body)
 
-    def replace(self, bodies: Iterable[Body], namespace: str | None = None) -> None:
-        """A full list (of one namespace, or of all): the store becomes exactly it; what vanished
-        is deleted (with its last known state, as client-go's DeletedFinalStateUnknown)."""
+    def replace(self, bodies: Iterable[Body], namespace: str | None = None, resource_version: str | None = None) -> None:
+        """A full list (of one namespace, or of all) at ``resource_version``: the store becomes
+        exactly it; what vanished is deleted (with its last known state, as client-go's
+        DeletedFinalStateUnknown)."""
+        listed_at = version({"metadata": {"resourceVersion": resource_version}})
+        if listed_at is not None:
+            self._floor[namespace] = listed_at
         listed: dict[Key, Body] = {}
         for body in bodies:
             slim = self._slim(body)
@@ -107,6 +114,11 @@ class Store:
             if old is None or uid_of(old) != uid_of(body) or (version(body) != version(old) and newer(body, old)):
                 self._put(key, old, body)
         self.synced = True
+
+    def _before_last_list(self, body: Body, namespace: str) -> bool:
+        at = version(body)
+        floors = [f for ns, f in self._floor.items() if ns in (None, namespace)]
+        return at is not None and bool(floors) and at < max(floors)
 
     # What the reconcilers wrote -----------------------------------------------------------
     def written(self, body: Body) -> None:
