@@ -28,7 +28,7 @@ from tests.conftest import (
     FINISHED_PHASES, KWOK_PLACEMENT, JobWatch, OperatorProcess, SeenJob, apply, get, kube_api, kubectl, paused,
     restart_component, wait_until,
 )
-from tests.integration.test_taskruns import events, status, task, taskrun
+from tests.integration.test_taskruns import has_event, status, task, taskrun
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 
@@ -186,14 +186,14 @@ def test_a_deleted_job_is_a_lost_attempt_and_retried_per_policy(namespace, opera
 
     assert (r["phase"], r.get("attempt"), [a.get("reason") for a in r.get("attempts") or []]) == (
         "Succeeded", 2, ["JobLost", "Succeeded"]), f"r (maxAttempts 2): {brief(r)}; Jobs {owned['r']}"
-    assert "JobLost" in events(namespace, "r")
+    assert has_event(namespace, "r", "JobLost")
     assert len(owned["r"]) == 2, f"one Job per attempt: {owned['r']}"
 
     cond = next(c for c in once["conditions"] if c["type"] == "Succeeded")
     assert once["phase"] == "Failed" and (once.get("error") or {}).get("type") == "JobLost" \
         and cond["reason"] == "JobLost", f"once (maxAttempts 1): {brief(once)}"
     assert once["attempt"] == 1 and once["attempts"][0]["reason"] == "JobLost"
-    assert "JobLost" in events(namespace, "once")
+    assert has_event(namespace, "once", "JobLost")
     assert owned["once"] == [first["once"]], f"no second Job: {owned['once']}"
 
 

@@ -39,6 +39,11 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def has_event(namespace: str, run: str, reason: str, timeout: float = 30) -> bool:
+    """Waits for an Event: they are posted after the status write they explain, asynchronously."""
+    return wait_until(f"a {reason} Event on {run}", lambda: reason in events(namespace, run), timeout=timeout)
+
+
 def events(namespace: str, run: str) -> list[str]:
     found = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
                                f"involvedObject.name={run},involvedObject.kind=TaskRun", "-o", "json"))
@@ -56,7 +61,7 @@ def test_a_run_succeeds(namespace, operator):
     assert job["spec"]["backoffLimit"] == 0
     res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert res["limits"] == {"cpu": "250m", "memory": "256Mi"}
-    assert "Succeeded" in events(namespace, "hello-1")
+    assert has_event(namespace, "hello-1", "Succeeded")
     table = kubectl("get", "taskruns", "-n", namespace)
     assert table.split()[:5] == ["NAME", "TASK", "PHASE", "ATTEMPT", "AGE"] and "Succeeded" in table
 
@@ -159,7 +164,7 @@ def test_an_invalid_payload_is_rejected_with_a_reason(namespace, operator):
     s = wait_phase(namespace, "typed-1", FINISHED, timeout=60)
     cond = next(c for c in s["conditions"] if c["type"] == "Succeeded")
     assert s["phase"] == "Failed" and cond["reason"] == "InvalidPayload" and "url" in cond["message"]
-    assert "InvalidPayload" in events(namespace, "typed-1")
+    assert has_event(namespace, "typed-1", "InvalidPayload")
     assert not kubectl("get", "jobs", "-n", namespace, "-o", "name").strip()
 
 
@@ -171,7 +176,7 @@ def test_a_job_the_api_server_refuses_fails_the_run_with_its_message(namespace, 
     cond = next(c for c in s["conditions"] if c["type"] == "Succeeded")
     assert s["phase"] == "Failed" and cond["reason"] == "InvalidSpec" and "nodeSelector" in cond["message"]
     assert s["error"]["type"] == "InvalidSpec" and s["completionTime"]
-    assert "InvalidSpec" in events(namespace, "misplaced-1")
+    assert has_event(namespace, "misplaced-1", "InvalidSpec")
 
 
 def test_an_unknown_task_waits_with_a_reason_and_runs_once_it_exists(namespace, operator):
@@ -196,3 +201,16 @@ def test_the_api_server_rejects_bad_input_at_apply_time(namespace, crds):
     apply(taskrun("fixed", "t", payload={"a": 1}), namespace)
     done = kubectl_run("patch", "taskrun", "fixed", "-n", namespace, "--type=merge", "-p", '{"spec":{"taskRef":"u"}}')
     assert done.returncode != 0 and "taskRef is immutable" in done.stderr
+
+
+def test_finished_runs_are_deleted_with_their_jobs_once_their_ttl_is_up(namespace, operator):
+    apply([task("brief", "print(1)", retention={"ttlSecondsAfterFinished": 3}),
+           taskrun("brief-1", "brief"), taskrun("brief-kept", "brief", ttlSecondsAfterFinished=0)], namespace)
+    assert wait_phase(namespace, "brief-kept", FINISHED)["phase"] == "Succeeded"
+
+    def gone(kind: str, name: str) -> bool:
+        return not kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name").strip()
+
+    wait_until("brief-1 deleted after its TTL", lambda: gone("taskrun", "brief-1"), timeout=90)
+    wait_until("its Job deleted with it", lambda: gone("job", "brief-1-1"), timeout=90)
+    assert status(namespace, "brief-kept")["phase"] == "Succeeded"  # ttlSecondsAfterFinished: 0 keeps it
