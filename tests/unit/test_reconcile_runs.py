@@ -235,3 +235,28 @@ def test_a_task_deleted_and_recreated_while_its_run_runs_does_not_disturb_it():
     w.api.deliver(w.op.cache)
     w.settle("r")
     assert w.status("r")["phase"] == "Succeeded" and w.api.created() == ["r-1"]
+
+
+def finished(name: str, ago: float, phase: str = "Succeeded", **spec: Any) -> dict[str, Any]:
+    from datetime import datetime, timedelta, timezone
+
+    done = (datetime.now(timezone.utc) - timedelta(seconds=ago)).isoformat()
+    return {**taskrun(name, **spec), "status": {"phase": phase, "attempt": 1, "completionTime": done}}
+
+
+def test_a_finished_run_is_deleted_when_its_ttl_is_up_and_not_before():
+    w = World(task(retention={"ttlSecondsAfterFinished": 3600}), finished("old", 7200), finished("new", 60),
+              finished("kept", 7200, ttlSecondsAfterFinished=0))
+    for name in ("old", "new", "kept"):
+        w.reconcile(name)
+    assert ("TaskRun", NS, "old") not in w.api.objects
+    assert ("TaskRun", NS, "new") in w.api.objects and ("TaskRun", NS, "kept") in w.api.objects
+    assert w.reconcile("new") is not None  # looked at again when its time is up
+
+
+def test_finished_runs_beyond_the_history_limit_are_deleted_oldest_first():
+    w = World(task(retention={"historyLimit": 2}), *(finished(f"r{i}", 100 - i) for i in range(4)),
+              finished("f1", 50, phase="Failed"), taskrun("live"))
+    asyncio.run(w.op.tasks.reconcile((NS, "t")))
+    left = sorted(k[2] for k in w.api.objects if k[0] == "TaskRun")
+    assert left == ["f1", "live", "r2", "r3"]

@@ -6,7 +6,8 @@ from kubetasks.core.render import machine_for_attempt, render_job, render_run_id
 
 
 def objects(task_spec=None, run_spec=None):
-    t = Task.model_validate({"metadata": {"name": "resize"}, "spec": {"image": "reg/img:1", **(task_spec or {})}})
+    t = Task.model_validate({"metadata": {"name": "resize"},
+                             "spec": {"image": "reg/img:1", **(task_spec or {"entrypoint": "app:resize"})}})
     r = TaskRun.model_validate({"metadata": {"name": "resize-abc", "namespace": "ns", "uid": "u-1"},
                                 "spec": {"taskRef": "resize", "payload": {"w": 2}, **(run_spec or {})}})
     return t, r
@@ -99,6 +100,19 @@ def test_oom_retries_can_move_to_a_bigger_machine():
     t, r = objects({"retry": {"outOfMemoryMachine": {"preset": "large-1x"}}})
     assert machine_for_attempt(r, t, "OOMKilled").preset == "large-1x"
     assert machine_for_attempt(r, t, "Error") is None
+
+
+def test_a_plain_command_gets_no_identity_and_no_token_only_its_payload_file():
+    t, r = objects({"command": ["true"]}, {"payload": None})
+    assert render_run_identity(r, t) == []
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert "KUBETASKS_CHECKPOINTS" not in {e["name"] for e in pod["containers"][0]["env"]}
+    t, r = objects({"command": ["cat", "/var/run/kubetasks/payload.json"]})
+    assert [o["kind"] for o in render_run_identity(r, t)] == ["ConfigMap"]
+    t, r = objects({"command": ["true"], "serviceAccountName": "builder"})
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "builder" and "automountServiceAccountToken" not in pod
 
 
 def test_run_identity_grants_only_its_own_checkpoints():

@@ -28,6 +28,17 @@ class Toleration(Model):
     toleration_seconds: int | None = None
 
 
+class Retention(Model):
+    """How long finished runs are kept (CronJob's history limits, Argo's TTL): a run deleted takes
+    its Jobs, logs and checkpoints with it."""
+
+    ttl_seconds_after_finished: int = Field(
+        default=7 * 86400, ge=0, description="A finished run is deleted this long after it finished; 0 keeps it.")
+    history_limit: int = Field(
+        default=1000, ge=0,
+        description="The newest this many succeeded and this many failed runs are kept, older ones deleted; 0: no limit.")
+
+
 class TaskSpec(Model):
     id: Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)] | None = Field(
         default=None, description="Task id; defaults to the object's name. A DNS-1123 label."
@@ -51,6 +62,7 @@ class TaskSpec(Model):
     )
     concurrency: int | None = Field(default=None, ge=1, description="Most runs of this Task running at once.")
     payload_schema: JSON | None = Field(default=None, description="JSON Schema that payloads must match.")
+    retention: Retention = Field(default_factory=Retention, description="How long finished runs are kept.")
 
     # Cron
     schedule: str | None = Field(default=None, description="5-field cron expression or @hourly/@daily/...")

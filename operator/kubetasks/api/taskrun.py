@@ -42,6 +42,8 @@ class TaskRunSpec(Model):
     retry: RetryPolicy | None = Field(default=None, description="Overrides the Task's retry policy.")
     cancel: bool = Field(default=False, description="Set to true to cancel the run.")
     parent_run: str | None = Field(default=None, description="The run that triggered this one, if any.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Overrides the Task's retention.ttlSecondsAfterFinished; 0 keeps this run.")
 
     model_config = Model.model_config | {
         "json_schema_extra": {

@@ -1,8 +1,8 @@
 """The operator's view of the cluster: a store per kind (see :mod:`.store`), and what a
 controller must remember between a write and the watch event that confirms it.
 
-- Stores keep only the fields the reconcilers read (no managedFields, no Job specs), indexed
-  by Task (runs) and by owner UID (Jobs).
+- Stores keep only the fields the reconcilers read (no managedFields, no Job specs, no payload
+  or result of a finished run), indexed by Task (runs) and by owner UID (Jobs).
 - ``gone``: the last known state of each deleted Job, by its run's UID, until the run's status
   has the attempt's outcome (a Job removed at once by ``ttlSecondsAfterFinished: 0``, or by a
   user, still tells how its attempt ended, or that it was lost).
@@ -44,6 +44,25 @@ def slim_custom(kind: str, api_version: str) -> Any:
     return slim
 
 
+# What the operator still reads of a finished run (Task status, cron history, slots, retention):
+# not its payload, result, error or history, which can be most of its size.
+_FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished")
+_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf")
+
+
+def slim_run(api_version: str) -> Any:
+    whole = slim_custom("TaskRun", api_version)
+
+    def slim(body: Body) -> Body:
+        out: Body = whole(body)
+        if _finished(out):
+            spec, status = out.get("spec") or {}, out.get("status") or {}
+            out["spec"] = {k: spec[k] for k in _FINISHED_SPEC_KEYS if k in spec}
+            out["status"] = {k: status[k] for k in _FINISHED_STATUS_KEYS if k in status}
+        return out
+    return slim
+
+
 def slim_job(body: Body) -> Body:
     status = body.get("status") or {}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(body),
@@ -81,7 +100,7 @@ def attempt_of(job: Body) -> int:
 class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
         self.tasks = Store("Task", slim_custom("Task", api_version))
-        self.runs = Store("TaskRun", slim_custom("TaskRun", api_version), {"task": _task_of, "uid": _uid})
+        self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.gone: dict[str, dict[str, Body]] = defaultdict(dict)  # run uid -> Job name -> last state
         self.expected: dict[str, dict[int, float]] = defaultdict(dict)  # run uid -> attempt -> deadline

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetasks import kube
-from kubetasks.api.task import Task
+from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
@@ -31,8 +31,9 @@ from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name
 from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.retention import expires_at
 from kubetasks.core.plan import Event, Plan, World, plan_rejected, plan_run
-from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
+from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def job_finished(job: Body) -> bool:
     return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def job_succeeded(job: Body) -> bool:
+    return any(c.get("status") == "True" and c.get("type") == "Complete"
                for c in (job.get("status") or {}).get("conditions") or [])
 
 
@@ -71,11 +77,11 @@ class RunReconciler:
             await self._event(body, Event("Warning", "InvalidSpec", str(e).splitlines()[0]))
             return None
         uid = str(run.metadata.get("uid", ""))
-        if run.status.phase.finished:
-            await self._reap(run, uid)
-            return None
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
+        if run.status.phase.finished:
+            await self._reap(run, uid)
+            return await self._retain(run, uid, task)
         if task and task.spec.concurrency and run.status.attempt == 0:
             # Admission to a concurrency slot is serialised per Task; the status written under
             # the lock is in the cache (read-your-writes) before the next run is admitted.
@@ -93,9 +99,19 @@ class RunReconciler:
             await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
 
+    async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
+        """Deletes a finished run once its time is up (its children go with it); else says when."""
+        expiry = expires_at(run.status.completion_time, run.spec.ttl_seconds_after_finished,
+                            task.spec.retention if task else Retention())
+        if expiry is None or datetime.now(timezone.utc) < expiry:
+            return expiry
+        await self._call("delete", kube.TASKRUNS, run.namespace, run.name, uid)
+        return None
+
     async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
-        attempts = await self._observe(run, uid)
+        sdk = task is not None and uses_sdk(task)
+        attempts = await self._observe(run, uid, sdk)
         duplicate_of = None
         if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             duplicate_of = await self._claim(run, uid)
@@ -103,19 +119,21 @@ class RunReconciler:
                       duplicate_of=duplicate_of,
                       slots_free=slots_free(task.spec.concurrency if task and run.status.attempt == 0 else None,
                                             self.cache.runs_of_task(key[0], run.spec.task_ref), run.name))
-        if any(o.state != "active" for o in attempts.values()):
+        if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)
         plan = plan_run(world)
         requeue = await self._apply(key, run, uid, task, plan)
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
-    async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
+    async def _observe(self, run: TaskRun, uid: str, sdk: bool) -> dict[int, AttemptObservation]:
+        """The run's attempts. A finished attempt's pod is read once, for its exit code and
+        termination message; not when a plain command succeeded: exit code 0 says it all."""
         jobs = self.cache.jobs_of_run(uid)
         pods = self.cache.pods[uid]
         for job in jobs:
             name = job["metadata"]["name"]
-            if job_finished(job) and name not in pods:
+            if job_finished(job) and name not in pods and (sdk or not job_succeeded(job)):
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)

@@ -16,6 +16,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Cache, Key
 from kubetasks.controller.runs import status_patch
 from kubetasks.core.conditions import get_condition
+from kubetasks.core.retention import beyond_history
 from kubetasks.core.task_status import task_problem, task_status
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class TaskReconciler:
         before = get_condition(task.status.conditions, "Ready")
         if problem and (before is None or before.message != problem):
             await asyncio.to_thread(self.api.post_event, body, "Warning", "InvalidSpec", problem)
+        for name in beyond_history(runs, task.spec.retention):
+            run = self.cache.runs.get((key[0], name))
+            await asyncio.to_thread(self.api.delete, kube.TASKRUNS, key[0], name, (run or {}).get("metadata", {}).get("uid"))
         metrics.QUEUED_RUNS.labels(task.task_id).set(
             sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Queued"))
         metrics.RECONCILE_SECONDS.labels("task").observe(asyncio.get_running_loop().time() - started)

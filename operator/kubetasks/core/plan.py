@@ -247,8 +247,10 @@ def _set(plan: Plan, world: World, state: ConditionStatus, reason: str, message:
     status.conditions = set_condition(
         status.conditions, condition(SUCCEEDED, state, reason, message, world.now, status.observed_generation))
     if old is None or old.reason != reason or old.status != state:
+        # Events for what needs a look or ends the run; progress (Running, Queued...) is in status.
         warning = state == "False" or reason == "TaskNotFound"
-        plan.events.append(Event("Warning" if warning else "Normal", reason, message))
+        if warning or state == "True":
+            plan.events.append(Event("Warning" if warning else "Normal", reason, message))
     return plan
 
 

@@ -34,6 +34,13 @@ def uid(run: TaskRun) -> str:
     return str(run.metadata.get("uid", ""))
 
 
+def uses_sdk(task: Task) -> bool:
+    """Whether the task runs in the kubetasks runtime (an ``entrypoint``), which talks to the API:
+    checkpoints, triggering runs, payloads too large for their file. Plain commands need none of
+    it: no identity objects, no service-account token."""
+    return bool(task.spec.entrypoint)
+
+
 def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -> Machine | None:
     """The machine of an attempt: after an OOMKilled attempt, the retry policy's bigger machine."""
     retry = run.spec.retry or task.spec.retry
@@ -58,8 +65,9 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         # The payload is a file, not a variable: exec refuses a variable over 128 KiB, and anyone
         # who may read Jobs would read it.
         {"name": protocol.ENV_PAYLOAD_FILE, "value": protocol.PAYLOAD_FILE},
-        {"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))},
     ]
+    if uses_sdk(task):
+        env.append({"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))})
     if spec.entrypoint:
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
     env += [e.to_api() for e in spec.env]
@@ -89,7 +97,6 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "Never",
-                "serviceAccountName": spec.service_account_name or run_identity_name(run.name, uid(run)),
                 "enableServiceLinks": False,
                 "securityContext": {"runAsUser": TASK_UID, "runAsGroup": TASK_UID, "fsGroup": TASK_UID,
                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -107,6 +114,10 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         },
     }
     pod_spec = job_spec["template"]["spec"]
+    if spec.service_account_name or uses_sdk(task):
+        pod_spec["serviceAccountName"] = spec.service_account_name or run_identity_name(run.name, uid(run))
+    else:
+        pod_spec["automountServiceAccountToken"] = False  # a plain command never needs the API
     if spec.node_selector:
         pod_spec["nodeSelector"] = spec.node_selector
     if spec.tolerations:
@@ -132,9 +143,12 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     account = task.spec.service_account_name or name
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
+                 "data": payload_data(run.spec.payload)}
+    if not uses_sdk(task):  # a plain command: only its payload's file, if it has a payload
+        return [configmap] if run.spec.payload is not None else []
     objects: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
-         "data": payload_data(run.spec.payload)},
+        configmap,
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": [
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
              "verbs": ["get", "update", "patch"]},
