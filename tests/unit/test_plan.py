@@ -257,3 +257,10 @@ def test_a_payload_too_large_for_a_command_task_fails_at_once_naming_the_limit()
     assert r.status.conditions[0].reason == "PayloadTooLarge" and "at most" in r.status.error.message
     plan, r = advance(run(payload=big), task=task(entrypoint="m:f"))  # the runtime reads it from the TaskRun
     assert plan.start_attempt == 1
+
+
+def test_a_started_attempt_is_recorded_with_the_running_write_and_not_rewritten_while_active():
+    plan, r = advance(run(), task=task())
+    assert [(a.attempt, a.job_name, a.start_time) for a in r.status.attempts] == [(1, "r1-1", NOW)]
+    again, r2 = advance(r, task=task(), attempts={1: obs(1, "active")})
+    assert r2.status.attempts == r.status.attempts  # no status write while it runs

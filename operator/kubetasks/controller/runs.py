@@ -213,7 +213,11 @@ class RunReconciler:
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
-                await self._create_owned(render_job(run, task, attempt, machine, qualified=True), uid)
+                qualified = render_job(run, task, attempt, machine, qualified=True)
+                await self._create_owned(qualified, uid)
+                for record in plan.status.attempts:  # the status names the Job that exists
+                    if record.attempt == attempt:
+                        record.job_name = qualified["metadata"]["name"]
             metrics.ATTEMPTS_STARTED.labels(task.task_id).inc()
         except Exception as e:
             if not kube.is_status(e, 400, 422):

@@ -171,6 +171,12 @@ def _start(plan: Plan, world: World, attempt: int) -> Plan:
     status.wake_at = None
     status.start_time = status.start_time or world.now.replace(microsecond=0)
     plan.start_attempt = attempt
+    # Recorded with the write that says Running (one status write fewer); the Job's own times
+    # replace these when the attempt ends.
+    started = AttemptRecord(attempt=attempt, job_name=job_name(world.run.name, attempt),
+                            start_time=world.now.replace(microsecond=0))
+    status.attempts = sorted([*(a for a in status.attempts if a.attempt != attempt), started],
+                             key=lambda a: a.attempt)[-HISTORY:]
     return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {attempt} is running")
 
 
@@ -262,6 +268,9 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
     elif obs.state == "failed":
         message = obs.message
     reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
+    known = next((a for a in status.attempts if a.attempt == obs.attempt), None)
+    if obs.state == "active" and known is not None and known.job_name == obs.job_name:
+        return  # recorded when it started; nothing new until it ends
     record = AttemptRecord(attempt=obs.attempt, job_name=obs.job_name, start_time=obs.start_time,
                            completion_time=obs.completion_time, exit_code=obs.exit_code, reason=reason,
                            message=message)
