@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import kubernetes
 import kubernetes.watch
+import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.keepalive import tcp_keepalive_socket_options
@@ -294,7 +295,7 @@ def watch(resource: Resource, namespace: str | None, label_selector: str, resour
         "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds))
     buffer = b""
     try:
-        for chunk in response.response.stream(65536, decode_content=True):
+        for chunk in _quiet_ends(response.response.stream(65536, decode_content=True)):
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -309,6 +310,15 @@ def watch(resource: Resource, namespace: str | None, label_selector: str, resour
                 yield event["type"], obj
     finally:
         response.response.release_conn()
+
+
+def _quiet_ends(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A watch that has been silent for its idle time ends as if the server had ended it: the
+    caller resumes from the last version (a stopped server is then noticed by the next request)."""
+    try:
+        yield from chunks
+    except urllib3.exceptions.ReadTimeoutError:
+        return
 
 
 def get(resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
