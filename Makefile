@@ -45,5 +45,5 @@ test: venv lint images  ## The whole test suite: lint, unit tests and integratio
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
 	hack/demo.sh
 
-bench: venv  ## Throughput, latency and memory figures (needs the cluster)
-	$(PY) bench/throughput.py
+bench: venv  ## kubetasks beside plain Jobs: wall time, latency, API calls, CPU and memory (needs the cluster)
+	$(PY) bench/side_by_side.py

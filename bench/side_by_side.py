@@ -1,0 +1,205 @@
+"""kubetasks beside plain Jobs, on the same cluster, in one run.
+
+N plain Jobs, then N TaskRuns of a Task with the same pod (`command: ["true"]`, the same
+resources), both on the kwok nodes (which complete pods at once: the control plane and the
+operator are measured, not the kubelet), created by the same client with the same parallelism.
+Prints both wall times (first create to last completion, seen on a watch) and their ratio;
+TaskRun create -> its Job ADDED in milliseconds (local monotonic times of the create's return
+and of the watch event, not 1 s creationTimestamps); the operator's API requests per run by
+verb and resource, its CPU seconds per run and its peak RSS.
+
+Usage: python bench/side_by_side.py [N] [--threads 8]   (needs `make cluster-up`; starts its own operator)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.throughput import api_requests, rss_mib  # noqa: E402
+from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, OperatorProcess, free_port, kubectl, scrape  # noqa: E402
+
+POD = {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["true"]}
+RESOURCES = {"cpu": "10m", "memory": "32Mi"}
+
+
+def client() -> Any:
+    import kubernetes
+
+    kubernetes.config.load_kube_config(KUBECONFIG)
+    kubernetes.client.Configuration._default.connection_pool_maxsize = 32  # type: ignore[attr-defined]
+    return kubernetes
+
+
+class Watch:
+    """Local monotonic time of each event of interest, from a watch started before the burst."""
+
+    def __init__(self, list_fn: Any, args: tuple[Any, ...], pick: Any, lists: bool = True) -> None:
+        self.seen: dict[str, float] = {}
+        self.lists = lists  # count what a (re)list shows, not only events
+        self.pick = pick  # event -> name to record, or None
+        self._list_fn, self._args = list_fn, args
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(30)
+
+    def _run(self) -> None:
+        import kubernetes
+
+        rv = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:  # (re)list: what is already there counts too, unless only events do
+                    listed = self._list_fn(*self._args)  # a dict for custom objects, a model for Jobs
+                    custom = isinstance(listed, dict)
+                    for item in (listed["items"] if custom else listed.items) if self.lists else ():
+                        self._see({"type": "LISTED", "object": item})
+                    rv = listed["metadata"]["resourceVersion"] if custom else listed.metadata.resource_version
+                self._ready.set()
+                for event in kubernetes.watch.Watch().stream(self._list_fn, *self._args, resource_version=rv,
+                                                             timeout_seconds=60, _request_timeout=(5, 90)):
+                    rv = event["raw_object"]["metadata"]["resourceVersion"]
+                    self._see(event)
+                    if self._stop.is_set():
+                        return
+            except kubernetes.client.exceptions.ApiException as e:
+                rv = None if e.status == 410 else rv
+            except Exception:  # a dropped connection: resume from the last version seen
+                time.sleep(0.2)
+
+    def _see(self, event: dict[str, Any]) -> None:
+        name = self.pick(event)
+        if name and name not in self.seen:
+            self.seen[name] = time.monotonic()
+
+    def wait(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+
+
+def condition(obj: Any, type_: str) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or [] if isinstance(obj, dict) else \
+        (obj.status.conditions or [] if obj.status else [])
+    return any((c["type"] if isinstance(c, dict) else c.type) == type_ and
+               (c["status"] if isinstance(c, dict) else c.status) == "True" for c in conditions)
+
+
+def burst(n: int, threads: int, create: Any) -> dict[str, float]:
+    """Creates n objects with ``threads`` workers; the local time each create returned."""
+    returned: dict[str, float] = {}
+
+    def one(i: int) -> None:
+        name = f"x{i}"
+        create(name)
+        returned[name] = time.monotonic()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(n)))
+    return returned
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main(n: int, threads: int) -> None:
+    k8s = client()
+    batch, custom = k8s.client.BatchV1Api(), k8s.client.CustomObjectsApi()
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    port = free_port()
+    op = OperatorProcess(Path(f"/tmp/{ns}-operator.log"), namespaces=ns, metrics_port=port)
+    op.start()
+    try:
+        # Plain Jobs.
+        done = Watch(batch.list_namespaced_job, (ns,), lambda e: e["object"].metadata.name
+                     if condition(e["object"], "Complete") else None)
+        start = time.monotonic()
+        burst(n, threads, lambda name: batch.create_namespaced_job(ns, {
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"job-{name}"},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {"spec": {
+                "restartPolicy": "Never", **KWOK_PLACEMENT,
+                "containers": [{"name": "task", **POD, "resources": {"requests": RESOURCES, "limits": RESOURCES}}]}}}}))
+        done.wait(n, max(600, n))
+        jobs_wall = max(done.seen.values(), default=start) - start
+        print(f"{len(done.seen)}/{n} plain Jobs Complete after {jobs_wall:.1f}s")
+
+        # TaskRuns.
+        custom.create_namespaced_custom_object("kubetasks.io", "v1alpha1", ns, "tasks", {
+            "apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "noop"},
+            "spec": {**POD, "machine": RESOURCES, "ttlSecondsAfterFinished": 600, **KWOK_PLACEMENT}})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (custom.get_namespaced_custom_object(
+                "kubetasks.io", "v1alpha1", ns, "tasks", "noop").get("status") or {}).get("conditions"):
+            time.sleep(0.1)  # the operator has seen the Task: the burst measures runs, not start-up
+        before, cpu_before = api_requests(scrape(port)), cpu_seconds(op.proc.pid)
+        job_added = Watch(batch.list_namespaced_job, (ns,), lambda e: (e["object"].metadata.labels or {}).get(
+            "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
+
+        succeeded = Watch(custom.list_namespaced_custom_object, ("kubetasks.io", "v1alpha1", ns, "taskruns"), lambda e: e["object"]["metadata"]["name"]
+                          if (e["object"].get("status") or {}).get("phase") == "Succeeded" else None)
+        peak = [0.0]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], rss_mib(op.proc.pid))
+                time.sleep(0.2)
+
+        threading.Thread(target=sample, daemon=True).start()
+        start = time.monotonic()
+        created = burst(n, threads, lambda name: custom.create_namespaced_custom_object(
+            "kubetasks.io", "v1alpha1", ns, "taskruns", {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun",
+                                                         "metadata": {"name": name}, "spec": {"taskRef": "noop"}}))
+        succeeded.wait(n, max(900, 2 * n))
+        job_added.wait(n, 10)
+        sampling.set()
+        runs_wall = max(succeeded.seen.values(), default=start) - start
+        latency = [1000 * (job_added.seen[r] - created[r]) for r in created if r in job_added.seen]
+        calls = api_requests(scrape(port)) - before
+        cpu = cpu_seconds(op.proc.pid) - cpu_before
+        print(f"{len(succeeded.seen)}/{n} TaskRuns Succeeded after {runs_wall:.1f}s")
+        print(f"ratio TaskRuns/Jobs: {runs_wall / jobs_wall:.2f}x  ({n} each, {threads} client threads)")
+        if latency:
+            print(f"TaskRun created -> Job ADDED (ms): p50 {pct(latency, 50):.0f}, p90 {pct(latency, 90):.0f}, "
+                  f"p99 {pct(latency, 99):.0f}, max {max(latency):.0f}  ({len(latency)} runs)")
+        print(f"operator API requests per run: {sum(calls.values()) / n:.2f} "
+              f"({', '.join(f'{k} {v / n:.2f}' for k, v in calls.most_common())})")
+        print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; peak RSS {peak[0]:.0f} MiB")
+        print(json.dumps({"n": n, "jobs_s": round(jobs_wall, 2), "taskruns_s": round(runs_wall, 2),
+                          "ratio": round(runs_wall / jobs_wall, 2),
+                          "p50_ms": round(pct(latency, 50)) if latency else None,
+                          "p99_ms": round(pct(latency, 99)) if latency else None,
+                          "requests_per_run": round(sum(calls.values()) / n, 2),
+                          "cpu_ms_per_run": round(1000 * cpu / n, 1), "peak_rss_mib": round(peak[0])}))
+    finally:
+        op.stop()
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, nargs="?", default=50, help="Jobs and TaskRuns to create (default 50)")
+    parser.add_argument("--threads", type=int, default=8, help="client threads creating them (default 8)")
+    args = parser.parse_args()
+    main(args.n, args.threads)
