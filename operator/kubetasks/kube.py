@@ -71,7 +71,7 @@ def api_client() -> ApiClient:
                 kubernetes.config.load_incluster_config(client_configuration=config)
             else:
                 kubernetes.config.load_kube_config(client_configuration=config)
-            config.connection_pool_maxsize = 32
+            config.connection_pool_maxsize = 64  # the workers, the informers and the election
             config.socket_options = tcp_keepalive_socket_options()  # client-go's 30 s keep-alive
             _client = CountingApiClient(config)
         return _client

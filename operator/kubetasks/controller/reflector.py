@@ -77,7 +77,7 @@ class Reflector:
                         return
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if type_ != "BOOKMARK":
-                        self._deliver(self.store.event, type_, obj)
+                        self._deliver(self.store.event, type_, self.store.slim(obj))
                 failures = 0
             except kube.Gone:
                 log.info("%s: watch expired (410 Gone); listing again", self.resource.plural)
@@ -94,7 +94,7 @@ class Reflector:
         continue_: str | None = None
         while True:
             page = kube.list_page(self.resource, self.namespace, self.label_selector, PAGE_SIZE, continue_)
-            items.extend(page.get("items") or [])
+            items.extend(self.store.slim(item) for item in page.get("items") or [])
             meta = page.get("metadata") or {}
             continue_ = meta.get("continue")
             if not continue_:

@@ -68,6 +68,11 @@ class Store:
     def __len__(self) -> int:
         return len(self._objects)
 
+    def slim(self, body: Body) -> Body:
+        """The part of an object the store keeps (pure: the reflector calls it in its own thread,
+        so a large list is never held whole)."""
+        return self._slim(body)
+
     def __contains__(self, key: Key) -> bool:
         return key in self._objects
 
