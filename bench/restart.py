@@ -14,15 +14,14 @@ import argparse
 import re
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.side_by_side import POD, RESOURCES, Watch, client  # noqa: E402
-from bench.throughput import rss_mib  # noqa: E402
-from tests.conftest import KWOK_PLACEMENT, OperatorProcess, free_port, kubectl, scrape  # noqa: E402
+from bench.throughput import bench_namespace, rss_mib  # noqa: E402
+from tests.conftest import KWOK_PLACEMENT, scrape  # noqa: E402
 
 GROUP, VERSION = "kubetasks.io", "v1alpha1"
 SYNCED = re.compile(r"informers synced")
@@ -39,38 +38,32 @@ def queue_depth(port: int) -> float | None:
 def main(n: int, threads: int) -> None:
     k8s = client()
     batch, custom = k8s.client.BatchV1Api(), k8s.client.CustomObjectsApi()
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", ns)
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tasks", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": "noop"},
-        "spec": {**POD, "machine": RESOURCES, **KWOK_PLACEMENT,
-                 "retention": {"ttlSecondsAfterFinished": 0, "historyLimit": 0}}})  # keep all N
-    done = {"phase": "Succeeded", "attempt": 1, "startTime": "2026-01-01T00:00:00Z",
-            "completionTime": "2026-01-01T00:00:01Z", "result": {"rows": 1234, "note": "x" * 200},
-            "attempts": [{"attempt": 1, "jobName": "j", "reason": "Succeeded", "exitCode": 0,
-                          "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:01Z"}],
-            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "done",
-                            "lastTransitionTime": "2026-01-01T00:00:01Z"}]}
+    with bench_namespace() as (ns, op, port):
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tasks", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": "noop"},
+            "spec": {**POD, "machine": RESOURCES, **KWOK_PLACEMENT,
+                     "retention": {"ttlSecondsAfterFinished": 0, "historyLimit": 0}}})  # keep all N
+        done = {"phase": "Succeeded", "attempt": 1, "startTime": "2026-01-01T00:00:00Z",
+                "completionTime": "2026-01-01T00:00:01Z", "result": {"rows": 1234, "note": "x" * 200},
+                "attempts": [{"attempt": 1, "jobName": "j", "reason": "Succeeded", "exitCode": 0,
+                              "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:01Z"}],
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "done",
+                                "lastTransitionTime": "2026-01-01T00:00:01Z"}]}
 
-    def one(i: int) -> None:
-        name = f"old-{i}"
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": name},
-            "spec": {"taskRef": "noop", "payload": {"id": i, "items": list(range(20))}}})
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "taskruns", name, {"status": done})
+        def one(i: int) -> None:
+            name = f"old-{i}"
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": name},
+                "spec": {"taskRef": "noop", "payload": {"id": i, "items": list(range(20))}}})
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "taskruns", name, {"status": done})
 
-    start = time.monotonic()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(n)))
-    print(f"{n} finished TaskRuns written in {time.monotonic() - start:.0f}s")
+        start = time.monotonic()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(n)))
+        print(f"{n} finished TaskRuns written in {time.monotonic() - start:.0f}s")
 
-    log = Path(f"/tmp/{ns}-operator.log")
-    port = free_port()
-    op = OperatorProcess(log, namespaces=ns, metrics_port=port)
-    job_added = Watch(batch.list_namespaced_job, (ns,), lambda e: (e["object"].metadata.labels or {}).get(
-        "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
-    try:
+        job_added = Watch(batch.list_namespaced_job, (ns,), lambda e: (e["object"].metadata.labels or {}).get(
+            "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
         started = time.monotonic()
         op.start()
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", {
@@ -78,7 +71,7 @@ def main(n: int, threads: int) -> None:
             "spec": {"taskRef": "noop"}})
         synced = None
         while time.monotonic() - started < 300 and ("new" not in job_added.seen or synced is None):
-            if synced is None and SYNCED.search(log.read_text(errors="replace")):
+            if synced is None and SYNCED.search(op.log_path.read_text(errors="replace")):
                 synced = time.monotonic() - started
             time.sleep(0.05)
         job_added.wait(1, 0)
@@ -92,9 +85,6 @@ def main(n: int, threads: int) -> None:
         while time.monotonic() < deadline and queue_depth(port) != 0:
             time.sleep(0.5)
         print(f"operator RSS with {n} finished runs in its store: {rss_mib(op.proc.pid):.0f} MiB")
-    finally:
-        op.stop()
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 if __name__ == "__main__":

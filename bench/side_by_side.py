@@ -19,15 +19,14 @@ import os
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.throughput import api_requests, rss_mib  # noqa: E402
-from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, OperatorProcess, free_port, kubectl, scrape  # noqa: E402
+from bench.throughput import api_requests, bench_namespace, rss_mib  # noqa: E402
+from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, scrape  # noqa: E402
 
 POD = {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["true"]}
 RESOURCES = {"cpu": "10m", "memory": "32Mi"}
@@ -124,13 +123,8 @@ def pct(values: list[float], p: float) -> float:
 def main(n: int, threads: int) -> None:
     k8s = client()
     batch, custom = k8s.client.BatchV1Api(), k8s.client.CustomObjectsApi()
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", ns)
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    port = free_port()
-    op = OperatorProcess(Path(f"/tmp/{ns}-operator.log"), namespaces=ns, metrics_port=port)
-    op.start()
-    try:
+    with bench_namespace() as (ns, op, port):
+        op.start()
         # Plain Jobs.
         done = Watch(batch.list_namespaced_job, (ns,), lambda e: e["object"].metadata.name
                      if condition(e["object"], "Complete") else None)
@@ -192,9 +186,6 @@ def main(n: int, threads: int) -> None:
                           "p99_ms": round(pct(latency, 99)) if latency else None,
                           "requests_per_run": round(sum(calls.values()) / n, 2),
                           "cpu_ms_per_run": round(1000 * cpu / n, 1), "peak_rss_mib": round(peak[0])}))
-    finally:
-        op.stop()
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 if __name__ == "__main__":

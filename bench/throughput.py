@@ -19,6 +19,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -50,14 +52,25 @@ def reconcile_mean_ms(metrics: dict[str, list], kind: str) -> float:
     return 1000 * samples.get("kubetasks_reconcile_seconds_sum", 0) / count if count else float("nan")
 
 
-def main(n: int, kwok: bool) -> None:
+@contextmanager
+def bench_namespace() -> Iterator[tuple[str, OperatorProcess, int]]:
+    """A fresh namespace with the CRDs applied, and an operator for it (not started yet) with its
+    metrics port; the operator is stopped and the namespace deleted afterwards."""
     ns = f"bench-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", ns)
     kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     port = free_port()
-    op = OperatorProcess(Path(f"/tmp/{ns}-operator.log"), metrics_port=port)
-    op.start()
+    op = OperatorProcess(Path(f"/tmp/{ns}-operator.log"), namespaces=ns, metrics_port=port)
     try:
+        yield ns, op, port
+    finally:
+        op.stop()
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def main(n: int, kwok: bool) -> None:
+    with bench_namespace() as (ns, op, port):
+        op.start()
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "noop"},
                "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["true"],
                         "machine": {"cpu": "10m", "memory": "32Mi"}, **(KWOK_PLACEMENT if kwok else {})}}, ns)
@@ -91,9 +104,6 @@ def main(n: int, kwok: bool) -> None:
               f"({', '.join(f'{k} {v / n:.1f}' for k, v in calls.most_common())})")
         print(f"operator RSS: {rss_mib(op.proc.pid):.0f} MiB with {n} finished runs in its cache "
               f"(peak {peak_rss:.0f} MiB)")
-    finally:
-        op.stop()
-        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 if __name__ == "__main__":
