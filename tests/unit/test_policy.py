@@ -23,18 +23,23 @@ def test_slots_are_served_first_come_first_served():
 
 def test_a_run_leaving_its_slot_wakes_the_next_in_line_only():
     queued = [run("q1", "Queued", created="2026-01-01T00:00:01Z"), run("q2", "Queued", created="2026-01-01T00:00:02Z")]
-    assert after_run_change(run("a", "Running", 1), None, 1, queued) == ["q1"]  # deleted
-    assert after_run_change(run("a", "Running", 1), run("a", "Succeeded", 1), 1, queued) == ["q1"]
-    assert after_run_change(run("a", "Pending"), run("a", "Running", 1), 1, queued) == []
-    assert after_run_change(run("a", "Running", 1), None, None, queued) == []  # no limit: nobody waits
+    runs = lambda: queued  # noqa: E731
+    assert after_run_change(run("a", "Running", 1), None, 1, runs) == ["q1"]  # deleted
+    assert after_run_change(run("a", "Running", 1), run("a", "Succeeded", 1), 1, runs) == ["q1"]
+    assert after_run_change(run("a", "Pending"), run("a", "Running", 1), 1, runs) == []
+    assert after_run_change(run("a", "Running", 1), None, None, runs) == []  # no limit: nobody waits
 
 
 def test_only_a_new_task_or_spec_wakes_its_runs_not_its_status_writes():
     t1 = {"metadata": {"uid": "u", "generation": 1}}
     runs = [run("a", "Succeeded", 1), run("b", "Pending")]
-    assert after_task_change(t1, {"metadata": {"uid": "u", "generation": 1}, "status": {"runs": 2}}, runs) == []
-    assert after_task_change(None, t1, runs) == ["b"]
-    assert after_task_change(t1, {"metadata": {"uid": "u", "generation": 2}}, runs) == ["b"]
+
+    def unasked():
+        raise AssertionError("a status write must not even list the Task's runs")
+
+    assert after_task_change(t1, {"metadata": {"uid": "u", "generation": 1}, "status": {"runs": 2}}, unasked) == []
+    assert after_task_change(None, t1, lambda: runs) == ["b"]
+    assert after_task_change(t1, {"metadata": {"uid": "u", "generation": 2}}, lambda: runs) == ["b"]
 
 
 def test_a_claim_names_the_key_and_is_owned_by_its_run():

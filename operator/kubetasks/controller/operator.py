@@ -56,7 +56,7 @@ class Operator:
     def task_changed(self, old: Body | None, new: Body | None) -> None:
         ns, name = key_of(new or old or {})
         self.task_queue.add((ns, name))
-        for run in after_task_change(old, new, self.cache.runs_of_task(ns, name)):
+        for run in after_task_change(old, new, lambda: self.cache.runs_of_task(ns, name)):
             self.run_queue.add((ns, run))
 
     def run_changed(self, old: Body | None, new: Body | None) -> None:
@@ -68,7 +68,7 @@ class Operator:
             self.run_queue.add((ns, name))
         if phase_of(old) != phase_of(new):
             self.task_queue.add((ns, task))
-        for run in after_run_change(old, new, self._concurrency(ns, task), self.cache.runs_of_task(ns, task)):
+        for run in after_run_change(old, new, self._concurrency(ns, task), lambda: self.cache.runs_of_task(ns, task)):
             self.run_queue.add((ns, run))
 
     def job_changed(self, old: Body | None, new: Body | None) -> None:

@@ -115,10 +115,11 @@ class RunReconciler:
         duplicate_of = None
         if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             duplicate_of = await self._claim(run, uid)
+        limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
-                      duplicate_of=duplicate_of,
-                      slots_free=slots_free(task.spec.concurrency if task and run.status.attempt == 0 else None,
-                                            self.cache.runs_of_task(key[0], run.spec.task_ref), run.name))
+                      duplicate_of=duplicate_of,  # the runs of the Task are looked at only under a limit
+                      slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)
+                      if limit else None)
         if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)
         plan = plan_run(world)

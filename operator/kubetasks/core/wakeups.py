@@ -7,7 +7,7 @@ status write) keeps a change O(runs of that Task that can act), not O(all runs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubetasks.api.taskrun import Phase
@@ -28,20 +28,23 @@ def unfinished(body: Body) -> bool:
         return True
 
 
-def after_task_change(old: Body | None, new: Body | None, runs: Iterable[Body]) -> list[str]:
+Runs = Callable[[], Iterable[Body]]  # the runs of the Task, asked for only when needed
+
+
+def after_task_change(old: Body | None, new: Body | None, runs: Runs) -> list[str]:
     """A Task created, deleted, re-created or with a new spec: its unfinished runs may act
     differently. Its own status writes wake nobody."""
     if _generation(old) == _generation(new):
         return []
-    return [r["metadata"]["name"] for r in runs if unfinished(r)]
+    return [r["metadata"]["name"] for r in runs() if unfinished(r)]
 
 
-def after_run_change(old: Body | None, new: Body | None, concurrency: int | None, runs: Iterable[Body]) -> list[str]:
+def after_run_change(old: Body | None, new: Body | None, concurrency: int | None, runs: Runs) -> list[str]:
     """A run left a concurrency slot (finished, paused out, or deleted): the queued runs that
     may take the free slots, first come first served."""
-    if not frees_slot(old, new):
+    if not concurrency or not frees_slot(old, new):
         return []
-    return runs_to_wake(concurrency, runs)
+    return runs_to_wake(concurrency, runs())
 
 
 def phase_of(body: Body | None) -> str | None:
