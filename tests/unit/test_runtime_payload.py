@@ -136,3 +136,19 @@ def test_transient_api_errors_are_retried(monkeypatch):
     assert kube.with_retries(call, "x") == {"ok": True}
     with pytest.raises(ApiException):
         kube.with_retries(lambda: (_ for _ in ()).throw(ApiException(status=404)), "x")
+
+
+def test_the_sdk_client_gives_every_request_a_timeout(monkeypatch):
+    import kubernetes
+
+    from kubetasks.runtime import kube as runtime_kube
+
+    seen = {}
+    monkeypatch.setattr(kubernetes.client.ApiClient, "call_api",
+                        lambda self, method, url, *a, **kw: seen.setdefault("timeout", kw.get("_request_timeout")))
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda **kw: None)  # no cluster needed
+    monkeypatch.setattr(runtime_kube, "_client", None)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    runtime_kube.api_client().call_api("GET", "https://127.0.0.1:1/api")
+    assert seen["timeout"] == runtime_kube.REQUEST_TIMEOUT
+    monkeypatch.setattr(runtime_kube, "_client", None)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 log = logging.getLogger("kubetasks.runtime")
 T = TypeVar("T")
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds, as the operator's
 
 _lock = threading.Lock()
 _client: Any = None
@@ -36,7 +37,20 @@ def api_client() -> Any:
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             else:
                 kubernetes.config.load_kube_config(client_configuration=configuration)
-            _client = kubernetes.client.ApiClient(configuration)
+            from kubernetes.utils.keepalive import tcp_keepalive_socket_options
+
+            configuration.socket_options = tcp_keepalive_socket_options()
+
+            class TimedApiClient(kubernetes.client.ApiClient):
+                """Every request gets a timeout unless it sets one: a hung API server must not
+                hold a task's checkpoint write until maxDuration."""
+
+                def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                    if kwargs.get("_request_timeout") is None:
+                        kwargs["_request_timeout"] = REQUEST_TIMEOUT
+                    return super().call_api(method, url, *args, **kwargs)
+
+            _client = TimedApiClient(configuration)
         return _client
 
 
