@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.side_by_side import POD, RESOURCES, Watch, client  # noqa: E402
+from bench.side_by_side import POD, RESOURCES, Watch, client, kube  # noqa: E402
 from bench.throughput import bench_namespace, rss_mib  # noqa: E402
 from tests.conftest import KWOK_PLACEMENT, scrape  # noqa: E402
 
@@ -37,7 +37,7 @@ def queue_depth(port: int) -> float | None:
 
 def main(n: int, threads: int) -> None:
     k8s = client()
-    batch, custom = k8s.client.BatchV1Api(), k8s.client.CustomObjectsApi()
+    custom = k8s.client.CustomObjectsApi()
     with bench_namespace() as (ns, op, port):
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tasks", {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": "noop"},
@@ -62,7 +62,7 @@ def main(n: int, threads: int) -> None:
             list(pool.map(one, range(n)))
         print(f"{n} finished TaskRuns written in {time.monotonic() - start:.0f}s")
 
-        job_added = Watch(batch.list_namespaced_job, (ns,), lambda e: (e["object"].metadata.labels or {}).get(
+        job_added = Watch(kube.JOBS, ns, lambda e: (e["object"]["metadata"].get("labels") or {}).get(
             "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
         started = time.monotonic()
         op.start()

@@ -28,6 +28,9 @@ sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, bench_namespace, rss_mib  # noqa: E402
 from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, scrape  # noqa: E402
 
+os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
+from kubetasks import kube  # noqa: E402
+
 POD = {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["true"]}
 RESOURCES = {"cpu": "10m", "memory": "32Mi"}
 
@@ -41,39 +44,40 @@ def client() -> Any:
 
 
 class Watch:
-    """Local monotonic time of each event of interest, from a watch started before the burst."""
+    """Local monotonic time of each event of interest, from a watch started before the burst.
+    Raw JSON (kubetasks.kube's list and watch): decoding client models would make this process,
+    not the cluster, the slow part of what it measures."""
 
-    def __init__(self, list_fn: Any, args: tuple[Any, ...], pick: Any, lists: bool = True) -> None:
+    def __init__(self, resource: Any, namespace: str, pick: Any, lists: bool = True) -> None:
         self.seen: dict[str, float] = {}
-        self.lists = lists  # count what a (re)list shows, not only events
         self.pick = pick  # event -> name to record, or None
-        self._list_fn, self._args = list_fn, args
+        self.lists = lists  # count what a (re)list shows, not only events
+        self._resource, self._ns = resource, namespace
         self._stop = threading.Event()
         self._ready = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
         self._ready.wait(30)
 
     def _run(self) -> None:
-        import kubernetes
+        from kubetasks import kube
 
         rv = None
         while not self._stop.is_set():
             try:
                 if rv is None:  # (re)list: what is already there counts too, unless only events do
-                    listed = self._list_fn(*self._args)  # a dict for custom objects, a model for Jobs
-                    custom = isinstance(listed, dict)
-                    for item in (listed["items"] if custom else listed.items) if self.lists else ():
+                    listed = kube.list_page(self._resource, self._ns, limit=0)
+                    for item in listed["items"] if self.lists else ():
                         self._see({"type": "LISTED", "object": item})
-                    rv = listed["metadata"]["resourceVersion"] if custom else listed.metadata.resource_version
+                    rv = listed["metadata"]["resourceVersion"]
                 self._ready.set()
-                for event in kubernetes.watch.Watch().stream(self._list_fn, *self._args, resource_version=rv,
-                                                             timeout_seconds=60, _request_timeout=(5, 90)):
-                    rv = event["raw_object"]["metadata"]["resourceVersion"]
-                    self._see(event)
+                for type_, obj in kube.watch(self._resource, self._ns, "", rv, 60):
+                    rv = obj["metadata"]["resourceVersion"]
+                    if type_ != "BOOKMARK":
+                        self._see({"type": type_, "object": obj})
                     if self._stop.is_set():
                         return
-            except kubernetes.client.exceptions.ApiException as e:
-                rv = None if e.status == 410 else rv
+            except kube.Gone:
+                rv = None
             except Exception:  # a dropped connection: resume from the last version seen
                 time.sleep(0.2)
 
@@ -89,11 +93,9 @@ class Watch:
         self._stop.set()
 
 
-def condition(obj: Any, type_: str) -> bool:
-    conditions = (obj.get("status") or {}).get("conditions") or [] if isinstance(obj, dict) else \
-        (obj.status.conditions or [] if obj.status else [])
-    return any((c["type"] if isinstance(c, dict) else c.type) == type_ and
-               (c["status"] if isinstance(c, dict) else c.status) == "True" for c in conditions)
+def condition(obj: dict[str, Any], type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
 
 
 def burst(n: int, threads: int, create: Any) -> dict[str, float]:
@@ -126,7 +128,7 @@ def main(n: int, threads: int) -> None:
     with bench_namespace() as (ns, op, port):
         op.start()
         # Plain Jobs.
-        done = Watch(batch.list_namespaced_job, (ns,), lambda e: e["object"].metadata.name
+        done = Watch(kube.JOBS, ns, lambda e: e["object"]["metadata"]["name"]
                      if condition(e["object"], "Complete") else None)
         start = time.monotonic()
         burst(n, threads, lambda name: batch.create_namespaced_job(ns, {
@@ -147,10 +149,10 @@ def main(n: int, threads: int) -> None:
                 "kubetasks.io", "v1alpha1", ns, "tasks", "noop").get("status") or {}).get("conditions"):
             time.sleep(0.1)  # the operator has seen the Task: the burst measures runs, not start-up
         before, cpu_before = api_requests(scrape(port)), cpu_seconds(op.proc.pid)
-        job_added = Watch(batch.list_namespaced_job, (ns,), lambda e: (e["object"].metadata.labels or {}).get(
+        job_added = Watch(kube.JOBS, ns, lambda e: (e["object"]["metadata"].get("labels") or {}).get(
             "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
 
-        succeeded = Watch(custom.list_namespaced_custom_object, ("kubetasks.io", "v1alpha1", ns, "taskruns"), lambda e: e["object"]["metadata"]["name"]
+        succeeded = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
                           if (e["object"].get("status") or {}).get("phase") == "Succeeded" else None)
         peak = [0.0]
         sampling = threading.Event()
