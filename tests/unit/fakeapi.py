@@ -126,13 +126,15 @@ class FakeApi:
         """The watch catches up: every queued event reaches the stores, in order."""
         pending, self.pending = self.pending, []
         for kind, type_, obj in pending:
-            getattr(cache, WATCHED[kind]).event(type_, obj)
+            store = getattr(cache, WATCHED[kind])
+            store.event(type_, store.slim(obj))
 
     def relist(self, cache: Cache) -> None:
         """A relist (410 Gone, resync): the stores become what the server holds now."""
         self.pending = []
         for kind, store in WATCHED.items():
-            getattr(cache, store).replace([copy.deepcopy(o) for k, o in self.objects.items() if k[0] == kind])
+            target = getattr(cache, store)
+            target.replace([target.slim(copy.deepcopy(o)) for k, o in self.objects.items() if k[0] == kind])
 
     def created(self, kind: str = "Job") -> list[str]:
         return [name for k, name in self.made if k == kind]

@@ -114,7 +114,8 @@ def test_a_lost_job_with_no_attempts_left_fails_the_run():
 def test_a_job_not_yet_seen_by_the_watch_is_expected_not_lost():
     w = World(task(), taskrun("r"))
     w.reconcile("r", deliver=False)  # Job created, status written; the watch lags
-    w.op.cache.runs.event("MODIFIED", w.api.objects[("TaskRun", NS, "r")])  # only the run's event arrives
+    runs = w.op.cache.runs
+    runs.event("MODIFIED", runs.slim(w.api.objects[("TaskRun", NS, "r")]))  # only the run's event arrives
     w.reconcile("r", deliver=False)
     s = w.status("r")
     assert s["phase"] == "Running" and not any(a.get("reason") for a in s["attempts"])  # none lost

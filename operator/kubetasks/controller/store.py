@@ -69,8 +69,8 @@ class Store:
         return len(self._objects)
 
     def slim(self, body: Body) -> Body:
-        """The part of an object the store keeps (pure: the reflector calls it in its own thread,
-        so a large list is never held whole)."""
+        """The part of an object the store keeps. Its feeders (the reflector, in its own thread,
+        so a large list is never held whole) slim what they pass to ``event`` and ``replace``."""
         return self._slim(body)
 
     def __contains__(self, key: Key) -> bool:
@@ -87,8 +87,7 @@ class Store:
 
     # What the watch says ----------------------------------------------------------------
     def event(self, type_: str, body: Body) -> None:
-        """Applies a watch event (ADDED, MODIFIED, DELETED); stale ones are dropped."""
-        body = self._slim(body)
+        """Applies a watch event (ADDED, MODIFIED, DELETED) of a slimmed object; stale ones are dropped."""
         key = key_of(body)
         old = self._objects.get(key)
         if self._before_last_list(body, key[0]):
@@ -102,16 +101,15 @@ class Store:
         self._put(key, old, body)
 
     def replace(self, bodies: Iterable[Body], namespace: str | None = None, resource_version: str | None = None) -> None:
-        """A full list (of one namespace, or of all) at ``resource_version``: the store becomes
-        exactly it; what vanished is deleted (with its last known state, as client-go's
+        """A full list of slimmed objects (of one namespace, or of all) at ``resource_version``: the
+        store becomes exactly it; what vanished is deleted (with its last known state, as client-go's
         DeletedFinalStateUnknown)."""
         listed_at = version({"metadata": {"resourceVersion": resource_version}})
         if listed_at is not None:
             self._floor[namespace] = listed_at
         listed: dict[Key, Body] = {}
         for body in bodies:
-            slim = self._slim(body)
-            listed[key_of(slim)] = slim
+            listed[key_of(body)] = body
         for key in [k for k in self._objects if k not in listed and namespace in (None, k[0])]:
             self._remove(key, self._objects[key])
         for key, body in listed.items():
