@@ -70,7 +70,9 @@ def api_client() -> ApiClient:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
                 kubernetes.config.load_incluster_config(client_configuration=config)
             else:
-                kubernetes.config.load_kube_config(client_configuration=config)
+                # $KUBECONFIG as it is now: the client reads it once, when first imported.
+                kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                                   client_configuration=config)
             config.connection_pool_maxsize = 64  # the workers, the informers and the election
             config.socket_options = tcp_keepalive_socket_options()  # client-go's 30 s keep-alive
             _client = CountingApiClient(config)

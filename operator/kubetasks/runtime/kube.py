@@ -36,7 +36,9 @@ def api_client() -> Any:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
                 kubernetes.config.load_incluster_config(client_configuration=configuration)
             else:
-                kubernetes.config.load_kube_config(client_configuration=configuration)
+                # $KUBECONFIG as it is now: the client reads it once, when first imported.
+                kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                                   client_configuration=configuration)
             from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
             configuration.socket_options = tcp_keepalive_socket_options()
