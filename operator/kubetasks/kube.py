@@ -196,15 +196,6 @@ def list_custom(plural: str, namespace: str | None = None, label_selector: str =
     return cast(list[dict[str, Any]], cast(dict[str, Any], found)["items"])
 
 
-def list_jobs(namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
-    client = api_client()
-    if namespace:
-        found = batch().list_namespaced_job(namespace, label_selector=label_selector)
-    else:
-        found = batch().list_job_for_all_namespaces(label_selector=label_selector)
-    return [client.sanitize_for_serialization(j) for j in found.items]
-
-
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
     found = core().list_namespaced_pod(namespace, label_selector=label_selector)
     return [api_client().sanitize_for_serialization(p) for p in found.items]
