@@ -26,7 +26,7 @@ from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.naming import LABEL_TASK
+from kubetasks.core.naming import LABEL_TASK, label_value
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
@@ -130,7 +130,7 @@ def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
     name = task["metadata"]["name"]
     task_id = (task.get("spec") or {}).get("id") or name
     body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-                            "metadata": {"generateName": f"{name}-", "labels": {LABEL_TASK: task_id}},
+                            "metadata": {"generateName": f"{name}-", "labels": {LABEL_TASK: label_value(task_id)}},
                             "spec": {"taskRef": name}}
     if payload is not None:
         body["spec"]["payload"] = payload

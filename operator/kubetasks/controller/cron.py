@@ -13,7 +13,7 @@ from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase
 from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import WorkQueue
-from kubetasks.core.naming import ANNOTATION_SCHEDULED_AT, LABEL_SCHEDULED, LABEL_TASK
+from kubetasks.core.naming import ANNOTATION_SCHEDULED_AT, LABEL_SCHEDULED, LABEL_TASK, label_value
 from kubetasks.core.observe import parse_time
 from kubetasks.core.schedule import plan_schedule, runs_to_prune
 
@@ -26,7 +26,7 @@ def render_scheduled_run(task: Task, name: str, tick: datetime) -> dict[str, Any
         spec["payload"] = task.spec.payload
     return {"apiVersion": API_VERSION, "kind": "TaskRun",
             "metadata": {"name": name, "namespace": task.metadata["namespace"],
-                         "labels": {LABEL_TASK: task.task_id, LABEL_SCHEDULED: "true"},
+                         "labels": {LABEL_TASK: label_value(task.task_id), LABEL_SCHEDULED: "true"},
                          "annotations": {ANNOTATION_SCHEDULED_AT: tick.isoformat()}},
             "spec": spec}
 

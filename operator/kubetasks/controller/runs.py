@@ -29,7 +29,7 @@ from kubetasks.controller.queue import Requeue
 from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, render_claim
-from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name
+from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.retention import expires_at
 from kubetasks.core.plan import Event, Plan, World, plan_rejected, plan_run
@@ -180,8 +180,8 @@ class RunReconciler:
             rejected = await self._start_attempt(run, uid, task, plan)
             if rejected:
                 plan = rejected
-        if task and (body["metadata"].get("labels") or {}).get(LABEL_TASK) != task.task_id:
-            await self._call("patch_labels", "taskruns", key[0], key[1], {LABEL_TASK: task.task_id})
+        if task and (body["metadata"].get("labels") or {}).get(LABEL_TASK) != label_value(task.task_id):
+            await self._call("patch_labels", "taskruns", key[0], key[1], {LABEL_TASK: label_value(task.task_id)})
         patch = status_patch(old_status, plan.status.to_api())
         if patch:
             updated = await self._call("patch_status", "taskruns", key[0], key[1], patch)

@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name
+from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name, label_value
 
 LABEL_CLAIM = "kubetasks.io/idempotency-claim"
 
@@ -28,7 +28,7 @@ def render_claim(run: TaskRun) -> dict[str, Any]:
     uid = str(run.metadata.get("uid", ""))
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": claim_name(run.spec.task_ref, run.spec.idempotency_key), "namespace": run.namespace,
-                         "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_CLAIM: "true", LABEL_TASK: run.spec.task_ref},
+                         "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_CLAIM: "true", LABEL_TASK: label_value(run.spec.task_ref)},
                          "ownerReferences": [{"apiVersion": run.api_version, "kind": "TaskRun", "name": run.name,
                                               "uid": uid, "controller": True, "blockOwnerDeletion": False}]},
             "data": {"run": run.name, "uid": uid}}

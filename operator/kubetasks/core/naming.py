@@ -27,6 +27,12 @@ def fit_name(base: str, suffix: str, limit: int = MAX_NAME) -> str:
     return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
 
 
+def label_value(name: str) -> str:
+    """A name as a label value (at most 63 characters, alphanumeric at both ends): object names may
+    be 253 long. Longer names keep a prefix and a stable hash of the whole."""
+    return fit_name(name, "")
+
+
 def job_name(run: str, attempt: int, uid: str | None = None) -> str:
     """``<run>-<attempt>``; qualified by the run's UID when another object holds that name (a Job
     left by a deleted run of the same name, say)."""

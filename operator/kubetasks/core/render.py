@@ -11,7 +11,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name, job_name,
-    run_identity_name,
+    label_value, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks import protocol
@@ -27,7 +27,7 @@ def owner_reference(run: TaskRun) -> dict[str, Any]:
 
 
 def run_labels(run: TaskRun, task_id: str) -> dict[str, str]:
-    return {LABEL_TASK: task_id, LABEL_RUN: run.name, LABEL_RUN_UID: uid(run), LABEL_MANAGED_BY: MANAGER}
+    return {LABEL_TASK: label_value(task_id), LABEL_RUN: label_value(run.name), LABEL_RUN_UID: uid(run), LABEL_MANAGED_BY: MANAGER}
 
 
 def uid(run: TaskRun) -> str:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from kubetasks import protocol
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
-from kubetasks.core.naming import LABEL_TASK, idempotent_run_name
+from kubetasks.core.naming import LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.errors import RunFailed
@@ -58,7 +58,7 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
                      parent_run: str | None = None) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run."""
-    metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_TASK: task_id}}
+    metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_TASK: label_value(task_id)}}
     if idempotency_key:
         metadata["name"] = idempotent_run_name(task_id, idempotency_key)
     else:
