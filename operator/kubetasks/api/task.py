@@ -52,6 +52,12 @@ class TaskSpec(Model):
     )
     env: list[EnvVar] = Field(default_factory=list)
     service_account_name: str | None = Field(default=None, description="Service account of task pods.")
+    allow_trigger: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list, max_length=100,
+        description="Tasks whose runs this Task's pods may create (child runs, checked by the operator); none when empty.")
+    bind_run_role: bool = Field(
+        default=False, description="With serviceAccountName: bind the run's Role (its own TaskRun and checkpoints, "
+        "allowTrigger) to that account too. Off: its pods run as that account without it.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     machine: Machine | None = Field(default=None, description="Pod size; small-1x when unset.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels the task pods' node must have.")
