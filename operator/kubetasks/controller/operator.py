@@ -40,6 +40,9 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
+TASK_STATUS_BATCH_SECONDS = 1.0
+
+
 class Operator:
     def __init__(self, api: ModuleType | Any = kube, workers: int = 8) -> None:
         self.cache = Cache()
@@ -67,7 +70,9 @@ class Operator:
         if new is not None:
             self.run_queue.add((ns, name))
         if phase_of(old) != phase_of(new):
-            self.task_queue.add((ns, task))
+            # A Task's status sums up its runs: a burst of phase changes is written once per
+            # batch period (as the Job controller batches its pods' updates), not once each.
+            self.task_queue.add_after((ns, task), TASK_STATUS_BATCH_SECONDS)
         for run in after_run_change(old, new, self._concurrency(ns, task), lambda: self.cache.runs_of_task(ns, task)):
             self.run_queue.add((ns, run))
 

@@ -63,8 +63,11 @@ class WorkQueue(Generic[K]):
 
     def add_after(self, key: K, when: datetime | float) -> None:
         """Adds the key at ``when`` (a datetime, or seconds from now); the earliest wake-up wins."""
-        loop = asyncio.get_running_loop()
         delay = (when - datetime.now(timezone.utc)).total_seconds() if isinstance(when, datetime) else when
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop yet (informers fill the stores before the workers start)
+            delay = 0
         if delay <= 0:
             self.add(key)
             return
