@@ -25,8 +25,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.throughput import api_requests, bench_namespace, rss_mib  # noqa: E402
-from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, scrape  # noqa: E402
+from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
+from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, scrape  # noqa: E402
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
 from kubetasks import kube  # noqa: E402
@@ -112,9 +112,27 @@ def burst(n: int, threads: int, create: Any) -> dict[str, float]:
     return returned
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class ControlPlane:
+    """What a phase of the bench cost the control plane: kube-apiserver's requests from every
+    client, and the CPU seconds of each component. On this 2-core VM they share the cores with the
+    operator: the bound on how fast anything can go."""
+
+    def __init__(self) -> None:
+        self.requests, self.busy = apiserver_requests()
+        self.cpu = {c: cpu_seconds(component_pid(c)) for c in CONTROL_PLANE}
+
+    def report(self, what: str, n: int) -> dict[str, float]:
+        requests, busy = apiserver_requests()
+        delta = requests - self.requests
+        cpu = {c: cpu_seconds(component_pid(c)) - v for c, v in self.cpu.items()}
+        top = ", ".join(f"{k} {v / n:.2f}" for k, v in delta.most_common(8))
+        print(f"  control plane per {what}: {sum(delta.values()) / n:.1f} API requests ({top}); "
+              f"apiserver serving {1000 * (busy - self.busy) / n:.0f} ms; CPU ms "
+              + ", ".join(f"{c} {1000 * v / n:.0f}" for c, v in cpu.items()))
+        return {"requests": round(sum(delta.values()) / n, 1), "cpu_ms": round(1000 * sum(cpu.values()) / n)}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -130,6 +148,7 @@ def main(n: int, threads: int) -> None:
         # Plain Jobs.
         done = Watch(kube.JOBS, ns, lambda e: e["object"]["metadata"]["name"]
                      if condition(e["object"], "Complete") else None)
+        plane = ControlPlane()
         start = time.monotonic()
         burst(n, threads, lambda name: batch.create_namespaced_job(ns, {
             "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"job-{name}"},
@@ -139,6 +158,7 @@ def main(n: int, threads: int) -> None:
         done.wait(n, max(600, n))
         jobs_wall = max(done.seen.values(), default=start) - start
         print(f"{len(done.seen)}/{n} plain Jobs Complete after {jobs_wall:.1f}s")
+        jobs_plane = plane.report("Job", n)
 
         # TaskRuns.
         custom.create_namespaced_custom_object("kubetasks.io", "v1alpha1", ns, "tasks", {
@@ -152,6 +172,8 @@ def main(n: int, threads: int) -> None:
         job_added = Watch(kube.JOBS, ns, lambda e: (e["object"]["metadata"].get("labels") or {}).get(
             "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
 
+        run_added = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
+                          if e["type"] == "ADDED" else None, lists=False)
         succeeded = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
                           if (e["object"].get("status") or {}).get("phase") == "Succeeded" else None)
         peak = [0.0]
@@ -163,6 +185,7 @@ def main(n: int, threads: int) -> None:
                 time.sleep(0.2)
 
         threading.Thread(target=sample, daemon=True).start()
+        plane = ControlPlane()
         start = time.monotonic()
         created = burst(n, threads, lambda name: custom.create_namespaced_custom_object(
             "kubetasks.io", "v1alpha1", ns, "taskruns", {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun",
@@ -175,10 +198,20 @@ def main(n: int, threads: int) -> None:
         calls = api_requests(scrape(port)) - before
         cpu = cpu_seconds(op.proc.pid) - cpu_before
         print(f"{len(succeeded.seen)}/{n} TaskRuns Succeeded after {runs_wall:.1f}s")
-        print(f"ratio TaskRuns/Jobs: {runs_wall / jobs_wall:.2f}x  ({n} each, {threads} client threads)")
+        runs_plane = plane.report("TaskRun (operator included)", n)
+        print(f"ratio TaskRuns/Jobs: {runs_wall / jobs_wall:.2f}x  ({n} each, {threads} client threads); "
+              f"control-plane requests {runs_plane['requests'] / jobs_plane['requests']:.2f}x, "
+              f"CPU {runs_plane['cpu_ms'] / max(jobs_plane['cpu_ms'], 1):.2f}x")
         if latency:
             print(f"TaskRun created -> Job ADDED (ms): p50 {pct(latency, 50):.0f}, p90 {pct(latency, 90):.0f}, "
                   f"p99 {pct(latency, 99):.0f}, max {max(latency):.0f}  ({len(latency)} runs)")
+        reaction = [1000 * (job_added.seen[r] - run_added.seen[r]) for r in created
+                    if r in job_added.seen and r in run_added.seen]
+        if reaction:
+            # What the operator adds: from the TaskRun's watch event (what the operator sees too)
+            # to its Job's, a Job create and a watch delivery included.
+            print(f"TaskRun ADDED -> Job ADDED, both on a watch (ms): p50 {pct(reaction, 50):.0f}, "
+                  f"p90 {pct(reaction, 90):.0f}, p99 {pct(reaction, 99):.0f}")
         print(f"operator API requests per run: {sum(calls.values()) / n:.2f} "
               f"({', '.join(f'{k} {v / n:.2f}' for k, v in calls.most_common())})")
         print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; peak RSS {peak[0]:.0f} MiB")

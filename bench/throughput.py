@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -50,6 +51,34 @@ def reconcile_mean_ms(metrics: dict[str, list], kind: str) -> float:
                and s.name.endswith(("_sum", "_count"))}
     count = samples.get("kubetasks_reconcile_seconds_count", 0)
     return 1000 * samples.get("kubetasks_reconcile_seconds_sum", 0) / count if count else float("nan")
+
+
+def apiserver_requests() -> tuple[Counter, float]:
+    """Every client's requests served by kube-apiserver so far, by verb and resource (long-running
+    WATCHes left out), and the seconds spent serving them: the control plane's side of a bench."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = kubectl("get", "--raw", "/metrics")
+    counts: Counter = Counter()
+    busy = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            verb, resource = s.labels.get("verb", ""), s.labels.get("resource", "")
+            if not resource or verb in ("WATCH", "CONNECT"):
+                continue
+            sub = s.labels.get("subresource")
+            key = f"{verb} {resource}{'/' + sub if sub else ''}"
+            if s.name == "apiserver_request_total":
+                counts[key] += s.value
+            elif s.name == "apiserver_request_duration_seconds_sum":
+                busy += s.value
+    return counts, busy
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
