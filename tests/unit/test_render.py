@@ -2,7 +2,7 @@ import json
 
 from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
-from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity
+from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity
 
 
 def objects(task_spec=None, run_spec=None):
@@ -115,10 +115,61 @@ def test_a_plain_command_gets_no_identity_and_no_token_only_its_payload_file():
     assert pod["serviceAccountName"] == "builder" and "automountServiceAccountToken" not in pod
 
 
-def test_run_identity_grants_only_its_own_checkpoints():
+def test_run_identity_grants_only_its_own_checkpoints_and_its_own_run():
     t, r = objects()
     kinds = {o["kind"]: o for o in render_run_identity(r, t)}
     assert set(kinds) == {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"}
-    rule = kinds["Role"]["rules"][0]
-    assert rule["resourceNames"] == [kinds["ConfigMap"]["metadata"]["name"]] and "create" not in rule["verbs"]
+    configmaps, taskruns = kinds["Role"]["rules"]  # no create: this Task allows no triggering
+    assert configmaps == {"apiGroups": [""], "resources": ["configmaps"],
+                          "resourceNames": [kinds["ConfigMap"]["metadata"]["name"]], "verbs": ["get", "update", "patch"]}
+    assert taskruns == {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": ["resize-abc"],
+                        "verbs": ["get"]}
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in kinds.values())
+    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": kinds["ServiceAccount"]["metadata"]["name"],
+                                                 "namespace": "ns"}]
+    assert kinds["ServiceAccount"]["metadata"]["name"] == "resize-abc-u-1-run"
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "resize-abc-u-1-run"
+
+
+def rules_of(objects_):
+    return next(o for o in objects_ if o["kind"] == "Role")["rules"]
+
+
+def test_create_on_taskruns_only_when_the_task_allows_triggering():
+    t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumbnail"]})
+    creates = [rule for rule in rules_of(render_run_identity(r, t)) if "create" in rule["verbs"]]
+    assert creates == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]}]
+    assert not any(rule.get("resources") != ["taskruns"] and "create" in rule["verbs"]
+                   for rule in rules_of(render_run_identity(r, t)))
+    everything = [rule for rule in rules_of(render_run_identity(r, t)) if "resourceNames" not in rule]
+    assert everything == creates  # the only rule not limited to named objects: RBAC has none for create
+
+
+def test_a_named_service_account_gets_the_run_role_only_when_the_task_opts_in():
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "default", "allowTrigger": ["x"]})
+    assert [o["kind"] for o in render_run_identity(r, t)] == ["ConfigMap"]  # no Role, no binding
+    pod = render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "default"
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "worker", "bindRunRole": True})
+    kinds = {o["kind"]: o for o in render_run_identity(r, t)}
+    assert set(kinds) == {"ConfigMap", "Role", "RoleBinding"}  # the account is the user's: not created
+    assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "worker", "namespace": "ns"}]
+
+
+def test_a_parent_may_read_its_allowed_child_and_nothing_else():
+    parent_task, parent = objects({"entrypoint": "app:resize", "allowTrigger": ["thumb"]})
+    child = TaskRun.model_validate({"metadata": {"name": "thumb-x1", "namespace": "ns", "uid": "c-2"},
+                                    "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
+    role, binding = render_parent_access(child, parent, parent_task)
+    assert role["rules"] == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": ["thumb-x1"],
+                              "verbs": ["get"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "resize-abc-u-1-run", "namespace": "ns"}]
+    assert role["metadata"]["name"] == binding["metadata"]["name"] == "thumb-x1-c-2-parent"
+    assert {o["metadata"]["ownerReferences"][0]["uid"] for o in (role, binding)} == {"c-2"}  # the child's
+    # A parent whose pods run as the user's own account, not opted in, gets nothing granted.
+    named_task, _ = objects({"entrypoint": "app:resize", "serviceAccountName": "worker", "allowTrigger": ["thumb"]})
+    assert render_parent_access(child, parent, named_task) == []
+    long_child = TaskRun.model_validate({"metadata": {"name": "t" * 253, "namespace": "ns", "uid": "c-3"},
+                                         "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
+    assert all(len(o["metadata"]["name"]) <= 253 for o in render_parent_access(long_child, parent, parent_task))

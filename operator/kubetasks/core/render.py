@@ -10,8 +10,8 @@ from kubetasks.api.machines import resolve_machine
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
-    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name, job_name,
-    label_value, run_identity_name,
+    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name, fit_name,
+    job_name, label_value, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks import protocol
@@ -19,6 +19,7 @@ from kubetasks import protocol
 RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
 TASK_UID = 65532
 PAYLOAD_VOLUME = "kubetasks-payload"
+MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
 
 
 def owner_reference(run: TaskRun) -> dict[str, Any]:
@@ -136,24 +137,51 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
     }
 
 
+def run_account(run: TaskRun, task: Task) -> str | None:
+    """The ServiceAccount that holds the run's Role: its own (``<run>-<uid8>-run``) for an SDK task,
+    the Task's ``serviceAccountName`` only when the Task opts in (``bindRunRole``), else None: a
+    plain command needs no API, and an account the user named may be shared by other pods, which
+    must not gain the run's rights unasked."""
+    if not uses_sdk(task):
+        return None
+    if task.spec.service_account_name:
+        return task.spec.service_account_name if task.spec.bind_run_role else None
+    return run_identity_name(run.name, uid(run))
+
+
+def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
+    """What a run's pods may do: read their own TaskRun (a payload too large for its file), read and
+    write their own checkpoints, and create TaskRuns only when the Task allows triggering. RBAC
+    cannot limit ``create`` by taskRef: the operator refuses a child of a Task not in the parent's
+    ``allowTrigger`` (core.trigger_policy), and an admission policy in the chart makes a run's pods
+    name their own run as ``parentRun``."""
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
+         "verbs": ["get", "update", "patch"]},
+        {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [run.name], "verbs": ["get"]},
+    ]
+    if task.spec.allow_trigger:
+        rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]})
+    return rules
+
+
 def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
-    """The objects that give a run's pods the least access that works: their own checkpoint
-    ConfigMap (get/update/patch) and creating child TaskRuns. All owned by the TaskRun, so they
-    go when it goes. A Task with its own serviceAccountName gets the Role bound to that account."""
+    """The objects that give a run's pods the least access that works (see :func:`run_rules`), all
+    owned by the TaskRun, so they go when it goes. A Task with its own serviceAccountName gets the
+    Role bound to that account only with ``bindRunRole``; otherwise no Role at all."""
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
-    account = task.spec.service_account_name or name
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
                  "data": payload_data(run.spec.payload)}
     if not uses_sdk(task):  # a plain command: only its payload's file, if it has a payload
         return [configmap] if run.spec.payload is not None else []
+    account = run_account(run, task)
+    if account is None:  # the user's own account, not opted in: it keeps exactly the rights it has
+        return [configmap]
     objects: list[dict[str, Any]] = [
         configmap,
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
-             "verbs": ["get", "update", "patch"]},
-            {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create", "get"]},
-        ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta},
+         "rules": run_rules(run, task)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]},
@@ -161,3 +189,27 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     if not task.spec.service_account_name:
         objects.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}})
     return objects
+
+
+def parent_access_name(child: TaskRun) -> str:
+    return fit_name(child.name, f"-{uid(child)[:8]}-parent", MAX_SUBDOMAIN)
+
+
+def render_parent_access(child: TaskRun, parent: TaskRun, parent_task: Task) -> list[dict[str, Any]]:
+    """A Role and RoleBinding that let the parent run's pods ``get`` this one child run (to wait for
+    its result), owned by the child. Rendered once the operator has allowed the child
+    (core.trigger_policy); nothing when the parent's pods have no kubetasks account."""
+    account = run_account(parent, parent_task)
+    if account is None:
+        return []
+    name, ns = parent_access_name(child), child.namespace
+    meta = {"namespace": ns, "labels": run_labels(child, child.spec.task_ref),
+            "ownerReferences": [owner_reference(child)]}
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta},
+         "rules": [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [child.name],
+                    "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]},
+    ]
