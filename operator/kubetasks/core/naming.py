@@ -4,6 +4,7 @@ than duplicates, what it made before."""
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 
 LABEL_TASK = "kubetasks.io/task"
@@ -16,15 +17,31 @@ MANAGER = "kubetasks"
 ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
 
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
+MAX_SUBDOMAIN = 253  # most object names: ConfigMaps, ServiceAccounts, TaskRuns
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def fit_name(base: str, suffix: str, limit: int = MAX_NAME) -> str:
-    """``base + suffix``, shortened with a stable hash of base when too long."""
+    """``base + suffix``, shortened with a stable hash of base when too long. ``base`` is an object
+    name (a DNS-1123 subdomain), ``suffix`` starts with "-" and ends alphanumeric."""
     if len(base) + len(suffix) <= limit:
         return base + suffix
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    keep = limit - len(suffix) - len(digest) - 1
-    return f"{base[:keep].rstrip('-.')}-{digest}{suffix}"
+    keep = limit - len(suffix) - 9
+    return f"{base[:keep].rstrip('-.')}-{_digest(base)}{suffix}"
+
+
+def fit_label(base: str, suffix: str) -> str:
+    """``base + suffix`` as a DNS-1123 label (at most 63 characters, no dots): the name of an object
+    whose name becomes a label value and a host name, as a Job's does (its pods are labelled
+    ``job-name`` and named after it). A subdomain with dots, or too long, keeps a dotless prefix
+    and a stable hash of the whole base, so distinct bases stay distinct."""
+    if "." not in base and len(base) + len(suffix) <= MAX_NAME:
+        return base + suffix
+    keep = MAX_NAME - len(suffix) - 9
+    return f"{base[:keep].replace('.', '-').rstrip('-')}-{_digest(base)}{suffix}"
 
 
 def label_value(name: str) -> str:
@@ -36,23 +53,25 @@ def label_value(name: str) -> str:
 def job_name(run: str, attempt: int, uid: str | None = None) -> str:
     """``<run>-<attempt>``; qualified by the run's UID when another object holds that name (a Job
     left by a deleted run of the same name, say)."""
-    return fit_name(run, f"-{uid[:8]}-{attempt}" if uid else f"-{attempt}")
+    return fit_label(run, f"-{uid[:8]}-{attempt}" if uid else f"-{attempt}")
 
 
 def checkpoint_name(run: str, uid: str) -> str:
     """ConfigMap that holds a run's step checkpoints. Qualified by the run's UID: a run re-created
     under the same name never finds the old one's checkpoints, nor anyone's object squatting it."""
-    return fit_name(run, f"-{uid[:8]}-steps", 253)
+    return fit_name(run, f"-{uid[:8]}-steps", MAX_SUBDOMAIN)
 
 
 def run_identity_name(run: str, uid: str) -> str:
     """ServiceAccount, Role and RoleBinding that give a run's pods access to its checkpoints only."""
-    return fit_name(run, f"-{uid[:8]}-run", 253)
+    return fit_name(run, f"-{uid[:8]}-run", MAX_SUBDOMAIN)
 
 
-def scheduled_run_name(task: str, tick: datetime) -> str:
-    """One name per Task and tick, as the CronJob controller does (unix minutes)."""
-    return fit_name(task, f"-{int(tick.timestamp()) // 60}")
+def scheduled_run_name(task: str, tick: datetime, task_uid: str | None = None) -> str:
+    """One name per Task and tick, as the CronJob controller does (unix minutes). Qualified by the
+    Task's UID when someone else's run holds the plain name (controller.cron)."""
+    minutes = math.floor(tick.timestamp()) // 60  # floor: int() would put a second before 1970 in the next minute
+    return fit_name(task, f"-{task_uid[:8]}-{minutes}" if task_uid else f"-{minutes}")
 
 
 def idempotent_run_name(task: str, key: str) -> str:
