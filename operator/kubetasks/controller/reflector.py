@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300  # the server ends each watch after about this long (jittered, as client-go)
 PAGE_SIZE = 500
 MAX_BACKOFF = 30.0
+DECODE_DEPTH = 25_000  # frames: JSON nested as deep as the API server takes, with room to spare
+DECODE_STACK_BYTES = 32 * 2**20  # address space reserved, not memory used (10,000 levels take < 8 MiB)
 
 
 class Reflector:
@@ -53,8 +56,16 @@ class Reflector:
 
     def start(self) -> None:
         where = self.namespace or "all namespaces"
-        self._thread = threading.Thread(target=self._run, name=f"reflector-{self.resource.plural}-{where}", daemon=True)
-        self._thread.start()
+        # The API server accepts JSON nested 10,000 deep (a payload, say); the decoder recurses
+        # once per level. Too shallow a stack would make one such object stop the informer.
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), DECODE_DEPTH))
+        size = threading.stack_size(DECODE_STACK_BYTES)
+        try:
+            self._thread = threading.Thread(target=self._run, name=f"reflector-{self.resource.plural}-{where}",
+                                            daemon=True)
+            self._thread.start()
+        finally:
+            threading.stack_size(size)
 
     def stop(self) -> None:
         self._stop.set()
