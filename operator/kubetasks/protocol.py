@@ -91,7 +91,9 @@ class Report:
 
     @classmethod
     def decode(cls, text: str | None) -> Report | None:
-        """Parses a termination message; None when it is not one of ours (plain commands)."""
+        """Parses a termination message; None when it is not one of ours (plain commands). The task
+        writes it, so nothing in it is trusted: a field of the wrong type or an unknown outcome
+        reads as a failure with what could be understood, never as an error of the operator."""
         if not text:
             return None
         try:
@@ -100,16 +102,32 @@ class Report:
             return None
         if not isinstance(body, dict) or body.get("kubetasks") != 1:
             return None
-        error = body.get("error") or {}
-        wake = body.get("wakeAt")
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+        outcome = body.get("outcome")
         return cls(
-            outcome=str(body.get("outcome")),
+            outcome=outcome if outcome in OUTCOMES else "failed",
             result=body.get("result"),
-            error_type=error.get("type"),
-            error_message=error.get("message"),
-            traceback=error.get("traceback"),
-            wake_at=datetime.fromisoformat(wake) if wake else None,
+            error_type=_text(error.get("type"), 256),
+            error_message=_text(error.get("message"), TERMINATION_MESSAGE_LIMIT),
+            traceback=_text(error.get("traceback"), TERMINATION_MESSAGE_LIMIT),
+            wake_at=_time(body.get("wakeAt")),
         )
+
+
+OUTCOMES = ("succeeded", "failed", "sleeping")
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return None if value is None else str(value)[:limit]
+
+
+def _time(value: Any) -> datetime | None:
+    """An ISO time as an aware datetime (UTC when it names no zone); None when it is not one."""
+    try:
+        parsed = datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=timezone.utc) if parsed and parsed.tzinfo is None else parsed
 
 
 # -- step checkpoints -----------------------------------------------------------------------------
