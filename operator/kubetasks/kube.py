@@ -99,6 +99,14 @@ def is_status(e: Exception, *codes: int) -> bool:
     return isinstance(e, ApiException) and e.status in codes
 
 
+def is_transient(e: Exception) -> bool:
+    """An error that a later try may not meet: the API server busy (429, 5xx), timing out,
+    unreachable, or a conflict with another writer (409). Other 4xx say the request is wrong."""
+    if isinstance(e, ApiException):
+        return not e.status or e.status in (408, 409, 429) or e.status >= 500
+    return isinstance(e, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
+
+
 def create(obj: dict[str, Any]) -> bool:
     """Creates a namespaced object; False when it already exists."""
     ns, kind = obj["metadata"]["namespace"], obj["kind"]

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from kubetasks.api import Phase, Task, TaskRun
 from kubetasks.core.children import lost
 from kubetasks.core.observe import AttemptObservation
-from kubetasks.core.plan import World, plan_rejected, plan_run
+from kubetasks.core.plan import World, bounded, plan_failed, plan_run
 from kubetasks.protocol import Report
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -155,7 +155,7 @@ def test_invalid_payload_fails_at_once_with_the_reason():
 
 def test_a_rejected_job_fails_the_run_keeping_its_attempt():
     plan, r = advance(run(), task=task())
-    rejected = plan_rejected(r, plan.status, NOW, "the Job for attempt 1 was rejected: bad nodeSelector")
+    rejected = plan_failed(r, NOW, "InvalidSpec", "the Job for attempt 1 was rejected: bad nodeSelector", plan.status)
     s = rejected.status
     assert s.phase == Phase.FAILED and s.attempt == 1 and s.completion_time == NOW
     assert s.error.type == "InvalidSpec" and "nodeSelector" in s.error.message
@@ -264,3 +264,11 @@ def test_a_started_attempt_is_recorded_with_the_running_write_and_not_rewritten_
     assert [(a.attempt, a.job_name, a.start_time) for a in r.status.attempts] == [(1, "r1-1", NOW)]
     again, r2 = advance(r, task=task(), attempts={1: obs(1, "active")})
     assert r2.status.attempts == r.status.attempts  # no status write while it runs
+
+
+def test_messages_are_bounded_and_tracebacks_keep_their_end():
+    assert bounded("x" * 5000).endswith("...") and len(bounded("x" * 5000)) == 1024
+    tb = "Traceback\n" + "  frame\n" * 3000 + "ValueError: the cause"
+    assert bounded(tb, 8192, keep_end=True).endswith("ValueError: the cause") and len(bounded(tb, 8192, True)) == 8192
+    failed = plan_failed(run(), NOW, "ReconcileError", "OverflowError: " + "date value out of range " * 100)
+    assert failed.status.phase == Phase.FAILED and len(failed.status.conditions[0].message) <= 1024

@@ -262,3 +262,30 @@ def test_finished_runs_beyond_the_history_limit_are_deleted_oldest_first():
     asyncio.run(w.op.tasks.reconcile((NS, "t")))
     left = sorted(k[2] for k in w.api.objects if k[0] == "TaskRun")
     assert left == ["f1", "live", "r2", "r3"]
+
+
+def test_an_error_no_retry_can_mend_fails_the_run_with_its_reason():
+    w = World(task(), taskrun("r", delay="99999999h"))  # past year 9999: datetime overflows
+    assert w.reconcile("r") is None
+    status = w.status("r")
+    assert status["phase"] == "Failed" and w.api.created() == []
+    assert status["conditions"][0]["reason"] == "ReconcileError" and "OverflowError" in status["conditions"][0]["message"]
+    assert [(name, type_, reason) for name, type_, reason, _ in w.api.events] == [("r", "Warning", "ReconcileError")]
+
+
+def test_a_busy_or_unreachable_api_server_is_retried_not_blamed_on_the_run():
+    from kubernetes.client.exceptions import ApiException
+
+    w = World(task(), taskrun("r"))
+    real = w.api.create_or_get
+
+    def busy(obj: dict[str, Any]) -> Any:
+        raise ApiException(status=503, reason="Service Unavailable")
+
+    w.api.create_or_get = busy  # type: ignore[method-assign]
+    with pytest.raises(ApiException):
+        w.reconcile("r")
+    assert w.status("r") == {}
+    w.api.create_or_get = real  # type: ignore[method-assign]
+    w.reconcile("r")
+    assert w.api.created() == ["r-1"] and w.status("r")["phase"] == "Running"

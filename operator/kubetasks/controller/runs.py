@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from kubetasks import kube
 from kubetasks.api.task import Retention, Task
-from kubetasks.api.taskrun import Phase, TaskRun
+from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.queue import Requeue
@@ -32,7 +32,7 @@ from kubetasks.core.dedup import claim_holder, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.retention import expires_at
-from kubetasks.core.plan import Event, Plan, World, plan_rejected, plan_run
+from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
 
@@ -67,15 +67,36 @@ class RunReconciler:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
 
     async def reconcile(self, key: Key) -> datetime | float | None:
-        """Brings one run a step closer to what it should be; returns when to look again."""
+        """Brings one run a step closer to what it should be; returns when to look again. An error
+        that a retry cannot mend fails the run with its reason (a retry loop would hide it)."""
+        try:
+            return await self._reconcile_run(key)
+        except Exception as e:
+            if isinstance(e, Requeue) or kube.is_transient(e):
+                raise  # the queue retries with backoff: the API server is busy, away or racing us
+            await self._fail(key, e)
+            return None
+
+    async def _fail(self, key: Key, error: Exception) -> None:
+        body = self.cache.runs.get(key)
+        if body is None:
+            return
+        reason = "InvalidSpec" if isinstance(error, ValidationError) else "ReconcileError"
+        message = f"{type(error).__name__}: {error}"
+        log.warning("%s/%s: %s (the run fails)", key[0], key[1], message.splitlines()[0])
+        log.debug("%s/%s", key[0], key[1], exc_info=error)
+        try:
+            run = TaskRun.model_validate(body)
+        except ValidationError:  # status as it is cannot be read: start it afresh
+            spec = TaskRunSpec.model_construct(task_ref=str((body.get("spec") or {}).get("taskRef", "")))
+            run = TaskRun.model_construct(metadata=body["metadata"], spec=spec, status=TaskRunStatus())
+        await self._apply(key, run, uid_of(body) or "", None, plan_failed(run, datetime.now(timezone.utc), reason, message))
+
+    async def _reconcile_run(self, key: Key) -> datetime | float | None:
         body = self.cache.runs.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # deleted: the garbage collector removes its children
-        try:
-            run = TaskRun.model_validate(body)
-        except ValidationError as e:
-            await self._event(body, Event("Warning", "InvalidSpec", str(e).splitlines()[0]))
-            return None
+        run = TaskRun.model_validate(body)
         uid = str(run.metadata.get("uid", ""))
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
@@ -225,7 +246,7 @@ class RunReconciler:
                 raise
             # The API server refused the Job (a bad quantity, say): a permanent, explained failure.
             message = f"the Job for attempt {attempt} was rejected: {getattr(e, 'body', e)}"[:1024]
-            return plan_rejected(run, plan.status, datetime.now(timezone.utc), message)
+            return plan_failed(run, datetime.now(timezone.utc), "InvalidSpec", message, plan.status)
         return None
 
     async def _create_owned(self, obj: Body, uid: str, required: bool = True) -> bool:

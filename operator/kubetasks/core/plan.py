@@ -24,7 +24,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error
 
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
-__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_rejected"]
+__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed"]
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,23 @@ def plan_run(world: World) -> Plan:
     return _after_failure(plan, world, obs)
 
 
-def plan_rejected(run: TaskRun, status: TaskRunStatus, now: datetime, message: str) -> Plan:
-    """The API server refused what an attempt needs (its Job, say): a permanent, explained failure."""
-    plan = Plan(status=status.model_copy(deep=True))
-    plan.status.error = ErrorInfo(type="InvalidSpec", message=message)
-    return _finish(plan, World(now=now, run=run, task=None), Phase.FAILED, "InvalidSpec", message)
+def plan_failed(run: TaskRun, now: datetime, reason: str, message: str, status: TaskRunStatus | None = None) -> Plan:
+    """A permanent, explained failure of the run as it stands: the API server refused what an
+    attempt needs (InvalidSpec), or reconciling it raised an error no retry can mend."""
+    plan = Plan(status=(status or run.status).model_copy(deep=True))
+    plan.status.error = ErrorInfo(type=reason, message=bounded(message))
+    return _finish(plan, World(now=now, run=run, task=None), Phase.FAILED, reason, plan.status.error.message)
+
+
+MESSAGE_LIMIT = 1024  # characters of a condition or error message: status stays small, Events readable
+TRACEBACK_LIMIT = 8192
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT, keep_end: bool = False) -> str:
+    """Text cut to ``limit`` characters; ``keep_end`` for a traceback, whose end says the error."""
+    if len(text) <= limit:
+        return text
+    return "..." + text[-(limit - 3):] if keep_end else text[:limit - 3] + "..."
 
 
 def _before_first_attempt(plan: Plan, world: World) -> Plan:
@@ -204,8 +216,8 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
         detail += f" (exit code {obs.exit_code})"
     message = report.error_message if report and report.error_message else summary(obs)
     status.error = ErrorInfo(type=(report.error_type if report else None) or obs.reason or "Error",
-                             message=f"attempt {obs.attempt} failed: {detail}" + (f": {message}" if message else ""),
-                             traceback=report.traceback if report else None)
+                             message=bounded(f"attempt {obs.attempt} failed: {detail}" + (f": {message}" if message else "")),
+                             traceback=bounded(report.traceback, TRACEBACK_LIMIT, keep_end=True) if report and report.traceback else None)
     permanent = obs.exit_code in policy.permanent_exit_codes
     retryable = (obs.reason if obs.reason == "OOMKilled" else "Error") in policy.retry_on
     failed = failures(status)
@@ -250,6 +262,7 @@ def _finish(plan: Plan, world: World, phase: Phase, reason: str, message: str,
 def _set(plan: Plan, world: World, state: ConditionStatus, reason: str, message: str) -> Plan:
     status = plan.status
     old = get_condition(world.run.status.conditions, SUCCEEDED)
+    message = bounded(message)
     status.conditions = set_condition(
         status.conditions, condition(SUCCEEDED, state, reason, message, world.now, status.observed_generation))
     if old is None or old.reason != reason or old.status != state:
