@@ -1,17 +1,25 @@
 """@task definitions, their Task manifests, and the TaskRuns that triggering creates."""
 
+import copy
+import importlib
 from datetime import timedelta
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ValidationError
 
 from kubetasks.api.common import Machine
 from kubetasks.api.task import TaskSpec
 from kubetasks.api.taskrun import TaskRunSpec
 from kubetasks.core.naming import idempotent_run_name
-from kubetasks.runtime import RunFailed, TaskDefinition, get_task, task
+from kubetasks.runtime import PermanentError, RunFailed, TaskDefinition, get_task, task
+from kubetasks.runtime.errors import IdempotencyConflict
 from kubetasks.runtime.task import call_arguments, register, default_task_id, payload_model_of
-from kubetasks.runtime.trigger import finished_result, payload_of, task_id_of, taskrun_manifest
+from kubetasks.runtime.trigger import (
+    finished_result, payload_of, task_id_of, taskrun_manifest, trigger, trigger_digest,
+)
+
+trigger_module = importlib.import_module("kubetasks.runtime.trigger")  # the package exports a function of that name
 
 
 class Email(BaseModel):
@@ -111,6 +119,7 @@ def test_taskrun_manifest_with_every_option_is_a_valid_spec():
     body = taskrun_manifest("send-email", [1], namespace="jobs", delay=timedelta(minutes=5),
                             idempotency_key="order-7", tags=["a", "b"], machine="large-1x", parent_run="parent-x1")
     assert body["metadata"]["name"] == idempotent_run_name("send-email", "order-7")
+    assert body["metadata"]["annotations"] == {"kubetasks.io/idempotent-trigger": trigger_digest("send-email", "order-7", [1])}
     assert "generateName" not in body["metadata"]
     assert body["spec"] == {"taskRef": "send-email", "payload": [1], "delay": "300s", "idempotencyKey": "order-7",
                             "tags": ["a", "b"], "machine": {"preset": "large-1x"}, "parentRun": "parent-x1"}
@@ -143,3 +152,112 @@ def test_finished_results_and_failures():
     for phase in ("Cancelled", "TimedOut"):
         with pytest.raises(RunFailed, match=phase):
             finished_result("r", {"phase": phase})
+
+
+# Idempotency keys: a run that holds the key's name is returned only when it is this trigger's ----
+
+class FakeCustomApi:
+    """The calls trigger() makes, on an in-memory set of TaskRuns."""
+
+    def __init__(self, *runs: dict, readable: bool = True) -> None:
+        self.runs = {r["metadata"]["name"]: copy.deepcopy(r) for r in runs}
+        self.readable = readable
+        self.creates = 0
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.creates += 1
+        if body["metadata"]["name"] in self.runs:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.runs[body["metadata"]["name"]] = copy.deepcopy(body)
+        return copy.deepcopy(body)
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if not self.readable:
+            raise ApiException(status=403, reason="Forbidden")
+        if name not in self.runs:
+            raise ApiException(status=404, reason="NotFound")
+        return copy.deepcopy(self.runs[name])
+
+
+@pytest.fixture
+def fake_api(monkeypatch):
+    def install(*runs: dict, readable: bool = True) -> FakeCustomApi:
+        api = FakeCustomApi(*runs, readable=readable)
+        monkeypatch.setattr(trigger_module, "_custom", lambda: api)
+        monkeypatch.delenv("KUBETASKS_RUN", raising=False)
+        return api
+    return install
+
+
+ORDER = {"to": "a@b", "subject": "order 99"}
+
+
+def keyed(payload=ORDER, key="order-99", task_id="send-email"):
+    return taskrun_manifest(task_id, payload, namespace="jobs", idempotency_key=key)
+
+
+def test_a_keyed_run_carries_the_digest_of_task_key_and_payload():
+    body = keyed()
+    digest = body["metadata"]["annotations"]["kubetasks.io/idempotent-trigger"]
+    assert digest == trigger_digest("send-email", "order-99", ORDER) == trigger_digest("send-email", "order-99", dict(ORDER))
+    assert len({digest, trigger_digest("send-email", "order-98", ORDER), trigger_digest("other", "order-99", ORDER),
+                trigger_digest("send-email", "order-99", {**ORDER, "subject": "x"})}) == 4
+    assert trigger_digest("t", "k", {"n": 1.0}) == trigger_digest("t", "k", {"n": 1})  # as the API server returns it
+    assert "annotations" not in taskrun_manifest("send-email", ORDER, namespace="jobs")["metadata"]
+
+
+def test_triggering_a_key_again_returns_the_same_run(fake_api):
+    api = fake_api()
+    first = trigger(send_email, ORDER, idempotency_key="order-99", namespace="jobs")
+    again = trigger(send_email, dict(ORDER), idempotency_key="order-99", namespace="jobs")
+    assert first.name == again.name == idempotent_run_name("send-email", "order-99")
+    assert api.creates == 2 and list(api.runs) == [first.name]
+
+
+def test_a_run_squatting_the_keys_name_is_never_returned(fake_api):
+    name = idempotent_run_name("send-email", "order-99")
+    squatter = {"metadata": {"name": name, "namespace": "jobs"},
+                "spec": {"taskRef": "send-email", "payload": {"to": "attacker@evil"}, "idempotencyKey": "order-99"}}
+    fake_api(squatter)
+    with pytest.raises(IdempotencyConflict, match="has another payload") as conflict:
+        trigger(send_email, ORDER, idempotency_key="order-99", namespace="jobs")
+    assert conflict.value.run == name and "attacker" not in str(conflict.value)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda r: r["spec"].update(taskRef="privileged"), "runs task 'privileged'"),
+    (lambda r: r["spec"].pop("idempotencyKey"), "has another idempotency key, or none"),
+    (lambda r: r["metadata"].pop("annotations"), "was not made by trigger() with this key"),
+    (lambda r: r["metadata"]["annotations"].update({"kubetasks.io/idempotent-trigger": "0" * 64}),
+     "was not made by trigger() with this key"),
+])
+def test_every_difference_from_this_triggers_run_is_a_conflict(fake_api, change, reason):
+    existing = keyed()
+    change(existing)
+    fake_api(existing)
+    with pytest.raises(IdempotencyConflict) as conflict:
+        trigger(send_email, ORDER, idempotency_key="order-99", namespace="jobs")
+    assert reason in str(conflict.value)
+    assert isinstance(conflict.value, PermanentError)  # inside a task: the run fails, no retry loop
+
+
+def test_a_key_with_another_payload_than_its_first_trigger_is_a_conflict(fake_api):
+    fake_api()
+    trigger(send_email, ORDER, idempotency_key="order-99", namespace="jobs")
+    with pytest.raises(IdempotencyConflict, match="has another payload"):
+        trigger(send_email, {"to": "c@d"}, idempotency_key="order-99", namespace="jobs")
+
+
+def test_a_run_that_cannot_be_read_is_not_returned_unverified(fake_api):
+    fake_api(keyed(), readable=False)
+    with pytest.raises(IdempotencyConflict, match="cannot be verified"):
+        trigger(send_email, ORDER, idempotency_key="order-99", namespace="jobs")
+
+
+def test_a_conflict_without_a_key_is_an_api_error(fake_api):
+    api = fake_api()
+    api.runs["x"] = {}
+    body = taskrun_manifest("send-email", ORDER, namespace="jobs")
+    body["metadata"]["name"] = "x"
+    with pytest.raises(ApiException):
+        trigger_module._create(body, None)

@@ -15,6 +15,8 @@ LABEL_SCHEDULED = "kubetasks.io/scheduled"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "kubetasks"
 ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
+# sha256 of (task, idempotency key, payload), set by the SDK's trigger on the runs it names after a key.
+ANNOTATION_TRIGGER = "kubetasks.io/idempotent-trigger"
 
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
 MAX_SUBDOMAIN = 253  # most object names: ConfigMaps, ServiceAccounts, TaskRuns

@@ -49,6 +49,22 @@ class DuplicateStepKey(InvalidStepKey):
     (use e.g. ``f"send-{user_id}"`` in loops)."""
 
 
+class IdempotencyConflict(PermanentError):
+    """``trigger(..., idempotency_key=...)`` found the key's run name taken by a run that is not the
+    one this trigger would have made (another task or payload, or not made by ``trigger`` with this
+    key: someone squatting the name). The other run is not returned: it is not yours to wait on."""
+
+    def __init__(self, namespace: str, run: str, task: str, key: str, reason: str) -> None:
+        self.namespace = namespace
+        self.run = run
+        self.task = task
+        self.key = key
+        self.reason = reason
+        shown = key if len(key) <= 80 else key[:77] + "..."
+        super().__init__(f"idempotency key {shown!r} of task {task!r}: its TaskRun {namespace}/{run} exists "
+                         f"but {reason}")
+
+
 class RunFailed(Exception):
     """A triggered run ended without succeeding (Failed, Cancelled or TimedOut)."""
 

@@ -7,6 +7,8 @@ inside tasks either pass an ``idempotency_key`` or trigger from within a step.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -17,10 +19,10 @@ from pydantic import BaseModel
 
 from kubetasks import protocol
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
-from kubetasks.core.naming import LABEL_TASK, idempotent_run_name, label_value
+from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
-from kubetasks.runtime.errors import RunFailed
+from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
 from kubetasks.runtime.task import TaskDefinition, machine_of
 
 log = logging.getLogger("kubetasks.runtime")
@@ -57,10 +59,12 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
                      machine: Machine | dict[str, Any] | str | None = None,
                      parent_run: str | None = None) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
-    create with the same key is a 409 rather than a second run."""
+    create with the same key is a 409 rather than a second run, and an annotation holds the digest
+    of task, key and payload (see :func:`idempotent_mismatch`)."""
     metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_TASK: label_value(task_id)}}
     if idempotency_key:
         metadata["name"] = idempotent_run_name(task_id, idempotency_key)
+        metadata["annotations"] = {ANNOTATION_TRIGGER: trigger_digest(task_id, idempotency_key, payload)}
     else:
         metadata["generateName"] = f"{task_id}-"
     spec: dict[str, Any] = {"taskRef": task_id, "payload": payload}
@@ -76,6 +80,41 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
     if parent_run:
         spec["parentRun"] = parent_run
     return {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
+
+
+def _canonical(value: Any) -> Any:
+    """The payload as the API server gives it back: a float with an integral value is an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def trigger_digest(task_id: str, key: str, payload: Any) -> str:
+    """What the annotation of a keyed run says: the sha256 of its task, key and payload."""
+    text = json.dumps([task_id, key, _canonical(payload)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def idempotent_mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """Why ``existing``, the run that holds a keyed run's name, is not the run that ``wanted`` (a
+    :func:`taskrun_manifest` with a key) would have created; None when it is. Anyone who may create
+    TaskRuns can take a name the key decides: only a run of the same Task and key, with the same
+    payload, made by ``trigger`` (its annotation) may stand for this trigger. Never quotes a payload."""
+    spec, want = existing.get("spec") or {}, wanted["spec"]
+    if spec.get("taskRef") != want["taskRef"]:
+        return f"runs task {str(spec.get('taskRef'))[:253]!r}"
+    if spec.get("idempotencyKey") != want["idempotencyKey"]:
+        return "has another idempotency key, or none"
+    if _canonical(spec.get("payload")) != _canonical(want.get("payload")):
+        return "has another payload (an idempotency key stands for one payload)"
+    annotations = (existing.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANNOTATION_TRIGGER) != wanted["metadata"]["annotations"][ANNOTATION_TRIGGER]:
+        return f"was not made by trigger() with this key (no {ANNOTATION_TRIGGER} annotation of it)"
+    return None
 
 
 def finished_result(name: str, status: dict[str, Any]) -> tuple[bool, Any]:
@@ -173,11 +212,12 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     """Creates a TaskRun of ``task`` (a @task function or a task id) and returns its handle.
 
     ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``idempotency_key``: at most
-    one run per task and key; triggering again returns the existing run. ``machine``: a preset
-    name or Machine that overrides the Task's.
-    """
-    from kubernetes.client.exceptions import ApiException
+    one run per task and key; triggering again with the same payload returns the existing run.
+    ``machine``: a preset name or Machine that overrides the Task's.
 
+    Raises :class:`IdempotencyConflict` when the key's run name is held by a run that is not this
+    trigger's: another task or payload, or not made by ``trigger`` with this key.
+    """
     from kubetasks.runtime.kube import default_namespace
 
     task_id = task_id_of(task)
@@ -185,17 +225,42 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, delay=delay,
                             idempotency_key=idempotency_key, tags=tags, machine=machine,
                             parent_run=os.environ.get(protocol.ENV_RUN) or None)
-    definition = task if isinstance(task, TaskDefinition) else None
-    try:
-        created = _custom().create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-    except ApiException as e:
-        if e.status == 409 and idempotency_key:
-            log.info("TaskRun %s/%s exists for idempotency key %r", ns, body["metadata"]["name"], idempotency_key)
-            return RunHandle(body["metadata"]["name"], ns, definition)
-        raise
-    name = created["metadata"]["name"]
-    log.info("triggered TaskRun %s/%s", ns, name)
-    return RunHandle(name, ns, definition)
+    name = _create(body, idempotency_key)
+    return RunHandle(name, ns, task if isinstance(task, TaskDefinition) else None)
+
+
+def _create(body: dict[str, Any], key: str | None, tries: int = 3) -> str:
+    """Creates the run; with a key, a run already holding its name is returned only when it is this
+    trigger's (:func:`idempotent_mismatch`)."""
+    from kubernetes.client.exceptions import ApiException
+
+    api, ns = _custom(), body["metadata"]["namespace"]
+    for _ in range(tries):
+        try:
+            created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        except ApiException as e:
+            if e.status != 409 or not key:
+                raise
+        else:
+            log.info("triggered TaskRun %s/%s", ns, created["metadata"]["name"])
+            return str(created["metadata"]["name"])
+        name, task_id = body["metadata"]["name"], body["spec"]["taskRef"]
+        try:
+            existing = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                continue  # deleted since: create it again
+            if e.status == 403:
+                raise IdempotencyConflict(ns, name, task_id, key, "may not be read here, so it cannot be "
+                                          "verified as this trigger's run") from e
+            raise
+        reason = idempotent_mismatch(existing, body)
+        if reason:
+            raise IdempotencyConflict(ns, name, task_id, key, reason)
+        log.info("TaskRun %s/%s exists for idempotency key %r", ns, name, key)
+        return name
+    raise IdempotencyConflict(ns, body["metadata"]["name"], body["spec"]["taskRef"], key or "",
+                              f"was deleted and taken again {tries} times while being triggered")
 
 
 def trigger_and_wait(task: TaskRef, payload: Any = None, *, timeout: float | None = None, **options: Any) -> Any:
