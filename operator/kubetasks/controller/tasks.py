@@ -39,10 +39,11 @@ class TaskReconciler:
             await asyncio.to_thread(self.api.post_event, body, "Warning", "InvalidSpec", str(e)[:1024])
             return
         now = datetime.now(timezone.utc)
-        problem = task_problem(task)
+        # Off the event loop: checking a payloadSchema is bounded, but a large one takes a while.
+        problem = await asyncio.to_thread(task_problem, task)
         runs = self.cache.runs_of_task(*key)
         status = task_status(task, runs, now, problem)
-        if self.schedule and task.spec.schedule and not problem:
+        if self.schedule and task.spec.schedule and problem is None:
             status = await self.schedule(task, status, now)
         patch = status_patch(body.get("status") or {}, status.to_api())
         if patch:
@@ -50,8 +51,8 @@ class TaskReconciler:
             if updated:
                 self.cache.tasks.written(updated)
         before = get_condition(task.status.conditions, "Ready")
-        if problem and (before is None or before.message != problem):
-            await asyncio.to_thread(self.api.post_event, body, "Warning", "InvalidSpec", problem)
+        if problem and (before is None or before.message != problem.message):
+            await asyncio.to_thread(self.api.post_event, body, "Warning", problem.reason, problem.message)
         for name in beyond_history(runs, task.spec.retention):
             run = self.cache.runs.get((key[0], name))
             await asyncio.to_thread(self.api.delete, kube.TASKRUNS, key[0], name, (run or {}).get("metadata", {}).get("uid"))

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubetasks.api.machines import machine_label
 from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase
 from kubetasks.core.conditions import condition, set_condition
 from kubetasks.core.observe import parse_time
-from kubetasks.core.payload import payload_error
+from kubetasks.core.payload import payload_error, schema_error
 
 
-def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: str | None) -> TaskStatus:
+class Problem(NamedTuple):
+    """What is wrong with a Task: the Ready condition's reason and message."""
+
+    reason: str  # InvalidPayloadSchema, InvalidSpec
+    message: str
+
+
+def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: Problem | None) -> TaskStatus:
     status = task.status.model_copy(deep=True)
     phases = [(r.get("status") or {}).get("phase", "Pending") for r in runs]
     status.runs = len(runs)
@@ -30,22 +37,27 @@ def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: 
             durations.append((end - start).total_seconds())
     status.average_duration_seconds = round(sum(durations) / len(durations), 3) if durations else None
     status.observed_generation = task.metadata.get("generation")  # type: ignore[assignment]
-    ready = condition("Ready", "False" if problem else "True", "InvalidSpec" if problem else "Ready",
-                      problem or "the Task is valid", now, status.observed_generation)
+    ready = condition("Ready", "False" if problem else "True", problem.reason if problem else "Ready",
+                      problem.message if problem else "the Task is valid", now, status.observed_generation)
     status.conditions = set_condition(status.conditions, ready)
     return status
 
 
-def task_problem(task: Task) -> str | None:
-    """What is wrong with a Task that the CRD schema could not catch."""
+def task_problem(task: Task) -> Problem | None:
+    """What is wrong with a Task that the CRD schema could not catch. A payloadSchema that cannot
+    be used (a remote $ref, a pattern RE2 refuses, not a JSON Schema at all) is one: its runs fail
+    InvalidTask at once (see ``kubetasks.core.plan``)."""
+    error = schema_error(task.spec.payload_schema)
+    if error:
+        return Problem("InvalidPayloadSchema", error)
     if task.spec.schedule:
         from kubetasks.core.schedule import validate_schedule
 
         error = validate_schedule(task.spec.schedule, task.spec.timezone)
         if error:
-            return error
+            return Problem("InvalidSpec", error)
         if task.spec.payload_schema is not None:
             error = payload_error(task.spec.payload_schema, task.spec.payload)
             if error:
-                return f"spec.payload does not match spec.payloadSchema: {error}"
+                return Problem("InvalidSpec", f"spec.payload does not match spec.payloadSchema: {error}")
     return None
