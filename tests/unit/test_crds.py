@@ -54,3 +54,41 @@ def test_the_chart_ships_the_same_crds():
     chart = CRDS.parent / "charts" / "kubetasks" / "crds"
     for name in render_crds():
         assert (chart / name).read_text() == (CRDS / name).read_text(), "run `make crds`"
+
+
+def test_checked_in_admission_objects_match_and_ship_with_the_chart():
+    from kubetasks.api.crd import rendered_files
+
+    chart = CRDS.parent / "charts" / "kubetasks" / "crds"
+    for name, text in rendered_files().items():
+        assert (CRDS / name).read_text() == text, f"{name} drifted: run `make crds`"
+        assert (chart / name).read_text() == text, "run `make crds`"
+
+
+def _rules(node):
+    return [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+
+
+def test_admission_rules_name_their_limits():
+    crds = render_crds()
+    task = crds["kubetasks.io_tasks.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    run = crds["kubetasks.io_taskruns.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = task["properties"]
+    assert "duration('8760h')" in _rules(props["maxDuration"])[0] and "duration('0s')" in _rules(props["maxDuration"])[0]
+    assert "duration('168h')" in _rules(props["retry"]["properties"]["maxDelay"])[0]
+    assert "duration('8760h')" in _rules(run["properties"]["delay"])[0]
+    assert "quantity('0')" in _rules(props["machine"]["properties"]["cpu"])[0]
+    assert "KUBETASKS_" in _rules(props["env"]["items"])[0]
+    assert props["payloadSchema"] == {**props["payloadSchema"], "type": "object",
+                                      "x-kubernetes-preserve-unknown-fields": True}
+    assert run["properties"]["taskRef"]["maxLength"] == 253
+
+
+def test_the_payload_policy_keeps_absent_absent_and_present_equal():
+    from kubetasks.api.crd import render_admission
+
+    policy, binding = render_admission()["kubetasks.io_admission.yaml"]
+    expression = policy["spec"]["validations"][0]["expression"]
+    assert "has(object.spec.payload) == has(oldObject.spec.payload)" in expression
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["UPDATE"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
 from kubetasks.api.durations import DURATION_PATTERN
@@ -23,6 +24,29 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "5m",
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 # JSON values of any shape (payloads, results, schemas): preserved as-is by the CRD.
 JSON = Annotated[object, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+# Caps on durations, checked at admission (CEL duration(), which also refuses what overflows Go's
+# time.Duration, about 2562047h). Past them, a value is a typo, and arithmetic on it overflows.
+MAX_RUN_DURATION = "8760h"  # maxDuration and TaskRun delay: one year
+MAX_RETRY_DELAY = "168h"  # retry minDelay and maxDelay: one week
+
+
+def at_most(cap: str, positive: bool = False) -> JsonDict:
+    """The CEL rule of a Duration field: at most ``cap`` (and more than 0s when ``positive``)."""
+    rule = f"duration(self) <= duration('{cap}')"
+    message = f"must be at most {cap}"
+    if positive:
+        rule = f"duration(self) > duration('0s') && {rule}"
+        message = f"must be more than 0s and at most {cap}"
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+
+
+def more_than_zero(what: str) -> JsonDict:
+    """The CEL rule of a Quantity field: more than zero (a zero limit would mean no limit at all)."""
+    return {"x-kubernetes-validations": [{
+        "rule": "quantity(self).isGreaterThan(quantity('0'))",
+        "message": f"{what} must be more than 0 (requests and limits are set to it; 0 would leave the pod unbounded)",
+    }]}
 
 
 class Model(BaseModel):
@@ -42,8 +66,10 @@ class Machine(Model):
     preset: Literal["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"] | None = Field(
         default=None, description="Named size: micro (0.25 vCPU, 0.25 GiB) up to large-2x (8 vCPU, 16 GiB)."
     )
-    cpu: Quantity | None = Field(default=None, description="CPU request and limit, e.g. '500m' or '2'.")
-    memory: Quantity | None = Field(default=None, description="Memory request and limit, e.g. '512Mi' or '2Gi'.")
+    cpu: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("cpu"),
+                                 description="CPU request and limit, e.g. '500m' or '2'; more than 0.")
+    memory: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("memory"),
+                                    description="Memory request and limit, e.g. '512Mi' or '2Gi'; more than 0.")
 
 
 RETRY_ON_DEFAULT: tuple[Literal["Error", "OOMKilled"], ...] = ("Error", "OOMKilled")
@@ -55,8 +81,10 @@ class RetryPolicy(Model):
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts in all, the first included.")
     backoff: Literal["exponential", "linear", "fixed"] = "exponential"
     factor: float = Field(default=2.0, ge=1.0, le=10.0, description="Growth per attempt (exponential and linear).")
-    min_delay: Duration = Field(default="1s", description="Delay before the second attempt.")
-    max_delay: Duration = Field(default="10m", description="Upper bound of any delay.")
+    min_delay: Duration = Field(default="1s", json_schema_extra=at_most(MAX_RETRY_DELAY),
+                                description=f"Delay before the second attempt; at most {MAX_RETRY_DELAY}.")
+    max_delay: Duration = Field(default="10m", json_schema_extra=at_most(MAX_RETRY_DELAY),
+                                description=f"Upper bound of any delay; at most {MAX_RETRY_DELAY}.")
     jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="Random fraction added to or taken from each delay.")
     retry_on: list[Literal["Error", "OOMKilled"]] = Field(
         default_factory=lambda: list(RETRY_ON_DEFAULT),

@@ -42,7 +42,7 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 del rest["default"]
             return structural({**branches[0], **rest}, defs)
     if schema.get("x-kubernetes-preserve-unknown-fields"):
-        keep = {k: schema[k] for k in ("description",) if k in schema}
+        keep: dict[str, Any] = {k: schema[k] for k in ("description", "type") if k in schema}
         return {**keep, "x-kubernetes-preserve-unknown-fields": True}
     out: dict[str, Any] = {}
     for key, value in schema.items():
@@ -127,21 +127,81 @@ def render_crds() -> dict[str, dict[str, Any]]:
     }
 
 
+PAYLOAD_POLICY = f"taskrun-payload-immutable.{GROUP}"
+
+
+def render_admission() -> dict[str, list[dict[str, Any]]]:
+    """File name -> admission objects that ship with the CRDs (and are applied with them).
+
+    A TaskRun's payload is any JSON, so its schema node has no type, and CRD validation rules
+    (CEL) cannot see a field without one: the transition rule that keeps the payload as it was
+    at creation is a ValidatingAdmissionPolicy (GA since Kubernetes 1.30), which sees the whole
+    object. Absent stays absent and present stays equal; status writes (a subresource) are not
+    matched.
+    """
+    same = ("has(object.spec.payload) == has(oldObject.spec.payload) && "
+            "(!has(object.spec.payload) || object.spec.payload == oldObject.spec.payload)")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PAYLOAD_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["taskruns"]}]},
+            "validations": [{"expression": same, "reason": "Invalid",
+                             "message": "spec.payload is immutable: every attempt of a run runs with the payload it "
+                                        "was created with (create another TaskRun instead)"}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": PAYLOAD_POLICY},
+        "spec": {"policyName": PAYLOAD_POLICY, "validationActions": ["Deny"]},
+    }
+    return {"kubetasks.io_admission.yaml": [policy, binding]}
+
+
+HEADER = "# Generated from kubetasks.api by `kubetasks crds --write`. Do not edit.\n"
+
+
 def dump(crd: dict[str, Any]) -> str:
-    header = "# Generated from kubetasks.api by `kubetasks crds --write`. Do not edit.\n"
-    return header + yaml.safe_dump(crd, sort_keys=False, width=120)
+    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=120)
 
 
-def write_crds(directory: Path) -> list[Path]:
+def dump_all(objects: list[dict[str, Any]]) -> str:
+    return HEADER + yaml.safe_dump_all(objects, sort_keys=False, width=120)
+
+
+def rendered_files() -> dict[str, str]:
+    """File name -> text of every generated file in ``crds/``: the CRDs and the admission objects."""
+    files = {name: dump(crd) for name, crd in render_crds().items()}
+    files.update({name: dump_all(objects) for name, objects in render_admission().items()})
+    return files
+
+
+def _write(directory: Path, files: dict[str, str]) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, crd in render_crds().items():
+    for name, text in files.items():
         path = directory / name
-        path.write_text(dump(crd))
+        path.write_text(text)
         written.append(path)
     return written
 
 
+def write_crds(directory: Path) -> list[Path]:
+    """Writes the CRDs (``kubetasks crds --write``)."""
+    return _write(directory, {name: dump(crd) for name, crd in render_crds().items()})
+
+
+def write_admission(directory: Path) -> list[Path]:
+    """Writes the admission objects that ship beside the CRDs (``python -m kubetasks.api.crd``)."""
+    return _write(directory, {name: dump_all(objects) for name, objects in render_admission().items()})
+
+
 if __name__ == "__main__":
-    for path in write_crds(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
-        print(path)
+    for target in sys.argv[1:] or ["crds"]:
+        for path in [*write_crds(Path(target)), *write_admission(Path(target))]:
+            print(path)

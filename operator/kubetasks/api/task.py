@@ -7,15 +7,29 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kubetasks.api.common import DNS1123_LABEL, JSON, Condition, Duration, Machine, Model, RetryPolicy
+from kubetasks.api.common import (
+    DNS1123_LABEL, JSON, MAX_RUN_DURATION, Condition, Duration, Machine, Model, RetryPolicy, at_most,
+)
+
+RESERVED_ENV_PREFIX = "KUBETASKS_"  # the runtime's own variables (kubetasks.protocol.ENV_*)
 
 
 class EnvVar(Model):
     """A container environment variable (corev1.EnvVar); ``valueFrom`` is passed through as-is."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description=f"Names starting with {RESERVED_ENV_PREFIX} are reserved for the "
+                                                 "kubetasks runtime and refused.")
     value: str | None = None
     value_from: JSON | None = None
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": f"!self.name.startsWith('{RESERVED_ENV_PREFIX}')",
+                 "message": f"env names starting with {RESERVED_ENV_PREFIX} are reserved for the kubetasks runtime"},
+            ]
+        }
+    }
 
 
 class Toleration(Model):
@@ -62,12 +76,20 @@ class TaskSpec(Model):
     machine: Machine | None = Field(default=None, description="Pod size; small-1x when unset.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels the task pods' node must have.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the task pods tolerate.")
-    max_duration: Duration | None = Field(default=None, description="An attempt running longer is killed: TimedOut.")
+    max_duration: Duration | None = Field(
+        default=None, json_schema_extra=at_most(MAX_RUN_DURATION, positive=True),
+        description=f"An attempt running longer is killed: TimedOut. More than 0s, at most {MAX_RUN_DURATION}.")
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
     )
     concurrency: int | None = Field(default=None, ge=1, description="Most runs of this Task running at once.")
-    payload_schema: JSON | None = Field(default=None, description="JSON Schema that payloads must match.")
+    payload_schema: JSON | None = Field(
+        default=None, json_schema_extra={"type": "object"},
+        description="JSON Schema (an object: for the boolean schemas use {} or {\"not\": {}}) that payloads must "
+                    "match. Local only: a $ref must point within the schema (#...), nothing is fetched. pattern and "
+                    "patternProperties are RE2 expressions (linear time: no backreferences or lookaround). Nested "
+                    "at most 64 levels deep. A schema that breaks these rules makes the Task Ready=False "
+                    "(InvalidPayloadSchema) and its runs fail InvalidTask.")
     retention: Retention = Field(default_factory=Retention, description="How long finished runs are kept.")
 
     # Cron

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from kubetasks.api.common import JSON, Condition, Duration, Machine, Model, RetryPolicy
+from kubetasks.api.common import JSON, MAX_RUN_DURATION, Condition, Duration, Machine, Model, RetryPolicy, at_most
 
 
 class Phase(StrEnum):
@@ -29,9 +29,17 @@ class Phase(StrEnum):
 
 
 class TaskRunSpec(Model):
-    task_ref: str = Field(min_length=1, max_length=63, description="Name of the Task in the same namespace.")
-    payload: JSON | None = Field(default=None, description="Input of the task: any JSON.")
-    delay: Duration | None = Field(default=None, description="Start no sooner than this long after creation.")
+    task_ref: str = Field(min_length=1, max_length=253,
+                          description="Name of the Task in the same namespace (up to 253 characters). Immutable.")
+    payload: JSON | None = Field(
+        default=None,
+        description="Input of the task: any JSON, nested at most 64 levels deep (deeper fails InvalidPayload). "
+                    "Immutable once the run exists, set or not (the ValidatingAdmissionPolicy "
+                    "taskrun-payload-immutable.kubetasks.io, shipped with the CRDs): every attempt runs with the "
+                    "same payload.")
+    delay: Duration | None = Field(
+        default=None, json_schema_extra=at_most(MAX_RUN_DURATION),
+        description=f"Start no sooner than this long after creation; at most {MAX_RUN_DURATION}.")
     not_before: datetime | None = Field(default=None, description="Start no sooner than this time.")
     idempotency_key: str | None = Field(
         default=None, max_length=256,
