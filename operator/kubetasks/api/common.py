@@ -98,6 +98,17 @@ class RetryPolicy(Model):
         default=None, description="Machine for attempts that follow an OOMKilled attempt."
     )
 
+    # On the policy itself, so a TaskRun's retry override is checked as the Task's is.
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.minDelay) || !has(self.maxDelay) || "
+                         "duration(self.minDelay) <= duration(self.maxDelay)",
+                 "message": "retry.minDelay must not exceed retry.maxDelay"},
+            ]
+        }
+    }
+
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

@@ -107,8 +107,6 @@ class TaskSpec(Model):
             "x-kubernetes-validations": [
                 {"rule": "!(has(self.command) && has(self.entrypoint))",
                  "message": "set command or entrypoint, not both"},
-                {"rule": "!has(self.retry) || !has(self.retry.minDelay) || !has(self.retry.maxDelay) || duration(self.retry.minDelay) <= duration(self.retry.maxDelay)",
-                 "message": "retry.minDelay must not exceed retry.maxDelay"},
             ]
         }
     }
