@@ -35,6 +35,19 @@ def render_claim(run: TaskRun) -> dict[str, Any]:
 
 
 def claim_holder(claim: dict[str, Any]) -> tuple[str, str]:
-    """(name, uid) of the run that holds a claim."""
+    """(name, uid) of the run that holds a claim; ("", "") when the claim is no claim a run made:
+    anyone who may create ConfigMaps can take the name, so its data counts only when the run it
+    names is also the claim's controller, as :func:`render_claim` makes it."""
     data = claim.get("data") or {}
-    return str(data.get("run", "")), str(data.get("uid", ""))
+    name, uid = str(data.get("run", "")), str(data.get("uid", ""))
+    owners = [ref for ref in (claim.get("metadata") or {}).get("ownerReferences") or [] if ref.get("controller")]
+    if not uid or not owners or (owners[0].get("kind"), owners[0].get("name"), owners[0].get("uid")) != ("TaskRun", name, uid):
+        return "", ""
+    return name, uid
+
+
+def holds_key(holder: dict[str, Any], run: TaskRun) -> bool:
+    """Whether ``holder``, the run a claim names, is a run of ``run``'s Task with its key: a claim
+    that names any other run (one made to look like a claim) decides nothing for this key."""
+    spec = holder.get("spec") or {}
+    return spec.get("taskRef") == run.spec.task_ref and spec.get("idempotencyKey") == run.spec.idempotency_key
