@@ -3,7 +3,7 @@
 import copy
 
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.core.dedup import claim_holder, holds_key, render_claim
+from kubetasks.core.dedup import claim_holder, claim_name, holds_key, render_claim
 
 
 def run(name="r", uid="u-1", task="t", key="order-42") -> TaskRun:
@@ -34,3 +34,17 @@ def test_a_holder_holds_the_key_only_when_it_runs_the_same_task_with_it():
     assert not holds_key({"spec": {"taskRef": "other", "idempotencyKey": "order-42"}}, mine)
     assert not holds_key({"spec": {"taskRef": "t", "idempotencyKey": "order-43"}}, mine)
     assert not holds_key({"spec": {"taskRef": "t"}}, mine)
+
+
+def test_a_forged_claim_does_not_make_a_run_a_duplicate():
+    from tests.unit.test_reconcile_runs import NS, World, task, taskrun
+
+    victim = taskrun("r", idempotencyKey="order-42")
+    forged = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": claim_name("t", "order-42"), "namespace": NS},
+              "data": {"run": "other", "uid": "u-other"}}
+    other = taskrun("other", "t")  # a live run the forged claim names, of the same Task but no key
+    other["metadata"]["uid"] = "u-other"
+    w = World(task(), other, forged, victim)
+    w.settle("r")
+    assert w.status("r").get("phase") != "Duplicate" and w.api.created() == ["r-1"]
