@@ -3,6 +3,10 @@
 Works from anywhere with Kubernetes access (a web app, a script, another task). Inside a running
 task the new run records its parent (``spec.parentRun``). A retried attempt triggers again, so
 inside tasks either pass an ``idempotency_key`` or trigger from within a step.
+
+A key's run that exists already is returned only after reading it (:func:`idempotent_mismatch`).
+A task pod whose Role may not ``get`` other runs cannot read it, so triggering a key a second time
+from a task pod raises :class:`IdempotencyConflict` rather than trusting whoever holds the name.
 """
 
 from __future__ import annotations
