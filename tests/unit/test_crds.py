@@ -82,6 +82,9 @@ def test_admission_rules_name_their_limits():
     assert props["payloadSchema"] == {**props["payloadSchema"], "type": "object",
                                       "x-kubernetes-preserve-unknown-fields": True}
     assert run["properties"]["taskRef"]["maxLength"] == 253
+    # The retry policy checks itself, so a TaskRun's override is checked as the Task's is.
+    for retry in (props["retry"], run["properties"]["retry"]):
+        assert any("duration(self.minDelay) <= duration(self.maxDelay)" in r for r in _rules(retry))
 
 
 def test_the_payload_policy_keeps_absent_absent_and_present_equal():
