@@ -1,5 +1,6 @@
-"""The Helm chart on the real cluster: install namespace-scoped with two replicas, run TaskRuns,
-fail the leader over, uninstall."""
+"""The Helm chart on the real cluster: install namespace-scoped with two replicas under the
+`restricted` Pod Security Standard, run TaskRuns, fail the leader over, uninstall; and the
+least-privilege RBAC, NetworkPolicy and admission policy it renders."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.cluster
 HELM = str(CACHE / "bin" / f"helm-{VERSIONS['HELM_VERSION']}" / "helm")
 CHART = str(REPO / "charts" / "kubetasks")
 IMAGE = VERSIONS["PYTHON_IMAGE"]
+RESTRICTED = "restricted"
 
 
 def helm(*args: str, check: bool = True, timeout: float = 300) -> str:
@@ -44,6 +46,10 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
     installed = False
     try:
         kubectl("create", "namespace", system)
+        # The operator's pods and the task pods are admitted under the restricted Pod Security Standard.
+        for ns in (system, namespace):
+            kubectl("label", "namespace", ns, f"pod-security.kubernetes.io/enforce={RESTRICTED}",
+                    "pod-security.kubernetes.io/enforce-version=latest", "--overwrite")
         helm("install", release, CHART, "-n", system, "--set", f"watchNamespaces={{{namespace}}}",
              "--set", "replicaCount=2", "--wait", "--timeout", "4m")
         installed = True
@@ -60,6 +66,8 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         # Namespace-scoped: a Role in the watched namespace, no cluster-wide operator rules.
         kubectl("get", "role", f"{release}-kubetasks", "-n", namespace)
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
+        kubectl("get", "networkpolicy", f"{release}-kubetasks", "-n", system)
+        kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-triggers")
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
@@ -89,6 +97,8 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         assert not kubectl("get", "deployments,roles", "-n", system, "-l", f"app.kubernetes.io/instance={release}",
                            "-o", "name")
         assert not kubectl("get", "role", f"{release}-kubetasks", "-n", namespace, "--ignore-not-found", "-o", "name")
+        assert not kubectl("get", "validatingadmissionpolicy", f"{release}-kubetasks-run-triggers",
+                           "--ignore-not-found", "-o", "name")
     finally:
         if installed:
             helm("uninstall", release, "-n", system, "--wait", check=False)
@@ -96,17 +106,20 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         operator.start()
 
 
+def render(*sets: str) -> list[dict]:
+    args = [a for s in sets for a in ("--set", s)]
+    return [d for d in yaml.safe_load_all(helm("template", "r", CHART, "-n", "sys", *args)) if d]
+
+
+def kinds(*sets: str) -> list[tuple[str, str | None]]:
+    return sorted((d["kind"], d["metadata"].get("namespace")) for d in render(*sets))
+
+
 def test_chart_lints_renders_both_modes_and_carries_the_crds():
     for crd in (REPO / "crds").glob("*.yaml"):
         assert (REPO / "charts/kubetasks/crds" / crd.name).read_text() == crd.read_text(), \
             f"charts/kubetasks/crds/{crd.name} drifted: copy crds/ again"
     assert "0 chart(s) failed" in helm("lint", "--strict", CHART)
-
-
-    def kinds(*sets: str) -> list[tuple[str, str | None]]:
-        args = [a for s in sets for a in ("--set", s)]
-        docs = [d for d in yaml.safe_load_all(helm("template", "r", CHART, "-n", "sys", *args)) if d]
-        return sorted((d["kind"], d["metadata"].get("namespace")) for d in docs)
 
     wide = kinds()
     assert ("ClusterRoleBinding", None) in wide
@@ -119,3 +132,64 @@ def test_chart_lints_renders_both_modes_and_carries_the_crds():
     done = subprocess.run([HELM, "template", "r", CHART, "--set", "replicaCount=2", "--set",
                            "leaderElection.enabled=false"], capture_output=True, text=True)
     assert done.returncode and "replicaCount" in done.stderr
+
+
+def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
+    from kubetasks.api import Task, TaskRun
+    from kubetasks.core.render import render_parent_access, render_run_identity
+
+    for mode in ((), ("watchNamespaces={a}",)):
+        docs = render(*mode)
+        roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
+            ("-leader-election", "-discovery"))]
+        assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
+        rules = roles[0]["rules"]
+        granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+        assert not any("*" in (g, r, v) for g, r, v in granted)
+        assert not {v for _, _, v in granted} & {"escalate", "bind", "impersonate"}
+        assert not {r for _, r, _ in granted} & {"secrets", "pods/exec", "pods/attach", "clusterroles",
+                                                 "clusterrolebindings", "nodes"}
+        assert {v for g, r, v in granted if r == "tasks"} == {"get", "list", "watch"}  # Tasks are the users'
+        discovery = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-discovery"))
+        assert {v for rule in discovery["rules"] for v in rule["verbs"]} <= {"get", "list", "watch"}
+
+        # RBAC lets the operator grant only what it holds (no escalate/bind): everything it puts in a
+        # run's Role, and in a parent's access to its child, must be in its own rules.
+        task = Task.model_validate({"metadata": {"name": "t"}, "spec": {"image": "i:1", "entrypoint": "m:f",
+                                                                        "allowTrigger": ["c"]}})
+        run = TaskRun.model_validate({"metadata": {"name": "r", "namespace": "a", "uid": "0123abcd-x"},
+                                      "spec": {"taskRef": "t"}})
+        child = TaskRun.model_validate({"metadata": {"name": "c1", "namespace": "a", "uid": "4567abcd-y"},
+                                        "spec": {"taskRef": "c", "parentRun": "r"}})
+        given = [o for o in render_run_identity(run, task) + render_parent_access(child, run, task) if o["kind"] == "Role"]
+        for rule in (rule for role in given for rule in role["rules"]):
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for v in rule["verbs"]:
+                        assert (g, r, v) in granted, f"the operator grants {v} {r} but does not hold it"
+
+
+def test_metrics_are_reachable_only_from_allowed_peers():
+    policy = next(d for d in render() if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    custom = next(d for d in render("metrics.allowFrom[0].podSelector.matchLabels.app=prometheus")
+                  if d["kind"] == "NetworkPolicy")
+    assert custom["spec"]["ingress"][0]["from"][0]["podSelector"] == {"matchLabels": {"app": "prometheus"}}
+    # No peers, or no metrics: a rule without `from` would admit everyone, so there is no rule at all.
+    for sets in (("metrics.allowFrom=null",), ("metrics.enabled=false",)):
+        policy = next(d for d in render(*sets) if d["kind"] == "NetworkPolicy")
+        assert policy["spec"]["ingress"] == [], sets
+    assert not any(d["kind"] == "NetworkPolicy" for d in render("networkPolicy.enabled=false"))
+
+
+def test_the_admission_policy_ships_by_default():
+    docs = render()
+    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert not any(d["kind"].startswith("ValidatingAdmission") for d in render("admissionPolicy.enabled=false"))

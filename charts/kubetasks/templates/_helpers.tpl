@@ -52,14 +52,20 @@ app.kubernetes.io/part-of: kubetasks
 {{- end }}
 
 {{/*
-Namespaced rules of the operator (least privilege). It also holds everything it grants to a
-run's Role (configmaps get/update/patch, taskruns create/get): RBAC forbids granting more than
-one holds.
+Namespaced rules of the operator: what it does, and no more. It holds everything it grants in a
+run's Role (configmaps get/update/patch, taskruns get/create), because RBAC lets it create a Role
+or a RoleBinding only for rights it holds itself; so it needs neither `escalate` nor `bind` (with
+those it could grant any right, cluster-admin's included, through a RoleBinding). No Secrets, no
+pods/exec, no wildcards. Tasks are read only (their status aside).
 */}}
 {{- define "kubetasks.rules" -}}
 - apiGroups: ["kubetasks.io"]
-  resources: ["tasks", "taskruns"]
-  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+  resources: ["tasks"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kubetasks.io"]
+  resources: ["taskruns"]
+  # create: cron ticks; patch: labels and cancelling a replaced cron run; delete: retention
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["kubetasks.io"]
   resources: ["tasks/status", "taskruns/status"]
   verbs: ["patch"]
@@ -73,7 +79,8 @@ one holds.
   verbs: ["get", "list", "deletecollection"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  # delete: an idempotency key's claim left by a deleted run, before the garbage collector
+  # update/patch: granted to each run on its own checkpoints only (resourceNames); delete: an
+  # idempotency key's claim left by a deleted run, before the garbage collector
   verbs: ["create", "get", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
