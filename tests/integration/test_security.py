@@ -217,13 +217,22 @@ def test_a_task_creates_runs_only_as_its_own_child_and_only_when_its_task_allows
 
 @pytest.mark.xfail(strict=True, reason="the operator does not yet call core.trigger_policy before a child's "
                                        "first attempt (controller/runs.py wiring pending)")
-def test_the_operator_refuses_a_child_run_of_a_task_not_in_allow_trigger(attack, secured):
+def test_the_operator_refuses_a_child_run_of_a_task_not_in_allow_trigger_and_lets_the_parent_read_an_allowed_one(attack, secured):
     status = finished(secured, "hostile-1-priv")
     assert status["phase"] == "Failed" and not status.get("attempts"), status
     condition = next(c for c in status["conditions"] if c["type"] == "Succeeded")
     assert condition["reason"] == "TriggerNotAllowed" and "'privileged'" in condition["message"], condition
     jobs = kubectl("get", "jobs", "-n", secured, "-l", "kubetasks.io/run=hostile-1-priv", "-o", "name")
     assert not jobs.strip()
+    # The allowed child ran, and its parent's pods may read it (to wait for it): that one run only.
+    parent = get("taskrun", "hostile-1", secured)
+    from kubetasks.core.naming import run_identity_name
+
+    account = f"--as=system:serviceaccount:{secured}:{run_identity_name('hostile-1', parent['metadata']['uid'])}"
+    for resource, answer in (("taskruns/hostile-1-helper", "yes"), ("taskruns/hostile-1-priv", "no"),
+                             ("taskruns/victim-1", "no")):
+        done = kubectl_run("auth", "can-i", "get", resource, "-n", secured, account)
+        assert done.stdout.strip() == answer, (resource, done.stdout, done.stderr)
 
 
 def test_the_run_role_is_not_bound_to_an_account_the_user_named(secured, operator):
