@@ -162,6 +162,9 @@ def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float 
     return wait_until(f"{name} finished", finished, timeout=timeout)
 
 
+START_DEADLINE_SECONDS = 30  # the session operator's: a pod that cannot start fails its attempt this soon
+
+
 class OperatorProcess:
     """The operator as a separate process (``python -m kubetasks.controller``), so a test can
     kill it at any moment and start it again, as a crash and a pod restart would."""
@@ -209,7 +212,8 @@ def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     if installed:
         pytest.fail(f"an installed kubetasks operator would act on the tests' objects too: {', '.join(installed)}; "
                     "remove it first (e.g. helm uninstall kubetasks -n kubetasks-system)")
-    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port())
+    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port(),
+                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)})
     proc.start()
     yield proc
     proc.stop()

@@ -30,6 +30,7 @@ class FakeApi:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.events: list[tuple[str, str, str, str]] = []  # (object name, type, reason, message)
         self.made: list[tuple[str, str]] = []  # (kind, name) of every object the reconcilers created
+        self.pods: dict[str, list[Body]] = {}  # by Job name: what the kubelet reports
         self._rv = itertools.count(100)
 
     # What the reconcilers call ---------------------------------------------------------------
@@ -80,7 +81,7 @@ class FakeApi:
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
         self.calls.append(("list_pods", (label_selector,)))
-        return []
+        return copy.deepcopy(self.pods.get(label_selector.removeprefix("job-name="), []))
 
     def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
         self.calls.append(("get_configmap", (name,)))

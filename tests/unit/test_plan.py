@@ -272,3 +272,17 @@ def test_messages_are_bounded_and_tracebacks_keep_their_end():
     assert bounded(tb, 8192, keep_end=True).endswith("ValueError: the cause") and len(bounded(tb, 8192, True)) == 8192
     failed = plan_failed(run(), NOW, "ReconcileError", "OverflowError: " + "date value out of range " * 100)
     assert failed.status.phase == Phase.FAILED and len(failed.status.conditions[0].message) <= 1024
+
+
+def test_an_attempt_the_status_shows_waiting_to_start_is_not_timed_out_by_its_deadline():
+    from kubetasks.core.observe import StartProblem
+
+    r = run()
+    plan, r = advance(r, task=task(retry={"maxAttempts": 1}))
+    waiting = StartProblem("ErrImageNeverPull", 'image "x" is not present')
+    plan, r = advance(r, task=task(retry={"maxAttempts": 1}), attempts={1: obs(1, "active")}, start_problem=waiting)
+    assert r.status.phase == Phase.RUNNING and r.status.conditions[0].reason == "ErrImageNeverPull"
+    plan, r = advance(r, task=task(retry={"maxAttempts": 1}), attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
+    assert r.status.phase == Phase.FAILED and r.status.attempts[0].reason == "ErrImageNeverPull"
+    plan, ran = advance(run(), task=task(), attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
+    assert ran.status.phase == Phase.TIMED_OUT

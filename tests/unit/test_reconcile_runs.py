@@ -5,12 +5,14 @@ runs racing for one key or one slot, and a restart with nothing in memory."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 from kubetasks.controller.operator import Operator
 from kubetasks.controller.queue import Requeue
+from kubetasks.controller.runs import START_CHECK
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER
 from tests.unit.fakeapi import FakeApi
 
@@ -289,3 +291,48 @@ def test_a_busy_or_unreachable_api_server_is_retried_not_blamed_on_the_run():
     w.api.create_or_get = real  # type: ignore[method-assign]
     w.reconcile("r")
     assert w.api.created() == ["r-1"] and w.status("r")["phase"] == "Running"
+
+
+def waiting_pod(reason: str, message: str = "") -> dict[str, Any]:
+    return {"status": {"phase": "Pending", "containerStatuses": [
+        {"name": "task", "state": {"waiting": {"reason": reason, "message": message}}}]}}
+
+
+def age_job(w: World, name: str, seconds: float) -> None:
+    from datetime import timedelta
+
+    created = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
+    w.api.update("Job", NS, name, metadata={"creationTimestamp": created})
+    w.api.deliver(w.op.cache)
+
+
+def test_a_pod_that_cannot_start_is_said_in_status_then_fails_its_attempt_at_the_deadline():
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "1s"}), taskrun("r"))
+    w.op.runs.start_deadline = 60
+    w.reconcile("r")  # starts attempt 1
+    again = w.reconcile("r")  # its Job seen, not ready: its pods are read START_CHECK seconds after its creation
+    assert not any(fn == "list_pods" for fn, _ in w.api.calls) and w.status("r")["phase"] == "Running"
+    assert isinstance(again, datetime) and 0 < (again - datetime.now(timezone.utc)).total_seconds() <= START_CHECK
+    w.api.pods["r-1"] = [waiting_pod("ImagePullBackOff", 'Back-off pulling image "nope:1"')]
+    age_job(w, "r-1", 20)
+    w.reconcile("r")
+    status = w.status("r")
+    assert status["phase"] == "Running" and status["conditions"][0]["reason"] == "ImagePullBackOff"
+    assert "nope:1" in status["conditions"][0]["message"] and "fails at" in status["conditions"][0]["message"]
+    assert [e[2] for e in w.api.events] == ["ImagePullBackOff"]
+    age_job(w, "r-1", 61)
+    w.reconcile("r")
+    status = w.status("r")
+    assert ("Job", NS, "r-1") not in w.api.objects  # the attempt that never started is stopped
+    assert status["phase"] == "Retrying" and status["attempts"][0]["reason"] == "ImagePullBackOff"
+    assert "did not start" in status["attempts"][0]["message"]
+
+
+def test_a_started_attempt_is_never_checked_for_its_start():
+    w = World(task(), taskrun("r"))
+    w.op.runs.start_deadline = 1
+    w.reconcile("r")
+    w.api.update("Job", NS, "r-1", status={"active": 1, "ready": 1})
+    age_job(w, "r-1", 600)
+    w.reconcile("r")
+    assert not any(fn == "list_pods" for fn, _ in w.api.calls) and w.status("r")["phase"] == "Running"

@@ -4,6 +4,8 @@ Environment: KUBETASKS_NAMESPACES (comma-separated; all namespaces when empty),
 KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off),
 KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: full re-list of every kind),
 KUBETASKS_STALL_SECONDS (120: liveness fails when runs wait and none is reconciled for this long),
+KUBETASKS_START_DEADLINE_SECONDS (300: an attempt whose container has not started by then fails
+with the reason it could not: ImagePullBackOff, Unschedulable...),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).

@@ -26,7 +26,7 @@ __all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
 EXPECTATION_SECONDS = 300.0  # after this, an unseen Job is taken as never created (or lost)
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "labels",
               "deletionTimestamp", "ownerReferences")
-_JOB_STATUS_KEYS = ("conditions", "startTime", "completionTime", "active", "succeeded", "failed")
+_JOB_STATUS_KEYS = ("conditions", "startTime", "completionTime", "active", "ready", "succeeded", "failed")
 
 
 def _meta(body: Body) -> dict[str, Any]:

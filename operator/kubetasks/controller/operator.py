@@ -169,6 +169,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
+    OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubetasks import kube
+from kubetasks.api.durations import parse_duration
 from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
@@ -30,14 +32,17 @@ from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
-from kubetasks.core.observe import AttemptObservation
+from kubetasks.core.observe import AttemptObservation, StartProblem, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
-from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run
+from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
+START_CHECK = 10.0  # seconds after its Job's creation before a not yet started attempt's pods are read
+START_CHECK_EVERY = 30.0
+START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +67,9 @@ class RunReconciler:
         self.cache = cache
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self._task_locks: dict[Key, asyncio.Lock] = {}
+        self.start_deadline = START_DEADLINE
+        # Job name -> when its pods were last read, and what kept its container from starting
+        self._start_checks: dict[str, tuple[datetime, StartProblem | None]] = {}
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -143,8 +151,12 @@ class RunReconciler:
                       if limit else None)
         if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)
+        problem, deadline, check_at = await self._start_check(run, task, attempts)
+        world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
         requeue = await self._apply(key, run, uid, task, plan)
+        if check_at and plan.status.phase == Phase.RUNNING:
+            requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
@@ -159,6 +171,38 @@ class RunReconciler:
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
+
+    async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
+                           ) -> tuple[StartProblem | None, datetime | None, datetime | None]:
+        """(what keeps the current attempt from starting, its start deadline, when to look again).
+        An attempt whose Job has a ready pod started; one that has not after START_CHECK seconds
+        (or half its maxDuration, so the status says why before the Job's deadline ends it) has
+        its pods read: one list, every START_CHECK_EVERY seconds until it starts or fails. What was
+        seen stays in the status until the container starts: kubelet's retries pass through
+        ContainerCreating, and the pod may be gone when the Job's deadline ends the attempt."""
+        current = attempts.get(max(attempts, default=0))
+        job = self.cache.jobs.get((run.namespace, current.job_name)) if current and current.state == "active" else None
+        created = parse_time((job or {}).get("metadata", {}).get("creationTimestamp"))
+        if job is None or created is None or job_ready(job):
+            if current:
+                self._start_checks.pop(current.job_name, None)
+            return None, None, None
+        now = datetime.now(timezone.utc)
+        deadline = created + timedelta(seconds=self.start_deadline)
+        first = START_CHECK
+        if task and task.spec.max_duration:
+            first = min(first, parse_duration(task.spec.max_duration).total_seconds() / 2)
+        if now < created + timedelta(seconds=first):
+            return None, deadline, created + timedelta(seconds=first)
+        name = job["metadata"]["name"]
+        looked, seen = self._start_checks.get(name, (None, None))
+        if looked and now < looked + timedelta(seconds=START_CHECK_EVERY):
+            return seen, deadline, min(deadline, looked + timedelta(seconds=START_CHECK_EVERY))
+        pods = await self._call("list_pods", run.namespace, f"job-name={name}")
+        # After a restart only the status remembers what was seen: its reason, not its message.
+        problem = start_problem(pods) or (None if started(pods) else seen or start_problem_shown(run))
+        self._start_checks[name] = (now, problem)
+        return problem, deadline, min(deadline, now + timedelta(seconds=START_CHECK_EVERY))
 
     async def _claim(self, run: TaskRun, uid: str) -> str | None:
         """None when this run holds its idempotency key; else the name of the run that does."""
@@ -197,6 +241,8 @@ class RunReconciler:
         old_status = body.get("status") or {}
         if plan.delete_jobs:
             await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
+        if plan.stop_job:
+            await self._call("delete", kube.JOBS, key[0], plan.stop_job)
         if plan.start_attempt and task:
             rejected = await self._start_attempt(run, uid, task, plan)
             if rejected:
@@ -218,6 +264,8 @@ class RunReconciler:
             metrics.phase_changed(run.spec.task_ref, plan.status.phase, old_phase, plan.status)
         if plan.status.phase.finished:
             self.cache.forget(uid)
+            for record in plan.status.attempts:
+                self._start_checks.pop(record.job_name, None)
         return plan.requeue_at
 
     async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
@@ -265,5 +313,6 @@ class RunReconciler:
     async def _event(self, body: Body, event: Event) -> None:
         try:
             await self._call("post_event", body, event.type, event.reason, event.message)
-        except Exception:  # an Event is a courtesy: never fail a reconcile over one
-            log.warning("could not post event %s on %s", event.reason, body["metadata"].get("name"), exc_info=True)
+        except Exception as e:  # an Event is a courtesy: never fail a reconcile over one
+            log.warning("could not post event %s on %s: %s", event.reason, body["metadata"].get("name"),
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -51,6 +52,59 @@ def _terminated(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(finished, key=lambda t: str(t.get("finishedAt") or ""), default=None)
 
 
+@dataclass(frozen=True)
+class StartProblem:
+    """Why an attempt's container has not started: the pod's waiting reason (ImagePullBackOff,
+    CreateContainerConfigError...) or why it is not scheduled (Unschedulable)."""
+
+    reason: str
+    message: str
+
+
+NEVER_STARTED = StartProblem("NotStarted", "its container was stopped before it started")
+# Waiting reasons of a container that is on its way: not a problem, however long they last.
+_STARTING = (None, "ContainerCreating", "PodInitializing")
+
+
+def started(pods: list[dict[str, Any]]) -> bool:
+    """Whether the task container of any of the pods has run (or runs). A container killed before
+    it ran is terminated too, but without a start time."""
+    def ran(state: dict[str, Any]) -> bool:
+        return "running" in state or bool((state.get("terminated") or {}).get("startedAt"))
+    return any(ran(cs.get("state") or {}) or ran(cs.get("lastState") or {})
+               for pod in pods for cs in (pod.get("status") or {}).get("containerStatuses") or []
+               if cs.get("name") == "task")
+
+
+def start_problem(pods: list[dict[str, Any]]) -> StartProblem | None:
+    """What keeps the attempt's container from starting, or None (started, or starting normally)."""
+    if started(pods):
+        return None
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if cs.get("name") == "task" and waiting.get("reason") not in _STARTING:
+                return StartProblem(_reason(waiting["reason"]), str(waiting.get("message") or ""))
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                return StartProblem(_reason(c.get("reason") or "Unschedulable"), str(c.get("message") or ""))
+    return None
+
+
+def _reason(text: object) -> str:
+    """A reason as a condition may carry it (CamelCase, no spaces)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "", str(text))[:64].lstrip("0123456789_")
+    return cleaned or "NotStarted"
+
+
+def job_ready(job: dict[str, Any]) -> bool:
+    """Whether the Job's container has started: a pod of it is ready or succeeded. (A failed
+    pod says nothing: the Job's deadline fails pods that never started.)"""
+    status = job.get("status") or {}
+    return bool(status.get("ready") or status.get("succeeded") or _condition(job, "Complete"))
+
+
 def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptObservation:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
@@ -70,6 +124,10 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
     if failed:
         end = parse_time(failed.get("lastTransitionTime"))
         if failed.get("reason") == "DeadlineExceeded":
+            if pods and not started(pods):  # maxDuration counts what ran: this never started
+                problem = start_problem(pods) or NEVER_STARTED
+                return AttemptObservation(state="failed", completion_time=end, reason=problem.reason,
+                                          **{**base, "message": problem.message[-1024:] or None})
             return AttemptObservation(state="timed_out", completion_time=end, reason="DeadlineExceeded", **base)
         reason = (term or {}).get("reason") or "Error"
         return AttemptObservation(state="failed", completion_time=end, reason=reason, **base)

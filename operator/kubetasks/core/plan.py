@@ -7,7 +7,7 @@ and carries out the :class:`Plan`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kubetasks.api.common import ConditionStatus, RetryPolicy
@@ -19,12 +19,12 @@ from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import AttemptObservation, parse_time
-from kubetasks.core.payload import payload_delivery_error, payload_error
+from kubetasks.core.observe import AttemptObservation, StartProblem, parse_time
+from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
-__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed"]
+__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class World:
     duplicate_of: str | None = None  # the run that holds this run's idempotency key, when another
     slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
     steps: list[StepRecord] | None = None
+    start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
+    start_deadline: datetime | None = None  # when such an attempt fails instead of waiting on
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Plan:
     status: TaskRunStatus
     start_attempt: int | None = None  # create the Job of this attempt (before writing the status)
     delete_jobs: bool = False  # delete every Job of the run (before writing the status)
+    stop_job: str | None = None  # delete this Job, whose attempt failed before it started
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
 
@@ -111,6 +114,8 @@ def plan_run(world: World) -> Plan:
         # never created again under the same attempt number.
         if obs and obs.start_time and not status.start_time:
             status.start_time = obs.start_time
+        if obs and world.start_problem:
+            return _not_started(plan, world, obs, world.start_problem)
         return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {status.attempt} is running")
     if obs.state == "succeeded":
         status.error = None  # an earlier attempt's failure stays in its attempts entry
@@ -121,6 +126,12 @@ def plan_run(world: World) -> Plan:
         status.wake_at = obs.report.wake_at if obs.report else now
         return _after_pause(plan, world)
     if obs.state == "timed_out":
+        waited = start_problem_shown(world.run)
+        if waited is not None:  # maxDuration counts what ran: this attempt never started
+            failed = replace(obs, state="failed", reason=waited.reason,
+                             message=f"its container did not start before maxDuration ({waited.reason})")
+            _record(status, failed)
+            return _after_failure(plan, world, failed)
         limit = f" ({world.task.spec.max_duration})" if world.task else ""
         status.error = ErrorInfo(type="DeadlineExceeded",
                                  message=f"attempt {obs.attempt} ran past maxDuration{limit} and was killed")
@@ -150,6 +161,13 @@ def bounded(text: str, limit: int = MESSAGE_LIMIT, keep_end: bool = False) -> st
 def _before_first_attempt(plan: Plan, world: World) -> Plan:
     run, task = world.run, world.task
     assert task is not None
+    # A Task whose payloadSchema cannot be used (its status says Ready=False) fails its runs at
+    # once: no payload could be checked against it, and waiting would not mend it.
+    error = schema_error(task.spec.payload_schema)
+    if error:
+        message = f"Task {task.name!r} is not ready: {error}"
+        plan.status.error = ErrorInfo(type="InvalidTask", message=message)
+        return _finish(plan, world, Phase.FAILED, "InvalidTask", message)
     error = payload_error(task.spec.payload_schema, run.spec.payload)
     if error:
         plan.status.error = ErrorInfo(type="InvalidPayload", message=error)
@@ -190,6 +208,36 @@ def _start(plan: Plan, world: World, attempt: int) -> Plan:
     status.attempts = sorted([*(a for a in status.attempts if a.attempt != attempt), started],
                              key=lambda a: a.attempt)[-HISTORY:]
     return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {attempt} is running")
+
+
+def _not_started(plan: Plan, world: World, obs: AttemptObservation, problem: StartProblem) -> Plan:
+    """The attempt's container cannot start (no image, no Secret, no node...): said in the status
+    while the start deadline lasts, then a failed attempt with that reason, retried by policy."""
+    what = f"{problem.reason}: {problem.message}" if problem.message else problem.reason
+    deadline = world.start_deadline
+    if deadline is not None and world.now >= deadline:
+        plan.stop_job = obs.job_name
+        failed = replace(obs, state="failed", reason=problem.reason, completion_time=world.now,
+                         message=f"its container did not start by the start deadline: {what}")
+        _record(plan.status, failed)
+        return _after_failure(plan, world, failed)
+    message = f"attempt {obs.attempt} has not started: {what}"
+    if deadline is not None:
+        plan.requeue_at = deadline
+        message += f" (it fails at {deadline.isoformat()} unless it starts)"
+    old = get_condition(world.run.status.conditions, SUCCEEDED)
+    if old is None or old.reason != problem.reason:
+        plan.events.append(Event("Warning", problem.reason, bounded(message)))
+    return _waiting(plan, world, Phase.RUNNING, problem.reason, message)
+
+
+def start_problem_shown(run: TaskRun) -> StartProblem | None:
+    """The start problem the run's status shows for its running attempt, if it shows one: the
+    status remembers it across operator restarts, and after the pods are gone."""
+    shown = get_condition(run.status.conditions, SUCCEEDED)
+    if run.status.phase != Phase.RUNNING or shown is None or shown.reason in ("Running", "TaskNotFound"):
+        return None
+    return StartProblem(shown.reason, "")  # its message is the condition's own: not repeated
 
 
 def _after_pause(plan: Plan, world: World) -> Plan:

@@ -1,0 +1,55 @@
+"""Reading an attempt off its Job and pods: what keeps a container from starting."""
+
+from kubetasks.core.observe import job_ready, observe_attempt, start_problem
+
+
+def pod(*, waiting: str | None = None, running: bool = False, scheduled: tuple[str, str] | None = None) -> dict:
+    status: dict = {"phase": "Running" if running else "Pending"}
+    if waiting or running:
+        state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}} if running else {
+            "waiting": {"reason": waiting, "message": f"{waiting} happened"}}
+        status["containerStatuses"] = [{"name": "task", "state": state}]
+    if scheduled:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": scheduled[0], "message": scheduled[1]}]
+    return {"status": status}
+
+
+def test_waiting_reasons_and_unschedulable_pods_are_start_problems():
+    assert start_problem([pod(waiting="ImagePullBackOff")]).reason == "ImagePullBackOff"
+    assert start_problem([pod(waiting="CreateContainerConfigError")]).message == "CreateContainerConfigError happened"
+    problem = start_problem([pod(scheduled=("Unschedulable", "0/3 nodes are available: 3 Insufficient cpu."))])
+    assert (problem.reason, problem.message) == ("Unschedulable", "0/3 nodes are available: 3 Insufficient cpu.")
+    assert start_problem([pod(waiting="Err Image: Pull!")]).reason == "ErrImagePull"  # a reason a condition can carry
+
+
+def test_a_container_on_its_way_or_started_is_no_problem():
+    assert start_problem([]) is None
+    assert start_problem([pod(waiting="ContainerCreating")]) is None
+    assert start_problem([pod(running=True)]) is None
+    assert start_problem([pod(waiting="ImagePullBackOff"), pod(running=True)]) is None  # another pod ran
+
+
+def test_an_attempt_killed_by_its_deadline_before_it_started_fails_with_why_not_timed_out():
+    job = {"metadata": {"name": "r-1", "labels": {"kubetasks.io/attempt": "1"}},
+           "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                      "lastTransitionTime": "2026-01-01T00:05:00Z"}]}}
+    never = observe_attempt(job, [pod(waiting="ImagePullBackOff")])
+    assert (never.state, never.reason) == ("failed", "ImagePullBackOff")
+    ran = observe_attempt(job, [pod(running=True)])
+    assert (ran.state, ran.reason) == ("timed_out", "DeadlineExceeded")
+
+
+def test_a_job_has_started_once_a_pod_is_ready_or_succeeded():
+    assert not job_ready({"status": {"active": 1}})
+    assert job_ready({"status": {"active": 1, "ready": 1}})
+    assert job_ready({"status": {"succeeded": 1}})
+    assert not job_ready({"status": {"failed": 1, "conditions": [{"type": "FailureTarget", "status": "True"}]}})
+
+
+def test_a_container_killed_before_it_ran_never_started():
+    killed = {"status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
+        "exitCode": 137, "reason": "ContainerStatusUnknown"}}}]}}
+    job = {"metadata": {"name": "r-1", "labels": {"kubetasks.io/attempt": "1"}},
+           "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                      "lastTransitionTime": "2026-01-01T00:05:00Z"}]}}
+    assert observe_attempt(job, [killed]).reason == "NotStarted"
