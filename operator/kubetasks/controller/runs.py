@@ -30,7 +30,7 @@ from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.queue import Requeue
 from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
-from kubetasks.core.dedup import claim_holder, render_claim
+from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
 from kubetasks.core.observe import AttemptObservation, StartProblem, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
@@ -219,14 +219,15 @@ class RunReconciler:
         if holder_uid == uid:
             self.cache.claimed.add(uid)
             return None
-        alive = self.cache.runs.get((run.namespace, holder))
-        if alive is None or uid_of(alive) != holder_uid:
+        alive = self.cache.runs.get((run.namespace, holder)) if holder else None
+        if holder and (alive is None or uid_of(alive) != holder_uid):
             alive = await self._call("get", kube.TASKRUNS, run.namespace, holder)
-        if alive is not None and uid_of(alive) == holder_uid:
+        if alive is not None and uid_of(alive) == holder_uid and holds_key(alive, run):
             return holder
-        # Its holder is deleted and the garbage collector has not removed the claim yet.
+        # Its holder is deleted and the garbage collector has not removed the claim yet; or it is
+        # no claim a run of this key made (a squatter's): either way it decides nothing.
         await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))
-        raise Requeue(0, "removed the claim of a deleted run")
+        raise Requeue(0, "removed a claim no live run of this key holds")
 
     async def _with_steps(self, world: World, uid: str) -> World:
         data = await self._call("get_configmap_data", world.run.namespace, checkpoint_name(world.run.name, uid))

@@ -8,8 +8,8 @@ fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
-    AbortTaskRun, CheckpointTooLarge, DuplicateStepKey, InvalidPayload, InvalidResult, InvalidStepKey,
-    PermanentError, ResultTooLarge, RunFailed,
+    AbortTaskRun, CheckpointTooLarge, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
+    InvalidStepKey, PermanentError, ResultTooLarge, RunFailed,
 )
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
@@ -18,7 +18,7 @@ __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle",
-    "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "InvalidPayload",
+    "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]
