@@ -27,9 +27,8 @@ images:  ## Build the base images and the kubetasks image, and import them into 
 	hack/images/build.sh all
 	hack/images/import.sh all
 
-crds: venv  ## Regenerate crds/ (and the chart's copy) from the pydantic models
-	$(PY) -m kubetasks.cli.main crds --write crds
-	$(PY) -m kubetasks.cli.main crds --write charts/kubetasks/crds
+crds: venv  ## Regenerate crds/ (and the chart's copy) from the pydantic models, admission policies included
+	$(PY) -m kubetasks.api.crd crds charts/kubetasks/crds
 
 lint: venv  ## Pyflakes checks (ruff), types (mypy), the architecture's import contracts (import-linter)
 	$(PY) -m ruff check operator tests bench examples
