@@ -336,3 +336,15 @@ def test_a_started_attempt_is_never_checked_for_its_start():
     age_job(w, "r-1", 600)
     w.reconcile("r")
     assert not any(fn == "list_pods" for fn, _ in w.api.calls) and w.status("r")["phase"] == "Running"
+
+
+def test_a_child_run_runs_only_when_its_parents_task_allows_its_task():
+    w = World(task("parent", allowTrigger=["allowed"]), task("allowed"), task("other"), taskrun("p", "parent"),
+              taskrun("ok", "allowed", parentRun="p"), taskrun("no", "other", parentRun="p"),
+              taskrun("orphan", "allowed", parentRun="gone"))
+    w.settle("ok", "no", "orphan")
+    assert w.api.created() == ["ok-1"]
+    for name in ("no", "orphan"):
+        status = w.status(name)
+        assert status["phase"] == "Failed" and status["conditions"][0]["reason"] == "TriggerNotAllowed", status
+    assert "may not trigger Task 'other'" in w.status("no")["error"]["message"]

@@ -34,6 +34,7 @@ from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
 from kubetasks.core.observe import AttemptObservation, StartProblem, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
+from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
@@ -146,7 +147,7 @@ class RunReconciler:
             duplicate_of = await self._claim(run, uid)
         limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
-                      duplicate_of=duplicate_of,  # the runs of the Task are looked at only under a limit
+                      duplicate_of=duplicate_of, refusal=self._refusal(run) if run.status.attempt == 0 else None,  # the runs of the Task are looked at only under a limit
                       slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)
                       if limit else None)
         if sdk and any(o.state != "active" for o in attempts.values()):
@@ -171,6 +172,15 @@ class RunReconciler:
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
+
+    def _refusal(self, run: TaskRun) -> Refusal | None:
+        """Why a child run may not run (its parent's Task does not allow its Task), or None."""
+        if not run.spec.parent_run:
+            return None
+        parent_body = self.cache.runs.get((run.namespace, run.spec.parent_run))
+        parent = TaskRun.model_validate(parent_body) if parent_body else None
+        task_body = self.cache.tasks.get((run.namespace, parent.spec.task_ref)) if parent else None
+        return refuse_child_run(run, parent, Task.model_validate(task_body) if task_body else None)
 
     async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
                            ) -> tuple[StartProblem | None, datetime | None, datetime | None]:

@@ -20,6 +20,7 @@ from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import AttemptObservation, StartProblem, parse_time
+from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
 HISTORY = 20  # attempts kept in status
@@ -45,6 +46,7 @@ class World:
     steps: list[StepRecord] | None = None
     start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
     start_deadline: datetime | None = None  # when such an attempt fails instead of waiting on
+    refusal: Refusal | None = None  # why this child run may not run (its parent's Task does not allow it)
 
 
 @dataclass
@@ -168,6 +170,9 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
         message = f"Task {task.name!r} is not ready: {error}"
         plan.status.error = ErrorInfo(type="InvalidTask", message=message)
         return _finish(plan, world, Phase.FAILED, "InvalidTask", message)
+    if world.refusal:
+        plan.status.error = ErrorInfo(type=world.refusal.reason, message=world.refusal.message)
+        return _finish(plan, world, Phase.FAILED, world.refusal.reason, world.refusal.message)
     error = payload_error(task.spec.payload_schema, run.spec.payload)
     if error:
         plan.status.error = ErrorInfo(type="InvalidPayload", message=error)
