@@ -178,14 +178,7 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     account = run_account(run, task)
     if account is None:  # the user's own account, not opted in: it keeps exactly the rights it has
         return [configmap]
-    objects: list[dict[str, Any]] = [
-        configmap,
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta},
-         "rules": run_rules(run, task)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]},
-    ]
+    objects: list[dict[str, Any]] = [configmap, *role_and_binding(name, meta, run_rules(run, task), account)]
     if not task.spec.service_account_name:
         objects.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}})
     return objects
@@ -202,14 +195,17 @@ def render_parent_access(child: TaskRun, parent: TaskRun, parent_task: Task) -> 
     account = run_account(parent, parent_task)
     if account is None:
         return []
-    name, ns = parent_access_name(child), child.namespace
-    meta = {"namespace": ns, "labels": run_labels(child, child.spec.task_ref),
+    meta = {"namespace": child.namespace, "labels": run_labels(child, child.spec.task_ref),
             "ownerReferences": [owner_reference(child)]}
+    rules = [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [child.name], "verbs": ["get"]}]
+    return role_and_binding(parent_access_name(child), meta, rules, account)
+
+
+def role_and_binding(name: str, meta: dict[str, Any], rules: list[dict[str, Any]], account: str) -> list[dict[str, Any]]:
+    """A Role with ``rules`` and its RoleBinding to the ServiceAccount ``account`` of the same namespace."""
     return [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta},
-         "rules": [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [child.name],
-                    "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta}, "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": meta["namespace"]}]},
     ]
