@@ -302,7 +302,7 @@ def age_job(w: World, name: str, seconds: float) -> None:
     from datetime import timedelta
 
     created = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
-    w.api.update("Job", NS, name, metadata={"creationTimestamp": created})
+    w.api.update("Job", NS, name, metadata={"creationTimestamp": created}, status={"startTime": created})
     w.api.deliver(w.op.cache)
 
 
@@ -310,7 +310,9 @@ def test_a_pod_that_cannot_start_is_said_in_status_then_fails_its_attempt_at_the
     w = World(task(retry={"maxAttempts": 2, "minDelay": "1s"}), taskrun("r"))
     w.op.runs.start_deadline = 60
     w.reconcile("r")  # starts attempt 1
-    again = w.reconcile("r")  # its Job seen, not ready: its pods are read START_CHECK seconds after its creation
+    w.api.update("Job", NS, "r-1", status={"startTime": datetime.now(timezone.utc).isoformat()})  # pods made
+    w.api.deliver(w.op.cache)
+    again = w.reconcile("r")  # its Job seen, not ready: its pods are read START_CHECK seconds after they were made
     assert not any(fn == "list_pods" for fn, _ in w.api.calls) and w.status("r")["phase"] == "Running"
     assert isinstance(again, datetime) and 0 < (again - datetime.now(timezone.utc)).total_seconds() <= START_CHECK
     w.api.pods["r-1"] = [waiting_pod("ImagePullBackOff", 'Back-off pulling image "nope:1"')]

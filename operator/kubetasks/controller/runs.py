@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
@@ -27,7 +28,7 @@ from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
-from kubetasks.controller.queue import Requeue
+from kubetasks.controller.queue import Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
@@ -36,13 +37,14 @@ from kubetasks.core.observe import AttemptObservation, StartProblem, job_ready, 
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
-from kubetasks.core.render import machine_for_attempt, render_job, render_run_identity, uses_sdk
+from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
-START_CHECK = 10.0  # seconds after its Job's creation before a not yet started attempt's pods are read
-START_CHECK_EVERY = 30.0
+START_CHECK = 20.0  # seconds after its Job's pods were created before they are read, if none is ready
+START_CHECK_EVERY = 60.0
+POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
 
 
@@ -69,6 +71,7 @@ class RunReconciler:
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self._task_locks: dict[Key, asyncio.Lock] = {}
         self.start_deadline = START_DEADLINE
+        self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, tuple[datetime, StartProblem | None]] = {}
 
@@ -145,9 +148,12 @@ class RunReconciler:
         duplicate_of = None
         if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             duplicate_of = await self._claim(run, uid)
+        refusal = None
+        if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
+            refusal = await self._check_parent(run, uid)
         limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
-                      duplicate_of=duplicate_of, refusal=self._refusal(run) if run.status.attempt == 0 else None,  # the runs of the Task are looked at only under a limit
+                      duplicate_of=duplicate_of, refusal=refusal,  # the runs of the Task are looked at only under a limit
                       slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)
                       if limit else None)
         if sdk and any(o.state != "active" for o in attempts.values()):
@@ -173,21 +179,30 @@ class RunReconciler:
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
 
-    def _refusal(self, run: TaskRun) -> Refusal | None:
-        """Why a child run may not run (its parent's Task does not allow its Task), or None."""
-        if not run.spec.parent_run:
-            return None
-        parent_body = self.cache.runs.get((run.namespace, run.spec.parent_run))
-        parent = TaskRun.model_validate(parent_body) if parent_body else None
-        task_body = self.cache.tasks.get((run.namespace, parent.spec.task_ref)) if parent else None
-        return refuse_child_run(run, parent, Task.model_validate(task_body) if task_body else None)
+    async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
+        """Why a child run may not run (its parent's Task does not allow its Task), or None; once
+        allowed, the parent's pods may read this run (to wait for it)."""
+        parent_body = self.cache.runs.get((run.namespace, run.spec.parent_run or ""))
+        try:
+            parent = TaskRun.model_validate(parent_body) if parent_body else None
+            task_body = self.cache.tasks.get((run.namespace, parent.spec.task_ref)) if parent else None
+            parent_task = Task.model_validate(task_body) if task_body else None
+        except ValidationError:
+            parent, parent_task = None, None
+        refusal = refuse_child_run(run, parent, parent_task)
+        if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access:
+            for obj in render_parent_access(run, parent, parent_task):
+                await self._create_owned(obj, uid)
+            self.cache.parent_access.add(uid)
+        return refusal
 
     async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
                            ) -> tuple[StartProblem | None, datetime | None, datetime | None]:
         """(what keeps the current attempt from starting, its start deadline, when to look again).
-        An attempt whose Job has a ready pod started; one that has not after START_CHECK seconds
-        (or half its maxDuration, so the status says why before the Job's deadline ends it) has
-        its pods read: one list, every START_CHECK_EVERY seconds until it starts or fails. What was
+        An attempt whose Job has a ready pod started; one that has not START_CHECK seconds after the
+        Job controller made its pod (or half its maxDuration, so the status says why before the
+        Job's deadline ends it) has its pods read: one list, every START_CHECK_EVERY seconds until
+        it starts or fails, at most POD_READS_PER_SECOND in all. What was
         seen stays in the status until the container starts: kubelet's retries pass through
         ContainerCreating, and the pod may be gone when the Job's deadline ends the attempt."""
         current = attempts.get(max(attempts, default=0))
@@ -199,15 +214,20 @@ class RunReconciler:
             return None, None, None
         now = datetime.now(timezone.utc)
         deadline = created + timedelta(seconds=self.start_deadline)
+        pods_made = parse_time((job.get("status") or {}).get("startTime"))
+        if pods_made is None:  # the Job controller has not got to it: there is no pod to look at yet
+            return None, deadline, deadline
         first = START_CHECK
         if task and task.spec.max_duration:
             first = min(first, parse_duration(task.spec.max_duration).total_seconds() / 2)
-        if now < created + timedelta(seconds=first):
-            return None, deadline, created + timedelta(seconds=first)
+        if now < pods_made + timedelta(seconds=first):
+            return None, deadline, min(deadline, pods_made + timedelta(seconds=first))
         name = job["metadata"]["name"]
         looked, seen = self._start_checks.get(name, (None, None))
         if looked and now < looked + timedelta(seconds=START_CHECK_EVERY):
             return seen, deadline, min(deadline, looked + timedelta(seconds=START_CHECK_EVERY))
+        if not self._pod_reads.take():
+            return seen, deadline, min(deadline, now + timedelta(seconds=random.uniform(1, 5)))
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
         # After a restart only the status remembers what was seen: its reason, not its message.
         problem = start_problem(pods) or (None if started(pods) else seen or start_problem_shown(run))
