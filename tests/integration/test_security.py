@@ -217,8 +217,6 @@ def test_a_task_creates_runs_only_as_its_own_child_and_only_when_its_task_allows
     assert finished(secured, "hostile-1-helper")["phase"] == "Succeeded"
 
 
-@pytest.mark.xfail(strict=True, reason="the operator does not yet call core.trigger_policy before a child's "
-                                       "first attempt (controller/runs.py wiring pending)")
 def test_the_operator_refuses_a_child_run_of_a_task_not_in_allow_trigger_and_lets_the_parent_read_an_allowed_one(attack, secured):
     status = finished(secured, "hostile-1-priv")
     assert status["phase"] == "Failed" and not status.get("attempts"), status

@@ -108,6 +108,7 @@ class Cache:
         # by run uid and Job name; kept until the run is finished.
         self.pods: dict[str, dict[str, list[Body]]] = defaultdict(dict)
         self.claimed: set[str] = set()  # uids of runs known to hold their idempotency key
+        self.parent_access: set[str] = set()  # uids of child runs whose parent may read them
         self.jobs.listeners.append(self._job_changed)
         self.runs.listeners.append(self._run_changed)
 
@@ -151,6 +152,7 @@ class Cache:
         self.expected.pop(run_uid, None)
         self.pods.pop(run_uid, None)
         self.claimed.discard(run_uid)
+        self.parent_access.discard(run_uid)
 
     # Listeners -----------------------------------------------------------------------------
     def _job_changed(self, old: Body | None, new: Body | None) -> None:
