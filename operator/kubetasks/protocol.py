@@ -103,18 +103,22 @@ class Report:
         if not isinstance(body, dict) or body.get("kubetasks") != 1:
             return None
         error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
-        outcome = body.get("outcome")
+        outcome, wake_at = body.get("outcome"), _time(body.get("wakeAt"))
+        if outcome == "sleeping" and wake_at is None:
+            return cls(outcome="failed", error_type=INVALID_REPORT,
+                       error_message="the task reported a durable sleep without a valid wakeAt")
         return cls(
             outcome=outcome if outcome in OUTCOMES else "failed",
             result=body.get("result"),
             error_type=_text(error.get("type"), 256),
             error_message=_text(error.get("message"), TERMINATION_MESSAGE_LIMIT),
             traceback=_text(error.get("traceback"), TERMINATION_MESSAGE_LIMIT),
-            wake_at=_time(body.get("wakeAt")),
+            wake_at=wake_at,
         )
 
 
 OUTCOMES = ("succeeded", "failed", "sleeping")
+INVALID_REPORT = "InvalidReport"  # a report the runtime would never write (a forged one, say)
 
 
 def _text(value: Any, limit: int) -> str | None:

@@ -43,3 +43,12 @@ def test_what_can_be_understood_is_kept() -> None:
     assert report.wake_at is not None and report.wake_at.tzinfo == timezone.utc
     forged = Report.decode('{"kubetasks": 1, "outcome": "won", "error": "not an object", "wakeAt": 5}')
     assert forged is not None and (forged.outcome, forged.error_message, forged.wake_at) == ("failed", None, None)
+
+
+def test_a_sleep_without_a_valid_wake_time_or_a_failure_that_exits_0_is_an_invalid_report() -> None:
+    report = Report.decode('{"kubetasks": 1, "outcome": "sleeping", "wakeAt": "soon"}')
+    assert report is not None and (report.outcome, report.error_type) == ("failed", "InvalidReport")
+    job, pods = failed_job_with('{"kubetasks": 1, "outcome": "sleeping", "wakeAt": "soon"}')
+    job["status"]["conditions"][0]["type"] = "Complete"  # it exited 0
+    obs = observe_attempt(job, pods)
+    assert (obs.state, obs.reason) == ("failed", "InvalidReport")

@@ -231,6 +231,9 @@ class RunReconciler:
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
         # After a restart only the status remembers what was seen: its reason, not its message.
         problem = start_problem(pods) or (None if started(pods) else seen or start_problem_shown(run))
+        if not pods:  # its Job has tried for START_CHECK seconds and made none
+            problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {name} "
+                                                    f"(kubectl describe job {name} says why)")
         self._start_checks[name] = (now, problem)
         return problem, deadline, min(deadline, now + timedelta(seconds=START_CHECK_EVERY))
 

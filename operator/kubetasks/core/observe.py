@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kubetasks.core.naming import LABEL_ATTEMPT
-from kubetasks.protocol import Report
+from kubetasks.protocol import INVALID_REPORT, Report
 
 State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]
 
@@ -119,6 +119,8 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if complete:
         end = parse_time(status.get("completionTime")) or parse_time(complete.get("lastTransitionTime"))
+        if report and report.outcome == "failed":  # exit 0 with a failure report: not the runtime's
+            return AttemptObservation(state="failed", completion_time=end, reason=INVALID_REPORT, **base)
         state: State = "sleeping" if report and report.outcome == "sleeping" else "succeeded"
         return AttemptObservation(state=state, completion_time=end, reason="Completed", **base)
     if failed:
