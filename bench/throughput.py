@@ -53,14 +53,15 @@ def reconcile_mean_ms(metrics: dict[str, list], kind: str) -> float:
     return 1000 * samples.get("kubetasks_reconcile_seconds_sum", 0) / count if count else float("nan")
 
 
-def apiserver_requests() -> tuple[Counter, float]:
+def apiserver_requests() -> tuple[Counter, Counter]:
     """Every client's requests served by kube-apiserver so far, by verb and resource (long-running
-    WATCHes left out), and the seconds spent serving them: the control plane's side of a bench."""
+    WATCHes left out), and the seconds spent serving them, by the same keys: the control plane's
+    side of a bench."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = kubectl("get", "--raw", "/metrics")
     counts: Counter = Counter()
-    busy = 0.0
+    busy: Counter = Counter()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             verb, resource = s.labels.get("verb", ""), s.labels.get("resource", "")
@@ -71,7 +72,7 @@ def apiserver_requests() -> tuple[Counter, float]:
             if s.name == "apiserver_request_total":
                 counts[key] += s.value
             elif s.name == "apiserver_request_duration_seconds_sum":
-                busy += s.value
+                busy[key] += s.value
     return counts, busy
 
 
