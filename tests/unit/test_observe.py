@@ -1,6 +1,6 @@
 """Reading an attempt off its Job and pods: what keeps a container from starting."""
 
-from kubetasks.core.observe import job_ready, observe_attempt, start_problem
+from kubetasks.core.observe import job_ending, job_ready, observe_attempt, start_problem
 
 
 def pod(*, waiting: str | None = None, running: bool = False, scheduled: tuple[str, str] | None = None) -> dict:
@@ -53,3 +53,9 @@ def test_a_container_killed_before_it_ran_never_started():
            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                                       "lastTransitionTime": "2026-01-01T00:05:00Z"}]}}
     assert observe_attempt(job, [killed]).reason == "NotStarted"
+
+
+def test_a_job_past_its_deadline_is_ending_and_its_pods_say_nothing_of_a_start():
+    assert job_ending({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}})
+    assert job_ending({"status": {"failed": 1}})
+    assert not job_ending({"status": {"active": 1}})

@@ -350,3 +350,19 @@ def test_a_child_run_runs_only_when_its_parents_task_allows_its_task():
         status = w.status(name)
         assert status["phase"] == "Failed" and status["conditions"][0]["reason"] == "TriggerNotAllowed", status
     assert "may not trigger Task 'other'" in w.status("no")["error"]["message"]
+
+
+def test_what_kept_an_attempt_from_starting_stays_shown_while_its_job_ends():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
+    w.op.runs.start_deadline = 600
+    w.reconcile("r")
+    w.api.pods["r-1"] = [waiting_pod("ErrImageNeverPull")]
+    age_job(w, "r-1", 30)
+    w.reconcile("r")
+    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+    w.api.pods["r-1"] = []  # the Job's deadline passed: its pod is deleted before the Job says Failed
+    w.api.update("Job", NS, "r-1", status={"failed": 1, "conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}]})
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"

@@ -33,7 +33,7 @@ from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
-from kubetasks.core.observe import AttemptObservation, StartProblem, job_ready, parse_time, start_problem, started
+from kubetasks.core.observe import AttemptObservation, StartProblem, job_ending, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
@@ -212,6 +212,8 @@ class RunReconciler:
             if current:
                 self._start_checks.pop(current.job_name, None)
             return None, None, None
+        if job_ending(job):  # its pods are going: what was seen stands until the Job's outcome
+            return self._start_checks.get(job["metadata"]["name"], (None, None))[1] or start_problem_shown(run), None, None
         now = datetime.now(timezone.utc)
         deadline = created + timedelta(seconds=self.start_deadline)
         pods_made = parse_time((job.get("status") or {}).get("startTime"))
@@ -224,8 +226,9 @@ class RunReconciler:
             return None, deadline, min(deadline, pods_made + timedelta(seconds=first))
         name = job["metadata"]["name"]
         looked, seen = self._start_checks.get(name, (None, None))
-        if looked and now < looked + timedelta(seconds=START_CHECK_EVERY):
-            return seen, deadline, min(deadline, looked + timedelta(seconds=START_CHECK_EVERY))
+        wait = START_CHECK_EVERY if seen else max(1.0, first / 2)
+        if looked and now < looked + timedelta(seconds=wait):
+            return seen, deadline, min(deadline, looked + timedelta(seconds=wait))
         if not self._pod_reads.take():
             return seen, deadline, min(deadline, now + timedelta(seconds=random.uniform(1, 5)))
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
@@ -235,7 +238,10 @@ class RunReconciler:
             problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {name} "
                                                     f"(kubectl describe job {name} says why)")
         self._start_checks[name] = (now, problem)
-        return problem, deadline, min(deadline, now + timedelta(seconds=START_CHECK_EVERY))
+        # A container still on its way (ContainerCreating: kubelet's retries pass through it too)
+        # is looked at again soon; a known problem only now and then.
+        again = START_CHECK_EVERY if problem else max(1.0, first / 2)
+        return problem, deadline, min(deadline, now + timedelta(seconds=again))
 
     async def _claim(self, run: TaskRun, uid: str) -> str | None:
         """None when this run holds its idempotency key; else the name of the run that does."""

@@ -98,6 +98,14 @@ def _reason(text: object) -> str:
     return cleaned or "NotStarted"
 
 
+def job_ending(job: dict[str, Any]) -> bool:
+    """Whether the Job has failed a pod or is on its way to an end (its deadline passed, say):
+    its pods are going away, so they no longer say anything about a start."""
+    status = job.get("status") or {}
+    return bool(status.get("failed") or _condition(job, "FailureTarget") or _condition(job, "SuccessCriteriaMet")
+                or _condition(job, "Failed"))
+
+
 def job_ready(job: dict[str, Any]) -> bool:
     """Whether the Job's container has started: a pod of it is ready or succeeded. (A failed
     pod says nothing: the Job's deadline fails pods that never started.)"""
