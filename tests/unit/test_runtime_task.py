@@ -261,3 +261,24 @@ def test_a_conflict_without_a_key_is_an_api_error(fake_api):
     body["metadata"]["name"] = "x"
     with pytest.raises(ApiException):
         trigger_module._create(body, None)
+
+
+def test_wait_treats_403_and_404_as_not_yet_while_the_operator_grants_access(monkeypatch):
+    from kubernetes.client.exceptions import ApiException
+
+    trig = importlib.import_module("kubetasks.runtime.trigger")  # the package's `trigger` is the function
+    answers = [ApiException(status=403), ApiException(status=404), {"phase": "Succeeded", "result": 7}]
+
+    def status(self):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(trig.RunHandle, "status", status)
+    monkeypatch.setattr(trig.time, "sleep", lambda s: None)
+    assert trig.RunHandle("child", "ns").wait() == 7
+    monkeypatch.setattr(trig, "ACCESS_GRACE_SECONDS", 0.0)  # past the grace, a 403 is an answer
+    answers[:] = [ApiException(status=403)]
+    with pytest.raises(ApiException):
+        trig.RunHandle("child", "ns").wait()

@@ -150,6 +150,15 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, (urllib3.exceptions.HTTPError, OSError))
 
 
+ACCESS_GRACE_SECONDS = 60.0
+
+
+def _status_of(e: BaseException) -> int | None:
+    from kubernetes.client.exceptions import ApiException
+
+    return e.status if isinstance(e, ApiException) else None
+
+
 class RunHandle:
     """A TaskRun that was triggered: its name, status and result."""
 
@@ -179,14 +188,19 @@ class RunHandle:
         TimeoutError after ``timeout`` seconds. Polls with GET (all a task pod may do), starting
         fast and backing off to ``poll_interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        granted_by = time.monotonic() + ACCESS_GRACE_SECONDS
         delay, phase = 0.25, None
         while True:
             try:
                 status = self.status()
             except Exception as e:
-                if not _transient(e):
+                # Inside a task pod, the right to read a child is granted by the operator when it
+                # first sees the child: until then (or a cache's lag after the create) 403 or 404.
+                not_yet = _status_of(e) in (403, 404) and time.monotonic() < granted_by
+                if not (_transient(e) or not_yet):
                     raise
-                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, self.name, e)
+                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, self.name,
+                            getattr(e, "reason", None) or e)
             else:
                 phase = status.get("phase")
                 done, result = finished_result(self.name, status)
