@@ -4,7 +4,8 @@ Each step prints a line and adds one to its key ("step-1", "step-2", "step-3") i
 named by ``payload["counter"]`` (optional; use one per run). A run's pods may only touch their own
 checkpoint ConfigMap, so whoever runs this example grants access to the counter: create the
 ConfigMap and a Role with get/patch on it, bound to the task's service account (a Task with
-``serviceAccountName``, or the group ``system:serviceaccounts:<namespace>``).
+``serviceAccountName`` and ``bindRunRole: true``, which keeps its checkpoints; or the group
+``system:serviceaccounts:<namespace>``).
 
 With ``payload["crash"]`` the first attempt dies between step 2 and step 3: ``true`` (or "exit")
 exits hard with ``os._exit(1)`` as a killed process would, "raise" raises. The retry skips steps
