@@ -162,7 +162,7 @@ def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float 
     return wait_until(f"{name} finished", finished, timeout=timeout)
 
 
-START_DEADLINE_SECONDS = 30  # the session operator's: a pod that cannot start fails its attempt this soon
+START_DEADLINE_SECONDS = 45  # the session operator's: a pod that cannot start fails its attempt this soon (longer than the fault suite's 30 s API server pause)
 
 
 class OperatorProcess:
@@ -179,7 +179,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
-               "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": "http://127.0.0.1:0/healthz",
+               # A port of its own: kopf reads port 0 as 80, where two operators would collide.
+               "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz",
                "KUBETASKS_NAMESPACES": self.namespaces, **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,

@@ -1,6 +1,9 @@
 """The work queue: a reconciler's requeue time, Requeue for expected waits, progress for liveness."""
 
 import asyncio
+import time
+
+import pytest
 
 from kubetasks.controller.queue import Requeue, WorkQueue
 
@@ -46,3 +49,26 @@ def test_a_queue_whose_workers_all_hang_reports_itself_stalled():
         return stalled
 
     assert asyncio.run(main())
+
+
+@pytest.mark.timeout(10)
+def test_a_key_that_comes_straight_back_never_keeps_the_event_loop_from_the_rest():
+    """A reconcile that never awaits and asks to be run again at once: its worker must still
+    give the loop back, or timers, I/O and signals stop for the whole process."""
+    async def main() -> int:
+        async def spin(key: str) -> float:
+            return 0.0  # "again, now": it never suspends
+
+        queue: WorkQueue[str] = WorkQueue("spin", spin, workers=1)
+        queue.start()
+        queue.add("hot")
+        ticks = 0
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # a timer: fires only if the loop gets its turn
+            ticks += 1
+        await queue.stop()
+        return ticks
+
+    began = time.monotonic()
+    assert asyncio.run(main()) == 5
+    assert time.monotonic() - began < 5  # without the yield: only when the timeout below interrupts

@@ -366,3 +366,21 @@ def test_what_kept_an_attempt_from_starting_stays_shown_while_its_job_ends():
     w.api.deliver(w.op.cache)
     w.reconcile("r")
     assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+
+
+def test_a_container_still_on_its_way_at_the_deadline_fails_and_no_look_is_set_in_the_past():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
+    w.op.runs.start_deadline = 60
+    w.reconcile("r")
+    w.api.deliver(w.op.cache)
+    stale = w.api.update("Job", NS, "r-1", metadata={"creationTimestamp": "2020-01-01T00:00:00Z"})
+    assert stale
+    w.api.deliver(w.op.cache)
+    again = w.reconcile("r")  # no startTime: the Job controller never got to it; nothing to blame yet
+    assert isinstance(again, datetime) and again > datetime.now(timezone.utc)
+    assert w.status("r")["phase"] == "Running"
+    w.api.pods["r-1"] = [waiting_pod("ContainerCreating")]
+    age_job(w, "r-1", 120)
+    w.reconcile("r")
+    status = w.status("r")
+    assert status["phase"] == "Failed" and status["attempts"][0]["reason"] == "NotStarted", status

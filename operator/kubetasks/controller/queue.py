@@ -121,6 +121,9 @@ class WorkQueue(Generic[K]):
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.add(key)
+            # A reconcile that never awaited, and a queue never empty, would otherwise keep this
+            # worker from ever giving the event loop back (no I/O, no timers, no signals).
+            await asyncio.sleep(0)
 
 
 class TokenBucket:

@@ -33,7 +33,7 @@ from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
-from kubetasks.core.observe import AttemptObservation, StartProblem, job_ending, job_ready, parse_time, start_problem, started
+from kubetasks.core.observe import NEVER_STARTED, AttemptObservation, StartProblem, job_ending, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
@@ -216,32 +216,39 @@ class RunReconciler:
             return self._start_checks.get(job["metadata"]["name"], (None, None))[1] or start_problem_shown(run), None, None
         now = datetime.now(timezone.utc)
         deadline = created + timedelta(seconds=self.start_deadline)
+
+        def at(when: datetime) -> datetime:  # a time to look again: never the past (a hot loop)
+            return max(min(when, deadline) if now < deadline else when, now + timedelta(seconds=1))
+
         pods_made = parse_time((job.get("status") or {}).get("startTime"))
-        if pods_made is None:  # the Job controller has not got to it: there is no pod to look at yet
-            return None, deadline, deadline
+        if pods_made is None:  # the Job controller has not got to it: no pod to look at, nothing to blame
+            return None, None, at(now + timedelta(seconds=START_CHECK_EVERY))
         first = START_CHECK
         if task and task.spec.max_duration:
             first = min(first, parse_duration(task.spec.max_duration).total_seconds() / 2)
         if now < pods_made + timedelta(seconds=first):
-            return None, deadline, min(deadline, pods_made + timedelta(seconds=first))
+            return None, deadline, at(pods_made + timedelta(seconds=first))
         name = job["metadata"]["name"]
         looked, seen = self._start_checks.get(name, (None, None))
-        wait = START_CHECK_EVERY if seen else max(1.0, first / 2)
-        if looked and now < looked + timedelta(seconds=wait):
-            return seen, deadline, min(deadline, looked + timedelta(seconds=wait))
+        wait = timedelta(seconds=START_CHECK_EVERY if seen else max(1.0, first / 2))
+        # Looked lately (and, past the deadline, after it): what was seen still holds.
+        if looked and now < looked + wait and (now < deadline or looked >= deadline or seen):
+            return seen, deadline, at(looked + wait)
         if not self._pod_reads.take():
-            return seen, deadline, min(deadline, now + timedelta(seconds=random.uniform(1, 5)))
+            return seen, deadline, at(now + timedelta(seconds=random.uniform(1, 5)))
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
         # After a restart only the status remembers what was seen: its reason, not its message.
         problem = start_problem(pods) or (None if started(pods) else seen or start_problem_shown(run))
         if not pods:  # its Job has tried for START_CHECK seconds and made none
             problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {name} "
                                                     f"(kubectl describe job {name} says why)")
+        elif problem is None and now >= deadline and not started(pods):
+            problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
         self._start_checks[name] = (now, problem)
         # A container still on its way (ContainerCreating: kubelet's retries pass through it too)
         # is looked at again soon; a known problem only now and then.
         again = START_CHECK_EVERY if problem else max(1.0, first / 2)
-        return problem, deadline, min(deadline, now + timedelta(seconds=again))
+        return problem, deadline, at(now + timedelta(seconds=again))
 
     async def _claim(self, run: TaskRun, uid: str) -> str | None:
         """None when this run holds its idempotency key; else the name of the run that does."""
