@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.side_by_side import POD, RESOURCES, Watch, client, kube  # noqa: E402
 from bench.throughput import bench_namespace, rss_mib  # noqa: E402
-from tests.conftest import KWOK_PLACEMENT, scrape  # noqa: E402
+from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, scrape  # noqa: E402
+MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 GROUP, VERSION = "kubetasks.io", "v1alpha1"
 SYNCED = re.compile(r"informers synced")
@@ -40,7 +41,7 @@ def main(n: int, threads: int) -> None:
     custom = k8s.client.CustomObjectsApi()
     with bench_namespace() as (ns, op, port):
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "tasks", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": "noop"},
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Task", "metadata": {"name": "noop", "labels": MINE},
             "spec": {**POD, "machine": RESOURCES, **KWOK_PLACEMENT,
                      "retention": {"ttlSecondsAfterFinished": 0, "historyLimit": 0}}})  # keep all N
         done = {"phase": "Succeeded", "attempt": 1, "startTime": "2026-01-01T00:00:00Z",
@@ -53,7 +54,7 @@ def main(n: int, threads: int) -> None:
         def one(i: int) -> None:
             name = f"old-{i}"
             custom.create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": name},
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": name, "labels": MINE},
                 "spec": {"taskRef": "noop", "payload": {"id": i, "items": list(range(20))}}})
             custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "taskruns", name, {"status": done})
 
@@ -67,7 +68,7 @@ def main(n: int, threads: int) -> None:
         started = time.monotonic()
         op.start()
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": "new"},
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun", "metadata": {"name": "new", "labels": MINE},
             "spec": {"taskRef": "noop"}})
         synced = None
         while time.monotonic() - started < 300 and ("new" not in job_added.seen or synced is None):

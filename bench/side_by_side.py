@@ -26,7 +26,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
-from tests.conftest import KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, scrape  # noqa: E402
+from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, scrape  # noqa: E402
+MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
 from kubetasks import kube  # noqa: E402
@@ -167,7 +168,7 @@ def main(n: int, threads: int) -> None:
 
         # TaskRuns.
         custom.create_namespaced_custom_object("kubetasks.io", "v1alpha1", ns, "tasks", {
-            "apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "noop"},
+            "apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "noop", "labels": MINE},
             "spec": {**POD, "machine": RESOURCES, "ttlSecondsAfterFinished": 600, **KWOK_PLACEMENT}})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (custom.get_namespaced_custom_object(
@@ -194,7 +195,7 @@ def main(n: int, threads: int) -> None:
         start = time.monotonic()
         created = burst(n, threads, lambda name: custom.create_namespaced_custom_object(
             "kubetasks.io", "v1alpha1", ns, "taskruns", {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun",
-                                                         "metadata": {"name": name}, "spec": {"taskRef": "noop"}}))
+                                                         "metadata": {"name": name, "labels": MINE}, "spec": {"taskRef": "noop"}}))
         succeeded.wait(n, max(900, 2 * n))
         job_added.wait(n, 10)
         sampling.set()

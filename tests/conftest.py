@@ -43,6 +43,11 @@ KUBECTL = os.environ.get("KUBECTL") or str(CACHE / "bin" / f"kubernetes-{VERSION
 # The image the operator and the example tasks run in (hack/images/build.sh app).
 TASK_IMAGE = os.environ.get("KUBETASKS_IMAGE", "localhost/kubetasks/kubetasks:dev")
 REQUIRE_CLUSTER = bool(os.environ.get("CI") or os.environ.get("KUBETASKS_REQUIRE_CLUSTER"))
+# The test session's operator instance (kubetasks.io/instance): its operator acts only on the Tasks
+# and TaskRuns labelled with it, so an installed kubetasks (`make demo`) keeps serving its own
+# objects beside the tests and never touches theirs. In os.environ for the SDK and CLI the tests run.
+INSTANCE = os.environ.setdefault("KUBETASKS_INSTANCE_ID", f"tests-{uuid.uuid4().hex[:8]}")
+INSTANCE_LABEL = "kubetasks.io/instance"
 
 
 def kubectl_run(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -58,10 +63,32 @@ def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: f
     return done.stdout
 
 
-def apply(manifest: str | dict[str, Any] | list[dict[str, Any]], namespace: str) -> str:
-    text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(
+Manifest = str | dict[str, Any] | list[dict[str, Any]]
+
+
+def labelled(manifest: Manifest, instance: str = INSTANCE) -> str:
+    """The manifest as YAML, its Tasks and TaskRuns labelled with the operator ``instance`` that is to act on them."""
+    docs = [d for d in yaml.safe_load_all(manifest) if d] if isinstance(manifest, str) else (
         manifest if isinstance(manifest, list) else [manifest])
-    return kubectl("apply", "-n", namespace, "-f", "-", input=text)
+    return yaml.safe_dump_all([label(doc, instance) for doc in docs])
+
+
+def label(doc: Any, instance: str = INSTANCE) -> Any:
+    """A copy of ``doc`` labelled with ``instance`` when it is a Task or TaskRun; other objects as they are."""
+    if not isinstance(doc, dict) or not str(doc.get("apiVersion", "")).startswith("kubetasks.io/"):
+        return doc
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    return {**doc, "metadata": {**meta, "labels": {**labels, INSTANCE_LABEL: instance}}}
+
+
+def apply(manifest: Manifest, namespace: str, instance: str = INSTANCE) -> str:
+    return kubectl("apply", "-n", namespace, "-f", "-", input=labelled(manifest, instance))
+
+
+def create(manifest: Manifest, namespace: str, instance: str = INSTANCE) -> str:
+    """kubectl create, not apply: apply copies the object into an annotation, capped at 256 KiB."""
+    return kubectl("create", "-n", namespace, "-f", "-", input=labelled(manifest, instance))
 
 
 def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -150,10 +177,11 @@ def lease_holder(namespace: str, name: str) -> str | None:
 FINISHED_PHASES = {"Succeeded", "Failed", "Cancelled", "TimedOut", "Duplicate"}
 
 
-def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float = 180) -> str:
+def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float = 180,
+                       instance: str = INSTANCE) -> str:
     """Creates a TaskRun of ``task_ref`` and returns the phase it finishes in."""
     apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
-           "spec": {"taskRef": task_ref}}, namespace)
+           "spec": {"taskRef": task_ref}}, namespace, instance)
 
     def finished() -> str | None:
         phase = (get("taskrun", name, namespace).get("status") or {}).get("phase")
@@ -170,18 +198,21 @@ class OperatorProcess:
     kill it at any moment and start it again, as a crash and a pod restart would."""
 
     def __init__(self, log_path: Path, namespaces: str = "", metrics_port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, dashboard_port: int = 0) -> None:
         self.log_path = log_path
         self.namespaces = namespaces
         self.metrics_port = metrics_port
         self.env = env or {}
+        self.dashboard_url = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else ""
+        if dashboard_port:
+            self.env.setdefault("KUBETASKS_DASHBOARD", f"127.0.0.1:{dashboard_port}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
                # A port of its own: kopf reads port 0 as 80, where two operators would collide.
                "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz",
-               "KUBETASKS_NAMESPACES": self.namespaces, **self.env}
+               "KUBETASKS_NAMESPACES": self.namespaces, "KUBETASKS_INSTANCE_ID": INSTANCE, **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -207,14 +238,11 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """One operator for the session, watching every namespace (the tests' are labelled kubetasks.io/test=true)."""
-    installed = kubectl("get", "deployments", "-A", "-l", "app.kubernetes.io/name=kubetasks", "-o",
-                        "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}").split()
-    if installed:
-        pytest.fail(f"an installed kubetasks operator would act on the tests' objects too: {', '.join(installed)}; "
-                    "remove it first (e.g. helm uninstall kubetasks -n kubetasks-system)")
+    """One operator for the session, watching every namespace, acting only on the objects of the
+    session's instance (``INSTANCE``): an installed kubetasks may run beside it."""
     proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port(),
-                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)})
+                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)},
+                           dashboard_port=free_port())
     proc.start()
     yield proc
     proc.stop()

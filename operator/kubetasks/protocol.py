@@ -34,6 +34,8 @@ ENV_PAYLOAD_FILE = "KUBETASKS_PAYLOAD_FILE"
 # and anyone who may read Jobs would read it).
 ENV_PAYLOAD = "KUBETASKS_PAYLOAD"
 ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
+# The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
+ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
 
 # The payload travels in the run's checkpoint ConfigMap under PAYLOAD_KEY, mounted read-only at
 # PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT: a quarter of the ConfigMap's 1 MiB,

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, VERSIONS, kubectl, kubectl_run
+from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, VERSIONS, kubectl, kubectl_run, label
 
 pytestmark = pytest.mark.cluster
 
@@ -230,7 +230,7 @@ class Result:
 
 def create(namespace: str, doc: dict[str, Any], depth: int = 0) -> str | None:
     """Creates one object; returns the API server's refusal, or None when it was created."""
-    text = json.dumps(doc).replace(json.dumps(DEEP), deep_text(depth))
+    text = json.dumps(label(doc)).replace(json.dumps(DEEP), deep_text(depth))
     done = kubectl_run("create", "-n", namespace, "-f", "-", input=text, timeout=60)
     return done.stderr.strip() if done.returncode else None
 

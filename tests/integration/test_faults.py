@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
-    FINISHED_PHASES, KWOK_PLACEMENT, JobWatch, OperatorProcess, SeenJob, apply, get, kube_api, kubectl, paused,
+    FINISHED_PHASES, KWOK_PLACEMENT, JobWatch, OperatorProcess, SeenJob, apply, get, kube_api, label, kubectl, paused,
     restart_component, wait_until,
 )
 from tests.integration.test_taskruns import has_event, status, task, taskrun
@@ -225,7 +225,7 @@ def test_cancel_at_any_moment_after_creation_leaves_nothing_running(namespace, o
     def create_then_cancel(ms: int) -> tuple[str, float]:
         name = f"c{ms}"
         barrier.wait()
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", taskrun(name, "long"))
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns", label(taskrun(name, "long")))
         created = time.monotonic()
         time.sleep(ms / 1000)
         actual = (time.monotonic() - created) * 1000
@@ -279,7 +279,7 @@ def test_runs_sharing_an_idempotency_key_created_in_parallel_run_once(namespace,
         barrier.wait()
         time.sleep(lag)
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, "taskruns",
-                                            taskrun(name, "once", idempotencyKey=key))
+                                            label(taskrun(name, "once", idempotencyKey=key)))
 
     with JobWatch(namespace) as jobs:
         with ThreadPoolExecutor(2) as pool:
@@ -395,7 +395,7 @@ def test_an_operator_killed_five_times_in_300_runs_loses_and_duplicates_nothing(
     with operator_restored(operator), JobWatch(namespace) as jobs:
         with ThreadPoolExecutor(8) as pool:
             creating = pool.map(lambda n: api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "taskruns", taskrun(n, "quick")), names)
+                GROUP, VERSION, namespace, "taskruns", label(taskrun(n, "quick"))), names)
             for threshold in thresholds:
                 threshold = max(threshold, (at_kill or [0])[-1] + 5)  # the restarted operator works first
                 wait_until(f"{threshold} Jobs", lambda: jobs.count() >= threshold, timeout=120, interval=0.05)

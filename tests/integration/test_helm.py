@@ -40,7 +40,8 @@ def ready(pod: dict) -> bool:
 
 
 def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
-    operator.stop()  # the chart's operator replaces the test one: two never run together
+    # The release is an operator instance of its own: the session's operator keeps running beside
+    # it, and each acts only on the objects labelled for it.
     release = f"kt-{uuid.uuid4().hex[:6]}"
     system = f"{release}-system"
     installed = False
@@ -51,7 +52,7 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
             kubectl("label", "namespace", ns, f"pod-security.kubernetes.io/enforce={RESTRICTED}",
                     "pod-security.kubernetes.io/enforce-version=latest", "--overwrite")
         helm("install", release, CHART, "-n", system, "--set", f"watchNamespaces={{{namespace}}}",
-             "--set", "replicaCount=2", "--wait", "--timeout", "4m")
+             "--set", "replicaCount=2", "--set", f"instanceID={release}", "--wait", "--timeout", "4m")
         installed = True
         # Both replicas Ready (the standby answers its probes); the Lease names the leader.
         both = wait_until("two operator pods Ready",
@@ -63,6 +64,7 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         spec = pod["spec"]["containers"][0]
         assert spec["command"] == ["python", "-m", "kubetasks.controller"]
         assert {"name": "KUBETASKS_NAMESPACES", "value": namespace} in spec["env"]
+        assert {"name": "KUBETASKS_INSTANCE_ID", "value": release} in spec["env"]
         # Namespace-scoped: a Role in the watched namespace, no cluster-wide operator rules.
         kubectl("get", "role", f"{release}-kubetasks", "-n", namespace)
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
@@ -71,8 +73,8 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
-                        "machine": {"preset": "micro"}}}, namespace)
-        assert run_until_finished(namespace, "hello-1", "hello") == "Succeeded"
+                        "machine": {"preset": "micro"}}}, namespace, instance=release)
+        assert run_until_finished(namespace, "hello-1", "hello", instance=release) == "Succeeded"
         table = kubectl("get", "taskruns", "-n", namespace)
         assert table.split()[:4] == ["NAME", "TASK", "PHASE", "ATTEMPT"], table
         assert "hello-1" in table and "Succeeded" in table
@@ -86,9 +88,10 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         kubectl("delete", "pod", pod["metadata"]["name"], "-n", system, "--wait=false")
         wait_until("the standby leads", lambda: (h := lease_holder(system, lease)) and h != holder, timeout=60)
         print(f"failover after deleting the leader pod: {time.monotonic() - deleted:.1f}s")
-        assert run_until_finished(namespace, "hello-2", "hello") == "Succeeded"
+        assert run_until_finished(namespace, "hello-2", "hello", instance=release) == "Succeeded"
         jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
         assert sorted(j["metadata"]["name"] for j in jobs) == ["hello-1-1", "hello-2-1"]
+        assert {j["metadata"]["labels"].get("kubetasks.io/instance") for j in jobs} == {release}
 
         helm("uninstall", release, "-n", system, "--wait", "--timeout", "2m")
         installed = False
@@ -103,7 +106,6 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         if installed:
             helm("uninstall", release, "-n", system, "--wait", check=False)
         kubectl("delete", "namespace", system, "--wait=false", check=False)
-        operator.start()
 
 
 def render(*sets: str) -> list[dict]:

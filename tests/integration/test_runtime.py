@@ -8,9 +8,8 @@ import json
 import os
 
 import pytest
-import yaml
 
-from tests.conftest import TASK_IMAGE, apply, get, kubectl, wait_until
+from tests.conftest import TASK_IMAGE, apply, create, get, kubectl, wait_until
 from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -97,11 +96,6 @@ def test_a_permanent_failure_is_not_retried(namespace, operator):
     assert s["phase"] == "Failed" and s["attempt"] == 1
     assert s["attempts"][0]["exitCode"] == 78 and "never work" in s["error"]["message"]
     assert "permanent failure" in next(c for c in s["conditions"] if c["type"] == "Succeeded")["message"]
-
-
-def create(manifest: dict, namespace: str) -> None:
-    """kubectl create, not apply: apply copies the object into an annotation, capped at 256 KiB."""
-    kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def blob(size: int) -> str:

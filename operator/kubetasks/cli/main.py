@@ -26,7 +26,7 @@ from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.naming import LABEL_TASK, label_value
+from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
@@ -126,11 +126,16 @@ def job_for_attempt(run: dict[str, Any], attempt: int | None = None) -> tuple[in
 
 
 def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
-    """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would."""
+    """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would, and
+    with the Task's operator instance: the operator that runs the Task runs its runs."""
     name = task["metadata"]["name"]
     task_id = (task.get("spec") or {}).get("id") or name
+    labels = {LABEL_TASK: label_value(task_id)}
+    instance = instance_of(task)
+    if instance:
+        labels[LABEL_INSTANCE] = instance
     body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-                            "metadata": {"generateName": f"{name}-", "labels": {LABEL_TASK: label_value(task_id)}},
+                            "metadata": {"generateName": f"{name}-", "labels": labels},
                             "spec": {"taskRef": name}}
     if payload is not None:
         body["spec"]["payload"] = payload

@@ -6,7 +6,8 @@ KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: full re-list of every kin
 KUBETASKS_STALL_SECONDS (120: liveness fails when runs wait and none is reconciled for this long),
 KUBETASKS_START_DEADLINE_SECONDS (300: an attempt whose container has not started by then fails
 with the reason it could not: ImagePullBackOff, Unschedulable...),
-KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
+KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
+without it, only on those without the label), KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import uuid
 
@@ -22,6 +24,7 @@ import kopf
 
 from kubetasks.controller import leader, operator
 
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -32,6 +35,10 @@ def main() -> None:
         # kopf logs every handler call at INFO: thousands of lines an hour that say nothing.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = operator.namespaces()
+    instance = operator.instance_id()
+    if instance and not LABEL_VALUE.fullmatch(instance):
+        raise SystemExit(f"KUBETASKS_INSTANCE_ID={instance!r} is not a label value (63 characters at most: "
+                         "letters, digits, '-', '_', '.', beginning and ending with a letter or digit)")
     liveness = os.environ.get("KUBETASKS_LIVENESS", "http://0.0.0.0:8080/healthz")
     lease = os.environ.get("KUBETASKS_LEADER_ELECTION")
     if lease:

@@ -27,7 +27,7 @@ from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.core.children import controlled_by
 from kubetasks.core.naming import (
-    ANNOTATION_SCHEDULED_AT, LABEL_SCHEDULED, LABEL_TASK, label_value, scheduled_run_name,
+    ANNOTATION_SCHEDULED_AT, LABEL_INSTANCE, LABEL_SCHEDULED, LABEL_TASK, instance_of, label_value, scheduled_run_name,
 )
 from kubetasks.core.observe import parse_time
 from kubetasks.core.schedule import plan_schedule, runs_to_prune
@@ -49,9 +49,13 @@ def render_scheduled_run(task: Task, name: str, tick: datetime) -> Body:
         spec["payload"] = task.spec.payload
     owner = {"apiVersion": API_VERSION, "kind": "Task", "name": task.name, "uid": task_uid(task),
              "controller": True, "blockOwnerDeletion": False}
+    labels = {LABEL_TASK: label_value(task.task_id), LABEL_SCHEDULED: "true"}
+    instance = instance_of({"metadata": task.metadata})
+    if instance:
+        labels[LABEL_INSTANCE] = instance  # the Task's operator instance runs its ticks
     return {"apiVersion": API_VERSION, "kind": "TaskRun",
             "metadata": {"name": name, "namespace": task.metadata["namespace"],
-                         "labels": {LABEL_TASK: label_value(task.task_id), LABEL_SCHEDULED: "true"},
+                         "labels": labels,
                          "annotations": {ANNOTATION_SCHEDULED_AT: tick.isoformat()},
                          "ownerReferences": [owner]},
             "spec": spec}

@@ -30,7 +30,7 @@ from kubetasks.controller.reflector import Reflector
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
-from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER
+from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
 from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, unfinished
 
 log = logging.getLogger("kubetasks")
@@ -97,14 +97,17 @@ class Operator:
         return ((body or {}).get("spec") or {}).get("concurrency")
 
     # Running ---------------------------------------------------------------------------------
-    async def start(self, namespaces: list[str], resync_seconds: float) -> None:
-        """Starts the informers, then (once every store has its first list) the workers."""
+    async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None) -> None:
+        """Starts the informers, then (once every store has its first list) the workers. Only the
+        Tasks and TaskRuns of this operator ``instance`` are seen (naming.LABEL_INSTANCE), and the
+        Jobs made for them."""
         from kubetasks.controller.cron import Scheduler
 
         self.tasks.schedule = Scheduler(self.cache, self.task_queue, self.run_queue)
         loop = asyncio.get_running_loop()
-        kinds = ((self.cache.tasks, kube.TASKS, ""), (self.cache.runs, kube.TASKRUNS, ""),
-                 (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER}"))
+        mine = instance_selector(instance)
+        kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.runs, kube.TASKRUNS, mine),
+                 (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces
         for namespace in scopes:
             for store, resource, selector in kinds:
@@ -146,6 +149,10 @@ def namespaces() -> list[str]:
     return [n for n in os.environ.get("KUBETASKS_NAMESPACES", "").split(",") if n]
 
 
+def instance_id() -> str | None:
+    return os.environ.get("KUBETASKS_INSTANCE_ID") or None
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # Both kopf's own login and the official client are available: use the client's view.
@@ -170,7 +177,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
-    _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync), name="informers"))
+    _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id()), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
 

@@ -13,6 +13,10 @@ LABEL_RUN_UID = "kubetasks.io/run-uid"  # children are found by their owner's UI
 LABEL_ATTEMPT = "kubetasks.io/attempt"
 LABEL_SCHEDULED = "kubetasks.io/scheduled"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# Which operator instance acts on a Task or TaskRun (as Argo's --instanceid): an operator started
+# with an id acts only on objects labelled with it; one without, only on unlabelled objects. The
+# label passes from a run to its Job and pods, and from a Task to its scheduled runs.
+LABEL_INSTANCE = "kubetasks.io/instance"
 MANAGER = "kubetasks"
 ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
 # sha256 of (task, idempotency key, payload), set by the SDK's trigger on the runs it names after a key.
@@ -20,6 +24,18 @@ ANNOTATION_TRIGGER = "kubetasks.io/idempotent-trigger"
 
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
 MAX_SUBDOMAIN = 253  # most object names: ConfigMaps, ServiceAccounts, TaskRuns
+
+
+def instance_selector(instance: str | None) -> str:
+    """The label selector of the objects an operator with ``instance`` (None or "": the default
+    instance) acts on."""
+    return f"{LABEL_INSTANCE}={instance}" if instance else f"!{LABEL_INSTANCE}"
+
+
+def instance_of(body: dict[str, object]) -> str | None:
+    """The instance id an object is labelled with, or None."""
+    labels = (body.get("metadata") or {}).get("labels") or {}  # type: ignore[union-attr]
+    return labels.get(LABEL_INSTANCE) or None  # type: ignore[union-attr]
 
 
 def _digest(text: str) -> str:
@@ -62,6 +78,12 @@ def checkpoint_name(run: str, uid: str) -> str:
     """ConfigMap that holds a run's step checkpoints. Qualified by the run's UID: a run re-created
     under the same name never finds the old one's checkpoints, nor anyone's object squatting it."""
     return fit_name(run, f"-{uid[:8]}-steps", MAX_SUBDOMAIN)
+
+
+def attempt_log_name(job_name: str) -> str:
+    """ConfigMap that keeps an attempt's log after its pod is gone (core.logs). Named after the
+    attempt's Job, which is unique per attempt (UID-qualified when the plain name was taken)."""
+    return fit_name(job_name, "-log", MAX_SUBDOMAIN)
 
 
 def run_identity_name(run: str, uid: str) -> str:

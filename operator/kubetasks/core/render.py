@@ -10,8 +10,8 @@ from kubetasks.api.machines import resolve_machine
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
-    LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name, fit_name,
-    job_name, label_value, run_identity_name,
+    LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
+    fit_name, instance_of, job_name, label_value, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks import protocol
@@ -28,7 +28,12 @@ def owner_reference(run: TaskRun) -> dict[str, Any]:
 
 
 def run_labels(run: TaskRun, task_id: str) -> dict[str, str]:
-    return {LABEL_TASK: label_value(task_id), LABEL_RUN: label_value(run.name), LABEL_RUN_UID: uid(run), LABEL_MANAGED_BY: MANAGER}
+    labels = {LABEL_TASK: label_value(task_id), LABEL_RUN: label_value(run.name), LABEL_RUN_UID: uid(run),
+              LABEL_MANAGED_BY: MANAGER}
+    instance = instance_of({"metadata": run.metadata})
+    if instance:
+        labels[LABEL_INSTANCE] = instance  # the operator instance's informers see only its own Jobs
+    return labels
 
 
 def uid(run: TaskRun) -> str:
@@ -67,6 +72,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         # who may read Jobs would read it.
         {"name": protocol.ENV_PAYLOAD_FILE, "value": protocol.PAYLOAD_FILE},
     ]
+    if LABEL_INSTANCE in labels:
+        env.append({"name": protocol.ENV_INSTANCE, "value": labels[LABEL_INSTANCE]})
     if uses_sdk(task):
         env.append({"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))})
     if spec.entrypoint:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from kubetasks import protocol
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
-from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_TASK, idempotent_run_name, label_value
+from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
@@ -61,11 +61,13 @@ def payload_of(task: TaskRef, payload: Any) -> Any:
 def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: DurationLike | None = None,
                      idempotency_key: str | None = None, tags: Iterable[str] | None = None,
                      machine: Machine | dict[str, Any] | str | None = None,
-                     parent_run: str | None = None) -> dict[str, Any]:
+                     parent_run: str | None = None, instance: str | None = None) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run, and an annotation holds the digest
     of task, key and payload (see :func:`idempotent_mismatch`)."""
     metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_TASK: label_value(task_id)}}
+    if instance:
+        metadata["labels"][LABEL_INSTANCE] = instance
     if idempotency_key:
         metadata["name"] = idempotent_run_name(task_id, idempotency_key)
         metadata["annotations"] = {ANNOTATION_TRIGGER: trigger_digest(task_id, idempotency_key, payload)}
@@ -242,7 +244,8 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     ns = namespace or default_namespace()
     body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, delay=delay,
                             idempotency_key=idempotency_key, tags=tags, machine=machine,
-                            parent_run=os.environ.get(protocol.ENV_RUN) or None)
+                            parent_run=os.environ.get(protocol.ENV_RUN) or None,
+                            instance=os.environ.get(protocol.ENV_INSTANCE) or None)
     name = _create(body, idempotency_key)
     return RunHandle(name, ns, task if isinstance(task, TaskDefinition) else None)
 
