@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv cluster-up cluster-down images image crds lint unit test demo bench
+.PHONY: help venv cluster-up cluster-down images image crds lint unit browser test demo bench
 
 help:  ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,7 +38,10 @@ lint: venv  ## Pyflakes checks (ruff), types (mypy), the architecture's import c
 unit: venv  ## Unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q
 
-test: venv lint images  ## The whole test suite: lint, unit tests and integration tests on the local cluster
+browser:  ## Debian's chromium, which the dashboard's browser tests drive (installed when missing)
+	hack/chromium.sh
+
+test: venv lint images browser  ## The whole test suite: lint, unit tests and integration tests on the local cluster
 	$(PY) -m pytest tests -q
 
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run

@@ -54,7 +54,9 @@ HOSTILE = textwrap.dedent('''
         spec = {"taskRef": task}
         if parent:
             spec["parentRun"] = parent
-        return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name}, "spec": spec}
+        labels = {"kubetasks.io/instance": os.environ["KUBETASKS_INSTANCE_ID"]}  # as the SDK does: its operator's
+        return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name, "labels": labels},
+                "spec": spec}
 
     checks = {
         "own run": call("GET", "%s/%s" % (R, run)),
