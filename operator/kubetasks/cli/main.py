@@ -26,6 +26,7 @@ from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
+from kubetasks.cli import dashboard
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crds", help="print the CRDs generated from the API models, or write them")
     p.add_argument("--write", nargs="?", const="crds", metavar="DIR",
                    help="write the files to DIR (default: crds) instead of printing")
+    dashboard.add_parser(sub)
     return parser
 
 
@@ -416,7 +418,7 @@ def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
-            "cancel": cmd_cancel, "crds": cmd_crds}
+            "cancel": cmd_cancel, "crds": cmd_crds, "dashboard": dashboard.cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
