@@ -208,6 +208,13 @@ def get_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
     return None if found is None else cast(dict[str, str], found.get("data") or {})
 
 
+def read_log(namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> bytes:
+    """The last ``tail_lines`` lines of a pod's log, at most ``limit_bytes`` of them (their start).
+    A pod on a node without a real kubelet (kwok) answers an error: one request, never retried."""
+    query = {"tailLines": tail_lines, "limitBytes": limit_bytes}
+    return cast(bytes, _request("GET", PODS.path(namespace, pod) + "/log", query).read())
+
+
 def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Records a core/v1 Event on an object, for ``kubectl describe``."""
     meta = obj["metadata"]

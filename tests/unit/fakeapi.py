@@ -31,6 +31,7 @@ class FakeApi:
         self.events: list[tuple[str, str, str, str]] = []  # (object name, type, reason, message)
         self.made: list[tuple[str, str]] = []  # (kind, name) of every object the reconcilers created
         self.pods: dict[str, list[Body]] = {}  # by Job name: what the kubelet reports
+        self.logs: dict[str, bytes | Exception] = {}  # by pod name: its log, or what reading it raises
         self._rv = itertools.count(100)
 
     # What the reconcilers call ---------------------------------------------------------------
@@ -82,6 +83,17 @@ class FakeApi:
     def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
         self.calls.append(("list_pods", (label_selector,)))
         return copy.deepcopy(self.pods.get(label_selector.removeprefix("job-name="), []))
+
+    def read_log(self, namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> bytes:
+        """The last ``tail_lines`` lines, at most ``limit_bytes`` of them, as the kubelet answers."""
+        self.calls.append(("read_log", (pod, tail_lines, limit_bytes)))
+        found = self.logs.get(pod)
+        if found is None:
+            raise kube.ApiException(status=404, reason="NotFound")
+        if isinstance(found, Exception):
+            raise found
+        lines = found.splitlines(keepends=True)
+        return b"".join(lines[len(lines) - tail_lines:] if tail_lines < len(lines) else lines)[:limit_bytes]
 
     def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
         self.calls.append(("get_configmap", (name,)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
@@ -27,12 +28,13 @@ from kubetasks.api.durations import parse_duration
 from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Body, Cache, Key, uid_of
+from kubetasks.controller.cache import Body, Cache, Key, attempt_of, uid_of
 from kubetasks.controller.queue import Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
-from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
+from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again, render_attempt_log
+from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, attempt_log_name, checkpoint_name, label_value
 from kubetasks.core.observe import NEVER_STARTED, AttemptObservation, StartProblem, job_ending, job_ready, parse_time, start_problem, started
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
@@ -46,6 +48,12 @@ START_CHECK = 20.0  # seconds after its Job's pods were created before they are 
 START_CHECK_EVERY = 60.0
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
+LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
+
+
+def log_keep_bytes(value: str | None) -> int:
+    """KUBETASKS_LOG_KEEP_BYTES: 0 keeps no logs; at most what a ConfigMap holds."""
+    return max(0, min(int(value or DEFAULT_KEEP_BYTES), MAX_KEEP_BYTES))
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +82,9 @@ class RunReconciler:
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, tuple[datetime, StartProblem | None]] = {}
+        self.log_keep_bytes = DEFAULT_KEEP_BYTES
+        self._logs_kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
+        self._log_warned = -LOG_WARNING_EVERY
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -131,6 +142,7 @@ class RunReconciler:
                      run.status.phase, [j["metadata"]["name"] for j in active])
             await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
+        self._logs_kept.pop(uid, None)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -161,7 +173,9 @@ class RunReconciler:
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
+        jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
+        await self._keep_logs(run, uid, jobs, pods)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
@@ -178,6 +192,66 @@ class RunReconciler:
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
+
+    async def _keep_logs(self, run: TaskRun, uid: str, jobs: list[Body], pods: dict[str, list[Body]]) -> None:
+        """Keeps the log of each attempt whose Job finished (core.logs), once: one try per attempt,
+        whatever its outcome. After the status is written, so a slow or failing read never holds
+        up the run, and a failure is a log line, never the run's. An attempt whose outcome the
+        status had already recorded was seen by an operator before a restart: its log is read
+        only if no ConfigMap keeps it yet."""
+        if not self.log_keep_bytes:
+            return
+        done = self._logs_kept.setdefault(uid, set())
+        recorded = {a.job_name for a in run.status.attempts if a.reason}
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if name in done or not job_finished(job):
+                continue
+            done.add(name)
+            try:
+                await self._keep_log(run, uid, job, pods.get(name), name in recorded)
+            except Exception as e:
+                self._log_not_kept(run, name, e)
+
+    async def _keep_log(self, run: TaskRun, uid: str, job: Body, pods: list[Body] | None, recorded: bool) -> None:
+        ns, name = run.namespace, job["metadata"]["name"]
+        if recorded and await self._call("get", kube.CONFIGMAPS, ns, attempt_log_name(name)) is not None:
+            return
+        if pods is None:  # not read for its exit code: a plain command that succeeded
+            pods = await self._call("list_pods", ns, f"job-name={name}")
+        pod = last_pod(pods or [])
+        if pod is None:
+            log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)
+            return
+        pod_name = pod["metadata"]["name"]
+        keep = self.log_keep_bytes
+        lines, cap = log_window(keep)
+        try:
+            data = await self._call("read_log", ns, pod_name, lines, cap)
+            if read_again(data, keep, lines, cap):  # lines longer or shorter than guessed (core.logs)
+                lines = lines_to_fill(data, keep)
+                data = await self._call("read_log", ns, pod_name, lines, cap)
+        except Exception as e:
+            if kube.is_status(e, 404):
+                log.debug("%s/%s: pod %s is gone: the log of %s is not kept", ns, run.name, pod_name, name)
+                return
+            raise
+        text, truncated = log_tail(data, keep, lines, cap)
+        configmap = render_attempt_log(run, job, attempt_of(job), pod_name, text, truncated)
+        created, existing = await self._call("create_or_get", configmap)
+        if not created and existing is not None and not controlled_by(existing, uid):
+            log.warning("%s/%s: ConfigMap %s belongs to another owner: the log of %s is not kept", ns, run.name,
+                        configmap["metadata"]["name"], name)
+
+    def _log_not_kept(self, run: TaskRun, job: str, error: Exception) -> None:
+        now = time.monotonic()
+        level = logging.DEBUG
+        if now >= self._log_warned + LOG_WARNING_EVERY:
+            level, self._log_warned = logging.WARNING, now
+        said = str(getattr(error, "body", None) or error).strip()  # an ApiException's body says why
+        first = said.splitlines()[0][:300] if said else type(error).__name__
+        log.log(level, "%s/%s: the log of %s is not kept: %s (at most one such warning a minute)",
+                run.namespace, run.name, job, first)
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once

@@ -1,0 +1,133 @@
+"""An attempt's log, kept after its Job and pod are gone: the end of it (the last N bytes, which
+is where a failure explains itself), in a ConfigMap owned by the run, so it goes with the run.
+
+The log is read with ``tailLines`` and a ``limitBytes`` cap, not with ``limitBytes`` alone: that
+keeps the *start* of a log, and a log can be gigabytes. ``tailLines`` makes the kubelet seek back
+from the end of the file, so only about the bytes kept cross the network. The number of lines is
+a guess (N / MIN_LINE_BYTES), and the cap bounds what a log of long lines costs. When the guess
+was wrong, a second read asks for as many lines as N bytes hold, judged by the lines read
+(:func:`lines_to_fill`): after a read that hit the cap (it holds the start of the window, not its
+end), or one of short lines that filled less than N though the log goes on before them. At most
+two reads; one for most logs; one failed read (a pod on a kwok node) and no retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubetasks.api.taskrun import TaskRun
+from kubetasks.core.children import controlled_by
+from kubetasks.core.naming import attempt_log_name
+from kubetasks.core.render import owner_reference
+
+Body = dict[str, Any]
+
+DEFAULT_KEEP_BYTES = 256 * 1024
+MAX_KEEP_BYTES = 900 * 1024  # a ConfigMap holds 1 MiB of data in all
+LOG_KEY = "log"
+ANNOTATION_ATTEMPT = "kubetasks.io/attempt"
+ANNOTATION_POD = "kubetasks.io/pod"
+ANNOTATION_TRUNCATED = "kubetasks.io/log-truncated"
+ANNOTATION_BYTES = "kubetasks.io/log-bytes"
+# Lines asked for: enough to fill N bytes when lines average this long or more. Shorter lines
+# leave less than N kept (and say it was truncated); longer ones are cut by the cap below.
+MIN_LINE_BYTES = 64
+CAP_FACTOR = 8  # a read transfers at most this many times N bytes
+
+
+def log_window(keep: int) -> tuple[int, int]:
+    """(tailLines, limitBytes) of the first read of a log whose last ``keep`` bytes are kept."""
+    return keep // MIN_LINE_BYTES + 1, keep * CAP_FACTOR
+
+
+def read_again(data: bytes, keep: int, lines: int, cap: int) -> bool:
+    """Whether a read of ``lines`` lines capped at ``cap`` missed the end of the log (cut off by
+    the cap), or left room for more of it (as many lines as asked, fewer bytes than kept)."""
+    return len(data) >= cap or (count_lines(data) >= lines and len(data) < keep)
+
+
+def lines_to_fill(data: bytes, keep: int) -> int:
+    """How many lines ``keep`` bytes hold, at the mean length of the lines in ``data``, plus a
+    quarter (lines vary; what is read beyond ``keep`` is trimmed)."""
+    mean = len(data) / max(1, count_lines(data))
+    return max(1, int(keep * 1.25 / mean))
+
+
+def count_lines(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def keep_tail(data: bytes, keep: int) -> tuple[str, bool]:
+    """The end of ``data`` in at most ``keep`` bytes of UTF-8, and whether anything was cut.
+
+    Undecodable bytes become U+FFFD first (a ConfigMap holds text), so the bound holds for what
+    is stored. The cut is at a line start when one is in the first half of what fits (a whole
+    first line reads better), else at a character start (one long line keeps its end)."""
+    encoded = data.decode("utf-8", "replace").encode()
+    if len(encoded) <= keep:
+        return encoded.decode(), False
+    cut = encoded[len(encoded) - keep:]
+    newline = cut.find(b"\n")
+    if 0 <= newline < len(cut) // 2:
+        cut = cut[newline + 1:]
+    else:
+        start = 0
+        while start < len(cut) and cut[start] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+            start += 1
+        cut = cut[start:]
+    return cut.decode(), True
+
+
+def log_tail(data: bytes, keep: int, lines: int, cap: int) -> tuple[str, bool]:
+    """What is kept of a read of ``lines`` lines capped at ``cap`` bytes: (text, truncated).
+    Truncated when bytes were cut here, or when the read may not have held the whole log (as
+    many lines as asked for, or the cap reached)."""
+    text, cut = keep_tail(data, keep)
+    return text, cut or len(data) >= cap or count_lines(data) >= lines
+
+
+def render_attempt_log(run: TaskRun, job: Body, attempt: int, pod: str, text: str, truncated: bool) -> Body:
+    """The ConfigMap that keeps an attempt's log: named after its Job (:func:`attempt_log_name`),
+    labelled as the Job is (run, run UID, task, attempt: listed per run with the run-uid label),
+    owned by the run. Immutable: it is a record, written once."""
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": attempt_log_name(job["metadata"]["name"]), "namespace": run.namespace,
+            "labels": dict(job["metadata"].get("labels") or {}),
+            "annotations": {ANNOTATION_ATTEMPT: str(attempt), ANNOTATION_POD: pod,
+                            ANNOTATION_TRUNCATED: "true" if truncated else "false",
+                            ANNOTATION_BYTES: str(len(text.encode()))},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "immutable": True,
+        "data": {LOG_KEY: text},
+    }
+
+
+@dataclass(frozen=True)
+class KeptLog:
+    text: str
+    truncated: bool
+    kept_bytes: int
+    pod: str
+
+
+def kept_log(configmap: Body | None, run_uid: str) -> KeptLog | None:
+    """The log kept in ``configmap`` when it is the run's (owned by its UID: a ConfigMap of that
+    name left by a deleted run of the same name is not this run's log), else None."""
+    if configmap is None or not controlled_by(configmap, run_uid):
+        return None
+    notes = configmap["metadata"].get("annotations") or {}
+    text = (configmap.get("data") or {}).get(LOG_KEY, "")
+    try:
+        kept = int(notes.get(ANNOTATION_BYTES, ""))
+    except ValueError:
+        kept = len(text.encode())
+    return KeptLog(text, notes.get(ANNOTATION_TRUNCATED) == "true", kept, notes.get(ANNOTATION_POD, ""))
+
+
+def last_pod(pods: list[Body]) -> Body | None:
+    """The pod whose log is the attempt's: the newest, when its Job made several."""
+    return max(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]), default=None)
