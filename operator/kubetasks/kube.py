@@ -61,6 +61,16 @@ class CountingApiClient(ApiClient):
         return super().call_api(method, url, *args, **kwargs)
 
 
+_context: str | None = None
+
+
+def use_context(context: str | None) -> None:
+    """Use this kubeconfig context rather than the current one (the CLI's ``--context``); call
+    it before the first request."""
+    global _context
+    _context = context
+
+
 def api_client() -> ApiClient:
     """A shared client: in-cluster config in a pod, else $KUBECONFIG (loaded once)."""
     global _client
@@ -72,7 +82,7 @@ def api_client() -> ApiClient:
             else:
                 # $KUBECONFIG as it is now: the client reads it once, when first imported.
                 kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                                   client_configuration=config)
+                                                   context=_context, client_configuration=config)
             config.connection_pool_maxsize = 64  # the workers, the informers and the election
             config.socket_options = tcp_keepalive_socket_options()  # client-go's 30 s keep-alive
             _client = CountingApiClient(config)

@@ -11,6 +11,8 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import MaxRetryError
 
 from kubetasks.cli import main as cli
+from kubetasks.cli import tables
+from kubetasks.cli.describe import describe_lines
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -29,32 +31,32 @@ def taskrun(name: str, task: str = "hello", created: str | None = None, **status
     (86400 * 4 + 3 * 3600, "4d3h"), (86400 * 30, "30d"),
 ])
 def test_human_age(seconds, text):
-    assert cli.human_age(ago(seconds=seconds), NOW) == text
+    assert tables.human_age(ago(seconds=seconds), NOW) == text
 
 
 def test_human_age_without_a_time():
-    assert cli.human_age(None, NOW) == "<unknown>"
-    assert cli.human_age("garbage", NOW) == "<unknown>"
+    assert tables.human_age(None, NOW) == "<unknown>"
+    assert tables.human_age("garbage", NOW) == "<unknown>"
 
 
 def test_run_row_of_a_finished_run():
     run = taskrun("hello-1", created=ago(minutes=2), phase="Succeeded", attempt=2, duration="1m5s")
-    assert cli.run_row(run, NOW) == ("hello-1", "hello", "Succeeded", "2", "2m", "1m5s")
+    assert tables.run_row(run, NOW) == ("hello-1", "hello", "Succeeded", "2", "2m", "1m5s")
 
 
 def test_run_row_of_a_new_run_without_status():
     run = taskrun("hello-2")
     run.pop("status")
-    assert cli.run_row(run, NOW) == ("hello-2", "hello", "Pending", "0", "30s", "-")
+    assert tables.run_row(run, NOW) == ("hello-2", "hello", "Pending", "0", "30s", "-")
 
 
 def test_run_rows_filter_by_task_and_sort_oldest_first():
     runs = [taskrun("b", created=ago(seconds=10)), taskrun("other", task="x", created=ago(seconds=50)),
             taskrun("a", created=ago(seconds=40))]
-    assert [r[0] for r in cli.run_rows(runs, now=NOW)] == ["other", "a", "b"]
-    assert [r[0] for r in cli.run_rows(runs, "hello", now=NOW)] == ["a", "b"]
-    assert cli.run_rows(runs, "x", now=NOW, with_namespace=True)[0][:2] == ("ns", "other")
-    assert len(cli.RUN_COLUMNS) == len(cli.run_rows(runs, now=NOW)[0])
+    assert [r[0] for r in tables.run_rows(runs, now=NOW)] == ["other", "a", "b"]
+    assert [r[0] for r in tables.run_rows(runs, "hello", now=NOW)] == ["a", "b"]
+    assert tables.run_rows(runs, "x", now=NOW, with_namespace=True)[0][:2] == ("ns", "other")
+    assert len(tables.RUN_COLUMNS) == len(tables.run_rows(runs, now=NOW)[0])
 
 
 def test_job_for_attempt_defaults_to_the_latest_and_uses_recorded_names():
@@ -97,7 +99,7 @@ def test_new_taskrun_is_labelled_with_the_task_id():
 def test_describe_lines():
     run = taskrun("r", phase="Failed", attempt=1, duration="3s")
     run["spec"]["payload"] = {"a": 1}
-    lines = dict(cli.describe_lines(run, NOW))
+    lines = dict(describe_lines(run, NOW))
     assert lines["Phase"] == "Failed" and lines["Task"] == "hello" and lines["Payload"] == '{"a": 1}'
     assert "Next retry" not in lines and lines["Created"].endswith("(30s ago)")
 
@@ -115,6 +117,14 @@ def test_describe_lines():
     (["crds"], {"write": None}),
     (["crds", "--write"], {"write": "crds"}),
     (["crds", "--write", "out"], {"write": "out"}),
+    (["runs", "-w"], {"watch": True, "output": None}),
+    (["runs", "hello", "-o", "name"], {"task": "hello", "output": "name", "watch": False}),
+    (["completion", "fish"], {"command": "completion", "shell": "fish"}),
+    # kubectl's flags, as a plugin gets them: before the command or after it, the later winning.
+    (["-n", "a", "runs"], {"namespace": "a", "kubeconfig": None, "context": None}),
+    (["--context", "c", "--kubeconfig", "k", "runs", "-n", "b"], {"context": "c", "kubeconfig": "k", "namespace": "b"}),
+    (["-n", "a", "describe", "r", "--namespace", "b", "--context", "c"], {"namespace": "b", "context": "c"}),
+    (["logs", "r", "--kubeconfig", "k"], {"kubeconfig": "k", "namespace": None, "context": None}),
 ])
 def test_parsing(argv, expected):
     args = vars(cli.build_parser().parse_args(argv))
@@ -123,7 +133,8 @@ def test_parsing(argv, expected):
 
 @pytest.mark.parametrize("argv", [
     [], ["run"], ["logs", "r", "--attempt", "0"], ["logs", "r", "--attempt", "x"],
-    ["run", "t", "--timeout", "-1"], ["nope"],
+    ["run", "t", "--timeout", "-1"], ["nope"], ["runs", "-w", "-o", "name"], ["runs", "-o", "wide"],
+    ["completion", "tcsh"], ["completion"],
 ])
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -186,3 +197,67 @@ def test_crds_prints_both_definitions(capsys):
 def test_crds_write(tmp_path, capsys):
     assert cli.main(["crds", "--write", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kubetasks.io_taskruns.yaml", "kubetasks.io_tasks.yaml"]
+
+
+def test_kubeconfig_and_context_flags_choose_the_default_namespace(tmp_path, monkeypatch):
+    config = tmp_path / "config"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "one",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "one", "context": {"cluster": "c", "user": "u", "namespace": "ns-one"}},
+                     {"name": "two", "context": {"cluster": "c", "user": "u", "namespace": "ns-two"}}]}))
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    parse = cli.build_parser().parse_args
+    for argv, expected in [(["runs", "--kubeconfig", str(config)], "ns-one"),
+                           (["--kubeconfig", str(config), "runs", "--context", "two"], "ns-two"),
+                           (["runs", "--kubeconfig", str(config), "--context", "two", "-n", "x"], "x")]:
+        args = parse(argv)
+        cli.use_kube_flags(args)
+        assert cli._namespace(args) == expected
+    with pytest.raises(cli.CliError, match="context 'three' not found"):
+        cli.current_namespace("three")
+
+
+def test_runs_prints_names_only_with_output_name(monkeypatch, capsys):
+    from kubetasks import kube
+
+    monkeypatch.setattr(kube, "list_custom", lambda plural, namespace: [
+        taskrun("b", created=ago(seconds=10)), taskrun("a", created=ago(seconds=40)), taskrun("x", task="other")])
+    assert cli.main(["runs", "hello", "-n", "ns", "-o", "name"]) == 0
+    assert capsys.readouterr().out == "a\nb\n"
+
+
+def test_bash_completion_loads_and_completes_commands_and_options():
+    """The script `kubetasks completion bash` prints, sourced in bash, asks this very program."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "kubetasks").exists():
+        pytest.fail(f"no kubetasks console script beside {sys.executable}: pip install -e .")
+    script = r"""
+        source <(kubetasks completion bash)
+        complete -p kubetasks kubectl-kubetasks
+        complete_line() {
+            COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -ra COMP_WORDS <<<"$1"; COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+            _python_argcomplete kubetasks; echo "[$1] ${COMPREPLY[*]}"
+        }
+        complete_line "kubetasks desc"
+        complete_line "kubetasks runs --wa"
+        complete_line "kubetasks completion "
+    """
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([shutil.which("bash") or "bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("complete ") and lines[0].endswith(" kubetasks"), done.stdout
+    assert lines[1].endswith(" kubectl-kubetasks")
+    assert "[kubetasks desc] describe" in lines[2].rstrip()
+    assert "[kubetasks runs --wa] --watch" in lines[3].rstrip()
+    assert {"bash", "fish", "zsh"} <= set(lines[4].split("] ")[1].split())

@@ -17,20 +17,19 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
+from kubetasks.cli.describe import describe_view
+from kubetasks.cli.tables import human_age as human_age, run_rows, runs_table  # human_age: the dashboard's
 from kubetasks.cli import dashboard
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
-RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -47,59 +46,6 @@ def parse_payload(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise CliError(f"--payload is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def human_age(since: str | datetime | None, now: datetime | None = None) -> str:
-    """kubectl-style age: 45s, 3m12s, 2h5m, 4d3h; "<unknown>" without a time."""
-    start = _parse_time(since) if isinstance(since, str) or since is None else since
-    if start is None:
-        return "<unknown>"
-    seconds = max(0, int(((now or datetime.now(timezone.utc)) - start).total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{s}s" if minutes < 10 and s else f"{minutes}m"
-    hours, m = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{m}m" if m else f"{hours}h"
-    days, h = divmod(hours, 24)
-    return f"{days}d{h}h" if h and days < 10 else f"{days}d"
-
-
-def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]:
-    """One TaskRun as a row of RUN_COLUMNS."""
-    meta, spec, status = run.get("metadata") or {}, run.get("spec") or {}, run.get("status") or {}
-    return (
-        str(meta.get("name", "")),
-        str(spec.get("taskRef", "")),
-        str(status.get("phase") or "Pending"),
-        str(status.get("attempt") or 0),
-        human_age(meta.get("creationTimestamp"), now),
-        str(status.get("duration") or "-"),
-    )
-
-
-def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datetime | None = None,
-             with_namespace: bool = False) -> list[tuple[str, ...]]:
-    """Rows of the runs (of ``task`` only, when given), oldest first."""
-    chosen = [r for r in runs if task is None or (r.get("spec") or {}).get("taskRef") == task]
-    chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
-                               (r.get("metadata") or {}).get("name") or ""))
-    rows = []
-    for r in chosen:
-        row = run_row(r, now)
-        rows.append(((r.get("metadata") or {}).get("namespace", ""), *row) if with_namespace else row)
-    return rows
 
 
 def latest_attempt(run: dict[str, Any]) -> int:
@@ -173,13 +119,23 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubetasks", description="Background tasks on Kubernetes.")
+def _kube_flags(p: argparse.ArgumentParser, default: Any) -> argparse.ArgumentParser:
+    p.add_argument("-n", "--namespace", default=default,
+                   help="namespace (default: the kubeconfig context's, else default)")
+    p.add_argument("--kubeconfig", default=default, metavar="FILE", help="kubeconfig file (default: $KUBECONFIG)")
+    p.add_argument("--context", default=default, help="kubeconfig context (default: its current one)")
+    return p
+
+
+def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Background tasks on Kubernetes.")
+    # kubectl hands a plugin the flags after its name: -n, --kubeconfig and --context work before
+    # COMMAND (None when absent) or after it (SUPPRESS: absent, they leave the first ones alone).
+    _kube_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def with_namespace(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
-        return p
+        return _kube_flags(p, argparse.SUPPRESS)
 
     def positive(parse: Callable[[str], float], what: str) -> Callable[[str], float]:
         def check(value: str) -> float:
@@ -195,50 +151,82 @@ def build_parser() -> argparse.ArgumentParser:
     seconds = positive(float, "a number of seconds")
 
     p = with_namespace(sub.add_parser("run", help="trigger a TaskRun of a Task"))
-    p.add_argument("task", metavar="TASK")
+    _complete_with(p.add_argument("task", metavar="TASK"), "tasks")
     p.add_argument("--payload", metavar="JSON", help="the run's input, as JSON")
     p.add_argument("--wait", action="store_true", help="wait until the run finishes; exit 1 unless it succeeded")
     p.add_argument("--timeout", type=seconds, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")
 
     p = with_namespace(sub.add_parser("runs", help="list TaskRuns"))
-    p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task")
+    _complete_with(p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task"), "tasks")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="runs of every namespace")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("-w", "--watch", action="store_true", help="keep the table current until Ctrl-C")
+    shown.add_argument("-o", "--output", choices=["name"], help="name: the runs' names only, one a line")
 
     p = with_namespace(sub.add_parser("describe", help="show a TaskRun: attempts, steps, result, error"))
-    p.add_argument("run", metavar="RUN")
+    _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
 
     p = with_namespace(sub.add_parser("logs", help="print the logs of a TaskRun's attempt"))
-    p.add_argument("run", metavar="RUN")
+    _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
     p.add_argument("--attempt", type=positive(int, "a whole number"), metavar="N", help="attempt number (default: the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="stream the logs")
 
     p = with_namespace(sub.add_parser("cancel", help="cancel a TaskRun"))
-    p.add_argument("run", metavar="RUN")
+    _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
 
     p = sub.add_parser("crds", help="print the CRDs generated from the API models, or write them")
     p.add_argument("--write", nargs="?", const="crds", metavar="DIR",
                    help="write the files to DIR (default: crds) instead of printing")
+
+    p = sub.add_parser("completion", help="print a shell completion script: source <(kubetasks completion bash)")
+    p.add_argument("shell", choices=SHELLS)
     dashboard.add_parser(sub)
     return parser
 
 
+def _complete_with(action: argparse.Action, plural: str) -> None:
+    """Tab completion of the names of ``plural`` in the namespace the command line names so far."""
+    def names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+        from kubetasks import kube
+
+        use_kube_flags(parsed_args)
+        found = kube.list_custom(plural, _namespace(parsed_args))
+        return [n for item in found if (n := str((item.get("metadata") or {}).get("name", ""))).startswith(prefix)]
+    setattr(action, "completer", names)  # argcomplete's hook
+
+
 # ---------------------------------------------------------------- commands (talk to the API)
 
-def current_namespace() -> str:
+def use_kube_flags(args: argparse.Namespace) -> None:
+    """--kubeconfig and --context, for every later request and for the default namespace."""
+    if getattr(args, "kubeconfig", None):
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    if getattr(args, "context", None):
+        from kubetasks import kube
+
+        kube.use_context(args.context)
+
+
+def current_namespace(context: str | None = None) -> str:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and Path(SA_NAMESPACE).exists():
         return Path(SA_NAMESPACE).read_text().strip() or "default"
     import kubernetes
 
     try:
-        _, active = kubernetes.config.list_kube_config_contexts()
+        # The client reads $KUBECONFIG when imported: pass it as it is now (--kubeconfig).
+        contexts, active = kubernetes.config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
     except kubernetes.config.ConfigException:
         return "default"
+    if context:
+        active = next((c for c in contexts if c.get("name") == context), None)
+        if active is None:
+            raise CliError(f"context {context!r} not found in the kubeconfig")
     return ((active or {}).get("context") or {}).get("namespace") or "default"
 
 
 def _namespace(args: argparse.Namespace) -> str:
-    return args.namespace or current_namespace()
+    return getattr(args, "namespace", None) or current_namespace(getattr(args, "context", None))
 
 
 def get_run(namespace: str, name: str) -> dict[str, Any]:
@@ -285,85 +273,25 @@ def cmd_runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
     every = args.all_namespaces
-    runs = kube.list_custom("taskruns", None if every else _namespace(args))
-    rows = run_rows(runs, args.task, with_namespace=every)
+    namespace = None if every else _namespace(args)
+    if args.watch:
+        from kubetasks.cli.watch import watch_runs
+
+        return watch_runs(namespace, args.task, out)
+    rows = run_rows(kube.list_custom("taskruns", namespace), args.task, with_namespace=every)
+    if args.output == "name":
+        out.file.write("".join(f"{row[1 if every else 0]}\n" for row in rows))
+        return 0
     if not rows:
         err.print("No taskruns found.", highlight=False)
         return 0
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-    for column in (("NAMESPACE",) if every else ()) + RUN_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*row, style=_phase_style(row[3 if every else 2]))
-    out.print(table)
+    out.print(runs_table(rows, with_namespace=every))
     return 0
-
-
-def _phase_style(phase: str) -> str:
-    return {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
-            "Duplicate": "dim", "Running": "cyan", "Retrying": "yellow"}.get(phase, "")
-
-
-def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str]]:
-    """The key/value part of ``describe``."""
-    meta, spec, status = run.get("metadata") or {}, run.get("spec") or {}, run.get("status") or {}
-    fields = [
-        ("Name", meta.get("name")), ("Namespace", meta.get("namespace")), ("Task", spec.get("taskRef")),
-        ("Phase", status.get("phase") or "Pending"), ("Attempt", status.get("attempt") or 0),
-        ("Created", f"{meta.get('creationTimestamp')} ({human_age(meta.get('creationTimestamp'), now)} ago)"
-         if meta.get("creationTimestamp") else None),
-        ("Started", status.get("startTime")), ("Completed", status.get("completionTime")),
-        ("Duration", status.get("duration")), ("Next retry", status.get("nextRetryAt")),
-        ("Wakes at", status.get("wakeAt")), ("Duplicate of", status.get("duplicateOf")),
-        ("Idempotency key", spec.get("idempotencyKey")), ("Parent run", spec.get("parentRun")),
-        ("Cancel requested", "yes" if spec.get("cancel") else None),
-        ("Payload", json.dumps(spec["payload"]) if spec.get("payload") is not None else None),
-    ]
-    return [(k, str(v)) for k, v in fields if v is not None and v != ""]
 
 
 def cmd_describe(args: argparse.Namespace, out: Console, err: Console) -> int:
-    run = get_run(_namespace(args), args.run)
-    status = run.get("status") or {}
-    for key, value in describe_lines(run):
-        out.print(f"[bold]{key + ':':<18}[/bold]{_escape(value)}")
-    attempts = status.get("attempts") or []
-    if attempts:
-        table = Table(title="Attempts", title_justify="left", box=None, header_style="bold")
-        for c in ("#", "JOB", "STARTED", "COMPLETED", "EXIT", "REASON"):
-            table.add_column(c, no_wrap=True)
-        table.add_column("MESSAGE")
-        for a in attempts:
-            table.add_row(str(a.get("attempt", "")), a.get("jobName") or "", a.get("startTime") or "-",
-                          a.get("completionTime") or "-", "" if a.get("exitCode") is None else str(a["exitCode"]),
-                          a.get("reason") or "", _one_line(a.get("message") or "")[:120])
-        out.print(table)
-    steps = status.get("steps") or []
-    if steps:
-        table = Table(title="Steps", title_justify="left", box=None, header_style="bold")
-        for c in ("NAME", "ATTEMPT", "DURATION", "COMPLETED"):
-            table.add_column(c, no_wrap=True)
-        for s in steps:
-            secs = s.get("durationSeconds")
-            table.add_row(s.get("name", ""), str(s.get("attempt", "")), "-" if secs is None else f"{secs:.2f}s",
-                          s.get("completedAt") or "-")
-        out.print(table)
-    if status.get("result") is not None:
-        out.print("[bold]Result:[/bold]")
-        out.print_json(json.dumps(status["result"]))
-    error = status.get("error")
-    if error:
-        out.print(f"[bold red]Error:[/bold red] {_escape((error.get('type') + ': ') if error.get('type') else '')}"
-                  f"{_escape(error.get('message', ''))}")
-        if error.get("traceback"):
-            out.print(error["traceback"], markup=False, highlight=False)
+    out.print(describe_view(get_run(_namespace(args), args.run)))
     return 0
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -417,8 +345,19 @@ def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+SHELLS = ("bash", "zsh", "fish")
+
+
+def cmd_completion(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import argcomplete
+
+    # argcomplete asks this very program at each Tab (it calls argcomplete.autocomplete in main).
+    sys.stdout.write(argcomplete.shellcode(["kubetasks", "kubectl-kubetasks"], shell=args.shell))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
-            "cancel": cmd_cancel, "crds": cmd_crds, "dashboard": dashboard.cmd_dashboard}
+            "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,9 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError
 
-    args = build_parser().parse_args(argv)
+    # Run as kubectl-kubetasks (`kubectl kubetasks ...`), usage says so.
+    plugin = Path(sys.argv[0]).name.startswith("kubectl-") and argv is None
+    parser = build_parser("kubectl kubetasks" if plugin else "kubetasks")
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (`kubetasks completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     out, err = Console(), Console(stderr=True)
     try:
+        use_kube_flags(args)
         return COMMANDS[args.command](args, out, err)
     except (CliError, ApiException, ConfigException, HTTPError, OSError) as e:
         print(format_error(e), file=sys.stderr)

@@ -1,0 +1,114 @@
+"""The CLI's run table: rows of TaskRuns, as ``kubetasks runs`` prints them and ``runs --watch``
+keeps them current. Pure: plain dicts in, rows and rich renderables out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.table import Table
+
+RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
+RunKey = tuple[str, str]  # (namespace, name)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def human_age(since: str | datetime | None, now: datetime | None = None) -> str:
+    """kubectl-style age: 45s, 3m12s, 2h5m, 4d3h; "<unknown>" without a time."""
+    start = parse_time(since) if isinstance(since, str) or since is None else since
+    if start is None:
+        return "<unknown>"
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - start).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{s}s" if minutes < 10 and s else f"{minutes}m"
+    hours, m = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{m}m" if m else f"{hours}h"
+    days, h = divmod(hours, 24)
+    return f"{days}d{h}h" if h and days < 10 else f"{days}d"
+
+
+def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]:
+    """One TaskRun as a row of RUN_COLUMNS."""
+    meta, spec, status = run.get("metadata") or {}, run.get("spec") or {}, run.get("status") or {}
+    return (
+        str(meta.get("name", "")),
+        str(spec.get("taskRef", "")),
+        str(status.get("phase") or "Pending"),
+        str(status.get("attempt") or 0),
+        human_age(meta.get("creationTimestamp"), now),
+        str(status.get("duration") or "-"),
+    )
+
+
+def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datetime | None = None,
+             with_namespace: bool = False) -> list[tuple[str, ...]]:
+    """Rows of the runs (of ``task`` only, when given), oldest first."""
+    chosen = [r for r in runs if task is None or (r.get("spec") or {}).get("taskRef") == task]
+    chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
+                               (r.get("metadata") or {}).get("name") or ""))
+    rows = []
+    for r in chosen:
+        row = run_row(r, now)
+        rows.append(((r.get("metadata") or {}).get("namespace", ""), *row) if with_namespace else row)
+    return rows
+
+
+def phase_style(phase: str) -> str:
+    return {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
+            "Duplicate": "dim", "Running": "cyan", "Retrying": "yellow", "Error": "red",
+            "OOMKilled": "red", "DeadlineExceeded": "red"}.get(phase, "")
+
+
+def runs_table(rows: Sequence[tuple[str, ...]], with_namespace: bool = False, max_rows: int | None = None) -> Table:
+    """The rows as a table; with ``max_rows``, the newest that many (a live view keeps what is new
+    on screen) and a caption saying how many older ones are left out."""
+    shown = rows[-max_rows:] if max_rows is not None and len(rows) > max_rows else rows
+    hidden = len(rows) - len(shown)
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold",
+                  caption=f"({hidden} older not shown)" if hidden else None, caption_justify="left")
+    for column in (("NAMESPACE",) if with_namespace else ()) + RUN_COLUMNS:
+        table.add_column(column, no_wrap=True)
+    for row in shown:
+        table.add_row(*row, style=phase_style(row[3 if with_namespace else 2]))
+    return table
+
+
+def run_key(run: Mapping[str, Any]) -> RunKey:
+    meta = run.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def apply_event(runs: Mapping[RunKey, dict[str, Any]], kind: str, obj: dict[str, Any],
+                task: str | None = None) -> dict[RunKey, dict[str, Any]]:
+    """The runs a watch shows after one event: ADDED and MODIFIED put the run in (or take it out
+    when it is not of ``task``), DELETED takes it out; bookmarks and anything else change nothing.
+    A returned dict is new; ``runs`` is left as it was."""
+    new = dict(runs)
+    key = run_key(obj)
+    if kind in ("ADDED", "MODIFIED") and (task is None or (obj.get("spec") or {}).get("taskRef") == task):
+        new[key] = obj
+    elif kind in ("ADDED", "MODIFIED", "DELETED"):
+        new.pop(key, None)
+    return new
+
+
+def relisted(items: Sequence[dict[str, Any]], task: str | None = None) -> dict[RunKey, dict[str, Any]]:
+    """The runs a watch shows after a (re-)list: exactly the listed ones, so what was deleted
+    while the watch was broken goes away."""
+    runs: dict[RunKey, dict[str, Any]] = {}
+    for item in items:
+        runs = apply_event(runs, "ADDED", item, task)
+    return runs
