@@ -78,6 +78,10 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   # deletecollection: a cancelled run's pods are stopped with a short grace period
   verbs: ["get", "list", "deletecollection"]
 - apiGroups: [""]
+  resources: ["pods/log"]
+  # a finished attempt's log is kept in a ConfigMap (logs.keepBytes); the dashboard shows a running one's
+  verbs: ["get"]
+- apiGroups: [""]
   resources: ["configmaps"]
   # update/patch: granted to each run on its own checkpoints only (resourceNames); delete: an
   # idempotency key's claim left by a deleted run, before the garbage collector
