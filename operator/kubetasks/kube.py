@@ -225,6 +225,12 @@ def read_log(namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> byt
     return cast(bytes, _request("GET", PODS.path(namespace, pod) + "/log", query).read())
 
 
+def list_by_fields(resource: Resource, namespace: str, field_selector: str, limit: int = 500) -> list[dict[str, Any]]:
+    """At most ``limit`` objects that match a field selector (the Events of one object, say)."""
+    response = _request("GET", resource.path(namespace), {"fieldSelector": field_selector, "limit": limit})
+    return cast(list[dict[str, Any]], json.loads(response.read()).get("items") or [])
+
+
 def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Records a core/v1 Event on an object, for ``kubectl describe``."""
     meta = obj["metadata"]

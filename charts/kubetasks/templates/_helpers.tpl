@@ -94,7 +94,8 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # list: the dashboard shows a run's Events
+  verbs: ["create", "patch", "list"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs to discover and follow resources. */}}
