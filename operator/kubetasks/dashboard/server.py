@@ -57,6 +57,8 @@ from aiohttp import web
 
 from kubetasks import kube
 from kubetasks.controller.cache import Body, Cache
+from kubetasks.core.logs import kept_log, last_pod
+from kubetasks.core.naming import attempt_log_name
 from kubetasks.dashboard import views
 
 log = logging.getLogger("kubetasks.dashboard")
@@ -99,13 +101,13 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     rebinding, cannot read through a user's port-forward), and the security headers on every answer."""
     host = request.url.host or ""
     if host not in LOOPBACK_HOSTS:
-        response: web.StreamResponse = web.Response(
-            status=403, text=f"the dashboard answers requests for localhost only, not for {host!r}")
-    else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as e:
-            response = e
+        raise web.HTTPForbidden(text=f"the dashboard answers requests for localhost only, not for {host!r}",
+                                headers=SECURITY_HEADERS)
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:  # 404s and the like: raised, with the same headers
+        e.headers.update(SECURITY_HEADERS)
+        raise
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -140,33 +142,25 @@ async def runs_json(request: web.Request) -> web.Response:
 
 # A run ----------------------------------------------------------------------------------------
 
-def _kept_log_name(job: str) -> str | None:
-    """The ConfigMap that keeps a finished attempt's log, when this operator keeps logs."""
-    from kubetasks.core import naming
-
-    namer = getattr(naming, "attempt_log_name", None)
-    return namer(job) if namer else None
-
-
-def read_attempt_log(api: Any, namespace: str, job: str, finished: bool, tail_lines: int = LOG_TAIL_LINES,
-                     limit_bytes: int = LOG_LIMIT_BYTES) -> views.AttemptLog:
-    """An attempt's log: the one kept after it finished, else its pod's (blocking: call in a thread)."""
-    kept = _kept_log_name(job) if finished else None
-    if kept:
+def read_attempt_log(api: Any, namespace: str, run_uid: str, job: str, finished: bool,
+                     tail_lines: int = LOG_TAIL_LINES, limit_bytes: int = LOG_LIMIT_BYTES) -> views.AttemptLog:
+    """An attempt's log: the one the operator kept when it finished (a ConfigMap owned by the run),
+    else its pod's. Blocking: call it in a thread."""
+    if finished:
+        name = attempt_log_name(job)
         try:
-            data = api.get_configmap_data(namespace, kept)
-        except Exception as e:  # noqa: BLE001 -- shown on the page, never a failed page
-            data = None
-            log.debug("kept log %s/%s: %s", namespace, kept, e)
-        if data is not None and "log" in data:
-            return views.AttemptLog(data["log"], f"kept after the attempt ({kept})", False)
+            kept = kept_log(api.get(kube.CONFIGMAPS, namespace, name), run_uid)
+        except Exception as e:  # noqa: BLE001 -- the pod may still have it
+            kept = None
+            log.debug("kept log %s/%s: %s", namespace, name, e)
+        if kept is not None:
+            return views.AttemptLog(kept.text, f"kept after the attempt ({name})", kept.truncated)
     try:
-        pods = api.list_pods(namespace, f"job-name={job}")
+        pod = last_pod(api.list_pods(namespace, f"job-name={job}"))
     except Exception as e:  # noqa: BLE001
         return views.AttemptLog(None, f"pods of {job} not readable: {_why(e)}")
-    if not pods:
-        return views.AttemptLog(None, "no log: the attempt's pod is gone" + ("" if kept else " (and none was kept)"))
-    pod = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    if pod is None:
+        return views.AttemptLog(None, "no log: the attempt's pod is gone" + (" and none was kept" if finished else ""))
     name = pod["metadata"]["name"]
     try:
         text = api.read_log(namespace, name, tail_lines, limit_bytes).decode("utf-8", "replace")
@@ -219,7 +213,7 @@ async def run_page(request: web.Request) -> web.Response:
 
     async def attempt_log(a: Body) -> None:
         details.logs[a["attempt"]] = await asyncio.to_thread(
-            read_attempt_log, api, ns, a["jobName"], bool(a.get("completionTime")))
+            read_attempt_log, api, ns, uid or "", a["jobName"], bool(a.get("completionTime")))
 
     await asyncio.gather(events(), *(attempt_log(a) for a in attempts))
     return _html(views.run_page(run, details, _now(request)))
@@ -236,7 +230,8 @@ async def attempt_log_text(request: web.Request) -> web.Response:
                    if isinstance(a, dict) and a.get("attempt") == attempt and a.get("jobName")), None)
     if record is None:
         raise web.HTTPNotFound(text=f"taskrun {ns}/{name} has no attempt {attempt}")
-    got = await asyncio.to_thread(read_attempt_log, request.app[API], ns, record["jobName"],
+    uid = ((run or {}).get("metadata") or {}).get("uid") or ""
+    got = await asyncio.to_thread(read_attempt_log, request.app[API], ns, uid, record["jobName"],
                                   bool(record.get("completionTime")), RAW_TAIL_LINES, RAW_LIMIT_BYTES)
     return web.Response(text=got.text if got.text is not None else got.source, status=200 if got.text is not None
                         else 404, content_type="text/plain", charset="utf-8")

@@ -1,0 +1,303 @@
+"""The dashboard's pure part: the runs list's query (filters, newest first, paging that stays fast
+at 10,000 runs), the pages' HTML (hostile names and payloads escaped, empty states, odd data)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from typing import Any
+
+from hypothesis import given, settings, strategies as st
+
+from kubetasks.dashboard import views
+from kubetasks.dashboard.views import RunDetails, RunQuery, parse_query, select_runs
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run(name: str, created: datetime = T0, task: str = "t", phase: str | None = "Succeeded", ns: str = "ns",
+        tags: list[str] | None = None, **status: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}",
+                                         "creationTimestamp": stamp(created)},
+                            "spec": {"taskRef": task, "tags": tags or []}, "status": dict(status)}
+    if phase is not None:
+        body["status"]["phase"] = phase
+    return body
+
+
+def many(n: int) -> list[dict[str, Any]]:
+    """n runs a second apart (several per second too, so names break ties), in no particular order."""
+    phases = ["Succeeded", "Failed", "Running", "Pending", "Cancelled"]
+    runs = [run(f"r{i:05d}", T0 + timedelta(seconds=i // 3), task=f"t{i % 7}", phase=phases[i % 5],
+                ns=f"ns{i % 2}", tags=["even"] if i % 2 == 0 else ["odd", "x"]) for i in range(n)]
+    return runs[::2] + runs[1::2]
+
+
+def names(runs: list[dict[str, Any]]) -> list[str]:
+    return [r["metadata"]["name"] for r in runs]
+
+
+def walk(runs: list[dict[str, Any]], query: RunQuery) -> list[str]:
+    """Every page, following the next cursors from the newest."""
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(10_000):
+        page = select_runs(runs, RunQuery(**{**query.__dict__, "cursor": cursor}))
+        assert page.offset == len(seen)
+        seen += names(page.items)
+        if page.next is None:
+            return seen
+        cursor = page.next
+    raise AssertionError("paging does not end")
+
+
+# The query ----------------------------------------------------------------------------------
+
+def test_parse_query_reads_filters_and_names_what_it_cannot_read():
+    q = parse_query({"task": " resize ", "phase": "Failed", "tag": "a", "namespace": "ns", "after": "2026-11-02",
+                     "before": "2026-11-03T10:30", "limit": "9999"})
+    assert (q.task, q.phase, q.tag, q.namespace) == ("resize", "Failed", "a", "ns")
+    assert q.after == datetime(2026, 11, 2, tzinfo=UTC) and q.before == datetime(2026, 11, 3, 10, 30, tzinfo=UTC)
+    assert q.limit == views.MAX_LIMIT and q.errors == ()
+    bad = parse_query({"after": "yesterday", "limit": "ten"})
+    assert bad.after is None and bad.limit == views.DEFAULT_LIMIT
+    assert [m.split(":")[0] for m in bad.errors] == ["after", "limit"]
+
+
+def test_an_offset_in_a_time_filter_is_honoured():
+    assert parse_query({"after": "2026-11-02T01:00+01:00"}).after == datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def test_filters_select_by_task_phase_tag_namespace_and_creation_time():
+    runs = many(300)
+    every = {n: r for n, r in zip(names(runs), runs)}
+
+    def chosen(**params: str) -> set[str]:
+        return set(names(select_runs(runs, parse_query({**params, "limit": "500"})).items))
+
+    assert chosen(task="t3") == {n for n, r in every.items() if r["spec"]["taskRef"] == "t3"}
+    assert chosen(phase="Failed") == {n for n, r in every.items() if r["status"]["phase"] == "Failed"}
+    assert chosen(phase="active") == {n for n, r in every.items() if r["status"]["phase"] in ("Running", "Pending")}
+    assert chosen(phase="finished") == {n for n, r in every.items()
+                                        if r["status"]["phase"] in ("Succeeded", "Failed", "Cancelled")}
+    assert chosen(tag="odd") == {n for n, r in every.items() if "odd" in r["spec"]["tags"]}
+    assert chosen(namespace="ns1") == {n for n, r in every.items() if r["metadata"]["namespace"] == "ns1"}
+    after, before = stamp(T0 + timedelta(seconds=10)), stamp(T0 + timedelta(seconds=20))
+    assert chosen(after=after, before=before) == {n for n, r in every.items()
+                                                  if after <= r["metadata"]["creationTimestamp"] < before}
+    assert chosen(task="t1", phase="Failed", tag="even", namespace="ns0") == {
+        n for n, r in every.items() if r["spec"]["taskRef"] == "t1" and r["status"]["phase"] == "Failed"
+        and "even" in r["spec"]["tags"] and r["metadata"]["namespace"] == "ns0"}
+    assert chosen(task="nothing-like-it") == set()
+
+
+def test_paging_10000_runs_visits_each_once_newest_first_and_back():
+    runs = many(10_000)
+    expected = names(sorted(runs, key=views.sort_key, reverse=True))
+    assert walk(runs, RunQuery(limit=100)) == expected
+    # From the last page back to the first, through the prev cursors.
+    page = select_runs(runs, RunQuery(limit=100, cursor=views.encode_cursor("a", views.sort_key(
+        next(r for r in runs if r["metadata"]["name"] == expected[-101])))))
+    assert names(page.items) == expected[-100:] and page.next is None and page.offset == 9_900
+    back: list[str] = []
+    while page.prev:
+        page = select_runs(runs, RunQuery(limit=100, cursor=page.prev))
+        back = names(page.items) + back
+    assert back == expected[:-100] and page.offset == 0
+
+
+def test_a_page_of_10000_runs_is_selected_and_rendered_in_milliseconds():
+    runs = many(10_000)
+    query = parse_query({"tag": "even", "phase": "finished"})
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        page = select_runs(runs, query)
+        views.runs_page(page, query, ["t1"], ["ns0"], NOW)
+        best = min(best, time.perf_counter() - started)
+    assert page.total == 3_000 and len(page.items) == views.DEFAULT_LIMIT
+    assert best < 0.05, f"{best * 1000:.1f} ms for a page of 10,000 runs"
+
+
+def test_an_unreadable_cursor_shows_the_newest_and_says_so():
+    runs = many(10)
+    page = select_runs(runs, RunQuery(cursor="garbage!"))
+    assert names(page.items)[0] == "r00009" and page.offset == 0
+    assert any("cursor" in m for m in page.errors)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["a", "b"]), st.sampled_from(views.PHASES + ("Odd",)),
+                          st.booleans()), max_size=60, unique_by=lambda t: t),
+       st.sampled_from(["", "a"]), st.sampled_from(["", "Failed", "active", "finished"]),
+       st.sampled_from(["", "x"]), st.integers(1, 7))
+def test_paging_equals_filtering_and_sorting_everything(spec, task, phase, tag, limit):
+    runs = [run(f"r{i}", T0 + timedelta(minutes=minute), task=t, phase=p, tags=["x"] if tagged else [])
+            for i, (minute, t, p, tagged) in enumerate(spec)]
+    query = RunQuery(task=task, phase=phase, tag=tag, limit=limit)
+    test = views.matches(query) or (lambda r: True)
+    expected = names(sorted([r for r in runs if test(r)], key=views.sort_key, reverse=True))
+    assert walk(runs, query) == expected
+    assert select_runs(runs, query).total == len(expected)
+
+
+# HTML ---------------------------------------------------------------------------------------
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;"\''
+
+
+class Tags(HTMLParser):
+    """The tags and attributes of a page, as a browser would read them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += [a for a, _ in attrs]
+
+
+def parsed(html: str) -> Tags:
+    tags = Tags()
+    tags.feed(html)
+    return tags
+
+
+def assert_inert(html: str) -> None:
+    """No tag or attribute came from the data: no img, no inline script, no event handler."""
+    tags = parsed(html)
+    assert "img" not in tags.tags
+    assert not [a for a in tags.attributes if a.startswith("on")]
+    assert tags.tags.count("script") == 1  # the page's own, with src
+
+
+def hostile_run() -> dict[str, Any]:
+    body = run(HOSTILE, task=HOSTILE, ns="ns", tags=[HOSTILE], phase=HOSTILE,
+               attempts=[{"attempt": 1, "jobName": HOSTILE, "reason": HOSTILE, "message": HOSTILE,
+                          "startTime": stamp(T0)}],
+               steps=[{"name": HOSTILE, "attempt": 1, "durationSeconds": 2}],
+               result={HOSTILE: HOSTILE}, error={"type": HOSTILE, "message": HOSTILE, "traceback": HOSTILE},
+               conditions=[{"type": "Succeeded", "status": "Unknown", "reason": HOSTILE, "message": HOSTILE}])
+    body["spec"].update(payload={"k": HOSTILE}, idempotencyKey=HOSTILE, parentRun=HOSTILE)
+    return body
+
+
+def test_hostile_names_payloads_and_messages_are_escaped_everywhere():
+    body = hostile_run()
+    details = RunDetails(task={"metadata": {"name": HOSTILE}, "spec": {"machine": {"cpu": HOSTILE}}},
+                         events=[{"type": "Warning", "reason": HOSTILE, "message": HOSTILE}],
+                         logs={1: views.AttemptLog(HOSTILE, HOSTILE)}, notes=[HOSTILE])
+    pages = [views.run_page(body, details, NOW),
+             views.runs_page(select_runs([body], RunQuery()), parse_query({"task": HOSTILE, "tag": HOSTILE}),
+                             [HOSTILE], [HOSTILE], NOW)]
+    task = {"metadata": {"name": HOSTILE, "namespace": "ns"},
+            "spec": {"image": HOSTILE, "schedule": HOSTILE, "payload": {"p": HOSTILE}, "command": [HOSTILE]}}
+    summary = views.task_summary(task, [body], NOW)
+    pages += [views.task_page(task, [body], summary, NOW), views.tasks_page([(task, summary)], NOW)]
+    for html in pages:
+        assert_inert(html)
+        assert "&lt;script&gt;" in html
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=40))
+def test_any_text_in_a_run_stays_text(text):
+    body = run("r", tags=[text], phase=text, attempts=[{"attempt": 1, "jobName": "j", "message": text}])
+    body["spec"]["payload"] = text
+    html = views.run_page(body, RunDetails(events=[{"message": text}], logs={1: views.AttemptLog(text, text)}), NOW)
+    assert_inert(html)
+    assert views.run_rows([body], NOW).count("<tr") == 1
+
+
+def test_empty_states_say_there_is_nothing():
+    assert 'data-testid="no-runs"' in views.runs_page(select_runs([], RunQuery()), RunQuery(), [], [], NOW)
+    assert 'data-testid="no-tasks"' in views.tasks_page([], NOW)
+    task = {"metadata": {"name": "t", "namespace": "ns"}, "spec": {"image": "i"}}
+    html = views.task_page(task, [], views.task_summary(task, [], NOW), NOW)
+    assert 'data-testid="no-runs"' in html and 'data-testid="no-durations"' in html and "none yet" in html
+    bare = views.run_page({"metadata": {"name": "r", "namespace": "ns"}, "spec": {"taskRef": "t"}}, RunDetails(), NOW)
+    for hook in ("no-attempts", "no-steps", "no-logs", "no-events"):
+        assert f'data-testid="{hook}"' in bare
+    assert 'id="cancel-button"' in bare  # Pending: not finished, so it may be cancelled
+
+
+def test_odd_data_is_shown_as_it_is():
+    odd = {"metadata": {"name": "r", "namespace": "ns", "creationTimestamp": "not a time"},
+           "spec": "not a dict", "status": {"phase": "Exploded", "attempts": [None, {"attempt": "two"}],
+                                           "steps": ["x"], "startTime": "garbage", "error": "not a dict"}}
+    html = views.run_page(odd, RunDetails(task={"spec": {"machine": "huge"}}), NOW)
+    assert 'class="phase unknown"' in html and "Exploded" in html
+    row = views.run_rows([odd], NOW)
+    assert 'data-phase="Exploded"' in row and "<time" not in row
+    assert views.phase_of({}) == "Pending"
+    nameless = {"metadata": {}, "status": None}
+    assert "Pending" in views.run_rows([nameless], NOW)
+
+
+def test_a_finished_run_has_no_cancel_button_and_an_unfinished_one_says_why_it_waits():
+    done = run("r", phase="Succeeded")
+    assert "cancel-button" not in views.run_page(done, RunDetails(), NOW)
+    waiting = run("w", phase="Retrying", nextRetryAt=stamp(NOW + timedelta(seconds=90)),
+                  conditions=[{"type": "Succeeded", "status": "Unknown", "reason": "Retrying",
+                               "message": "attempt 1 failed: OOMKilled"}])
+    reason = views.waiting_reason(waiting, NOW)
+    assert reason is not None and "attempt 1 failed: OOMKilled" in reason and "in 1m30s" in reason
+    assert 'id="waiting-reason"' in views.run_page(waiting, RunDetails(), NOW)
+    assert views.waiting_reason(done, NOW) is None
+
+
+def test_the_attempts_timeline_shows_machine_duration_and_exit_reason():
+    body = run("r", phase="Succeeded", attempts=[
+        {"attempt": 1, "jobName": "r-1", "startTime": stamp(T0), "completionTime": stamp(T0 + timedelta(seconds=30)),
+         "reason": "OOMKilled", "exitCode": 137},
+        {"attempt": 2, "jobName": "r-2", "startTime": stamp(T0 + timedelta(seconds=40)),
+         "completionTime": stamp(T0 + timedelta(seconds=100)), "reason": "Succeeded", "exitCode": 0}])
+    task = {"spec": {"image": "i", "machine": {"preset": "micro"}, "retry": {"outOfMemoryMachine": {"memory": "1Gi"}}}}
+    html = views.run_page(body, RunDetails(task=task), NOW)
+    rows = re.findall(r'<tr data-testid="attempt-row".*?</tr>', html, re.S)
+    assert len(rows) == 2
+    assert "250m CPU / 256Mi" in rows[0] and "30s" in rows[0] and "OOMKilled" in rows[0] and ">137<" in rows[0]
+    assert "250m CPU / 1Gi" in rows[1] and "1m" in rows[1] and "Succeeded" in rows[1]
+    assert html.count('class="bar ') == 2
+
+
+def test_a_task_summary_has_next_ticks_success_rate_and_last_run():
+    task = {"metadata": {"name": "t", "namespace": "ns"},
+            "spec": {"image": "i", "schedule": "*/15 * * * *", "timezone": "Europe/Berlin"}}
+    runs = [run(f"r{i}", T0 + timedelta(minutes=i), phase=p, startTime=stamp(T0), completionTime=stamp(T0))
+            for i, p in enumerate(["Succeeded", "Succeeded", "Failed", "TimedOut", "Cancelled", "Running"])]
+    summary = views.task_summary(task, runs, NOW)
+    assert summary.next_ticks == [NOW + timedelta(minutes=15 * i) for i in range(1, 6)]
+    assert summary.success_rate == 0.5 and summary.rated == 4 and summary.active == 1
+    assert summary.last_run is not None and summary.last_run["metadata"]["name"] == "r5"
+    html = views.task_page(task, runs, summary, NOW)
+    assert html.count('data-testid="next-tick"') == 5 and "CET" in html and "50%" in html
+    assert html.count('data-testid="duration-bar"') == 5  # finished runs only
+    suspended = {**task, "spec": {**task["spec"], "suspend": True}}
+    assert views.task_summary(suspended, runs, NOW).next_ticks == []
+    broken = {**task, "spec": {**task["spec"], "schedule": "61 * * * *"}}
+    assert views.task_summary(broken, runs, NOW).schedule_error
+    assert 'data-testid="schedule-error"' in views.task_page(broken, runs, views.task_summary(broken, runs, NOW), NOW)
+
+
+def test_the_durations_chart_shows_at_most_the_last_30_finished_runs():
+    runs = [run(f"r{i}", T0 + timedelta(minutes=i), startTime=stamp(T0), completionTime=stamp(T0 + timedelta(
+        seconds=i + 1))) for i in range(50)]
+    chart = views.durations_chart(runs, NOW)
+    assert chart.count("<rect") == views.CHART_RUNS
+    assert "r49" in chart and "r19" not in chart
+
+
+def test_links_quote_names():
+    assert views.run_url("ns", "a/b?c") == "/runs/ns/a%2Fb%3Fc"
+    assert RunQuery(task="a&b", phase="Failed").url("/") == "/?task=a%26b&phase=Failed"
