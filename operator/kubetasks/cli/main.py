@@ -295,15 +295,32 @@ def cmd_describe(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """A finished attempt's log as the operator kept it (core.logs: one request, and there once
+    the pod is gone); else, or before it is kept, the pod's."""
     from kubetasks import kube
+    from kubetasks.core.logs import kept_log, last_pod
+    from kubetasks.core.naming import attempt_log_name
 
     ns = _namespace(args)
     run = get_run(ns, args.run)
     attempt, job = job_for_attempt(run, args.attempt)
-    pods = kube.list_pods(ns, f"job-name={job}")
-    if not pods:
+    finished = any(r.get("attempt") == attempt and (r.get("reason") or r.get("completionTime"))
+                   for r in (run.get("status") or {}).get("attempts") or [])
+    if finished:
+        kept = kept_log(kube.get(kube.CONFIGMAPS, ns, attempt_log_name(job)), run["metadata"].get("uid", ""))
+        if kept is not None:
+            if kept.truncated:
+                print(f"kubetasks: the log of attempt {attempt} was longer: its last {kept.kept_bytes} bytes were "
+                      f"kept (while pod {kept.pod} exists, kubectl logs has all of it)", file=sys.stderr)
+            sys.stdout.write(kept.text)
+            sys.stdout.flush()
+            return 0
+    pod = last_pod(kube.list_pods(ns, f"job-name={job}"))
+    if pod is None:
+        if finished:
+            raise CliError(f"no log of attempt {attempt} (job {job}) of taskrun {args.run}: its pod is gone and "
+                           "the operator kept none (keeping off, no log from its node, or the pod gone before it was read)")
         raise CliError(f"no pod of attempt {attempt} (job {job}) of taskrun {args.run}: gone, or not started yet")
-    pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
     name = pod["metadata"]["name"]
     if args.follow:
         # Not preloaded, the client hands back the urllib3 response to stream from.
