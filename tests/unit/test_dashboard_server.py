@@ -233,6 +233,10 @@ def test_start_dashboard_serves_the_stores_until_cleaned_up():
     async def main() -> None:
         port = free_port()
         runner = await server.start_dashboard(filled_cache([LIVE_RUN]), f"127.0.0.1:{port}")
+        assert runner is not None
+        # The port taken, or no port at all: said, and no exception for kopf to retry startup with.
+        assert await server.start_dashboard(filled_cache([]), f"127.0.0.1:{port}") is None
+        assert await server.start_dashboard(filled_cache([]), "nonsense") is None
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/api/runs") as answer:

@@ -183,7 +183,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if os.environ.get("KUBETASKS_DASHBOARD"):  # read-only pages of the stores, on a loopback address
         from kubetasks.dashboard.server import start_dashboard
 
-        _dashboard.append(await start_dashboard(OPERATOR.cache, os.environ["KUBETASKS_DASHBOARD"]))
+        runner = await start_dashboard(OPERATOR.cache, os.environ["KUBETASKS_DASHBOARD"])
+        if runner is not None:  # else the error is logged: the operator works without it
+            _dashboard.append(runner)
 
 
 _background: list[asyncio.Task[None]] = []

@@ -269,6 +269,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def no_icon(request: web.Request) -> web.Response:
+    return web.Response(status=204)  # browsers ask for one; a 404 would be noise in their consoles
+
+
 def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     data = (resources.files("kubetasks.dashboard") / "static" / name).read_bytes()
 
@@ -291,6 +295,7 @@ def make_app(cache: Cache, api: ModuleType | Any = kube,
     app.router.add_get("/tasks", tasks_page)
     app.router.add_get("/tasks/{namespace}/{name}", task_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/static/dashboard.css", _static("dashboard.css", "text/css"))
     app.router.add_get("/static/dashboard.js", _static("dashboard.js", "text/javascript"))
     app.router.add_post("/actions/{action}", refuse_action)
@@ -305,13 +310,19 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def start_dashboard(cache: Cache, address: str) -> web.AppRunner:
+async def start_dashboard(cache: Cache, address: str) -> web.AppRunner | None:
     """Serves the dashboard on ``address`` in the running event loop (the operator's: the stores are
-    read from it only). Stop it with ``await runner.cleanup()``."""
-    host, port = parse_address(address)
-    runner = web.AppRunner(make_app(cache), access_log=None)  # the live list polls every 2 s
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    read from it only). Stop it with ``await runner.cleanup()``. None when it cannot: the error is
+    logged and the operator runs on without it (a failed startup handler would be retried by kopf,
+    starting the informers again)."""
+    try:
+        host, port = parse_address(address)
+        runner = web.AppRunner(make_app(cache), access_log=None)  # the live list polls every 2 s
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    except (ValueError, OSError) as e:
+        log.error("dashboard not started on %r: %s", address, e)
+        return None
     log.info("dashboard on http://%s:%d (reach it with kubectl port-forward or kubetasks dashboard)",
              f"[{host}]" if ":" in host else host, port)
     return runner
