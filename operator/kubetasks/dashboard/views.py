@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
+from kubetasks.cli.tables import human_age  # kubectl's ages, as the CLI shows them (pure: rich only)
 
 Body = dict[str, Any]
 UTC = timezone.utc
@@ -37,15 +38,6 @@ NEXT_TICKS = 5
 def e(value: Any) -> str:
     """Escaped text (None: empty)."""
     return "" if value is None else escape(str(value), quote=True)
-
-
-def human_age(since: datetime, now: datetime) -> str:
-    """``now - since`` as kubectl shows ages: 850ms, 45s, 3m12s, 2h5m, 4d3h (never negative)."""
-    delta = max(timedelta(0), now - since)
-    if delta.days:
-        hours = delta.seconds // 3600
-        return f"{delta.days}d{hours}h" if hours and delta.days < 10 else f"{delta.days}d"
-    return format_duration(delta) if delta else "0s"
 
 
 def when(value: Any) -> datetime | None:
