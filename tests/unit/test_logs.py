@@ -218,6 +218,34 @@ def test_a_failing_read_or_a_gone_pod_never_touches_the_run_and_is_not_retried()
     assert not w.api.created("ConfigMap")
 
 
+def test_a_node_that_gave_no_log_is_not_asked_again_for_a_while():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("a"), taskrun("b"), taskrun("c"))
+    w.settle("a", "b", "c")
+    for run in ("a", "b", "c"):
+        w.api.pods[f"{run}-1"] = [{**pod(f"{run}-1-pod"), "spec": {"nodeName": "kwok-node-0" if run != "c" else "n1"}}]
+        w.api.logs[f"{run}-1-pod"] = kube.ApiException(status=500, reason="dial tcp: connection refused")
+    w.api.logs["c-1-pod"] = b"c\n"
+    for run in ("a", "b", "c"):
+        w.api.finish_job(NS, f"{run}-1")
+        w.api.deliver(w.op.cache)
+        w.settle(run)
+    assert [a[0] for a in calls(w, "read_log")] == ["a-1-pod", "c-1-pod"] and kept(w, "c-1") == "c\n"
+
+
+def test_a_busy_api_server_does_not_make_a_node_logless():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("a"), taskrun("b"))
+    w.settle("a", "b")
+    for run in ("a", "b"):
+        w.api.pods[f"{run}-1"] = [{**pod(f"{run}-1-pod"), "spec": {"nodeName": "n1"}}]
+    w.api.logs["a-1-pod"] = kube.ApiException(status=503, reason="busy")
+    w.api.logs["b-1-pod"] = b"b\n"
+    for run in ("a", "b"):
+        w.api.finish_job(NS, f"{run}-1")
+        w.api.deliver(w.op.cache)
+        w.settle(run)
+    assert kept(w, "b-1") == "b\n"
+
+
 def test_a_log_larger_than_the_bound_keeps_its_end_and_says_so():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
     w.op.runs.log_keep_bytes = 1000

@@ -49,6 +49,9 @@ START_CHECK_EVERY = 60.0
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
 LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
+# A node whose kubelet the API server could not reach for a log (a kwok node has none, a real one
+# may be down) is not asked again for this long: one failed request, not one per attempt.
+LOGLESS_NODE_SECONDS = 300.0
 
 
 def log_keep_bytes(value: str | None) -> int:
@@ -85,6 +88,7 @@ class RunReconciler:
         self.log_keep_bytes = DEFAULT_KEEP_BYTES
         self._logs_kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._log_warned = -LOG_WARNING_EVERY
+        self._logless_nodes: dict[str, float] = {}  # node name -> until when its pods' logs are not read
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -223,7 +227,10 @@ class RunReconciler:
         if pod is None:
             log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)
             return
-        pod_name = pod["metadata"]["name"]
+        pod_name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName") or ""
+        if self._logless_nodes.get(node, 0.0) > time.monotonic():
+            log.debug("%s/%s: node %s gave no log lately: the log of %s is not kept", ns, run.name, node, name)
+            return
         keep = self.log_keep_bytes
         lines, cap = log_window(keep)
         try:
@@ -235,6 +242,8 @@ class RunReconciler:
             if kube.is_status(e, 404):
                 log.debug("%s/%s: pod %s is gone: the log of %s is not kept", ns, run.name, pod_name, name)
                 return
+            if node and kube.is_status(e, 500):  # the API server's proxy to the kubelet failed, not its load (429, 503)
+                self._logless_nodes[node] = time.monotonic() + LOGLESS_NODE_SECONDS
             raise
         text, truncated = log_tail(data, keep, lines, cap)
         configmap = render_attempt_log(run, job, attempt_of(job), pod_name, text, truncated)
