@@ -1,11 +1,15 @@
 """``kubetasks``: trigger, list, inspect, follow and cancel TaskRuns; print or regenerate the CRDs.
 
     kubetasks run TASK --payload JSON [-n NS] [--wait] [--timeout SECONDS]
-    kubetasks runs [TASK] [-n NS | -A]
+    kubetasks runs [TASK] [-n NS | -A] [-w | -o name]
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS]
     kubetasks cancel RUN [-n NS]
     kubetasks crds [--write [DIR]]
+    kubetasks completion bash|zsh|fish
+
+Commands that talk to the API take kubectl's -n, --kubeconfig and --context, before or after the
+command's name; installed as kubectl-kubetasks, the CLI is a kubectl plugin (`kubectl kubetasks`).
 
 Errors are one line on stderr and exit code 1 (no tracebacks for API or configuration errors).
 """
