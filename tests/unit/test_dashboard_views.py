@@ -246,13 +246,15 @@ def test_odd_data_is_shown_as_it_is():
 
 def test_a_finished_run_has_no_cancel_button_and_an_unfinished_one_says_why_it_waits():
     done = run("r", phase="Succeeded")
-    assert "cancel-button" not in views.run_page(done, RunDetails(), NOW)
+    html = views.run_page(done, RunDetails(), NOW)
+    assert "cancel-button" not in html and 'data-live="unfinished"' not in html  # nothing left to follow
     waiting = run("w", phase="Retrying", nextRetryAt=stamp(NOW + timedelta(seconds=90)),
                   conditions=[{"type": "Succeeded", "status": "Unknown", "reason": "Retrying",
                                "message": "attempt 1 failed: OOMKilled"}])
     reason = views.waiting_reason(waiting, NOW)
     assert reason is not None and "attempt 1 failed: OOMKilled" in reason and "in 1m30s" in reason
-    assert 'id="waiting-reason"' in views.run_page(waiting, RunDetails(), NOW)
+    html = views.run_page(waiting, RunDetails(), NOW)
+    assert 'id="waiting-reason"' in html and html.count('data-live="unfinished"') == 2  # followed by the script
     assert views.waiting_reason(done, NOW) is None
 
 

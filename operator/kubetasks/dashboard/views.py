@@ -583,7 +583,11 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                   f'<input type="hidden" name="name" value="{e(name)}">'
                   '<button type="submit" class="danger" id="cancel-button">Cancel run</button></form>')
     error = status.get("error") if isinstance(status.get("error"), dict) else None
-    parts = [f'<h1><span id="run-name">{e(name)}</span> {phase_badge(phase)}</h1>{cancel}',
+    # While the run is not finished its page follows it: the script fetches the page again every
+    # few seconds and swaps in the [data-live] parts (it reloads once the run has finished).
+    live = f' data-live="{"finished" if phase in FINISHED else "unfinished"}"'
+    parts = [f'<div id="run-head"{live}><h1><span id="run-name">{e(name)}</span> {phase_badge(phase)}</h1></div>',
+             cancel, f'<div id="run-body"{live}>',
              (f'<p class="waiting" id="waiting-reason" data-testid="waiting-reason">{e(waiting)}</p>'
               if waiting else ""),
              '<dl class="facts" id="run-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
@@ -604,6 +608,7 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
     if details.notes:
         parts.append('<div class="notes" id="read-notes">' + "".join(f"<p>{e(n)}</p>" for n in details.notes)
                      + "</div>")
+    parts.append("</div>")
     return layout(f"{name}", "".join(parts), "runs")
 
 

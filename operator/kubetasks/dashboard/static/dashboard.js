@@ -30,6 +30,40 @@ function liveRuns() {
   setInterval(refresh, 2000);
 }
 
+function liveRun() {
+  // A run's page while the run is not finished: fetch it again, swap in its [data-live] parts
+  // (keeping which logs are open and where they are scrolled), reload once it has finished.
+  const parts = [...document.querySelectorAll('[data-live="unfinished"]')];
+  if (!parts.length) return;
+  let busy = false;
+  const timer = setInterval(async () => {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const response = await fetch(location.href, { cache: "no-store" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const part of parts) {
+        const next = fresh.getElementById(part.id);
+        if (!next) continue;
+        if (next.dataset.live !== "unfinished") { clearInterval(timer); location.reload(); return; }
+        const open = new Map([...part.querySelectorAll("details[id]")].map((d) => [d.id, d.open]));
+        const scrolled = new Map([...part.querySelectorAll("details[id] pre")].map((p) => [p.parentElement.id, p.scrollTop]));
+        for (const d of next.querySelectorAll("details[id]")) if (open.has(d.id)) d.open = open.get(d.id);
+        if (next.innerHTML === part.innerHTML) continue;
+        part.replaceChildren(...next.childNodes);
+        for (const p of part.querySelectorAll("details[id] pre")) {
+          if (scrolled.has(p.parentElement.id)) p.scrollTop = scrolled.get(p.parentElement.id);
+        }
+      }
+    } catch (err) {
+      // the next round tries again
+    } finally {
+      busy = false;
+    }
+  }, 3000);
+}
+
 function showResult(ok, message, run) {
   const el = document.getElementById("action-result");
   el.hidden = false;
@@ -70,4 +104,5 @@ function actionForms() {
 }
 
 liveRuns();
+liveRun();
 actionForms();
