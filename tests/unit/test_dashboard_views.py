@@ -292,6 +292,21 @@ def test_a_task_summary_has_next_ticks_success_rate_and_last_run():
     assert 'data-testid="schedule-error"' in views.task_page(broken, runs, views.task_summary(broken, runs, NOW), NOW)
 
 
+def test_the_next_run_is_the_one_waiting_to_start_else_the_next_tick():
+    task = {"metadata": {"name": "t", "namespace": "ns"}, "spec": {"image": "i", "schedule": "0 * * * *"}}
+    ticking = views.task_page(task, [], views.task_summary(task, [], NOW), NOW)
+    assert re.search(r'id="next-run">2026-11-29 13:00:00 UTC \(scheduled\)', ticking)
+    later = run("later", NOW, phase="Delayed")
+    later["spec"]["delay"] = "2h"
+    sooner = run("sooner", NOW - timedelta(minutes=1), phase="Delayed")
+    sooner["spec"]["notBefore"] = stamp(NOW + timedelta(minutes=30))
+    runs = [later, sooner, run("done", NOW - timedelta(hours=1))]
+    summary = views.task_summary(task, runs, NOW)
+    assert summary.waiting is sooner
+    html = views.task_page(task, runs, summary, NOW)
+    assert re.search(r'id="next-run"><a href="/runs/ns/sooner">sooner</a> .*?at 2026-11-29 12:30:00 UTC', html)
+
+
 def test_the_durations_chart_shows_at_most_the_last_30_finished_runs():
     runs = [run(f"r{i}", T0 + timedelta(minutes=i), startTime=stamp(T0), completionTime=stamp(T0 + timedelta(
         seconds=i + 1))) for i in range(50)]

@@ -28,6 +28,7 @@ UTC = timezone.utc
 PHASES = tuple(p.value for p in Phase)
 FINISHED = frozenset(p.value for p in Phase if p.finished)
 FAILED = frozenset((Phase.FAILED.value, Phase.TIMED_OUT.value))
+WAITING = frozenset((Phase.PENDING.value, Phase.DELAYED.value, Phase.QUEUED.value))
 PHASE_GROUPS = ("active", "finished")  # phase filter values besides the phases themselves
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 RECENT_RUNS = 100  # a Task's success rate is over its newest this many finished runs
@@ -627,6 +628,7 @@ class TaskSummary:
     rated: int  # how many runs the rate is over
     next_ticks: list[datetime]
     schedule_error: str | None = None
+    waiting: Body | None = None  # the run that waits longest to start (Pending, Delayed, Queued)
 
 
 def task_summary(task: Body, runs: Sequence[Body], now: datetime, ticks: int = NEXT_TICKS) -> TaskSummary:
@@ -652,9 +654,23 @@ def task_summary(task: Body, runs: Sequence[Body], now: datetime, ticks: int = N
                     error = str(exc)
                     break
                 upcoming.append(moment)
+    waiting = [r for r in newest if phase_of(r) in WAITING]
     return TaskSummary(runs=len(runs), active=sum(1 for r in runs if phase_of(r) not in FINISHED),
                        last_run=newest[0] if newest else None, success_rate=rate, rated=len(decided),
-                       next_ticks=upcoming, schedule_error=error)
+                       next_ticks=upcoming, schedule_error=error,
+                       waiting=min(waiting, key=lambda r: str(starts_at(r) or ""), default=None))
+
+
+def starts_at(run: Body) -> datetime | None:
+    """When a waiting run may start: its notBefore, or its creation plus its delay (as the operator
+    reads them, core.plan.not_before); None when it may start now."""
+    from kubetasks.api.taskrun import TaskRun
+    from kubetasks.core.plan import not_before
+
+    try:
+        return not_before(TaskRun.model_validate({"metadata": _meta(run), "spec": _spec(run)}))
+    except Exception:  # odd data: shown as "now"
+        return None
 
 
 def _zone(name: Any) -> ZoneInfo | None:
@@ -761,7 +777,15 @@ def task_page(task: Body, runs: Sequence[Body], summary: TaskSummary, now: datet
                          f'<span class="sub">{e(spec.get("timezone") or "UTC")}</span>, '
                          f'concurrency policy {e(spec.get("concurrencyPolicy") or "Allow")}</p>{state}'
                          f'<ol id="next-ticks">{ticks}</ol></div>')
-    next_run = _abs_time(_api_time(summary.next_ticks[0])) if summary.next_ticks else '<span class="dim">-</span>'
+    next_run = '<span class="dim">-</span>'
+    if summary.waiting is not None:  # a run already waiting starts before any later tick
+        at = starts_at(summary.waiting)
+        waiting_name = _meta(summary.waiting).get("name")
+        next_run = (f'<a href="{e(run_url(ns, waiting_name))}">{e(waiting_name)}</a> '
+                    f'{phase_badge(phase_of(summary.waiting))} '
+                    + (f'at {_abs_time(_api_time(at))}' if at and at > now else "waiting to start"))
+    elif summary.next_ticks:
+        next_run = f"{_abs_time(_api_time(summary.next_ticks[0]))} (scheduled)"
     default_payload = json.dumps(spec.get("payload") if spec.get("payload") is not None else {}, indent=2)
     trigger = ('<form method="post" action="/actions/trigger" data-action="trigger" id="trigger-form">'
                f'<input type="hidden" name="namespace" value="{e(ns)}"><input type="hidden" name="task" value="{e(name)}">'
