@@ -298,6 +298,7 @@ def test_the_tasks_pages_show_schedules_rates_and_durations(page, shot, runs, ad
     page.goto(f"{base}/tasks/{runs}/nightly")
     ticks = page.locator('[data-testid="next-tick"]').all_inner_texts()
     assert len(ticks) == 5 and all("03:00" in t for t in ticks), ticks
+    shot(page, "task-schedule")
     page.goto(f"{base}/tasks/{runs}/kw")
     assert "100" in page.inner_text("#success-rate")  # every kw run succeeded
     assert page.locator('[data-testid="duration-bar"]').count() >= 4
