@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes.client.exceptions import ApiException
 
+from kubetasks import kube as kube_module
 from kubetasks.cli import dashboard
 from kubetasks.cli.main import CliError, build_parser
 
@@ -57,6 +58,42 @@ def test_dashboard_port_and_lease_come_from_the_pod_env():
         dashboard.dashboard_port(pod("op"))
     with pytest.raises(CliError, match="unusable"):
         dashboard.dashboard_port(pod("op", env={"KUBETASKS_DASHBOARD": "localhost:http"}))
+
+
+class FakePods:
+    """What find_operator_pod calls on kubetasks.kube."""
+
+    Resource = kube_module.Resource
+
+    def __init__(self, pods: list[dict], holder: str | None = None, status: int | None = None) -> None:
+        self.pods, self.holder, self.status = pods, holder, status
+        self.leases: list[tuple[str, str]] = []
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        assert selector == "app.kubernetes.io/name=kubetasks"
+        if self.status:
+            raise ApiException(status=self.status, reason="Forbidden")
+        return self.pods
+
+    def get(self, resource: Any, namespace: str, name: str) -> dict | None:
+        assert resource.plural == "leases"
+        self.leases.append((namespace, name))
+        return {"spec": {"holderIdentity": self.holder}} if self.holder else None
+
+
+def test_find_operator_pod_asks_the_lease_only_among_replicas():
+    env = {"KUBETASKS_LEADER_ELECTION": "r-kubetasks", "KUBETASKS_LEADER_ELECTION_NAMESPACE": "sys"}
+    a, b = pod("r-kubetasks-1", env=env), pod("r-kubetasks-2", env=env)
+    two = FakePods([a, b], holder="r-kubetasks-2_8f1c")
+    assert dashboard.find_operator_pod(two, "sys") is b and two.leases == [("sys", "r-kubetasks")]
+    one = FakePods([a], holder="someone-else_1")
+    assert dashboard.find_operator_pod(one, "sys") is a and not one.leases
+    with pytest.raises(CliError, match="no kubetasks operator pod in namespace sys"):
+        dashboard.find_operator_pod(FakePods([]), "sys")
+    with pytest.raises(CliError, match="holds the leader Lease"):
+        dashboard.find_operator_pod(FakePods([a, b]), "sys")
+    with pytest.raises(CliError, match="may not list pods in sys"):
+        dashboard.find_operator_pod(FakePods([], status=403), "sys")
 
 
 def test_kubectl_port_forward_output():
