@@ -318,3 +318,16 @@ def test_proxy_without_a_dashboard_says_so():
             assert r.status == 502 and "did not answer" in await r.text()
 
     with_proxy(test, upstream="http://127.0.0.1:9")
+
+
+def test_a_taken_port_is_a_clear_error(capsys):
+    import socket
+
+    from kubetasks.cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--url", "http://127.0.0.1:9", "--no-open", "--port", str(port)]) == 1
+    assert f"error: cannot serve on 127.0.0.1:{port}: " in capsys.readouterr().err

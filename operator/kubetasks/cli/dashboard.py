@@ -375,8 +375,12 @@ async def serve(upstream: str, port: int, token: str, announce: Callable[[str], 
     runner = web.AppRunner(make_app(upstream, token))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as e:  # else main() would call it an unreachable API server
+            from kubetasks.cli.main import CliError
+
+            raise CliError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}") from None
         bound = runner.addresses[0][1]
         announce(f"http://127.0.0.1:{bound}/?token={token}")
         stop = asyncio.Event()
