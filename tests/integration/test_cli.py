@@ -135,6 +135,10 @@ def test_the_cli_is_a_kubectl_plugin(namespace, operator):
     """
     done = subprocess.run(["bash", "-c", script], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["quick-1"], (done.stdout, done.stderr)
+    # And kubectl's own completion of the plugin (kubectl_complete-kubetasks).
+    done = subprocess.run([KUBECTL, "__complete", "kubetasks", "describe", "-n", namespace, "qu"], env=cli_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["quick-1", ":4"], (done.stdout, done.stderr)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

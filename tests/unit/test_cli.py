@@ -261,3 +261,19 @@ def test_bash_completion_loads_and_completes_commands_and_options():
     assert "[kubetasks desc] describe" in lines[2].rstrip()
     assert "[kubetasks runs --wa] --watch" in lines[3].rstrip()
     assert {"bash", "fish", "zsh"} <= set(lines[4].split("] ")[1].split())
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["runs", "--w"], "--watch\n:4\n"),
+    (["__complete", "completion", "f"], "fish\n:4\n"),
+    (["desc"], "describe\n:4\n"),
+])
+def test_kubectl_plugin_completion_speaks_cobra(argv, expected):
+    """What kubectl (1.26+) reads from kubectl_complete-kubetasks: a completion a line, then :4.
+    In a process of its own, as kubectl runs it (argcomplete opens fd 9, pytest's, for debugging)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from kubetasks.cli.main import kubectl_complete; kubectl_complete()",
+                           *argv], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, expected), done.stderr

@@ -17,6 +17,8 @@ Errors are one line on stderr and exit code 1 (no tracebacks for API or configur
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -374,6 +376,26 @@ def cmd_completion(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     # argcomplete asks this very program at each Tab (it calls argcomplete.autocomplete in main).
     sys.stdout.write(argcomplete.shellcode(["kubetasks", "kubectl-kubetasks"], shell=args.shell))
+    return 0
+
+
+def kubectl_complete() -> int:
+    """``kubectl_complete-kubetasks``: completions for ``kubectl kubetasks ...`` (kubectl 1.26 and
+    later run it with ``__complete`` and the words so far, the last one being completed, and read
+    one completion a line, then ``:4``, Cobra's "no file names")."""
+    import argcomplete
+
+    words = sys.argv[2:] if sys.argv[1:2] == ["__complete"] else sys.argv[1:]
+    line = " ".join(["kubetasks", *(words or [""])])
+    os.environ.update(_ARGCOMPLETE="1", COMP_LINE=line, COMP_POINT=str(len(line)), _ARGCOMPLETE_IFS="\n")
+    found = io.StringIO()
+
+    def done(code: int = 0) -> None:
+        raise SystemExit(code)
+
+    with contextlib.suppress(SystemExit):
+        argcomplete.autocomplete(build_parser(), exit_method=done, output_stream=found, append_space=False)
+    sys.stdout.write("".join(f"{c}\n" for c in found.getvalue().split("\n") if c) + ":4\n")
     return 0
 
 
