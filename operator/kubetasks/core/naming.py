@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 LABEL_TASK = "kubetasks.io/task"
 LABEL_RUN = "kubetasks.io/run"
@@ -32,10 +34,10 @@ def instance_selector(instance: str | None) -> str:
     return f"{LABEL_INSTANCE}={instance}" if instance else f"!{LABEL_INSTANCE}"
 
 
-def instance_of(body: dict[str, object]) -> str | None:
+def instance_of(body: Mapping[str, Any]) -> str | None:
     """The instance id an object is labelled with, or None."""
-    labels = (body.get("metadata") or {}).get("labels") or {}  # type: ignore[union-attr]
-    return labels.get(LABEL_INSTANCE) or None  # type: ignore[union-attr]
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(LABEL_INSTANCE) or "") or None
 
 
 def _digest(text: str) -> str:
