@@ -318,3 +318,26 @@ def test_the_durations_chart_shows_at_most_the_last_30_finished_runs():
 def test_links_quote_names():
     assert views.run_url("ns", "a/b?c") == "/runs/ns/a%2Fb%3Fc"
     assert RunQuery(task="a&b", phase="Failed").url("/") == "/?task=a%26b&phase=Failed"
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+RUN_KEYS = ["phase", "attempt", "attempts", "steps", "startTime", "completionTime", "duration", "result", "error",
+            "conditions", "nextRetryAt", "wakeAt", "duplicateOf", "taskRef", "tags", "payload", "cancel", "delay",
+            "notBefore", "parentRun", "machine", "retry", "schedule", "timezone", "suspend", "idempotencyKey"]
+ODD_PART = st.dictionaries(st.sampled_from(RUN_KEYS), JSON_VALUES, max_size=8) | JSON_VALUES
+
+
+@settings(max_examples=300, deadline=None)
+@given(ODD_PART, ODD_PART, st.dictionaries(st.sampled_from(["name", "namespace", "creationTimestamp", "uid"]),
+                                           JSON_VALUES, max_size=4))
+def test_pages_survive_any_json_where_a_run_or_task_is_expected(spec, status, meta):
+    body = {"metadata": meta, "spec": spec, "status": status}
+    views.run_page(body, RunDetails(task=body, events=[body], logs={1: views.AttemptLog(None, "x")}), NOW)
+    views.run_rows([body], NOW)
+    views.run_summary(body, NOW)
+    summary = views.task_summary(body, [body], NOW)
+    views.task_page(body, [body], summary, NOW)
+    views.tasks_page([(body, summary)], NOW)
+    select_runs([body, run("r")], parse_query({"tag": "x", "after": "2026-01-01"}))

@@ -58,7 +58,8 @@ def _api_time(moment: datetime) -> str:
 
 
 def _meta(body: Body) -> Body:
-    return body.get("metadata") or {}
+    meta = body.get("metadata")
+    return meta if isinstance(meta, dict) else {}
 
 
 def _spec(body: Body) -> Body:
@@ -69,6 +70,11 @@ def _spec(body: Body) -> Body:
 def _status(body: Body) -> Body:
     status = body.get("status")
     return status if isinstance(status, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """A list field as a list, whatever was written there."""
+    return value if isinstance(value, list) else []
 
 
 def phase_of(run: Body) -> str:
@@ -94,7 +100,7 @@ def run_seconds(run: Body, now: datetime) -> float | None:
 
 
 def condition(body: Body, type_: str) -> Body | None:
-    for c in _status(body).get("conditions") or []:
+    for c in _list(_status(body).get("conditions")):
         if isinstance(c, dict) and c.get("type") == type_:
             return c
     return None
@@ -165,6 +171,7 @@ def sort_key(run: Body) -> SortKey:
     return (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+
 def encode_cursor(direction: str, key: SortKey) -> str:
     """``direction`` "a": the page after (older than) ``key``; "b": the page before (newer)."""
     return direction + base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
@@ -190,7 +197,7 @@ def matches(query: RunQuery) -> Callable[[Body], bool] | None:
         return None
 
     def test(run: Body) -> bool:
-        meta = run.get("metadata") or {}
+        meta = _meta(run)
         if query.namespace and meta.get("namespace") != query.namespace:
             return False
         spec = _spec(run)
@@ -206,7 +213,7 @@ def matches(query: RunQuery) -> Callable[[Body], bool] | None:
                     return False
             elif current != phase:
                 return False
-        if query.tag and query.tag not in (spec.get("tags") or ()):
+        if query.tag and query.tag not in _list(spec.get("tags")):
             return False
         created = str(meta.get("creationTimestamp") or "")
         if after and created < after:
@@ -243,8 +250,7 @@ def select_runs(runs: Iterable[Body], query: RunQuery) -> RunPage:
         if test is not None and not test(run):
             continue
         total += 1
-        meta = run.get("metadata") or {}  # sort_key, inlined: this loop is the list's cost
-        key = (meta.get("creationTimestamp") or "", meta.get("namespace") or "", meta.get("name") or "")
+        key = sort_key(run)
         if cursor is None:
             candidates.append((key, run))
         elif cursor[0] == "a":
@@ -274,7 +280,7 @@ def run_summary(run: Body, now: datetime) -> Body:
     """A run as the list's JSON shows it."""
     meta, spec, status = _meta(run), _spec(run), _status(run)
     return {"namespace": meta.get("namespace"), "name": meta.get("name"), "task": spec.get("taskRef"),
-            "phase": phase_of(run), "attempt": status.get("attempt") or 0, "tags": spec.get("tags") or [],
+            "phase": phase_of(run), "attempt": status.get("attempt") or 0, "tags": _list(spec.get("tags")),
             "created": meta.get("creationTimestamp"), "seconds": run_seconds(run, now)}
 
 
@@ -323,7 +329,7 @@ def run_rows(runs: Sequence[Body], now: datetime, show_task: bool = True) -> str
     for run in runs:
         meta, spec, status = _meta(run), _spec(run), _status(run)
         ns, name = meta.get("namespace") or "", meta.get("name") or ""
-        tags = "".join(f'<span class="tag">{e(t)}</span>' for t in (spec.get("tags") or []) if isinstance(t, str))
+        tags = "".join(f'<span class="tag">{e(t)}</span>' for t in _list(spec.get("tags")) if isinstance(t, str))
         task = spec.get("taskRef") or ""
         waiting = condition(run, "Succeeded")
         note = (waiting or {}).get("reason") if phase_of(run) not in FINISHED else ""
@@ -441,7 +447,7 @@ def attempt_machine(run: Body, task: Body | None, attempt: int) -> str:
     from kubetasks.api.taskrun import TaskRun
     from kubetasks.core.render import machine_for_attempt
 
-    previous = next((a.get("reason") for a in _status(run).get("attempts") or []
+    previous = next((a.get("reason") for a in _list(_status(run).get("attempts"))
                      if isinstance(a, dict) and a.get("attempt") == attempt - 1), None)
     try:  # the specs only: a status kubetasks would not write (an unknown phase) does not matter here
         model = TaskRun.model_validate({"spec": _spec(run)})
@@ -455,7 +461,7 @@ def attempt_machine(run: Body, task: Body | None, attempt: int) -> str:
 
 def _timeline(run: Body, details: RunDetails, now: datetime) -> str:
     status = _status(run)
-    attempts = [a for a in (status.get("attempts") or []) if isinstance(a, dict)]
+    attempts = [a for a in _list(status.get("attempts")) if isinstance(a, dict)]
     if not attempts:
         return '<p class="empty" data-testid="no-attempts">No attempts yet.</p>'
     starts = [when(a.get("startTime")) for a in attempts]
@@ -489,7 +495,7 @@ def _timeline(run: Body, details: RunDetails, now: datetime) -> str:
 
 
 def _steps(run: Body) -> str:
-    steps = [s for s in (_status(run).get("steps") or []) if isinstance(s, dict)]
+    steps = [s for s in _list(_status(run).get("steps")) if isinstance(s, dict)]
     if not steps:
         return '<p class="empty" data-testid="no-steps">No steps recorded.</p>'
     longest = max([s.get("durationSeconds") or 0 for s in steps if isinstance(s.get("durationSeconds"), (int, float))]
@@ -567,7 +573,7 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
              ("Created", _abs_time(meta.get("creationTimestamp"))), ("Started", _abs_time(status.get("startTime"))),
              ("Completed", _abs_time(status.get("completionTime"))),
              ("Duration", e(status.get("duration") or seconds_text(run_seconds(run, now))))]
-    if spec.get("tags"):
+    if _list(spec.get("tags")):
         facts.append(("Tags", "".join(f'<span class="tag">{e(t)}</span>' for t in spec["tags"])))
     for key, label in (("idempotencyKey", "Idempotency key"), ("delay", "Delay"), ("notBefore", "Not before")):
         if spec.get(key):
@@ -679,7 +685,7 @@ def _zone(name: Any) -> ZoneInfo | None:
         return None
     try:
         return ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
+    except (ValueError, OSError, ZoneInfoNotFoundError):
         return None
 
 
@@ -753,7 +759,7 @@ def task_page(task: Body, runs: Sequence[Body], summary: TaskSummary, now: datet
     recent runs and the Trigger form."""
     meta, spec = _meta(task), _spec(task)
     ns, name = meta.get("namespace") or "", meta.get("name") or ""
-    what = spec.get("entrypoint") or " ".join(str(x) for x in (spec.get("command") or []) + (spec.get("args") or []))
+    what = spec.get("entrypoint") or " ".join(str(x) for x in _list(spec.get("command")) + _list(spec.get("args")))
     retry: Body = spec["retry"] if isinstance(spec.get("retry"), dict) else {}
     facts = [("Namespace", e(ns)), ("Image", e(spec.get("image"))), ("Runs", e(what)),
              ("Machine", e(_machine(spec))), ("Retries", e(f"{retry.get('maxAttempts', 3)} attempts")),
