@@ -172,6 +172,20 @@ def test_a_restarted_operator_does_not_read_a_kept_log_again():
     assert len(calls(w, "read_log")) == reads and calls(w, "get")[-1] == ("configmaps", "r-1-log")
 
 
+def test_what_is_remembered_of_a_run_goes_when_it_finishes_or_is_deleted():
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "1h"}), taskrun("r"), taskrun("s"))
+    w.settle("r", "s")
+    finish(w, "r-1", ok=False, log=b"boom\n")
+    finish(w, "s-1", ok=True, log=b"fine\n")
+    w.settle("r", "s")
+    assert w.status("r")["phase"] == "Retrying" and w.status("s")["phase"] == "Succeeded"
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    assert set(w.op.runs._logs_kept) == {uid}  # the finished run's went with its next reconcile
+    w.api.remove(("TaskRun", NS, "r"))
+    w.api.deliver(w.op.cache)
+    assert not w.op.runs._logs_kept
+
+
 def test_a_restart_before_the_log_was_kept_keeps_it():
     w = World(task(retry={"maxAttempts": 2, "minDelay": "1h"}), taskrun("r"))
     w.settle("r")

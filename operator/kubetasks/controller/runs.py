@@ -89,6 +89,11 @@ class RunReconciler:
         self._logs_kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._log_warned = -LOG_WARNING_EVERY
         self._logless_nodes: dict[str, float] = {}  # node name -> until when its pods' logs are not read
+        cache.runs.listeners.append(self._run_changed)
+
+    def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
+            self._logs_kept.pop(uid_of(old) or "", None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
