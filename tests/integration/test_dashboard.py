@@ -313,6 +313,7 @@ def test_actions_are_done_as_the_user(page, shot, runs, admin_url, operator, tmp
     try:
         nobody = proxy.url()
         page.goto(at(nobody, f"/runs/{runs}/sleeper-1"))
+        assert "attempt 1 is running" in page.inner_text("#waiting-reason")  # why it is not finished
         page.click("#cancel-button")
         result = page.locator("#action-result")
         result.wait_for(state="visible")
