@@ -761,7 +761,7 @@ def task_page(task: Body, runs: Sequence[Body], summary: TaskSummary, now: datet
     ns, name = meta.get("namespace") or "", meta.get("name") or ""
     what = spec.get("entrypoint") or " ".join(str(x) for x in _list(spec.get("command")) + _list(spec.get("args")))
     retry: Body = spec["retry"] if isinstance(spec.get("retry"), dict) else {}
-    facts = [("Namespace", e(ns)), ("Image", e(spec.get("image"))), ("Runs", e(what)),
+    facts = [("Namespace", e(ns)), ("Image", e(spec.get("image"))), ("Entrypoint" if spec.get("entrypoint") else "Command", e(what)),
              ("Machine", e(_machine(spec))), ("Retries", e(f"{retry.get('maxAttempts', 3)} attempts")),
              ("Max duration", e(spec.get("maxDuration") or "-")), ("Concurrency", e(spec.get("concurrency") or "-"))]
     last = summary.last_run
