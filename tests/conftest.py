@@ -67,10 +67,11 @@ Manifest = str | dict[str, Any] | list[dict[str, Any]]
 
 
 def labelled(manifest: Manifest, instance: str = INSTANCE) -> str:
-    """The manifest as YAML, its Tasks and TaskRuns labelled with the operator ``instance`` that is to act on them."""
+    """The manifest as a stream of JSON documents, its Tasks and TaskRuns labelled with the operator ``instance`` that is to act on them."""
     docs = [d for d in yaml.safe_load_all(manifest) if d] if isinstance(manifest, str) else (
         manifest if isinstance(manifest, list) else [manifest])
-    return yaml.safe_dump_all([label(doc, instance) for doc in docs])
+    # Each document as JSON: kubectl reads YAML 1.1, where an unquoted key `n` or `y` is a boolean.
+    return "\n".join(json.dumps(label(doc, instance)) for doc in docs)
 
 
 def label(doc: Any, instance: str = INSTANCE) -> Any:
