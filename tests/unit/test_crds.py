@@ -90,8 +90,20 @@ def test_admission_rules_name_their_limits():
 def test_the_payload_policy_keeps_absent_absent_and_present_equal():
     from kubetasks.api.crd import render_admission
 
-    policy, binding = render_admission()["kubetasks.io_admission.yaml"]
+    policy, binding, *_ = render_admission()["kubetasks.io_admission.yaml"]
     expression = policy["spec"]["validations"][0]["expression"]
     assert "has(object.spec.payload) == has(oldObject.spec.payload)" in expression
     assert policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["UPDATE"]
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+
+
+def test_a_runs_instance_label_is_immutable_absent_or_present():
+    from kubetasks.api.crd import INSTANCE_POLICY, render_admission
+    from kubetasks.core.naming import LABEL_INSTANCE
+
+    objects = render_admission()["kubetasks.io_admission.yaml"]
+    policy, binding = [o for o in objects if o["metadata"]["name"] == INSTANCE_POLICY]
+    (rule,) = policy["spec"]["validations"]
+    assert rule["expression"].count(f"'{LABEL_INSTANCE}' in") == 2  # the same label, old and new
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["UPDATE"]
+    assert binding["spec"] == {"policyName": INSTANCE_POLICY, "validationActions": ["Deny"]}

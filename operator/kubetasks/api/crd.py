@@ -128,6 +128,35 @@ def render_crds() -> dict[str, dict[str, Any]]:
 
 
 PAYLOAD_POLICY = f"taskrun-payload-immutable.{GROUP}"
+INSTANCE_POLICY = f"taskrun-instance-immutable.{GROUP}"
+INSTANCE_LABEL = f"{GROUP}/instance"  # core.naming.LABEL_INSTANCE (api/ does not import core/)
+
+
+def _policy(name: str, expression: str, message: str) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy on updates of TaskRuns (status writes, a subresource, are not
+    matched), and its binding."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["taskruns"]}]},
+            "validations": [{"expression": expression, "reason": "Invalid", "message": message}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
+
+
+def _label(obj: str, key: str) -> str:
+    return f"(has({obj}.metadata.labels) && '{key}' in {obj}.metadata.labels ? {obj}.metadata.labels['{key}'] : '')"
 
 
 def render_admission() -> dict[str, list[dict[str, Any]]]:
@@ -136,31 +165,19 @@ def render_admission() -> dict[str, list[dict[str, Any]]]:
     A TaskRun's payload is any JSON, so its schema node has no type, and CRD validation rules
     (CEL) cannot see a field without one: the transition rule that keeps the payload as it was
     at creation is a ValidatingAdmissionPolicy (GA since Kubernetes 1.30), which sees the whole
-    object. Absent stays absent and present stays equal; status writes (a subresource) are not
-    matched.
+    object. Absent stays absent and present stays equal. The run's operator instance label is
+    kept as it was by a second policy.
     """
     same = ("has(object.spec.payload) == has(oldObject.spec.payload) && "
             "(!has(object.spec.payload) || object.spec.payload == oldObject.spec.payload)")
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": PAYLOAD_POLICY},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["taskruns"]}]},
-            "validations": [{"expression": same, "reason": "Invalid",
-                             "message": "spec.payload is immutable: every attempt of a run runs with the payload it "
-                                        "was created with (create another TaskRun instead)"}],
-        },
-    }
-    binding = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": PAYLOAD_POLICY},
-        "spec": {"policyName": PAYLOAD_POLICY, "validationActions": ["Deny"]},
-    }
-    return {"kubetasks.io_admission.yaml": [policy, binding]}
+    payload = _policy(PAYLOAD_POLICY, same, "spec.payload is immutable: every attempt of a run runs with the payload "
+                                            "it was created with (create another TaskRun instead)")
+    # A run handed to another operator instance mid-flight would be run twice: the new instance
+    # does not see the Jobs labelled for the old one.
+    instance = _policy(INSTANCE_POLICY, f"{_label('object', INSTANCE_LABEL)} == {_label('oldObject', INSTANCE_LABEL)}",
+                       f"the label {INSTANCE_LABEL} of a TaskRun is immutable: it names the operator instance "
+                       "that runs it (create another TaskRun instead)")
+    return {"kubetasks.io_admission.yaml": payload + instance}
 
 
 HEADER = "# Generated from kubetasks.api by `kubetasks crds --write`. Do not edit.\n"
