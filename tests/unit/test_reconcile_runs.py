@@ -12,7 +12,7 @@ import pytest
 
 from kubetasks.controller.operator import Operator
 from kubetasks.controller.queue import Requeue
-from kubetasks.controller.runs import START_CHECK
+from kubetasks.core.start_check import START_CHECK
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER
 from tests.unit.fakeapi import FakeApi
 

@@ -35,7 +35,8 @@ from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again, render_attempt_log
 from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, attempt_log_name, checkpoint_name, label_value
-from kubetasks.core.observe import NEVER_STARTED, AttemptObservation, StartProblem, job_ending, job_ready, parse_time, start_problem, started
+from kubetasks.core.observe import AttemptObservation, StartProblem
+from kubetasks.core.start_check import Look, judge_start, look_again, plan_start_check
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
@@ -44,8 +45,6 @@ from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
-START_CHECK = 20.0  # seconds after its Job's pods were created before they are read, if none is ready
-START_CHECK_EVERY = 60.0
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
 LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
@@ -84,7 +83,7 @@ class RunReconciler:
         self.start_deadline = START_DEADLINE
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
-        self._start_checks: dict[str, tuple[datetime, StartProblem | None]] = {}
+        self._start_checks: dict[str, Look] = {}
         self.log_keep_bytes = DEFAULT_KEEP_BYTES
         self._logs_kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._log_warned = -LOG_WARNING_EVERY
@@ -286,57 +285,27 @@ class RunReconciler:
 
     async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
                            ) -> tuple[StartProblem | None, datetime | None, datetime | None]:
-        """(what keeps the current attempt from starting, its start deadline, when to look again).
-        An attempt whose Job has a ready pod started; one that has not START_CHECK seconds after the
-        Job controller made its pod (or half its maxDuration, so the status says why before the
-        Job's deadline ends it) has its pods read: one list, every START_CHECK_EVERY seconds until
-        it starts or fails, at most POD_READS_PER_SECOND in all. What was
-        seen stays in the status until the container starts: kubelet's retries pass through
-        ContainerCreating, and the pod may be gone when the Job's deadline ends the attempt."""
+        """(what keeps the current attempt from starting, its start deadline, when to look again):
+        core.start_check decides when its pods are read; here they are read when it says so, at
+        most POD_READS_PER_SECOND in all."""
         current = attempts.get(max(attempts, default=0))
         job = self.cache.jobs.get((run.namespace, current.job_name)) if current and current.state == "active" else None
-        created = parse_time((job or {}).get("metadata", {}).get("creationTimestamp"))
-        if job is None or created is None or job_ready(job):
-            if current:
-                self._start_checks.pop(current.job_name, None)
-            return None, None, None
-        if job_ending(job):  # its pods are going: what was seen stands until the Job's outcome
-            return self._start_checks.get(job["metadata"]["name"], (None, None))[1] or start_problem_shown(run), None, None
         now = datetime.now(timezone.utc)
-        deadline = created + timedelta(seconds=self.start_deadline)
-
-        def at(when: datetime) -> datetime:  # a time to look again: never the past (a hot loop)
-            return max(min(when, deadline) if now < deadline else when, now + timedelta(seconds=1))
-
-        pods_made = parse_time((job.get("status") or {}).get("startTime"))
-        if pods_made is None:  # the Job controller has not got to it: no pod to look at, nothing to blame
-            return None, None, at(now + timedelta(seconds=START_CHECK_EVERY))
-        first = START_CHECK
-        if task and task.spec.max_duration:
-            first = min(first, parse_duration(task.spec.max_duration).total_seconds() / 2)
-        if now < pods_made + timedelta(seconds=first):
-            return None, deadline, at(pods_made + timedelta(seconds=first))
-        name = job["metadata"]["name"]
-        looked, seen = self._start_checks.get(name, (None, None))
-        wait = timedelta(seconds=START_CHECK_EVERY if seen else max(1.0, first / 2))
-        # Looked lately (and, past the deadline, after it): what was seen still holds.
-        if looked and now < looked + wait and (now < deadline or looked >= deadline or seen):
-            return seen, deadline, at(looked + wait)
+        name = current.job_name if current else ""
+        last, shown = self._start_checks.get(name), start_problem_shown(run)
+        max_duration = parse_duration(task.spec.max_duration).total_seconds() if task and task.spec.max_duration else None
+        check = plan_start_check(now, job, self.start_deadline, max_duration, last, shown)
+        if check.started:
+            self._start_checks.pop(name, None)
+        if not check.read_pods:
+            return check.problem, check.deadline, check.again
         if not self._pod_reads.take():
-            return seen, deadline, at(now + timedelta(seconds=random.uniform(1, 5)))
+            return check.problem, check.deadline, look_again(now, now + timedelta(seconds=random.uniform(1, 5)),
+                                                             check.deadline)
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
-        # After a restart only the status remembers what was seen: its reason, not its message.
-        problem = start_problem(pods) or (None if started(pods) else seen or start_problem_shown(run))
-        if not pods:  # its Job has tried for START_CHECK seconds and made none
-            problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {name} "
-                                                    f"(kubectl describe job {name} says why)")
-        elif problem is None and now >= deadline and not started(pods):
-            problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
-        self._start_checks[name] = (now, problem)
-        # A container still on its way (ContainerCreating: kubelet's retries pass through it too)
-        # is looked at again soon; a known problem only now and then.
-        again = START_CHECK_EVERY if problem else max(1.0, first / 2)
-        return problem, deadline, at(now + timedelta(seconds=again))
+        look, again = judge_start(now, check, pods, name, last, shown)
+        self._start_checks[name] = look
+        return look.seen, check.deadline, again
 
     async def _claim(self, run: TaskRun, uid: str) -> str | None:
         """None when this run holds its idempotency key; else the name of the run that does."""
