@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, cast
@@ -301,6 +301,22 @@ def list_page(resource: Resource, namespace: str | None, label_selector: str = "
     response = _request("GET", resource.path(namespace), {
         "labelSelector": label_selector, "limit": limit, "continue": continue_})
     return cast(dict[str, Any], json.loads(response.read()))
+
+
+def list_all(resource: Resource, namespace: str | None, label_selector: str = "", limit: int = 500,
+             each: Callable[[dict[str, Any]], dict[str, Any]] = lambda item: item) -> tuple[list[dict[str, Any]], str]:
+    """Every object of a list, page by page, each passed through ``each`` as its page arrives (a
+    store's slimming: the pages' whole objects are not all held at once), and the list's
+    resourceVersion, to watch from."""
+    items: list[dict[str, Any]] = []
+    continue_: str | None = None
+    while True:
+        page = list_page(resource, namespace, label_selector=label_selector, limit=limit, continue_=continue_)
+        items.extend(each(item) for item in page.get("items") or [])
+        meta = page.get("metadata") or {}
+        continue_ = meta.get("continue")
+        if not continue_:
+            return items, str(meta.get("resourceVersion"))
 
 
 def watch(resource: Resource, namespace: str | None, label_selector: str, resource_version: str,

@@ -36,7 +36,7 @@ def list_and_watch(namespace: str | None, sleep: Callable[[float], None] = time.
     while True:
         try:
             if version is None:
-                items, version = _list_all(namespace)
+                items, version = kube.list_all(kube.TASKRUNS, namespace)
                 yield "LIST", items
             for kind, obj in kube.watch(kube.TASKRUNS, namespace, "", version, WATCH_SECONDS):
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
@@ -50,17 +50,6 @@ def list_and_watch(namespace: str | None, sleep: Callable[[float], None] = time.
                 raise
             sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])
             failures += 1
-
-
-def _list_all(namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-    items: list[dict[str, Any]] = []
-    continue_: str | None = None
-    while True:
-        page = kube.list_page(kube.TASKRUNS, namespace, continue_=continue_)
-        items += page.get("items") or []
-        continue_ = (page.get("metadata") or {}).get("continue")
-        if not continue_:
-            return items, str(page["metadata"]["resourceVersion"])
 
 
 def watch_runs(namespace: str | None, task: str | None, out: Console) -> int:

@@ -101,16 +101,8 @@ class Reflector:
                 self._stop.wait(delay)
 
     def _list(self) -> str:
-        items: list[dict[str, Any]] = []
-        continue_: str | None = None
-        while True:
-            page = kube.list_page(self.resource, self.namespace, self.label_selector, PAGE_SIZE, continue_)
-            items.extend(self.store.slim(item) for item in page.get("items") or [])
-            meta = page.get("metadata") or {}
-            continue_ = meta.get("continue")
-            if not continue_:
-                break
-        version = str(meta.get("resourceVersion"))
+        items, version = kube.list_all(self.resource, self.namespace, self.label_selector, PAGE_SIZE,
+                                       self.store.slim)
         self._deliver(self._replace, items, version)
         return version
 
