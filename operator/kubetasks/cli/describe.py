@@ -22,7 +22,8 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from kubetasks.cli.tables import human_age, parse_time, phase_style
+from kubetasks.cli.tables import phase_style
+from kubetasks.core.times import api_time, human_age
 
 LABEL_WIDTH = 18  # the longest label, "Cancel requested:", and a space
 NOTE_INDENT = 4
@@ -128,7 +129,7 @@ def describe_view(run: dict[str, Any], now: datetime | None = None) -> Renderabl
     if attempts:
         rows = [((str(a.get("attempt", "")), a.get("reason") or "-",
                   "-" if a.get("exitCode") is None else str(a["exitCode"]), a.get("startTime") or "-",
-                  human_age(a.get("startTime"), parse_time(a.get("completionTime"))) if a.get("completionTime") else "-",
+                  human_age(a.get("startTime"), api_time(a.get("completionTime"))) if a.get("completionTime") else "-",
                   a.get("jobName") or ""), a.get("message") or "") for a in attempts]
         parts.append(_section("Attempts:", NotedTable(("#", "REASON", "EXIT", "STARTED", "DURATION", "JOB"), rows,
                                                        [phase_style(a.get("reason") or "") for a in attempts],

@@ -31,7 +31,7 @@ from rich.console import Console
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
 from kubetasks.cli.describe import describe_view
-from kubetasks.cli.tables import human_age as human_age, run_rows, runs_table  # human_age: the dashboard's
+from kubetasks.cli.tables import run_rows, runs_table
 from kubetasks.cli import dashboard
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
 

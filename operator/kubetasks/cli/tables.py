@@ -4,40 +4,15 @@ keeps them current. Pure: plain dicts in, rows and rich renderables out."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from rich.table import Table
 
+from kubetasks.core.times import human_age
+
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
 RunKey = tuple[str, str]  # (namespace, name)
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def human_age(since: str | datetime | None, now: datetime | None = None) -> str:
-    """kubectl-style age: 45s, 3m12s, 2h5m, 4d3h; "<unknown>" without a time."""
-    start = parse_time(since) if isinstance(since, str) or since is None else since
-    if start is None:
-        return "<unknown>"
-    seconds = max(0, int(((now or datetime.now(timezone.utc)) - start).total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{s}s" if minutes < 10 and s else f"{minutes}m"
-    hours, m = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{m}m" if m else f"{hours}h"
-    days, h = divmod(hours, 24)
-    return f"{days}d{h}h" if h and days < 10 else f"{days}d"
 
 
 def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]:

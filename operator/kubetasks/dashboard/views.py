@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
-from kubetasks.cli.tables import human_age  # kubectl's ages, as the CLI shows them (pure: rich only)
+from kubetasks.core.times import api_time as when, human_age  # read and shown as the CLI does
 
 Body = dict[str, Any]
 UTC = timezone.utc
@@ -39,17 +39,6 @@ NEXT_TICKS = 5
 def e(value: Any) -> str:
     """Escaped text (None: empty)."""
     return "" if value is None else escape(str(value), quote=True)
-
-
-def when(value: Any) -> datetime | None:
-    """An API time (RFC 3339) as an aware datetime; None when absent or unreadable."""
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _api_time(moment: datetime) -> str:
