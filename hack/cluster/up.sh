@@ -62,7 +62,7 @@ start kube-apiserver kube-apiserver \
   --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement \
   --allow-privileged=true --profiling=false --max-requests-inflight=800 --max-mutating-requests-inflight=400
 wait_for kube-apiserver 90 kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz
 

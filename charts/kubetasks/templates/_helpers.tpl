@@ -69,6 +69,12 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
 - apiGroups: ["kubetasks.io"]
   resources: ["tasks/status", "taskruns/status"]
   verbs: ["patch"]
+- apiGroups: ["kubetasks.io"]
+  # OwnerReferencesPermissionEnforcement (OpenShift turns it on): a child whose owner reference
+  # has blockOwnerDeletion (a run's Jobs, ConfigMaps, identity objects) needs update on its
+  # owner's finalizers; without it every child create is a 403 there.
+  resources: ["tasks/finalizers", "taskruns/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   # deletecollection: cancelling deletes every Job of a run by its run-uid label, in one request
