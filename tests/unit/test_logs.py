@@ -180,16 +180,16 @@ def test_what_is_remembered_of_a_run_goes_when_it_finishes_or_is_deleted():
     w.settle("r", "s")
     assert w.status("r")["phase"] == "Retrying" and w.status("s")["phase"] == "Succeeded"
     uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
-    assert set(w.op.runs._logs_kept) == {uid}  # the finished run's went with its next reconcile
+    assert set(w.op.runs.logs._kept) == {uid}  # the finished run's went with its next reconcile
     w.api.remove(("TaskRun", NS, "r"))
     w.api.deliver(w.op.cache)
-    assert not w.op.runs._logs_kept
+    assert not w.op.runs.logs._kept
 
 
 def test_a_restart_before_the_log_was_kept_keeps_it():
     w = World(task(retry={"maxAttempts": 2, "minDelay": "1h"}), taskrun("r"))
     w.settle("r")
-    w.op.runs.log_keep_bytes = 0  # as if the operator died between the status write and the log
+    w.op.runs.logs.keep_bytes = 0  # as if the operator died between the status write and the log
     finish(w, "r-1", ok=False, log=b"boom\n")
     w.settle("r")
     assert w.status("r")["phase"] == "Retrying" and kept(w, "r-1") is None
@@ -262,7 +262,7 @@ def test_a_busy_api_server_does_not_make_a_node_logless():
 
 def test_a_log_larger_than_the_bound_keeps_its_end_and_says_so():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 1000
+    w.op.runs.logs.keep_bytes = 1000
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"".join(b"line %05d\n" % i for i in range(5000)))
     w.settle("r")
@@ -276,7 +276,7 @@ def test_a_log_larger_than_the_bound_keeps_its_end_and_says_so():
 
 def test_a_log_of_long_lines_is_read_again_for_its_end():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 1000
+    w.op.runs.logs.keep_bytes = 1000
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"".join(b"%04d" % i + b"x" * 995 + b"\n" for i in range(100)))
     w.settle("r")
@@ -286,7 +286,7 @@ def test_a_log_of_long_lines_is_read_again_for_its_end():
 
 def test_no_log_is_read_when_keeping_is_off():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 0
+    w.op.runs.logs.keep_bytes = 0
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"hello\n")
     w.settle("r")
