@@ -3,6 +3,10 @@
 The run reconciler calls :meth:`KeptLogs.keep` after it wrote the run's status, once per
 reconcile: each attempt whose Job finished gets one try, whatever its outcome, so a slow or
 failing read never holds up a run and a failure is a log line, never the run's.
+
+Reading the log is the same wherever it is kept; where it goes is a :class:`LogDestination`:
+ConfigMaps within a byte budget per namespace (controller.log_configmaps) today. An object store,
+which logs of any length belong in, would be another destination.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.controller.cache import Body, Cache, attempt_of, uid_of
-from kubetasks.core.children import controlled_by, job_finished
-from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again, render_attempt_log
-from kubetasks.core.naming import attempt_log_name
+from kubetasks.controller.cache import Body, Cache, uid_of
+from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
+from kubetasks.controller.reflector import Reflector
+from kubetasks.core.children import job_finished
+from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again
 
 log = logging.getLogger(__name__)
 LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
@@ -32,14 +38,38 @@ def log_keep_bytes(value: str | None) -> int:
     return max(0, min(int(value or DEFAULT_KEEP_BYTES), MAX_KEEP_BYTES))
 
 
+class LogDestination(Protocol):
+    """Where kept logs go."""
+
+    async def has(self, run: TaskRun, uid: str, job: str) -> bool:
+        """Whether the log of the run's Job named ``job`` is kept (asked after a restart)."""
+
+    async def put(self, run: TaskRun, uid: str, job: Body, pod: str, text: str, truncated: bool) -> None:
+        """Keeps ``text``, the end of the log of ``pod`` of the run's ``job`` (cut when ``truncated``)."""
+
+
 class KeptLogs:
     def __init__(self, cache: Cache, api: ModuleType | Any = kube) -> None:
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self.keep_bytes = DEFAULT_KEEP_BYTES
+        self.configmaps = ConfigMapLogs(cache, api)
+        self.destination: LogDestination = self.configmaps
         self._kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._warned = -LOG_WARNING_EVERY
         self._logless_nodes: dict[str, float] = {}  # node name -> until when its pods' logs are not read
         cache.runs.listeners.append(self._run_changed)
+
+    def configure(self, env: Mapping[str, str]) -> None:
+        self.keep_bytes = log_keep_bytes(env.get("KUBETASKS_LOG_KEEP_BYTES"))
+        self.configmaps.budget = log_budget_bytes(env.get("KUBETASKS_LOG_BUDGET_BYTES"))
+
+    def start(self, scopes: list[str | None], selector: str, loop: asyncio.AbstractEventLoop,
+              resync_seconds: float) -> list[Reflector]:
+        """The kept logs' informers, for the operator to wait on and watch over, and their budget's worker."""
+        return self.configmaps.start(scopes, selector, loop, resync_seconds)
+
+    async def stop(self) -> None:
+        await self.configmaps.stop()
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
         if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
@@ -72,7 +102,7 @@ class KeptLogs:
 
     async def _keep_one(self, run: TaskRun, uid: str, job: Body, pods: list[Body] | None, recorded: bool) -> None:
         ns, name = run.namespace, job["metadata"]["name"]
-        if recorded and await self._call("get", kube.CONFIGMAPS, ns, attempt_log_name(name)) is not None:
+        if recorded and await self.destination.has(run, uid, name):
             return
         if pods is None:  # not read for its exit code: a plain command that succeeded
             pods = await self._call("list_pods", ns, f"job-name={name}")
@@ -99,11 +129,7 @@ class KeptLogs:
                 self._logless_nodes[node] = time.monotonic() + LOGLESS_NODE_SECONDS
             raise
         text, truncated = log_tail(data, keep, lines, cap)
-        configmap = render_attempt_log(run, job, attempt_of(job), pod_name, text, truncated)
-        created, existing = await self._call("create_or_get", configmap)
-        if not created and existing is not None and not controlled_by(existing, uid):
-            log.warning("%s/%s: ConfigMap %s belongs to another owner: the log of %s is not kept", ns, run.name,
-                        configmap["metadata"]["name"], name)
+        await self.destination.put(run, uid, job, pod_name, text, truncated)
 
     def _not_kept(self, run: TaskRun, job: str, error: Exception) -> None:
         now = time.monotonic()
