@@ -14,14 +14,16 @@ from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from prometheus_client import REGISTRY
 
+from kubetasks.controller.cache import Cache
 from kubetasks.controller.kept_logs import log_keep_bytes
-from kubetasks.controller.log_configmaps import log_budget_bytes
+from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
 from kubetasks.core.logs import (
     ANNOTATION_BYTES, ANNOTATION_POD, ANNOTATION_TRUNCATED, DEFAULT_BUDGET_BYTES, DEFAULT_KEEP_BYTES,
     KEPT_LOG_SELECTOR, LOG_KEY, age, evictions, is_kept_log, keep_tail, kept_log, kept_size, last_pod, lines_to_fill,
     log_tail, log_window, read_again, render_attempt_log, slim_kept_log,
 )
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN_UID, MANAGER, attempt_log_name, job_name
+from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
 UID = "0123456789abcdef-uid"
@@ -436,3 +438,22 @@ def test_a_restarted_operator_knows_the_bytes_kept_before_and_evicts_past_a_smal
     assert len(w.op.runs.logs.configmaps.queue) == 1
     evict(w)
     assert [kept(w, f"r{i}-1") is not None for i in range(4)] == [False, False, False, True]
+
+
+def test_the_budget_is_per_namespace():
+    api, cache = FakeApi(), Cache()
+    logs = ConfigMapLogs(cache, api)
+    logs.budget = 150
+    for ns, n in (("a", 2), ("b", 1)):
+        for i in range(n):
+            api.add({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"r{i}-1-log", "namespace": ns, "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_ATTEMPT: "1"},
+                "annotations": {ANNOTATION_BYTES: "100"}}, "data": {LOG_KEY: "x" * 100}})
+    api.deliver(cache)
+    assert (logs.kept_bytes("a"), logs.kept_bytes("b")) == (200, 100) and len(logs.queue) == 1  # "a" only
+    asyncio.run(logs.evict("a"))
+    asyncio.run(logs.evict("b"))
+    api.deliver(cache)
+    assert [a for f, a in api.calls if f == "delete"] == [("configmaps", "r0-1-log")]
+    assert (logs.kept_bytes("a"), logs.kept_bytes("b")) == (100, 100)
+    assert sample("kubetasks_kept_log_bytes", "a") == 100 and sample("kubetasks_kept_logs", "b") == 1

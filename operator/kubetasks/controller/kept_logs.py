@@ -76,7 +76,7 @@ class KeptLogs:
             self.forget(uid_of(old) or "")
 
     def forget(self, uid: str) -> None:
-        """The run is finished or gone: none of its logs is kept any more."""
+        """The run is finished or gone: what was remembered of its attempts is not needed any more."""
         self._kept.pop(uid, None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
