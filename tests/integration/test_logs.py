@@ -167,7 +167,7 @@ def test_kept_logs_stay_within_the_namespace_budget_and_the_oldest_are_evicted(n
                 counts[phase] = counts.get(phase, 0) + 1
             ended = sum(n for p, n in counts.items() if p in {"Succeeded", "Failed", "TimedOut"})
             return counts if ended == RUNS else None
-        done = wait_until("every run finished", finished, timeout=900, interval=5)
+        done = wait_until("every run finished", finished, timeout=420, interval=5)  # within pytest-timeout
         assert done == {"Succeeded": RUNS}, done
 
         def settled() -> list[dict[str, Any]] | None:
@@ -181,6 +181,7 @@ def test_kept_logs_stay_within_the_namespace_budget_and_the_oldest_are_evicted(n
         watch.stop()
         metrics = scrape(op.metrics_port) if op.proc and op.proc.poll() is None else {}
         op.stop()
+        print(f"operator log: {op.log_path}")
 
     created = {m["uid"]: m for t, m in events if t == "ADDED"}
     deleted = {m["uid"] for t, m in events if t == "DELETED"}
