@@ -227,6 +227,27 @@ def test_a_run_deleted_while_the_operator_missed_it_frees_its_slot_on_relist():
     assert w.status("r2")["phase"] == "Running"
 
 
+def test_a_woken_run_deleted_before_it_takes_its_slot_wakes_the_next_at_once():
+    w = World(task(concurrency=1), taskrun("r1"))
+    w.settle("r1")
+    w.api.add(taskrun("r2"))
+    w.api.deliver(w.op.cache)
+    w.api.add(taskrun("r3"))  # created a moment later: behind r2
+    w.api.deliver(w.op.cache)
+    w.settle("r2", "r3")
+    assert w.status("r2")["phase"] == w.status("r3")["phase"] == "Queued"
+    w.api.remove(("TaskRun", NS, "r1"))  # the slot frees: r2 is woken for it
+    w.op.run_queue._queued.clear()
+    w.api.deliver(w.op.cache)
+    assert (NS, "r2") in w.op.run_queue._queued and (NS, "r3") not in w.op.run_queue._queued
+    w.api.remove(("TaskRun", NS, "r2"))  # and leaves before its reconcile takes the slot
+    w.op.run_queue._queued.clear()
+    w.api.deliver(w.op.cache)
+    assert (NS, "r3") in w.op.run_queue._queued  # not left for the resync
+    w.settle("r3")
+    assert w.status("r3")["phase"] == "Running"
+
+
 def test_a_task_deleted_and_recreated_while_its_run_runs_does_not_disturb_it():
     w = World(task(), taskrun("r"))
     w.settle("r")
