@@ -253,12 +253,14 @@ def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
 
 
 def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STEPS_LIMIT) -> list[StepRecord]:
-    """The steps to show in TaskRun status, oldest first; pending sleeps last. When there are more
-    than ``limit`` (the status holds 200), the most recent are kept."""
+    """The steps to show in TaskRun status, oldest first; pending sleeps last, with their wake
+    time (which also tells the operator an attempt slept when its pod is gone). When there are
+    more than ``limit`` (the status holds 200), the most recent are kept."""
     records = parse_checkpoints(data).values()
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [
-        StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at)
+        StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at,
+                   wake_at=None if r.completed else r.wake_at)
         for r in ordered[-limit:] if limit > 0
     ]

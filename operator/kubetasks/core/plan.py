@@ -19,7 +19,7 @@ from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import AttemptObservation, StartProblem, parse_time
+from kubetasks.core.observe import AttemptObservation, StartProblem, parse_time, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
@@ -78,6 +78,8 @@ def not_before(run: TaskRun) -> datetime | None:
 
 
 def plan_run(world: World) -> Plan:
+    if world.steps:  # an attempt whose pod went before its report was read may have slept
+        world = replace(world, attempts={n: slept_by_checkpoint(o, world.steps) for n, o in world.attempts.items()})
     run, now = world.run, world.now
     status = run.status.model_copy(deep=True)
     status.observed_generation = run.metadata.get("generation")  # type: ignore[assignment]
