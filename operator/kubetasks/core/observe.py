@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.core.naming import LABEL_ATTEMPT
+from kubetasks.core.times import parse_time
 from kubetasks.protocol import INVALID_REPORT, Report
 
 State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]
@@ -26,14 +27,6 @@ class AttemptObservation:
     reason: str | None = None  # OOMKilled, Error, DeadlineExceeded, Completed
     report: Report | None = None
     message: str | None = None  # raw termination message of commands that do not speak the protocol
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
