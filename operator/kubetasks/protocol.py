@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubetasks.api.taskrun import StepRecord
-from kubetasks.core.times import api_time, format_time, parse_time
+from kubetasks.api.times import api_time, format_time, parse_time
 
 log = logging.getLogger("kubetasks.protocol")
 

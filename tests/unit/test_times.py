@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given, strategies as st
 
-from kubetasks.core.times import api_time, format_time, parse_time
+from kubetasks.api.times import api_time, format_time, parse_time
 
 T = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
 

@@ -29,7 +29,7 @@ from kubetasks.core.children import controlled_by
 from kubetasks.core.naming import (
     ANNOTATION_SCHEDULED_AT, LABEL_INSTANCE, LABEL_SCHEDULED, LABEL_TASK, instance_of, label_value, scheduled_run_name,
 )
-from kubetasks.core.times import parse_time
+from kubetasks.api.times import parse_time
 from kubetasks.core.schedule import plan_schedule, runs_to_prune
 
 log = logging.getLogger(__name__)

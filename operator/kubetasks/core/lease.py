@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from kubetasks.core.times import format_time, parse_time
+from kubetasks.api.times import format_time, parse_time
 
 
 @dataclasses.dataclass(frozen=True)

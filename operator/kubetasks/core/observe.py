@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.core.naming import LABEL_ATTEMPT
-from kubetasks.core.times import parse_time
+from kubetasks.api.times import parse_time
 from kubetasks.protocol import INVALID_REPORT, Report
 
 State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]

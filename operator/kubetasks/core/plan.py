@@ -20,7 +20,7 @@ from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import AttemptObservation, StartProblem, slept_by_checkpoint
-from kubetasks.core.times import parse_time
+from kubetasks.api.times import parse_time
 from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.times import api_time as when, human_age, parse_time  # read and shown as the CLI does
+from kubetasks.api.times import api_time as when, human_age, parse_time  # read and shown as the CLI does
 
 Body = dict[str, Any]
 UTC = timezone.utc
