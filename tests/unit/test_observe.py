@@ -80,6 +80,8 @@ def test_a_completed_attempt_without_its_report_slept_when_the_checkpoint_says_a
     skipped = StepRecord(name="nap", attempt=1, wake_at=datetime(2025, 12, 31, 23, tzinfo=timezone.utc))
     assert slept_by_checkpoint(gone, [done, skipped]) is gone
     assert slept_by_checkpoint(gone, None) is gone and slept_by_checkpoint(gone, []) is gone
+    # Another attempt followed it: a success would have ended the run, so it slept, its sleep since over.
+    assert slept_by_checkpoint(gone, [done], followed=True).state == "sleeping"
     # What the termination message says, when it was read, stands.
     reported = observe_attempt(job, [{"status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
         "exitCode": 0, "message": Report("succeeded", result=1).encode()}}}]}}])

@@ -217,6 +217,7 @@ def test_a_sleep_whose_pod_went_before_its_report_was_read_is_known_from_the_che
     done = {**no_report, 2: obs(2, "succeeded", end=wake + timedelta(seconds=2))}
     _, r = advance(r, task=t, attempts=done, steps=[fetched, woke], now=wake + timedelta(seconds=2))
     assert r.status.phase == Phase.SUCCEEDED
+    assert [a.reason for a in r.status.attempts] == ["Sleeping", "Succeeded"]  # attempt 1's entry stays a sleep
 
 
 def test_without_a_sleep_the_checkpoint_leaves_a_reportless_success_a_success():

@@ -139,13 +139,19 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
     return AttemptObservation(state="active", **base)
 
 
-def slept_by_checkpoint(obs: AttemptObservation, steps: Sequence[StepRecord] | None) -> AttemptObservation:
-    """An attempt of the runtime whose Job completed but whose report was never read (its pod
-    was gone first: garbage-collected, evicted, its node removed) slept if the run's checkpoint
-    holds a sleep not yet over that it could have begun: one that wakes after the attempt
-    started. A sleep left pending by an earlier attempt and skipped by this one woke before this
-    attempt started (the operator starts the next attempt at its wake time): not counted."""
-    if obs.state != "succeeded" or obs.report is not None or not steps:
+def slept_by_checkpoint(obs: AttemptObservation, steps: Sequence[StepRecord] | None,
+                        followed: bool = False) -> AttemptObservation:
+    """An attempt whose Job completed but whose report was never read (its pod was gone first:
+    garbage-collected, evicted, its node removed) slept when another attempt ``followed`` it (a
+    success ends the run: only a sleep goes on), or when the run's checkpoint holds a sleep not
+    yet over that it could have begun: one that wakes after the attempt started. A sleep left
+    pending by an earlier attempt and skipped by this one woke before this attempt started (the
+    operator starts the next attempt at its wake time): not counted."""
+    if obs.state != "succeeded" or obs.report is not None:
+        return obs
+    if followed:
+        return replace(obs, state="sleeping")  # its wake time is past: only its history entry needs it
+    if not steps:
         return obs
     wakes = [s.wake_at for s in steps if s.completed_at is None and s.wake_at is not None
              and (obs.start_time is None or s.wake_at > obs.start_time)]

@@ -79,8 +79,10 @@ def not_before(run: TaskRun) -> datetime | None:
 
 
 def plan_run(world: World) -> Plan:
-    if world.steps:  # an attempt whose pod went before its report was read may have slept
-        world = replace(world, attempts={n: slept_by_checkpoint(o, world.steps) for n, o in world.attempts.items()})
+    # An attempt whose pod went before its report was read may have slept: the checkpoint says.
+    latest = max([world.run.status.attempt, *world.attempts])
+    world = replace(world, attempts={n: slept_by_checkpoint(o, world.steps, followed=n < latest)
+                                     for n, o in world.attempts.items()})
     run, now = world.run, world.now
     status = run.status.model_copy(deep=True)
     status.observed_generation = run.metadata.get("generation")  # type: ignore[assignment]
