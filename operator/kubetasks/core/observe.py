@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kubetasks.api.taskrun import StepRecord
-from kubetasks.core.naming import LABEL_ATTEMPT
 from kubetasks.api.times import parse_time
+from kubetasks.core.naming import LABEL_ATTEMPT
 from kubetasks.protocol import INVALID_REPORT, Report
 
 State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]
