@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.times import api_time as when, human_age  # read and shown as the CLI does
+from kubetasks.api.times import api_time as when, human_age, parse_time  # read and shown as the CLI does
 
 Body = dict[str, Any]
 UTC = timezone.utc
@@ -123,12 +123,6 @@ class RunQuery:
         return f"{path}?{urlencode(params)}" if params else path
 
 
-def parse_time_param(text: str) -> datetime:
-    """A date, or a date and time (UTC unless it says otherwise), as typed in a filter."""
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def parse_query(params: Mapping[str, str]) -> RunQuery:
     """The runs list's query from a request's parameters; what cannot be read is named in ``errors``."""
     errors: list[str] = []
@@ -137,7 +131,7 @@ def parse_query(params: Mapping[str, str]) -> RunQuery:
         text = (params.get(name) or "").strip()
         if text:
             try:
-                times[name] = parse_time_param(text)
+                times[name] = parse_time(text)  # a date, or a date and time (UTC unless it says)
             except ValueError:
                 errors.append(f"{name}: not a date or time: {text[:40]!r}")
     limit = DEFAULT_LIMIT
