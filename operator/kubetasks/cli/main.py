@@ -187,7 +187,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
 
     p = sub.add_parser("completion", help="print a shell completion script: source <(kubetasks completion bash)")
     p.add_argument("shell", choices=SHELLS)
-    dashboard.add_parser(sub)
+    with_namespace(dashboard.add_parser(sub))
     return parser
 
 

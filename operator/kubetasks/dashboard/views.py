@@ -305,8 +305,92 @@ def _abs_time(value: Any) -> str:
     return e(_api_time(moment).replace("T", " ").replace("Z", " UTC")) if moment else '<span class="dim">-</span>'
 
 
-def pretty_json(value: Any) -> str:
-    return f'<pre class="json">{e(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))}</pre>'
+# What a page shows of a JSON value (a payload, a result) or a text (an error's traceback): the
+# API server accepts JSON nested 10,000 deep, and indenting it is quadratic in its depth (a 20 KB
+# payload pretty-prints to 200 MB), so the value is cut to these bounds *before* it is formatted.
+SHOWN_DEPTH = 20
+SHOWN_BYTES = 64 * 1024
+CUT = "…"
+
+
+@dataclass
+class _Budget:
+    left: int
+    cut: bool = False
+
+
+def clip(value: Any, max_depth: int = SHOWN_DEPTH, max_bytes: int = SHOWN_BYTES) -> tuple[Any, bool]:
+    """A copy of a JSON value that nests at most ``max_depth`` containers and whose pretty-printed
+    form (``indent=2``) is about ``max_bytes`` at most, and whether anything was cut. What is cut is
+    marked in place: a container too deep becomes a string, a long string ends in ``…``, and a
+    container that did not fit whole ends with an item (a list) or key (an object) ``…`` saying how
+    many more there were. Recursion is bounded by ``max_depth``, whatever the input's depth."""
+    budget = _Budget(max_bytes)
+    return _clip(value, 0, max_depth, budget), budget.cut
+
+
+def _scalar_bytes(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value) + 2
+    return len(json.dumps(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else 5
+
+
+def _clip(value: Any, depth: int, max_depth: int, budget: _Budget) -> Any:
+    line = 2 * depth + 2  # its line's indent and newline, and a comma
+    if isinstance(value, (dict, list)):
+        if depth >= max_depth:
+            budget.cut = True
+            budget.left -= line + 40
+            return f"{CUT} nested deeper than {max_depth} levels"
+        budget.left -= 2 * line  # the opening and closing lines
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for i, key in enumerate(sorted(value, key=str)):
+                if budget.left <= 0:
+                    budget.cut = True
+                    out[CUT] = f"{len(value) - i} more keys"
+                    break
+                name = str(key)[:max(16, budget.left)]
+                budget.left -= len(name) + 4
+                out[name] = _clip(value[key], depth + 1, max_depth, budget)
+            return out
+        items: list[Any] = []
+        for i, item in enumerate(value):
+            if budget.left <= 0:
+                budget.cut = True
+                items.append(f"{CUT} {len(value) - i} more items")
+                break
+            items.append(_clip(item, depth + 1, max_depth, budget))
+        return items
+    if isinstance(value, str) and len(value) + line > budget.left:
+        budget.cut = True
+        kept = value[:max(0, budget.left - line)]
+        budget.left -= len(kept) + line + 2
+        return kept + CUT
+    budget.left -= _scalar_bytes(value) + line
+    return value
+
+
+def clip_text(text: str, max_bytes: int = SHOWN_BYTES) -> tuple[str, bool]:
+    """The start of ``text`` in at most ``max_bytes`` characters, and whether it was cut."""
+    return (text, False) if len(text) <= max_bytes else (text[:max_bytes] + CUT, True)
+
+
+def cut_note(what: str) -> str:
+    return (f'<p class="cut" data-testid="value-cut">{e(what)} is shown cut (at most {SHOWN_DEPTH} levels deep '
+            f'and about {SHOWN_BYTES // 1024} KiB): <code>kubectl get -o json</code> shows it whole.</p>')
+
+
+def _text_block(text: Any, what: str) -> str:
+    shown, cut = clip_text(str(text))
+    return f'<pre class="log">{e(shown)}</pre>' + (cut_note(what) if cut else "")
+
+
+def pretty_json(value: Any, what: str = "The value") -> str:
+    """A JSON value, indented, cut to the shown bounds first (with a note when it was cut)."""
+    shown, cut = clip(value)
+    text = json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False)
+    return f'<pre class="json">{e(text)}</pre>' + (cut_note(what) if cut else "")
 
 
 def run_rows(runs: Sequence[Body], now: datetime, show_task: bool = True) -> str:
@@ -347,7 +431,8 @@ def runs_table(runs: Sequence[Body], now: datetime, show_task: bool = True, live
             + f'</tr></thead><tbody id="runs-body">{run_rows(runs, now, show_task)}</tbody></table>')
 
 
-def layout(title: str, body: str, active: str = "") -> str:
+def layout(title: str, body: str, active: str = "", scope: str = "") -> str:
+    """A page: the header (navigation, what the lists cover, an action's result) and ``body``."""
     nav = "".join(f'<a href="{href}" class="{"active" if active == key else ""}" data-testid="nav-{key}">{label}</a>'
                   for key, href, label in (("runs", "/", "Runs"), ("tasks", "/tasks", "Tasks")))
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -355,7 +440,8 @@ def layout(title: str, body: str, active: str = "") -> str:
             f"<title>{e(title)} · kubetasks</title><link rel=\"stylesheet\" href=\"/static/dashboard.css\">"
             "<script src=\"/static/dashboard.js\" defer></script></head><body>"
             f"<header><a class=\"brand\" href=\"/\">kubetasks</a><nav>{nav}</nav>"
-            "<span id=\"action-result\" role=\"status\" hidden></span></header>"
+            + (f'<span id="scope" class="scope" data-testid="scope">{e(scope)}</span>' if scope else "")
+            + "<span id=\"action-result\" role=\"status\" hidden></span></header>"
             f"<main>{body}</main></body></html>")
 
 
@@ -377,7 +463,7 @@ def _time_input(moment: datetime | None) -> str:
 
 
 def runs_page(page: RunPage, query: RunQuery, task_names: Iterable[str], namespaces: Iterable[str],
-              now: datetime) -> str:
+              now: datetime, scope: str = "") -> str:
     """``/``: the filter form, the live runs table and the pager."""
     tasks = sorted(set(task_names))
     form = (
@@ -407,7 +493,7 @@ def runs_page(page: RunPage, query: RunQuery, task_names: Iterable[str], namespa
     body = (f'<h1>Runs <span class="count" id="runs-total" data-testid="runs-total">{page.total}</span>'
             '<span id="live-status" class="live" title="updated every 2 s">live</span></h1>'
             + form + _errors(page.errors) + pager + runs_table(page.items, now, live_url=live))
-    return layout("Runs", body, "runs")
+    return layout("Runs", body, "runs", scope)
 
 
 # A run's page ----------------------------------------------------------------------------------
@@ -589,15 +675,15 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
              '<dl class="facts" id="run-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
              "<h2>Attempts</h2>", _timeline(run, details, now), "<h2>Steps</h2>", _steps(run)]
     parts.append('<div class="cols"><section id="payload"><h2>Payload</h2>'
-                 + (pretty_json(spec["payload"]) if spec.get("payload") is not None
+                 + (pretty_json(spec["payload"], "The payload") if spec.get("payload") is not None
                     else '<p class="empty">No payload.</p>')
                  + '</section><section id="result"><h2>Result</h2>'
-                 + (pretty_json(status["result"]) if status.get("result") is not None
+                 + (pretty_json(status["result"], "The result") if status.get("result") is not None
                     else '<p class="empty">No result.</p>') + "</section></div>")
     if error:
         parts.append(f'<section id="error" class="error"><h2>Error</h2><p><b>{e(error.get("type") or "")}</b> '
-                     f'<span class="msg">{e(error.get("message") or "")}</span></p>'
-                     + (f'<pre class="log">{e(error["traceback"])}</pre>' if error.get("traceback") else "")
+                     f'<span class="msg">{e(clip_text(str(error.get("message") or ""))[0])}</span></p>'
+                     + (_text_block(error["traceback"], "The traceback") if error.get("traceback") else "")
                      + "</section>")
     parts += ['<h2>Logs</h2><div id="logs">', _logs(run, details), "</div>",
               '<h2>Events</h2>', _events(details.events, now)]
@@ -691,11 +777,11 @@ def _machine(spec: Body) -> str:
     return " ".join(f"{k} {v}" for k, v in machine.items() if isinstance(v, (str, int, float))) or "small-1x"
 
 
-def tasks_page(tasks: Sequence[tuple[Body, TaskSummary]], now: datetime) -> str:
+def tasks_page(tasks: Sequence[tuple[Body, TaskSummary]], now: datetime, scope: str = "") -> str:
     """``/tasks``."""
     if not tasks:
         body = '<h1>Tasks</h1><p class="empty" data-testid="no-tasks">No Tasks.</p>'
-        return layout("Tasks", body, "tasks")
+        return layout("Tasks", body, "tasks", scope)
     rows = []
     for task, s in sorted(tasks, key=lambda ts: (str(_meta(ts[0]).get("namespace")), str(_meta(ts[0]).get("name")))):
         meta, spec = _meta(task), _spec(task)
@@ -716,7 +802,7 @@ def tasks_page(tasks: Sequence[tuple[Body, TaskSummary]], now: datetime) -> str:
     body = ('<h1>Tasks <span class="count">' + str(len(tasks)) + '</span></h1><table id="tasks"><thead><tr>'
             "<th>Task</th><th>Machine</th><th>Schedule</th><th>Next tick</th><th>Last run</th><th>Runs</th>"
             "<th>Active</th><th>Success</th><th>Ready</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
-    return layout("Tasks", body, "tasks")
+    return layout("Tasks", body, "tasks", scope)
 
 
 def durations_chart(runs: Sequence[Body], now: datetime, count: int = CHART_RUNS) -> str:
@@ -781,12 +867,13 @@ def task_page(task: Body, runs: Sequence[Body], summary: TaskSummary, now: datet
                     + (f'at {_abs_time(_api_time(at))}' if at and at > now else "waiting to start"))
     elif summary.next_ticks:
         next_run = f"{_abs_time(_api_time(summary.next_ticks[0]))} (scheduled)"
-    default_payload = json.dumps(spec.get("payload") if spec.get("payload") is not None else {}, indent=2)
+    default_payload, cut = clip(spec.get("payload") if spec.get("payload") is not None else {})
+    default_text = json.dumps(default_payload, indent=2, ensure_ascii=False)
     trigger = ('<form method="post" action="/actions/trigger" data-action="trigger" id="trigger-form">'
                f'<input type="hidden" name="namespace" value="{e(ns)}"><input type="hidden" name="task" value="{e(name)}">'
                f'<label>Payload (JSON)<textarea name="payload" id="trigger-payload" rows="5" spellcheck="false">'
-               f'{e(default_payload)}</textarea></label>'
-               '<button type="submit" id="trigger-button">Trigger a run</button></form>')
+               f'{e(default_text)}</textarea></label>' + (cut_note("The Task's default payload") if cut else "")
+               + '<button type="submit" id="trigger-button">Trigger a run</button></form>')
     recent = sorted(runs, key=sort_key, reverse=True)[:20]
     body = (f'<h1 id="task-name">{e(name)}</h1>'
             '<dl class="facts" id="task-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
