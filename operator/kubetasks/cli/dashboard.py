@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import secrets
 import webbrowser
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,11 +113,14 @@ def cmd_dashboard(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks.dashboard import server
     from kubetasks.dashboard.informers import Informers, ScopeError, allow_deep_json, choose_scope, may_list
 
-    try:
-        scope = choose_scope(lambda ns: may_list(kube, ns), _namespace(args))
-    except ScopeError as e:
-        raise CliError(str(e)) from None
     allow_deep_json()
+    namespace = _namespace(args)
+    # On a thread started now, with the larger stack: the probe's one run may be nested 10,000 deep.
+    with ThreadPoolExecutor(1) as probe:
+        try:
+            scope = probe.submit(choose_scope, lambda ns: may_list(kube, ns), namespace).result()
+        except ScopeError as e:
+            raise CliError(str(e)) from None
     informers = Informers(scope, args.selector)
     token = secrets.token_urlsafe(24)
     app = server.make_app(informers, token, kube, ACTIONS)
