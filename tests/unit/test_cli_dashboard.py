@@ -117,7 +117,7 @@ def no_cluster(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     allowed: list[str | None] = [None]
     monkeypatch.setattr(informers, "may_list", lambda api, ns: ns in allowed)
     monkeypatch.setattr(informers, "allow_deep_json", lambda: None)  # the test process's threads stay as they are
-    monkeypatch.setattr("kubetasks.cli.main._namespace", lambda args: getattr(args, "namespace", None) or "team-a")
+    monkeypatch.setattr("kubetasks.cli.common.namespace_of", lambda args: getattr(args, "namespace", None) or "team-a")
 
     async def start(self: informers.Informers, timeout: float = 0) -> None:
         return None

@@ -54,7 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def _failure(exc: BaseException) -> Outcome:
     from kubernetes.client.exceptions import ApiException
 
-    from kubetasks.cli.main import CliError, format_error
+    from kubetasks.cli.common import CliError, format_error
 
     message = format_error(exc).removeprefix("error: ")
     if isinstance(exc, ApiException) and exc.status:
@@ -63,7 +63,7 @@ def _failure(exc: BaseException) -> Outcome:
 
 
 def _required(fields: Mapping[str, str], *names: str) -> list[str]:
-    from kubetasks.cli.main import CliError
+    from kubetasks.cli.common import CliError
 
     missing = [n for n in names if not fields.get(n)]
     if missing:
@@ -73,7 +73,7 @@ def _required(fields: Mapping[str, str], *names: str) -> list[str]:
 
 def cancel(kube: Any, fields: Mapping[str, str]) -> Outcome:
     """Requests cancellation of a run (``kubetasks cancel``): spec.cancel=true, as the user."""
-    from kubetasks.cli.main import FINISHED
+    from kubetasks.cli.common import FINISHED
 
     try:
         namespace, name = _required(fields, "namespace", "name")
@@ -89,7 +89,7 @@ def cancel(kube: Any, fields: Mapping[str, str]) -> Outcome:
 
 def trigger(kube: Any, fields: Mapping[str, str]) -> Outcome:
     """Creates a TaskRun of a Task with a JSON payload (``kubetasks run``), as the user."""
-    from kubetasks.cli.main import new_taskrun, parse_payload
+    from kubetasks.cli.common import new_taskrun, parse_payload
 
     try:
         namespace, task_name = _required(fields, "namespace", "task")
@@ -109,12 +109,12 @@ ACTIONS: dict[str, Callable[[Any, Mapping[str, str]], Outcome]] = {"cancel": can
 
 def cmd_dashboard(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
-    from kubetasks.cli.main import CliError, _namespace
+    from kubetasks.cli.common import CliError, namespace_of
     from kubetasks.dashboard import server
     from kubetasks.dashboard.informers import Informers, ScopeError, allow_deep_json, choose_scope, may_list
 
     allow_deep_json()
-    namespace = _namespace(args)
+    namespace = namespace_of(args)
     # On a thread started now, with the larger stack: the probe's one run may be nested 10,000 deep.
     with ThreadPoolExecutor(1) as probe:
         try:
