@@ -120,7 +120,7 @@ class Dashboard:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()  # its SIGTERM handler stops the proxy and the port-forward
+            self.proc.terminate()  # its SIGTERM handler stops the server and the informers
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

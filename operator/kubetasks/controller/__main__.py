@@ -10,8 +10,6 @@ KUBETASKS_LOG_KEEP_BYTES (262144: the end of each finished attempt's log kept in
 by the run, for `kubetasks logs` once the pod is gone; 0 keeps none; at most 921600),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
-KUBETASKS_DASHBOARD (host:port, e.g. 127.0.0.1:8081: the read-only dashboard, on a loopback address
-reached through kubectl port-forward; unset or empty = off),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).
