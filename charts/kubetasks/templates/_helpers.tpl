@@ -90,8 +90,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
 - apiGroups: [""]
   resources: ["configmaps"]
   # update/patch: granted to each run on its own checkpoints only (resourceNames); delete: an
-  # idempotency key's claim left by a deleted run, before the garbage collector
-  verbs: ["create", "get", "update", "patch", "delete"]
+  # idempotency key's claim left by a deleted run, before the garbage collector, and the oldest
+  # kept logs past logs.namespaceBudgetBytes; list/watch: the kept logs' sizes (metadata only)
+  verbs: ["create", "get", "list", "watch", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create", "get"]

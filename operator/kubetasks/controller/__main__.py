@@ -6,8 +6,10 @@ KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: full re-list of every kin
 KUBETASKS_STALL_SECONDS (120: liveness fails when runs wait and none is reconciled for this long),
 KUBETASKS_START_DEADLINE_SECONDS (300: an attempt whose container has not started by then fails
 with the reason it could not: ImagePullBackOff, Unschedulable...),
-KUBETASKS_LOG_KEEP_BYTES (262144: the end of each finished attempt's log kept in a ConfigMap owned
+KUBETASKS_LOG_KEEP_BYTES (16384: the end of each finished attempt's log kept in a ConfigMap owned
 by the run, for `kubetasks logs` once the pod is gone; 0 keeps none; at most 921600),
+KUBETASKS_LOG_BUDGET_BYTES (67108864: bytes of kept logs per namespace, past which the oldest are
+deleted; 0 = no budget),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with

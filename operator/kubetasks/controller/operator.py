@@ -27,7 +27,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.reflector import Reflector
-from kubetasks.controller.runs import RunReconciler, log_keep_bytes
+from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
@@ -115,6 +115,7 @@ class Operator:
                 reflector.on_relist = self.resynced
                 self.reflectors.append(reflector)
                 reflector.start()
+        self.reflectors += self.runs.logs.start(scopes, mine, loop, resync_seconds)  # and their budget
         await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
         log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
                  len(self.cache.jobs))
@@ -127,6 +128,7 @@ class Operator:
             reflector.stop()
         await self.run_queue.stop()
         await self.task_queue.stop()
+        await self.runs.logs.stop()
 
     def health(self, stall_seconds: float) -> str | None:
         """Why the operator is not healthy, or None."""
@@ -177,7 +179,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
-    OPERATOR.runs.log_keep_bytes = log_keep_bytes(os.environ.get("KUBETASKS_LOG_KEEP_BYTES"))
+    OPERATOR.runs.logs.configure(os.environ)
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id()), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
