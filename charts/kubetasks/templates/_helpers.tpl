@@ -85,7 +85,7 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods/log"]
-  # a finished attempt's log is kept in a ConfigMap (logs.keepBytes); the dashboard shows a running one's
+  # a finished attempt's log is kept in a ConfigMap (logs.keepBytes)
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["configmaps"]
@@ -101,8 +101,7 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  # list: the dashboard shows a run's Events
-  verbs: ["create", "patch", "list"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs to discover and follow resources. */}}

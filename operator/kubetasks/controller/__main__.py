@@ -12,8 +12,6 @@ KUBETASKS_LOG_BUDGET_BYTES (67108864: bytes of kept logs per namespace, past whi
 deleted; 0 = no budget),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
-KUBETASKS_DASHBOARD (host:port, e.g. 127.0.0.1:8081: the read-only dashboard, on a loopback address
-reached through kubectl port-forward; unset or empty = off),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).

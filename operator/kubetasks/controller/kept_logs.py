@@ -24,13 +24,11 @@ from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
 from kubetasks.controller.reflector import Reflector
 from kubetasks.core.children import job_finished
-from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again
+from kubetasks.core.logs import (DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, LoglessNodes, last_pod, lines_to_fill, log_tail,
+                                 log_window, read_again)
 
 log = logging.getLogger(__name__)
 LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
-# A node whose kubelet the API server could not reach for a log (a kwok node has none, a real one
-# may be down) is not asked again for this long: one failed request, not one per attempt.
-LOGLESS_NODE_SECONDS = 300.0
 
 
 def log_keep_bytes(value: str | None) -> int:
@@ -56,7 +54,7 @@ class KeptLogs:
         self.destination: LogDestination = self.configmaps
         self._kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._warned = -LOG_WARNING_EVERY
-        self._logless_nodes: dict[str, float] = {}  # node name -> until when its pods' logs are not read
+        self._logless_nodes = LoglessNodes()  # the rule the dashboard follows too (core.logs)
         cache.runs.listeners.append(self._run_changed)
 
     def configure(self, env: Mapping[str, str]) -> None:
@@ -111,7 +109,7 @@ class KeptLogs:
             log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)
             return
         pod_name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName") or ""
-        if self._logless_nodes.get(node, 0.0) > time.monotonic():
+        if self._logless_nodes.quiet(node, time.monotonic()):
             log.debug("%s/%s: node %s gave no log lately: the log of %s is not kept", ns, run.name, node, name)
             return
         keep = self.keep_bytes
@@ -125,8 +123,7 @@ class KeptLogs:
             if kube.is_status(e, 404):
                 log.debug("%s/%s: pod %s is gone: the log of %s is not kept", ns, run.name, pod_name, name)
                 return
-            if node and kube.is_status(e, 500):  # the API server's proxy to the kubelet failed, not its load (429, 503)
-                self._logless_nodes[node] = time.monotonic() + LOGLESS_NODE_SECONDS
+            self._logless_nodes.failed(node, getattr(e, "status", None), time.monotonic())
             raise
         text, truncated = log_tail(data, keep, lines, cap)
         await self.destination.put(run, uid, job, pod_name, text, truncated)

@@ -182,16 +182,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.runs.logs.configure(os.environ)
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id()), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
-    if os.environ.get("KUBETASKS_DASHBOARD"):  # read-only pages of the stores, on a loopback address
-        from kubetasks.dashboard.server import start_dashboard
-
-        runner = await start_dashboard(OPERATOR.cache, os.environ["KUBETASKS_DASHBOARD"])
-        if runner is not None:  # else the error is logged: the operator works without it
-            _dashboard.append(runner)
 
 
 _background: list[asyncio.Task[None]] = []
-_dashboard: list[Any] = []  # its aiohttp AppRunner, when KUBETASKS_DASHBOARD is set
 
 
 async def _report_queue_depth() -> None:
@@ -213,7 +206,5 @@ async def health(**_: Any) -> str:
 async def cleanup(**_: Any) -> None:
     for task in _background:
         task.cancel()
-    for runner in _dashboard:
-        await runner.cleanup()
     await OPERATOR.stop()
 

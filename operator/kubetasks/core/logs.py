@@ -94,6 +94,40 @@ def log_tail(data: bytes, keep: int, lines: int, cap: int) -> tuple[str, bool]:
     return text, cut or len(data) >= cap or count_lines(data) >= lines
 
 
+# A node whose kubelet the API server could not reach for a log (a kwok node has none, a real one
+# may be down) is not asked again for this long: one failed request, not one per attempt or page.
+LOGLESS_NODE_SECONDS = 300.0
+
+
+def kubelet_gave_no_log(status: int | None) -> bool:
+    """Whether a failed log read's HTTP status says the node's kubelet gave no log: a 500 from the
+    API server's proxy to it. Not its load (429, 503), nor a pod that is gone (404)."""
+    return status == 500
+
+
+class LoglessNodes:
+    """Nodes not to ask for a log until a moment (times are the caller's monotonic clock)."""
+
+    def __init__(self, seconds: float = LOGLESS_NODE_SECONDS) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    def quiet(self, node: str, now: float) -> bool:
+        """Whether ``node``'s pods' logs are not to be read now."""
+        until = self._until.get(node)
+        if until is None:
+            return False
+        if until <= now:
+            self._until.pop(node, None)
+            return False
+        return True
+
+    def failed(self, node: str, status: int | None, now: float) -> None:
+        """A log read from ``node`` failed with ``status``: remember the node when its kubelet gave none."""
+        if node and kubelet_gave_no_log(status):
+            self._until[node] = now + self.seconds
+
+
 def render_attempt_log(run: TaskRun, job: Body, attempt: int, pod: str, text: str, truncated: bool) -> Body:
     """The ConfigMap that keeps an attempt's log: named after its Job (:func:`attempt_log_name`),
     labelled as the Job is (run, run UID, task, attempt: listed per run with the run-uid label),
