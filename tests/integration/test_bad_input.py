@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,9 @@ def _name(n: int) -> str:
     return ("bad-" + "x" * n)[:n - 2] + "-1" if n > 4 else "x" * n
 
 
-PLACEHOLDERS = {"${IMAGE}": IMAGE, "${N253}": _name(253), "${N254}": _name(254), "${N64}": _name(64)}
+PLACEHOLDERS = {"${IMAGE}": IMAGE, "${N253}": _name(253), "${N254}": _name(254), "${N64}": _name(64),
+                "${IMAGE_10K}": "localhost/" + "a" * 10_240 + ":1", "${N300_IMAGE}": "a" * 300 + ":1",
+                "${N40000}": "x" * 40_000}
 
 
 class RefListener:
@@ -180,7 +183,8 @@ class Result:
         """Whether the case ended where it should have been stopped."""
         e = self.expect
         if "refused" in e:
-            return self.refused is not None and all(t in self.refused for t in e["refused"])
+            return (self.refused is not None and all(t in self.refused for t in e["refused"])
+                    and not any(t in self.refused for t in e.get("never", [])))
         if self.refused is not None:
             return False
         if "cron_run_of" in e:
@@ -198,6 +202,10 @@ class Result:
         if "attempts" in e and status.get("attempt") != e["attempts"]:
             return False
         if "shows" in e and e["shows"] not in json.dumps(status):
+            return False
+        if any(t in json.dumps(status) for t in e.get("never", [])):
+            return False
+        if e.get("printable") and unprintable(status):
             return False
         return True
 
@@ -228,17 +236,37 @@ class Result:
         return "hang"
 
 
-def create(namespace: str, doc: dict[str, Any], depth: int = 0) -> str | None:
-    """Creates one object; returns the API server's refusal, or None when it was created."""
+VIA = {"create": ["create"], "apply": ["apply"], "server-side": ["apply", "--server-side"]}
+
+
+def create(namespace: str, doc: dict[str, Any], depth: int = 0, via: str = "create") -> str | None:
+    """Creates one object (``kubectl create``, or ``apply`` client- or server-side); returns the API
+    server's refusal, or None when it was created."""
     text = json.dumps(label(doc)).replace(json.dumps(DEEP), deep_text(depth))
-    done = kubectl_run("create", "-n", namespace, "-f", "-", input=text, timeout=60)
+    done = kubectl_run(*VIA[via], "-n", namespace, "-f", "-", input=text, timeout=60)
     return done.stderr.strip() if done.returncode else None
+
+
+def unprintable(value: Any) -> list[str]:
+    """The strings in ``value`` with a control character other than newline and tab."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in node):
+            found.append(node)
+    return found
 
 
 def submit(namespace: str, result: Result) -> None:
     result.created_at = time.monotonic()
     for doc in manifests(result.case):
-        refused = create(namespace, doc, (result.case.get("gen") or {}).get("payload_depth", 0))
+        refused = create(namespace, doc, (result.case.get("gen") or {}).get("payload_depth", 0),
+                         result.case.get("via", "create"))
         if refused is not None:
             result.refused = refused
             return
@@ -394,6 +422,18 @@ def test_payloads_are_never_quoted_in_status_or_events(suite: Suite) -> None:
         mine = [e for e in suite.events if e["involvedObject"].get("name") in (r.run_name, r.task_name)]
         assert hidden not in json.dumps(mine)
     assert checked >= 2
+
+
+def test_echoes_in_status_and_events_are_printable(suite: Suite) -> None:
+    checked = 0
+    for r in suite.results.values():
+        if not r.expect.get("printable"):
+            continue
+        checked += 1
+        assert r.status() and not unprintable(r.status()), describe(r)
+        mine = [e for e in suite.events if e["involvedObject"].get("name") in (r.run_name, r.task_name)]
+        assert mine and not unprintable([e.get("message") for e in mine]), mine
+    assert checked >= 1
 
 
 def test_no_remote_ref_is_ever_fetched(suite: Suite) -> None:
