@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, VERSIONS, kubectl, kubectl_run, label
+from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, REPO, VERSIONS, kubectl, kubectl_run, label
 
 pytestmark = pytest.mark.cluster
 
@@ -44,7 +45,9 @@ def _name(n: int) -> str:
     return ("bad-" + "x" * n)[:n - 2] + "-1" if n > 4 else "x" * n
 
 
-PLACEHOLDERS = {"${IMAGE}": IMAGE, "${N253}": _name(253), "${N254}": _name(254), "${N64}": _name(64)}
+PLACEHOLDERS = {"${IMAGE}": IMAGE, "${N253}": _name(253), "${N254}": _name(254), "${N64}": _name(64),
+                "${IMAGE_10K}": "localhost/" + "a" * 10_240 + ":1", "${N300_IMAGE}": "a" * 300 + ":1",
+                "${N40000}": "x" * 40_000}
 
 
 class RefListener:
@@ -180,7 +183,8 @@ class Result:
         """Whether the case ended where it should have been stopped."""
         e = self.expect
         if "refused" in e:
-            return self.refused is not None and all(t in self.refused for t in e["refused"])
+            return (self.refused is not None and all(t in self.refused for t in e["refused"])
+                    and not any(t in self.refused for t in e.get("never", [])))
         if self.refused is not None:
             return False
         if "cron_run_of" in e:
@@ -198,6 +202,10 @@ class Result:
         if "attempts" in e and status.get("attempt") != e["attempts"]:
             return False
         if "shows" in e and e["shows"] not in json.dumps(status):
+            return False
+        if any(t in json.dumps(status) for t in e.get("never", [])):
+            return False
+        if e.get("printable") and unprintable(status):
             return False
         return True
 
@@ -228,17 +236,37 @@ class Result:
         return "hang"
 
 
-def create(namespace: str, doc: dict[str, Any], depth: int = 0) -> str | None:
-    """Creates one object; returns the API server's refusal, or None when it was created."""
+VIA = {"create": ["create"], "apply": ["apply"], "server-side": ["apply", "--server-side"]}
+
+
+def create(namespace: str, doc: dict[str, Any], depth: int = 0, via: str = "create") -> str | None:
+    """Creates one object (``kubectl create``, or ``apply`` client- or server-side); returns the API
+    server's refusal, or None when it was created."""
     text = json.dumps(label(doc)).replace(json.dumps(DEEP), deep_text(depth))
-    done = kubectl_run("create", "-n", namespace, "-f", "-", input=text, timeout=60)
+    done = kubectl_run(*VIA[via], "-n", namespace, "-f", "-", input=text, timeout=60)
     return done.stderr.strip() if done.returncode else None
+
+
+def unprintable(value: Any) -> list[str]:
+    """The strings in ``value`` with a control character other than newline and tab."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in node):
+            found.append(node)
+    return found
 
 
 def submit(namespace: str, result: Result) -> None:
     result.created_at = time.monotonic()
     for doc in manifests(result.case):
-        refused = create(namespace, doc, (result.case.get("gen") or {}).get("payload_depth", 0))
+        refused = create(namespace, doc, (result.case.get("gen") or {}).get("payload_depth", 0),
+                         result.case.get("via", "create"))
         if refused is not None:
             result.refused = refused
             return
@@ -249,6 +277,27 @@ def submit(namespace: str, result: Result) -> None:
         result.updated = done.returncode == 0
         if done.returncode:
             result.refused = done.stderr.strip()
+
+
+def crd_generations(apply: bool = False) -> dict[str, int]:
+    """The generation of each kubetasks CRD (after applying this tree's, with ``apply``)."""
+    if apply:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), timeout=60)
+    names = ("tasks.kubetasks.io", "taskruns.kubetasks.io")
+    if apply:
+        for name in names:
+            kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s", timeout=70)
+        # Established comes before the API server validates with the new schema: a dry run of
+        # what only this tree's schema refuses tells when it does.
+        probe = json.dumps({"apiVersion": GROUP, "kind": "Task", "metadata": {"name": "crd-probe"},
+                            "spec": {"image": "Not An Image"}})
+        deadline = time.monotonic() + 60
+        while "must be an image reference" not in kubectl_run(
+                "create", "--dry-run=server", "-n", "default", "-f", "-", input=probe, timeout=30).stderr:
+            assert time.monotonic() < deadline, "the API server still validates Tasks with other CRDs"
+            time.sleep(0.5)
+    return {name: int(kubectl("get", "crd", name, "-o", "jsonpath={.metadata.generation}", timeout=30))
+            for name in names}
 
 
 def listing(namespace: str, kind: str) -> list[dict[str, Any]]:
@@ -316,8 +365,13 @@ def suite(operator: Any) -> Any:
     main = [r for r in results.values() if not r.case.get("late")]
     late = [r for r in results.values() if r.case.get("late")]
     try:
+        # The cluster is shared: a session started from another tree since this one's began may
+        # have applied its own CRDs. These cases are about this tree's: applied again, and checked
+        # unchanged once every case is submitted.
+        before = crd_generations(apply=True)
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda r: submit(namespace, r), main))
+        crds_held = crd_generations() == before
         poll(namespace, main, MAIN_DEADLINE)
         alive = operator_alive(operator, pid)
         # The log the health test reads ends before the first case known to hurt the operator
@@ -338,10 +392,11 @@ def suite(operator: Any) -> Any:
         for r in results.values():
             r.outcome = r.classify(alive if not r.case.get("late") else bool(r.survived))
         suite.summary = dict(Counter(r.outcome for r in results.values()))
-        report = {"summary": suite.summary, "cases": {k: r.outcome for k, r in results.items()},
+        report = {"summary": suite.summary, "crds_held": crds_held, "cases": {k: r.outcome for k, r in results.items()},
                   "unmatched": [describe(r) for r in results.values() if not r.matches()],
                   "remote_ref_requests": len(listener.hits)}
-        print(f"\nbad input: {len(results)} cases: {suite.summary}")
+        print(f"\nbad input: {len(results)} cases: {suite.summary}"
+              + ("" if crds_held else " (another session applied other CRDs meanwhile: run again)"))
         if os.environ.get("KUBETASKS_BAD_INPUT_REPORT"):
             Path(os.environ["KUBETASKS_BAD_INPUT_REPORT"]).write_text(json.dumps(report, indent=1))
         yield suite
@@ -394,6 +449,18 @@ def test_payloads_are_never_quoted_in_status_or_events(suite: Suite) -> None:
         mine = [e for e in suite.events if e["involvedObject"].get("name") in (r.run_name, r.task_name)]
         assert hidden not in json.dumps(mine)
     assert checked >= 2
+
+
+def test_echoes_in_status_and_events_are_printable(suite: Suite) -> None:
+    checked = 0
+    for r in suite.results.values():
+        if not r.expect.get("printable"):
+            continue
+        checked += 1
+        assert r.status() and not unprintable(r.status()), describe(r)
+        mine = [e for e in suite.events if e["involvedObject"].get("name") in (r.run_name, r.task_name)]
+        assert mine and not unprintable([e.get("message") for e in mine]), mine
+    assert checked >= 1
 
 
 def test_no_remote_ref_is_ever_fetched(suite: Suite) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -107,7 +108,8 @@ def test_describe_lines():
 @pytest.mark.parametrize("argv, expected", [
     (["run", "hello", "--payload", "{}", "--wait", "--timeout", "30", "-n", "ns"],
      {"command": "run", "task": "hello", "payload": "{}", "wait": True, "timeout": 30.0, "namespace": "ns"}),
-    (["run", "hello"], {"wait": False, "timeout": 600.0, "payload": None, "namespace": None}),
+    (["run", "hello"], {"wait": False, "timeout": 600.0, "payload": None, "payload_file": None, "namespace": None}),
+    (["run", "hello", "--payload-file", "-"], {"payload": None, "payload_file": "-"}),
     (["runs"], {"command": "runs", "task": None, "all_namespaces": False}),
     (["runs", "hello", "-A"], {"task": "hello", "all_namespaces": True}),
     (["describe", "r"], {"command": "describe", "run": "r"}),
@@ -186,6 +188,37 @@ def test_main_bad_payload_exits_1_before_any_api_call(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_namespace", lambda args: pytest.fail("no API call expected"))
     assert cli.main(["run", "hello", "--payload", "nope"]) == 1
     assert capsys.readouterr().err.startswith("error: --payload is not valid JSON")
+
+
+def test_a_payload_file_takes_what_the_command_line_cannot(tmp_path, monkeypatch):
+    big = {"blob": "x" * 300_000}  # over the 128 KiB one argument holds, and over apply's 256 KiB annotation
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(big))
+    assert cli.read_payload(None, str(path)) == big
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"n": 1}'))
+    assert cli.read_payload(None, "-") == {"n": 1}
+    assert cli.read_payload('{"n": 2}', None) == {"n": 2}
+    with pytest.raises(cli.CliError, match="--payload-file .*missing.json: No such file"):
+        cli.read_payload(None, str(tmp_path / "missing.json"))
+    path.write_text("{bad")
+    with pytest.raises(cli.CliError, match="--payload-file .* is not valid JSON"):
+        cli.read_payload(None, str(path))
+
+
+def test_run_creates_the_taskrun_without_an_applied_copy(monkeypatch, tmp_path, capsys):
+    from kubetasks import kube
+
+    created = []
+    monkeypatch.setattr(kube, "get_custom", lambda plural, ns, name: {"metadata": {"name": name}, "spec": {}})
+    monkeypatch.setattr(kube, "create_custom", lambda plural, ns, body: created.append(body) or
+                        {**body, "metadata": {**body["metadata"], "name": "hello-x1"}})
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"blob": "x" * 300_000}))
+    assert cli.main(["run", "hello", "--payload-file", str(path), "-n", "ns"]) == 0
+    (body,) = created
+    assert len(body["spec"]["payload"]["blob"]) == 300_000
+    assert "annotations" not in body["metadata"]
+    assert capsys.readouterr().out.strip() == "taskrun/hello-x1 created"
 
 
 def test_crds_prints_both_definitions(capsys):

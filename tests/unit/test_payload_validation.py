@@ -137,3 +137,9 @@ def test_messages_are_json_safe_one_liners():
     message = payload_error({"properties": {"a\nb": {"type": "integer"}}}, {"a\nb": "x"})
     assert message is not None
     json.dumps(message)
+
+
+def test_a_payload_key_with_control_characters_is_echoed_as_escapes():
+    error = payload_error({"type": "object", "additionalProperties": {"type": "string"}}, {"k\0\x1b[2J\r": 1})
+    assert error is not None and "k\\x00\\x1b[2J\\x0d" in error
+    assert not any(ord(c) < 32 for c in error)

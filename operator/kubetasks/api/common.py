@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
-from kubetasks.api.durations import DURATION_PATTERN
+from kubetasks.api.durations import DURATION_CONVERTIBLE, DURATION_PATTERN, MAX_DURATION_LENGTH
 
 GROUP = "kubetasks.io"
 VERSION = "v1alpha1"
@@ -17,13 +17,27 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Kubernetes quantities ("500m", "1", "0.5", "512Mi", "2G").
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+MAX_QUANTITY_LENGTH = 64
 # DNS-1123 label: the shape of Task ids and of the names derived from them.
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1123 subdomain: the shape of object names (Tasks, service accounts).
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_WORDS = "lowercase letters, digits and '-', starting and ending with a letter or digit"
+SUBDOMAIN_WORDS = f"{LABEL_WORDS}, in parts separated by '.'"
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "5m", "1h30m"])]
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+# A pattern's failure message is the API server's own ("should match '^...'"): where the text
+# matters, a CEL rule with a message in words says the same next to it.
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=MAX_DURATION_LENGTH,
+                                examples=["30s", "5m", "1h30m"])]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY_LENGTH)]
 # JSON values of any shape (payloads, results, schemas): preserved as-is by the CRD.
 JSON = Annotated[object, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+# kubectl apply copies the whole object into its last-applied-configuration annotation, and the
+# API server refuses annotations over 256 KiB in all: a large payload is refused for that alone.
+APPLY_ADVICE = ("A payload over about 256 KiB cannot be written with client-side `kubectl apply`, which copies "
+                "the object into an annotation limited to 256 KiB: use `kubectl create`, "
+                "`kubectl apply --server-side`, or `kubetasks run --payload-file`.")
 
 # Caps on durations, checked at admission (CEL duration(), which also refuses what overflows Go's
 # time.Duration, about 2562047h). Past them, a value is a typo, and arithmetic on it overflows.
@@ -31,21 +45,41 @@ MAX_RUN_DURATION = "8760h"  # maxDuration and TaskRun delay: one year
 MAX_RETRY_DELAY = "168h"  # retry minDelay and maxDelay: one week
 
 
+def matches(expr: str, regex: str) -> str:
+    """CEL: the string ``expr`` matches ``regex`` (RE2), written as a raw string literal."""
+    assert "'" not in regex
+    return f"{expr}.matches(r'{regex}')"
+
+
+def rules(*checks: tuple[str, str]) -> JsonDict:
+    """A field's CEL rules, each with the message that says in words what is wrong."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in checks]}
+
+
+def convertible(expr: str) -> str:
+    """CEL: ``expr`` (a string) is a duration that duration() converts without overflowing."""
+    return matches(expr, DURATION_CONVERTIBLE)
+
+
 def at_most(cap: str, positive: bool = False) -> JsonDict:
-    """The CEL rule of a Duration field: at most ``cap`` (and more than 0s when ``positive``)."""
-    rule = f"duration(self) <= duration('{cap}')"
-    message = f"must be at most {cap}"
+    """The CEL rule of a Duration field: at most ``cap`` (and more than 0s when ``positive``).
+    What duration() cannot convert (words, a sign, 99999999h) fails the rule, with its message."""
+    rule = f"{convertible('self')} && duration(self) <= duration('{cap}')"
+    bound = f"at most {cap}"
     if positive:
-        rule = f"duration(self) > duration('0s') && {rule}"
-        message = f"must be more than 0s and at most {cap}"
+        rule = f"{rule} && duration(self) > duration('0s')"
+        bound = f"more than 0s and at most {cap}"
+    message = f"must be a duration {bound}: a number and a unit (ms, s, m, h), e.g. 30s, 5m or 1h30m"
     return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
 
 
-def more_than_zero(what: str) -> JsonDict:
-    """The CEL rule of a Quantity field: more than zero (a zero limit would mean no limit at all)."""
+def more_than_zero(what: str, example: str) -> JsonDict:
+    """The CEL rule of a Quantity field: a quantity more than zero (a zero limit would mean no
+    limit at all). isQuantity() first: quantity() of anything else fails with a regex of its own."""
     return {"x-kubernetes-validations": [{
-        "rule": "quantity(self).isGreaterThan(quantity('0'))",
-        "message": f"{what} must be more than 0 (requests and limits are set to it; 0 would leave the pod unbounded)",
+        "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+        "message": f"{what} must be a quantity more than 0, e.g. {example} (requests and limits are set to it; "
+                   "0 would leave the pod unbounded)",
     }]}
 
 
@@ -66,9 +100,9 @@ class Machine(Model):
     preset: Literal["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"] | None = Field(
         default=None, description="Named size: micro (0.25 vCPU, 0.25 GiB) up to large-2x (8 vCPU, 16 GiB)."
     )
-    cpu: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("cpu"),
+    cpu: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("cpu", "'500m' or '2'"),
                                  description="CPU request and limit, e.g. '500m' or '2'; more than 0.")
-    memory: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("memory"),
+    memory: Quantity | None = Field(default=None, json_schema_extra=more_than_zero("memory", "'512Mi' or '2Gi'"),
                                     description="Memory request and limit, e.g. '512Mi' or '2Gi'; more than 0.")
 
 
@@ -102,8 +136,9 @@ class RetryPolicy(Model):
     model_config = Model.model_config | {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                {"rule": "!has(self.minDelay) || !has(self.maxDelay) || "
-                         "duration(self.minDelay) <= duration(self.maxDelay)",
+                # A delay duration() cannot convert is refused by its own rule: not compared here.
+                {"rule": f"!has(self.minDelay) || !has(self.maxDelay) || !{convertible('self.minDelay')} || "
+                         f"!{convertible('self.maxDelay')} || duration(self.minDelay) <= duration(self.maxDelay)",
                  "message": "retry.minDelay must not exceed retry.maxDelay"},
             ]
         }

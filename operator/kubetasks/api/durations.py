@@ -9,6 +9,14 @@ import re
 from datetime import timedelta
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+MAX_DURATION_LENGTH = 64
+# Durations that CEL's duration() converts without overflowing Go's time.Duration (about
+# 2562047h): at most 8 parts, each below 277778h (99999h, 9999999m, 999999999s, 999999999999ms),
+# so at most 2.3 million hours in all. Admission rules test it before calling duration(), which
+# would otherwise fail with "type conversion error" instead of their message. Any duration up
+# to a year can be written so. RE2 (the API server's CEL and google-re2 alike).
+DURATION_CONVERTIBLE = (r"^([0-9]{1,5}(\.[0-9]+)?h|[0-9]{1,7}(\.[0-9]+)?m|[0-9]{1,9}(\.[0-9]+)?s"
+                        r"|[0-9]{1,12}(\.[0-9]+)?ms){1,8}$")
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -8,10 +8,24 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kubetasks.api.common import (
-    DNS1123_LABEL, JSON, MAX_RUN_DURATION, Condition, Duration, Machine, Model, RetryPolicy, at_most,
+    APPLY_ADVICE, DNS1123_LABEL, DNS1123_SUBDOMAIN, JSON, LABEL_WORDS, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration,
+    Machine, Model, RetryPolicy, at_most, matches, rules,
+)
+from kubetasks.api.images import (
+    IMAGE_MESSAGE, IMAGE_NAME, IMAGE_NAME_MESSAGE, IMAGE_REFERENCE, MAX_IMAGE_LENGTH, MAX_IMAGE_NAME_LENGTH,
 )
 
 RESERVED_ENV_PREFIX = "KUBETASKS_"  # the runtime's own variables (kubetasks.protocol.ENV_*)
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")  # core.schedule.MACROS
+# Five fields of cron characters, or a macro; what the fields mean is checked by the operator
+# (core.schedule), which says so in the Task's Ready condition.
+SCHEDULE_SHAPE = (r"^\s*(@(?i:yearly|annually|monthly|weekly|daily|midnight|hourly)"
+                  r"|[0-9A-Za-z*?,/#-]+(\s+[0-9A-Za-z*?,/#-]+){4})\s*$")
+MAX_SCHEDULE_LENGTH = 256
+NUL = r"\x00"  # RE2
+MAX_ENV_VARS = 256
+MAX_ENV_VALUE_LENGTH = 32768
 
 
 class EnvVar(Model):
@@ -19,7 +33,10 @@ class EnvVar(Model):
 
     name: str = Field(min_length=1, description=f"Names starting with {RESERVED_ENV_PREFIX} are reserved for the "
                                                  "kubetasks runtime and refused.")
-    value: str | None = None
+    # 32768 characters are at most 128 KiB of UTF-8, the kernel's limit on one environment string
+    # (MAX_ARG_STRLEN); the bounds also let the API server afford the NUL rule below.
+    value: str | None = Field(default=None, max_length=MAX_ENV_VALUE_LENGTH,
+                              description="No NUL characters: a process's environment cannot hold one.")
     value_from: JSON | None = None
 
     model_config = Model.model_config | {
@@ -27,6 +44,9 @@ class EnvVar(Model):
             "x-kubernetes-validations": [
                 {"rule": f"!self.name.startsWith('{RESERVED_ENV_PREFIX}')",
                  "message": f"env names starting with {RESERVED_ENV_PREFIX} are reserved for the kubetasks runtime"},
+                # execve() takes NUL-terminated strings: such a value could only be cut or refused later.
+                {"rule": f"!has(self.value) || !{matches('self.value', NUL)}",
+                 "message": "env values must not contain a NUL character (\\0): a process's environment cannot hold one"},
             ]
         }
     }
@@ -55,17 +75,29 @@ class Retention(Model):
 
 class TaskSpec(Model):
     id: Annotated[str, Field(max_length=63, pattern=DNS1123_LABEL)] | None = Field(
-        default=None, description="Task id; defaults to the object's name. A DNS-1123 label."
+        default=None, description="Task id; defaults to the object's name. A DNS-1123 label.",
+        json_schema_extra=rules((matches("self", DNS1123_LABEL), f"id must be a DNS-1123 label: at most 63 {LABEL_WORDS}")),
     )
-    image: str = Field(min_length=1, description="Container image. Use a fully qualified, non-latest tag.")
+    image: str = Field(
+        min_length=1, max_length=MAX_IMAGE_LENGTH,
+        description="Container image reference, [registry[:port]/]path[:tag][@digest] (checked at admission, at most "
+                    f"{MAX_IMAGE_LENGTH} characters). Use a fully qualified, non-latest tag.",
+        json_schema_extra=rules((matches("self", IMAGE_REFERENCE), IMAGE_MESSAGE),
+                                # find() is "" when the reference does not start with a name: the rule above says so.
+                                (f"self.find(r'{IMAGE_NAME}').size() <= {MAX_IMAGE_NAME_LENGTH}", IMAGE_NAME_MESSAGE)))
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     command: list[str] | None = Field(default=None, description="Container command; overrides the entry point.")
     args: list[str] | None = None
-    entrypoint: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = Field(
-        default=None, description="Python entry point 'module:function' run by the kubetasks runtime."
+    entrypoint: Annotated[str, Field(pattern=ENTRYPOINT_PATTERN, max_length=512)] | None = Field(
+        default=None, description="Python entry point 'module:function' run by the kubetasks runtime.",
+        json_schema_extra=rules((matches("self", ENTRYPOINT_PATTERN),
+                                 "entrypoint must be 'module:function' with Python names, e.g. 'app.tasks:main'")),
     )
-    env: list[EnvVar] = Field(default_factory=list)
-    service_account_name: str | None = Field(default=None, description="Service account of task pods.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV_VARS)
+    service_account_name: str | None = Field(
+        default=None, max_length=253, description="Service account of task pods.",
+        json_schema_extra=rules((matches("self", DNS1123_SUBDOMAIN),
+                                 f"serviceAccountName must be a service account's name: {SUBDOMAIN_WORDS}")))
     allow_trigger: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
         default_factory=list, max_length=100,
         description="Tasks whose runs this Task's pods may create (child runs, checked by the operator); none when empty.")
@@ -93,9 +125,13 @@ class TaskSpec(Model):
     retention: Retention = Field(default_factory=Retention, description="How long finished runs are kept.")
 
     # Cron
-    schedule: str | None = Field(default=None, description="5-field cron expression or @hourly/@daily/...")
+    schedule: str | None = Field(
+        default=None, max_length=MAX_SCHEDULE_LENGTH, description="5-field cron expression or @hourly/@daily/...",
+        json_schema_extra=rules((matches("self", SCHEDULE_SHAPE),
+                                 "schedule must be 5 cron fields (minute hour day-of-month month day-of-week), "
+                                 f"e.g. '*/15 * * * *', or one of {', '.join(MACROS)}")))
     timezone: str = Field(default="UTC", description="IANA time zone of the schedule.")
-    payload: JSON | None = Field(default=None, description="Payload of scheduled runs.")
+    payload: JSON | None = Field(default=None, description="Payload of scheduled runs. " + APPLY_ADVICE)
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
     starting_deadline_seconds: int | None = Field(default=None, ge=0)
     suspend: bool = False

@@ -7,7 +7,10 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from kubetasks.api.common import JSON, MAX_RUN_DURATION, Condition, Duration, Machine, Model, RetryPolicy, at_most
+from kubetasks.api.common import (
+    APPLY_ADVICE, DNS1123_SUBDOMAIN, JSON, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration, Machine, Model,
+    RetryPolicy, at_most, matches, rules,
+)
 
 
 class Phase(StrEnum):
@@ -30,13 +33,15 @@ class Phase(StrEnum):
 
 class TaskRunSpec(Model):
     task_ref: str = Field(min_length=1, max_length=253,
-                          description="Name of the Task in the same namespace (up to 253 characters). Immutable.")
+                          description="Name of the Task in the same namespace (up to 253 characters). Immutable.",
+                          json_schema_extra=rules((matches("self", DNS1123_SUBDOMAIN),
+                                                   f"taskRef must be the name of a Task: {SUBDOMAIN_WORDS}")))
     payload: JSON | None = Field(
         default=None,
         description="Input of the task: any JSON, nested at most 64 levels deep (deeper fails InvalidPayload). "
                     "Immutable once the run exists, set or not (the ValidatingAdmissionPolicy "
                     "taskrun-payload-immutable.kubetasks.io, shipped with the CRDs): every attempt runs with the "
-                    "same payload.")
+                    "same payload. " + APPLY_ADVICE)
     delay: Duration | None = Field(
         default=None, json_schema_extra=at_most(MAX_RUN_DURATION),
         description=f"Start no sooner than this long after creation; at most {MAX_RUN_DURATION}.")

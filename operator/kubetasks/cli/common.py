@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,32 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 1."""
 
 
-def parse_payload(text: str | None) -> Any:
+def parse_payload(text: str | None, what: str = "--payload") -> Any:
     if text is None:
         return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise CliError(f"--payload is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+        raise CliError(f"{what} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+
+
+def read_payload(text: str | None, path: str | None) -> Any:
+    """The payload of ``--payload JSON`` or ``--payload-file PATH`` (``-``: standard input). A file
+    takes payloads of any size: the command line holds at most 128 KiB in one argument."""
+    if path is None:
+        return parse_payload(text)
+    try:
+        data = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"--payload-file {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_payload(data, f"--payload-file {path}")
 
 
 def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
     """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would, and
-    with the Task's operator instance: the operator that runs the Task runs its runs."""
+    with the Task's operator instance: the operator that runs the Task runs its runs. It is
+    created (POST), never applied client-side: no last-applied annotation, whose 256 KiB cap
+    would refuse a large payload."""
     name = task["metadata"]["name"]
     task_id = (task.get("spec") or {}).get("id") or name
     labels = {LABEL_TASK: label_value(task_id)}

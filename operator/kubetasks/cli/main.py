@@ -33,7 +33,7 @@ from kubetasks.cli.tables import run_rows, runs_table
 from kubetasks.cli import dashboard
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
-                                  parse_payload)
+                                  parse_payload, read_payload)
 from kubetasks.cli.common import namespace_of as _namespace, one_line as _one_line
 
 
@@ -96,7 +96,10 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
 
     p = with_namespace(sub.add_parser("run", help="trigger a TaskRun of a Task"))
     _complete_with(p.add_argument("task", metavar="TASK"), "tasks")
-    p.add_argument("--payload", metavar="JSON", help="the run's input, as JSON")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--payload", metavar="JSON", help="the run's input, as JSON")
+    given.add_argument("--payload-file", metavar="PATH",
+                       help="the run's input, a JSON file ('-': standard input); for payloads of any size")
     p.add_argument("--wait", action="store_true", help="wait until the run finishes; exit 1 unless it succeeded")
     p.add_argument("--timeout", type=seconds, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")
@@ -161,7 +164,7 @@ def get_run(namespace: str, name: str) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
-    payload = parse_payload(args.payload)
+    payload = read_payload(args.payload, args.payload_file)
     ns = _namespace(args)
     task = kube.get_custom("tasks", ns, args.task)  # a clear 404 first
     created = kube.create_custom("taskruns", ns, new_taskrun(task, payload))

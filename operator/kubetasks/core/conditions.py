@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kubetasks.api.common import Condition, ConditionStatus
+from kubetasks.core.echo import printable
 
 
 def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
@@ -16,7 +17,7 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
 
 
 def condition(type_: str, status: ConditionStatus, reason: str, message: str, now: datetime, generation: int | None) -> Condition:
-    return Condition(type=type_, status=status, reason=reason, message=message,
+    return Condition(type=type_, status=status, reason=reason, message=printable(message),
                      last_transition_time=now.replace(microsecond=0), observed_generation=generation)
 
 

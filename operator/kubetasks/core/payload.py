@@ -31,6 +31,7 @@ from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 
 from kubetasks import protocol
+from kubetasks.core.echo import bounded
 
 MAX_DEPTH = 64  # levels of arrays and objects in a payload or a payloadSchema
 MESSAGE_LIMIT = 400
@@ -48,7 +49,7 @@ _REGISTRY: Registry[Any] = Registry(retrieve=_refuse)  # type: ignore[call-arg]
 
 
 def _bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return bounded(text, limit)  # printable too: a payload's keys and a schema's patterns are echoed
 
 
 def depth_error(value: Any, what: str = "payload") -> str | None:

@@ -19,6 +19,7 @@ from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
+from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import AttemptObservation, StartProblem, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
@@ -34,6 +35,9 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", bounded(self.message))  # every Event echoes printable text
 
 
 @dataclass(frozen=True)
@@ -154,15 +158,7 @@ def plan_failed(run: TaskRun, now: datetime, reason: str, message: str, status: 
     return _finish(plan, World(now=now, run=run, task=None), Phase.FAILED, reason, plan.status.error.message)
 
 
-MESSAGE_LIMIT = 1024  # characters of a condition or error message: status stays small, Events readable
 TRACEBACK_LIMIT = 8192
-
-
-def bounded(text: str, limit: int = MESSAGE_LIMIT, keep_end: bool = False) -> str:
-    """Text cut to ``limit`` characters; ``keep_end`` for a traceback, whose end says the error."""
-    if len(text) <= limit:
-        return text
-    return "..." + text[-(limit - 3):] if keep_end else text[:limit - 3] + "..."
 
 
 def _before_first_attempt(plan: Plan, world: World) -> Plan:
@@ -172,19 +168,19 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
     # once: no payload could be checked against it, and waiting would not mend it.
     error = schema_error(task.spec.payload_schema)
     if error:
-        message = f"Task {task.name!r} is not ready: {error}"
+        message = bounded(f"Task {task.name!r} is not ready: {error}")
         plan.status.error = ErrorInfo(type="InvalidTask", message=message)
         return _finish(plan, world, Phase.FAILED, "InvalidTask", message)
     if world.refusal:
-        plan.status.error = ErrorInfo(type=world.refusal.reason, message=world.refusal.message)
+        plan.status.error = ErrorInfo(type=world.refusal.reason, message=bounded(world.refusal.message))
         return _finish(plan, world, Phase.FAILED, world.refusal.reason, world.refusal.message)
     error = payload_error(task.spec.payload_schema, run.spec.payload)
     if error:
-        plan.status.error = ErrorInfo(type="InvalidPayload", message=error)
+        plan.status.error = ErrorInfo(type="InvalidPayload", message=bounded(error))
         return _finish(plan, world, Phase.FAILED, "InvalidPayload", error)
     error = payload_delivery_error(run.spec.payload, uses_runtime=bool(task.spec.entrypoint))
     if error:
-        plan.status.error = ErrorInfo(type="PayloadTooLarge", message=error)
+        plan.status.error = ErrorInfo(type="PayloadTooLarge", message=bounded(error))
         return _finish(plan, world, Phase.FAILED, "PayloadTooLarge", error)
     start = not_before(run)
     if start and world.now < start:
@@ -335,9 +331,9 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
     """Adds or updates the history entry of an observed attempt."""
     message = None
     if obs.report and obs.report.error_message:
-        message = f"{obs.report.error_type}: {obs.report.error_message}"[:1024]
-    elif obs.state == "failed":
-        message = obs.message
+        message = bounded(f"{obs.report.error_type}: {obs.report.error_message}")
+    elif obs.state == "failed" and obs.message is not None:
+        message = printable(obs.message)
     reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
     known = next((a for a in status.attempts if a.attempt == obs.attempt), None)
     if obs.state == "active" and known is not None and known.job_name == obs.job_name:
