@@ -107,3 +107,11 @@ def test_a_runs_instance_label_is_immutable_absent_or_present():
     assert rule["expression"].count(f"'{LABEL_INSTANCE}' in") == 2  # the same label, old and new
     assert policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] == ["UPDATE"]
     assert binding["spec"] == {"policyName": INSTANCE_POLICY, "validationActions": ["Deny"]}
+
+
+def test_the_runs_of_a_task_are_selectable_by_their_task_ref():
+    # `kubectl get taskruns --field-selector spec.taskRef=NAME`: no label patched onto runs for it.
+    version = render_crds()["kubetasks.io_taskruns.yaml"]["spec"]["versions"][0]
+    assert version["selectableFields"] == [{"jsonPath": ".spec.taskRef"}]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["taskRef"]["type"] == "string" and "taskRef" in spec["required"]
