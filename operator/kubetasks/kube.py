@@ -125,24 +125,28 @@ def error_line(e: Exception, limit: int = 900) -> str:
 
 
 def is_conflict(e: Exception) -> bool:
-    """409: a precondition failed (the object was re-created, or changed since it was read), or
-    the name is taken."""
+    """409: a write's resourceVersion is not the object's (it changed, or another object was
+    re-created under the name), or a create's name is taken."""
     return is_status(e, 409)
 
 
 def guarded(patch: dict[str, Any], uid: str | None, resource_version: str | None = None) -> dict[str, Any]:
-    """A merge patch that applies only to the object with ``uid`` and, when given, only at
-    ``resource_version``: in a merge patch's body they are preconditions, and the API server
-    answers 409 Conflict when the object it would patch differs (another object re-created under
-    the name, or a newer state than the one the patch was decided from). They cost no request."""
+    """A merge patch meant for the object ``uid`` as it was at ``resource_version``. In the body,
+    a resourceVersion is a precondition: the API server answers 409 Conflict when the object is
+    at another (changed since, or deleted and re-created under the name: resourceVersions are
+    etcd revisions, never reused), and this holds on the status subresource too. The uid is
+    checked only outside status (a 422, the field being immutable): the status subresource keeps
+    the stored metadata. So the resourceVersion is what keeps a write off another object; both
+    cost no request."""
     meta = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
     return {**patch, "metadata": {**(patch.get("metadata") or {}), **meta}} if meta else patch
 
 
 def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None,
                  resource_version: str | None = None) -> dict[str, Any] | None:
-    """Merge-patches the status subresource of the object ``uid`` (at ``resource_version``, when
-    given); returns the new object (None when it is gone); a failed precondition is a 409."""
+    """Merge-patches the status subresource of the object ``uid`` at ``resource_version``
+    (:func:`guarded`); returns the new object (None when it is gone); 409 when it is not at that
+    version."""
     return merge_patch(Resource(GROUP, VERSION, plural), namespace, name,
                        guarded({"status": status}, uid, resource_version), "status")
 
@@ -180,8 +184,8 @@ def watch_custom(plural: str, namespace: str, name: str, timeout: float) -> Iter
 
 def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any], uid: str | None = None,
                resource_version: str | None = None) -> None:
-    """Merge-patches an object (only the one with ``uid``, at ``resource_version``, when given: a
-    failed precondition is a 409); 404 when it does not exist."""
+    """Merge-patches an object, only at ``resource_version`` (409) and only the one with ``uid``
+    (422), when given (:func:`guarded`); 404 when it does not exist."""
     if merge_patch(Resource(GROUP, VERSION, plural), namespace, name, guarded(patch, uid, resource_version)) is None:
         raise ApiException(status=404, reason=f"{plural} {namespace}/{name} not found")
 

@@ -1,7 +1,8 @@
 """An in-memory API server for reconciler tests, in the manner of controller-runtime's fake
 client: objects get UIDs and resourceVersions, a taken name is a 409, status is patched as a
-subresource, a patch's ``metadata.uid`` and ``metadata.resourceVersion`` are preconditions (409
-when the object holds another), and a Job deletion takes its pods with it. It offers the functions the
+subresource, a patch's ``metadata.resourceVersion`` is a precondition (409 when the object is at
+another) and its ``metadata.uid`` is checked where the API server checks it (see ``_check``), and a
+Job deletion takes its pods with it. It offers the functions the
 reconcilers call on :mod:`kubetasks.kube`.
 
 Watch events are queued, not applied: a test decides when the operator's stores see them
@@ -56,7 +57,7 @@ class FakeApi:
         obj = self.objects.get((PLURALS[plural], namespace, name))
         if obj is None:
             return None
-        self._check(obj, uid, resource_version)
+        self._check(obj, uid, resource_version, status=True)
         _merge(obj.setdefault("status", {}), patch)
         return self._modified(obj)
 
@@ -66,7 +67,7 @@ class FakeApi:
         obj = self.objects.get((PLURALS[plural], namespace, name))
         if obj is None:
             raise kube.ApiException(status=404, reason="NotFound")
-        self._check(obj, uid, resource_version)
+        self._check(obj, uid, resource_version, status=False)
         _merge(obj, patch)
         self._modified(obj)
 
@@ -155,12 +156,17 @@ class FakeApi:
     def created(self, kind: str = "Job") -> list[str]:
         return [name for k, name in self.made if k == kind]
 
-    def _check(self, obj: Body, uid: str | None, resource_version: str | None) -> None:
-        """A write's preconditions, as the API server checks them: 409 when they fail."""
+    def _check(self, obj: Body, uid: str | None, resource_version: str | None, status: bool) -> None:
+        """A merge patch's metadata, as kube-apiserver 1.31 treats it (checked on the cluster): a
+        resourceVersion that is not the object's is a 409 Conflict; then a uid that is not its own
+        is a 422 (metadata.uid is immutable), except on the status subresource, which keeps the
+        stored object's metadata whatever the patch says."""
         meta = obj["metadata"]
-        if (uid and uid != meta["uid"]) or (resource_version and resource_version != meta["resourceVersion"]):
+        if resource_version and resource_version != meta["resourceVersion"]:
             self.conflicts += 1
             raise kube.ApiException(status=409, reason="Conflict")
+        if uid and uid != meta["uid"] and not status:
+            raise kube.ApiException(status=422, reason="Invalid")
 
     def _modified(self, obj: Body) -> Body:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))

@@ -216,3 +216,20 @@ def test_a_task_recreated_while_its_status_write_is_in_flight_is_not_written():
     with pytest.raises(Requeue):
         asyncio.run(w.op.tasks.reconcile((NS, "t")))
     assert w.api.conflicts == 1 and "status" not in w.api.objects[("Task", NS, "t")]
+
+
+def test_replace_cancels_the_run_it_saw_never_one_recreated_under_its_name():
+    from datetime import timedelta
+
+    from tests.unit.test_cron_names import NOW, PLAIN, Cron
+
+    c = Cron(concurrencyPolicy="Replace")
+    status = c.tick()
+    assert c.api.created("TaskRun") == [PLAIN]
+    seen = c.run(PLAIN)
+    c.api.remove(("TaskRun", NS, PLAIN))  # re-created by someone else; the watch has not said so yet
+    c.api.add({**taskrun(PLAIN, "report"), "metadata": {"name": PLAIN, "namespace": NS}})
+    with pytest.raises(Requeue):  # the Task is decided again once the watch shows the new run
+        asyncio.run(c.scheduler(c.task, status, NOW + timedelta(minutes=1)))
+    assert c.api.conflicts == 1 and "cancel" not in c.run(PLAIN)["spec"]
+    assert c.run(PLAIN)["metadata"]["uid"] != seen["metadata"]["uid"]
