@@ -29,6 +29,7 @@ from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from prometheus_client import Counter
 
 from kubetasks.api.common import GROUP, VERSION
+from kubetasks.core.echo import bounded
 
 _lock = threading.Lock()
 _client: ApiClient | None = None
@@ -97,14 +98,6 @@ def core() -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(api_client())
 
 
-def batch() -> kubernetes.client.BatchV1Api:
-    return kubernetes.client.BatchV1Api(api_client())
-
-
-def rbac() -> kubernetes.client.RbacAuthorizationV1Api:
-    return kubernetes.client.RbacAuthorizationV1Api(api_client())
-
-
 def is_status(e: Exception, *codes: int) -> bool:
     return isinstance(e, ApiException) and e.status in codes
 
@@ -117,30 +110,46 @@ def is_transient(e: Exception) -> bool:
     return isinstance(e, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
 
 
-def create(obj: dict[str, Any]) -> bool:
-    """Creates a namespaced object; False when it already exists."""
-    ns, kind = obj["metadata"]["namespace"], obj["kind"]
-    body: Any = obj  # the client serialises plain dicts as they are; its signatures name its models
-    creators = {
-        "Job": lambda: batch().create_namespaced_job(ns, body),
-        "ConfigMap": lambda: core().create_namespaced_config_map(ns, body),
-        "ServiceAccount": lambda: core().create_namespaced_service_account(ns, body),
-        "Role": lambda: rbac().create_namespaced_role(ns, body),
-        "RoleBinding": lambda: rbac().create_namespaced_role_binding(ns, body),
-        "TaskRun": lambda: custom().create_namespaced_custom_object(GROUP, VERSION, ns, "taskruns", body),
-    }
-    try:
-        creators[kind]()
-    except ApiException as e:
-        if e.status == 409:
-            return False
-        raise
-    return True
+def error_line(e: Exception, limit: int = 900) -> str:
+    """One line on why a request failed: an API error's code, reason and the server's message."""
+    if isinstance(e, ApiException):
+        message = ""
+        try:
+            message = str(json.loads(e.body or "{}").get("message") or "")
+        except (ValueError, AttributeError):
+            message = str(e.body or "")
+        line = f"{e.status} {e.reason}" + (f": {message}" if message else "")
+    else:
+        line = f"{type(e).__name__}: {e}"
+    first = line.strip().splitlines()[0] if line.strip() else type(e).__name__
+    return first[:limit]
 
 
-def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
-    """Merge-patches the status subresource; returns the new object (None when it is gone)."""
-    return merge_patch(Resource(GROUP, VERSION, plural), namespace, name, {"status": status}, "status")
+def is_conflict(e: Exception) -> bool:
+    """409: a write's resourceVersion is not the object's (it changed, or another object was
+    re-created under the name), or a create's name is taken."""
+    return is_status(e, 409)
+
+
+def guarded(patch: dict[str, Any], uid: str | None, resource_version: str | None = None) -> dict[str, Any]:
+    """A merge patch meant for the object ``uid`` as it was at ``resource_version``. In the body,
+    a resourceVersion is a precondition: the API server answers 409 Conflict when the object is
+    at another (changed since, or deleted and re-created under the name: resourceVersions are
+    etcd revisions, never reused), and this holds on the status subresource too. The uid is
+    checked only outside status (a 422, the field being immutable): the status subresource keeps
+    the stored metadata. So the resourceVersion is what keeps a write off another object; both
+    cost no request."""
+    meta = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+    return {**patch, "metadata": {**(patch.get("metadata") or {}), **meta}} if meta else patch
+
+
+def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None,
+                 resource_version: str | None = None) -> dict[str, Any] | None:
+    """Merge-patches the status subresource of the object ``uid`` at ``resource_version``
+    (:func:`guarded`); returns the new object (None when it is gone); 409 when it is not at that
+    version."""
+    return merge_patch(Resource(GROUP, VERSION, plural), namespace, name,
+                       guarded({"status": status}, uid, resource_version), "status")
 
 
 def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -174,31 +183,12 @@ def watch_custom(plural: str, namespace: str, name: str, timeout: float) -> Iter
                 raise
 
 
-def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
-    if merge_patch(Resource(GROUP, VERSION, plural), namespace, name, patch) is None:
+def patch_spec(plural: str, namespace: str, name: str, patch: dict[str, Any], uid: str | None = None,
+               resource_version: str | None = None) -> None:
+    """Merge-patches an object, only at ``resource_version`` (409) and only the one with ``uid``
+    (422), when given (:func:`guarded`); 404 when it does not exist."""
+    if merge_patch(Resource(GROUP, VERSION, plural), namespace, name, guarded(patch, uid, resource_version)) is None:
         raise ApiException(status=404, reason=f"{plural} {namespace}/{name} not found")
-
-
-def patch_labels(plural: str, namespace: str, name: str, labels: dict[str, str]) -> None:
-    merge_patch(Resource(GROUP, VERSION, plural), namespace, name, {"metadata": {"labels": labels}})
-
-
-def delete_custom(plural: str, namespace: str, name: str) -> None:
-    try:
-        custom().delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
-                                                 propagation_policy="Background")
-    except ApiException as e:
-        if e.status != 404:
-            raise
-
-
-def delete_job(namespace: str, name: str) -> None:
-    """Deletes a Job and, in the background, its pods (which kills a running attempt)."""
-    try:
-        batch().delete_namespaced_job(name, namespace, propagation_policy="Background", grace_period_seconds=5)
-    except ApiException as e:
-        if e.status != 404:
-            raise
 
 
 def list_custom(plural: str, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
@@ -240,7 +230,7 @@ def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> No
         "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
                            "namespace": meta["namespace"], "uid": meta.get("uid"),
                            "resourceVersion": meta.get("resourceVersion")},
-        "type": type_, "reason": reason, "message": message[:1024],
+        "type": type_, "reason": reason, "message": bounded(message),  # printable, as every echo
         "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
         "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
     }

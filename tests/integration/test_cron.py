@@ -19,7 +19,7 @@ pytestmark = pytest.mark.cluster
 
 
 def scheduled_runs(namespace: str, task_name: str) -> list[dict]:
-    runs = json.loads(kubectl("get", "taskruns", "-n", namespace, "-l", f"kubetasks.io/task={task_name}",
+    runs = json.loads(kubectl("get", "taskruns", "-n", namespace, "--field-selector", f"spec.taskRef={task_name}",
                               "-o", "json"))["items"]
     return sorted(runs, key=lambda r: r["metadata"]["name"])
 

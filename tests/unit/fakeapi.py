@@ -1,6 +1,8 @@
 """An in-memory API server for reconciler tests, in the manner of controller-runtime's fake
 client: objects get UIDs and resourceVersions, a taken name is a 409, status is patched as a
-subresource, and a Job deletion takes its pods with it. It offers the functions the
+subresource, a patch's ``metadata.resourceVersion`` is a precondition (409 when the object is at
+another) and its ``metadata.uid`` is checked where the API server checks it (see ``_check``), and a
+Job deletion takes its pods with it. It offers the functions the
 reconcilers call on :mod:`kubetasks.kube`.
 
 Watch events are queued, not applied: a test decides when the operator's stores see them
@@ -36,6 +38,7 @@ class FakeApi:
         self.pods: dict[str, list[Body]] = {}  # by Job name: what the kubelet reports
         self.logs: dict[str, bytes | Exception] = {}  # by pod name: its log, or what reading it raises
         self._rv = itertools.count(100)
+        self.conflicts = 0  # writes refused because a precondition failed
 
     # What the reconcilers call ---------------------------------------------------------------
     def create_or_get(self, obj: Body) -> tuple[bool, Body | None]:
@@ -51,23 +54,24 @@ class FakeApi:
         found = self.objects.get((PLURALS[resource.plural], namespace, name))
         return copy.deepcopy(found) if found else None
 
-    def patch_status(self, plural: str, namespace: str, name: str, patch: Body) -> Body | None:
+    def patch_status(self, plural: str, namespace: str, name: str, patch: Body, uid: str | None = None,
+                     resource_version: str | None = None) -> Body | None:
         self.calls.append(("patch_status", (name,)))
         obj = self.objects.get((PLURALS[plural], namespace, name))
         if obj is None:
             return None
-        status = obj.setdefault("status", {})
-        for k, v in patch.items():
-            if v is None:
-                status.pop(k, None)
-            else:
-                status[k] = copy.deepcopy(v)
+        self._check(obj, uid, resource_version, status=True)
+        _merge(obj.setdefault("status", {}), patch)
         return self._modified(obj)
 
-    def patch_labels(self, plural: str, namespace: str, name: str, labels: dict[str, str]) -> None:
-        self.calls.append(("patch_labels", (name,)))
-        obj = self.objects[(PLURALS[plural], namespace, name)]
-        obj["metadata"].setdefault("labels", {}).update(labels)
+    def patch_spec(self, plural: str, namespace: str, name: str, patch: Body, uid: str | None = None,
+                   resource_version: str | None = None) -> None:
+        self.calls.append(("patch_spec", (name,)))
+        obj = self.objects.get((PLURALS[plural], namespace, name))
+        if obj is None:
+            raise kube.ApiException(status=404, reason="NotFound")
+        self._check(obj, uid, resource_version, status=False)
+        _merge(obj, patch)
         self._modified(obj)
 
     def delete_jobs(self, namespace: str, label_selector: str) -> None:
@@ -156,6 +160,18 @@ class FakeApi:
     def created(self, kind: str = "Job") -> list[str]:
         return [name for k, name in self.made if k == kind]
 
+    def _check(self, obj: Body, uid: str | None, resource_version: str | None, status: bool) -> None:
+        """A merge patch's metadata, as kube-apiserver 1.31 treats it (checked on the cluster): a
+        resourceVersion that is not the object's is a 409 Conflict; then a uid that is not its own
+        is a 422 (metadata.uid is immutable), except on the status subresource, which keeps the
+        stored object's metadata whatever the patch says."""
+        meta = obj["metadata"]
+        if resource_version and resource_version != meta["resourceVersion"]:
+            self.conflicts += 1
+            raise kube.ApiException(status=409, reason="Conflict")
+        if uid and uid != meta["uid"] and not status:
+            raise kube.ApiException(status=422, reason="Invalid")
+
     def _modified(self, obj: Body) -> Body:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
         self._queue(obj["kind"], "MODIFIED", obj)
@@ -164,3 +180,14 @@ class FakeApi:
     def _queue(self, kind: str, type_: str, obj: Body) -> None:
         if kind in WATCHED and SELECTED.get(kind, bool)(obj):
             self.pending.append((kind, type_, copy.deepcopy(obj)))
+
+
+def _merge(target: Body, patch: Body) -> None:
+    """A JSON merge patch (RFC 7386) applied in place: null removes a key, objects merge."""
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, dict) and isinstance(target.get(k), dict):
+            _merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)

@@ -323,3 +323,11 @@ def test_kubectl_explain_tells_to_create_large_payloads_not_apply_them():
     task = render_crds()["kubetasks.io_tasks.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for payload in (run["properties"]["spec"]["properties"]["payload"], task["properties"]["spec"]["properties"]["payload"]):
         assert "kubectl create" in payload["description"] and "--server-side" in payload["description"]
+
+
+def test_the_runs_of_a_task_are_selectable_by_their_task_ref():
+    # `kubectl get taskruns --field-selector spec.taskRef=NAME`: no label patched onto runs for it.
+    version = render_crds()["kubetasks.io_taskruns.yaml"]["spec"]["versions"][0]
+    assert version["selectableFields"] == [{"jsonPath": ".spec.taskRef"}]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["taskRef"]["type"] == "string" and "taskRef" in spec["required"]

@@ -20,18 +20,6 @@ NOW = TICK + timedelta(seconds=2)
 PAYLOAD = {"report": "daily"}
 
 
-class Api(FakeApi):
-    """The fake API server with the calls cron makes besides those of the run reconciler."""
-
-    def patch_spec(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.calls.append(("patch_spec", (name,)))
-        self.update("TaskRun", namespace, name, spec=patch["spec"])
-
-    def delete_custom(self, plural: str, namespace: str, name: str) -> None:
-        self.calls.append(("delete_custom", (name,)))
-        self.remove(("TaskRun", namespace, name))
-
-
 class Queue:
     def __init__(self) -> None:
         self.added: list[Any] = []
@@ -57,7 +45,7 @@ def forged(name: str, task: str = "report", payload: Any = None, **meta: Any) ->
 
 class Cron:
     def __init__(self, *objects: dict[str, Any], **spec: Any) -> None:
-        self.api = Api()
+        self.api = FakeApi()
         self.cache = Cache()
         self.body = self.api.add(task_body(**spec))
         for obj in objects:
@@ -171,7 +159,7 @@ def test_a_forged_scheduled_run_is_never_counted_cancelled_or_pruned():
     status = c.tick()
     assert c.api.created("TaskRun") == [PLAIN]  # Forbid did not wait for the forged active run
     assert status.active_runs == [PLAIN]
-    assert not [call for call in c.api.calls if call[0] in ("patch_spec", "delete_custom")]
+    assert not [call for call in c.api.calls if call[0] in ("patch_spec", "delete")]
 
 
 def test_mismatch_ignores_defaults_and_cancel_but_not_overrides():

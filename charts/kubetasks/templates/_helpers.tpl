@@ -64,7 +64,7 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetasks.io"]
   resources: ["taskruns"]
-  # create: cron ticks; patch: labels and cancelling a replaced cron run; delete: retention
+  # create: cron ticks; patch: cancelling a replaced cron run; delete: retention
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["kubetasks.io"]
   resources: ["tasks/status", "taskruns/status"]

@@ -71,7 +71,27 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status: type[BaseModel],
-         columns: list[dict[str, Any]]) -> dict[str, Any]:
+         columns: list[dict[str, Any]], selectable: tuple[str, ...] = ()) -> dict[str, Any]:
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": columns,
+        "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "required": ["spec"],
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": {"type": "object"},
+                "spec": model_schema(spec),
+                "status": model_schema(status),
+            },
+        }},
+    }
+    if selectable:  # field selectors on these (CRD selectableFields: beta, on by default since Kubernetes 1.31)
+        version["selectableFields"] = [{"jsonPath": path} for path in selectable]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -81,24 +101,7 @@ def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
                       "singular": kind.lower(), "shortNames": short, "categories": ["kubetasks"]},
             "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": model_schema(spec),
-                        "status": model_schema(status),
-                    },
-                }},
-            }],
+            "versions": [version],
         },
     }
 
@@ -123,7 +126,7 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {"name": "Reason", "type": "string", "priority": 1,
              "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"},
-        ]),
+        ], selectable=(".spec.taskRef",)),  # `--field-selector spec.taskRef=NAME`: the runs of a Task
     }
 
 

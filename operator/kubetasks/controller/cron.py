@@ -24,7 +24,8 @@ from kubetasks.api.common import API_VERSION
 from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase, TaskRunSpec
 from kubetasks.api.times import parse_time
-from kubetasks.controller.cache import Cache
+from kubetasks.controller.cache import Cache, uid_of
+from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.core.children import controlled_by
 from kubetasks.core.naming import (
@@ -116,7 +117,7 @@ class Scheduler:
                                      [plain if n == qualified else n for n in active])
 
         for name in decision.cancel:
-            await self._call("patch_spec", "taskruns", ns, name, {"spec": {"cancel": True}})
+            await self._cancel(ns, name)
         if decision.create and decision.run_name:
             # Created before lastScheduleTime is recorded: a restart in between finds the same
             # deterministic name taken (409) instead of creating the tick twice.
@@ -130,13 +131,29 @@ class Scheduler:
         history = [(r["metadata"]["name"], (r.get("status") or {}).get("phase"),
                     parse_time((r.get("status") or {}).get("completionTime"))) for r in scheduled]
         for name in runs_to_prune(history, task.spec.successful_runs_history_limit, task.spec.failed_runs_history_limit):
-            await self._call("delete_custom", "taskruns", ns, name)
+            # Only the run seen finished: one re-created under its name meanwhile is not pruned (409).
+            await self._call("delete", kube.TASKRUNS, ns, name, uid_of(self.cache.runs.get((ns, name))))
 
         if decision.requeue_at:
             self.task_queue.add_after((ns, task.name), decision.requeue_at)
         return status.model_copy(update={"last_schedule_time": decision.last_schedule_time,
                                          "next_schedule_time": decision.requeue_at,
                                          "active_runs": active})
+
+    async def _cancel(self, ns: str, name: str) -> None:
+        """Cancels the run that was seen active (Replace), only as it was seen (its uid and
+        version): one re-created or changed meanwhile is a conflict, and the Task is decided again."""
+        run = self.cache.runs.get((ns, name)) or {}
+        uid = uid_of(run) or ""
+        try:
+            await self._call("patch_spec", "taskruns", ns, name, {"spec": {"cancel": True}}, uid,
+                             (run.get("metadata") or {}).get("resourceVersion"))
+        except Exception as e:
+            if kube.is_status(e, 404):
+                return  # deleted meanwhile: nothing to cancel
+            if kube.is_conflict(e):
+                await decide_again(self.api, self.cache.runs, kube.TASKRUNS, (ns, name), uid)
+            raise
 
     async def _create_tick(self, task: Task, tick: datetime, name: str) -> str | None:
         """Creates the run of ``tick``; the name of the run that stands for it, or None when both

@@ -19,6 +19,9 @@ ATTEMPT_DURATION = Histogram("kubetasks_attempt_duration_seconds", "Wall time of
 RECONCILE_SECONDS = Histogram("kubetasks_reconcile_seconds", "Time to reconcile one object", ["kind"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])
+FINISHED_RUN_ERRORS = Counter("kubetasks_finished_run_errors_total",
+                              "Errors met on finished runs (reaping a Job, deleting the run at its TTL): "
+                              "each a Warning Event; the run's outcome stands", ["task"])
 QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slot", ["task"])
 KEPT_LOG_BYTES = Gauge("kubetasks_kept_log_bytes", "Bytes of attempts' logs kept in ConfigMaps", ["namespace"])
 KEPT_LOGS = Gauge("kubetasks_kept_logs", "Attempts' logs kept in ConfigMaps", ["namespace"])

@@ -22,7 +22,6 @@ import kopf
 from prometheus_client import start_http_server
 
 from kubetasks import kube
-from kubetasks.api.common import GROUP
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -163,9 +162,6 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
     loop = asyncio.get_running_loop()

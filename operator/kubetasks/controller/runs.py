@@ -5,7 +5,12 @@ The order of writes is what makes a crash at any line harmless:
   finds the Job (and adopts its attempt) or starts that attempt, never a second one;
 - cancelling deletes every Job of the run (by its UID label, whatever the cache holds) *before*
   the status says Cancelled;
-- an idempotency key is claimed through the API server before the first attempt.
+- an idempotency key is claimed through the API server before the first attempt, once the run
+  is known to be able to run (a run refused for its payload never holds a key);
+- a status write names the run's UID and the resourceVersion it was decided from: when another
+  run was re-created under the name, or the run changed meanwhile, the API server refuses it
+  (409) and the run is read and decided again. A finished run's status is never rewritten: an
+  error after its outcome (reaping, retention) is a Warning Event and a metric.
 Children are the run's by their owner UID: an object holding a name the run would use but owned
 by someone else is never adopted (a Job gets a UID-qualified name instead).
 """
@@ -28,16 +33,19 @@ from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
+from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.queue import Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
+from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
-from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
+from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.start_check import Look, judge_start, look_again, plan_start_check
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
+from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk
 from kubetasks.protocol import steps_from_configmap
@@ -46,6 +54,9 @@ log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
+# A finished run whose cleanup failed (a Job reaped, the run deleted at its TTL) is looked at
+# again this long after: its outcome stands meanwhile, and one request per run this often is cheap.
+AFTER_OUTCOME_RETRY = 300.0
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -75,20 +86,44 @@ class RunReconciler:
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
+        self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
+        cache.runs.listeners.append(self._run_changed)
+
+    def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
+            self._warned_after_outcome.pop(uid_of(old) or "", None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
 
     async def reconcile(self, key: Key) -> datetime | float | None:
         """Brings one run a step closer to what it should be; returns when to look again. An error
-        that a retry cannot mend fails the run with its reason (a retry loop would hide it)."""
+        that a retry cannot mend fails the run with its reason (a retry loop would hide it); once
+        the run has finished, it is reported and the outcome stands."""
         try:
             return await self._reconcile_run(key)
         except Exception as e:
             if isinstance(e, Requeue) or kube.is_transient(e):
                 raise  # the queue retries with backoff: the API server is busy, away or racing us
+            body = self.cache.runs.get(key)
+            if body is not None and not unfinished(body):
+                return await self._after_outcome(body, e)
             await self._fail(key, e)
             return None
+
+    async def _after_outcome(self, body: Body, error: Exception) -> float:
+        """An error met on a finished run (a 403 deleting it at its TTL, a webhook refusing a
+        Job's deletion): a Warning Event (once per error) and a metric, never another outcome:
+        its history, its Task's counts and the metrics already tell the one it had."""
+        meta, uid = body["metadata"], uid_of(body) or ""
+        message = kube.error_line(error)
+        log.warning("%s/%s (%s): %s (its outcome stands)", meta.get("namespace"), meta.get("name"),
+                    (body.get("status") or {}).get("phase"), message)
+        metrics.FINISHED_RUN_ERRORS.labels((body.get("spec") or {}).get("taskRef", "")).inc()
+        if self._warned_after_outcome.get(uid) != message:
+            self._warned_after_outcome[uid] = message
+            await self._event(body, Event("Warning", "CleanupFailed", f"after the run finished: {message}"))
+        return AFTER_OUTCOME_RETRY
 
     async def _fail(self, key: Key, error: Exception) -> None:
         body = self.cache.runs.get(key)
@@ -147,15 +182,12 @@ class RunReconciler:
         started = asyncio.get_running_loop().time()
         sdk = task is not None and uses_sdk(task)
         attempts = await self._observe(run, uid, sdk)
-        duplicate_of = None
-        if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None:
-            duplicate_of = await self._claim(run, uid)
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self._check_parent(run, uid)
         limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
-                      duplicate_of=duplicate_of, refusal=refusal,  # the runs of the Task are looked at only under a limit
+                      refusal=refusal,  # the runs of the Task are looked at only under a limit
                       slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)
                       if limit else None)
         if sdk and any(o.state != "active" for o in attempts.values()):
@@ -163,6 +195,13 @@ class RunReconciler:
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
+        if run.spec.idempotency_key and run.status.attempt == 0 and not run.spec.cancel and task is not None \
+                and not plan.status.phase.finished:
+            # Claimed only by a run that may run: one refused (its payload, its Task, its parent)
+            # must not hold the key, which would make the next run of that key a Duplicate of it.
+            duplicate_of = await self._claim(run, uid)
+            if duplicate_of is not None:
+                plan = plan_run(replace(world, duplicate_of=duplicate_of))
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
         await self.logs.keep(run, uid, jobs, pods)
@@ -257,8 +296,12 @@ class RunReconciler:
 
     async def _apply(self, key: Key, run: TaskRun, uid: str, task: Task | None, plan: Plan) -> datetime | float | None:
         body = self.cache.runs.get(key)
-        if body is None:
-            return None  # deleted meanwhile: the garbage collector takes what it owned
+        if body is None or uid_of(body) != uid:
+            return None  # deleted (or re-created) meanwhile: the garbage collector takes what it owned
+        decided_at = str(run.metadata.get("resourceVersion") or "") or None
+        if decided_at and body["metadata"].get("resourceVersion") != decided_at:
+            # The watch showed a newer state while this was decided: nothing is done on an old one.
+            raise Requeue(0, "the run changed while it was being decided")
         old_status = body.get("status") or {}
         if plan.delete_jobs:
             await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
@@ -268,11 +311,14 @@ class RunReconciler:
             rejected = await self._start_attempt(run, uid, task, plan)
             if rejected:
                 plan = rejected
-        if task and (body["metadata"].get("labels") or {}).get(LABEL_TASK) != label_value(task.task_id):
-            await self._call("patch_labels", "taskruns", key[0], key[1], {LABEL_TASK: label_value(task.task_id)})
         patch = status_patch(old_status, plan.status.to_api())
         if patch:
-            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch)
+            try:  # only onto this run (its uid) as it was decided (its resourceVersion)
+                updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+            except Exception as e:
+                if kube.is_conflict(e):
+                    await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
+                raise
             if updated is None:
                 return None
             self.cache.runs.written(updated)
@@ -314,7 +360,7 @@ class RunReconciler:
             if not kube.is_status(e, 400, 422):
                 raise
             # The API server refused the Job (a bad quantity, say): a permanent, explained failure.
-            message = f"the Job for attempt {attempt} was rejected: {getattr(e, 'body', e)}"[:1024]
+            message = f"the Job for attempt {attempt} was rejected: {api_error_message(getattr(e, 'body', None) or e)}"
             return plan_failed(run, datetime.now(timezone.utc), "InvalidSpec", message, plan.status)
         return None
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from kubetasks import kube
 from kubetasks.api.task import Task
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Cache, Key
+from kubetasks.controller.cache import Cache, Key, uid_of
+from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.runs import status_patch
 from kubetasks.core.conditions import get_condition
 from kubetasks.core.retention import beyond_history
@@ -47,7 +48,14 @@ class TaskReconciler:
             status = await self.schedule(task, status, now)
         patch = status_patch(body.get("status") or {}, status.to_api())
         if patch:
-            updated = await asyncio.to_thread(self.api.patch_status, "tasks", key[0], key[1], patch)
+            # Onto this Task (its uid) as it was read: its cron ticks (lastScheduleTime) are decisions.
+            uid, version = uid_of(body) or "", body["metadata"].get("resourceVersion")
+            try:
+                updated = await asyncio.to_thread(self.api.patch_status, "tasks", key[0], key[1], patch, uid, version)
+            except Exception as e:
+                if kube.is_conflict(e):
+                    await decide_again(self.api, self.cache.tasks, kube.TASKS, key, uid)
+                raise
             if updated:
                 self.cache.tasks.written(updated)
         before = get_condition(task.status.conditions, "Ready")

@@ -343,7 +343,3 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
                            message=message)
     others = [a for a in status.attempts if a.attempt != obs.attempt]
     status.attempts = sorted([*others, record], key=lambda a: a.attempt)[-HISTORY:]
-
-
-def expected_job_name(run: TaskRun, attempt: int) -> str:
-    return job_name(run.name, attempt)

@@ -1,0 +1,38 @@
+"""A write refused for its preconditions, and what follows.
+
+The reconcilers' writes to a TaskRun or a Task name the object's UID, and the resourceVersion
+the write was decided from (:func:`kubetasks.kube.guarded`). The API server answers 409 Conflict
+when the object under that name is not that one any more: deleted and re-created (``kubectl
+replace --force``, a GitOps tool), or changed since it was read (a user's edit, another writer).
+Nothing of the refused write landed, so nothing is undone: the object is read again and the
+decision made again on what it is now. A conflict is an expected race, never a failure of the
+object, and it costs requests only when it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import ModuleType
+from typing import Any, NoReturn
+
+from kubetasks import kube
+from kubetasks.controller.queue import Requeue
+from kubetasks.controller.store import Key, Store, uid_of
+
+# A name that holds another object now: the watch shows it (and wakes its key) soon; looked at
+# again after this long all the same.
+WATCH_CATCH_UP = 2.0
+
+
+async def decide_again(api: ModuleType | Any, store: Store, resource: kube.Resource, key: Key, uid: str) -> NoReturn:
+    """After a 409 on a guarded write of the object ``uid`` at ``key``: reads it, puts what the
+    API server answered in the store (only a newer version of the same object, as a write's
+    answer: never another object behind the watch's back) and asks for it to be decided again."""
+    found = await asyncio.to_thread(api.get, resource, key[0], key[1])
+    if found is None:
+        raise Requeue(WATCH_CATCH_UP, f"{store.kind} deleted while it was being written: the watch will say so")
+    if uid_of(found) != uid:
+        raise Requeue(WATCH_CATCH_UP, f"{store.kind} re-created under its name while it was being written: "
+                                      "the new one is decided on once the watch shows it")
+    store.written(found)
+    raise Requeue(0, f"{store.kind} changed since it was read: deciding again on what it is now")
