@@ -45,11 +45,11 @@ def slim_custom(kind: str, api_version: str) -> Any:
     return slim
 
 
-# What the operator still reads of a finished run (Task status, cron history, slots, retention),
-# and the dashboard's runs list (tags, duration): not its payload, result, error or history, which
-# can be most of its size.
-_FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "tags")
-_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "duration")
+# What the operator still reads of a finished run (Task status, cron history, slots, retention):
+# not its payload, result, error, tags or history, which can be most of its size. (The dashboard
+# keeps a store of its own, in the user's process.)
+_FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished")
+_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf")
 
 
 def slim_run(api_version: str) -> Any:
