@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 When = datetime | float | None
+# In a reconcile: when (time.monotonic()) its key was queued, by the event or timer that woke it.
+WOKEN_AT: ContextVar[float] = ContextVar("woken_at", default=0.0)
 
 
 class Requeue(Exception):
@@ -44,6 +47,7 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[K, int] = {}
+        self._woken: dict[K, float] = {}  # key -> when it was first added since a worker last took it
         self._tasks: list[asyncio.Task[None]] = []
         self.last_progress = time.monotonic()
 
@@ -55,6 +59,7 @@ class WorkQueue(Generic[K]):
         return bool(self._queued) and time.monotonic() - self.last_progress > seconds
 
     def add(self, key: K) -> None:
+        self._woken.setdefault(key, time.monotonic())
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -98,6 +103,7 @@ class WorkQueue(Generic[K]):
             key = await self._queue.get()
             self._queued.discard(key)
             self._processing.add(key)
+            WOKEN_AT.set(self._woken.pop(key, time.monotonic()))
             try:
                 when = await self._reconcile(key)
                 self._failures.pop(key, None)
