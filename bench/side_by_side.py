@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
-from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, scrape  # noqa: E402
+from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, scrape  # noqa: E402
 MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
@@ -204,7 +204,13 @@ def create_run(ns: str) -> Any:
 
 
 def wait_no_runs(ns: str, timeout: float = 300) -> None:
+    """Deletes the namespace's TaskRuns and waits until they are gone (a 429 while another
+    session's CRD change reinitialises the storage is waited out)."""
     deadline = time.monotonic() + timeout
+    while kubectl_run("delete", "taskruns", "--all", "-n", ns, "--wait=false").returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not delete the TaskRuns of {ns} in {timeout:.0f}s")
+        time.sleep(1)
     while kube.list_page(kube.TASKRUNS, ns, limit=1)["items"]:
         if time.monotonic() > deadline:
             raise TimeoutError(f"TaskRuns of {ns} still there after {timeout:.0f}s")
@@ -222,7 +228,6 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         idle = burst(n, threads, create_run(ns), prefix="idle-")
         for w in watches:
             w.stop()
-        kubectl("delete", "taskruns", "--all", "-n", ns, "--wait=false")
         wait_no_runs(ns)
         op.start()
 
