@@ -186,6 +186,11 @@ def histogram_p50(before: dict[str, list], after: dict[str, list], name: str) ->
     return low, int(total)
 
 
+def reconcile_count(metrics: dict[str, list]) -> float:
+    return sum(s.value for s in metrics.get("kubetasks_reconcile_seconds", [])
+               if s.name.endswith("_count") and s.labels.get("kind") == "taskrun")
+
+
 def create_job(ns: str) -> Any:
     def create(name: str) -> None:
         kube.create_or_get({
@@ -305,7 +310,9 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                   f"p50 {1000 * own[0]:.0f} ms ({own[1]} first attempts)")
         print(f"operator API requests per run: {sum(calls.values()) / n:.2f} "
               f"({', '.join(f'{k} {v / n:.2f}' for k, v in calls.most_common())})")
-        print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; peak RSS {peak[0]:.0f} MiB")
+        reconciles = reconcile_count(metrics_after) - reconcile_count(metrics_before)
+        print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; {reconciles / n:.1f} reconciles per run; "
+              f"peak RSS {peak[0]:.0f} MiB")
         stopped, working = rate(idle), rate(times)
         print(f"TaskRun creates/s: {stopped:.0f} with the operator stopped, {working:.0f} with it working")
         result = {"n": n, "jobs_s": round(jobs_wall, 2), "taskruns_s": round(runs_wall, 2),
@@ -317,7 +324,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                   "p99_ms": round(pct(latency, 99)) if latency else None,
                   "requests_per_run": round(sum(calls.values()) / n, 2),
                   "creates_stopped_per_s": round(stopped, 1), "creates_working_per_s": round(working, 1),
-                  "cpu_ms_per_run": round(1000 * cpu / n, 1), "peak_rss_mib": round(peak[0])}
+                  "cpu_ms_per_run": round(1000 * cpu / n, 1), "reconciles_per_run": round(reconciles / n, 1), "peak_rss_mib": round(peak[0])}
         print(json.dumps(result))
         ns_gone = ns
     kubectl("wait", "--for=delete", f"namespace/{ns_gone}", "--timeout=600s", check=False)
