@@ -104,3 +104,25 @@ def test_a_reconcile_knows_when_its_key_was_woken_even_when_it_came_back_while_p
     first, again, released = asyncio.run(main())
     assert len(woken) == 2
     assert first <= woken[0] < again <= woken[1] < released
+
+
+def test_first_keys_go_ahead_of_the_rest_and_each_key_is_still_reconciled_once():
+    seen: list[str] = []
+
+    async def reconcile(key: str) -> None:
+        seen.append(key)
+
+    async def main() -> None:
+        q: WorkQueue[str] = WorkQueue("test", reconcile, workers=1)
+        q.add("a")
+        q.add("b")
+        q.add("c", first=True)
+        q.add("a", first=True)  # queued already: moves ahead, not twice
+        q.add("c", first=True)
+        q.start()
+        await asyncio.sleep(0.05)
+        assert len(q) == 0
+        await q.stop()
+
+    asyncio.run(main())
+    assert seen == ["c", "a", "b"]
