@@ -47,5 +47,5 @@ test: venv lint images browser  ## The whole test suite: lint, unit tests and in
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
 	hack/demo.sh
 
-bench: venv  ## kubetasks beside plain Jobs: wall time, latency, API calls, CPU and memory (needs the cluster)
-	$(PY) bench/side_by_side.py
+bench: venv  ## kubetasks beside plain Jobs, and issue 17 item 10's targets; SIZES="50 300 1000" by default (needs the cluster)
+	$(PY) bench/side_by_side.py $(SIZES)

@@ -1,14 +1,20 @@
-"""kubetasks beside plain Jobs, on the same cluster, in one run.
+"""kubetasks beside plain Jobs, on the same cluster, in one run, and issue 17 item 10's targets.
 
-N plain Jobs, then N TaskRuns of a Task with the same pod (`command: ["true"]`, the same
-resources), both on the kwok nodes (which complete pods at once: the control plane and the
-operator are measured, not the kubelet), created by the same client with the same parallelism.
-Prints both wall times (first create to last completion, seen on a watch) and their ratio;
-TaskRun create -> its Job ADDED in milliseconds (local monotonic times of the create's return
-and of the watch event, not 1 s creationTimestamps); the operator's API requests per run by
-verb and resource, its CPU seconds per run and its peak RSS.
+For each burst size N (50, 300 and 1000 unless given), in a fresh namespace with its own
+operator: N TaskRuns created with the operator stopped (then deleted: the API server's own create
+rate), N plain Jobs, then N TaskRuns of a Task with the same pod (`command: ["true"]`, the same
+resources), all on the kwok nodes (which complete pods at once: the control plane and the
+operator are measured, not the kubelet), created by the same client (kubetasks.kube) with the
+same parallelism. Prints both wall times (first create to last completion, seen on a watch) and
+their ratio; each plain Job POST's round trip; TaskRun ADDED -> its Job ADDED (local monotonic
+times of watch events, not 1 s creationTimestamps) and the operator's own share of it (its
+kubetasks_job_start_latency_seconds histogram); the operator's API requests per run by verb and
+resource, its CPU per run, reconciles per run and peak RSS; TaskRun creates/s with the operator
+stopped and working. Then a table of item 10's targets beside the values, per size, with ok/FAIL.
+The targets are ratios within one run: the development VM's 2 cores are shared, and absolute
+figures move with whatever else runs.
 
-Usage: python bench/side_by_side.py [N] [--threads 8]   (needs `make cluster-up`; starts its own operator)
+Usage: python bench/side_by_side.py [N ...] [--threads 8]   (needs `make cluster-up`; starts its own operator)
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
-from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, scrape  # noqa: E402
+from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, scrape  # noqa: E402
 MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
@@ -91,6 +97,9 @@ class Watch:
         deadline = time.monotonic() + timeout
         while len(self.seen) < n and time.monotonic() < deadline:
             time.sleep(0.05)
+        self.stop()
+
+    def stop(self) -> None:
         self._stop.set()
 
 
@@ -99,18 +108,29 @@ def condition(obj: dict[str, Any], type_: str) -> bool:
                for c in (obj.get("status") or {}).get("conditions") or [])
 
 
-def burst(n: int, threads: int, create: Any) -> dict[str, float]:
-    """Creates n objects with ``threads`` workers; the local time each create returned."""
-    returned: dict[str, float] = {}
+def burst(n: int, threads: int, create: Any, prefix: str = "x") -> dict[str, tuple[float, float]]:
+    """Creates n objects with ``threads`` workers; by name, the local times each create was sent
+    and returned."""
+    times: dict[str, tuple[float, float]] = {}
 
     def one(i: int) -> None:
-        name = f"x{i}"
+        name = f"{prefix}{i}"
+        sent = time.monotonic()
         create(name)
-        returned[name] = time.monotonic()
+        times[name] = (sent, time.monotonic())
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(n)))
-    return returned
+    return times
+
+
+def rate(times: dict[str, tuple[float, float]]) -> float:
+    """Creates a second, first sent to last returned."""
+    return len(times) / max(1e-9, max(r for _, r in times.values()) - min(s for s, _ in times.values()))
+
+
+def round_trips(times: dict[str, tuple[float, float]]) -> list[float]:
+    return [1000 * (r - s) for s, r in times.values()]
 
 
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -146,35 +166,104 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def main(n: int, threads: int) -> None:
-    k8s = client()
-    batch, custom = k8s.client.BatchV1Api(), k8s.client.CustomObjectsApi()
+def histogram_p50(before: dict[str, list], after: dict[str, list], name: str) -> tuple[float, int] | None:
+    """The median of what a Prometheus histogram observed between two scrapes (interpolated in
+    its bucket, as histogram_quantile does), and how many observations."""
+    def buckets(metrics: dict[str, list]) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for s in metrics.get(name, []):
+            if s.name.endswith("_bucket"):
+                bound = float(s.labels["le"])
+                out[bound] = out.get(bound, 0.0) + s.value
+        return out
+
+    was, now = buckets(before), buckets(after)
+    cumulative = sorted((le, v - was.get(le, 0.0)) for le, v in now.items())
+    total = cumulative[-1][1] if cumulative else 0
+    if not total:
+        return None
+    low, below = 0.0, 0.0
+    for le, count in cumulative:
+        if count >= total / 2:
+            if le == float("inf"):
+                return low, int(total)
+            return low + (le - low) * (total / 2 - below) / max(count - below, 1e-9), int(total)
+        low, below = le, count
+    return low, int(total)
+
+
+def reconcile_count(metrics: dict[str, list]) -> float:
+    return sum(s.value for s in metrics.get("kubetasks_reconcile_seconds", [])
+               if s.name.endswith("_count") and s.labels.get("kind") == "taskrun")
+
+
+def create_job(ns: str) -> Any:
+    def create(name: str) -> None:
+        kube.create_or_get({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"job-{name}", "namespace": ns},
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {"spec": {
+                "restartPolicy": "Never", **KWOK_PLACEMENT,
+                "containers": [{"name": "task", **POD, "resources": {"requests": RESOURCES, "limits": RESOURCES}}]}}}})
+    return create
+
+
+def create_run(ns: str) -> Any:
+    def create(name: str) -> None:
+        kube.create_or_get({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun",
+                            "metadata": {"name": name, "namespace": ns, "labels": MINE}, "spec": {"taskRef": "noop"}})
+    return create
+
+
+def wait_no_runs(ns: str, timeout: float = 300) -> None:
+    """Deletes the namespace's TaskRuns and waits until they are gone (a 429 while another
+    session's CRD change reinitialises the storage is waited out)."""
+    deadline = time.monotonic() + timeout
+    while kubectl_run("delete", "taskruns", "--all", "-n", ns, "--wait=false").returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not delete the TaskRuns of {ns} in {timeout:.0f}s")
+        time.sleep(1)
+    while kube.list_page(kube.TASKRUNS, ns, limit=1)["items"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"TaskRuns of {ns} still there after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def one_size(n: int, threads: int) -> dict[str, Any]:
+    """Every figure of one burst size, each phase in the same namespace, one after the other."""
     with bench_namespace() as (ns, op, port):
+        # TaskRun creates with no operator: the API server's own rate, the operator's load aside.
+        # They are deleted (and gone) before the operator starts, so it never sees them.
+        # The same watches as in the TaskRun burst below: the client's own work is the same.
+        watches = [Watch(kube.JOBS, ns, lambda e: None, lists=False)] + [
+            Watch(kube.TASKRUNS, ns, lambda e: None, lists=False) for _ in range(2)]
+        idle = burst(n, threads, create_run(ns), prefix="idle-")
+        for w in watches:
+            w.stop()
+        wait_no_runs(ns)
         op.start()
+
         # Plain Jobs.
         done = Watch(kube.JOBS, ns, lambda e: e["object"]["metadata"]["name"]
                      if condition(e["object"], "Complete") else None)
         plane = ControlPlane()
-        start = time.monotonic()
-        burst(n, threads, lambda name: batch.create_namespaced_job(ns, {
-            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"job-{name}"},
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {"spec": {
-                "restartPolicy": "Never", **KWOK_PLACEMENT,
-                "containers": [{"name": "task", **POD, "resources": {"requests": RESOURCES, "limits": RESOURCES}}]}}}}))
+        created_jobs = burst(n, threads, create_job(ns))
+        start = min(s for s, _ in created_jobs.values())
         done.wait(n, max(600, n))
         jobs_wall = max(done.seen.values(), default=start) - start
         print(f"{len(done.seen)}/{n} plain Jobs Complete after {jobs_wall:.1f}s")
         jobs_plane = plane.report("Job", n)
 
         # TaskRuns.
-        custom.create_namespaced_custom_object("kubetasks.io", "v1alpha1", ns, "tasks", {
-            "apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "noop", "labels": MINE},
+        kube.create_or_get({
+            "apiVersion": "kubetasks.io/v1alpha1", "kind": "Task",
+            "metadata": {"name": "noop", "namespace": ns, "labels": MINE},
             "spec": {**POD, "machine": RESOURCES, "ttlSecondsAfterFinished": 600, **KWOK_PLACEMENT}})
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (custom.get_namespaced_custom_object(
-                "kubetasks.io", "v1alpha1", ns, "tasks", "noop").get("status") or {}).get("conditions"):
+        while time.monotonic() < deadline and not ((kube.get(kube.TASKS, ns, "noop") or {}).get("status") or {}).get(
+                "conditions"):
             time.sleep(0.1)  # the operator has seen the Task: the burst measures runs, not start-up
-        before, cpu_before = api_requests(scrape(port)), cpu_seconds(op.proc.pid)
+        metrics_before, cpu_before = scrape(port), cpu_seconds(op.proc.pid)
+        before = api_requests(metrics_before)
         job_added = Watch(kube.JOBS, ns, lambda e: (e["object"]["metadata"].get("labels") or {}).get(
             "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
 
@@ -192,22 +281,25 @@ def main(n: int, threads: int) -> None:
 
         threading.Thread(target=sample, daemon=True).start()
         plane = ControlPlane()
-        start = time.monotonic()
-        created = burst(n, threads, lambda name: custom.create_namespaced_custom_object(
-            "kubetasks.io", "v1alpha1", ns, "taskruns", {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun",
-                                                         "metadata": {"name": name, "labels": MINE}, "spec": {"taskRef": "noop"}}))
+        times = burst(n, threads, create_run(ns))
+        start = min(s for s, _ in times.values())
+        created = {name: r for name, (_, r) in times.items()}
         succeeded.wait(n, max(900, 2 * n))
         job_added.wait(n, 10)
         sampling.set()
         runs_wall = max(succeeded.seen.values(), default=start) - start
         latency = [1000 * (job_added.seen[r] - created[r]) for r in created if r in job_added.seen]
-        calls = api_requests(scrape(port)) - before
+        metrics_after = scrape(port)
+        calls = api_requests(metrics_after) - before
         cpu = cpu_seconds(op.proc.pid) - cpu_before
         print(f"{len(succeeded.seen)}/{n} TaskRuns Succeeded after {runs_wall:.1f}s")
         runs_plane = plane.report("TaskRun (operator included)", n)
         print(f"ratio TaskRuns/Jobs: {runs_wall / jobs_wall:.2f}x  ({n} each, {threads} client threads); "
               f"control-plane requests {runs_plane['requests'] / jobs_plane['requests']:.2f}x, "
               f"CPU {runs_plane['cpu_ms'] / max(jobs_plane['cpu_ms'], 1):.2f}x")
+        post = round_trips(created_jobs)
+        print(f"plain Job POST round trip (ms): p50 {pct(post, 50):.0f}, p90 {pct(post, 90):.0f}, "
+              f"p99 {pct(post, 99):.0f}; TaskRun POST p50 {pct(round_trips(times), 50):.0f}")
         if latency:
             print(f"TaskRun created -> Job ADDED (ms): p50 {pct(latency, 50):.0f}, p90 {pct(latency, 90):.0f}, "
                   f"p99 {pct(latency, 99):.0f}, max {max(latency):.0f}  ({len(latency)} runs)")
@@ -218,20 +310,83 @@ def main(n: int, threads: int) -> None:
             # to its Job's, a Job create and a watch delivery included.
             print(f"TaskRun ADDED -> Job ADDED, both on a watch (ms): p50 {pct(reaction, 50):.0f}, "
                   f"p90 {pct(reaction, 90):.0f}, p99 {pct(reaction, 99):.0f}")
+        own = histogram_p50(metrics_before, metrics_after, "kubetasks_job_start_latency_seconds")
+        if own:
+            print(f"operator's own wake-up -> Job POST sent (kubetasks_job_start_latency_seconds): "
+                  f"p50 {1000 * own[0]:.0f} ms ({own[1]} first attempts)")
         print(f"operator API requests per run: {sum(calls.values()) / n:.2f} "
               f"({', '.join(f'{k} {v / n:.2f}' for k, v in calls.most_common())})")
-        print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; peak RSS {peak[0]:.0f} MiB")
-        print(json.dumps({"n": n, "jobs_s": round(jobs_wall, 2), "taskruns_s": round(runs_wall, 2),
-                          "ratio": round(runs_wall / jobs_wall, 2),
-                          "p50_ms": round(pct(latency, 50)) if latency else None,
-                          "p99_ms": round(pct(latency, 99)) if latency else None,
-                          "requests_per_run": round(sum(calls.values()) / n, 2),
-                          "cpu_ms_per_run": round(1000 * cpu / n, 1), "peak_rss_mib": round(peak[0])}))
+        reconciles = reconcile_count(metrics_after) - reconcile_count(metrics_before)
+        print(f"operator CPU per run: {1000 * cpu / n:.1f} ms; {reconciles / n:.1f} reconciles per run; "
+              f"peak RSS {peak[0]:.0f} MiB")
+        stopped, working = rate(idle), rate(times)
+        print(f"TaskRun creates/s: {stopped:.0f} with the operator stopped, {working:.0f} with it working; "
+              f"plain Job creates/s (their controllers working): {rate(created_jobs):.0f}")
+        result = {"n": n, "jobs_s": round(jobs_wall, 2), "taskruns_s": round(runs_wall, 2),
+                  "ratio": round(runs_wall / jobs_wall, 2),
+                  "job_post_p50_ms": round(pct(post, 50), 1),
+                  "added_p50_ms": round(pct(reaction, 50)) if reaction else None,
+                  "operator_p50_ms": round(1000 * own[0], 1) if own else None,
+                  "p50_ms": round(pct(latency, 50)) if latency else None,
+                  "p99_ms": round(pct(latency, 99)) if latency else None,
+                  "requests_per_run": round(sum(calls.values()) / n, 2),
+                  "creates_stopped_per_s": round(stopped, 1), "creates_working_per_s": round(working, 1),
+                  "job_creates_per_s": round(rate(created_jobs), 1),
+                  "cpu_ms_per_run": round(1000 * cpu / n, 1), "reconciles_per_run": round(reconciles / n, 1), "peak_rss_mib": round(peak[0])}
+        print(json.dumps(result))
+        ns_gone = ns
+    kubectl("wait", "--for=delete", f"namespace/{ns_gone}", "--timeout=600s", check=False)
+    return result
+
+
+# Item 10's targets (issue 17): (label, how a result meets it, the target as said).
+def _targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
+    added, post = r.get("added_p50_ms"), r["job_post_p50_ms"]
+    size = r["n"]
+    rows: list[tuple[str, str, bool | None, str]] = [
+        ("plain Job POST round trip p50", f"{post:.0f} ms", None, ""),
+        ("TaskRun ADDED -> Job ADDED p50", "-" if added is None else f"{added} ms ({added / post:.1f}x)",
+         None if size not in (50, 300) or added is None else added <= 2 * post, "<= 2x POST (50, 300)"),
+        ("  of which the operator's own p50", "-" if r.get("operator_p50_ms") is None
+         else f"{r['operator_p50_ms']:.0f} ms", None, "histogram"),
+        ("all done, TaskRuns / Jobs", f"{r['ratio']:.2f}x", r["ratio"] <= 1.1, "<= 1.1x"),
+        ("operator API requests per run", f"{r['requests_per_run']:.2f}", r["requests_per_run"] <= 4, "<= 4"),
+        ("TaskRun creates, operator working / stopped",
+         f"{r['creates_working_per_s'] / r['creates_stopped_per_s']:.0%} "
+         f"({r['creates_working_per_s']:.0f}/{r['creates_stopped_per_s']:.0f} per s)",
+         r["creates_working_per_s"] >= 0.8 * r["creates_stopped_per_s"], ">= 80%"),
+        ("  plain Job creates (their cascade working)", f"{r['job_creates_per_s']:.0f} per s", None, "for comparison"),
+    ]
+    return rows
+
+
+def print_targets(results: list[dict[str, Any]]) -> None:
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"\nissue 17 item 10 targets (load average {' '.join(load)}, {os.cpu_count()} CPUs)")
+    width = 46
+    print(f"{'':{width}}" + "".join(f"{r['n']:>26}" for r in results) + "   target")
+    table = [_targets(r) for r in results]
+    for i, (label, *_rest) in enumerate(table[0]):
+        cells = []
+        for rows in table:
+            _, value, ok, _ = rows[i]
+            mark = "" if ok is None else (" ok" if ok else " FAIL")
+            cells.append(f"{value}{mark:>5}")
+        print(f"{label:{width}}" + "".join(f"{c:>26}" for c in cells) + f"   {table[0][i][3]}")
+
+
+def main(sizes: list[int], threads: int) -> None:
+    results = []
+    for n in sizes:
+        print(f"\n== {n} plain Jobs, then {n} TaskRuns")
+        results.append(one_size(n, threads))
+    print_targets(results)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("n", type=int, nargs="?", default=50, help="Jobs and TaskRuns to create (default 50)")
+    parser.add_argument("sizes", type=int, nargs="*", default=[50, 300, 1000],
+                        help="burst sizes: Jobs and TaskRuns to create in each (default 50 300 1000)")
     parser.add_argument("--threads", type=int, default=8, help="client threads creating them (default 8)")
     args = parser.parse_args()
-    main(args.n, args.threads)
+    main(args.sizes or [50, 300, 1000], args.threads)

@@ -200,7 +200,10 @@ def list_custom(plural: str, namespace: str | None = None, label_selector: str =
 
 
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
-    return cast(list[dict[str, Any]], list_page(PODS, namespace, label_selector, limit=0)["items"])
+    """Pods as the API server's watch cache has them (resourceVersion=0): no wait for etcd. What
+    the callers look for (a finished or stuck attempt's pods) is older than the Job event that
+    sent them, which came through the same cache."""
+    return cast(list[dict[str, Any]], list_page(PODS, namespace, label_selector, limit=0, resource_version="0")["items"])
 
 
 def get_configmap_data(namespace: str, name: str) -> dict[str, str] | None:
@@ -297,10 +300,11 @@ def _request(method: str, path: str, query: dict[str, Any] | None = None, body: 
 
 
 def list_page(resource: Resource, namespace: str | None, label_selector: str = "", limit: int = 500,
-              continue_: str | None = None) -> dict[str, Any]:
+              continue_: str | None = None, resource_version: str | None = None) -> dict[str, Any]:
     """One page of a list (``items``, ``metadata.resourceVersion``, ``metadata.continue``)."""
     response = _request("GET", resource.path(namespace), {
-        "labelSelector": label_selector, "limit": limit, "continue": continue_}, accept=resource.accept(listing=True))
+        "labelSelector": label_selector, "limit": limit, "continue": continue_, "resourceVersion": resource_version},
+        accept=resource.accept(listing=True))
     return cast(dict[str, Any], json.loads(response.read()))
 
 

@@ -72,3 +72,57 @@ def test_a_key_that_comes_straight_back_never_keeps_the_event_loop_from_the_rest
     began = time.monotonic()
     assert asyncio.run(main()) == 5
     assert time.monotonic() - began < 5  # without the yield: only when the timeout below interrupts
+
+
+def test_a_reconcile_knows_when_its_key_was_woken_even_when_it_came_back_while_processing():
+    from kubetasks.controller.queue import WOKEN_AT
+
+    woken: list[float] = []
+    release = asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        woken.append(WOKEN_AT.get())
+        if len(woken) == 1:
+            await release.wait()
+
+    async def main() -> tuple[float, float, float]:
+        q: WorkQueue[str] = WorkQueue("test", reconcile, workers=1)
+        q.start()
+        first = time.monotonic()
+        q.add("k")
+        await asyncio.sleep(0.05)  # being processed
+        again = time.monotonic()
+        q.add("k")  # comes back while processing: woken now, not when the first pass ends
+        q.add("k")  # a second add changes nothing
+        await asyncio.sleep(0.05)
+        released = time.monotonic()
+        release.set()
+        await asyncio.sleep(0.05)
+        await q.stop()
+        return first, again, released
+
+    first, again, released = asyncio.run(main())
+    assert len(woken) == 2
+    assert first <= woken[0] < again <= woken[1] < released
+
+
+def test_first_keys_go_ahead_of_the_rest_and_each_key_is_still_reconciled_once():
+    seen: list[str] = []
+
+    async def reconcile(key: str) -> None:
+        seen.append(key)
+
+    async def main() -> None:
+        q: WorkQueue[str] = WorkQueue("test", reconcile, workers=1)
+        q.add("a")
+        q.add("b")
+        q.add("c", first=True)
+        q.add("a", first=True)  # queued already: moves ahead, not twice
+        q.add("c", first=True)
+        q.start()
+        await asyncio.sleep(0.05)
+        assert len(q) == 0
+        await q.stop()
+
+    asyncio.run(main())
+    assert seen == ["c", "a", "b"]

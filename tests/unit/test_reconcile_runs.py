@@ -5,6 +5,7 @@ runs racing for one key or one slot, and a restart with nothing in memory."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -423,3 +424,29 @@ def test_a_container_still_on_its_way_at_the_deadline_fails_and_no_look_is_set_i
     w.reconcile("r")
     status = w.status("r")
     assert status["phase"] == "Failed" and status["attempts"][0]["reason"] == "NotStarted", status
+
+
+def test_the_first_jobs_post_is_timed_from_the_wake_up_of_its_run():
+    from prometheus_client import REGISTRY
+
+    from kubetasks.controller.queue import WOKEN_AT
+
+    def observed() -> float:
+        return REGISTRY.get_sample_value("kubetasks_job_start_latency_seconds_count", {"task": "timed"}) or 0.0
+
+    w = World(task("timed"), taskrun("r", task_ref="timed"))
+    w.reconcile("r")
+    assert observed() == 0  # no wake-up of the queue's: nothing to time
+
+    async def woken(name: str) -> None:
+        WOKEN_AT.set(time.monotonic() - 0.2)
+        await w.op.runs.reconcile((NS, name))
+
+    w.api.add(taskrun("s", task_ref="timed"))
+    w.api.deliver(w.op.cache)
+    asyncio.run(woken("s"))
+    w.api.deliver(w.op.cache)
+    asyncio.run(woken("s"))  # Running already: no second first Job
+    assert observed() == 1
+    total = REGISTRY.get_sample_value("kubetasks_job_start_latency_seconds_sum", {"task": "timed"})
+    assert total is not None and 0.2 <= total < 5

@@ -45,6 +45,16 @@ def test_our_write_is_read_back_and_its_late_event_changes_nothing():
     assert store.get(("ns", "a"))["status"] == {"phase": "Running"}
 
 
+def test_the_echo_of_our_write_wakes_no_one_again():
+    store, changes = recording()
+    store.event("ADDED", obj("a", 5))
+    store.written(obj("a", 7, status={"phase": "Running"}))
+    store.event("MODIFIED", obj("a", 7, status={"phase": "Running"}))  # the watch catching up
+    assert len(changes) == 2  # the add and the write, not the echo
+    store.event("MODIFIED", obj("a", 8, status={"phase": "Succeeded"}))
+    assert len(changes) == 3
+
+
 def test_a_write_never_resurrects_a_deleted_object():
     store, _ = recording()
     store.event("ADDED", obj("a", 5))

@@ -67,7 +67,7 @@ class Operator:
         ns, name = key_of(body)
         task = (body.get("spec") or {}).get("taskRef", "")
         if new is not None:
-            self.run_queue.add((ns, name))
+            self.run_queue.add((ns, name), first=old is None)  # a new run: its Job before others' updates
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.

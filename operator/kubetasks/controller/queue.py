@@ -13,9 +13,11 @@ waiting, none done for a while: every worker hung) from an idle one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 When = datetime | float | None
+# In a reconcile: when (time.monotonic()) its key was queued, by the event or timer that woke it.
+WOKEN_AT: ContextVar[float] = ContextVar("woken_at", default=0.0)
 
 
 class Requeue(Exception):
@@ -38,12 +42,16 @@ class WorkQueue(Generic[K]):
         self.name = name
         self._reconcile = reconcile
         self._workers = workers
-        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        # (0 for a first-come key, 1 for the rest; order of adding; key): see add(first=True)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, K]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._first: set[K] = set()  # queued keys with a first-come entry
         self._queued: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[K, int] = {}
+        self._woken: dict[K, float] = {}  # key -> when it was first added since a worker last took it
         self._tasks: list[asyncio.Task[None]] = []
         self.last_progress = time.monotonic()
 
@@ -54,12 +62,17 @@ class WorkQueue(Generic[K]):
         """Keys are waiting and no worker has finished one for ``seconds``."""
         return bool(self._queued) and time.monotonic() - self.last_progress > seconds
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, first: bool = False) -> None:
+        """Queues the key. ``first``: ahead of the keys queued without it (a new run, whose Job
+        waits on this reconcile, before status updates of runs already going)."""
+        self._woken.setdefault(key, time.monotonic())
         if key in self._processing:
             self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+        elif key not in self._queued or (first and key not in self._first):
+            self._queued.add(key)  # a key already queued gets a second entry: the first taken wins
+            self._queue.put_nowait((0 if first else 1, next(self._order), key))
+            if first:
+                self._first.add(key)
 
     def add_after(self, key: K, when: datetime | float) -> None:
         """Adds the key at ``when`` (a datetime, or seconds from now); the earliest wake-up wins."""
@@ -95,9 +108,13 @@ class WorkQueue(Generic[K]):
 
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
+            _, _, key = await self._queue.get()
+            if key not in self._queued:
+                continue  # the later entry of a key that was taken at its first
             self._queued.discard(key)
+            self._first.discard(key)
             self._processing.add(key)
+            WOKEN_AT.set(self._woken.pop(key, time.monotonic()))
             try:
                 when = await self._reconcile(key)
                 self._failures.pop(key, None)

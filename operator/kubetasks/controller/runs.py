@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
@@ -35,7 +36,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.kept_logs import KeptLogs
-from kubetasks.controller.queue import Requeue, TokenBucket
+from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, observe_attempts
@@ -347,6 +348,8 @@ class RunReconciler:
             machine = machine_for_attempt(run, task, previous)
             job = render_job(run, task, attempt, machine)
             self.cache.expect(uid, attempt)
+            if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
+                metrics.JOB_START_LATENCY.labels(task.task_id).observe(time.monotonic() - WOKEN_AT.get())
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)

@@ -49,6 +49,13 @@ def newer(candidate: Body, stored: Body | None) -> bool:
     return new is None or old is None or new >= old
 
 
+def same_version(candidate: Body, stored: Body) -> bool:
+    """The very version stored: the watch event of a write ``written`` already put in the store
+    (waking its listeners again would repeat a reconcile that has nothing new to see)."""
+    at = version(candidate)
+    return at is not None and at == version(stored)
+
+
 def uid_of(body: Body | None) -> str | None:
     return ((body or {}).get("metadata") or {}).get("uid")
 
@@ -96,7 +103,7 @@ class Store:
             if old is not None and uid_of(old) == uid_of(body):  # not a newer object of that name
                 self._remove(key, old)
             return
-        if old is not None and uid_of(old) == uid_of(body) and not newer(body, old):
+        if old is not None and uid_of(old) == uid_of(body) and (not newer(body, old) or same_version(body, old)):
             return
         self._put(key, old, body)
 
