@@ -396,16 +396,16 @@ def test_what_kept_an_attempt_from_starting_stays_shown_while_its_job_ends():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
     w.op.runs.start_deadline = 600
     w.reconcile("r")
-    w.api.pods["r-1"] = [waiting_pod("ErrImageNeverPull")]
+    w.api.pods["r-1"] = [waiting_pod("ImagePullBackOff")]  # may heal: the start deadline lasts
     age_job(w, "r-1", 30)
     w.reconcile("r")
-    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+    assert w.status("r")["conditions"][0]["reason"] == "ImagePullBackOff"
     w.api.pods["r-1"] = []  # the Job's deadline passed: its pod is deleted before the Job says Failed
     w.api.update("Job", NS, "r-1", status={"failed": 1, "conditions": [
         {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}]})
     w.api.deliver(w.op.cache)
     w.reconcile("r")
-    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+    assert w.status("r")["conditions"][0]["reason"] == "ImagePullBackOff"
 
 
 def test_a_container_still_on_its_way_at_the_deadline_fails_and_no_look_is_set_in_the_past():

@@ -6,7 +6,8 @@ import pytest
 
 from kubetasks.core.observe import NEVER_STARTED, StartProblem
 from kubetasks.core.start_check import (
-    START_CHECK, START_CHECK_EVERY, Look, StartCheck, judge_start, look_again, plan_start_check,
+    EVENTS_AFTER, START_CHECK, START_CHECK_EVERY, Look, StartCheck, events_of, judge_start, look_again,
+    plan_start_check,
 )
 
 MADE = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)  # the Job's creation
@@ -114,3 +115,40 @@ def test_a_started_container_clears_what_was_seen():
 def test_after_a_restart_the_status_remembers_while_the_pods_say_nothing_new():
     look, _ = judge_start(at(60), DUE, [waiting("ContainerCreating")], "r-1", None, PULL)
     assert look.seen == PULL
+
+
+def pod_made(seconds: float, pod: dict) -> dict:
+    return {**pod, "metadata": {"uid": "pod-uid", "creationTimestamp": at(seconds).isoformat()}}
+
+
+JOB = {"metadata": {"name": "r-1", "uid": "job-uid"}}
+
+
+def test_events_are_read_for_a_job_without_pods_or_a_pod_long_on_its_way():
+    assert events_of(at(25), DUE, JOB, []) == "involvedObject.uid=job-uid"  # FailedCreate says why
+    on_its_way = pod_made(1, waiting("ContainerCreating"))
+    assert events_of(at(25), DUE, JOB, [on_its_way]) is None  # young: kubelet is at it
+    assert events_of(at(1 + EVENTS_AFTER * START_CHECK), DUE, JOB, [on_its_way]) == "involvedObject.uid=pod-uid"
+    assert events_of(at(301), DUE, JOB, [pod_made(290, waiting("ContainerCreating"))]) == "involvedObject.uid=pod-uid"
+    # Its status says it all: no read.
+    assert events_of(at(100), DUE, JOB, [pod_made(1, waiting("ImagePullBackOff"))]) is None
+    assert events_of(at(100), DUE, JOB, [pod_made(1, RUNNING)]) is None
+
+
+SANDBOX = {"type": "Warning", "reason": "FailedCreatePodSandBox", "lastTimestamp": at(5).isoformat(),
+           "message": "Failed to create pod sandbox: container init was OOM-killed (memory limit too low?)"}
+
+
+def test_a_sandbox_that_cannot_be_made_is_named_from_the_pods_events_not_never_started():
+    look, _ = judge_start(at(45), DUE, [waiting("ContainerCreating")], "r-1", None, None, [SANDBOX])
+    assert look.seen.reason == "FailedCreatePodSandBox" and "memory limit too low" in look.seen.message
+    look, _ = judge_start(at(301), DUE, [waiting("ContainerCreating")], "r-1", Look(at(295), None), None, [SANDBOX])
+    assert look.seen.reason == "FailedCreatePodSandBox"  # at the deadline too, not NotStarted
+
+
+def test_a_job_refused_a_pod_for_a_missing_service_account_is_a_permanent_problem():
+    said = {"type": "Warning", "reason": "FailedCreate", "lastTimestamp": at(3).isoformat(),
+            "message": 'Error creating: pods "r-1-" is forbidden: error looking up service account ns/robot: '
+                       'serviceaccount "robot" not found'}
+    look, _ = judge_start(at(25), DUE, [], "r-1", None, None, [said])
+    assert look.seen.reason == "PodNotCreated" and look.seen.permanent and "'robot'" in look.seen.message

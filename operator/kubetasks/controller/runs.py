@@ -43,7 +43,7 @@ from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
-from kubetasks.core.start_check import Look, judge_start, look_again, plan_start_check
+from kubetasks.core.start_check import Look, events_of, judge_start, look_again, plan_start_check
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
@@ -260,7 +260,9 @@ class RunReconciler:
             return check.problem, check.deadline, look_again(now, now + timedelta(seconds=random.uniform(1, 5)),
                                                              check.deadline)
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
-        look, again = judge_start(now, check, pods, name, last, shown)
+        about = events_of(now, check, job or {}, pods)  # what the Job controller or kubelet said, when core asks
+        events = await self._call("list_by_fields", kube.EVENTS, run.namespace, about) if about else []
+        look, again = judge_start(now, check, pods, name, last, shown, events)
         self._start_checks[name] = look
         return look.seen, check.deadline, again
 

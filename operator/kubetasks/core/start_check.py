@@ -20,10 +20,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubetasks.api.times import parse_time
-from kubetasks.core.observe import NEVER_STARTED, StartProblem, job_ending, job_ready, start_problem, started
+from kubetasks.core.observe import (
+    NEVER_STARTED, StartProblem, event_problem, job_ending, job_ready, pod_not_created, start_problem, started,
+)
 
 START_CHECK = 20.0  # seconds after its Job's pods were created before they are read, if none is ready
 START_CHECK_EVERY = 60.0  # seconds between reads once a problem is known (or the Job has no pods yet)
+EVENTS_AFTER = 2  # first waits after a pod was made, still on its way, before its Events are read too
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,35 @@ def plan_start_check(now: datetime, job: dict[str, Any] | None, start_deadline: 
     return StartCheck(problem=seen, deadline=deadline, read_pods=True, first=first)
 
 
+def events_of(now: datetime, check: StartCheck, job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """The field selector of the Events to read with the ``pods`` (one list request), or None:
+    the Job's when it has made no pod (its FailedCreate says why: a missing ServiceAccount, a
+    quota); the newest pod's when its container is still on its way :data:`EVENTS_AFTER` first
+    waits after the pod was made, or at the deadline (FailedCreatePodSandBox, FailedMount...).
+    A pod whose status names its problem, or that started, needs none."""
+    if not pods:
+        uid = (job.get("metadata") or {}).get("uid")
+        return f"involvedObject.uid={uid}" if uid else None
+    if started(pods) or start_problem(pods):
+        return None
+    pod = max(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    meta = pod.get("metadata") or {}
+    made = parse_time(meta.get("creationTimestamp"))
+    due = (check.deadline is not None and now >= check.deadline) or (
+        made is not None and now >= made + timedelta(seconds=EVENTS_AFTER * check.first))
+    return f"involvedObject.uid={meta['uid']}" if due and meta.get("uid") else None
+
+
 def judge_start(now: datetime, check: StartCheck, pods: list[dict[str, Any]], job_name: str,
-                last: Look | None, shown: StartProblem | None) -> tuple[Look, datetime]:
-    """What the attempt's ``pods``, read now as ``check`` asked, show; and when to look again."""
+                last: Look | None, shown: StartProblem | None,
+                events: list[dict[str, Any]] | None = None) -> tuple[Look, datetime]:
+    """What the attempt's ``pods`` (and the ``events`` :func:`events_of` asked for), read now as
+    ``check`` asked, show; and when to look again."""
     seen = last.seen if last else None
     # After a restart only the status remembers what was seen: its reason, not its message.
-    problem = start_problem(pods) or (None if started(pods) else seen or shown)
+    problem = start_problem(pods) or (None if started(pods) else event_problem(events or []) or seen or shown)
     if not pods:  # its Job has tried for a while and made none
-        problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {job_name} "
-                                                f"(kubectl describe job {job_name} says why)")
+        problem = pod_not_created(job_name, events or [])
     elif problem is None and check.deadline is not None and now >= check.deadline and not started(pods):
         problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
     again = START_CHECK_EVERY if problem else max(1.0, check.first / 2)
