@@ -25,7 +25,8 @@ Body = dict[str, Any]
 WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
-PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap"}
+PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
+           "serviceaccounts": "ServiceAccount"}
 
 
 class FakeApi:

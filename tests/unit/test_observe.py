@@ -119,6 +119,7 @@ def test_a_missing_service_account_is_named_and_permanent_other_refusals_may_hea
 def test_a_pods_newest_warning_names_what_its_status_does_not():
     events = [event("FailedScheduling", "0/3 nodes are available", "2026-01-01T00:00:09Z"),  # said by PodScheduled
               event("Scheduled", "assigned", "2026-01-01T00:00:02Z", "Normal"),
+              event("MissingClusterDNS", "falling back to Default", "2026-01-01T00:00:10Z"),  # it starts anyway
               event("FailedCreatePodSandBox", "old", "2026-01-01T00:00:03Z"),
               event("FailedCreatePodSandBox", "failed to create containerd task: OOM", "2026-01-01T00:00:08Z")]
     problem = event_problem(events)

@@ -6,7 +6,7 @@ import pytest
 
 from kubetasks.core.observe import NEVER_STARTED, StartProblem
 from kubetasks.core.start_check import (
-    EVENTS_AFTER, START_CHECK, START_CHECK_EVERY, Look, StartCheck, events_of, judge_start, look_again,
+    EVENTS_AFTER, START_CHECK, START_CHECK_EVERY, Look, Reads, StartCheck, judge_start, look_again, more_reads,
     plan_start_check,
 )
 
@@ -89,7 +89,12 @@ DUE = StartCheck(deadline=DEADLINE, read_pods=True)
 def test_no_pod_at_all_is_the_job_controllers_refusal():
     look, again = judge_start(at(25), DUE, [], "r-1", None, None)
     assert look.seen.reason == "PodNotCreated" and "kubectl describe job r-1" in look.seen.message
-    assert again == at(25 + START_CHECK_EVERY)
+    # Its Event (a missing ServiceAccount would fail it at once) may be late: looked at again soon.
+    assert look.soon and again == at(25 + START_CHECK / 2)
+    assert plan_start_check(at(30), job(**PODS_MADE), DEADLINE_S, None, look, None).again == again
+    quota = {"type": "Warning", "reason": "FailedCreate", "message": "exceeded quota", "lastTimestamp": at(3).isoformat()}
+    look, again = judge_start(at(25), DUE, [], "r-1", None, None, [quota])
+    assert not look.soon and "exceeded quota" in look.seen.message and again == at(25 + START_CHECK_EVERY)
 
 
 def test_a_waiting_reason_is_the_problem_and_is_looked_at_each_minute():
@@ -125,14 +130,17 @@ JOB = {"metadata": {"name": "r-1", "uid": "job-uid"}}
 
 
 def test_events_are_read_for_a_job_without_pods_or_a_pod_long_on_its_way():
-    assert events_of(at(25), DUE, JOB, []) == "involvedObject.uid=job-uid"  # FailedCreate says why
+    # No pod: the Job's FailedCreate says why, and the Task's ServiceAccount is looked up.
+    assert more_reads(at(25), DUE, JOB, [], "robot") == Reads("involvedObject.uid=job-uid", "robot")
+    assert more_reads(at(25), DUE, JOB, [], None) == Reads("involvedObject.uid=job-uid")
     on_its_way = pod_made(1, waiting("ContainerCreating"))
-    assert events_of(at(25), DUE, JOB, [on_its_way]) is None  # young: kubelet is at it
-    assert events_of(at(1 + EVENTS_AFTER * START_CHECK), DUE, JOB, [on_its_way]) == "involvedObject.uid=pod-uid"
-    assert events_of(at(301), DUE, JOB, [pod_made(290, waiting("ContainerCreating"))]) == "involvedObject.uid=pod-uid"
+    assert more_reads(at(25), DUE, JOB, [on_its_way], "robot") == Reads()  # young: kubelet is at it
+    pod_events = Reads("involvedObject.uid=pod-uid")
+    assert more_reads(at(1 + EVENTS_AFTER * START_CHECK), DUE, JOB, [on_its_way], None) == pod_events
+    assert more_reads(at(301), DUE, JOB, [pod_made(290, waiting("ContainerCreating"))], None) == pod_events
     # Its status says it all: no read.
-    assert events_of(at(100), DUE, JOB, [pod_made(1, waiting("ImagePullBackOff"))]) is None
-    assert events_of(at(100), DUE, JOB, [pod_made(1, RUNNING)]) is None
+    assert more_reads(at(100), DUE, JOB, [pod_made(1, waiting("ImagePullBackOff"))], None) == Reads()
+    assert more_reads(at(100), DUE, JOB, [pod_made(1, RUNNING)], None) == Reads()
 
 
 SANDBOX = {"type": "Warning", "reason": "FailedCreatePodSandBox", "lastTimestamp": at(5).isoformat(),
@@ -152,3 +160,9 @@ def test_a_job_refused_a_pod_for_a_missing_service_account_is_a_permanent_proble
                        'serviceaccount "robot" not found'}
     look, _ = judge_start(at(25), DUE, [], "r-1", None, None, [said])
     assert look.seen.reason == "PodNotCreated" and look.seen.permanent and "'robot'" in look.seen.message
+
+
+def test_a_missing_service_account_found_by_looking_needs_no_event():
+    look, again = judge_start(at(25), DUE, [], "r-1", None, None, [], "robot")
+    assert look.seen.permanent and look.seen.message.startswith("ServiceAccount 'robot' does not exist")
+    assert not look.soon

@@ -114,28 +114,37 @@ def event_problem(events: list[dict[str, Any]]) -> StartProblem | None:
     """What a pod's Warning Events say keeps it from starting, when its container status does not:
     a sandbox that could not be created (FailedCreatePodSandBox), a volume that could not be
     mounted (FailedMount)... The newest Warning names it."""
-    event = _newest_warning([e for e in events if e.get("reason") not in _SAID_BY_STATUS])
+    event = _newest_warning([e for e in events if _blocks_start(str(e.get("reason") or ""))])
     return StartProblem(_reason(event["reason"]), str(event.get("message") or "")) if event else None
 
 
-# Events the pod's status says better: the scheduler's verdict is its PodScheduled condition (an
+# Warnings the pod's status says better: the scheduler's verdict is its PodScheduled condition (an
 # old FailedScheduling outlives the pod's scheduling), a pull's is its waiting reason.
 _SAID_BY_STATUS = frozenset({"FailedScheduling", "Failed", "BackOff"})
+
+
+def _blocks_start(reason: str) -> bool:
+    """A kubelet Warning that keeps a pod from starting (FailedCreatePodSandBox, FailedMount,
+    FailedAttachVolume, NetworkNotReady...), not one it starts in spite of (MissingClusterDNS)."""
+    return (reason.startswith("Failed") or reason == "NetworkNotReady") and reason not in _SAID_BY_STATUS
 
 
 _NO_ACCOUNT = re.compile(r'serviceaccount "([^"]+)" not found', re.IGNORECASE)
 
 
-def pod_not_created(job_name: str, events: list[dict[str, Any]]) -> StartProblem:
-    """Why the Job controller made no pod for a Job, from the Job's Events (FailedCreate). A
-    missing ServiceAccount is named, and permanent: the pod is refused until the Task names one
-    that exists. Other refusals (a quota, a policy) may heal."""
+def pod_not_created(job_name: str, events: list[dict[str, Any]], no_account: str | None = None) -> StartProblem:
+    """Why the Job controller made no pod for a Job, from the Job's Events (FailedCreate) or the
+    ServiceAccount its pods run as, found missing (``no_account``). A missing ServiceAccount is
+    named, and permanent: the pod is refused until the Task names one that exists. Other
+    refusals (a quota, a policy) may heal."""
     event = _newest_warning(events)
     said = str(event.get("message") or "") if event else ""
-    account = _NO_ACCOUNT.search(said)
+    found = _NO_ACCOUNT.search(said)
+    account = found.group(1) if found else no_account
     if account:
-        return StartProblem("PodNotCreated", f"ServiceAccount {account.group(1)!r} does not exist: the Job controller "
-                                             f"cannot create a pod for Job {job_name} ({said})", permanent=True)
+        return StartProblem("PodNotCreated", f"ServiceAccount {account!r} does not exist: the Job controller "
+                                             f"cannot create a pod for Job {job_name}" + (f" ({said})" if said else ""),
+                            permanent=True)
     why = f": {said}" if said else f" (kubectl describe job {job_name} says why)"
     return StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {job_name}{why}")
 

@@ -34,6 +34,7 @@ class Look:
     """The last read of an attempt's pods: when, and what kept its container from starting."""
     at: datetime
     seen: StartProblem | None
+    soon: bool = False  # look again soon all the same: its cause is not known yet
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,35 @@ def plan_start_check(now: datetime, job: dict[str, Any] | None, start_deadline: 
         return StartCheck(deadline=deadline, again=look_again(now, pods_made + timedelta(seconds=first), deadline),
                           first=first)
     seen = last.seen if last else None
-    wait = timedelta(seconds=START_CHECK_EVERY if seen else max(1.0, first / 2))
+    wait = timedelta(seconds=START_CHECK_EVERY if seen and not (last and last.soon) else max(1.0, first / 2))
     # Looked lately (and, past the deadline, after it): what was seen still holds.
     if last and now < last.at + wait and (now < deadline or last.at >= deadline or seen):
         return StartCheck(problem=seen, deadline=deadline, again=look_again(now, last.at + wait, deadline), first=first)
     return StartCheck(problem=seen, deadline=deadline, read_pods=True, first=first)
 
 
-def events_of(now: datetime, check: StartCheck, job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
-    """The field selector of the Events to read with the ``pods`` (one list request), or None:
-    the Job's when it has made no pod (its FailedCreate says why: a missing ServiceAccount, a
-    quota); the newest pod's when its container is still on its way :data:`EVENTS_AFTER` first
-    waits after the pod was made, or at the deadline (FailedCreatePodSandBox, FailedMount...).
-    A pod whose status names its problem, or that started, needs none."""
+@dataclass(frozen=True)
+class Reads:
+    """What to read with the pods to say why they do not start (None: nothing)."""
+    events: str | None = None  # the field selector of the Events to list
+    account: str | None = None  # the ServiceAccount to get: does it exist?
+
+
+def more_reads(now: datetime, check: StartCheck, job: dict[str, Any], pods: list[dict[str, Any]],
+               account: str | None) -> Reads:
+    """Beyond the ``pods``: for a Job that has made none, its Events (FailedCreate says why: a
+    quota, a policy) and the ServiceAccount its pods run as (``account``, the Task's), since a
+    missing one is permanent and the Job controller's Event about it can come late on a busy
+    cluster; for a pod whose container is still on its way :data:`EVENTS_AFTER` first waits after
+    it was made, or at the deadline, its Events (FailedCreatePodSandBox, FailedMount...)."""
     if not pods:
         uid = (job.get("metadata") or {}).get("uid")
-        return f"involvedObject.uid={uid}" if uid else None
+        return Reads(f"involvedObject.uid={uid}" if uid else None, account)
+    return Reads(_pod_events(now, check, pods))
+
+
+def _pod_events(now: datetime, check: StartCheck, pods: list[dict[str, Any]]) -> str | None:
+    """The newest pod's Events when its status does not say why it has not started, and it is due."""
     if started(pods) or start_problem(pods):
         return None
     pod = max(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
@@ -100,15 +114,18 @@ def events_of(now: datetime, check: StartCheck, job: dict[str, Any], pods: list[
 
 def judge_start(now: datetime, check: StartCheck, pods: list[dict[str, Any]], job_name: str,
                 last: Look | None, shown: StartProblem | None,
-                events: list[dict[str, Any]] | None = None) -> tuple[Look, datetime]:
-    """What the attempt's ``pods`` (and the ``events`` :func:`events_of` asked for), read now as
-    ``check`` asked, show; and when to look again."""
+                events: list[dict[str, Any]] | None = None, no_account: str | None = None) -> tuple[Look, datetime]:
+    """What the attempt's ``pods`` (and what :func:`more_reads` asked for: the ``events``, and
+    ``no_account``, the ServiceAccount found missing), read now as ``check`` asked, show; and
+    when to look again."""
     seen = last.seen if last else None
     # After a restart only the status remembers what was seen: its reason, not its message.
     problem = start_problem(pods) or (None if started(pods) else event_problem(events or []) or seen or shown)
+    soon = False
     if not pods:  # its Job has tried for a while and made none
-        problem = pod_not_created(job_name, events or [])
+        problem = pod_not_created(job_name, events or [], no_account)
+        soon = not events and not no_account  # the Job controller's Event (a missing ServiceAccount?) may be on its way
     elif problem is None and check.deadline is not None and now >= check.deadline and not started(pods):
         problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
-    again = START_CHECK_EVERY if problem else max(1.0, check.first / 2)
-    return Look(now, problem), look_again(now, now + timedelta(seconds=again), check.deadline)
+    again = START_CHECK_EVERY if problem and not soon else max(1.0, check.first / 2)
+    return Look(now, problem, soon), look_again(now, now + timedelta(seconds=again), check.deadline)
