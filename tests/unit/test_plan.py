@@ -382,3 +382,16 @@ def test_a_retry_of_a_start_that_failed_fails_at_first_sight_unless_its_task_cha
                       start_deadline=second)
     assert plan.stop_job == "r1-2" and r.status.phase == Phase.RETRYING  # the same Task, the same problem
     assert "as attempt 1 of the same Task did not" in r.status.attempts[1].message
+
+
+def test_an_attempt_last_seen_on_its_way_when_maxduration_ended_it_never_started():
+    """Its pod gone before it said why: the last look (on its way) says it did not start."""
+    from kubetasks.core.observe import NEVER_STARTED
+
+    t = task(retry={"maxAttempts": 2, "minDelay": "1s"}, maxDuration="8s")
+    _, r = advance(run(), task=t)
+    plan, r = advance(r, task=t, attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")},
+                      start_problem=NEVER_STARTED)
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].reason == "NotStarted"
+    plan, ran = advance(run(), task=t, attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
+    assert ran.status.phase == Phase.TIMED_OUT  # nothing says it did not start: it ran

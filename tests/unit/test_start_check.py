@@ -45,6 +45,10 @@ CASES = [
      StartCheck(problem=PULL)),
     ("ending after a restart: the status remembers", 400, job(failed=1, **PODS_MADE), None, None, PULL,
      StartCheck(problem=PULL)),
+    ("ending, last seen on its way: maxDuration ended a start", 12, job(failed=1, **PODS_MADE), 8.0,
+     Look(at(6), None), None, StartCheck(problem=NEVER_STARTED)),
+    ("ending, last seen running: nothing to blame", 12, job(failed=1, **PODS_MADE), 8.0,
+     Look(at(6), None, ran=True), None, StartCheck()),
     ("no pods made yet: nothing to blame, look again in a minute", 5, job(), None, None, None,
      StartCheck(again=at(5 + START_CHECK_EVERY))),
     ("pods just made: look START_CHECK after they were", 5, job(**PODS_MADE), None, None, None,
@@ -166,3 +170,8 @@ def test_a_missing_service_account_found_by_looking_needs_no_event():
     look, again = judge_start(at(25), DUE, [], "r-1", None, None, [], "robot")
     assert look.seen.permanent and look.seen.message.startswith("ServiceAccount 'robot' does not exist")
     assert not look.soon
+
+
+def test_a_look_remembers_whether_the_container_had_started():
+    assert judge_start(at(25), DUE, [RUNNING], "r-1", None, None)[0].ran
+    assert not judge_start(at(25), DUE, [waiting("ContainerCreating")], "r-1", None, None)[0].ran

@@ -246,7 +246,8 @@ class RunReconciler:
         core.start_check decides when its pods are read; here they are read when it says so, at
         most POD_READS_PER_SECOND in all."""
         current = attempts.get(max(attempts, default=0))
-        job = self.cache.jobs.get((run.namespace, current.job_name)) if current and current.state == "active" else None
+        job = (self.cache.jobs.get((run.namespace, current.job_name))
+               if current and current.state in ("active", "timed_out") else None)
         now = datetime.now(timezone.utc)
         name = current.job_name if current else ""
         last, shown = self._start_checks.get(name), start_problem_shown(run)

@@ -97,7 +97,7 @@ def plan_run(world: World) -> Plan:
         return plan
 
     status.attempt = max([status.attempt, *world.attempts])
-    world = replace(world, attempts={n: _never_started(world.run, o) for n, o in world.attempts.items()})
+    world = replace(world, attempts={n: _never_started(world, o) for n, o in world.attempts.items()})
     for seen in world.attempts.values():
         if seen.reason == JOB_LOST and not any(a.attempt == seen.attempt and a.reason for a in status.attempts):
             plan.events.append(Event("Warning", JOB_LOST, seen.message or f"attempt {seen.attempt} was lost"))
@@ -145,16 +145,18 @@ def plan_run(world: World) -> Plan:
     return _after_failure(plan, world, obs)
 
 
-def _never_started(run: TaskRun, obs: AttemptObservation) -> AttemptObservation:
+def _never_started(world: World, obs: AttemptObservation) -> AttemptObservation:
     """An attempt its Job's deadline (maxDuration) ended, once its pod is gone, as what it was: a
-    failed start when the status showed its container not starting, or already recorded it so
-    (this reconcile and every later one: a retry is then what follows, never TimedOut)."""
+    failed start when the status showed its container not starting, or the last look saw it on
+    its way (``world.start_problem``), or the status already recorded it so (this reconcile and
+    every later one: a retry is then what follows, never TimedOut)."""
+    run = world.run
     if obs.state != "timed_out":
         return obs
     known = next((a for a in run.status.attempts if a.attempt == obs.attempt), None)
     if known is not None and known.reason not in (None, "DeadlineExceeded") and known.exit_code is None:
         return replace(obs, state="failed", reason=known.reason, message=known.message)
-    waited = start_problem_shown(run) if obs.attempt == run.status.attempt else None
+    waited = (start_problem_shown(run) or world.start_problem) if obs.attempt == run.status.attempt else None
     if waited is None:
         return obs
     return replace(obs, state="failed", reason=waited.reason,

@@ -8,7 +8,9 @@ on its way (ContainerCreating: kubelet's retries pass through it too), every
 still not started is a failed start all the same (:data:`~kubetasks.core.observe.NEVER_STARTED`).
 
 The reconciler reads the world (the Job, the last look, the status), asks :func:`plan_start_check`
-whether to read the pods, reads them when told, and asks :func:`judge_start` what they show.
+whether to read the pods, reads them when told, then what :func:`more_reads` asks for when the
+pods do not say why (the Job's or the pod's Events, the Task's ServiceAccount), and asks
+:func:`judge_start` what it all shows.
 Every time to look again is in the future: a time already past would re-queue the run at once, a
 hot loop.
 """
@@ -35,6 +37,7 @@ class Look:
     at: datetime
     seen: StartProblem | None
     soon: bool = False  # look again soon all the same: its cause is not known yet
+    ran: bool = False  # its container had started (its Job may not say ready yet)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,10 @@ def plan_start_check(now: datetime, job: dict[str, Any] | None, start_deadline: 
     if job is None or created is None or job_ready(job):
         return StartCheck(started=True)
     if job_ending(job):  # its pods are going: what was seen stands until the Job's outcome
-        return StartCheck(problem=(last.seen if last else None) or shown)
+        # Last seen on its way: its Job's deadline (maxDuration) ends a start, though the pod
+        # never said why (the look is forgotten once the Job is ready).
+        on_its_way = NEVER_STARTED if last is not None and not last.ran else None
+        return StartCheck(problem=(last.seen if last else None) or shown or on_its_way)
     deadline = created + timedelta(seconds=start_deadline)
     pods_made = parse_time((job.get("status") or {}).get("startTime"))
     if pods_made is None:  # the Job controller has not got to it: no pod to look at, nothing to blame
@@ -128,4 +134,4 @@ def judge_start(now: datetime, check: StartCheck, pods: list[dict[str, Any]], jo
     elif problem is None and check.deadline is not None and now >= check.deadline and not started(pods):
         problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
     again = START_CHECK_EVERY if problem and not soon else max(1.0, check.first / 2)
-    return Look(now, problem, soon), look_again(now, now + timedelta(seconds=again), check.deadline)
+    return Look(now, problem, soon, started(pods)), look_again(now, now + timedelta(seconds=again), check.deadline)
