@@ -28,7 +28,10 @@ CASES = {
 NO_SANDBOX = {"machine": {"cpu": "100m", "memory": "1Ki"}}
 PERMANENT = {
     # name: (Task spec changes, the reason, text the error must show)
-    "bad-name": ({"image": "localhost/kubetasks/Not-Lower-Case:1"}, "InvalidImageName", "Not-Lower-Case"),
+    # Admission checks the grammar (upper case, spaces are refused); a sha256 digest of 32 hex
+    # digits passes it, and no runtime can parse it.
+    "bad-name": ({"image": "localhost/kubetasks/python@sha256:0123456789abcdef0123456789abcdef"}, "InvalidImageName",
+                 "0123456789abcdef0123456789abcdef"),
     "never-pulled": ({"image": "localhost/kubetasks/does-not-exist:1", "imagePullPolicy": "Never"},
                      "ErrImageNeverPull", "does-not-exist"),
     "no-account": ({"serviceAccountName": "no-such-account"}, "PodNotCreated",
