@@ -25,7 +25,8 @@ Body = dict[str, Any]
 WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
-PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap"}
+PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
+           "serviceaccounts": "ServiceAccount"}
 
 
 class FakeApi:
@@ -36,6 +37,7 @@ class FakeApi:
         self.events: list[tuple[str, str, str, str]] = []  # (object name, type, reason, message)
         self.made: list[tuple[str, str]] = []  # (kind, name) of every object the reconcilers created
         self.pods: dict[str, list[Body]] = {}  # by Job name: what the kubelet reports
+        self.object_events: list[Body] = []  # core/v1 Events of the cluster's controllers and kubelet
         self.logs: dict[str, bytes | Exception] = {}  # by pod name: its log, or what reading it raises
         self._rv = itertools.count(100)
         self.conflicts = 0  # writes refused because a precondition failed
@@ -90,6 +92,13 @@ class FakeApi:
     def list_pods(self, namespace: str, label_selector: str) -> list[Body]:
         self.calls.append(("list_pods", (label_selector,)))
         return copy.deepcopy(self.pods.get(label_selector.removeprefix("job-name="), []))
+
+    def list_by_fields(self, resource: kube.Resource, namespace: str, field_selector: str) -> list[Body]:
+        """Events by ``involvedObject.uid=...``, from ``object_events`` (what the cluster's
+        controllers and kubelet said; the operator's own are in ``events``)."""
+        self.calls.append(("list_by_fields", (resource.plural, field_selector)))
+        uid = field_selector.removeprefix("involvedObject.uid=")
+        return copy.deepcopy([e for e in self.object_events if e["involvedObject"].get("uid") == uid])
 
     def read_log(self, namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> bytes:
         """The last ``tail_lines`` lines, at most ``limit_bytes`` of them, as the kubelet answers."""

@@ -3,7 +3,10 @@
 from datetime import datetime, timezone
 
 from kubetasks.api import StepRecord
-from kubetasks.core.observe import job_ending, job_ready, observe_attempt, slept_by_checkpoint, start_problem
+from kubetasks.core.observe import (
+    event_problem, job_ending, job_ready, observe_attempt, pod_not_created, same_problem, slept_by_checkpoint,
+    start_problem,
+)
 from kubetasks.protocol import Report
 
 
@@ -86,3 +89,45 @@ def test_a_completed_attempt_without_its_report_slept_when_the_checkpoint_says_a
     reported = observe_attempt(job, [{"status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
         "exitCode": 0, "message": Report("succeeded", result=1).encode()}}}]}}])
     assert slept_by_checkpoint(reported, [pending]) is reported
+
+
+def event(reason: str, message: str, at: str, type_: str = "Warning") -> dict:
+    return {"type": type_, "reason": reason, "message": message, "lastTimestamp": at}
+
+
+def test_only_a_bad_image_name_or_a_never_pulled_missing_image_is_permanent():
+    """The table (README): what no wait and no retry can mend fails at once; the rest may heal."""
+    assert start_problem([pod(waiting="InvalidImageName")]).permanent
+    assert start_problem([pod(waiting="ErrImageNeverPull")]).permanent
+    for healable in ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"):
+        assert not start_problem([pod(waiting=healable)]).permanent, healable
+    assert not start_problem([pod(scheduled=("Unschedulable", "0/3 nodes are available"))]).permanent
+
+
+def test_a_missing_service_account_is_named_and_permanent_other_refusals_may_heal():
+    said = ('Error creating: pods "r-1-x" is forbidden: error looking up service account ns/robot: '
+            'serviceaccount "robot" not found')
+    problem = pod_not_created("r-1", [event("FailedCreate", said, "2026-01-01T00:00:05Z")])
+    assert problem.reason == "PodNotCreated" and problem.permanent
+    assert problem.message.startswith("ServiceAccount 'robot' does not exist") and said in problem.message
+    quota = pod_not_created("r-1", [event("FailedCreate", "exceeded quota: compute", "2026-01-01T00:00:05Z")])
+    assert not quota.permanent and "exceeded quota" in quota.message
+    unknown = pod_not_created("r-1", [])
+    assert not unknown.permanent and "kubectl describe job r-1" in unknown.message
+
+
+def test_a_pods_newest_warning_names_what_its_status_does_not():
+    events = [event("FailedScheduling", "0/3 nodes are available", "2026-01-01T00:00:09Z"),  # said by PodScheduled
+              event("Scheduled", "assigned", "2026-01-01T00:00:02Z", "Normal"),
+              event("MissingClusterDNS", "falling back to Default", "2026-01-01T00:00:10Z"),  # it starts anyway
+              event("FailedCreatePodSandBox", "old", "2026-01-01T00:00:03Z"),
+              event("FailedCreatePodSandBox", "failed to create containerd task: OOM", "2026-01-01T00:00:08Z")]
+    problem = event_problem(events)
+    assert (problem.reason, problem.message) == ("FailedCreatePodSandBox", "failed to create containerd task: OOM")
+    assert not problem.permanent
+    assert event_problem([event("Scheduled", "assigned", "2026-01-01T00:00:02Z", "Normal")]) is None
+
+
+def test_a_pull_error_and_its_back_off_are_one_problem_for_a_retry():
+    assert same_problem("ErrImagePull", "ImagePullBackOff") and same_problem("Unschedulable", "Unschedulable")
+    assert not same_problem("Unschedulable", "ImagePullBackOff") and not same_problem(None, "Unschedulable")

@@ -315,3 +315,83 @@ def test_an_attempt_the_status_shows_waiting_to_start_is_not_timed_out_by_its_de
     assert r.status.phase == Phase.FAILED and r.status.attempts[0].reason == "ErrImageNeverPull"
     plan, ran = advance(run(), task=task(), attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
     assert ran.status.phase == Phase.TIMED_OUT
+
+
+def test_a_start_problem_no_wait_can_mend_fails_the_attempt_and_the_run_at_once():
+    from kubetasks.core.observe import StartProblem
+
+    t = task(retry={"maxAttempts": 3})
+    _, r = advance(run(), task=t)
+    never = StartProblem("ErrImageNeverPull", 'image "x:1" is not present', permanent=True)
+    plan, r = advance(r, task=t, attempts={1: obs(1, "active")}, start_problem=never,
+                      start_deadline=NOW + timedelta(seconds=300))  # the deadline is far: not waited for
+    assert plan.stop_job == "r1-1" and plan.start_attempt is None
+    assert r.status.phase == Phase.FAILED and r.status.attempt == 1 and r.status.attempts[0].reason == "ErrImageNeverPull"
+    assert "cannot start" in r.status.attempts[0].message
+    assert "cannot start until its Task changes" in r.status.conditions[0].message
+    assert r.status.error.type == "ErrImageNeverPull"
+
+
+def test_an_attempt_ended_by_maxduration_before_it_started_is_retried_then_never_timed_out():
+    """The issue's case: an Event said "retrying in 1s" and the run then ended TimedOut."""
+    from kubetasks.core.observe import StartProblem
+
+    t = task(retry={"maxAttempts": 2, "minDelay": "1s"}, maxDuration="10s")
+    _, r = advance(run(), task=t)
+    pull = StartProblem("ImagePullBackOff", 'Back-off pulling image "x:1"')
+    _, r = advance(r, task=t, attempts={1: obs(1, "active")}, start_problem=pull)
+    timed_out = {1: obs(1, "timed_out", reason="DeadlineExceeded")}  # its pod is gone: nothing to read
+    plan, r = advance(r, task=t, attempts=timed_out)
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].reason == "ImagePullBackOff"
+    assert any("retrying in 1s" in e.message for e in plan.events)
+    plan, r = advance(r, task=t, attempts=timed_out)  # the next look at the same Job
+    assert r.status.phase == Phase.RETRYING and plan.events == []
+    plan, r = advance(r, task=t, attempts=timed_out, now=NOW + timedelta(seconds=1))
+    assert plan.start_attempt == 2 and r.status.phase == Phase.RUNNING
+
+
+def test_a_retry_of_a_start_that_failed_fails_at_first_sight_unless_its_task_changed():
+    from kubetasks.api import Task
+    from kubetasks.core.observe import StartProblem
+
+    def gen(n):
+        return Task.model_validate({"metadata": {"name": "hello", "namespace": "ns", "generation": n},
+                                    "spec": {"image": "img:1", "retry": {"maxAttempts": 3, "minDelay": "1s"}}})
+
+    deadline = NOW + timedelta(seconds=300)
+    pull = StartProblem("ErrImagePull", "failed to pull: no such host")
+    _, r = advance(run(), task=gen(1))
+    assert r.status.attempts[0].task_generation == 1
+    _, r = advance(r, task=gen(1), attempts={1: obs(1, "active")},  # waits its deadline: it may heal
+                   start_problem=StartProblem("ImagePullBackOff", "Back-off"), start_deadline=deadline)
+    assert r.status.phase == Phase.RUNNING
+    _, r = advance(r, task=gen(1), attempts={1: obs(1, "active")}, start_problem=pull, now=deadline,
+                   start_deadline=deadline)
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].task_generation == 1
+    failed = {1: obs(1, "failed", reason="ErrImagePull")}
+    later = deadline + timedelta(seconds=5)
+    plan, r = advance(r, task=gen(1), attempts=failed, now=later)
+    assert plan.start_attempt == 2
+    retried = {**failed, 2: obs(2, "active", end=later)}
+    second = later + timedelta(seconds=300)
+    changed, _ = advance(r.model_copy(deep=True, update={"status": r.status.model_copy(deep=True, update={
+        "attempts": [r.status.attempts[0], r.status.attempts[1].model_copy(update={"task_generation": 2})]})}),
+        task=gen(2), attempts=retried, start_problem=pull, now=later + timedelta(seconds=20), start_deadline=second)
+    assert changed.status.phase == Phase.RUNNING and changed.stop_job is None  # a changed Task waits its deadline
+    plan, r = advance(r, task=gen(1), attempts=retried, start_problem=pull, now=later + timedelta(seconds=20),
+                      start_deadline=second)
+    assert plan.stop_job == "r1-2" and r.status.phase == Phase.RETRYING  # the same Task, the same problem
+    assert "as attempt 1 of the same Task did not" in r.status.attempts[1].message
+
+
+def test_an_attempt_last_seen_on_its_way_when_maxduration_ended_it_never_started():
+    """Its pod gone before it said why: the last look (on its way) says it did not start."""
+    from kubetasks.core.observe import NEVER_STARTED
+
+    t = task(retry={"maxAttempts": 2, "minDelay": "1s"}, maxDuration="8s")
+    _, r = advance(run(), task=t)
+    plan, r = advance(r, task=t, attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")},
+                      start_problem=NEVER_STARTED)
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].reason == "NotStarted"
+    plan, ran = advance(run(), task=t, attempts={1: obs(1, "timed_out", reason="DeadlineExceeded")})
+    assert ran.status.phase == Phase.TIMED_OUT  # nothing says it did not start: it ran

@@ -396,16 +396,16 @@ def test_what_kept_an_attempt_from_starting_stays_shown_while_its_job_ends():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
     w.op.runs.start_deadline = 600
     w.reconcile("r")
-    w.api.pods["r-1"] = [waiting_pod("ErrImageNeverPull")]
+    w.api.pods["r-1"] = [waiting_pod("ImagePullBackOff")]  # may heal: the start deadline lasts
     age_job(w, "r-1", 30)
     w.reconcile("r")
-    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+    assert w.status("r")["conditions"][0]["reason"] == "ImagePullBackOff"
     w.api.pods["r-1"] = []  # the Job's deadline passed: its pod is deleted before the Job says Failed
     w.api.update("Job", NS, "r-1", status={"failed": 1, "conditions": [
         {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}]})
     w.api.deliver(w.op.cache)
     w.reconcile("r")
-    assert w.status("r")["conditions"][0]["reason"] == "ErrImageNeverPull"
+    assert w.status("r")["conditions"][0]["reason"] == "ImagePullBackOff"
 
 
 def test_a_container_still_on_its_way_at_the_deadline_fails_and_no_look_is_set_in_the_past():
@@ -450,3 +450,32 @@ def test_the_first_jobs_post_is_timed_from_the_wake_up_of_its_run():
     assert observed() == 1
     total = REGISTRY.get_sample_value("kubetasks_job_start_latency_seconds_sum", {"task": "timed"})
     assert total is not None and 0.2 <= total < 5
+
+
+def test_a_job_refused_its_pod_for_a_missing_service_account_fails_the_run_at_its_first_look():
+    w = World(task(retry={"maxAttempts": 3}), taskrun("r"))
+    w.op.runs.start_deadline = 600
+    w.reconcile("r")
+    job_uid = w.api.objects[("Job", NS, "r-1")]["metadata"]["uid"]
+    w.api.object_events.append({"type": "Warning", "reason": "FailedCreate", "involvedObject": {"uid": job_uid},
+                                "message": 'Error creating: pods "r-1-" is forbidden: error looking up service '
+                                           'account ns/robot: serviceaccount "robot" not found'})
+    age_job(w, "r-1", 20)
+    w.reconcile("r")
+    assert ("list_by_fields", ("events", f"involvedObject.uid={job_uid}")) in w.api.calls
+    status = w.status("r")
+    assert status["phase"] == "Failed" and status["attempt"] == 1 and status["attempts"][0]["reason"] == "PodNotCreated"
+    assert "ServiceAccount 'robot' does not exist" in status["error"]["message"]
+    assert ("Job", NS, "r-1") not in w.api.objects
+
+
+def test_a_missing_service_account_is_found_by_looking_when_the_job_controllers_event_is_late():
+    w = World(task(retry={"maxAttempts": 3}, serviceAccountName="robot"), taskrun("r"))
+    w.op.runs.start_deadline = 600
+    w.reconcile("r")
+    age_job(w, "r-1", 20)
+    w.reconcile("r")
+    assert ("get", ("serviceaccounts", "robot")) in w.api.calls
+    status = w.status("r")
+    assert status["phase"] == "Failed" and status["attempts"][0]["reason"] == "PodNotCreated"
+    assert "ServiceAccount 'robot' does not exist" in status["error"]["message"]

@@ -101,7 +101,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # list: the Events of an attempt's Job or pod that has not started say why (a missing
+  # ServiceAccount, a pod sandbox that cannot be created), read by field selector
+  verbs: ["create", "patch", "list"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs to discover and follow resources. */}}

@@ -77,6 +77,7 @@ class AttemptRecord(Model):
     exit_code: int | None = None
     reason: str | None = Field(default=None, description="Succeeded, Error, OOMKilled, DeadlineExceeded, Sleeping...")
     message: str | None = None
+    task_generation: int | None = Field(default=None, description="The Task's generation the attempt was made from.")
 
 
 class StepRecord(Model):

@@ -43,7 +43,7 @@ from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
-from kubetasks.core.start_check import Look, judge_start, look_again, plan_start_check
+from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
@@ -246,7 +246,8 @@ class RunReconciler:
         core.start_check decides when its pods are read; here they are read when it says so, at
         most POD_READS_PER_SECOND in all."""
         current = attempts.get(max(attempts, default=0))
-        job = self.cache.jobs.get((run.namespace, current.job_name)) if current and current.state == "active" else None
+        job = (self.cache.jobs.get((run.namespace, current.job_name))
+               if current and current.state in ("active", "timed_out") else None)
         now = datetime.now(timezone.utc)
         name = current.job_name if current else ""
         last, shown = self._start_checks.get(name), start_problem_shown(run)
@@ -260,7 +261,11 @@ class RunReconciler:
             return check.problem, check.deadline, look_again(now, now + timedelta(seconds=random.uniform(1, 5)),
                                                              check.deadline)
         pods = await self._call("list_pods", run.namespace, f"job-name={name}")
-        look, again = judge_start(now, check, pods, name, last, shown)
+        reads = more_reads(now, check, job or {}, pods, task.spec.service_account_name if task else None)
+        events = await self._call("list_by_fields", kube.EVENTS, run.namespace, reads.events) if reads.events else []
+        no_account = reads.account if reads.account and not await self._call(
+            "get", kube.RESOURCES["ServiceAccount"], run.namespace, reads.account) else None
+        look, again = judge_start(now, check, pods, name, last, shown, events, no_account)
         self._start_checks[name] = look
         return look.seen, check.deadline, again
 

@@ -50,15 +50,30 @@ def _terminated(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
 @dataclass(frozen=True)
 class StartProblem:
     """Why an attempt's container has not started: the pod's waiting reason (ImagePullBackOff,
-    CreateContainerConfigError...) or why it is not scheduled (Unschedulable)."""
+    CreateContainerConfigError...), why it is not scheduled (Unschedulable), or what the pod's or
+    Job's Events say (FailedCreatePodSandBox, PodNotCreated). ``permanent``: it cannot heal
+    without a change to the Task (see :data:`PERMANENT`), so neither waiting nor a retry helps."""
 
     reason: str
     message: str
+    permanent: bool = False
 
 
-NEVER_STARTED = StartProblem("NotStarted", "its container was stopped before it started")
+NEVER_STARTED = StartProblem("NotStarted", "its container was still being created when its time ran out")
 # Waiting reasons of a container that is on its way: not a problem, however long they last.
 _STARTING = (None, "ContainerCreating", "PodInitializing")
+# Waiting reasons no wait and no retry can mend: the image name cannot be parsed, or it must not
+# be pulled and is not on the node. Everything else may heal on its own (a registry back, a Secret
+# created, a node added) and keeps the start deadline; PodNotCreated is permanent when its cause is
+# a missing ServiceAccount (:func:`pod_not_created`).
+PERMANENT = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+# Reasons that are one problem for a retry's comparison: kubelet alternates between them.
+_SAME = {"ErrImagePull": "ImagePullBackOff", "CreateContainerError": "CreateContainerConfigError"}
+
+
+def same_problem(a: str | None, b: str | None) -> bool:
+    """Whether two start problems' reasons name the same trouble (ErrImagePull is ImagePullBackOff)."""
+    return a is not None and b is not None and _SAME.get(a, a) == _SAME.get(b, b)
 
 
 def started(pods: list[dict[str, Any]]) -> bool:
@@ -80,11 +95,58 @@ def start_problem(pods: list[dict[str, Any]]) -> StartProblem | None:
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if cs.get("name") == "task" and waiting.get("reason") not in _STARTING:
-                return StartProblem(_reason(waiting["reason"]), str(waiting.get("message") or ""))
+                reason = _reason(waiting["reason"])
+                return StartProblem(reason, str(waiting.get("message") or ""), reason in PERMANENT)
         for c in status.get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False":
                 return StartProblem(_reason(c.get("reason") or "Unschedulable"), str(c.get("message") or ""))
     return None
+
+
+def _newest_warning(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def when(e: dict[str, Any]) -> str:
+        return str((e.get("series") or {}).get("lastObservedTime") or e.get("lastTimestamp") or e.get("eventTime")
+                   or (e.get("metadata") or {}).get("creationTimestamp") or "")
+    return max((e for e in events if e.get("type") == "Warning" and e.get("reason")), key=when, default=None)
+
+
+def event_problem(events: list[dict[str, Any]]) -> StartProblem | None:
+    """What a pod's Warning Events say keeps it from starting, when its container status does not:
+    a sandbox that could not be created (FailedCreatePodSandBox), a volume that could not be
+    mounted (FailedMount)... The newest Warning names it."""
+    event = _newest_warning([e for e in events if _blocks_start(str(e.get("reason") or ""))])
+    return StartProblem(_reason(event["reason"]), str(event.get("message") or "")) if event else None
+
+
+# Warnings the pod's status says better: the scheduler's verdict is its PodScheduled condition (an
+# old FailedScheduling outlives the pod's scheduling), a pull's is its waiting reason.
+_SAID_BY_STATUS = frozenset({"FailedScheduling", "Failed", "BackOff"})
+
+
+def _blocks_start(reason: str) -> bool:
+    """A kubelet Warning that keeps a pod from starting (FailedCreatePodSandBox, FailedMount,
+    FailedAttachVolume, NetworkNotReady...), not one it starts in spite of (MissingClusterDNS)."""
+    return (reason.startswith("Failed") or reason == "NetworkNotReady") and reason not in _SAID_BY_STATUS
+
+
+_NO_ACCOUNT = re.compile(r'serviceaccount "([^"]+)" not found', re.IGNORECASE)
+
+
+def pod_not_created(job_name: str, events: list[dict[str, Any]], no_account: str | None = None) -> StartProblem:
+    """Why the Job controller made no pod for a Job, from the Job's Events (FailedCreate) or the
+    ServiceAccount its pods run as, found missing (``no_account``). A missing ServiceAccount is
+    named, and permanent: the pod is refused until the Task names one that exists. Other
+    refusals (a quota, a policy) may heal."""
+    event = _newest_warning(events)
+    said = str(event.get("message") or "") if event else ""
+    found = _NO_ACCOUNT.search(said)
+    account = found.group(1) if found else no_account
+    if account:
+        return StartProblem("PodNotCreated", f"ServiceAccount {account!r} does not exist: the Job controller "
+                                             f"cannot create a pod for Job {job_name}" + (f" ({said})" if said else ""),
+                            permanent=True)
+    why = f": {said}" if said else f" (kubectl describe job {job_name} says why)"
+    return StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {job_name}{why}")
 
 
 def _reason(text: object) -> str:

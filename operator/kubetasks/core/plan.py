@@ -21,7 +21,7 @@ from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import AttemptObservation, StartProblem, slept_by_checkpoint
+from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
@@ -97,6 +97,7 @@ def plan_run(world: World) -> Plan:
         return plan
 
     status.attempt = max([status.attempt, *world.attempts])
+    world = replace(world, attempts={n: _never_started(world, o) for n, o in world.attempts.items()})
     for seen in world.attempts.values():
         if seen.reason == JOB_LOST and not any(a.attempt == seen.attempt and a.reason for a in status.attempts):
             plan.events.append(Event("Warning", JOB_LOST, seen.message or f"attempt {seen.attempt} was lost"))
@@ -137,17 +138,29 @@ def plan_run(world: World) -> Plan:
         status.wake_at = obs.report.wake_at if obs.report else now
         return _after_pause(plan, world)
     if obs.state == "timed_out":
-        waited = start_problem_shown(world.run)
-        if waited is not None:  # maxDuration counts what ran: this attempt never started
-            failed = replace(obs, state="failed", reason=waited.reason,
-                             message=f"its container did not start before maxDuration ({waited.reason})")
-            _record(status, failed)
-            return _after_failure(plan, world, failed)
         limit = f" ({world.task.spec.max_duration})" if world.task else ""
         status.error = ErrorInfo(type="DeadlineExceeded",
                                  message=f"attempt {obs.attempt} ran past maxDuration{limit} and was killed")
         return _finish(plan, world, Phase.TIMED_OUT, "TimedOut", status.error.message, end=obs.completion_time)
     return _after_failure(plan, world, obs)
+
+
+def _never_started(world: World, obs: AttemptObservation) -> AttemptObservation:
+    """An attempt its Job's deadline (maxDuration) ended, once its pod is gone, as what it was: a
+    failed start when the status showed its container not starting, or the last look saw it on
+    its way (``world.start_problem``), or the status already recorded it so (this reconcile and
+    every later one: a retry is then what follows, never TimedOut)."""
+    run = world.run
+    if obs.state != "timed_out":
+        return obs
+    known = next((a for a in run.status.attempts if a.attempt == obs.attempt), None)
+    if known is not None and known.reason not in (None, "DeadlineExceeded") and known.exit_code is None:
+        return replace(obs, state="failed", reason=known.reason, message=known.message)
+    waited = (start_problem_shown(run) or world.start_problem) if obs.attempt == run.status.attempt else None
+    if waited is None:
+        return obs
+    return replace(obs, state="failed", reason=waited.reason,
+                   message=f"its container did not start before maxDuration ({waited.reason})")
 
 
 def plan_failed(run: TaskRun, now: datetime, reason: str, message: str, status: TaskRunStatus | None = None) -> Plan:
@@ -210,23 +223,31 @@ def _start(plan: Plan, world: World, attempt: int) -> Plan:
     # Recorded with the write that says Running (one status write fewer); the Job's own times
     # replace these when the attempt ends.
     started = AttemptRecord(attempt=attempt, job_name=job_name(world.run.name, attempt),
-                            start_time=world.now.replace(microsecond=0))
+                            start_time=world.now.replace(microsecond=0),
+                            task_generation=world.task.metadata.get("generation"))  # type: ignore[arg-type]
     status.attempts = sorted([*(a for a in status.attempts if a.attempt != attempt), started],
                              key=lambda a: a.attempt)[-HISTORY:]
     return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {attempt} is running")
 
 
 def _not_started(plan: Plan, world: World, obs: AttemptObservation, problem: StartProblem) -> Plan:
-    """The attempt's container cannot start (no image, no Secret, no node...): said in the status
-    while the start deadline lasts, then a failed attempt with that reason, retried by policy."""
+    """The attempt's container cannot start (no image, no Secret, no node...). A problem no wait
+    can mend (``problem.permanent``) fails the attempt and the run at once. One that may heal is
+    said in the status while the start deadline lasts, then fails the attempt, retried by policy;
+    a retry made from the same Task that shows the same problem fails when it is seen: the wait
+    between attempts was its chance to heal."""
     what = f"{problem.reason}: {problem.message}" if problem.message else problem.reason
     deadline = world.start_deadline
-    if deadline is not None and world.now >= deadline:
+    again = _as_before(world.run, obs.attempt, problem)
+    if problem.permanent or again or (deadline is not None and world.now >= deadline):
         plan.stop_job = obs.job_name
+        when = ("cannot start" if problem.permanent
+                else f"did not start, as attempt {obs.attempt - 1} of the same Task did not" if again
+                else "did not start by the start deadline")
         failed = replace(obs, state="failed", reason=problem.reason, completion_time=world.now,
-                         message=f"its container did not start by the start deadline: {what}")
+                         message=f"its container {when}: {what}")
         _record(plan.status, failed)
-        return _after_failure(plan, world, failed)
+        return _after_failure(plan, world, failed, cannot_start=problem.permanent)
     message = f"attempt {obs.attempt} has not started: {what}"
     if deadline is not None:
         plan.requeue_at = deadline
@@ -237,13 +258,24 @@ def _not_started(plan: Plan, world: World, obs: AttemptObservation, problem: Sta
     return _waiting(plan, world, Phase.RUNNING, problem.reason, message)
 
 
+def _as_before(run: TaskRun, attempt: int, problem: StartProblem) -> bool:
+    """Whether the attempt before this one failed to start with the same problem, both made from
+    the same generation of the Task: nothing has changed that a full start deadline would wait for."""
+    records = {a.attempt: a for a in run.status.attempts}
+    before, now = records.get(attempt - 1), records.get(attempt)
+    return (before is not None and now is not None and before.exit_code is None
+            and same_problem(before.reason, problem.reason)
+            and before.task_generation is not None and before.task_generation == now.task_generation)
+
+
 def start_problem_shown(run: TaskRun) -> StartProblem | None:
     """The start problem the run's status shows for its running attempt, if it shows one: the
     status remembers it across operator restarts, and after the pods are gone."""
     shown = get_condition(run.status.conditions, SUCCEEDED)
     if run.status.phase != Phase.RUNNING or shown is None or shown.reason in ("Running", "TaskNotFound"):
         return None
-    return StartProblem(shown.reason, "")  # its message is the condition's own: not repeated
+    # Its message is the condition's own: not repeated.
+    return StartProblem(shown.reason, "", permanent=shown.reason in PERMANENT)
 
 
 def _after_pause(plan: Plan, world: World) -> Plan:
@@ -259,7 +291,9 @@ def _after_pause(plan: Plan, world: World) -> Plan:
                     f"attempt {status.attempt + 1} starts at {due.isoformat()}")
 
 
-def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
+def _after_failure(plan: Plan, world: World, obs: AttemptObservation, cannot_start: bool = False) -> Plan:
+    """A failed attempt: retried by policy, unless retrying cannot help (a permanent exit code, a
+    container that ``cannot_start`` or whose reason is a :data:`PERMANENT` start problem)."""
     status = plan.status
     if world.task is None and world.run.spec.retry is None:
         return _task_not_found(plan, world, status.phase)  # its retry policy is the Task's
@@ -272,11 +306,13 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation) -> Plan:
     status.error = ErrorInfo(type=(report.error_type if report else None) or obs.reason or "Error",
                              message=bounded(f"attempt {obs.attempt} failed: {detail}" + (f": {message}" if message else "")),
                              traceback=bounded(report.traceback, TRACEBACK_LIMIT, keep_end=True) if report and report.traceback else None)
+    cannot_start = cannot_start or (obs.exit_code is None and obs.reason in PERMANENT)
     permanent = obs.exit_code in policy.permanent_exit_codes
     retryable = (obs.reason if obs.reason == "OOMKilled" else "Error") in policy.retry_on
     failed = failures(status)
-    if permanent or not retryable or failed >= policy.max_attempts:
-        why = ("permanent failure" if permanent else "not retried" if not retryable
+    if cannot_start or permanent or not retryable or failed >= policy.max_attempts:
+        why = ("not retried: it cannot start until its Task changes" if cannot_start
+               else "permanent failure" if permanent else "not retried" if not retryable
                else f"all {policy.max_attempts} attempts failed")
         reason = JOB_LOST if obs.reason == JOB_LOST else "Failed"
         return _finish(plan, world, Phase.FAILED, reason, f"{status.error.message} ({why})", end=obs.completion_time)
@@ -340,6 +376,6 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
         return  # recorded when it started; nothing new until it ends
     record = AttemptRecord(attempt=obs.attempt, job_name=obs.job_name, start_time=obs.start_time,
                            completion_time=obs.completion_time, exit_code=obs.exit_code, reason=reason,
-                           message=message)
+                           message=message, task_generation=known.task_generation if known else None)
     others = [a for a in status.attempts if a.attempt != obs.attempt]
     status.attempts = sorted([*others, record], key=lambda a: a.attempt)[-HISTORY:]

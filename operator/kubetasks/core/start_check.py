@@ -8,7 +8,9 @@ on its way (ContainerCreating: kubelet's retries pass through it too), every
 still not started is a failed start all the same (:data:`~kubetasks.core.observe.NEVER_STARTED`).
 
 The reconciler reads the world (the Job, the last look, the status), asks :func:`plan_start_check`
-whether to read the pods, reads them when told, and asks :func:`judge_start` what they show.
+whether to read the pods, reads them when told, then what :func:`more_reads` asks for when the
+pods do not say why (the Job's or the pod's Events, the Task's ServiceAccount), and asks
+:func:`judge_start` what it all shows.
 Every time to look again is in the future: a time already past would re-queue the run at once, a
 hot loop.
 """
@@ -20,10 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubetasks.api.times import parse_time
-from kubetasks.core.observe import NEVER_STARTED, StartProblem, job_ending, job_ready, start_problem, started
+from kubetasks.core.observe import (
+    NEVER_STARTED, StartProblem, event_problem, job_ending, job_ready, pod_not_created, start_problem, started,
+)
 
 START_CHECK = 20.0  # seconds after its Job's pods were created before they are read, if none is ready
 START_CHECK_EVERY = 60.0  # seconds between reads once a problem is known (or the Job has no pods yet)
+EVENTS_AFTER = 2  # first waits after a pod was made, still on its way, before its Events are read too
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class Look:
     """The last read of an attempt's pods: when, and what kept its container from starting."""
     at: datetime
     seen: StartProblem | None
+    soon: bool = False  # look again soon all the same: its cause is not known yet
+    ran: bool = False  # its container had started (its Job may not say ready yet)
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,10 @@ def plan_start_check(now: datetime, job: dict[str, Any] | None, start_deadline: 
     if job is None or created is None or job_ready(job):
         return StartCheck(started=True)
     if job_ending(job):  # its pods are going: what was seen stands until the Job's outcome
-        return StartCheck(problem=(last.seen if last else None) or shown)
+        # Last seen on its way: its Job's deadline (maxDuration) ends a start, though the pod
+        # never said why (the look is forgotten once the Job is ready).
+        on_its_way = NEVER_STARTED if last is not None and not last.ran else None
+        return StartCheck(problem=(last.seen if last else None) or shown or on_its_way)
     deadline = created + timedelta(seconds=start_deadline)
     pods_made = parse_time((job.get("status") or {}).get("startTime"))
     if pods_made is None:  # the Job controller has not got to it: no pod to look at, nothing to blame
@@ -69,23 +79,59 @@ def plan_start_check(now: datetime, job: dict[str, Any] | None, start_deadline: 
         return StartCheck(deadline=deadline, again=look_again(now, pods_made + timedelta(seconds=first), deadline),
                           first=first)
     seen = last.seen if last else None
-    wait = timedelta(seconds=START_CHECK_EVERY if seen else max(1.0, first / 2))
+    wait = timedelta(seconds=START_CHECK_EVERY if seen and not (last and last.soon) else max(1.0, first / 2))
     # Looked lately (and, past the deadline, after it): what was seen still holds.
     if last and now < last.at + wait and (now < deadline or last.at >= deadline or seen):
         return StartCheck(problem=seen, deadline=deadline, again=look_again(now, last.at + wait, deadline), first=first)
     return StartCheck(problem=seen, deadline=deadline, read_pods=True, first=first)
 
 
+@dataclass(frozen=True)
+class Reads:
+    """What to read with the pods to say why they do not start (None: nothing)."""
+    events: str | None = None  # the field selector of the Events to list
+    account: str | None = None  # the ServiceAccount to get: does it exist?
+
+
+def more_reads(now: datetime, check: StartCheck, job: dict[str, Any], pods: list[dict[str, Any]],
+               account: str | None) -> Reads:
+    """Beyond the ``pods``: for a Job that has made none, its Events (FailedCreate says why: a
+    quota, a policy) and the ServiceAccount its pods run as (``account``, the Task's), since a
+    missing one is permanent and the Job controller's Event about it can come late on a busy
+    cluster; for a pod whose container is still on its way :data:`EVENTS_AFTER` first waits after
+    it was made, or at the deadline, its Events (FailedCreatePodSandBox, FailedMount...)."""
+    if not pods:
+        uid = (job.get("metadata") or {}).get("uid")
+        return Reads(f"involvedObject.uid={uid}" if uid else None, account)
+    return Reads(_pod_events(now, check, pods))
+
+
+def _pod_events(now: datetime, check: StartCheck, pods: list[dict[str, Any]]) -> str | None:
+    """The newest pod's Events when its status does not say why it has not started, and it is due."""
+    if started(pods) or start_problem(pods):
+        return None
+    pod = max(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+    meta = pod.get("metadata") or {}
+    made = parse_time(meta.get("creationTimestamp"))
+    due = (check.deadline is not None and now >= check.deadline) or (
+        made is not None and now >= made + timedelta(seconds=EVENTS_AFTER * check.first))
+    return f"involvedObject.uid={meta['uid']}" if due and meta.get("uid") else None
+
+
 def judge_start(now: datetime, check: StartCheck, pods: list[dict[str, Any]], job_name: str,
-                last: Look | None, shown: StartProblem | None) -> tuple[Look, datetime]:
-    """What the attempt's ``pods``, read now as ``check`` asked, show; and when to look again."""
+                last: Look | None, shown: StartProblem | None,
+                events: list[dict[str, Any]] | None = None, no_account: str | None = None) -> tuple[Look, datetime]:
+    """What the attempt's ``pods`` (and what :func:`more_reads` asked for: the ``events``, and
+    ``no_account``, the ServiceAccount found missing), read now as ``check`` asked, show; and
+    when to look again."""
     seen = last.seen if last else None
     # After a restart only the status remembers what was seen: its reason, not its message.
-    problem = start_problem(pods) or (None if started(pods) else seen or shown)
+    problem = start_problem(pods) or (None if started(pods) else event_problem(events or []) or seen or shown)
+    soon = False
     if not pods:  # its Job has tried for a while and made none
-        problem = StartProblem("PodNotCreated", f"the Job controller has not created a pod for Job {job_name} "
-                                                f"(kubectl describe job {job_name} says why)")
+        problem = pod_not_created(job_name, events or [], no_account)
+        soon = not events and not no_account  # the Job controller's Event (a missing ServiceAccount?) may be on its way
     elif problem is None and check.deadline is not None and now >= check.deadline and not started(pods):
         problem = NEVER_STARTED  # still on its way at the deadline: a start that failed all the same
-    again = START_CHECK_EVERY if problem else max(1.0, check.first / 2)
-    return Look(now, problem), look_again(now, now + timedelta(seconds=again), check.deadline)
+    again = START_CHECK_EVERY if problem and not soon else max(1.0, check.first / 2)
+    return Look(now, problem, soon, started(pods)), look_again(now, now + timedelta(seconds=again), check.deadline)
