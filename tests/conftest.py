@@ -199,14 +199,11 @@ class OperatorProcess:
     kill it at any moment and start it again, as a crash and a pod restart would."""
 
     def __init__(self, log_path: Path, namespaces: str = "", metrics_port: int = 0,
-                 env: dict[str, str] | None = None, dashboard_port: int = 0) -> None:
+                 env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self.namespaces = namespaces
         self.metrics_port = metrics_port
         self.env = env or {}
-        self.dashboard_url = f"http://127.0.0.1:{dashboard_port}" if dashboard_port else ""
-        if dashboard_port:
-            self.env.setdefault("KUBETASKS_DASHBOARD", f"127.0.0.1:{dashboard_port}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -242,8 +239,7 @@ def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[O
     """One operator for the session, watching every namespace, acting only on the objects of the
     session's instance (``INSTANCE``): an installed kubetasks may run beside it."""
     proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port(),
-                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)},
-                           dashboard_port=free_port())
+                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)})
     proc.start()
     yield proc
     proc.stop()

@@ -256,6 +256,15 @@ class Resource:
     group: str  # "" for the core group
     version: str
     plural: str
+    # Lists and watches answer only each object's metadata (PartialObjectMetadata, as client-go's
+    # metadata informers ask): the API server leaves the rest out, a ConfigMap's data say.
+    metadata_only: bool = False
+
+    def accept(self, listing: bool) -> str:
+        if not self.metadata_only:
+            return "application/json"
+        kind = "PartialObjectMetadataList" if listing else "PartialObjectMetadata"
+        return f"application/json;as={kind};g=meta.k8s.io;v=v1,application/json"
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
@@ -267,6 +276,7 @@ TASKS = Resource(GROUP, VERSION, "tasks")
 TASKRUNS = Resource(GROUP, VERSION, "taskruns")
 JOBS = Resource("batch", "v1", "jobs")
 CONFIGMAPS = Resource("", "v1", "configmaps")
+CONFIGMAP_METADATA = Resource("", "v1", "configmaps", metadata_only=True)
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
 
@@ -276,12 +286,13 @@ class Gone(Exception):
 
 
 def _request(method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
-             timeout: tuple[float, float] | None = None, content_type: str = "application/json") -> Any:
+             timeout: tuple[float, float] | None = None, content_type: str = "application/json",
+             accept: str = "application/json") -> Any:
     """A raw request; the response (unread, for streaming) when it is 2xx, else ApiException.
     The operator's requests take this path: the typed API's validation and model decoding cost
     more CPU than the request itself, and its lazily imported classes serialise threads."""
     client = api_client()
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": accept}
     if body is not None:
         headers["Content-Type"] = content_type
     _, url, headers, payload, _ = client.param_serialize(
@@ -299,7 +310,7 @@ def list_page(resource: Resource, namespace: str | None, label_selector: str = "
               continue_: str | None = None) -> dict[str, Any]:
     """One page of a list (``items``, ``metadata.resourceVersion``, ``metadata.continue``)."""
     response = _request("GET", resource.path(namespace), {
-        "labelSelector": label_selector, "limit": limit, "continue": continue_})
+        "labelSelector": label_selector, "limit": limit, "continue": continue_}, accept=resource.accept(listing=True))
     return cast(dict[str, Any], json.loads(response.read()))
 
 
@@ -334,7 +345,8 @@ def watch(resource: Resource, namespace: str | None, label_selector: str, resour
     try:
         response = _request("GET", resource.path(namespace), {
             "watch": "true", "labelSelector": label_selector, "resourceVersion": resource_version,
-            "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds))
+            "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds),
+            accept=resource.accept(listing=False))
     except ApiException as e:
         if e.status == 410:
             raise Gone(e.reason or "resourceVersion too old") from e

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubetasks.api.taskrun import StepRecord
+from kubetasks.api.times import api_time, format_time, parse_time
 
 log = logging.getLogger("kubetasks.protocol")
 
@@ -105,7 +106,7 @@ class Report:
         if not isinstance(body, dict) or body.get("kubetasks") != 1:
             return None
         error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
-        outcome, wake_at = body.get("outcome"), _time(body.get("wakeAt"))
+        outcome, wake_at = body.get("outcome"), api_time(body.get("wakeAt"))
         if outcome == "sleeping" and wake_at is None:
             return cls(outcome="failed", error_type=INVALID_REPORT,
                        error_message="the task reported a durable sleep without a valid wakeAt")
@@ -125,15 +126,6 @@ INVALID_REPORT = "InvalidReport"  # a report the runtime would never write (a fo
 
 def _text(value: Any, limit: int) -> str | None:
     return None if value is None else str(value)[:limit]
-
-
-def _time(value: Any) -> datetime | None:
-    """An ISO time as an aware datetime (UTC when it names no zone); None when it is not one."""
-    try:
-        parsed = datetime.fromisoformat(str(value)) if value else None
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=timezone.utc) if parsed and parsed.tzinfo is None else parsed
 
 
 # -- step checkpoints -----------------------------------------------------------------------------
@@ -167,18 +159,6 @@ def configmap_key(scoped_key: str) -> str:
     digest = hashlib.sha256(scoped_key.encode()).hexdigest()[:_DIGEST]
     room = CONFIGMAP_KEY_LIMIT - len(KEY_PREFIX) - _DIGEST - 1
     return f"{KEY_PREFIX}{readable[:room]}-{digest}"
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, as Kubernetes writes times."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -227,10 +207,10 @@ class Checkpoint:
                 result=body.get("result"),
                 attempt=int(body.get("attempt") or 0),
                 duration_seconds=float(duration) if duration is not None else None,
-                completed_at=_parse_time(body.get("completedAt")),
+                completed_at=parse_time(body.get("completedAt")),
                 kind=str(body.get("kind") or "run"),
-                wake_at=_parse_time(body.get("wakeAt")),
-                started_at=_parse_time(body.get("startedAt")),
+                wake_at=parse_time(body.get("wakeAt")),
+                started_at=parse_time(body.get("startedAt")),
             )
         except (ValueError, TypeError):
             return None
@@ -253,12 +233,14 @@ def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
 
 
 def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STEPS_LIMIT) -> list[StepRecord]:
-    """The steps to show in TaskRun status, oldest first; pending sleeps last. When there are more
-    than ``limit`` (the status holds 200), the most recent are kept."""
+    """The steps to show in TaskRun status, oldest first; pending sleeps last, with their wake
+    time (which also tells the operator an attempt slept when its pod is gone). When there are
+    more than ``limit`` (the status holds 200), the most recent are kept."""
     records = parse_checkpoints(data).values()
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [
-        StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at)
+        StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at,
+                   wake_at=None if r.completed else r.wake_at)
         for r in ordered[-limit:] if limit > 0
     ]

@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright) against the real
-cluster: the pages of the session operator's dashboard through ``kubetasks dashboard --url`` (the
-local proxy that performs actions as the user), and once the whole path of a user: the chart
-installed, ``kubetasks dashboard`` port-forwarding to its pod.
+cluster: ``kubetasks dashboard`` started as a user would, with a kubeconfig for the identity under
+test (the admin's for the pages; ServiceAccount tokens for what a user may not see or do), and the
+operator installed by the chart serving nothing to a raw port-forward.
 
 Screenshots of every page go to the test's tmp_path, and to $KUBETASKS_SCREENSHOTS when set
 (docs/screenshots/ holds the README's). Install chromium with hack/chromium.sh; in CI a missing
@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import (INSTANCE, KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, REQUIRE_CLUSTER, TASK_IMAGE, apply, free_port,
-                            get, kubectl, wait_until)
+from tests.conftest import (INSTANCE, INSTANCE_LABEL, KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, REQUIRE_CLUSTER,
+                            TASK_IMAGE, apply, get, kubectl, kubectl_run, label, wait_until)
 
 pytestmark = pytest.mark.cluster
 CHROMIUM = os.environ.get("KUBETASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -86,13 +86,14 @@ def shot(tmp_path: Path) -> Any:
 # ---------------------------------------------------------------- the CLI's proxy, as a user starts it
 
 class Dashboard:
-    """``kubetasks dashboard ... --no-open`` as a subprocess; ``url`` is the URL it printed."""
+    """``kubetasks dashboard ... --no-open`` as a subprocess; ``url`` is the URL it printed. It
+    shows the session's instance only (``-l``): other sessions' runs are not this test's business."""
 
     def __init__(self, *args: str, kubeconfig: str = KUBECONFIG) -> None:
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "KUBECTL": KUBECTL, "PYTHONPATH": str(REPO / "operator")}
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(REPO / "operator")}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from kubetasks.cli.main import main; sys.exit(main())",
-             "dashboard", "--no-open", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "dashboard", "--no-open", "-l", f"{INSTANCE_LABEL}={INSTANCE}", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -119,7 +120,7 @@ class Dashboard:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()  # its SIGTERM handler stops the proxy and the port-forward
+            self.proc.terminate()  # its SIGTERM handler stops the server and the informers
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -178,8 +179,6 @@ def runs(cluster: str, operator: Any) -> Iterator[str]:
     """A namespace with: 4 runs of a Task on kwok nodes; a run of the steps example on the real
     node (payload, steps, logs); a run that fails at once with a two-line error; a cron Task; a
     long sleeper for the cancel tests."""
-    if not operator.dashboard_url:
-        pytest.fail("the session operator serves no dashboard (conftest gives it KUBETASKS_DASHBOARD)")
     ns = f"kt-dashboard-{uuid.uuid4().hex[:5]}"
     kubectl("create", "namespace", ns)
     kubectl("label", "namespace", ns, "kubetasks.io/test=true")
@@ -200,13 +199,33 @@ def runs(cluster: str, operator: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def admin_url(runs: str, operator: Any) -> Iterator[str]:
-    """The proxy of a user with the admin kubeconfig, in front of the session operator's dashboard."""
-    proxy = Dashboard("--url", operator.dashboard_url)
+def admin_url(runs: str) -> Iterator[str]:
+    """``kubetasks dashboard`` of a user with the admin kubeconfig (every namespace)."""
+    dashboard = Dashboard()
     try:
-        yield proxy.url()
+        yield dashboard.url()
     finally:
-        proxy.stop()
+        dashboard.stop()
+
+
+READ_RULES = [  # what a namespace's viewer may read: the dashboard needs no more
+    ("kubetasks.io", "tasks,taskruns", "get,list,watch"), ("", "events,pods,configmaps", "get,list,watch"),
+    ("", "pods/log", "get")]
+
+
+def viewer(namespace: str, account: str, path: Path, extra: list[tuple[str, str, str]] = ()) -> str:
+    """A ServiceAccount that may read ``namespace``'s runs, Tasks, Events, pods and logs (and
+    ``extra``), nothing elsewhere; its token kubeconfig (context namespace ``namespace``)."""
+    kubectl("create", "serviceaccount", account, "-n", namespace)
+    rules = [{"apiGroups": [g], "resources": r.split(","), "verbs": v.split(",")} for g, r, v in [*READ_RULES, *extra]]
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": account, "namespace": namespace}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": account, "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}]))
+    return token_kubeconfig(path, namespace, account)
 
 
 # ---------------------------------------------------------------- the pages
@@ -305,11 +324,10 @@ def test_the_tasks_pages_show_schedules_rates_and_durations(page, shot, runs, ad
     shot(page, "task")
 
 
-def test_actions_are_done_as_the_user(page, shot, runs, admin_url, operator, tmp_path):
-    """Cancel and trigger go through the user's proxy, with the user's identity: a token without
-    rights gets the API server's 403 on the page and changes nothing; the admin's cancel works."""
-    kubectl("create", "serviceaccount", "nobody", "-n", runs)
-    proxy = Dashboard("--url", operator.dashboard_url, kubeconfig=token_kubeconfig(tmp_path / "nobody.kubeconfig", runs, "nobody"))
+def test_actions_are_done_as_the_user(page, shot, runs, admin_url, tmp_path):
+    """Cancel and trigger are done by ``kubetasks dashboard`` with the user's identity: a viewer
+    (read rights only) gets the API server's 403 on the page and changes nothing; the admin's works."""
+    proxy = Dashboard(kubeconfig=viewer(runs, "nobody", tmp_path / "nobody.kubeconfig"))
     try:
         nobody = proxy.url()
         page.goto(at(nobody, f"/runs/{runs}/sleeper-1"))
@@ -356,7 +374,7 @@ def test_actions_are_done_as_the_user(page, shot, runs, admin_url, operator, tmp
     wait_until(f"{name} Succeeded", lambda: phase(runs, name) == "Succeeded", timeout=120)
 
 
-# ---------------------------------------------------------------- the whole path: chart, port-forward, proxy
+# ---------------------------------------------------------------- it reads as you
 
 def http_get(url: str) -> tuple[int, str]:
     try:
@@ -366,46 +384,146 @@ def http_get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def test_kubetasks_dashboard_port_forwards_to_the_installed_operator(cluster, tmp_path):
-    from tests.integration.test_helm import helm, CHART, pods, ready
+SECRET = "the payload of namespace B, for its readers only"
+
+
+def test_a_user_sees_nothing_of_a_namespace_they_may_not_read(page, shot, runs, tmp_path):
+    """A ServiceAccount with read rights (and pods/portforward) in namespace A only: its dashboard
+    shows A's runs and nothing of B's, in the page, its API, its run, log and Task URLs."""
+    b = f"kt-dashboard-b-{uuid.uuid4().hex[:5]}"
+    kubectl("create", "namespace", b)
+    try:
+        apply([task("secret-task", command=["true"], **KWOK_PLACEMENT), run("b-1", "secret-task", {"secret": SECRET})], b)
+        wait_until("b-1 finished", lambda: phase(b, "b-1") in FINISHED, timeout=120)
+        alice = Dashboard(kubeconfig=viewer(runs, "alice", tmp_path / "alice.kubeconfig",
+                                            [("", "pods/portforward", "create")]))
+        try:
+            url = alice.url()
+            assert f"namespace {runs} only" in "".join(alice.stderr)
+            page.goto(at(url, "/"))
+            page.wait_for_selector(f'[data-run="{runs}/kw-1"]')
+            assert f"namespace {runs} only" in page.inner_text("#scope")
+            shown = rows(page)
+            assert shown and all(r.startswith(f"{runs}/") for r in shown), shown
+            namespaces = page.eval_on_selector_all("#filter-namespace option", "os => os.map(o => o.value)")
+            assert b not in namespaces and b not in page.content()
+            shot(page, "isolation")
+            base = base_of(url)
+            page.goto(f"{base}/?namespace={b}")
+            assert rows(page) == [] and page.inner_text("#runs-total") == "0"
+            listed = page.evaluate("fetch('/api/runs?limit=500').then(r => r.text())")
+            assert b not in listed and SECRET not in listed and json.loads(listed)["total"] >= 7
+            # B's objects answer as objects that do not exist there: nothing tells them apart.
+            for path, status, name in ((f"/runs/{b}/b-1", 403, "b-1"), (f"/runs/{b}/b-1/attempts/1/log", 403, "b-1"),
+                                       (f"/tasks/{b}/secret-task", 404, "secret-task")):
+                answer = page.goto(base + path)
+                text = page.content()
+                assert answer.status == status and SECRET not in text, (path, answer.status)
+                absent = page.goto(base + path.replace(name, "no-such-name"))
+                assert absent.status == status and page.content() == text.replace(name, "no-such-name"), path
+            page.goto(f"{base}/tasks")
+            assert b not in page.content()
+            # Its own namespace's run page, logs and Events read as it: all there.
+            page.goto(f"{base}/runs/{runs}/steps-1")
+            assert "side effect: step-1" in page.locator('[data-testid="attempt-log"] pre.log').first.inner_text()
+            assert page.locator('[data-testid="event-row"]').count() >= 1
+        finally:
+            alice.stop()
+        # The same user's kubectl says the same: forbidden.
+        said = kubectl_run("--kubeconfig", str(tmp_path / "alice.kubeconfig"), "get", "taskruns", "-n", b)
+        assert said.returncode != 0 and "forbidden" in said.stderr
+    finally:
+        kubectl("delete", "namespace", b, "--wait=false", check=False)
+
+
+def test_a_user_who_may_read_no_runs_is_told_so(runs, tmp_path):
+    kubectl("create", "serviceaccount", "stranger", "-n", runs)
+    stranger = Dashboard(kubeconfig=token_kubeconfig(tmp_path / "stranger.kubeconfig", runs, "stranger"))
+    assert stranger.proc.wait(timeout=60) == 1
+    wait_until("its message", lambda: "may not list" in "".join(stranger.stderr), timeout=10)
+    assert f"nor in namespace {runs}" in "".join(stranger.stderr)
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+DEPTH = 9_990  # about the deepest JSON the API server takes: 10,000 levels in all
+
+
+def test_a_10000_deep_payloads_page_renders_in_a_second_in_bounded_memory(page, runs):
+    """The API server takes JSON nested 10,000 deep; pretty-printing such a payload whole would take
+    200 MB (and took the operator's dashboard down): cut first, its page is small and quick."""
+    text = json.dumps(label(run("deep-1", "no-such-task", "__deep__"))).replace(
+        '"__deep__"', '{"a":' * DEPTH + "1" + "}" * DEPTH)  # written without recursion
+    created = kubectl_run("create", "-n", runs, "-f", "-", input=text)
+    assert created.returncode == 0, created.stderr
+    dashboard = Dashboard()
+    try:
+        url = dashboard.url()
+        wait_until("deep-1 listed", lambda: f"{runs}/deep-1" in http_get(at(url, f"/api/runs?namespace={runs}"))[1])
+        page.goto(at(url, f"/?namespace={runs}"))  # warm: the page's code paths and the browser's cookie
+        pid = dashboard.proc.pid
+        before = rss_kib(pid)
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) from now on
+        started = time.perf_counter()
+        answer = page.goto(f"{base_of(url)}/runs/{runs}/deep-1")
+        took = time.perf_counter() - started
+        assert answer.status == 200 and page.inner_text("#run-name") == "deep-1"
+        assert "shown cut" in page.inner_text('[data-testid="value-cut"]')
+        peak, after = rss_kib(pid, "VmHWM"), rss_kib(pid)
+        print(f"deep payload page: {took * 1000:.0f} ms; dashboard RSS {before // 1024} MiB before, "
+              f"{after // 1024} MiB after, peak {peak // 1024} MiB")
+        assert took < 1.0
+        assert peak - before < 50 * 1024 and after - before < 50 * 1024
+    finally:
+        dashboard.stop()
+
+
+# ---------------------------------------------------------------- the operator serves nothing
+
+def test_a_raw_port_forward_to_the_installed_operator_shows_nothing(cluster):
+    from tests.integration.test_helm import CHART, helm, pods, ready
 
     release = f"kt-{uuid.uuid4().hex[:6]}"
     system, watched = f"{release}-system", f"{release}-apps"
     installed = False
+    forward = None
     try:
         for ns in (system, watched):
             kubectl("create", "namespace", ns)
         helm("install", release, CHART, "-n", system, "--set", f"watchNamespaces={{{watched}}}",
              "--set", f"instanceID={release}", "--wait", "--timeout", "4m")
         installed = True
-        wait_until("the operator pod Ready", lambda: any(ready(p) for p in pods(system, release)), timeout=120)
-        apply(task("hello", command=["true"], **KWOK_PLACEMENT), watched, instance=release)
-        apply(run("hello-1", "hello"), watched, instance=release)
+        pod = wait_until("the operator pod Ready", lambda: next((p for p in pods(system, release) if ready(p)), None),
+                         timeout=120)
+        env = {e["name"] for c in pod["spec"]["containers"] for e in c.get("env") or []}
+        assert "KUBETASKS_DASHBOARD" not in env
+        ports = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports") or []}
+        assert ports <= {"health", "metrics"}, ports
+        apply([task("hello", command=["true"], **KWOK_PLACEMENT), run("hello-1", "hello", {"secret": SECRET})],
+              watched, instance=release)
 
-        port = free_port()
-        proxy = Dashboard("-n", system, "--port", str(port))
-        try:
-            url = proxy.url()
-            assert url.startswith(f"http://127.0.0.1:{port}/?token=")
-            status, body = http_get(url)
-            assert status == 200 and "kubetasks" in body and 'id="runs-table"' in body, body[:500]
-            wait_until("hello-1 listed through the port-forward",
-                       lambda: f"{watched}/hello-1" in http_get(url)[1], timeout=60)
-            assert http_get(base_of(url) + "/")[0] == 401  # without the token: nothing
-        finally:
-            proxy.stop()
-
-        # A user who may read the pods but not port-forward to them: a clear refusal, exit 1.
-        kubectl("create", "serviceaccount", "viewer", "-n", system)
-        kubectl("create", "role", "pod-reader", "-n", system, "--verb=get,list", "--resource=pods")
-        kubectl("create", "rolebinding", "viewer", "-n", system, "--role=pod-reader",
-                f"--serviceaccount={system}:viewer")
-        viewer = Dashboard("-n", system, kubeconfig=token_kubeconfig(tmp_path / "viewer.kubeconfig", system, "viewer"))
-        assert viewer.proc.wait(timeout=60) == 1
-        wait_until("its message", lambda: "pods/portforward" in "".join(viewer.stderr), timeout=10)
-        said = "".join(viewer.stderr)
-        assert "may not port-forward" in said and "forbidden" in said.lower(), said
+        for port in (8081,):  # where the operator's dashboard listened
+            forward = subprocess.Popen([KUBECTL, "--kubeconfig", KUBECONFIG, "port-forward", "-n", system,
+                                        f"pod/{pod['metadata']['name']}", f":{port}"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            line = forward.stdout.readline() if forward.stdout else ""
+            assert line.startswith("Forwarding from 127.0.0.1:"), line
+            local = int(line.split(":")[1].split()[0])
+            with pytest.raises((urllib.error.URLError, ConnectionError, OSError)) as refused:
+                http_get(f"http://127.0.0.1:{local}/")
+            assert SECRET not in str(refused.value)
+            forward.terminate()
+            _, err = forward.communicate(timeout=20)
+            assert "connection refused" in err, err
+            forward = None
     finally:
+        if forward is not None:
+            forward.kill()
         if installed:
             helm("uninstall", release, "-n", system, "--wait", check=False)
         for ns in (system, watched):

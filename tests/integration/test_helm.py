@@ -1,6 +1,7 @@
 """The Helm chart on the real cluster: install namespace-scoped with two replicas under the
-`restricted` Pod Security Standard, run TaskRuns, fail the leader over, uninstall; and the
-least-privilege RBAC, NetworkPolicy and admission policy it renders."""
+`restricted` Pod Security Standard and OpenShift's OwnerReferencesPermissionEnforcement, run
+TaskRuns, fail the leader over, uninstall; and the least-privilege RBAC, NetworkPolicy and
+admission policy it renders."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import (CACHE, KUBECONFIG, REPO, VERSIONS, apply, kubectl, lease_holder, run_until_finished,
-                            wait_until)
+from tests.conftest import (CACHE, KUBECONFIG, REPO, TASK_IMAGE, VERSIONS, apply, component_pid, get, kubectl,
+                            kubectl_run, lease_holder, run_until_finished, wait_until)
 
 pytestmark = pytest.mark.cluster
 HELM = str(CACHE / "bin" / f"helm-{VERSIONS['HELM_VERSION']}" / "helm")
@@ -39,9 +41,76 @@ def ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions", []))
 
 
+OWNER_REFS = "OwnerReferencesPermissionEnforcement"
+EXAMPLES_PATH = "/app/operator:/app/examples/python"
+
+
+def admission_plugins() -> set[str] | None:
+    """The admission plugins the local kube-apiserver runs with, from its command line; None when
+    it is no process of this machine (hack/cluster/up.sh writes its pid file)."""
+    try:
+        args = (Path("/proc") / str(component_pid("kube-apiserver")) / "cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    flag = b"--enable-admission-plugins="
+    return {p for a in args if a.startswith(flag) for p in a[len(flag):].decode().split(",")}
+
+
+def owner_references_enforced() -> None:
+    """Waits until kube-apiserver runs with OwnerReferencesPermissionEnforcement (hack/cluster/up.sh
+    turns it on; a cluster started before that gets it at its next restart), then until it is
+    ready. A cluster elsewhere is left to the behavioural test below."""
+    wait_until(f"kube-apiserver running with {OWNER_REFS} (hack/cluster/up.sh)",
+               lambda: (found := admission_plugins()) is None or OWNER_REFS in found, timeout=300, interval=2)
+    wait_until("the API server ready", lambda: kubectl("get", "--raw", "/readyz", check=False) == "ok", timeout=120)
+
+
+def test_owner_references_need_the_owners_finalizers_and_the_chart_grants_them(cluster, crds, namespace):
+    """The plugin as OpenShift runs it: whoever creates a child with blockOwnerDeletion on a
+    TaskRun needs update on taskruns/finalizers, which is what the chart grants its operator."""
+    owner_references_enforced()
+    account = "maker"
+    as_maker = f"--as=system:serviceaccount:{namespace}:{account}"
+    # Labelled for no operator: nobody reconciles it; it is only an owner.
+    apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": "owner"},
+           "spec": {"taskRef": "none"}}, namespace, instance=f"nobody-{uuid.uuid4().hex[:6]}")
+    uid = get("taskrun", "owner", namespace)["metadata"]["uid"]
+    kubectl("create", "serviceaccount", account, "-n", namespace)
+    kubectl("create", "role", "jobs", "--verb=create", "--resource=jobs.batch", "-n", namespace)
+    kubectl("create", "rolebinding", "jobs", "--role=jobs", f"--serviceaccount={namespace}:{account}", "-n", namespace)
+
+    def job(block: bool) -> str:
+        ref = {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "name": "owner", "uid": uid,
+               "controller": True, "blockOwnerDeletion": block}
+        return json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": "child", "namespace": namespace, "ownerReferences": [ref]}, "spec": {"suspend": True, "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": IMAGE}]}}}})
+
+    def create_job(block: bool) -> subprocess.CompletedProcess[str]:
+        return kubectl_run(as_maker, "create", "--dry-run=server", "-f", "-", input=job(block))
+
+    wait_until("the maker may create Jobs", lambda: create_job(False).returncode == 0)
+    denied = create_job(True)
+    assert denied.returncode and "blockOwnerDeletion" in denied.stderr, denied.stderr
+    # The chart's own rule for the owners' finalizers is what lets it through.
+    rules = [r for d in render() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "r-kubetasks"
+             for r in d["rules"] if "taskruns/finalizers" in r["resources"]]
+    assert rules == [{"apiGroups": ["kubetasks.io"], "resources": ["tasks/finalizers", "taskruns/finalizers"],
+                      "verbs": ["update"]}], rules
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "finalizers"},
+         "rules": rules}))
+    kubectl("create", "rolebinding", "finalizers", "--role=finalizers", f"--serviceaccount={namespace}:{account}",
+            "-n", namespace)
+    wait_until("the maker may set blockOwnerDeletion", lambda: create_job(True).returncode == 0)
+
+
 def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
     # The release is an operator instance of its own: the session's operator keeps running beside
-    # it, and each acts only on the objects labelled for it.
+    # it, and each acts only on the objects labelled for it. Every child it makes (Jobs, ConfigMaps,
+    # a run's identity) carries blockOwnerDeletion: under OwnerReferencesPermissionEnforcement
+    # (OpenShift's default), each create needs the chart's right to update the owner's finalizers.
+    owner_references_enforced()
     release = f"kt-{uuid.uuid4().hex[:6]}"
     system = f"{release}-system"
     installed = False
@@ -75,6 +144,16 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
                         "machine": {"preset": "micro"}}}, namespace, instance=release)
         assert run_until_finished(namespace, "hello-1", "hello", instance=release) == "Succeeded"
+        # A runtime task: its own ServiceAccount, Role and RoleBinding, its checkpoint ConfigMap and
+        # a Job per attempt, all owned by the run; a durable sleep in between.
+        apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleeper"},
+               "spec": {"image": TASK_IMAGE, "imagePullPolicy": "Never", "entrypoint": "kubetasks_examples.sleeper:sleeper",
+                        "env": [{"name": "PYTHONPATH", "value": EXAMPLES_PATH}]}}, namespace, instance=release)
+        apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": "sleeper-1"},
+               "spec": {"taskRef": "sleeper", "payload": {"seconds": 2}}}, namespace, instance=release)
+        slept = wait_until("sleeper-1 finished", lambda: (s := get("taskrun", "sleeper-1", namespace).get("status") or {})
+                           .get("phase") in ("Succeeded", "Failed", "Cancelled", "TimedOut") and s, timeout=240)
+        assert slept["phase"] == "Succeeded" and slept["result"]["attempt"] == 2, slept
         table = kubectl("get", "taskruns", "-n", namespace)
         assert table.split()[:4] == ["NAME", "TASK", "PHASE", "ATTEMPT"], table
         assert "hello-1" in table and "Succeeded" in table
@@ -90,7 +169,7 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         print(f"failover after deleting the leader pod: {time.monotonic() - deleted:.1f}s")
         assert run_until_finished(namespace, "hello-2", "hello", instance=release) == "Succeeded"
         jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-o", "json"))["items"]
-        assert sorted(j["metadata"]["name"] for j in jobs) == ["hello-1-1", "hello-2-1"]
+        assert sorted(j["metadata"]["name"] for j in jobs) == ["hello-1-1", "hello-2-1", "sleeper-1-1", "sleeper-1-2"]
         assert {j["metadata"]["labels"].get("kubetasks.io/instance") for j in jobs} == {release}
 
         helm("uninstall", release, "-n", system, "--wait", "--timeout", "2m")

@@ -1,19 +1,25 @@
 """Logs that outlive pods: `kubetasks logs` prints a finished attempt's log after its Job (and
-pod) were deleted by their TTL, from the ConfigMap the operator kept, which goes with the run."""
+pod) were deleted by their TTL, from the ConfigMap the operator kept, which goes with the run;
+and the kept logs of a namespace stay within its budget, the oldest deleted first."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import KWOK_PLACEMENT, apply, get, kubectl, wait_until
+from tests.conftest import (INSTANCE, KUBECONFIG, KUBECTL, KWOK_PLACEMENT, OperatorProcess, apply, free_port, get,
+                            kubectl, scrape, wait_until)
 from tests.integration.test_cli import cli, one_line_error
 from tests.integration.test_taskruns import task, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
 
-KEEP = 262144  # the session operator's KUBETASKS_LOG_KEEP_BYTES: the default
+KEEP = 16384  # the session operator's KUBETASKS_LOG_KEEP_BYTES: the default
 JOB_TTL = 5  # seconds: the Jobs go soon after their attempt, the operator has read the log by then
 # Attempt 1 prints a first line, more than KEEP bytes of filler and a last line, then fails;
 # attempt 2 prints three lines and succeeds.
@@ -84,3 +90,113 @@ def test_a_run_with_no_pod_and_no_kept_log_says_so(namespace, operator):
     assert configmap(namespace, "quiet-1-1-log") is None
     error = one_line_error(cli("logs", "quiet-1", "-n", namespace))
     assert "its pod is gone and the operator kept none" in error
+
+
+# The budget ---------------------------------------------------------------------------------------
+
+KEPT_LOGS = "app.kubernetes.io/managed-by=kubetasks,kubetasks.io/attempt"  # core.logs.KEPT_LOG_SELECTOR
+RUNS = 200
+BUDGET = 2**20  # bytes per namespace: about 68 of the 200 runs' 15 KiB tails
+# 1 MiB of 1 KiB lines, then a line that names the run: its kept tail is the last 15 whole lines.
+LOUD = """
+import os, sys
+sys.stdout.write(("x" * 1023 + "\\n") * 1023)
+print(os.environ["KUBETASKS_RUN"] + " " + "y" * (1022 - len(os.environ["KUBETASKS_RUN"])))
+"""
+
+
+class ConfigMapEvents:
+    """Every event of the namespace's kept logs, from `kubectl get --watch` (not the operator's own
+    client): when each was created and which were deleted."""
+
+    def __init__(self, namespace: str, path: Path) -> None:
+        self.path = path
+        self.out = open(path, "wb")
+        self.proc = subprocess.Popen([KUBECTL, "--kubeconfig", KUBECONFIG, "get", "configmaps", "-n", namespace, "-l",
+                                      KEPT_LOGS, "--watch", "--output-watch-events", "-o", "json"],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        text, at, found = self.path.read_text(), 0, []
+        decoder = json.JSONDecoder()
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                return found
+            try:
+                event, at = decoder.raw_decode(text, at)
+            except json.JSONDecodeError:
+                return found  # the last one is still being written
+            found.append((event["type"], event["object"]["metadata"]))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.out.close()
+
+
+def kept_logs(namespace: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl("get", "configmaps", "-n", namespace, "-l", KEPT_LOGS, "-o", "json"))["items"]
+
+
+def data_bytes(configmap: dict[str, Any]) -> int:
+    return sum(len(v.encode()) for v in (configmap.get("data") or {}).values())
+
+
+def test_kept_logs_stay_within_the_namespace_budget_and_the_oldest_are_evicted(namespace, tmp_path: Path):
+    """200 runs on the real node each print 1 MiB; 16 KiB of each is kept (the default), under a
+    1 MiB budget: the ConfigMaps' data, measured, stay within it, and those gone are the oldest."""
+    instance = f"{INSTANCE}-budget"  # an operator of its own (the budget is its setting), beside the session's
+    op = OperatorProcess(tmp_path / "operator.log", namespaces=namespace, metrics_port=free_port(),
+                         env={"KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_LOG_BUDGET_BYTES": str(BUDGET),
+                              "KUBETASKS_START_DEADLINE_SECONDS": "600"})
+    watch = ConfigMapEvents(namespace, tmp_path / "configmaps.json")
+    op.start()
+    started = time.monotonic()
+    try:
+        loud = task("loud", LOUD, ttlSecondsAfterFinished=30, retry={"maxAttempts": 1}, concurrency=40,
+                    machine={"cpu": "20m", "memory": "64Mi"})  # many at once on the 2-core node
+        apply([loud, *(taskrun(f"loud-{i:03d}", "loud") for i in range(RUNS))], namespace, instance)
+
+        def finished() -> dict[str, int] | None:
+            runs = json.loads(kubectl("get", "taskruns", "-n", namespace, "-o", "json"))["items"]
+            counts: dict[str, int] = {}
+            for run in runs:
+                phase = (run.get("status") or {}).get("phase", "")
+                counts[phase] = counts.get(phase, 0) + 1
+            ended = sum(n for p, n in counts.items() if p in {"Succeeded", "Failed", "TimedOut"})
+            return counts if ended == RUNS else None
+        done = wait_until("every run finished", finished, timeout=420, interval=5)  # within pytest-timeout
+        assert done == {"Succeeded": RUNS}, done
+
+        def settled() -> list[dict[str, Any]] | None:
+            added = {m["uid"] for t, m in watch.events() if t == "ADDED"}
+            left = kept_logs(namespace)
+            return left if len(added) == RUNS and sum(map(data_bytes, left)) <= BUDGET else None
+        left = wait_until("every run's log kept, and the namespace's within its budget", settled, timeout=120)
+        seconds = time.monotonic() - started
+        events = watch.events()
+    finally:
+        watch.stop()
+        metrics = scrape(op.metrics_port) if op.proc and op.proc.poll() is None else {}
+        op.stop()
+        print(f"operator log: {op.log_path}")
+
+    created = {m["uid"]: m for t, m in events if t == "ADDED"}
+    deleted = {m["uid"] for t, m in events if t == "DELETED"}
+    survivors = {c["metadata"]["uid"] for c in left}
+    kept_bytes = sum(map(data_bytes, left))
+    log_bytes = {data_bytes(c) for c in left}
+    print(f"{RUNS} runs printed 1 MiB each; {len(created)} logs kept, {len(deleted)} evicted, {len(left)} left "
+          f"holding {kept_bytes} bytes of data (budget {BUDGET}; {sorted(log_bytes)} each) after {seconds:.0f}s")
+    assert len(created) == RUNS and deleted | survivors == set(created) and not deleted & survivors
+    assert log_bytes == {15 * 1024}  # the last 15 whole 1 KiB lines: 16 KiB, cut at a line start
+    assert BUDGET - 15 * 1024 < kept_bytes <= BUDGET  # within the budget, and no more evicted than needed
+    # The oldest went: none of those evicted was created after one that stays (seconds resolution).
+    assert max(created[u]["creationTimestamp"] for u in deleted) <= min(created[u]["creationTimestamp"] for u in survivors)
+    assert all(c["data"]["log"].endswith(c["metadata"]["labels"]["kubetasks.io/run"] + " " + "y" * (
+        1022 - len(c["metadata"]["labels"]["kubetasks.io/run"])) + "\n") for c in left)  # each its own run's tail
+    samples = {s.name: s.value for f in metrics.values() for s in f if s.labels.get("namespace") == namespace}
+    assert samples.get("kubetasks_kept_log_bytes") == kept_bytes and samples.get("kubetasks_kept_logs") == len(left)
+    assert samples.get("kubetasks_kept_log_evictions_total") == len(deleted)

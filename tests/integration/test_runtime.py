@@ -6,10 +6,12 @@ import base64
 import hashlib
 import json
 import os
+import signal
 
 import pytest
 
 from tests.conftest import TASK_IMAGE, apply, create, get, kubectl, wait_until
+from tests.integration.test_faults import operator_restored
 from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -70,6 +72,24 @@ def test_a_durable_sleep_holds_no_pod(namespace, operator):
     s = wait_phase(namespace, "sleeper-1", FINISHED, timeout=120)
     assert s["phase"] == "Succeeded" and s["attempt"] == 2
     assert [a["reason"] for a in s["attempts"]] == ["Sleeping", "Succeeded"]
+
+
+@pytest.mark.faults
+def test_a_sleep_whose_pod_is_gone_before_the_operator_reads_it_still_sleeps(namespace, operator):
+    # The operator is paused while attempt 1 sleeps, ends and its pod is deleted: the termination
+    # message that says "sleeping" is never read. The checkpoint says it: not Succeeded mid-sleep.
+    apply([sdk_task("sleeper", "kubetasks_examples.sleeper:sleeper"),
+           taskrun("sleeper-1", "sleeper", payload={"seconds": 20})], namespace)
+    wait_phase(namespace, "sleeper-1", "Running", timeout=60)  # its Job exists: created before this write
+    with operator_restored(operator):
+        assert operator.proc is not None
+        os.killpg(operator.proc.pid, signal.SIGSTOP)
+        kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/sleeper-1-1", "--timeout=120s")
+        kubectl("delete", "pods", "-n", namespace, "-l", "job-name=sleeper-1-1", "--wait=true", "--timeout=60s")
+    s = wait_phase(namespace, "sleeper-1", {"Sleeping", *FINISHED}, timeout=60)
+    assert s["phase"] == "Sleeping" and s["wakeAt"] and s["attempts"][0]["reason"] == "Sleeping", s
+    s = wait_phase(namespace, "sleeper-1", FINISHED, timeout=120)
+    assert s["phase"] == "Succeeded" and s["attempt"] == 2 and s["result"]["attempt"] == 2, s
 
 
 def test_trigger_and_wait_returns_the_typed_result(namespace, operator):

@@ -17,9 +17,12 @@ from typing import Any
 
 from kubetasks import kube
 from kubetasks.controller.cache import Cache
+from kubetasks.core.logs import is_kept_log
 
 Body = dict[str, Any]
-WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs"}
+WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
+# What the operator's informers select of a kind (a label selector), when not all of it.
+SELECTED = {"ConfigMap": is_kept_log}
 PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap"}
 
 
@@ -147,7 +150,8 @@ class FakeApi:
         self.pending = []
         for kind, store in WATCHED.items():
             target = getattr(cache, store)
-            target.replace([target.slim(copy.deepcopy(o)) for k, o in self.objects.items() if k[0] == kind])
+            target.replace([target.slim(copy.deepcopy(o)) for k, o in self.objects.items()
+                            if k[0] == kind and SELECTED.get(kind, bool)(o)])
 
     def created(self, kind: str = "Job") -> list[str]:
         return [name for k, name in self.made if k == kind]
@@ -158,5 +162,5 @@ class FakeApi:
         return copy.deepcopy(obj)
 
     def _queue(self, kind: str, type_: str, obj: Body) -> None:
-        if kind in WATCHED:
+        if kind in WATCHED and SELECTED.get(kind, bool)(obj):
             self.pending.append((kind, type_, copy.deepcopy(obj)))

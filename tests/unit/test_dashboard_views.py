@@ -3,6 +3,7 @@ at 10,000 runs), the pages' HTML (hostile names and payloads escaped, empty stat
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -341,3 +342,72 @@ def test_pages_survive_any_json_where_a_run_or_task_is_expected(spec, status, me
     views.task_page(body, [body], summary, NOW)
     views.tasks_page([(body, summary)], NOW)
     select_runs([body, run("r")], parse_query({"tag": "x", "after": "2026-01-01"}))
+
+
+# Values cut before they are formatted -------------------------------------------------------
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """A value ``depth`` objects deep, built without recursion (as the API server allows 10,000)."""
+    value = leaf
+    for i in range(depth):
+        value = {"a": value} if i % 2 else [value]
+    return value
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=20), inner, max_size=30),
+    max_leaves=400)
+
+
+def depth_of(value: Any) -> int:
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d + 1)
+            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, st.integers(1, 12), st.integers(0, 4000))
+def test_clip_bounds_depth_and_size_and_keeps_what_fits(value, max_depth, max_bytes):
+    shown, cut = views.clip(value, max_depth, max_bytes)
+    text = json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False)
+    assert depth_of(shown) <= max_depth
+    assert len(text) <= max_bytes + 100 + 60 * max_depth  # the markers' slack: one a level at most
+    if not cut:  # nothing cut: the value as it was
+        assert shown == value
+
+
+def test_a_10000_deep_payload_renders_small_and_fast_with_a_note():
+    deep = nested(10_000)
+    started = time.perf_counter()
+    html = views.pretty_json(deep, "The payload")
+    assert time.perf_counter() - started < 0.05
+    assert len(html) < 5_000 and 'data-testid="value-cut"' in html and "The payload is shown cut" in html
+    assert "nested deeper than 20 levels" in html
+
+
+def test_a_huge_payload_is_cut_to_about_the_shown_bytes():
+    wide = {f"key{i:05d}": "x" * 1000 for i in range(5_000)}  # 5 MB
+    shown, cut = views.clip(wide)
+    text = json.dumps(shown, indent=2)
+    assert cut and len(text) <= views.SHOWN_BYTES + 2048 and shown[views.CUT].endswith("more keys")
+    long = views.clip("y" * 1_000_000)[0]
+    assert long.endswith(views.CUT) and len(long) <= views.SHOWN_BYTES
+    assert views.clip({"a": [1, 2, {"b": "c"}]}) == ({"a": [1, 2, {"b": "c"}]}, False)
+
+
+def test_a_run_page_with_deep_and_huge_values_is_bounded():
+    body = run("deep", phase="Failed", error={"type": "E", "message": "m" * 500_000, "traceback": "t\n" * 300_000},
+               result=nested(10_000, "x" * 100))
+    body["spec"]["payload"] = nested(10_000)
+    started = time.perf_counter()
+    html = views.run_page(body, RunDetails(), NOW)
+    assert time.perf_counter() - started < 0.2
+    assert len(html) < 4 * views.SHOWN_BYTES and html.count('data-testid="value-cut"') == 3
+    task = {"metadata": {"name": "t", "namespace": "ns"}, "spec": {"payload": nested(10_000)}}
+    page = views.task_page(task, [], views.task_summary(task, [], NOW), NOW)
+    assert "default payload is shown cut" in page

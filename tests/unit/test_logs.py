@@ -4,6 +4,7 @@ run's expense)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import given
@@ -11,11 +12,18 @@ from hypothesis import strategies as st
 
 from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
+from prometheus_client import REGISTRY
+
+from kubetasks.controller.cache import Cache
+from kubetasks.controller.kept_logs import log_keep_bytes
+from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
 from kubetasks.core.logs import (
-    ANNOTATION_BYTES, ANNOTATION_POD, ANNOTATION_TRUNCATED, LOG_KEY, keep_tail, kept_log, last_pod, lines_to_fill,
-    log_tail, log_window, read_again, render_attempt_log,
+    ANNOTATION_BYTES, ANNOTATION_POD, ANNOTATION_TRUNCATED, DEFAULT_BUDGET_BYTES, DEFAULT_KEEP_BYTES,
+    KEPT_LOG_SELECTOR, LOG_KEY, age, evictions, is_kept_log, keep_tail, kept_log, kept_size, last_pod, lines_to_fill,
+    log_tail, log_window, read_again, render_attempt_log, slim_kept_log,
 )
-from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_RUN_UID, attempt_log_name, job_name
+from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN_UID, MANAGER, attempt_log_name, job_name
+from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
 UID = "0123456789abcdef-uid"
@@ -169,7 +177,7 @@ def test_a_restarted_operator_does_not_read_a_kept_log_again():
     reads = len(calls(w, "read_log"))
     w.restart()
     w.settle("r")
-    assert len(calls(w, "read_log")) == reads and calls(w, "get")[-1] == ("configmaps", "r-1-log")
+    assert len(calls(w, "read_log")) == reads and not calls(w, "get")  # the kept logs' informer knows it
 
 
 def test_what_is_remembered_of_a_run_goes_when_it_finishes_or_is_deleted():
@@ -180,16 +188,16 @@ def test_what_is_remembered_of_a_run_goes_when_it_finishes_or_is_deleted():
     w.settle("r", "s")
     assert w.status("r")["phase"] == "Retrying" and w.status("s")["phase"] == "Succeeded"
     uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
-    assert set(w.op.runs._logs_kept) == {uid}  # the finished run's went with its next reconcile
+    assert set(w.op.runs.logs._kept) == {uid}  # the finished run's went with its next reconcile
     w.api.remove(("TaskRun", NS, "r"))
     w.api.deliver(w.op.cache)
-    assert not w.op.runs._logs_kept
+    assert not w.op.runs.logs._kept
 
 
 def test_a_restart_before_the_log_was_kept_keeps_it():
     w = World(task(retry={"maxAttempts": 2, "minDelay": "1h"}), taskrun("r"))
     w.settle("r")
-    w.op.runs.log_keep_bytes = 0  # as if the operator died between the status write and the log
+    w.op.runs.logs.keep_bytes = 0  # as if the operator died between the status write and the log
     finish(w, "r-1", ok=False, log=b"boom\n")
     w.settle("r")
     assert w.status("r")["phase"] == "Retrying" and kept(w, "r-1") is None
@@ -262,7 +270,7 @@ def test_a_busy_api_server_does_not_make_a_node_logless():
 
 def test_a_log_larger_than_the_bound_keeps_its_end_and_says_so():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 1000
+    w.op.runs.logs.keep_bytes = 1000
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"".join(b"line %05d\n" % i for i in range(5000)))
     w.settle("r")
@@ -276,7 +284,7 @@ def test_a_log_larger_than_the_bound_keeps_its_end_and_says_so():
 
 def test_a_log_of_long_lines_is_read_again_for_its_end():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 1000
+    w.op.runs.logs.keep_bytes = 1000
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"".join(b"%04d" % i + b"x" * 995 + b"\n" for i in range(100)))
     w.settle("r")
@@ -286,8 +294,166 @@ def test_a_log_of_long_lines_is_read_again_for_its_end():
 
 def test_no_log_is_read_when_keeping_is_off():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
-    w.op.runs.log_keep_bytes = 0
+    w.op.runs.logs.keep_bytes = 0
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"hello\n")
     w.settle("r")
     assert not calls(w, "read_log") and not calls(w, "list_pods")  # a plain command's success: nothing read
+
+
+# The budget: pure ---------------------------------------------------------------------------------
+
+def test_the_defaults_keep_a_small_tail_within_a_namespace_budget_and_0_is_no_budget():
+    assert DEFAULT_KEEP_BYTES == log_keep_bytes(None) == 16384 and log_keep_bytes("0") == 0
+    assert log_keep_bytes(str(10**9)) == 900 * 1024  # what a ConfigMap holds
+    assert DEFAULT_BUDGET_BYTES == log_budget_bytes("") == 64 * 2**20 and log_budget_bytes("0") == 0
+
+
+def meta_log(name: str, created: str, size: int | None) -> dict[str, Any]:
+    notes = {} if size is None else {ANNOTATION_BYTES: str(size)}
+    return {"metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "creationTimestamp": created,
+                         "annotations": notes}}
+
+
+def test_the_oldest_go_first_by_creation_time_then_name_until_the_rest_fit():
+    logs = [meta_log("c", "2026-01-01T00:00:01Z", 10), meta_log("b", "2026-01-01T00:00:02Z", 10),
+            meta_log("a", "2026-01-01T00:00:02Z", 10), meta_log("d", "2026-01-01T00:00:03Z", 10)]
+    assert [b["metadata"]["name"] for b in evictions(logs, 25)] == ["c", "a"]
+    assert evictions(logs, 40) == [] and evictions(logs, 0) == []  # 0: no budget
+    assert [b["metadata"]["name"] for b in evictions(logs, 5)] == ["c", "a", "b", "d"]  # none fits: none stays
+
+
+def test_a_configmap_that_does_not_say_its_size_is_not_counted_nor_evicted():
+    logs = [meta_log("old", "2026-01-01T00:00:01Z", None), meta_log("new", "2026-01-01T00:00:02Z", 30),
+            {**meta_log("bad", "2026-01-01T00:00:00Z", None), "metadata": {
+                **meta_log("bad", "2026-01-01T00:00:00Z", None)["metadata"], "annotations": {ANNOTATION_BYTES: "x"}}}]
+    assert kept_size(logs[0]) is None and kept_size(logs[2]) is None
+    assert [b["metadata"]["name"] for b in evictions(logs, 20)] == ["new"]
+
+
+sizes = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 100)), max_size=30)
+
+
+@given(sizes, st.integers(0, 1500))
+def test_what_is_evicted_is_the_fewest_oldest_logs_that_bring_the_rest_within_the_budget(spec, budget):
+    logs = [meta_log(f"l{i}", f"2026-01-01T00:00:0{second}Z", size) for i, (second, size) in enumerate(spec)]
+    evicted = evictions(logs, budget)
+    ordered = sorted(logs, key=age)
+    assert evicted == ordered[:len(evicted)]  # a prefix of the oldest
+    left = sum(kept_size(b) or 0 for b in ordered[len(evicted):])
+    if budget:
+        assert left <= budget
+        assert not evicted or left + (kept_size(evicted[-1]) or 0) > budget  # not one more than needed
+    else:
+        assert not evicted
+
+
+def test_the_store_holds_a_kept_logs_metadata_and_size_never_its_text():
+    job = {"metadata": {"name": "r-2", "labels": {LABEL_RUN_UID: UID, LABEL_ATTEMPT: "2", LABEL_MANAGED_BY: MANAGER}}}
+    cm = render_attempt_log(run_model(), job, 2, "r-2-abcde", "x" * 5000, True)
+    cm["metadata"].update(uid="u", creationTimestamp="2026-01-01T00:00:00Z", resourceVersion="7")
+    slim = slim_kept_log(cm)
+    assert set(slim) == {"metadata"} and kept_size(slim) == 5000 and age(slim) == ("2026-01-01T00:00:00Z", "r-2-log")
+    assert slim["metadata"]["annotations"] == {ANNOTATION_BYTES: "5000"} and "labels" not in slim["metadata"]
+    assert is_kept_log(cm) and KEPT_LOG_SELECTOR == "app.kubernetes.io/managed-by=kubetasks,kubetasks.io/attempt"
+    assert not is_kept_log({"metadata": {"labels": {LABEL_MANAGED_BY: MANAGER}}})  # a claim, checkpoints
+
+
+def test_the_kept_logs_informer_asks_for_metadata_only():
+    assert kube.CONFIGMAP_METADATA.accept(listing=True).startswith(
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,")
+    assert kube.CONFIGMAP_METADATA.accept(listing=False).startswith("application/json;as=PartialObjectMetadata;")
+    assert kube.CONFIGMAPS.accept(listing=True) == "application/json"
+
+
+# The budget: the reconciler and the fake API ---------------------------------------------------
+
+def sample(name: str, ns: str = NS) -> float | None:
+    return REGISTRY.get_sample_value(name, {"namespace": ns})
+
+
+def kept_logs_world(n: int, budget: int) -> World:
+    w = World(task(retry={"maxAttempts": 1}), *(taskrun(f"r{i}") for i in range(n)))
+    w.op.runs.logs.configmaps.budget = budget
+    w.settle(*(f"r{i}" for i in range(n)), rounds=1)
+    return w
+
+
+def finish_runs(w: World, runs: range) -> None:
+    for i in runs:
+        finish(w, f"r{i}-1", ok=True, log=b"x" * 99 + b"\n")  # 100 bytes kept each
+        w.settle(f"r{i}", rounds=1)
+
+
+def evict(w: World) -> None:
+    asyncio.run(w.op.runs.logs.configmaps.evict(NS))
+    w.api.deliver(w.op.cache)
+
+
+def test_past_the_budget_the_oldest_kept_logs_are_deleted_with_their_uid_as_precondition():
+    w = kept_logs_world(5, budget=250)
+    evicted_before = sample("kubetasks_kept_log_evictions_total") or 0
+    finish_runs(w, range(5))
+    configmaps = w.op.runs.logs.configmaps
+    assert sample("kubetasks_kept_log_bytes") == 500 and sample("kubetasks_kept_logs") == 5
+    assert len(configmaps.queue) == 1  # the namespace, once
+    uids = {f"r{n}-1-log": w.api.objects[("ConfigMap", NS, f"r{n}-1-log")]["metadata"]["uid"] for n in range(5)}
+    deletes: list[tuple[str, str | None]] = []
+    real_delete = w.api.delete
+    w.api.delete = lambda resource, ns, name, uid=None: (deletes.append((name, uid)), real_delete(resource, ns, name, uid))[1]
+    evict(w)
+    assert [kept(w, f"r{i}-1") is not None for i in range(5)] == [False, False, False, True, True]
+    assert deletes == [(n, uids[n]) for n in ("r0-1-log", "r1-1-log", "r2-1-log")]
+    assert not configmaps._evicting  # the watch showed them gone
+    assert sample("kubetasks_kept_log_bytes") == 200 == configmaps.kept_bytes(NS)
+    assert sample("kubetasks_kept_log_evictions_total") == evicted_before + 3
+
+
+def test_a_log_being_deleted_is_not_judged_again_before_the_watch_shows_it_gone():
+    w = kept_logs_world(3, budget=150)
+    finish_runs(w, range(3))
+    asyncio.run(w.op.runs.logs.configmaps.evict(NS))  # the DELETED events not delivered yet
+    asyncio.run(w.op.runs.logs.configmaps.evict(NS))
+    assert [a[1] for f, a in w.api.calls if f == "delete"] == ["r0-1-log", "r1-1-log"]  # not r0 twice, nor r2
+
+
+def test_within_the_budget_or_without_one_nothing_is_deleted():
+    for budget in (300, 0):
+        w = kept_logs_world(3, budget=budget)
+        finish_runs(w, range(3))
+        assert not len(w.op.runs.logs.configmaps.queue)
+        evict(w)
+        assert all(kept(w, f"r{i}-1") for i in range(3)) and not calls(w, "delete")
+
+
+def test_a_restarted_operator_knows_the_bytes_kept_before_and_evicts_past_a_smaller_budget():
+    w = kept_logs_world(4, budget=0)
+    finish_runs(w, range(4))
+    w.restart()
+    configmaps = w.op.runs.logs.configmaps
+    assert configmaps.kept_bytes(NS) == 400 and len(configmaps.queue) == 0  # no budget: nothing queued
+    w.op = type(w.op)(api=w.api)
+    w.op.runs.logs.configmaps.budget = 100
+    w.api.relist(w.op.cache)  # listed afresh, under a budget of 100 bytes
+    assert len(w.op.runs.logs.configmaps.queue) == 1
+    evict(w)
+    assert [kept(w, f"r{i}-1") is not None for i in range(4)] == [False, False, False, True]
+
+
+def test_the_budget_is_per_namespace():
+    api, cache = FakeApi(), Cache()
+    logs = ConfigMapLogs(cache, api)
+    logs.budget = 150
+    for ns, n in (("a", 2), ("b", 1)):
+        for i in range(n):
+            api.add({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"r{i}-1-log", "namespace": ns, "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_ATTEMPT: "1"},
+                "annotations": {ANNOTATION_BYTES: "100"}}, "data": {LOG_KEY: "x" * 100}})
+    api.deliver(cache)
+    assert (logs.kept_bytes("a"), logs.kept_bytes("b")) == (200, 100) and len(logs.queue) == 1  # "a" only
+    asyncio.run(logs.evict("a"))
+    asyncio.run(logs.evict("b"))
+    api.deliver(cache)
+    assert [a for f, a in api.calls if f == "delete"] == [("configmaps", "r0-1-log")]
+    assert (logs.kept_bytes("a"), logs.kept_bytes("b")) == (100, 100)
+    assert sample("kubetasks_kept_log_bytes", "a") == 100 and sample("kubetasks_kept_logs", "b") == 1

@@ -1,6 +1,10 @@
 """Reading an attempt off its Job and pods: what keeps a container from starting."""
 
-from kubetasks.core.observe import job_ending, job_ready, observe_attempt, start_problem
+from datetime import datetime, timezone
+
+from kubetasks.api import StepRecord
+from kubetasks.core.observe import job_ending, job_ready, observe_attempt, slept_by_checkpoint, start_problem
+from kubetasks.protocol import Report
 
 
 def pod(*, waiting: str | None = None, running: bool = False, scheduled: tuple[str, str] | None = None) -> dict:
@@ -59,3 +63,26 @@ def test_a_job_past_its_deadline_is_ending_and_its_pods_say_nothing_of_a_start()
     assert job_ending({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}})
     assert job_ending({"status": {"failed": 1}})
     assert not job_ending({"status": {"active": 1}})
+
+
+def test_a_completed_attempt_without_its_report_slept_when_the_checkpoint_says_a_sleep_it_began_is_pending():
+    job = {"metadata": {"name": "r-2", "labels": {"kubetasks.io/attempt": "2"}},
+           "status": {"startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:05Z",
+                      "conditions": [{"type": "Complete", "status": "True"}]}}
+    gone = observe_attempt(job, [])  # the pod was garbage-collected before it was read
+    assert (gone.state, gone.report) == ("succeeded", None)
+    wake = datetime(2026, 1, 1, 1, tzinfo=timezone.utc)
+    done = StepRecord(name="fetch", attempt=1, completed_at=datetime(2025, 12, 31, tzinfo=timezone.utc))
+    pending = StepRecord(name="nap", attempt=1, wake_at=wake)  # begun by attempt 1, woken early in 2: slept again
+    slept = slept_by_checkpoint(gone, [done, pending])
+    assert (slept.state, slept.report.outcome, slept.report.wake_at) == ("sleeping", "sleeping", wake)
+    # A pending sleep that woke before this attempt started is not this attempt's: it was skipped.
+    skipped = StepRecord(name="nap", attempt=1, wake_at=datetime(2025, 12, 31, 23, tzinfo=timezone.utc))
+    assert slept_by_checkpoint(gone, [done, skipped]) is gone
+    assert slept_by_checkpoint(gone, None) is gone and slept_by_checkpoint(gone, []) is gone
+    # Another attempt followed it: a success would have ended the run, so it slept, its sleep since over.
+    assert slept_by_checkpoint(gone, [done], followed=True).state == "sleeping"
+    # What the termination message says, when it was read, stands.
+    reported = observe_attempt(job, [{"status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
+        "exitCode": 0, "message": Report("succeeded", result=1).encode()}}}]}}])
+    assert slept_by_checkpoint(reported, [pending]) is reported

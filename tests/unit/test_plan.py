@@ -2,7 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
-from kubetasks.api import Phase, Task, TaskRun
+from kubetasks.api import Phase, StepRecord, Task, TaskRun
 from kubetasks.core.children import lost
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.plan import World, bounded, plan_failed, plan_run
@@ -199,6 +199,35 @@ def test_durable_sleep_does_not_count_as_a_failure():
     done = {**sleeping, 2: obs(2, "succeeded", end=wake + timedelta(seconds=1))}
     _, r = advance(r, task=t, attempts=done, now=wake + timedelta(seconds=1))
     assert r.status.phase == Phase.SUCCEEDED
+
+
+def test_a_sleep_whose_pod_went_before_its_report_was_read_is_known_from_the_checkpoint():
+    t = task(entrypoint="app:nap", retry={"maxAttempts": 1})
+    _, r = advance(run(), task=t)
+    wake = NOW + timedelta(minutes=5)
+    fetched = StepRecord(name="fetch", attempt=1, duration_seconds=0.2, completed_at=NOW - timedelta(seconds=2))
+    nap = StepRecord(name="nap", attempt=1, wake_at=wake)
+    no_report = {1: obs(1, "succeeded")}  # its Job is Complete; its pod was gone: no termination message
+    plan, r = advance(r, task=t, attempts=no_report, steps=[fetched, nap])
+    assert r.status.phase == Phase.SLEEPING and r.status.wake_at == wake and plan.requeue_at == wake
+    assert r.status.attempts[-1].reason == "Sleeping" and r.status.completion_time is None
+    plan, r = advance(r, task=t, attempts=no_report, steps=[fetched, nap], now=wake)
+    assert plan.start_attempt == 2  # woken on time, not a failure (maxAttempts 1)
+    woke = StepRecord(name="nap", attempt=2, duration_seconds=300.0, completed_at=wake + timedelta(seconds=1))
+    done = {**no_report, 2: obs(2, "succeeded", end=wake + timedelta(seconds=2))}
+    _, r = advance(r, task=t, attempts=done, steps=[fetched, woke], now=wake + timedelta(seconds=2))
+    assert r.status.phase == Phase.SUCCEEDED
+    assert [a.reason for a in r.status.attempts] == ["Sleeping", "Succeeded"]  # attempt 1's entry stays a sleep
+
+
+def test_without_a_sleep_the_checkpoint_leaves_a_reportless_success_a_success():
+    t = task(entrypoint="app:nap")
+    _, r = advance(run(), task=t)
+    # A sleep left pending by an earlier attempt that this one skipped woke before this one started.
+    stale = StepRecord(name="nap", attempt=1, wake_at=NOW - timedelta(minutes=1))
+    for steps in ([], [stale], None):
+        _, done = advance(r, task=t, attempts={1: obs(1, "succeeded")}, steps=steps)
+        assert done.status.phase == Phase.SUCCEEDED
 
 
 def test_restart_after_job_creation_but_before_status_write_adopts_the_job():

@@ -30,6 +30,26 @@ def test_a_run_leaving_its_slot_wakes_the_next_in_line_only():
     assert after_run_change(run("a", "Running", 1), None, None, runs) == []  # no limit: nobody waits
 
 
+def test_a_woken_run_that_leaves_before_taking_its_slot_passes_the_wake_up_on_at_once():
+    # One slot, just freed: q1 was woken for it; q2 waits behind it.
+    q1, q2 = run("q1", "Queued", created="2026-01-01T00:00:01Z"), run("q2", "Queued", created="2026-01-01T00:00:02Z")
+    assert runs_to_wake(1, [q1, q2]) == ["q1"]
+    after = lambda: [q2]  # noqa: E731  # the runs of the Task once q1 is gone
+    assert after_run_change(q1, None, 1, after) == ["q2"]  # deleted
+    cancelled = run("q1", "Cancelled")
+    assert after_run_change(q1, cancelled, 1, lambda: [cancelled, q2]) == ["q2"]
+    deleting = {**q1, "metadata": {**q1["metadata"], "deletionTimestamp": "2026-01-01T00:01:00Z"}}
+    assert after_run_change(q1, deleting, 1, lambda: [deleting, q2]) == ["q2"]
+    # It took the slot: nobody else may start.
+    started = run("q1", "Running", 1)
+    assert after_run_change(q1, started, 1, lambda: [started, q2]) == []
+    # Still waiting (a status write, Pending to Queued): nothing moved.
+    assert after_run_change(run("q1", "Pending"), q1, 1, lambda: [q1, q2]) == []
+    # Slots all held: the queue moved up, but nobody may start yet.
+    holder = run("h", "Running", 1)
+    assert after_run_change(q1, None, 1, lambda: [holder, q2]) == []
+
+
 def test_only_a_new_task_or_spec_wakes_its_runs_not_its_status_writes():
     t1 = {"metadata": {"uid": "u", "generation": 1}}
     runs = [run("a", "Succeeded", 1), run("b", "Pending")]

@@ -5,7 +5,7 @@ runs racing for one key or one slot, and a restart with nothing in memory."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +13,8 @@ import pytest
 from kubetasks.controller.operator import Operator
 from kubetasks.controller.queue import Requeue
 from kubetasks.core.start_check import START_CHECK
-from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER
+from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, checkpoint_name
+from kubetasks.protocol import Checkpoint, configmap_key
 from tests.unit.fakeapi import FakeApi
 
 NS = "ns"
@@ -145,6 +146,23 @@ def test_a_job_removed_at_once_after_success_still_counts_as_success():
     assert w.status("r")["phase"] == "Succeeded" and w.api.created() == ["r-1"]
 
 
+def test_a_durable_sleep_whose_pod_is_gone_before_it_is_read_sleeps_by_its_checkpoint():
+    w = World(task(entrypoint="app:nap", command=None), taskrun("r"))
+    w.settle("r")
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    wake = datetime.now(timezone.utc) + timedelta(hours=1)
+    nap = Checkpoint(key="nap", kind="sleep", attempt=1, wake_at=wake, started_at=datetime.now(timezone.utc))
+    w.api.update("ConfigMap", NS, checkpoint_name("r", uid), data={configmap_key("nap"): nap.encode()})
+    w.api.finish_job(NS, "r-1")  # exit 0; its pod is garbage-collected before the operator lists it
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    status = w.status("r")
+    assert status["phase"] == "Sleeping" and status["attempts"][0]["reason"] == "Sleeping", status
+    assert abs(datetime.fromisoformat(status["wakeAt"]) - wake) < timedelta(milliseconds=1)
+    assert [(s["name"], s["wakeAt"]) for s in status["steps"]] == [("nap", status["wakeAt"])]
+    assert w.api.created() == ["r-1"]  # no second attempt before the wake time
+
+
 def test_a_restart_between_job_creation_and_status_write_adopts_the_job():
     w = World(task(), taskrun("r"))
     w.reconcile("r", deliver=False)
@@ -225,6 +243,27 @@ def test_a_run_deleted_while_the_operator_missed_it_frees_its_slot_on_relist():
     assert (NS, "r2") in w.op.run_queue._queued  # woken by the synthesized delete
     w.settle("r2")
     assert w.status("r2")["phase"] == "Running"
+
+
+def test_a_woken_run_deleted_before_it_takes_its_slot_wakes_the_next_at_once():
+    w = World(task(concurrency=1), taskrun("r1"))
+    w.settle("r1")
+    w.api.add(taskrun("r2"))
+    w.api.deliver(w.op.cache)
+    w.api.add(taskrun("r3"))  # created a moment later: behind r2
+    w.api.deliver(w.op.cache)
+    w.settle("r2", "r3")
+    assert w.status("r2")["phase"] == w.status("r3")["phase"] == "Queued"
+    w.api.remove(("TaskRun", NS, "r1"))  # the slot frees: r2 is woken for it
+    w.op.run_queue._queued.clear()
+    w.api.deliver(w.op.cache)
+    assert (NS, "r2") in w.op.run_queue._queued and (NS, "r3") not in w.op.run_queue._queued
+    w.api.remove(("TaskRun", NS, "r2"))  # and leaves before its reconcile takes the slot
+    w.op.run_queue._queued.clear()
+    w.api.deliver(w.op.cache)
+    assert (NS, "r3") in w.op.run_queue._queued  # not left for the resync
+    w.settle("r3")
+    assert w.status("r3")["phase"] == "Running"
 
 
 def test_a_task_deleted_and_recreated_while_its_run_runs_does_not_disturb_it():

@@ -230,7 +230,7 @@ def test_kube_watch_reports_410_as_gone_whether_event_or_status(monkeypatch):
 def test_kube_watch_ends_quietly_when_idle_and_asks_for_bookmarks_past_the_bookmark_period(monkeypatch):
     asked: dict[str, Any] = {}
 
-    def request(method: str, path: str, query: dict[str, Any], timeout: tuple[float, float]) -> Response:
+    def request(method: str, path: str, query: dict[str, Any], timeout: tuple[float, float], **_: Any) -> Response:
         asked.update(query, read_timeout=timeout[1])
         mark = b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"7"}}}\n'
         return Response(Stream([mark], then=urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")))

@@ -70,7 +70,7 @@ def test_steps_for_status_are_oldest_first_with_pending_sleeps_last():
     assert steps == [
         StepRecord(name="a/x", attempt=1, duration_seconds=0.1, completed_at=T0),
         StepRecord(name="b", attempt=2, duration_seconds=1.5, completed_at=later),
-        StepRecord(name="nap", attempt=2),
+        StepRecord(name="nap", attempt=2, wake_at=later),
     ]
     assert steps_from_configmap(None) == [] and steps_from_configmap({}) == []
 

@@ -85,13 +85,14 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods/log"]
-  # a finished attempt's log is kept in a ConfigMap (logs.keepBytes); the dashboard shows a running one's
+  # a finished attempt's log is kept in a ConfigMap (logs.keepBytes)
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["configmaps"]
   # update/patch: granted to each run on its own checkpoints only (resourceNames); delete: an
-  # idempotency key's claim left by a deleted run, before the garbage collector
-  verbs: ["create", "get", "update", "patch", "delete"]
+  # idempotency key's claim left by a deleted run, before the garbage collector, and the oldest
+  # kept logs past logs.namespaceBudgetBytes; list/watch: the kept logs' sizes (metadata only)
+  verbs: ["create", "get", "list", "watch", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create", "get"]
@@ -100,8 +101,7 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  # list: the dashboard shows a run's Events
-  verbs: ["create", "patch", "list"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs to discover and follow resources. */}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kubetasks.api.common import Machine
 
@@ -39,6 +39,15 @@ def resolve_machine(*machines: Machine | None) -> MachinePreset:
         memory = memory or machine.memory or (preset.memory if preset else None)
     default = MACHINE_PRESETS[DEFAULT_MACHINE]
     return MachinePreset(cpu or default.cpu, memory or default.memory)
+
+
+def machine_of(machine: Machine | dict[str, Any] | str | None) -> Machine | None:
+    """A Machine from a preset name ("small-2x"), a dict or a Machine, as the SDK takes it."""
+    if machine is None or isinstance(machine, Machine):
+        return machine
+    if isinstance(machine, str):
+        return Machine(preset=machine)  # type: ignore[arg-type]  # pydantic validates the name
+    return Machine.model_validate(machine)
 
 
 def machine_label(machine: Machine | None) -> str:

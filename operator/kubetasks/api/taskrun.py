@@ -79,6 +79,7 @@ class StepRecord(Model):
     attempt: int
     duration_seconds: float | None = None
     completed_at: datetime | None = None
+    wake_at: datetime | None = Field(default=None, description="When a durable sleep not yet over ends.")
 
 
 class ErrorInfo(Model):

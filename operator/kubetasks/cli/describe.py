@@ -22,8 +22,8 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from kubetasks.api.times import api_time, human_age
 from kubetasks.cli.tables import phase_style
-from kubetasks.core.times import api_time, human_age
 
 LABEL_WIDTH = 18  # the longest label, "Cancel requested:", and a space
 NOTE_INDENT = 4

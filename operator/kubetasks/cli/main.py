@@ -28,31 +28,16 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetasks.api.common import GROUP, VERSION
-from kubetasks.api.taskrun import Phase
 from kubetasks.cli.describe import describe_view
 from kubetasks.cli.tables import run_rows, runs_table
 from kubetasks.cli import dashboard
-from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
-
-FINISHED = tuple(p.value for p in Phase if p.finished)
-SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 1."""
+# Re-exported: callers and tests name them as kubetasks.cli.main's.
+from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
+                                  parse_payload)
+from kubetasks.cli.common import namespace_of as _namespace, one_line as _one_line
 
 
 # ---------------------------------------------------------------- pure helpers (unit tested)
-
-def parse_payload(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CliError(f"--payload is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
-
 
 def latest_attempt(run: dict[str, Any]) -> int:
     status = run.get("status") or {}
@@ -76,53 +61,6 @@ def job_for_attempt(run: dict[str, Any], attempt: int | None = None) -> tuple[in
         if record.get("attempt") == attempt and record.get("jobName"):
             return attempt, record["jobName"]
     return attempt, job_name(name, attempt)
-
-
-def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
-    """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would, and
-    with the Task's operator instance: the operator that runs the Task runs its runs."""
-    name = task["metadata"]["name"]
-    task_id = (task.get("spec") or {}).get("id") or name
-    labels = {LABEL_TASK: label_value(task_id)}
-    instance = instance_of(task)
-    if instance:
-        labels[LABEL_INSTANCE] = instance
-    body: dict[str, Any] = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-                            "metadata": {"generateName": f"{name}-", "labels": labels},
-                            "spec": {"taskRef": name}}
-    if payload is not None:
-        body["spec"]["payload"] = payload
-    return body
-
-
-def format_error(exc: BaseException) -> str:
-    """One line for any error the CLI expects: API, configuration, connection, usage."""
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
-
-    if isinstance(exc, CliError):
-        return f"error: {exc}"
-    if isinstance(exc, ApiException):
-        message = None
-        try:
-            body = json.loads(exc.body) if exc.body else {}
-            message = body.get("message") if isinstance(body, dict) else None
-        except (TypeError, ValueError):
-            pass
-        message = message or (exc.reason or "").strip() or "request failed"
-        status = f" ({exc.status})" if exc.status else ""
-        return f"error: {_one_line(message)}{status}"
-    if isinstance(exc, ConfigException):
-        return f"error: no usable Kubernetes configuration: {_one_line(str(exc))}"
-    from urllib3.exceptions import HTTPError
-
-    if isinstance(exc, HTTPError) or (isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)):
-        return f"error: cannot reach the Kubernetes API: {_one_line(str(exc))}"
-    return f"error: {_one_line(str(exc)) or type(exc).__name__}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _kube_flags(p: argparse.ArgumentParser, default: Any) -> argparse.ArgumentParser:
@@ -187,7 +125,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
 
     p = sub.add_parser("completion", help="print a shell completion script: source <(kubetasks completion bash)")
     p.add_argument("shell", choices=SHELLS)
-    dashboard.add_parser(sub)
+    with_namespace(dashboard.add_parser(sub))
     return parser
 
 
@@ -212,27 +150,6 @@ def use_kube_flags(args: argparse.Namespace) -> None:
         from kubetasks import kube
 
         kube.use_context(args.context)
-
-
-def current_namespace(context: str | None = None) -> str:
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and Path(SA_NAMESPACE).exists():
-        return Path(SA_NAMESPACE).read_text().strip() or "default"
-    import kubernetes
-
-    try:
-        # The client reads $KUBECONFIG when imported: pass it as it is now (--kubeconfig).
-        contexts, active = kubernetes.config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
-    except kubernetes.config.ConfigException:
-        return "default"
-    if context:
-        active = next((c for c in contexts if c.get("name") == context), None)
-        if active is None:
-            raise CliError(f"context {context!r} not found in the kubeconfig")
-    return ((active or {}).get("context") or {}).get("namespace") or "default"
-
-
-def _namespace(args: argparse.Namespace) -> str:
-    return getattr(args, "namespace", None) or current_namespace(getattr(args, "context", None))
 
 
 def get_run(namespace: str, name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from kubetasks.core.times import human_age
+from kubetasks.api.times import human_age
 
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
 RunKey = tuple[str, str]  # (namespace, name)

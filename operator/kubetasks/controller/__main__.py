@@ -10,12 +10,12 @@ KUBETASKS_WATCH_SECONDS (300: the API server ends each watch after one to two ti
 KUBETASKS_STALL_SECONDS (120: liveness fails when runs wait and none is reconciled for this long),
 KUBETASKS_START_DEADLINE_SECONDS (300: an attempt whose container has not started by then fails
 with the reason it could not: ImagePullBackOff, Unschedulable...),
-KUBETASKS_LOG_KEEP_BYTES (262144: the end of each finished attempt's log kept in a ConfigMap owned
+KUBETASKS_LOG_KEEP_BYTES (16384: the end of each finished attempt's log kept in a ConfigMap owned
 by the run, for `kubetasks logs` once the pod is gone; 0 keeps none; at most 921600),
+KUBETASKS_LOG_BUDGET_BYTES (67108864: bytes of kept logs per namespace, past which the oldest are
+deleted; 0 = no budget),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
-KUBETASKS_DASHBOARD (host:port, e.g. 127.0.0.1:8081: the read-only dashboard, on a loopback address
-reached through kubectl port-forward; unset or empty = off),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).

@@ -19,6 +19,7 @@ from typing import Any
 from kubetasks.api.taskrun import Phase
 from kubetasks.controller.store import Body, Key, Store, key_of, uid_of
 from kubetasks.core.children import controller_uid
+from kubetasks.core.logs import slim_kept_log
 from kubetasks.core.naming import LABEL_ATTEMPT
 
 __all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
@@ -103,6 +104,8 @@ class Cache:
         self.tasks = Store("Task", slim_custom("Task", api_version))
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
+        # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
+        self.logs = Store("ConfigMap", slim_kept_log, {"namespace": lambda b: [key_of(b)[0]]})
         self.gone: dict[str, dict[str, Body]] = defaultdict(dict)  # run uid -> Job name -> last state
         self.expected: dict[str, dict[int, float]] = defaultdict(dict)  # run uid -> attempt -> deadline
         # Pods of finished attempts (exit codes, termination messages): read once per attempt,

@@ -23,13 +23,13 @@ from kubetasks import kube
 from kubetasks.api.common import API_VERSION
 from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase, TaskRunSpec
+from kubetasks.api.times import parse_time
 from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.core.children import controlled_by
 from kubetasks.core.naming import (
     ANNOTATION_SCHEDULED_AT, LABEL_INSTANCE, LABEL_SCHEDULED, LABEL_TASK, instance_of, label_value, scheduled_run_name,
 )
-from kubetasks.core.observe import parse_time
 from kubetasks.core.schedule import plan_schedule, runs_to_prune
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,10 @@ RECONCILE_SECONDS = Histogram("kubetasks_reconcile_seconds", "Time to reconcile 
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])
 QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slot", ["task"])
+KEPT_LOG_BYTES = Gauge("kubetasks_kept_log_bytes", "Bytes of attempts' logs kept in ConfigMaps", ["namespace"])
+KEPT_LOGS = Gauge("kubetasks_kept_logs", "Attempts' logs kept in ConfigMaps", ["namespace"])
+KEPT_LOG_EVICTIONS = Counter("kubetasks_kept_log_evictions_total",
+                             "Kept logs deleted, oldest first, to keep a namespace within its budget", ["namespace"])
 
 
 def phase_changed(task: str, new: Phase, old: str, status: TaskRunStatus) -> None:

@@ -28,7 +28,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.reflector import Reflector, Timing
-from kubetasks.controller.runs import RunReconciler, log_keep_bytes
+from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
@@ -129,6 +129,7 @@ class Operator:
                 reflector = Reflector(store, resource, namespace, selector, loop, timing)
                 self.reflectors.append(reflector)
                 reflector.start()
+        self.reflectors += self.runs.logs.start(scopes, mine, loop, timing)  # and their budget
         await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
         log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
                  len(self.cache.jobs))
@@ -144,6 +145,7 @@ class Operator:
             reflector.stop()
         await self.run_queue.stop()
         await self.task_queue.stop()
+        await self.runs.logs.stop()
 
     def health(self, stall_seconds: float) -> str | None:
         """Why the operator is not healthy, or None."""
@@ -196,19 +198,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     timing = Timing(relist_seconds=_env_float("KUBETASKS_RELIST_SECONDS", Timing.relist_seconds),
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
-    OPERATOR.runs.log_keep_bytes = log_keep_bytes(os.environ.get("KUBETASKS_LOG_KEEP_BYTES"))
+    OPERATOR.runs.logs.configure(os.environ)
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
-    if os.environ.get("KUBETASKS_DASHBOARD"):  # read-only pages of the stores, on a loopback address
-        from kubetasks.dashboard.server import start_dashboard
-
-        runner = await start_dashboard(OPERATOR.cache, os.environ["KUBETASKS_DASHBOARD"])
-        if runner is not None:  # else the error is logged: the operator works without it
-            _dashboard.append(runner)
 
 
 _background: list[asyncio.Task[None]] = []
-_dashboard: list[Any] = []  # its aiohttp AppRunner, when KUBETASKS_DASHBOARD is set
 
 
 async def _report_queue_depth() -> None:
@@ -230,7 +225,5 @@ async def health(**_: Any) -> str:
 async def cleanup(**_: Any) -> None:
     for task in _background:
         task.cancel()
-    for runner in _dashboard:
-        await runner.cleanup()
     await OPERATOR.stop()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
@@ -28,13 +27,13 @@ from kubetasks.api.durations import parse_duration
 from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Body, Cache, Key, attempt_of, uid_of
+from kubetasks.controller.cache import Body, Cache, Key, uid_of
+from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.queue import Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.children import controlled_by, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
-from kubetasks.core.logs import DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, last_pod, lines_to_fill, log_tail, log_window, read_again, render_attempt_log
-from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, attempt_log_name, checkpoint_name, label_value
+from kubetasks.core.naming import LABEL_RUN_UID, LABEL_TASK, checkpoint_name, label_value
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.start_check import Look, judge_start, look_again, plan_start_check
 from kubetasks.core.retention import expires_at
@@ -47,15 +46,6 @@ log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
-LOG_WARNING_EVERY = 60.0  # seconds: a log not kept is a warning this often, else debug (kwok pods have no log)
-# A node whose kubelet the API server could not reach for a log (a kwok node has none, a real one
-# may be down) is not asked again for this long: one failed request, not one per attempt.
-LOGLESS_NODE_SECONDS = 300.0
-
-
-def log_keep_bytes(value: str | None) -> int:
-    """KUBETASKS_LOG_KEEP_BYTES: 0 keeps no logs; at most what a ConfigMap holds."""
-    return max(0, min(int(value or DEFAULT_KEEP_BYTES), MAX_KEEP_BYTES))
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -84,15 +74,7 @@ class RunReconciler:
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
-        self.log_keep_bytes = DEFAULT_KEEP_BYTES
-        self._logs_kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
-        self._log_warned = -LOG_WARNING_EVERY
-        self._logless_nodes: dict[str, float] = {}  # node name -> until when its pods' logs are not read
-        cache.runs.listeners.append(self._run_changed)
-
-    def _run_changed(self, old: Body | None, new: Body | None) -> None:
-        if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
-            self._logs_kept.pop(uid_of(old) or "", None)
+        self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -150,7 +132,7 @@ class RunReconciler:
                      run.status.phase, [j["metadata"]["name"] for j in active])
             await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
-        self._logs_kept.pop(uid, None)
+        self.logs.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -183,7 +165,7 @@ class RunReconciler:
         plan = plan_run(world)
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
-        await self._keep_logs(run, uid, jobs, pods)
+        await self.logs.keep(run, uid, jobs, pods)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
@@ -200,71 +182,6 @@ class RunReconciler:
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
-
-    async def _keep_logs(self, run: TaskRun, uid: str, jobs: list[Body], pods: dict[str, list[Body]]) -> None:
-        """Keeps the log of each attempt whose Job finished (core.logs), once: one try per attempt,
-        whatever its outcome. After the status is written, so a slow or failing read never holds
-        up the run, and a failure is a log line, never the run's. An attempt whose outcome the
-        status had already recorded was seen by an operator before a restart: its log is read
-        only if no ConfigMap keeps it yet."""
-        if not self.log_keep_bytes:
-            return
-        done = self._logs_kept.setdefault(uid, set())
-        recorded = {a.job_name for a in run.status.attempts if a.reason}
-        for job in jobs:
-            name = job["metadata"]["name"]
-            if name in done or not job_finished(job):
-                continue
-            done.add(name)
-            try:
-                await self._keep_log(run, uid, job, pods.get(name), name in recorded)
-            except Exception as e:
-                self._log_not_kept(run, name, e)
-
-    async def _keep_log(self, run: TaskRun, uid: str, job: Body, pods: list[Body] | None, recorded: bool) -> None:
-        ns, name = run.namespace, job["metadata"]["name"]
-        if recorded and await self._call("get", kube.CONFIGMAPS, ns, attempt_log_name(name)) is not None:
-            return
-        if pods is None:  # not read for its exit code: a plain command that succeeded
-            pods = await self._call("list_pods", ns, f"job-name={name}")
-        pod = last_pod(pods or [])
-        if pod is None:
-            log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)
-            return
-        pod_name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName") or ""
-        if self._logless_nodes.get(node, 0.0) > time.monotonic():
-            log.debug("%s/%s: node %s gave no log lately: the log of %s is not kept", ns, run.name, node, name)
-            return
-        keep = self.log_keep_bytes
-        lines, cap = log_window(keep)
-        try:
-            data = await self._call("read_log", ns, pod_name, lines, cap)
-            if read_again(data, keep, lines, cap):  # lines longer or shorter than guessed (core.logs)
-                lines = lines_to_fill(data, keep)
-                data = await self._call("read_log", ns, pod_name, lines, cap)
-        except Exception as e:
-            if kube.is_status(e, 404):
-                log.debug("%s/%s: pod %s is gone: the log of %s is not kept", ns, run.name, pod_name, name)
-                return
-            if node and kube.is_status(e, 500):  # the API server's proxy to the kubelet failed, not its load (429, 503)
-                self._logless_nodes[node] = time.monotonic() + LOGLESS_NODE_SECONDS
-            raise
-        text, truncated = log_tail(data, keep, lines, cap)
-        configmap = render_attempt_log(run, job, attempt_of(job), pod_name, text, truncated)
-        created, existing = await self._call("create_or_get", configmap)
-        if not created and existing is not None and not controlled_by(existing, uid):
-            log.warning("%s/%s: ConfigMap %s belongs to another owner: the log of %s is not kept", ns, run.name,
-                        configmap["metadata"]["name"], name)
-
-    def _log_not_kept(self, run: TaskRun, job: str, error: Exception) -> None:
-        now = time.monotonic()
-        level = logging.DEBUG
-        if now >= self._log_warned + LOG_WARNING_EVERY:
-            level, self._log_warned = logging.WARNING, now
-        said = str(getattr(error, "body", None) or error).strip()  # an ApiException's body says why
-        first = said.splitlines()[0][:300] if said else type(error).__name__
-        log.log(level, "%s/%s: the log of %s is not kept: %s (at most one such warning a minute)",
-                run.namespace, run.name, job, first)
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once

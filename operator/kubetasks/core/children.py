@@ -30,6 +30,12 @@ def controlled_by(body: Body, uid: str) -> bool:
     return controller_uid(body) == uid
 
 
+def job_finished(job: Body) -> bool:
+    """The Job ended (Complete or Failed): its pods run no more."""
+    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
 def observe_attempts(status: TaskRunStatus, jobs: Iterable[Body], gone: Iterable[Body] = (),
                      expected: Iterable[int] = (), pods: dict[str, list[Body]] | None = None,
                      ) -> dict[int, AttemptObservation]:

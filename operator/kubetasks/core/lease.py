@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from kubetasks.api.times import format_time, parse_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +32,7 @@ class LeaseRecord:
     def from_spec(cls, spec: Mapping[str, Any]) -> LeaseRecord:
         return cls(holder=spec.get("holderIdentity") or None,  # client-go releases with ""
                    duration_seconds=spec.get("leaseDurationSeconds"),
-                   acquire_time=_parse(spec.get("acquireTime")), renew_time=_parse(spec.get("renewTime")),
+                   acquire_time=parse_time(spec.get("acquireTime")), renew_time=parse_time(spec.get("renewTime")),
                    transitions=spec.get("leaseTransitions") or 0)
 
     def to_spec(self) -> dict[str, Any]:
@@ -106,12 +108,5 @@ def request_timeout(renewed_at: float | None, now: float, renew_deadline: float,
     return min(cap, renewed_at + renew_deadline - now)
 
 
-def _parse(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
-
-
 def _format(value: datetime | None) -> str | None:
-    # MicroTime: the API server parses exactly RFC 3339 with six fractional digits.
-    return None if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if value is None else format_time(value, "microseconds")

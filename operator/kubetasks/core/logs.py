@@ -9,21 +9,28 @@ was wrong, a second read asks for as many lines as N bytes hold, judged by the l
 (:func:`lines_to_fill`): after a read that hit the cap (it holds the start of the window, not its
 end), or one of short lines that filled less than N though the log goes on before them. At most
 two reads; one for most logs; one failed read (a pod on a kwok node) and no retry.
+
+What is kept is bounded twice: a small tail per attempt (DEFAULT_KEEP_BYTES: a traceback's
+worth), and a byte budget per namespace (DEFAULT_BUDGET_BYTES) over which the oldest kept logs
+are deleted (:func:`evictions`). A ConfigMap lives in etcd, whose quota (2 GiB by default) is the
+whole cluster's: past it every write fails. Logs of any length belong in an object store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.children import controlled_by
-from kubetasks.core.naming import attempt_log_name
+from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, MANAGER, attempt_log_name
 from kubetasks.core.render import owner_reference
 
 Body = dict[str, Any]
 
-DEFAULT_KEEP_BYTES = 256 * 1024
+DEFAULT_KEEP_BYTES = 16 * 1024
+DEFAULT_BUDGET_BYTES = 64 * 2**20  # per namespace; 0: no budget
 MAX_KEEP_BYTES = 900 * 1024  # a ConfigMap holds 1 MiB of data in all
 LOG_KEY = "log"
 ANNOTATION_ATTEMPT = "kubetasks.io/attempt"
@@ -87,6 +94,40 @@ def log_tail(data: bytes, keep: int, lines: int, cap: int) -> tuple[str, bool]:
     return text, cut or len(data) >= cap or count_lines(data) >= lines
 
 
+# A node whose kubelet the API server could not reach for a log (a kwok node has none, a real one
+# may be down) is not asked again for this long: one failed request, not one per attempt or page.
+LOGLESS_NODE_SECONDS = 300.0
+
+
+def kubelet_gave_no_log(status: int | None) -> bool:
+    """Whether a failed log read's HTTP status says the node's kubelet gave no log: a 500 from the
+    API server's proxy to it. Not its load (429, 503), nor a pod that is gone (404)."""
+    return status == 500
+
+
+class LoglessNodes:
+    """Nodes not to ask for a log until a moment (times are the caller's monotonic clock)."""
+
+    def __init__(self, seconds: float = LOGLESS_NODE_SECONDS) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    def quiet(self, node: str, now: float) -> bool:
+        """Whether ``node``'s pods' logs are not to be read now."""
+        until = self._until.get(node)
+        if until is None:
+            return False
+        if until <= now:
+            self._until.pop(node, None)
+            return False
+        return True
+
+    def failed(self, node: str, status: int | None, now: float) -> None:
+        """A log read from ``node`` failed with ``status``: remember the node when its kubelet gave none."""
+        if node and kubelet_gave_no_log(status):
+            self._until[node] = now + self.seconds
+
+
 def render_attempt_log(run: TaskRun, job: Body, attempt: int, pod: str, text: str, truncated: bool) -> Body:
     """The ConfigMap that keeps an attempt's log: named after its Job (:func:`attempt_log_name`),
     labelled as the Job is (run, run UID, task, attempt: listed per run with the run-uid label),
@@ -131,3 +172,56 @@ def kept_log(configmap: Body | None, run_uid: str) -> KeptLog | None:
 def last_pod(pods: list[Body]) -> Body | None:
     """The pod whose log is the attempt's: the newest, when its Job made several."""
     return max(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]), default=None)
+
+
+# The budget ------------------------------------------------------------------------------------
+
+# Every kept log has carried its Job's labels since logs were kept, and no other ConfigMap that
+# kubetasks makes has an attempt label: this selects them all, those an earlier version kept too.
+KEPT_LOG_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_ATTEMPT}"
+_SLIM_META = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "ownerReferences")
+
+
+def is_kept_log(body: Body) -> bool:
+    """Whether ``body`` is selected by KEPT_LOG_SELECTOR."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_MANAGED_BY) == MANAGER and LABEL_ATTEMPT in labels
+
+
+def slim_kept_log(body: Body) -> Body:
+    """What the operator holds of a kept log: its metadata and size (ANNOTATION_BYTES), never its
+    text (it lists them as metadata only: kube.CONFIGMAP_METADATA)."""
+    meta = body.get("metadata") or {}
+    size = (meta.get("annotations") or {}).get(ANNOTATION_BYTES)
+    slim = {k: meta[k] for k in _SLIM_META if meta.get(k) is not None}
+    return {"metadata": {**slim, "annotations": {ANNOTATION_BYTES: size}} if size is not None else slim}
+
+
+def kept_size(body: Body) -> int | None:
+    """The bytes of log a kept log holds (its ANNOTATION_BYTES, which is what its data weighs);
+    None when it does not say, which no log kubetasks kept does: not counted, never evicted."""
+    try:
+        size = int(((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_BYTES, ""))
+    except ValueError:
+        return None
+    return size if size >= 0 else None
+
+
+def age(body: Body) -> tuple[str, str]:
+    """Oldest first: by creation time (RFC 3339 in UTC, seconds: ordered as text), then name."""
+    meta = body.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+
+def evictions(logs: Iterable[Body], budget: int) -> list[Body]:
+    """The kept logs of one namespace to delete so that the others hold at most ``budget`` bytes,
+    oldest first (:func:`age`): the newest logs are the ones asked for. A budget of 0 is none."""
+    sized = sorted(((age(b), size, b) for b in logs if (size := kept_size(b)) is not None), key=lambda t: t[0])
+    total = sum(size for _, size, _ in sized)
+    evicted: list[Body] = []
+    for _, size, body in sized:
+        if not budget or total <= budget:
+            break
+        evicted.append(body)
+        total -= size
+    return evicted

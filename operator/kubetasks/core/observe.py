@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from kubetasks.api.taskrun import StepRecord
+from kubetasks.api.times import parse_time
 from kubetasks.core.naming import LABEL_ATTEMPT
 from kubetasks.protocol import INVALID_REPORT, Report
 
@@ -24,14 +27,6 @@ class AttemptObservation:
     reason: str | None = None  # OOMKilled, Error, DeadlineExceeded, Completed
     report: Report | None = None
     message: str | None = None  # raw termination message of commands that do not speak the protocol
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -142,3 +137,24 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
         reason = (term or {}).get("reason") or "Error"
         return AttemptObservation(state="failed", completion_time=end, reason=reason, **base)
     return AttemptObservation(state="active", **base)
+
+
+def slept_by_checkpoint(obs: AttemptObservation, steps: Sequence[StepRecord] | None,
+                        followed: bool = False) -> AttemptObservation:
+    """An attempt whose Job completed but whose report was never read (its pod was gone first:
+    garbage-collected, evicted, its node removed) slept when another attempt ``followed`` it (a
+    success ends the run: only a sleep goes on), or when the run's checkpoint holds a sleep not
+    yet over that it could have begun: one that wakes after the attempt started. A sleep left
+    pending by an earlier attempt and skipped by this one woke before this attempt started (the
+    operator starts the next attempt at its wake time): not counted."""
+    if obs.state != "succeeded" or obs.report is not None:
+        return obs
+    if followed:
+        return replace(obs, state="sleeping")  # its wake time is past: only its history entry needs it
+    if not steps:
+        return obs
+    wakes = [s.wake_at for s in steps if s.completed_at is None and s.wake_at is not None
+             and (obs.start_time is None or s.wake_at > obs.start_time)]
+    if not wakes:
+        return obs
+    return replace(obs, state="sleeping", report=Report(outcome="sleeping", wake_at=max(wakes)))

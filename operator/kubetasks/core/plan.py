@@ -14,12 +14,13 @@ from kubetasks.api.common import ConditionStatus, RetryPolicy
 from kubetasks.api.durations import format_duration, parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
+from kubetasks.api.times import parse_time
 from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import AttemptObservation, StartProblem, parse_time
+from kubetasks.core.observe import AttemptObservation, StartProblem, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
@@ -78,6 +79,10 @@ def not_before(run: TaskRun) -> datetime | None:
 
 
 def plan_run(world: World) -> Plan:
+    # An attempt whose pod went before its report was read may have slept: the checkpoint says.
+    latest = max([world.run.status.attempt, *world.attempts])
+    world = replace(world, attempts={n: slept_by_checkpoint(o, world.steps, followed=n < latest)
+                                     for n, o in world.attempts.items()})
     run, now = world.run, world.now
     status = run.status.model_copy(deep=True)
     status.observed_generation = run.metadata.get("generation")  # type: ignore[assignment]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubetasks.api.task import Retention
-from kubetasks.core.observe import parse_time
+from kubetasks.api.times import parse_time
 from kubetasks.core.schedule import runs_to_prune
 
 

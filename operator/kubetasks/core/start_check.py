@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubetasks.core.observe import NEVER_STARTED, StartProblem, job_ending, job_ready, parse_time, start_problem, started
+from kubetasks.api.times import parse_time
+from kubetasks.core.observe import NEVER_STARTED, StartProblem, job_ending, job_ready, start_problem, started
 
 START_CHECK = 20.0  # seconds after its Job's pods were created before they are read, if none is ready
 START_CHECK_EVERY = 60.0  # seconds between reads once a problem is known (or the Job has no pods yet)

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 from kubetasks.api.machines import machine_label
 from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase
+from kubetasks.api.times import parse_time
 from kubetasks.core.conditions import condition, set_condition
-from kubetasks.core.observe import parse_time
 from kubetasks.core.payload import payload_error, schema_error
 
 

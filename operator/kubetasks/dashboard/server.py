@@ -1,9 +1,16 @@
-"""The dashboard's HTTP server: read-only pages of the operator's stores, in the operator's process.
+"""The dashboard's HTTP server, run by ``kubetasks dashboard`` on the user's machine.
 
-Security model: localhost + port-forward. The server binds to a loopback address in the
-operator's pod (``KUBETASKS_DASHBOARD=127.0.0.1:8081``), so only someone whose Kubernetes
-credentials allow ``pods/portforward`` on the operator's pod reaches it. It never acts with the
-operator's identity: it reads (stores, and a few GETs for a run's page) and performs nothing.
+Security model: it reads as you. Every read (the lists and watches of Tasks and TaskRuns, a run,
+its Events, its pods' logs, kept-log ConfigMaps) and every action is a request to the API server
+with the user's own kubeconfig, whatever it authenticates with (a token, a client certificate, an
+exec plugin): a person sees what ``kubectl get taskruns``, ``kubectl get events`` and ``kubectl
+logs`` would show them, and no more. The operator serves no dashboard.
+
+The server listens on 127.0.0.1 and admits only the browser that holds the printed URL's token:
+the first request's ``?token=`` becomes a cookie named after the port (``kubetasks-dashboard-PORT``:
+browsers do not scope cookies by port), HttpOnly, SameSite=Strict, Path=/. Another local user,
+or another site's page, has neither. Requests naming another Host (DNS rebinding) are refused, and
+actions need the page's own Origin and the header ``X-Kubetasks-Action: 1`` (no CSRF).
 
 Pages (GET):
     ``/``                         runs, newest first; query: ``task``, ``phase``, ``tag``,
@@ -16,11 +23,9 @@ Pages (GET):
     ``/runs/<ns>/<name>/attempts/<n>/log``  one attempt's log as text/plain
     ``/tasks``, ``/tasks/<ns>/<name>``      Tasks: schedule and next ticks, last/next run,
                                   success rate, recent durations
-    ``/healthz``                  "ok"
+    ``/healthz``                  "ok" (no token needed: it shows nothing)
 
-Actions (the contract with ``kubetasks dashboard``, the local proxy in ``kubetasks.cli.dashboard``):
-the pages post them to the origin they were loaded from, i.e. the proxy on the user's machine,
-which performs them with the user's own kubeconfig so the API server authorizes each as the user.
+Actions (POST, performed as the user by the functions the CLI passes in, see ``kubetasks.cli.dashboard``):
 
     ``POST /actions/cancel``   form fields ``namespace``, ``name``: merge-patch the TaskRun's
                                ``spec.cancel: true``
@@ -28,17 +33,16 @@ which performs them with the user's own kubeconfig so the API server authorizes 
                                be empty: no payload): create a TaskRun of that Task (as
                                ``kubetasks run`` does)
 
-    Requests are ``application/x-www-form-urlencoded``, sent by the pages' script with
-    ``fetch`` and the header ``X-Kubetasks-Action: 1`` (a cross-site form cannot set a custom
-    header, so the proxy refuses an action without it: no CSRF through the user's browser).
-    The answer is JSON ``{"ok": bool, "message": str, "run": {"namespace": ..., "name": ...}}``
-    (``run``: the run acted on or created; absent on failure) with the API server's status code
-    (200/201 done; 400 bad payload JSON; 403 forbidden, with the API server's message; 404...).
-    The page shows ``message`` in ``#action-result`` (``data-ok`` "true"/"false") and, after a
-    trigger, links the new run.
+    Requests are ``application/x-www-form-urlencoded`` (or JSON), sent by the pages' script with
+    ``fetch`` and the header ``X-Kubetasks-Action: 1``. The answer is JSON ``{"ok": bool,
+    "message": str, "run": {"namespace": ..., "name": ...}}`` (``run``: the run acted on or created;
+    absent on failure) with the API server's status code (200/201 done; 400 bad payload JSON; 403
+    forbidden, with the API server's message; 404...). The page shows ``message`` in
+    ``#action-result`` (``data-ok`` "true"/"false") and, after a trigger, links the new run.
 
-The operator's own server answers every ``POST /actions/...`` with 403 and
-:data:`ACTIONS_REFUSED`: it never acts with its own identity.
+Cost: the lists come from the informers' memory (no request per page); a run's page makes one GET,
+one Events list and, per attempt, log reads that :class:`LogReader` bounds; blocking reads run on the
+dashboard's own bounded executor; values are cut before they are formatted (``views.clip``).
 """
 
 from __future__ import annotations
@@ -46,38 +50,49 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from importlib import resources
-from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from kubetasks import kube
-from kubetasks.controller.cache import Body, Cache
-from kubetasks.core.logs import kept_log, last_pod
-from kubetasks.core.naming import attempt_log_name
 from kubetasks.dashboard import views
+from kubetasks.dashboard.informers import Informers
+from kubetasks.dashboard.logs import RAW_LIMIT_BYTES, RAW_TAIL_LINES, LogReader, why
 
 log = logging.getLogger("kubetasks.dashboard")
 
-ACTIONS_REFUSED = "actions are performed by `kubetasks dashboard` with your own credentials"
-# Of a pod's log, on a run's page (the raw log link reads more); the whole kept log of a finished
-# attempt is shown (the operator bounds it).
-LOG_TAIL_LINES, LOG_LIMIT_BYTES = 2000, 256 * 1024
-RAW_TAIL_LINES, RAW_LIMIT_BYTES = 100_000, 8 * 1024 * 1024
 MAX_LOG_ATTEMPTS = 20  # logs read for one run page (maxAttempts is at most 20)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+READ_THREADS = 8  # the dashboard's blocking reads at once: a page's Events and logs, the raw log
 SECURITY_HEADERS = {
     # No inline script: whatever a payload holds, it cannot run here (style attributes draw the bars).
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
-CACHE = web.AppKey("cache", Cache)
+Outcome = tuple[int, dict[str, Any]]  # HTTP status, JSON body ({"ok", "message", ...})
+Action = Callable[[Any, Mapping[str, str]], Outcome]
+T = TypeVar("T")
+
+INFORMERS = web.AppKey("informers", Informers)
 API = web.AppKey("api", object)
+LOGS = web.AppKey("logs", LogReader)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+ACTIONS = web.AppKey("actions", dict)
 CLOCK = web.AppKey("clock", object)
+TOKEN = web.AppKey("token", str)
+
+
+def cookie_name(port: int) -> str:
+    """The token's cookie: named after the port, since browsers share cookies across a host's ports."""
+    return f"kubetasks-dashboard-{port}"
 
 
 def _now(request: web.Request) -> datetime:
@@ -85,30 +100,48 @@ def _now(request: web.Request) -> datetime:
     return clock()
 
 
-def _all_runs(cache: Cache) -> list[Body]:
-    store = cache.runs
-    return [b for b in (store.get(k) for k in store.keys()) if b is not None]
+async def _blocking(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the dashboard's executor (bounded: a page cannot start more reads than it has threads)."""
+    return await asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR], partial(fn, *args))
 
 
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
+def _port(request: web.Request) -> int:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return int(sockname[1]) if sockname else 0
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
-    """Loopback Host names only (a page of another site that resolves its name to 127.0.0.1, DNS
-    rebinding, cannot read through a user's port-forward), and the security headers on every answer."""
-    host = request.url.host or ""
-    if host not in LOOPBACK_HOSTS:
-        raise web.HTTPForbidden(text=f"the dashboard answers requests for localhost only, not for {host!r}",
-                                headers=SECURITY_HEADERS)
+    """The printed URL's token (or its cookie), this server's own Host, and for actions its own
+    Origin; the security headers on every answer."""
+    port = _port(request)
+    own = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    if request.host not in own:  # a rebound DNS name pointing at 127.0.0.1
+        return web.Response(status=403, text="wrong Host: open the URL that `kubetasks dashboard` printed\n",
+                            headers=SECURITY_HEADERS)
+    token, name = request.app[TOKEN], cookie_name(port)
+    given = request.query.get("token")
+    if request.path != "/healthz" and not (secrets.compare_digest(request.cookies.get(name) or "", token)
+                                           or secrets.compare_digest(given or "", token)):
+        return web.Response(status=401, text="open the URL that `kubetasks dashboard` printed (it has the token)\n",
+                            headers=SECURITY_HEADERS)
+    if request.method not in ("GET", "HEAD"):
+        origin = request.headers.get("Origin")
+        if origin and origin.split("://", 1)[-1] not in own:
+            return web.Response(status=403, text="cross-origin request refused\n", headers=SECURITY_HEADERS)
     try:
         response = await handler(request)
     except web.HTTPException as e:  # 404s and the like: raised, with the same headers
         e.headers.update(SECURITY_HEADERS)
         raise
     response.headers.update(SECURITY_HEADERS)
+    if given is not None and not response.prepared:  # the browser keeps the token: the pages' links carry none
+        response.set_cookie(name, token, httponly=True, samesite="Strict", path="/")
     return response
 
 
@@ -116,19 +149,17 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
 
 async def _query_page(request: web.Request) -> tuple[views.RunQuery, views.RunPage]:
     query = views.parse_query(request.query)
-    runs = _all_runs(request.app[CACHE])  # a snapshot, taken on the loop: the only place the store changes
-    # A pass over every run (tens of ms at 10,000, each open list every 2 s) is done off the event
-    # loop, which the operator's reconcilers and informers share. Bodies are replaced, never
-    # changed in place, so the snapshot's stay as they were.
-    return query, await asyncio.to_thread(views.select_runs, runs, query)
+    runs = request.app[INFORMERS].all_runs()  # a snapshot, taken on the loop: the only place the store changes
+    # A pass over every run (tens of ms at 10,000, each open list every 2 s), off the event loop.
+    # Bodies are replaced, never changed in place, so the snapshot's stay as they were.
+    return query, await _blocking(request, views.select_runs, runs, query)
 
 
 async def runs_page(request: web.Request) -> web.Response:
-    cache = request.app[CACHE]
+    informers = request.app[INFORMERS]
     query, page = await _query_page(request)
-    tasks = [name for _, name in cache.tasks.keys()]
-    namespaces = {ns for ns, _ in cache.tasks.keys()} | {ns for ns, _ in cache.runs.keys()}
-    return _html(views.runs_page(page, query, tasks, namespaces, _now(request)))
+    tasks = [name for _, name in informers.tasks.keys()]
+    return _html(views.runs_page(page, query, tasks, informers.namespaces(), _now(request), informers.scope.note))
 
 
 async def runs_json(request: web.Request) -> web.Response:
@@ -146,64 +177,30 @@ async def runs_json(request: web.Request) -> web.Response:
 
 # A run ----------------------------------------------------------------------------------------
 
-def read_attempt_log(api: Any, namespace: str, run_uid: str, job: str, finished: bool,
-                     tail_lines: int = LOG_TAIL_LINES, limit_bytes: int = LOG_LIMIT_BYTES) -> views.AttemptLog:
-    """An attempt's log: the one the operator kept when it finished (a ConfigMap owned by the run),
-    else its pod's. Blocking: call it in a thread."""
-    if finished:
-        name = attempt_log_name(job)
-        try:
-            kept = kept_log(api.get(kube.CONFIGMAPS, namespace, name), run_uid)
-        except Exception as e:  # noqa: BLE001 -- the pod may still have it
-            kept = None
-            log.debug("kept log %s/%s: %s", namespace, name, e)
-        if kept is not None:
-            return views.AttemptLog(kept.text, f"kept after the attempt ({name})", kept.truncated)
+async def _read_run(request: web.Request, namespace: str, name: str) -> dict[str, Any]:
+    """The whole run as the user may read it (the store keeps no payload, result or attempts);
+    a page saying why when it cannot be read."""
+    api: Any = request.app[API]
     try:
-        pod = last_pod(api.list_pods(namespace, f"job-name={job}"))
+        run = await _blocking(request, api.get, kube.TASKRUNS, namespace, name)
     except Exception as e:  # noqa: BLE001
-        return views.AttemptLog(None, f"pods of {job} not readable: {_why(e)}")
-    if pod is None:
-        return views.AttemptLog(None, "no log: the attempt's pod is gone" + (" and none was kept" if finished else ""))
-    name = pod["metadata"]["name"]
-    try:
-        text = api.read_log(namespace, name, tail_lines, limit_bytes).decode("utf-8", "replace")
-    except Exception as e:  # noqa: BLE001 -- a pod on a fake (kwok) node has no log to read
-        return views.AttemptLog(None, f"log of pod {name} not readable: {_why(e)}")
-    return views.AttemptLog(text, f"pod {name}, at most its last {tail_lines} lines")
-
-
-def _why(e: Exception) -> str:
-    status = getattr(e, "status", None)
-    body = getattr(e, "body", None)
-    message = None
-    if isinstance(body, str):
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-    return f"{status} {message or getattr(e, 'reason', '') or ''}".strip() if status else str(e)[:200]
-
-
-async def _read_run(request: web.Request, namespace: str, name: str) -> tuple[Body | None, list[str]]:
-    """The whole run (the store drops a finished run's payload, result and error); the stored one
-    when the API server cannot be reached."""
-    cached = request.app[CACHE].runs.get((namespace, name))
-    try:
-        run = await asyncio.to_thread(request.app[API].get, kube.TASKRUNS, namespace, name)  # type: ignore[attr-defined]
-    except Exception as e:  # noqa: BLE001
-        return cached, [f"could not read the run from the API server ({_why(e)}): showing what the operator holds"]
-    return run, []
+        status = getattr(e, "status", None)
+        if status in (401, 403):
+            raise web.HTTPForbidden(text=views.not_found_page(f"You may not read TaskRun {namespace}/{name}: {why(e)}"),
+                                    content_type="text/html") from None
+        raise web.HTTPBadGateway(text=views.not_found_page(f"TaskRun {namespace}/{name} could not be read: {why(e)}"),
+                                 content_type="text/html") from None
+    if run is None:
+        raise web.HTTPNotFound(text=views.not_found_page(f"No TaskRun {namespace}/{name}."), content_type="text/html")
+    return run
 
 
 async def run_page(request: web.Request) -> web.Response:
     ns, name = request.match_info["namespace"], request.match_info["name"]
-    run, notes = await _read_run(request, ns, name)
-    if run is None:
-        return _html(views.not_found_page(f"No TaskRun {ns}/{name}."), 404)
+    run = await _read_run(request, ns, name)
     api: Any = request.app[API]
-    details = views.RunDetails(task=request.app[CACHE].tasks.get((ns, (run.get("spec") or {}).get("taskRef") or "")),
-                               notes=notes)
+    reader = request.app[LOGS]
+    details = views.RunDetails(task=request.app[INFORMERS].tasks.get((ns, (run.get("spec") or {}).get("taskRef") or "")))
     uid = (run.get("metadata") or {}).get("uid")
     selector = f"involvedObject.uid={uid}" if uid else f"involvedObject.kind=TaskRun,involvedObject.name={name}"
     attempts = [a for a in ((run.get("status") or {}).get("attempts") or [])
@@ -211,13 +208,13 @@ async def run_page(request: web.Request) -> web.Response:
 
     async def events() -> None:
         try:
-            details.events = await asyncio.to_thread(api.list_by_fields, kube.EVENTS, ns, selector)
+            details.events = await _blocking(request, api.list_by_fields, kube.EVENTS, ns, selector)
         except Exception as e:  # noqa: BLE001
-            details.notes.append(f"Events not readable: {_why(e)}")
+            details.notes.append(f"Events not readable: {why(e)}")
 
-    async def attempt_log(a: Body) -> None:
-        details.logs[a["attempt"]] = await asyncio.to_thread(
-            read_attempt_log, api, ns, uid or "", a["jobName"], bool(a.get("completionTime")))
+    async def attempt_log(a: dict[str, Any]) -> None:
+        details.logs[a["attempt"]] = await _blocking(request, reader.attempt, ns, uid or "", str(a["jobName"]),
+                                                     bool(a.get("completionTime")))
 
     await asyncio.gather(events(), *(attempt_log(a) for a in attempts))
     return _html(views.run_page(run, details, _now(request)))
@@ -229,14 +226,14 @@ async def attempt_log_text(request: web.Request) -> web.Response:
         attempt = int(request.match_info["attempt"])
     except ValueError:
         raise web.HTTPNotFound(text="no such attempt") from None
-    run, _ = await _read_run(request, ns, name)
-    record = next((a for a in ((run or {}).get("status") or {}).get("attempts") or []
+    run = await _read_run(request, ns, name)
+    record = next((a for a in (run.get("status") or {}).get("attempts") or []
                    if isinstance(a, dict) and a.get("attempt") == attempt and a.get("jobName")), None)
     if record is None:
         raise web.HTTPNotFound(text=f"taskrun {ns}/{name} has no attempt {attempt}")
-    uid = ((run or {}).get("metadata") or {}).get("uid") or ""
-    got = await asyncio.to_thread(read_attempt_log, request.app[API], ns, uid, record["jobName"],
-                                  bool(record.get("completionTime")), RAW_TAIL_LINES, RAW_LIMIT_BYTES)
+    uid = (run.get("metadata") or {}).get("uid") or ""
+    got = await _blocking(request, request.app[LOGS].read, ns, uid, str(record["jobName"]),
+                          bool(record.get("completionTime")), RAW_TAIL_LINES, RAW_LIMIT_BYTES)
     return web.Response(text=got.text if got.text is not None else got.source, status=200 if got.text is not None
                         else 404, content_type="text/plain", charset="utf-8")
 
@@ -244,30 +241,53 @@ async def attempt_log_text(request: web.Request) -> web.Response:
 # Tasks ----------------------------------------------------------------------------------------
 
 async def tasks_page(request: web.Request) -> web.Response:
-    cache, now = request.app[CACHE], _now(request)
+    informers, now = request.app[INFORMERS], _now(request)
     rows = []
-    for key in cache.tasks.keys():
-        task = cache.tasks.get(key)
+    for key in informers.tasks.keys():
+        task = informers.tasks.get(key)
         if task is not None:
-            rows.append((task, views.task_summary(task, cache.runs_of_task(*key), now, ticks=1)))
-    return _html(views.tasks_page(rows, now))
+            rows.append((task, views.task_summary(task, informers.runs_of_task(*key), now, ticks=1)))
+    return _html(views.tasks_page(rows, now, informers.scope.note))
 
 
 async def task_page(request: web.Request) -> web.Response:
-    cache, now = request.app[CACHE], _now(request)
+    informers, now = request.app[INFORMERS], _now(request)
     key = (request.match_info["namespace"], request.match_info["name"])
-    task = cache.tasks.get(key)
+    task = informers.tasks.get(key)
     if task is None:
-        return _html(views.not_found_page(f"No Task {key[0]}/{key[1]}."), 404)
-    runs = cache.runs_of_task(*key)
+        return _html(views.not_found_page(f"No Task {key[0]}/{key[1]} (among those you may read)."), 404)
+    runs = informers.runs_of_task(*key)
     return _html(views.task_page(task, runs, views.task_summary(task, runs, now), now))
 
 
+# Actions, as the user -------------------------------------------------------------------------
+
+def form_fields(body: bytes, content_type: str) -> dict[str, str]:
+    """The fields of an action's body, form-encoded or JSON."""
+    if content_type.startswith("application/json"):
+        value = json.loads(body or b"{}")
+        if not isinstance(value, dict):
+            raise ValueError("the body is not a JSON object")
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+    return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+
+
+async def action(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("X-Kubetasks-Action") != "1":  # a cross-site form cannot set it: no CSRF
+        return web.json_response({"ok": False, "message": "actions need the header X-Kubetasks-Action: 1"},
+                                 status=403)
+    do: Action | None = request.app[ACTIONS].get(request.match_info["action"])
+    if do is None:
+        return web.json_response({"ok": False, "message": "no such action"}, status=404)
+    try:
+        fields = form_fields(await request.read(), request.content_type)
+    except (ValueError, UnicodeDecodeError) as e:
+        return web.json_response({"ok": False, "message": f"unreadable body: {e}"}, status=400)
+    status, body = await _blocking(request, do, request.app[API], fields)
+    return web.json_response(body, status=status)
+
+
 # The rest -------------------------------------------------------------------------------------
-
-async def refuse_action(request: web.Request) -> web.Response:
-    return web.json_response({"ok": False, "message": ACTIONS_REFUSED}, status=403)
-
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
@@ -281,17 +301,25 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
     data = (resources.files("kubetasks.dashboard") / "static" / name).read_bytes()
 
     async def serve(request: web.Request) -> web.Response:
-        response = web.Response(body=data, content_type=content_type, charset="utf-8")
-        return response
+        return web.Response(body=data, content_type=content_type, charset="utf-8")
     return serve
 
 
-def make_app(cache: Cache, api: ModuleType | Any = kube,
-             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> web.Application:
-    """The dashboard over the operator's stores; ``api`` (:mod:`kubetasks.kube`) for the few reads
-    a run's page needs beyond them (the whole run, its Events, its attempts' logs)."""
+def make_app(informers: Informers, token: str, api: Any = kube, actions: Mapping[str, Action] | None = None,
+             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+             logs: LogReader | None = None, threads: int = READ_THREADS) -> web.Application:
+    """The dashboard over ``informers`` (the user's lists and watches); ``api``
+    (:mod:`kubetasks.kube`, with the user's kubeconfig) for the reads a run's page needs beyond
+    them and for ``actions``. Only requests with ``token`` (or its cookie) are served."""
     app = web.Application(middlewares=[guard])
-    app[CACHE], app[API], app[CLOCK] = cache, api, clock
+    app[INFORMERS], app[API], app[CLOCK], app[TOKEN] = informers, api, clock, token
+    app[ACTIONS] = dict(actions or {})
+    app[LOGS] = logs or LogReader(api)
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dashboard")
+
+    async def shutdown(app: web.Application) -> None:
+        app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+    app.on_cleanup.append(shutdown)
     app.router.add_get("/", runs_page)
     app.router.add_get("/api/runs", runs_json)
     app.router.add_get("/runs/{namespace}/{name}", run_page)
@@ -302,31 +330,27 @@ def make_app(cache: Cache, api: ModuleType | Any = kube,
     app.router.add_get("/favicon.ico", no_icon)
     app.router.add_get("/static/dashboard.css", _static("dashboard.css", "text/css"))
     app.router.add_get("/static/dashboard.js", _static("dashboard.js", "text/javascript"))
-    app.router.add_post("/actions/{action}", refuse_action)
+    app.router.add_post("/actions/{action}", action)
     return app
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """``127.0.0.1:8081``, ``[::1]:8081`` or ``:8081`` (127.0.0.1) as (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"KUBETASKS_DASHBOARD={address!r}: expected host:port, e.g. 127.0.0.1:8081")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-async def start_dashboard(cache: Cache, address: str) -> web.AppRunner | None:
-    """Serves the dashboard on ``address`` in the running event loop (the operator's: the stores are
-    read from it only). Stop it with ``await runner.cleanup()``. None when it cannot: the error is
-    logged and the operator runs on without it (a failed startup handler would be retried by kopf,
-    starting the informers again)."""
+async def serve(app: web.Application, port: int, announce: Callable[[int], None],
+                alive: Callable[[], bool] = lambda: True) -> None:
+    """Serves ``app`` on 127.0.0.1:``port`` (0: any free port) until SIGINT/SIGTERM or ``alive()``
+    turns false; ``announce(port)`` once it listens. OSError when the port cannot be had."""
+    runner = web.AppRunner(app, access_log=None)  # the live list polls every 2 s
+    await runner.setup()
     try:
-        host, port = parse_address(address)
-        runner = web.AppRunner(make_app(cache), access_log=None)  # the live list polls every 2 s
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-    except (ValueError, OSError) as e:
-        log.error("dashboard not started on %r: %s", address, e)
-        return None
-    log.info("dashboard on http://%s:%d (reach it with kubectl port-forward or kubetasks dashboard)",
-             f"[{host}]" if ":" in host else host, port)
-    return runner
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        announce(runner.addresses[0][1])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set() and alive():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await runner.cleanup()

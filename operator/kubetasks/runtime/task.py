@@ -17,7 +17,9 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from pydantic import BaseModel
 
 from kubetasks.api.common import API_VERSION, DNS1123_LABEL, Machine, RetryPolicy
+from kubetasks.api.machines import machine_of
 from kubetasks.api.task import TaskSpec
+from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import model_type
 
@@ -73,15 +75,6 @@ def _retry_policy(retry: RetryPolicy | dict[str, Any] | int | None) -> RetryPoli
     return RetryPolicy.model_validate(retry)
 
 
-def machine_of(machine: Machine | dict[str, Any] | str | None) -> Machine | None:
-    """A Machine from a preset name ("small-2x"), a dict or a Machine."""
-    if machine is None or isinstance(machine, Machine):
-        return machine
-    if isinstance(machine, str):
-        return Machine(preset=machine)  # type: ignore[arg-type]  # pydantic validates the name
-    return Machine.model_validate(machine)
-
-
 class TaskDefinition(Generic[P, R]):
     """A task function with its id and Task settings. Calling it calls the function."""
 
@@ -123,24 +116,19 @@ class TaskDefinition(Generic[P, R]):
             raise ValueError(f"task {self.id!r}: cannot derive an entry point from {module}.{name}; pass entrypoint=")
         return f"{module}:{name}"
 
-    # -- triggering (see kubetasks.runtime.trigger) ---------------------------------------------
+    # -- triggering (kubetasks.runtime.trigger, which knows a task by its shape: no import back) ---
+    # The methods share the names of the module's functions they call (globals, not the methods).
 
-    def trigger(self, payload: Any = None, **options: Any) -> Any:
+    def trigger(self, payload: Any = None, **options: Any) -> RunHandle:
         """Starts a run; returns its RunHandle. Options as :func:`kubetasks.runtime.trigger`."""
-        from kubetasks.runtime.trigger import trigger
-
         return trigger(self, payload, **options)
 
     def trigger_and_wait(self, payload: Any = None, *, timeout: float | None = None, **options: Any) -> R:
         """Starts a run and returns its result (validated into the return model, if any)."""
-        from kubetasks.runtime.trigger import trigger_and_wait
-
         return typing.cast(R, trigger_and_wait(self, payload, timeout=timeout, **options))
 
-    def batch_trigger(self, payloads: Iterable[Any], **options: Any) -> list[Any]:
+    def batch_trigger(self, payloads: Iterable[Any], **options: Any) -> list[RunHandle]:
         """Starts one run per payload; returns their RunHandles."""
-        from kubetasks.runtime.trigger import batch_trigger
-
         return batch_trigger(self, payloads, **options)
 
     # -- deployment -----------------------------------------------------------------------------

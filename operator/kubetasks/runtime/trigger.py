@@ -17,33 +17,51 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from kubetasks import protocol
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
+from kubetasks.api.machines import machine_of
 from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
-from kubetasks.runtime.task import TaskDefinition, machine_of
 
 log = logging.getLogger("kubetasks.runtime")
 
 PLURAL = "taskruns"
 FINISHED = ("Succeeded", "Failed", "Cancelled", "TimedOut")
-TaskRef = TaskDefinition[Any, Any] | str
+
+
+@runtime_checkable
+class TaskLike(Protocol):
+    """What triggering needs of a task (a ``@task``, :class:`kubetasks.runtime.task.TaskDefinition`):
+    its id, and its models to check a payload and read a result with. By shape, so that the task
+    module may use this one and not the other way round."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def payload_model(self) -> type[BaseModel] | None: ...
+
+    @property
+    def result_model(self) -> type[BaseModel] | None: ...
+
+
+TaskRef = TaskLike | str
 _TRANSIENT = (429, 500, 502, 503, 504)
 
 
 # -- pure parts --------------------------------------------------------------------------------------
 
 def task_id_of(task: TaskRef) -> str:
-    if isinstance(task, TaskDefinition):
-        return task.id
     if isinstance(task, str) and task:
         return task
+    if isinstance(task, TaskLike):
+        return task.id
     raise TypeError(f"a task is a @task function or a task id string, not {type(task).__name__}")
 
 
@@ -52,7 +70,7 @@ def payload_of(task: TaskRef, payload: Any) -> Any:
     here, so a bad one fails in the caller rather than in a pod."""
     if isinstance(payload, BaseModel):
         return payload.model_dump(mode="json")
-    if isinstance(task, TaskDefinition) and task.payload_model is not None:
+    if isinstance(task, TaskLike) and task.payload_model is not None:
         task.payload_model.model_validate(payload)
     encode_json(payload, "payload")
     return to_json_value(payload, "payload")
@@ -164,7 +182,7 @@ def _status_of(e: BaseException) -> int | None:
 class RunHandle:
     """A TaskRun that was triggered: its name, status and result."""
 
-    def __init__(self, name: str, namespace: str, task: TaskDefinition[Any, Any] | None = None) -> None:
+    def __init__(self, name: str, namespace: str, task: TaskLike | None = None) -> None:
         self.name = name
         self.namespace = namespace
         self.task = task
@@ -247,7 +265,7 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
                             parent_run=os.environ.get(protocol.ENV_RUN) or None,
                             instance=os.environ.get(protocol.ENV_INSTANCE) or None)
     name = _create(body, idempotency_key)
-    return RunHandle(name, ns, task if isinstance(task, TaskDefinition) else None)
+    return RunHandle(name, ns, task if isinstance(task, TaskLike) else None)
 
 
 def _create(body: dict[str, Any], key: str | None, tries: int = 3) -> str:
