@@ -1,8 +1,8 @@
 """An idle operator, with production settings, for N minutes: what it asks the API server.
 
 A Task and a few finished runs (on the kwok nodes) give its stores something to hold; then
-nothing happens for N minutes (default 30). Prints the LISTs and WATCHes of Tasks, TaskRuns and
-Jobs in that time, by resource: the operator's own, counted by tests/apiproxy.py between it and
+nothing happens for N minutes (default 30). Prints the LISTs and WATCHes of Tasks, TaskRuns,
+Jobs and kept logs' ConfigMaps in that time, by resource: the operator's own, counted by tests/apiproxy.py between it and
 kube-apiserver (exact), and kube-apiserver's, from its metrics (every client's: on a shared
 cluster other clients add theirs). An informer that re-lists on a timer shows LISTs here; one
 that only resumes its watches shows none, and about one WATCH per 7.5 minutes per kind (the
@@ -24,7 +24,7 @@ from bench.throughput import api_requests, apiserver_requests, bench_namespace  
 from tests.apiproxy import ApiProxy  # noqa: E402
 from tests.conftest import KWOK_PLACEMENT, VERSIONS, apply, get, scrape, wait_until  # noqa: E402
 
-INFORMED = ("tasks", "taskruns", "jobs")
+INFORMED = ("tasks", "taskruns", "jobs", "configmaps")  # configmaps: the kept logs' (their metadata)
 RUNS = 3
 
 

@@ -29,7 +29,7 @@ from tests.integration.test_leader import election_env, identity
 
 pytestmark = pytest.mark.cluster
 MINE = f"{INSTANCE}-informer"
-INFORMED = ("tasks", "taskruns", "jobs")
+INFORMED = ("tasks", "taskruns", "jobs", "configmaps")  # configmaps: the kept logs' (their metadata)
 HELLO = {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
          "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["python3", "-c", "pass"],
                   "machine": {"preset": "micro"}, **KWOK_PLACEMENT}}
