@@ -14,8 +14,10 @@ Usage: python bench/quiet.py [MINUTES]   (needs `make cluster-up`; starts its ow
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +28,8 @@ from tests.conftest import KWOK_PLACEMENT, VERSIONS, apply, get, scrape, wait_un
 
 INFORMED = ("tasks", "taskruns", "jobs", "configmaps")  # configmaps: the kept logs' (their metadata)
 RUNS = 3
+# What the reflector logs when the server says a watch (or a paged list) cannot resume: 410 Gone.
+EXPIRED = re.compile(r"kubetasks.controller.reflector: (\w+): (?:watch|list) expired")
 
 
 def watched(counts: dict[str, float]) -> str:
@@ -46,7 +50,7 @@ def main(minutes: float) -> None:
                 "phase") == "Succeeded", timeout=300)
 
         own, cluster = api_requests(scrape(port)), apiserver_requests(left_out=("CONNECT",))[0]
-        start = time.monotonic()
+        start, logged = time.monotonic(), len(op.log_path.read_text(errors="replace"))
         print(f"operator idle for {minutes:g} minutes from now (namespace {ns}, log {op.log_path})", flush=True)
         time.sleep(minutes * 60)  # the measurement itself: nothing happens meanwhile
         seen = proxy.counts(since=start)
@@ -58,10 +62,11 @@ def main(minutes: float) -> None:
         print(f"operator's requests, all: {dict(sorted(seen.items()))}")
         print(f"operator's own count (kubetasks_api_requests_total, GET = LIST + WATCH + GET): "
               f"{dict(sorted((own_after - own).items()))}")
-        print(f"kube-apiserver, every client's: {watched(cluster_after - cluster)}")
-        relists = sum(seen.get(f"LIST {r}", 0) for r in INFORMED)
-        gone = op.log_path.read_text(errors="replace").count("expired (410")
-        print(f"full re-lists by the operator while quiet: {relists} (410 Gone answers in its log: {gone})")
+        print(f"kube-apiserver, every client's: {watched(cluster_after - cluster)} (0 when it restarted meanwhile)")
+        gone = Counter(EXPIRED.findall(op.log_path.read_text(errors="replace")[logged:]))
+        print("operator's re-lists while quiet, and the 410 Gone answers that asked for them: " + ", ".join(
+            f"{r} {seen.get(f'LIST {r}', 0)} ({gone[r]})" for r in INFORMED))
+        print("re-lists no 410 asked for: " + str(sum(max(0, seen.get(f"LIST {r}", 0) - gone[r]) for r in INFORMED)))
         op.stop()  # before its API server (the proxy) goes
 
 

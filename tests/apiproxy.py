@@ -147,11 +147,16 @@ class ApiProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED}
         body = await request.read()
         url = URL(self.upstream + request.raw_path, encoded=True)  # the query as the client encoded it
-        # Nothing added: aiohttp would give a body without a Content-Type (the official client sends
-        # none) one of application/octet-stream, which kube-apiserver refuses.
-        async with self._session.request(request.method, url, headers=headers, data=body or None,
-                                         skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
-                                         allow_redirects=False) as upstream:
+        try:
+            # Nothing added: aiohttp would give a body without a Content-Type (the official client
+            # sends none) one of application/octet-stream, which kube-apiserver refuses.
+            upstream = await self._session.request(request.method, url, headers=headers, data=body or None,
+                                                   skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
+                                                   allow_redirects=False)
+        except aiohttp.ClientConnectionError as e:  # kube-apiserver down (restarted, say): as a gateway says it
+            return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 502,
+                                      "reason": "BadGateway", "message": str(e)}, status=502)
+        async with upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in DROPPED:

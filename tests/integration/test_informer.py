@@ -12,7 +12,6 @@ alone and keeps running.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from kubetasks.kube import READ_TIMEOUT
+from bench.quiet import EXPIRED
 from tests.apiproxy import ApiProxy, Call
 from tests.conftest import (INSTANCE, KWOK_PLACEMENT, VERSIONS, OperatorProcess, apply, free_port, lease_holder,
                             run_until_finished, scrape, wait_until)
@@ -119,9 +119,6 @@ def test_a_standby_promoted_while_its_lists_outlast_the_stall_period_stays_live_
 WATCH_SECONDS = 3  # the server ends each watch after 3 to 6 s
 RESYNC_SECONDS = 10
 RECONNECTS = 15  # a quiet minute or so
-
-
-EXPIRED = re.compile(r"kubetasks.controller.reflector: (\w+): (?:watch|list) expired")
 
 
 def reconciles(port: int, kind: str) -> float:
