@@ -53,10 +53,10 @@ def reconcile_mean_ms(metrics: dict[str, list], kind: str) -> float:
     return 1000 * samples.get("kubetasks_reconcile_seconds_sum", 0) / count if count else float("nan")
 
 
-def apiserver_requests() -> tuple[Counter, Counter]:
+def apiserver_requests(left_out: tuple[str, ...] = ("WATCH", "CONNECT")) -> tuple[Counter, Counter]:
     """Every client's requests served by kube-apiserver so far, by verb and resource (long-running
-    WATCHes left out), and the seconds spent serving them, by the same keys: the control plane's
-    side of a bench."""
+    WATCHes left out unless asked for: each counts when it ends), and the seconds spent serving
+    them, by the same keys: the control plane's side of a bench."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = kubectl("get", "--raw", "/metrics")
@@ -65,7 +65,7 @@ def apiserver_requests() -> tuple[Counter, Counter]:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             verb, resource = s.labels.get("verb", ""), s.labels.get("resource", "")
-            if not resource or verb in ("WATCH", "CONNECT"):
+            if not resource or verb in left_out:
                 continue
             sub = s.labels.get("subresource")
             key = f"{verb} {resource}{'/' + sub if sub else ''}"

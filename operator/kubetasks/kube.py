@@ -324,15 +324,27 @@ def list_all(resource: Resource, namespace: str | None, label_selector: str = ""
             return items, str(meta.get("resourceVersion"))
 
 
+# kube-apiserver sends a watch that allows bookmarks one about every minute, however quiet its
+# objects. A watch silent for longer is taken for a stopped or partitioned server and reopened:
+# above the bookmark period, with room for one late bookmark, so a quiet but healthy watch is not.
+WATCH_IDLE_SECONDS = 150.0
+
+
 def watch(resource: Resource, namespace: str | None, label_selector: str, resource_version: str,
-          timeout_seconds: int, idle_seconds: float = 60.0) -> Iterator[tuple[str, dict[str, Any]]]:
+          timeout_seconds: int, idle_seconds: float = WATCH_IDLE_SECONDS) -> Iterator[tuple[str, dict[str, Any]]]:
     """(type, object) of each event after ``resource_version``, bookmarks included, until the
     server ends the watch (after ``timeout_seconds``) or nothing arrives for ``idle_seconds``
-    (a stopped or partitioned server). Raises :class:`Gone` when the version is too old."""
-    response = _request("GET", resource.path(namespace), {
-        "watch": "true", "labelSelector": label_selector, "resourceVersion": resource_version,
-        "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds),
-        accept=resource.accept(listing=False))
+    (a stopped or partitioned server). Raises :class:`Gone` when the version is too old, whether
+    the server says so in an ERROR event or as the response's status."""
+    try:
+        response = _request("GET", resource.path(namespace), {
+            "watch": "true", "labelSelector": label_selector, "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true", "timeoutSeconds": timeout_seconds}, timeout=(CONNECT_TIMEOUT, idle_seconds),
+            accept=resource.accept(listing=False))
+    except ApiException as e:
+        if e.status == 410:
+            raise Gone(e.reason or "resourceVersion too old") from e
+        raise
     buffer = b""
     try:
         for chunk in _quiet_ends(response.response.stream(65536, decode_content=True)):

@@ -51,6 +51,28 @@ def test_a_queue_whose_workers_all_hang_reports_itself_stalled():
     assert asyncio.run(main())
 
 
+def test_the_stall_clock_starts_with_the_workers():
+    """Keys queued while the informers list (before the workers exist) are no stall, however
+    long the lists take or the standby waited; once started, the clock runs from the start."""
+    async def hang(key: str) -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> tuple[bool, bool, bool]:
+        q: WorkQueue[str] = WorkQueue("test", hang, workers=1)  # made at import
+        q.add("a")
+        q.add("b")  # the stores fill before the workers start
+        await asyncio.sleep(0.1)
+        before_start = q.stalled(0.05)
+        q.start()
+        just_started = q.stalled(0.05)
+        await asyncio.sleep(0.1)
+        hung = q.stalled(0.05)  # "b" waits behind the hung worker
+        await q.stop()
+        return before_start, just_started, hung
+
+    assert asyncio.run(main()) == (False, False, True)
+
+
 @pytest.mark.timeout(10)
 def test_a_key_that_comes_straight_back_never_keeps_the_event_loop_from_the_rest():
     """A reconcile that never awaits and asks to be run again at once: its worker must still

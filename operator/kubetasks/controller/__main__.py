@@ -2,7 +2,11 @@
 
 Environment: KUBETASKS_NAMESPACES (comma-separated; all namespaces when empty),
 KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off),
-KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: full re-list of every kind),
+KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: every unfinished run and every Task looked at
+again, from the stores, each at a random moment within that period; no request),
+KUBETASKS_RELIST_SECONDS (21600: a full re-list of each kind after one to two times this, a safety
+net: watches resume from their last version and re-list only when that has expired),
+KUBETASKS_WATCH_SECONDS (300: the API server ends each watch after one to two times this; it resumes),
 KUBETASKS_STALL_SECONDS (120: liveness fails when runs wait and none is reconciled for this long),
 KUBETASKS_START_DEADLINE_SECONDS (300: an attempt whose container has not started by then fails
 with the reason it could not: ImagePullBackOff, Unschedulable...),

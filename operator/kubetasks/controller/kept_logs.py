@@ -22,7 +22,7 @@ from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
-from kubetasks.controller.reflector import Reflector
+from kubetasks.controller.reflector import Reflector, Timing
 from kubetasks.core.children import job_finished
 from kubetasks.core.logs import (DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, LoglessNodes, last_pod, lines_to_fill, log_tail,
                                  log_window, read_again)
@@ -62,9 +62,9 @@ class KeptLogs:
         self.configmaps.budget = log_budget_bytes(env.get("KUBETASKS_LOG_BUDGET_BYTES"))
 
     def start(self, scopes: list[str | None], selector: str, loop: asyncio.AbstractEventLoop,
-              resync_seconds: float) -> list[Reflector]:
+              timing: Timing) -> list[Reflector]:
         """The kept logs' informers, for the operator to wait on and watch over, and their budget's worker."""
-        return self.configmaps.start(scopes, selector, loop, resync_seconds)
+        return self.configmaps.start(scopes, selector, loop, timing)
 
     async def stop(self) -> None:
         await self.configmaps.stop()

@@ -26,7 +26,7 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, attempt_of, key_of, uid_of
 from kubetasks.controller.queue import WorkQueue
-from kubetasks.controller.reflector import Reflector
+from kubetasks.controller.reflector import Reflector, Timing
 from kubetasks.core.children import controlled_by
 from kubetasks.core.logs import DEFAULT_BUDGET_BYTES, KEPT_LOG_SELECTOR, evictions, kept_size, render_attempt_log
 from kubetasks.core.naming import attempt_log_name
@@ -104,11 +104,11 @@ class ConfigMapLogs:
 
     # Running ----------------------------------------------------------------------------------
     def start(self, scopes: list[str | None], selector: str, loop: asyncio.AbstractEventLoop,
-              resync_seconds: float) -> list[Reflector]:
+              timing: Timing) -> list[Reflector]:
         """The kept logs' informers (one per namespace watched, or one for all) and the eviction
         worker; ``selector`` picks the operator instance's objects."""
         reflectors = [Reflector(self.store, kube.CONFIGMAP_METADATA, ns, f"{KEPT_LOG_SELECTOR},{selector}", loop,
-                                resync_seconds) for ns in scopes]
+                                timing) for ns in scopes]
         for reflector in reflectors:
             reflector.start()
         self.queue.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from types import ModuleType
 from typing import Any
 
@@ -23,9 +24,9 @@ from prometheus_client import start_http_server
 
 from kubetasks import kube
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Body, Cache, key_of
+from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
-from kubetasks.controller.reflector import Reflector
+from kubetasks.controller.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
@@ -50,6 +51,7 @@ class Operator:
         self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=workers)
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
         self.reflectors: list[Reflector] = []
+        self._resyncs: asyncio.Task[None] | None = None
         self.cache.tasks.listeners.append(self.task_changed)
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
@@ -81,25 +83,38 @@ class Operator:
         if run is not None:
             self.run_queue.add(key_of(run))
 
-    def resynced(self) -> None:
-        """After every (re)list, as client-go's resync: every unfinished run and every Task is
-        looked at again, so no wake-up lost to a fault is lost for long."""
+    def resynced(self, spread: float = 0.0) -> None:
+        """client-go's resync, from the stores (no request): every unfinished run and every Task is
+        looked at again, so no wake-up lost to a fault is lost for long. Each key is queued after
+        a random delay within ``spread`` seconds, so a resync is a trickle, not a burst."""
+        def add(queue: WorkQueue[Key], key: Key) -> None:
+            if spread > 0:
+                queue.add_after(key, random.uniform(0, spread))
+            else:
+                queue.add(key)
+
         for key in self.cache.tasks.keys():
-            self.task_queue.add(key)
+            add(self.task_queue, key)
         for key in self.cache.runs.keys():
             body = self.cache.runs.get(key)
             if body is not None and unfinished(body):
-                self.run_queue.add(key)
+                add(self.run_queue, key)
+
+    async def _resync_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.resynced(spread=seconds)
 
     def _concurrency(self, namespace: str, task: str) -> int | None:
         body = self.cache.tasks.get((namespace, task))
         return ((body or {}).get("spec") or {}).get("concurrency")
 
     # Running ---------------------------------------------------------------------------------
-    async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None) -> None:
-        """Starts the informers, then (once every store has its first list) the workers. Only the
-        Tasks and TaskRuns of this operator ``instance`` are seen (naming.LABEL_INSTANCE), and the
-        Jobs made for them."""
+    async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None,
+                    timing: Timing = Timing()) -> None:
+        """Starts the informers, then (once every store has its first list) the workers, and a
+        resync every ``resync_seconds``. Only the Tasks and TaskRuns of this operator ``instance``
+        are seen (naming.LABEL_INSTANCE), and the Jobs made for them."""
         from kubetasks.controller.cron import Scheduler
 
         self.tasks.schedule = Scheduler(self.cache, self.task_queue, self.run_queue)
@@ -110,19 +125,21 @@ class Operator:
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces
         for namespace in scopes:
             for store, resource, selector in kinds:
-                reflector = Reflector(store, resource, namespace, selector, loop, resync_seconds)
-                reflector.on_relist = self.resynced
+                reflector = Reflector(store, resource, namespace, selector, loop, timing)
                 self.reflectors.append(reflector)
                 reflector.start()
-        self.reflectors += self.runs.logs.start(scopes, mine, loop, resync_seconds)  # and their budget
+        self.reflectors += self.runs.logs.start(scopes, mine, loop, timing)  # and their budget
         await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
         log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
                  len(self.cache.jobs))
         self.run_queue.start()
         self.task_queue.start()
         self.resynced()
+        self._resyncs = asyncio.create_task(self._resync_every(resync_seconds), name="resync")
 
     async def stop(self) -> None:
+        if self._resyncs:
+            self._resyncs.cancel()
         for reflector in self.reflectors:
             reflector.stop()
         await self.run_queue.stop()
@@ -174,9 +191,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
+    timing = Timing(relist_seconds=_env_float("KUBETASKS_RELIST_SECONDS", Timing.relist_seconds),
+                    watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
-    _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id()), name="informers"))
+    _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
 

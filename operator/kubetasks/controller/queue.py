@@ -7,7 +7,9 @@ raises :class:`Requeue` for an expected wait; any other exception retries the ke
 exponential backoff. ``add_after`` wakes a key at a time without a sleeping handler.
 
 The queue knows when it last made progress, so liveness can tell a stuck operator (items
-waiting, none done for a while: every worker hung) from an idle one.
+waiting, none done for a while: every worker hung) from an idle one. Its clock starts when its
+workers do: keys queued while the informers still list (a standby promoted after minutes, lists
+that take minutes) are waiting for the workers to exist, not for hung ones.
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._woken: dict[K, float] = {}  # key -> when it was first added since a worker last took it
         self._tasks: list[asyncio.Task[None]] = []
-        self.last_progress = time.monotonic()
+        self.last_progress: float | None = None  # when a worker last finished a key; None until started
 
     def __len__(self) -> int:
         return len(self._queued)
 
     def stalled(self, seconds: float) -> bool:
-        """Keys are waiting and no worker has finished one for ``seconds``."""
+        """Keys are waiting and no worker has finished one for ``seconds`` (since the workers
+        started, at first): no verdict before they start."""
+        if self.last_progress is None:
+            return False
         return bool(self._queued) and time.monotonic() - self.last_progress > seconds
 
     def add(self, key: K, first: bool = False) -> None:
@@ -97,6 +102,7 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def start(self) -> None:
+        self.last_progress = time.monotonic()
         self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-{i}") for i in range(self._workers)]
 
     async def stop(self) -> None:
