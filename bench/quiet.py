@@ -29,7 +29,7 @@ from tests.conftest import KWOK_PLACEMENT, VERSIONS, apply, get, scrape, wait_un
 INFORMED = ("tasks", "taskruns", "jobs", "configmaps")  # configmaps: the kept logs' (their metadata)
 RUNS = 3
 # What the reflector logs when the server says a watch (or a paged list) cannot resume: 410 Gone.
-EXPIRED = re.compile(r"kubetasks.controller.reflector: (\w+): (?:watch|list) expired")
+EXPIRED = re.compile(r"kubetasks.informer.reflector: (\w+): (?:watch|list) expired")
 
 
 def watched(counts: dict[str, float]) -> str:

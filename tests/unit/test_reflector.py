@@ -12,9 +12,9 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubetasks import kube
-from kubetasks.controller import reflector as reflector_module
-from kubetasks.controller.reflector import Reflector, Timing
-from kubetasks.controller.store import Store
+from kubetasks.informer import reflector as reflector_module
+from kubetasks.informer.reflector import Reflector, Timing
+from kubetasks.informer.store import Store
 
 
 def obj(name: str, rv: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The store's informer semantics: relist replaces, stale events never roll back, our own writes
 neither regress nor resurrect, and a re-created name is a delete plus an add."""
 
-from kubetasks.controller.store import Store
+from kubetasks.informer.store import Store
 
 
 def obj(name, rv, uid="u", ns="ns", **extra):

@@ -17,7 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from kubetasks.api.taskrun import Phase
-from kubetasks.controller.store import Body, Key, Store, key_of, uid_of
+from kubetasks.informer.store import Body, Key, Store, key_of, uid_of
 from kubetasks.core.children import controller_uid
 from kubetasks.core.logs import slim_kept_log
 from kubetasks.core.naming import LABEL_ATTEMPT

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from kubetasks import kube
 from kubetasks.controller.queue import Requeue
-from kubetasks.controller.store import Key, Store, uid_of
+from kubetasks.informer.store import Key, Store, uid_of
 
 # A name that holds another object now: the watch shows it (and wakes its key) soon; looked at
 # again after this long all the same.

@@ -22,7 +22,7 @@ from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
-from kubetasks.controller.reflector import Reflector, Timing
+from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.core.children import job_finished
 from kubetasks.core.logs import (DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, LoglessNodes, last_pod, lines_to_fill, log_tail,
                                  log_window, read_again)

@@ -26,7 +26,7 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, attempt_of, key_of, uid_of
 from kubetasks.controller.queue import WorkQueue
-from kubetasks.controller.reflector import Reflector, Timing
+from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.core.children import controlled_by
 from kubetasks.core.logs import DEFAULT_BUDGET_BYTES, KEPT_LOG_SELECTOR, evictions, kept_size, render_attempt_log
 from kubetasks.core.naming import attempt_log_name

@@ -26,7 +26,7 @@ from kubetasks import kube
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
-from kubetasks.controller.reflector import Reflector, Timing
+from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid

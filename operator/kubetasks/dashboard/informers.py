@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetasks import kube
-from kubetasks.controller.reflector import DECODE_DEPTH, DECODE_STACK_BYTES, Reflector
-from kubetasks.controller.store import Body, Store
+from kubetasks.informer.reflector import DECODE_DEPTH, DECODE_STACK_BYTES, Reflector
+from kubetasks.informer.store import Body, Store
 
 # Kept of an object: what the lists and the Task pages read. A run's page reads the whole run from
 # the API server, so the store keeps no payload, result, error, steps or attempts (most of a run's size).

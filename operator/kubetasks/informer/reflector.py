@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from kubetasks import kube
-from kubetasks.controller.store import Store
+from kubetasks.informer.store import Store
 
 log = logging.getLogger(__name__)
 
