@@ -39,7 +39,7 @@ from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.api_errors import api_error_message
-from kubetasks.core.children import controlled_by, observe_attempts
+from kubetasks.core.children import controlled_by, job_finished, job_succeeded, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
@@ -65,16 +65,6 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     patch = {k: v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
-
-
-def job_finished(job: Body) -> bool:
-    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-               for c in (job.get("status") or {}).get("conditions") or [])
-
-
-def job_succeeded(job: Body) -> bool:
-    return any(c.get("status") == "True" and c.get("type") == "Complete"
-               for c in (job.get("status") or {}).get("conditions") or [])
 
 
 class RunReconciler:

@@ -36,6 +36,12 @@ def job_finished(job: Body) -> bool:
                for c in (job.get("status") or {}).get("conditions") or [])
 
 
+def job_succeeded(job: Body) -> bool:
+    """The Job ended Complete."""
+    return any(c.get("status") == "True" and c.get("type") == "Complete"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
 def observe_attempts(status: TaskRunStatus, jobs: Iterable[Body], gone: Iterable[Body] = (),
                      expected: Iterable[int] = (), pods: dict[str, list[Body]] | None = None,
                      ) -> dict[int, AttemptObservation]:
