@@ -133,7 +133,5 @@ class KeptLogs:
         level = logging.DEBUG
         if now >= self._warned + LOG_WARNING_EVERY:
             level, self._warned = logging.WARNING, now
-        said = str(getattr(error, "body", None) or error).strip()  # an ApiException's body says why
-        first = said.splitlines()[0][:300] if said else type(error).__name__
         log.log(level, "%s/%s: the log of %s is not kept: %s (at most one such warning a minute)",
-                run.namespace, run.name, job, first)
+                run.namespace, run.name, job, kube.error_line(error, 300))

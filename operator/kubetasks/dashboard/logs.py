@@ -10,7 +10,6 @@ A live run's page is fetched again every 3 s with up to 20 attempts, so:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -31,16 +30,9 @@ NO_LOG_SECONDS = 30.0  # how long "no log" of a finished attempt is believed (th
 
 
 def why(e: Exception) -> str:
-    """An API error in a few words: its status and the API server's message."""
-    status = getattr(e, "status", None)
-    body = getattr(e, "body", None)
-    message = None
-    if isinstance(body, str):
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-    return f"{status} {message or getattr(e, 'reason', '') or ''}".strip() if status else str(e)[:200]
+    """An API error in a few words (:func:`kubetasks.kube.error_line`): its status, reason and the
+    API server's message."""
+    return kube.error_line(e, 200)
 
 
 class LogReader:
