@@ -31,8 +31,8 @@ NO_LOG_SECONDS = 30.0  # how long "no log" of a finished attempt is believed (th
 
 def why(e: Exception) -> str:
     """An API error in a few words (:func:`kubetasks.kube.error_line`): its status, reason and the
-    API server's message."""
-    return kube.error_line(e, 200)
+    API server's message, whole (cut, a forbidden name and a missing one would read apart)."""
+    return kube.error_line(e)
 
 
 class LogReader:
