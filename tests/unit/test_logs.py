@@ -301,6 +301,38 @@ def test_no_log_is_read_when_keeping_is_off():
     assert not calls(w, "read_log") and not calls(w, "list_pods")  # a plain command's success: nothing read
 
 
+def informed(w: World, job: str, phase: str, exit_code: int = 0) -> None:
+    """The pod informer shows the Job's pod (as the Job controller labels it) in ``phase``."""
+    body = {**pod(f"{job}-pod", exit_code), "spec": {"nodeName": "n1"}}
+    body["metadata"] = {**body["metadata"], "namespace": NS, "uid": f"{job}-pod-uid", "labels": {"job-name": job}}
+    body["status"] = {**body["status"], "phase": phase}
+    w.op.cache.job_pods.event("ADDED", w.op.cache.job_pods.slim(body))
+
+
+def test_a_finished_attempts_pod_comes_from_the_pod_informer_not_a_list():
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "0s"}), taskrun("r"))
+    w.settle("r")
+    informed(w, "r-1", "Failed", exit_code=1)
+    finish(w, "r-1", ok=False, log=b"boom\n")
+    w.api.pods.clear()  # a list would find nothing: the informer's pod is what is read
+    w.settle("r")
+    assert w.status("r")["attempts"][0]["exitCode"] == 1 and kept(w, "r-1") == "boom\n"
+    informed(w, "r-2", "Succeeded")
+    finish(w, "r-2", ok=True, log=b"ok\n")
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and kept(w, "r-2") == "ok\n"
+    assert not calls(w, "list_pods") and w.op.cache.job_pods.get((NS, "r-2-pod"))["spec"] == {"nodeName": "n1"}
+
+
+def test_a_pod_the_informer_has_not_seen_end_yet_is_listed():
+    w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
+    w.settle("r")
+    informed(w, "r-1", "Running")  # the Job's event came before its pod's last change
+    finish(w, "r-1", ok=True, log=b"ok\n")
+    w.settle("r")
+    assert calls(w, "list_pods") == [("job-name=r-1",)] and kept(w, "r-1") == "ok\n"
+
+
 # The budget: pure ---------------------------------------------------------------------------------
 
 def test_the_defaults_keep_a_small_tail_within_a_namespace_budget_and_0_is_no_budget():

@@ -81,8 +81,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods"]
+  # watch: a finished attempt's pods (exit code, log) come from an informer, not a list per attempt;
   # deletecollection: a cancelled run's pods are stopped with a short grace period
-  verbs: ["get", "list", "deletecollection"]
+  verbs: ["get", "list", "watch", "deletecollection"]
 - apiGroups: [""]
   resources: ["pods/log"]
   # a finished attempt's log is kept in a ConfigMap (logs.keepBytes)

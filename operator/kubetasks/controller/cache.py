@@ -8,6 +8,8 @@ controller must remember between a write and the watch event that confirms it.
   user, still tells how its attempt ended, or that it was lost).
 - ``expected``: attempts whose Job this operator created and the watch has not shown yet
   (kube-controller-manager's ControllerExpectations): not lost, not to be created again.
+- ``job_pods``: the pods of those Jobs (an informer, as the Job controller's), so that a finished
+  attempt's exit code and its log's pod cost no list per attempt.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ EXPECTATION_SECONDS = 300.0  # after this, an unseen Job is taken as never creat
 _META_KEYS = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "labels",
               "deletionTimestamp", "ownerReferences")
 _JOB_STATUS_KEYS = ("conditions", "startTime", "completionTime", "active", "ready", "succeeded", "failed")
+# What is read of a pod: its exit code and termination message (core.observe), why it has not
+# started (core.start_check) and where its log is (core.logs); not its spec.
+_POD_STATUS_KEYS = ("phase", "reason", "message", "conditions", "containerStatuses", "startTime")
+JOB_NAME_LABEL = "job-name"  # set by the Job controller on each pod it makes
 
 
 def _meta(body: Body) -> dict[str, Any]:
@@ -71,6 +77,18 @@ def slim_job(body: Body) -> Body:
             "status": {k: status[k] for k in _JOB_STATUS_KEYS if k in status}}
 
 
+def slim_pod(body: Body) -> Body:
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(body),
+            "spec": {k: spec[k] for k in ("nodeName",) if k in spec},
+            "status": {k: status[k] for k in _POD_STATUS_KEYS if k in status}}
+
+
+def _job_of_pod(pod: Body) -> list[Key]:
+    job = (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL)
+    return [(pod["metadata"].get("namespace", ""), job)] if job else []
+
+
 def _task_of(run: Body) -> list[Key]:
     return [(run["metadata"].get("namespace", ""), (run.get("spec") or {}).get("taskRef", ""))]
 
@@ -104,6 +122,7 @@ class Cache:
         self.tasks = Store("Task", slim_custom("Task", api_version))
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
+        self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
         # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
         self.logs = Store("ConfigMap", slim_kept_log, {"namespace": lambda b: [key_of(b)[0]]})
         self.gone: dict[str, dict[str, Body]] = defaultdict(dict)  # run uid -> Job name -> last state
@@ -125,6 +144,9 @@ class Cache:
 
     def jobs_of_run(self, uid: str) -> list[Body]:
         return self.jobs.by("owner", uid)
+
+    def pods_of_job(self, namespace: str, job: str) -> list[Body]:
+        return self.job_pods.by("job", (namespace, job))
 
     def run_by_uid(self, uid: str) -> Body | None:
         found = self.runs.by("uid", uid)

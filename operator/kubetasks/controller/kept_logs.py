@@ -22,6 +22,7 @@ from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
+from kubetasks.controller.pods import finished_job_pods
 from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.core.children import job_finished
 from kubetasks.core.logs import (DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, LoglessNodes, last_pod, lines_to_fill, log_tail,
@@ -49,6 +50,7 @@ class LogDestination(Protocol):
 class KeptLogs:
     def __init__(self, cache: Cache, api: ModuleType | Any = kube) -> None:
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
+        self.cache = cache
         self.keep_bytes = DEFAULT_KEEP_BYTES
         self.configmaps = ConfigMapLogs(cache, api)
         self.destination: LogDestination = self.configmaps
@@ -103,7 +105,7 @@ class KeptLogs:
         if recorded and await self.destination.has(run, uid, name):
             return
         if pods is None:  # not read for its exit code: a plain command that succeeded
-            pods = await self._call("list_pods", ns, f"job-name={name}")
+            pods = await finished_job_pods(self.cache, self.api, ns, name)
         pod = last_pod(pods or [])
         if pod is None:
             log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)

@@ -1,7 +1,7 @@
 """The operator: kopf for the process (login, startup, liveness, shutdown), informers and work
 queues for the controllers.
 
-Reflectors keep a store per kind (Tasks, TaskRuns, and the Jobs kubetasks made) in step with
+Reflectors keep a store per kind (Tasks, TaskRuns, and the Jobs kubetasks made and their pods) in step with
 the API server; every change queues the keys it concerns (see :mod:`kubetasks.core.wakeups`),
 and the reconcilers (``runs``, ``tasks``) act level-based: a missed, repeated or reordered
 event changes nothing, and a restarted operator picks up where the world stands.
@@ -121,7 +121,8 @@ class Operator:
         loop = asyncio.get_running_loop()
         mine = instance_selector(instance)
         kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.runs, kube.TASKRUNS, mine),
-                 (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))
+                 (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"),
+                 (self.cache.job_pods, kube.PODS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))  # their pods carry the labels
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces
         for namespace in scopes:
             for store, resource, selector in kinds:

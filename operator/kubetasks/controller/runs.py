@@ -36,6 +36,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.kept_logs import KeptLogs
+from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.api_errors import api_error_message
@@ -209,7 +210,7 @@ class RunReconciler:
         for job in jobs:
             name = job["metadata"]["name"]
             if job_finished(job) and name not in pods and (sdk or not job_succeeded(job)):
-                pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
+                pods[name] = await finished_job_pods(self.cache, self.api, run.namespace, name)
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
 

@@ -42,6 +42,13 @@ def job_succeeded(job: Body) -> bool:
                for c in (job.get("status") or {}).get("conditions") or [])
 
 
+def pods_ended(pods: Iterable[Body]) -> bool:
+    """Whether there are pods and each has ended (Succeeded or Failed): what a finished Job's pods
+    show once a pod watch has caught up with them (the Job's own event can come first)."""
+    phases = [(p.get("status") or {}).get("phase") for p in pods]
+    return bool(phases) and all(phase in ("Succeeded", "Failed") for phase in phases)
+
+
 def observe_attempts(status: TaskRunStatus, jobs: Iterable[Body], gone: Iterable[Body] = (),
                      expected: Iterable[int] = (), pods: dict[str, list[Body]] | None = None,
                      ) -> dict[int, AttemptObservation]:
