@@ -79,9 +79,12 @@ def slim_job(body: Body) -> Body:
 
 def slim_pod(body: Body) -> Body:
     spec, status = body.get("spec") or {}, body.get("status") or {}
+    slim = {k: status[k] for k in _POD_STATUS_KEYS if k in status}
+    if "containerStatuses" in slim:  # their states only: no images or container ids
+        slim["containerStatuses"] = [{k: cs[k] for k in ("name", "state", "lastState") if k in cs}
+                                     for cs in slim["containerStatuses"]]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(body),
-            "spec": {k: spec[k] for k in ("nodeName",) if k in spec},
-            "status": {k: status[k] for k in _POD_STATUS_KEYS if k in status}}
+            "spec": {k: spec[k] for k in ("nodeName",) if k in spec}, "status": slim}
 
 
 def _job_of_pod(pod: Body) -> list[Key]:
