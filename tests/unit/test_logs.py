@@ -254,6 +254,22 @@ def test_a_node_that_gave_no_log_is_not_asked_again_for_a_while():
     assert [a[0] for a in calls(w, "read_log")] == ["a-1-pod", "c-1-pod"] and kept(w, "c-1") == "c\n"
 
 
+def test_attempts_ending_together_on_a_node_not_yet_known_wait_for_one_read_from_it():
+    runs = ("a", "b", "c", "d")
+    w = World(task(retry={"maxAttempts": 1}), *(taskrun(r) for r in runs))
+    w.settle(*runs)
+    for run in runs:  # a, b and c on a node without logs (kwok's), d on one with logs
+        w.api.pods[f"{run}-1"] = [{**pod(f"{run}-1-pod"), "spec": {"nodeName": "n1" if run == "d" else "kwok-node-0"}}]
+        w.api.logs[f"{run}-1-pod"] = b"d\n" if run == "d" else kube.ApiException(status=500, reason="no kubelet")
+        w.api.finish_job(NS, f"{run}-1")
+    w.api.deliver(w.op.cache)
+
+    async def together() -> None:
+        await asyncio.gather(*(w.op.runs.reconcile((NS, r)) for r in runs))
+    asyncio.run(together())
+    assert len([a for a in calls(w, "read_log") if a[0] != "d-1-pod"]) == 1 and kept(w, "d-1") == "d\n"
+
+
 def test_a_busy_api_server_does_not_make_a_node_logless():
     w = World(task(retry={"maxAttempts": 1}), taskrun("a"), taskrun("b"))
     w.settle("a", "b")

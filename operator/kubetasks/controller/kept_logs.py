@@ -57,6 +57,9 @@ class KeptLogs:
         self._kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._warned = -LOG_WARNING_EVERY
         self._logless_nodes = LoglessNodes()  # the rule the dashboard follows too (core.logs)
+        # Nodes not yet known to give logs, each with its one read under way: a burst of attempts
+        # ending on a kwok node (or a down kubelet) costs one failed read, not one per attempt.
+        self._probing: dict[str, asyncio.Event] = {}
         cache.runs.listeners.append(self._run_changed)
 
     def configure(self, env: Mapping[str, str]) -> None:
@@ -111,13 +114,18 @@ class KeptLogs:
             log.debug("%s/%s: no pod of %s is left: its log is not kept", ns, run.name, name)
             return
         pod_name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName") or ""
+        while (probe := self._probing.get(node)) is not None:
+            await probe.wait()  # the first read from a node not known to give logs says whether it does
         if self._logless_nodes.quiet(node, time.monotonic()):
             log.debug("%s/%s: node %s gave no log lately: the log of %s is not kept", ns, run.name, node, name)
             return
+        if node and not self._logless_nodes.gave_log(node):
+            probe = self._probing[node] = asyncio.Event()
         keep = self.keep_bytes
         lines, cap = log_window(keep)
         try:
             data = await self._call("read_log", ns, pod_name, lines, cap)
+            self._logless_nodes.read(node)
             if read_again(data, keep, lines, cap):  # lines longer or shorter than guessed (core.logs)
                 lines = lines_to_fill(data, keep)
                 data = await self._call("read_log", ns, pod_name, lines, cap)
@@ -127,6 +135,10 @@ class KeptLogs:
                 return
             self._logless_nodes.failed(node, getattr(e, "status", None), time.monotonic())
             raise
+        finally:
+            if probe is not None:
+                del self._probing[node]
+                probe.set()
         text, truncated = log_tail(data, keep, lines, cap)
         await self.destination.put(run, uid, job, pod_name, text, truncated)
 

@@ -105,12 +105,27 @@ def kubelet_gave_no_log(status: int | None) -> bool:
     return status == 500
 
 
+KNOWN_NODES = 10_000  # nodes remembered as giving logs: past this, forgotten (a churning cluster's)
+
+
 class LoglessNodes:
-    """Nodes not to ask for a log until a moment (times are the caller's monotonic clock)."""
+    """Nodes not to ask for a log until a moment (times are the caller's monotonic clock), and
+    nodes whose kubelet gave one (no need to learn about them first)."""
 
     def __init__(self, seconds: float = LOGLESS_NODE_SECONDS) -> None:
         self.seconds = seconds
         self._until: dict[str, float] = {}
+        self._gave: set[str] = set()
+
+    def gave_log(self, node: str) -> bool:
+        """Whether a log was read from ``node`` since it last failed to give one."""
+        return node in self._gave
+
+    def read(self, node: str) -> None:
+        """A log was read from ``node``."""
+        if len(self._gave) >= KNOWN_NODES:
+            self._gave.clear()
+        self._gave.add(node)
 
     def quiet(self, node: str, now: float) -> bool:
         """Whether ``node``'s pods' logs are not to be read now."""
@@ -126,6 +141,7 @@ class LoglessNodes:
         """A log read from ``node`` failed with ``status``: remember the node when its kubelet gave none."""
         if node and kubelet_gave_no_log(status):
             self._until[node] = now + self.seconds
+            self._gave.discard(node)
 
 
 def render_attempt_log(run: TaskRun, job: Body, attempt: int, pod: str, text: str, truncated: bool) -> Body:
