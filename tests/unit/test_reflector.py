@@ -265,3 +265,24 @@ def test_a_resync_replays_unfinished_runs_and_tasks_spread_over_its_window():
     assert at_once == (0, 0), "nothing is queued at once"
     assert wakeups == 4, "each key at a time of its own"
     assert after == (4, 2), "within the window: the unfinished runs and every Task, not the finished runs"
+
+
+def test_a_tasks_own_status_write_does_not_reconcile_it_again_at_once_a_new_spec_does():
+    """Runs' phase changes reach their Task batched (one status write per period); the echo of
+    that write queued it again at once, and it wrote what had changed since: two writes a period."""
+    from kubetasks.controller.operator import Operator
+
+    op = Operator(api=None)
+    task = dict(obj("t", 1), spec={"command": ["true"]})
+    task["metadata"]["generation"] = 1
+    op.cache.tasks.event("ADDED", op.cache.tasks.slim(task))
+    assert len(op.task_queue) == 1  # new: reconciled
+    op.task_queue._queued.clear()
+    written = dict(obj("t", 2), spec=task["spec"], status={"succeeded": 3})
+    written["metadata"]["generation"] = 1
+    op.cache.tasks.written(written)
+    assert len(op.task_queue) == 0
+    edited = dict(obj("t", 3), spec={"command": ["false"]}, status={"succeeded": 3})
+    edited["metadata"]["generation"] = 2
+    op.cache.tasks.event("MODIFIED", op.cache.tasks.slim(edited))
+    assert len(op.task_queue) == 1

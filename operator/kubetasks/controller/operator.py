@@ -31,7 +31,7 @@ from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
-from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, unfinished
+from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, task_spec_changed, unfinished
 
 log = logging.getLogger("kubetasks")
 
@@ -59,7 +59,10 @@ class Operator:
     # What a change wakes -------------------------------------------------------------------
     def task_changed(self, old: Body | None, new: Body | None) -> None:
         ns, name = key_of(new or old or {})
-        self.task_queue.add((ns, name))
+        if task_spec_changed(old, new):
+            # Not on its status write's echo: reconciled at once, it wrote again what its runs
+            # had changed since, twice per batch period (below) in a burst.
+            self.task_queue.add((ns, name))
         for run in after_task_change(old, new, lambda: self.cache.runs_of_task(ns, name)):
             self.run_queue.add((ns, run))
 

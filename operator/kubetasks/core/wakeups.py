@@ -31,10 +31,15 @@ def unfinished(body: Body) -> bool:
 Runs = Callable[[], Iterable[Body]]  # the runs of the Task, asked for only when needed
 
 
+def task_spec_changed(old: Body | None, new: Body | None) -> bool:
+    """A Task created, deleted, re-created or with a new spec; not a write of its status alone."""
+    return _generation(old) != _generation(new)
+
+
 def after_task_change(old: Body | None, new: Body | None, runs: Runs) -> list[str]:
     """A Task created, deleted, re-created or with a new spec: its unfinished runs may act
     differently. Its own status writes wake nobody."""
-    if _generation(old) == _generation(new):
+    if not task_spec_changed(old, new):
         return []
     return [r["metadata"]["name"] for r in runs() if unfinished(r)]
 
