@@ -340,16 +340,20 @@ def test_a_finished_attempts_pod_comes_from_the_pod_informer_not_a_list():
     assert not calls(w, "list_pods") and w.op.cache.job_pods.get((NS, "r-2-pod"))["spec"] == {"nodeName": "n1"}
 
 
-def test_the_pod_store_keeps_a_pods_node_phase_and_container_states_not_its_spec():
+def test_the_pod_store_keeps_a_pods_job_node_phase_container_states_and_scheduling_not_its_spec():
     state = {"terminated": {"exitCode": 3, "message": "boom", "finishedAt": "2026-01-01T00:00:09Z"}}
     full = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": NS, "labels": {"job-name": "r-1"}, "managedFields": [{}]},
             "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "x", "env": [{"name": "A"}]}]},
-            "status": {"phase": "Failed", "podIP": "10.0.0.1", "containerStatuses": [
+            "status": {"phase": "Failed", "podIP": "10.0.0.1", "conditions": [
+                {"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True", "lastProbeTime": None}],
+                "containerStatuses": [
                 {"name": "task", "state": state, "lastState": {}, "image": "x", "imageID": "sha", "containerID": "c"}]}}
     slim = Cache().job_pods.slim(full)
-    assert slim["spec"] == {"nodeName": "n1"} and "managedFields" not in slim["metadata"]
-    assert slim["status"] == {"phase": "Failed", "containerStatuses": [{"name": "task", "state": state, "lastState": {}}]}
+    assert slim["spec"] == {"nodeName": "n1"} and slim["metadata"] == {"name": "p", "namespace": NS,
+                                                                       "labels": {"job-name": "r-1"}}
+    assert slim["status"] == {"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                              "containerStatuses": [{"name": "task", "state": state, "lastState": {}}]}
 
 
 def test_a_pod_the_informer_has_not_seen_end_yet_is_listed():

@@ -34,6 +34,7 @@ _JOB_STATUS_KEYS = ("conditions", "startTime", "completionTime", "active", "read
 # started (core.start_check) and where its log is (core.logs); not its spec.
 _POD_STATUS_KEYS = ("phase", "reason", "message", "conditions", "containerStatuses", "startTime")
 JOB_NAME_LABEL = "job-name"  # set by the Job controller on each pod it makes
+_POD_META_KEYS = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp")
 
 
 def _meta(body: Body) -> dict[str, Any]:
@@ -78,12 +79,21 @@ def slim_job(body: Body) -> Body:
 
 
 def slim_pod(body: Body) -> Body:
-    spec, status = body.get("spec") or {}, body.get("status") or {}
+    """What is read of a pod, in a fraction of its size (a day of finished Jobs' pods is held):
+    its Job's name, its node, phase and container states, and whether it is scheduled."""
+    meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    labels = meta.get("labels") or {}
+    job = labels.get(JOB_NAME_LABEL) or labels.get(f"batch.kubernetes.io/{JOB_NAME_LABEL}")
     slim = {k: status[k] for k in _POD_STATUS_KEYS if k in status}
     if "containerStatuses" in slim:  # their states only: no images or container ids
         slim["containerStatuses"] = [{k: cs[k] for k in ("name", "state", "lastState") if k in cs}
                                      for cs in slim["containerStatuses"]]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(body),
+    if "conditions" in slim:
+        slim["conditions"] = [{k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+                              for c in slim["conditions"] if c.get("type") == "PodScheduled"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {**{k: meta[k] for k in _POD_META_KEYS if meta.get(k) is not None},
+                         "labels": {JOB_NAME_LABEL: job} if job else {}},
             "spec": {k: spec[k] for k in ("nodeName",) if k in spec}, "status": slim}
 
 
