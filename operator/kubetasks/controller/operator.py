@@ -115,7 +115,7 @@ class Operator:
     # Running ---------------------------------------------------------------------------------
     async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None,
                     timing: Timing = Timing()) -> None:
-        """Starts the informers, then (once every store has its first list) the workers, and a
+        """Starts the informers, then (once every store but the pods' has its first list) the workers, and a
         resync every ``resync_seconds``. Only the Tasks and TaskRuns of this operator ``instance``
         are seen (naming.LABEL_INSTANCE), and the Jobs made for them."""
         from kubetasks.controller.cron import Scheduler
@@ -133,7 +133,10 @@ class Operator:
                 self.reflectors.append(reflector)
                 reflector.start()
         self.reflectors += self.runs.logs.start(scopes, mine, loop, timing)  # and their budget
-        await asyncio.gather(*(r.synced.wait() for r in self.reflectors))
+        # Not on the pods' first list: until it is in, a finished attempt's pods are listed
+        # (controller.pods), and a ClusterRole without `watch` on pods (an older chart's) only
+        # costs those lists.
+        await asyncio.gather(*(r.synced.wait() for r in self.reflectors if r.store is not self.cache.job_pods))
         log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
                  len(self.cache.jobs))
         self.run_queue.start()
