@@ -195,6 +195,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
+    OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 

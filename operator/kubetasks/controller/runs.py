@@ -45,10 +45,14 @@ from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
 from kubetasks.core.retention import expires_at
+from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED, Link, depth_limit, depth_of, older_siblings, refuse_runaway, root_of
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
-from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk
+from kubetasks.core.render import (
+    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk,
+)
+from kubetasks.controller.access import drop_access
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -78,11 +82,14 @@ class RunReconciler:
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
+        self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
+        self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
         if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
             self._warned_after_outcome.pop(uid_of(old) or "", None)
+            self._access_left.discard(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -141,6 +148,8 @@ class RunReconciler:
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
             await self._reap(run, uid)
+            if uid in self._access_left:  # deleting them failed when it finished: again
+                await self._drop_access(run, uid, task)
             return await self._retain(run, uid, task)
         if task and task.spec.concurrency and run.status.attempt == 0:
             # Admission to a concurrency slot is serialised per Task; the status written under
@@ -175,7 +184,7 @@ class RunReconciler:
         attempts = await self._observe(run, uid, sdk)
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
-            refusal = await self._check_parent(run, uid)
+            refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
         limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
                       refusal=refusal,  # the runs of the Task are looked at only under a limit
@@ -195,7 +204,11 @@ class RunReconciler:
                 plan = plan_run(replace(world, duplicate_of=duplicate_of))
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
+        if refusal and refusal.reason == TRIGGER_DEPTH_EXCEEDED and plan.status.phase.finished:
+            await self._warn_root(run, refusal)
         await self.logs.keep(run, uid, jobs, pods)
+        if uid in self._access_left:
+            await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
@@ -224,11 +237,43 @@ class RunReconciler:
         except ValidationError:
             parent, parent_task = None, None
         refusal = refuse_child_run(run, parent, parent_task)
-        if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access:
+        if parent is not None and parent_task is not None:
+            limit = depth_limit(parent_task, self.max_trigger_depth)
+            run.status.trigger_depth = depth_of(_link(parent), self._ancestor(run.namespace), limit) + 1
+            siblings = [(str(b["metadata"].get("creationTimestamp", "")), b["metadata"]["name"])
+                        for b in self.cache.children_of(run.namespace, parent.name) if b["metadata"]["name"] != run.name]
+            older = older_siblings((str(run.metadata.get("creationTimestamp", "")), run.name), siblings)
+            refusal = refusal or refuse_runaway(run.status.trigger_depth, older, parent.name, parent_task,
+                                                self.max_trigger_depth)
+        if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access \
+                and not parent.status.phase.finished:  # a finished parent's pods are gone
             for obj in render_parent_access(run, parent, parent_task):
                 await self._create_owned(obj, uid)
             self.cache.parent_access.add(uid)
         return refusal
+
+    def _ancestor(self, namespace: str) -> Any:
+        def ancestor(name: str) -> Link | None:
+            body = self.cache.runs.get((namespace, name))
+            return _link(body) if body is not None else None
+        return ancestor
+
+    async def _warn_root(self, run: TaskRun, refusal: Refusal) -> None:
+        """The run at the root of a chain that went too deep hears of it: that is where a person looks."""
+        root = root_of(_link(run), self._ancestor(run.namespace), self.max_trigger_depth + 1)
+        body = self.cache.runs.get((run.namespace, root))
+        if body is not None and root != run.name:
+            await self._event(body, Event("Warning", refusal.reason, f"run {run.name!r}, triggered in its chain, "
+                                                                     f"failed: {refusal.message}"))
+
+    async def _drop_access(self, run: TaskRun, uid: str, task: Task | None) -> None:
+        """A finished run's pods need no access any more (core.render.access_to_drop): deleted now,
+        not at its retention. An error is reported by reconcile() and tried again later."""
+        parent = self.cache.runs.get((run.namespace, run.spec.parent_run)) if run.spec.parent_run else None
+        parent_done = parent is None or not unfinished(parent)
+        children = [(b["metadata"]["name"], uid_of(b) or "") for b in self.cache.children_of(run.namespace, run.name)]
+        await drop_access(self._call, run.namespace, access_to_drop(run, task, children, parent_done))
+        self._access_left.discard(uid)
 
     async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
                            ) -> tuple[StartProblem | None, datetime | None, datetime | None]:
@@ -329,6 +374,8 @@ class RunReconciler:
             self.cache.forget(uid)
             for record in plan.status.attempts:
                 self._start_checks.pop(record.job_name, None)
+            if unfinished(body):  # it finishes now: its access objects go (after its log is kept)
+                self._access_left.add(uid)
         return plan.requeue_at
 
     async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
@@ -381,3 +428,12 @@ class RunReconciler:
         except Exception as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", event.reason, body["metadata"].get("name"),
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def _link(body: TaskRun | Body) -> Link:
+    """What a run's trigger depth is read from (core.trigger_limits)."""
+    if isinstance(body, TaskRun):
+        return Link(body.name, body.spec.parent_run, body.status.trigger_depth)
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    depth = status.get("triggerDepth")
+    return Link(body["metadata"]["name"], spec.get("parentRun"), depth if isinstance(depth, int) else None)

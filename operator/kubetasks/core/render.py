@@ -14,6 +14,7 @@ from kubetasks.core.naming import (
     fit_name, instance_of, job_name, label_value, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
+from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
 from kubetasks import protocol
 
 RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
@@ -169,6 +170,10 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     ]
     if task.spec.allow_trigger:
         rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]})
+        # Whoever holds this Role triggers as this run (core.trigger_policy.TRIGGER_VERB): the
+        # admission policy holds them to naming it as parentRun, whatever their account.
+        rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": [TRIGGER_VERB],
+                      "resourceNames": [run.name, RUN_IDENTITY]})
     return rules
 
 
@@ -192,7 +197,12 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
 
 
 def parent_access_name(child: TaskRun) -> str:
-    return fit_name(child.name, f"-{uid(child)[:8]}-parent", MAX_SUBDOMAIN)
+    return child_access_name(child.name, uid(child))
+
+
+def child_access_name(child: str, child_uid: str) -> str:
+    """The Role (and RoleBinding) that lets a parent run's pods read the child run ``child``."""
+    return fit_name(child, f"-{child_uid[:8]}-parent", MAX_SUBDOMAIN)
 
 
 def render_parent_access(child: TaskRun, parent: TaskRun, parent_task: Task) -> list[dict[str, Any]]:
@@ -216,3 +226,25 @@ def role_and_binding(name: str, meta: dict[str, Any], rules: list[dict[str, Any]
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": meta["namespace"]}]},
     ]
+
+
+def access_to_drop(run: TaskRun, task: Task | None, children: list[tuple[str, str]], parent_done: bool,
+                   ) -> list[tuple[str, str, str]]:
+    """(kind, name, owner uid) of the access objects a finished run leaves that nothing needs any
+    more: its own ServiceAccount, Role and RoleBinding (its pods are done; none when its Task
+    binds no Role), the Roles that let its pods read its ``children`` (name, uid), and, once its
+    parent is finished or gone (``parent_done``), the one that let its parent read it. Each is
+    deleted only if that owner still owns it: an object of that name made by another is left."""
+    objects: list[tuple[str, str, str]] = []
+    if task is None or run_account(run, task) is not None:
+        name = run_identity_name(run.name, uid(run))
+        objects += [("RoleBinding", name, uid(run)), ("Role", name, uid(run))]
+        if task is None or not task.spec.service_account_name:
+            objects.append(("ServiceAccount", name, uid(run)))
+        for child_name, child_uid in children:
+            access = child_access_name(child_name, child_uid)
+            objects += [("RoleBinding", access, child_uid), ("Role", access, child_uid)]
+    if run.spec.parent_run and parent_done:
+        access = parent_access_name(run)
+        objects += [("RoleBinding", access, uid(run)), ("Role", access, uid(run))]
+    return objects
