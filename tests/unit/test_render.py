@@ -2,7 +2,7 @@ import json
 
 from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
-from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity
+from kubetasks.core.render import access_to_drop, machine_for_attempt, render_job, render_parent_access, render_run_identity
 
 
 def objects(task_spec=None, run_spec=None):
@@ -173,3 +173,31 @@ def test_a_parent_may_read_its_allowed_child_and_nothing_else():
     long_child = TaskRun.model_validate({"metadata": {"name": "t" * 253, "namespace": "ns", "uid": "c-3"},
                                          "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
     assert all(len(o["metadata"]["name"]) <= 253 for o in render_parent_access(long_child, parent, parent_task))
+
+
+def test_a_triggering_runs_role_marks_its_holder_as_that_run_for_the_admission_policy():
+    t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumbnail"]})
+    marks = [rule for rule in rules_of(render_run_identity(r, t)) if "trigger" in rule["verbs"]]
+    assert marks == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["trigger"],
+                      "resourceNames": ["resize-abc", "Any-Run"]}]
+    t, r = objects({"entrypoint": "app:resize"})  # no triggering: no create, no mark
+    assert not [rule for rule in rules_of(render_run_identity(r, t)) if "trigger" in rule["verbs"]]
+
+
+def test_a_finished_run_drops_its_identity_its_childrens_access_and_its_own_once_its_parent_is_done():
+    t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumb"]})
+    own = [("RoleBinding", "resize-abc-u-1-run", "u-1"), ("Role", "resize-abc-u-1-run", "u-1"),
+           ("ServiceAccount", "resize-abc-u-1-run", "u-1")]
+    assert access_to_drop(r, t, [], parent_done=False) == own
+    assert access_to_drop(r, t, [("c1", "c-1234567")], parent_done=False) == own + [
+        ("RoleBinding", "c1-c-123456-parent", "c-1234567"), ("Role", "c1-c-123456-parent", "c-1234567")]
+    child = TaskRun.model_validate({"metadata": {"name": "thumb-x1", "namespace": "ns", "uid": "c-2"},
+                                    "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
+    plain = Task.model_validate({"metadata": {"name": "thumb"}, "spec": {"image": "reg/img:1", "command": ["true"]}})
+    assert access_to_drop(child, plain, [], parent_done=False) == []  # a plain command has none
+    assert access_to_drop(child, plain, [], parent_done=True) == [("RoleBinding", "thumb-x1-c-2-parent", "c-2"),
+                                                                  ("Role", "thumb-x1-c-2-parent", "c-2")]
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "worker", "bindRunRole": True})
+    assert access_to_drop(r, t, [], parent_done=False) == own[:2]  # the user's account is the user's
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "worker"})
+    assert access_to_drop(r, t, [], parent_done=False) == []  # nothing was bound
