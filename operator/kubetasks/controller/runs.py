@@ -45,7 +45,7 @@ from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
 from kubetasks.core.retention import expires_at
-from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED, Link, depth_limit, depth_of, older_siblings, refuse_runaway, root_of
+from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
@@ -53,6 +53,7 @@ from kubetasks.core.render import (
     access_to_drop, machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk,
 )
 from kubetasks.controller.access import drop_access
+from kubetasks.controller.triggers import root_run, runaway
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -237,14 +238,8 @@ class RunReconciler:
         except ValidationError:
             parent, parent_task = None, None
         refusal = refuse_child_run(run, parent, parent_task)
-        if parent is not None and parent_task is not None:
-            limit = depth_limit(parent_task, self.max_trigger_depth)
-            run.status.trigger_depth = depth_of(_link(parent), self._ancestor(run.namespace), limit) + 1
-            siblings = [(str(b["metadata"].get("creationTimestamp", "")), b["metadata"]["name"])
-                        for b in self.cache.children_of(run.namespace, parent.name) if b["metadata"]["name"] != run.name]
-            older = older_siblings((str(run.metadata.get("creationTimestamp", "")), run.name), siblings)
-            refusal = refusal or refuse_runaway(run.status.trigger_depth, older, parent.name, parent_task,
-                                                self.max_trigger_depth)
+        if parent is not None and parent_task is not None:  # too deep, or one child too many
+            refusal = refusal or runaway(self.cache, run, parent, parent_task, self.max_trigger_depth)
         if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access \
                 and not parent.status.phase.finished:  # a finished parent's pods are gone
             for obj in render_parent_access(run, parent, parent_task):
@@ -252,18 +247,11 @@ class RunReconciler:
             self.cache.parent_access.add(uid)
         return refusal
 
-    def _ancestor(self, namespace: str) -> Any:
-        def ancestor(name: str) -> Link | None:
-            body = self.cache.runs.get((namespace, name))
-            return _link(body) if body is not None else None
-        return ancestor
-
     async def _warn_root(self, run: TaskRun, refusal: Refusal) -> None:
         """The run at the root of a chain that went too deep hears of it: that is where a person looks."""
-        root = root_of(_link(run), self._ancestor(run.namespace), self.max_trigger_depth + 1)
-        body = self.cache.runs.get((run.namespace, root))
-        if body is not None and root != run.name:
-            await self._event(body, Event("Warning", refusal.reason, f"run {run.name!r}, triggered in its chain, "
+        root = root_run(self.cache, run, self.max_trigger_depth)
+        if root is not None:
+            await self._event(root, Event("Warning", refusal.reason, f"run {run.name!r}, triggered in its chain, "
                                                                      f"failed: {refusal.message}"))
 
     async def _drop_access(self, run: TaskRun, uid: str, task: Task | None) -> None:
@@ -428,12 +416,3 @@ class RunReconciler:
         except Exception as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", event.reason, body["metadata"].get("name"),
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
-def _link(body: TaskRun | Body) -> Link:
-    """What a run's trigger depth is read from (core.trigger_limits)."""
-    if isinstance(body, TaskRun):
-        return Link(body.name, body.spec.parent_run, body.status.trigger_depth)
-    spec, status = body.get("spec") or {}, body.get("status") or {}
-    depth = status.get("triggerDepth")
-    return Link(body["metadata"]["name"], spec.get("parentRun"), depth if isinstance(depth, int) else None)
