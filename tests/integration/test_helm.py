@@ -274,3 +274,13 @@ def test_the_admission_policy_ships_by_default():
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert not any(d["kind"].startswith("ValidatingAdmission") for d in render("admissionPolicy.enabled=false"))
+
+
+def test_the_trigger_depth_cap_reaches_the_operator():
+    def env(*sets: str) -> dict[str, str]:
+        deployment = next(d for d in render(*sets) if d["kind"] == "Deployment")
+        return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env()["KUBETASKS_MAX_TRIGGER_DEPTH"] == "10"
+    assert env("maxTriggerDepth=3")["KUBETASKS_MAX_TRIGGER_DEPTH"] == "3"
+    done = subprocess.run([HELM, "template", "r", CHART, "--set", "maxTriggerDepth=-1"], capture_output=True, text=True)
+    assert done.returncode and "maxTriggerDepth" in done.stderr
