@@ -139,6 +139,7 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
         kubectl("get", "networkpolicy", f"{release}-kubetasks", "-n", system)
         kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-triggers")
+        kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-status")
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
@@ -268,9 +269,30 @@ def test_metrics_are_reachable_only_from_allowed_peers():
 
 
 def test_the_admission_policy_ships_by_default():
-    docs = render()
+    docs = [d for d in render() if d["metadata"]["name"].endswith("-run-triggers")]
     policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
     binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
-    assert not any(d["kind"].startswith("ValidatingAdmission") for d in render("admissionPolicy.enabled=false"))
+    assert not any(d["kind"].startswith("ValidatingAdmission") and d["metadata"]["name"].endswith("-run-triggers")
+                   for d in render("admissionPolicy.enabled=false"))
+
+
+def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operator():
+    def status_policy(*sets: str) -> list[dict]:
+        return [d for d in render(*sets) if d["metadata"]["name"] == "r-kubetasks-run-status"]
+
+    policy, binding = status_policy()
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail" and spec["matchConstraints"]["resourceRules"][0]["resources"] == ["taskruns/status"]
+    assert spec["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]
+    assert '"system:serviceaccount:sys:r-kubetasks"' in spec["matchConditions"][0]["expression"]
+    assert [v["expression"].split("has(object.status.")[1].split(")")[0] for v in spec["validations"]] == [
+        "phase", "attempt", "attempts", "result", "error"]
+    policy, _ = status_policy("instanceID=team-b", "serviceAccount.name=ops", "statusPolicy.extraWriters={alice}")
+    assert policy["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]
+    assert '["system:serviceaccount:sys:ops","alice"]' in policy["spec"]["matchConditions"][0]["expression"]
+    assert not status_policy("statusPolicy.enabled=false")
