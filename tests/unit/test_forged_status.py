@@ -88,3 +88,13 @@ def test_the_operators_own_writes_raise_no_warning():
     w.api.deliver(w.op.cache)
     w.settle("r")
     assert w.status("r")["phase"] == "Succeeded" and not warned(w, "r")
+
+
+def test_a_run_changed_again_while_its_forged_status_was_put_back_is_judged_again():
+    w = World(task(), taskrun("r"))
+    w.reconcile("r")
+    forge(w, "r")
+    w.api.update("TaskRun", NS, "r", status={"phase": "Succeeded", "result": "again"})  # not yet seen
+    w.settle("r", rounds=3)
+    assert w.api.conflicts == 1 and w.status("r")["phase"] == "Running" and "result" not in w.status("r")
+    assert w.api.jobs() and len(warned(w, "r")) == 2

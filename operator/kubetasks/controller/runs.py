@@ -164,7 +164,12 @@ class RunReconciler:
         await self._event(body, Event("Warning", FORGED, forged.message))
         patch = {**{k: None for k in forged.clear}, **status_patch(body.get("status") or {}, forged.status)}
         decided_at = str(body["metadata"].get("resourceVersion") or "") or None
-        updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+        try:
+            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+        except Exception as e:
+            if kube.is_conflict(e):  # changed meanwhile: judged again on what it is now
+                await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
+            raise
         if updated is not None:
             self.cache.runs.written(updated)
             self._written[uid] = self.cache.runs.slim(updated).get("status") or {}
