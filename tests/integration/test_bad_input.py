@@ -233,8 +233,8 @@ class Result:
             return "documented"
         if not operator_alive:
             return "crash"
-        if self.settled():
-            return "misbehave"
+        if self.settled() or (self.case.get("update_status") and self.status().get("phase") in FINISHED_PHASES):
+            return "misbehave"  # (a forged finished phase the operator left as it was)
         return "hang"
 
 
