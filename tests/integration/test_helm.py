@@ -145,6 +145,13 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
                         "machine": {"preset": "micro"}}}, namespace, instance=release)
         assert run_until_finished(namespace, "hello-1", "hello", instance=release) == "Succeeded"
+        # Its status policy admitted its operator's writes (hello-1 ran) and admits no one else's,
+        # a cluster admin's neither.
+        forged = ("patch", "taskrun", "hello-1", "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                  '{"status": {"phase": "Failed"}}', "--dry-run=server", "--as=admin@example.com",
+                  "--as-group=system:masters")
+        wait_until("the status policy in force",
+                   lambda: "is written only by the kubetasks operator" in kubectl_run(*forged).stderr, timeout=60)
         # A runtime task: its own ServiceAccount, Role and RoleBinding, its checkpoint ConfigMap and
         # a Job per attempt, all owned by the run; a durable sleep in between.
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleeper"},
