@@ -338,7 +338,8 @@ class RunReconciler:
             try:  # only onto this run (its uid) as it was decided (its resourceVersion)
                 updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
             except Exception as e:
-                self._written.pop(uid, None)  # it may have been written: not known what the status is now
+                if not kube.is_conflict(e):  # it may have been written: not known what the status is now
+                    self._written.pop(uid, None)
                 if kube.is_conflict(e):
                     await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
                 raise
