@@ -139,11 +139,19 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
         kubectl("get", "networkpolicy", f"{release}-kubetasks", "-n", system)
         kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-triggers")
+        kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-status")
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
                         "machine": {"preset": "micro"}}}, namespace, instance=release)
         assert run_until_finished(namespace, "hello-1", "hello", instance=release) == "Succeeded"
+        # Its status policy admitted its operator's writes (hello-1 ran) and admits no one else's,
+        # a cluster admin's neither.
+        forged = ("patch", "taskrun", "hello-1", "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                  '{"status": {"phase": "Failed"}}', "--dry-run=server", "--as=admin@example.com",
+                  "--as-group=system:masters")
+        wait_until("the status policy in force",
+                   lambda: "is written only by the kubetasks operator" in kubectl_run(*forged).stderr, timeout=60)
         # A runtime task: its own ServiceAccount, Role and RoleBinding, its checkpoint ConfigMap and
         # a Job per attempt, all owned by the run; a durable sleep in between.
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleeper"},
@@ -268,12 +276,13 @@ def test_metrics_are_reachable_only_from_allowed_peers():
 
 
 def test_the_admission_policy_ships_by_default():
-    docs = render()
+    docs = [d for d in render() if d["metadata"]["name"].endswith("-run-triggers")]
     policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
     binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
-    assert not any(d["kind"].startswith("ValidatingAdmission") for d in render("admissionPolicy.enabled=false"))
+    assert not any(d["kind"].startswith("ValidatingAdmission") and d["metadata"]["name"].endswith("-run-triggers")
+                   for d in render("admissionPolicy.enabled=false"))
 
 
 def test_the_trigger_depth_cap_reaches_the_operator():
@@ -284,3 +293,23 @@ def test_the_trigger_depth_cap_reaches_the_operator():
     assert env("maxTriggerDepth=3")["KUBETASKS_MAX_TRIGGER_DEPTH"] == "3"
     done = subprocess.run([HELM, "template", "r", CHART, "--set", "maxTriggerDepth=-1"], capture_output=True, text=True)
     assert done.returncode and "maxTriggerDepth" in done.stderr
+
+
+def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operator():
+    def status_policy(*sets: str) -> list[dict]:
+        return [d for d in render(*sets) if d["metadata"]["name"] == "r-kubetasks-run-status"]
+
+    policy, binding = status_policy()
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail" and spec["matchConstraints"]["resourceRules"][0]["resources"] == ["taskruns/status"]
+    assert spec["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]
+    assert '"system:serviceaccount:sys:r-kubetasks"' in spec["matchConditions"][0]["expression"]
+    assert [v["expression"].split("has(object.status.")[1].split(")")[0] for v in spec["validations"]] == [
+        "phase", "attempt", "attempts", "result", "error", "triggerDepth"]
+    policy, _ = status_policy("instanceID=team-b", "serviceAccount.name=ops", "statusPolicy.extraWriters={alice}")
+    assert policy["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]
+    assert '["system:serviceaccount:sys:ops","alice"]' in policy["spec"]["matchConditions"][0]["expression"]
+    assert not status_policy("statusPolicy.enabled=false")

@@ -43,6 +43,7 @@ from kubetasks.core.children import controlled_by, job_finished, job_succeeded, 
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
+from kubetasks.core.status_trust import REASON as FORGED, judge_status
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
@@ -85,12 +86,14 @@ class RunReconciler:
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
+        self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
         if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
             self._warned_after_outcome.pop(uid_of(old) or "", None)
             self._access_left.discard(uid_of(old) or "")
+            self._written.pop(uid_of(old) or "", None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -145,6 +148,7 @@ class RunReconciler:
             return None  # deleted: the garbage collector removes its children
         run = TaskRun.model_validate(body)
         uid = str(run.metadata.get("uid", ""))
+        await self._believe(key, body, uid)
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
@@ -158,6 +162,28 @@ class RunReconciler:
             async with self._task_locks.setdefault((key[0], run.spec.task_ref), asyncio.Lock()):
                 return await self._reconcile(key, run, uid, task)
         return await self._reconcile(key, run, uid, task)
+
+    async def _believe(self, key: Key, body: Body, uid: str) -> None:
+        """Goes on only with a status the operator wrote: one someone else wrote (core.status_trust) is
+        reported and written back as it should be, and the run decided again from that write
+        (the store keeps a run it took for finished without most of its spec)."""
+        forged = judge_status(body.get("status"), self._written.get(uid), uid, self.cache.jobs_of_run(uid))
+        if forged is None:
+            return
+        log.warning("%s/%s: %s", key[0], key[1], forged.message)
+        await self._event(body, Event("Warning", FORGED, forged.message))
+        patch = {**{k: None for k in forged.clear}, **status_patch(body.get("status") or {}, forged.status)}
+        decided_at = str(body["metadata"].get("resourceVersion") or "") or None
+        try:
+            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+        except Exception as e:
+            if kube.is_conflict(e):  # changed meanwhile: judged again on what it is now
+                await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
+            raise
+        if updated is not None:
+            self.cache.runs.written(updated)
+            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}
+        raise Requeue(0, "a status the operator did not write was put back")
 
     async def _reap(self, run: TaskRun, uid: str) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
@@ -345,12 +371,15 @@ class RunReconciler:
             try:  # only onto this run (its uid) as it was decided (its resourceVersion)
                 updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
             except Exception as e:
+                if not kube.is_conflict(e):  # it may have been written: not known what the status is now
+                    self._written.pop(uid, None)
                 if kube.is_conflict(e):
                     await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
                 raise
             if updated is None:
                 return None
             self.cache.runs.written(updated)
+            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
         for event in plan.events:
             await self._event(body, event)
