@@ -1,7 +1,8 @@
 """``python -m kubetasks.controller``: runs the operator.
 
 Environment: KUBETASKS_NAMESPACES (comma-separated; all namespaces when empty),
-KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off),
+KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off;
+KUBETASKS_METRICS_BIND_ADDRESS and KUBETASKS_METRICS_CERT_DIR: controller.metrics_server),
 KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: every unfinished run and every Task looked at
 again, from the stores, each at a random moment within that period; no request),
 KUBETASKS_RELIST_SECONDS (21600: a full re-list of each kind after one to two times this, a safety

@@ -20,10 +20,9 @@ from types import ModuleType
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from kubetasks import kube
-from kubetasks.controller import metrics
+from kubetasks.controller import metrics, metrics_server
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.informer.reflector import Reflector, Timing
@@ -185,9 +184,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    port = int(os.environ.get("KUBETASKS_METRICS_PORT", "9090"))
-    if port:
-        start_http_server(port)
+    _metrics.append(await metrics_server.serve())
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
@@ -200,6 +197,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 _background: list[asyncio.Task[None]] = []
+_metrics: list[Any] = []  # the metrics endpoint's aiohttp runner (or None: off)
 
 
 async def _report_queue_depth() -> None:
@@ -221,5 +219,8 @@ async def health(**_: Any) -> str:
 async def cleanup(**_: Any) -> None:
     for task in _background:
         task.cancel()
+    for runner in _metrics:
+        if runner is not None:
+            await runner.cleanup()
     await OPERATOR.stop()
 
