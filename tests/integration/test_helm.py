@@ -222,7 +222,7 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
