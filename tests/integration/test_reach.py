@@ -18,7 +18,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import TASK_IMAGE, apply, get, kubectl, wait_until
+from tests.conftest import FINISHED_PHASES, TASK_IMAGE, VERSIONS, OperatorProcess, apply, get, kubectl, wait_until
 from tests.integration.test_helm import CHART, helm, pods, ready
 
 pytestmark = pytest.mark.cluster
@@ -179,3 +179,31 @@ def test_watch_namespaces_confine_the_operator_and_metrics_need_a_readers_token(
             helm("uninstall", release, "-n", system, "--wait", check=False)
         for ns in (system, other_watched, outside):
             kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_a_run_in_a_refused_namespace_fails_at_once_with_the_reason_and_makes_nothing(cluster, crds, namespace, tmp_path):
+    """The chart refuses kube-system, kube-public, kube-node-lease and its own namespace
+    (KUBETASKS_REFUSED_NAMESPACES); here the test's namespace stands for them, with an operator of
+    its own instance."""
+    instance = f"refuse-{uuid.uuid4().hex[:6]}"
+    op = OperatorProcess(tmp_path / "operator.log", namespaces=namespace,
+                         env={"KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_REFUSED_NAMESPACES": f"kube-system,{namespace}"})
+    op.start()
+    try:
+        apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
+               "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never",
+                        "command": ["python3", "-c", "print('hi')"], "machine": {"preset": "micro"}}},
+              namespace, instance=instance)
+        apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": "hello-1"},
+               "spec": {"taskRef": "hello", "payload": {"n": 1}}}, namespace, instance=instance)
+        status = wait_until("hello-1 finished", lambda: (s := get("taskrun", "hello-1", namespace).get("status") or {})
+                            .get("phase") in FINISHED_PHASES and s, timeout=60)
+        assert status["phase"] == "Failed" and status["error"]["type"] == "NamespaceNotAllowed", status
+        assert f"{namespace!r}" in status["error"]["message"] and "allowSystemNamespaces" in status["error"]["message"]
+        events = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
+                                    "involvedObject.name=hello-1", "-o", "json"))["items"]
+        assert any(e["reason"] == "NamespaceNotAllowed" and e["type"] == "Warning" for e in events), events
+        assert not kubectl("get", "jobs,configmaps,serviceaccounts,roles", "-n", namespace, "-l",
+                           f"kubetasks.io/instance={instance}", "-o", "name")
+    finally:
+        op.stop()
