@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 
-from kubetasks.controller.metrics_server import MetricsServer
+from kubetasks.controller.metrics_server import MetricsServer, reload_certificates
 from kubetasks.core.metrics_access import (ALLOWED_TTL, DENIED_TTL, Verdict, VerdictCache, authenticated,
                                            authorized, bearer_token, needs_token, token_key)
 
@@ -156,3 +158,32 @@ def test_on_loopback_no_token_is_asked():
         assert (await client.get("/metrics")).status == 200
         assert not reviews.calls
     serve(test, secure=False)
+
+
+def test_a_renewed_certificate_is_loaded_once_and_a_half_written_one_again(tmp_path):
+    loaded: list[str] = []
+    broken = [False]
+
+    class Context:
+        def load_cert_chain(self, cert: str, key: str) -> None:
+            if broken[0]:
+                raise ssl.SSLError("key values mismatch")
+            loaded.append(open(cert).read())
+
+    (tmp_path / "tls.crt").write_text("one")
+    (tmp_path / "tls.key").write_text("k1")
+
+    async def main() -> None:
+        task = asyncio.create_task(reload_certificates(Context(), str(tmp_path), every=0.01))
+        await asyncio.sleep(0.05)
+        assert loaded == []  # unchanged: not loaded again
+        broken[0] = True
+        (tmp_path / "tls.crt").write_text("two")
+        os.utime(tmp_path / "tls.crt", (1, 1))  # a new stamp whatever the clock's resolution
+        await asyncio.sleep(0.05)
+        assert loaded == []
+        broken[0] = False
+        await asyncio.sleep(0.05)
+        assert loaded == ["two"]  # tried until it loads, then once
+        task.cancel()
+    asyncio.run(main())

@@ -4,7 +4,8 @@ without a token on a loopback address only (a scrape sidecar).
 
 Environment: KUBETASKS_METRICS_PORT (9090; 0 = off), KUBETASKS_METRICS_BIND_ADDRESS (0.0.0.0;
 127.0.0.1 serves the pod's own containers only, with no token), KUBETASKS_METRICS_CERT_DIR
-(tls.crt and tls.key: HTTPS; the chart makes a self-signed pair, or mounts your Secret).
+(tls.crt and tls.key: HTTPS; the chart makes a self-signed pair, or mounts your Secret; a renewed
+pair is served within a minute).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from kubetasks.core.metrics_access import (METRICS_PATH, METRICS_VERB, Verdict, 
 
 log = logging.getLogger(__name__)
 REVIEWS_AT_ONCE = 4  # a flood of new tokens waits here, not on the API server
+RELOAD_SECONDS = 60.0  # how soon a renewed certificate is served
 
 
 class MetricsServer:
@@ -77,6 +79,31 @@ def tls_context(cert_dir: str) -> ssl.SSLContext:
     return context
 
 
+def _stamp(cert_dir: str) -> tuple[float, ...]:
+    try:  # a Secret volume swaps its files by a symlink: stat follows it
+        return tuple(os.stat(os.path.join(cert_dir, f)).st_mtime for f in ("tls.crt", "tls.key"))
+    except OSError:
+        return ()
+
+
+async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD_SECONDS) -> None:
+    """Loads a renewed certificate (cert-manager's, rotated in the Secret) into ``context``: new
+    connections get it, as controller-runtime's certwatcher does. A half-written pair is tried again."""
+    seen = _stamp(cert_dir)
+    while True:
+        await asyncio.sleep(every)
+        stamp = _stamp(cert_dir)
+        if stamp == seen or not stamp:
+            continue
+        try:
+            context.load_cert_chain(os.path.join(cert_dir, "tls.crt"), os.path.join(cert_dir, "tls.key"))
+        except (OSError, ssl.SSLError) as e:
+            log.warning("could not load the renewed metrics certificate from %s: %s", cert_dir, e)
+            continue
+        seen = stamp
+        log.info("metrics certificate reloaded from %s", cert_dir)
+
+
 async def serve(env: Mapping[str, str] = os.environ) -> web.AppRunner | None:
     """Starts the endpoint the environment asks for; None when it is off."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
@@ -88,9 +115,17 @@ async def serve(env: Mapping[str, str] = os.environ) -> web.AppRunner | None:
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    runner = web.AppRunner(MetricsServer(secure).app(), access_log=None)
+    app = MetricsServer(secure).app()
+    context = tls_context(cert_dir) if cert_dir else None
+    if context is not None and cert_dir:
+        async def reloading(_: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(reload_certificates(context, cert_dir), name="metrics-certificate")
+            yield
+            task.cancel()
+        app.cleanup_ctx.append(reloading)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, address, port, ssl_context=tls_context(cert_dir) if cert_dir else None).start()
+    await web.TCPSite(runner, address, port, ssl_context=context).start()
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,
              "bearer token with get on the non-resource URL /metrics" if secure else "no token: loopback only")
     return runner

@@ -199,7 +199,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 _background: list[asyncio.Task[None]] = []
-_metrics: list[Any] = []  # the metrics endpoint's aiohttp runner (or None: off)
+_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint (None: off)
 
 
 async def _report_queue_depth() -> None:
