@@ -38,9 +38,9 @@ ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
 # The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
 ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
 
-# The payload travels in the run's checkpoint ConfigMap under PAYLOAD_KEY, mounted read-only at
-# PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT: a quarter of the ConfigMap's 1 MiB,
-# which leaves the rest of TOTAL_LIMIT to checkpoints. A larger payload has no file: the runtime
+# The payload travels in the run's immutable payload ConfigMap (naming.payload_name) under
+# PAYLOAD_KEY, mounted read-only at PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT (runs
+# started before it had a ConfigMap of its own kept it in the checkpoints' ConfigMap). A larger payload has no file: the runtime
 # then reads it from the TaskRun (which the API server caps at about 1.5 MiB).
 PAYLOAD_KEY = "payload.json"
 PAYLOAD_DIR = "/var/run/kubetasks"

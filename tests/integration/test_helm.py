@@ -230,7 +230,7 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
@@ -313,3 +313,41 @@ def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operat
         {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]
     assert '["system:serviceaccount:sys:ops","alice"]' in policy["spec"]["matchConditions"][0]["expression"]
     assert not status_policy("statusPolicy.enabled=false")
+
+
+def test_metrics_are_served_over_tls_to_readers_or_on_localhost_only():
+    docs = render()
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert secret["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key"} <= set(secret["data"])
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_METRICS_CERT_DIR"] == "/var/run/kubetasks/metrics-tls" and "KUBETASKS_METRICS_BIND_ADDRESS" not in env
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert roles["r-kubetasks-metrics-reader"]["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert {(g, r, v) for rule in roles["r-kubetasks-metrics-auth"]["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]} == {
+        ("authentication.k8s.io", "tokenreviews", "create"), ("authorization.k8s.io", "subjectaccessreviews", "create")}
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    assert "r-kubetasks-metrics-auth" in bound and "r-kubetasks-metrics-reader" not in bound  # yours to bind
+    # Your own certificate (cert-manager): no Secret made, yours mounted.
+    own = render("metrics.tls.secretName=mine")
+    assert not any(d["kind"] == "Secret" for d in own)
+    volumes = next(d for d in own if d["kind"] == "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "mine"}} in volumes
+    # On localhost, for a sidecar: no token, no TLS, no Service, no review rights, no one let in.
+    local = render("metrics.localhostOnly=true")
+    container = next(d for d in local if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_METRICS_BIND_ADDRESS"] == "127.0.0.1" and "KUBETASKS_METRICS_CERT_DIR" not in env
+    assert not any(d["kind"] in ("Service", "Secret") or d["metadata"]["name"].endswith("-metrics-auth") for d in local)
+    assert next(d for d in local if d["kind"] == "NetworkPolicy")["spec"]["ingress"] == []
+
+
+def test_without_watch_namespaces_the_system_namespaces_are_refused_unless_allowed():
+    def refused(*sets: str) -> str | None:
+        container = next(d for d in render(*sets) if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}.get("KUBETASKS_REFUSED_NAMESPACES")
+
+    assert refused() == "kube-system,kube-public,kube-node-lease,sys"
+    assert refused("allowSystemNamespaces=true") is None
+    assert refused("watchNamespaces={a}") is None  # the listed namespaces are the ones it acts in

@@ -117,3 +117,8 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{/* The Secret holding the metrics endpoint's TLS certificate and key. */}}
+{{- define "kubetasks.metricsTLSSecret" -}}
+{{- default (printf "%s-metrics-tls" (include "kubetasks.fullname" .)) .Values.metrics.tls.secretName }}
+{{- end }}

@@ -38,6 +38,7 @@ from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
+from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, job_finished, job_succeeded, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
@@ -51,7 +52,8 @@ from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
-    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk,
+    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    uses_sdk,
 )
 from kubetasks.controller.access import drop_access
 from kubetasks.controller.triggers import root_run, runaway
@@ -79,6 +81,7 @@ class RunReconciler:
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self._task_locks: dict[Key, asyncio.Lock] = {}
         self.start_deadline = START_DEADLINE
+        self.refused_namespaces: frozenset[str] = frozenset()  # core.reach
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
@@ -156,6 +159,10 @@ class RunReconciler:
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
             return await self._retain(run, uid, task)
+        refusal = refuse_namespace(key[0], self.refused_namespaces)
+        if refusal and run.status.attempt == 0:  # nothing made there: it fails before its first Job
+            now = datetime.now(timezone.utc)
+            return await self._apply(key, run, uid, task, plan_failed(run, now, refusal.reason, refusal.message))
         if task and task.spec.concurrency and run.status.attempt == 0:
             # Admission to a concurrency slot is serialised per Task; the status written under
             # the lock is in the cache (read-your-writes) before the next run is admitted.
@@ -400,6 +407,9 @@ class RunReconciler:
         attempt = plan.start_attempt
         assert attempt is not None
         try:
+            payload = render_payload(run, task)
+            if payload is not None:  # at every attempt: a run begun before it was made gets it too
+                await self._create_owned(payload, uid)
             if attempt == 1 or not plan.status.attempts:
                 for obj in render_run_identity(run, task):
                     await self._create_owned(obj, uid)

@@ -11,7 +11,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
-    fit_name, instance_of, job_name, label_value, run_identity_name,
+    fit_name, instance_of, job_name, label_value, payload_name, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
@@ -112,11 +112,11 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
                 "containers": [container],
                 "volumes": [
                     {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                    # Only the payload's key. Optional: a payload too large for the ConfigMap (or a
-                    # ConfigMap made before payloads were put in it) leaves no file, and the runtime
-                    # reads the TaskRun instead of the pod waiting for a key that never comes.
+                    # Only the payload's key. Optional: a payload too large for the ConfigMap leaves
+                    # no file, and the runtime reads the TaskRun instead of the pod waiting for a key
+                    # that never comes.
                     {"name": PAYLOAD_VOLUME, "configMap": {
-                        "name": checkpoint_name(run.name, uid(run)), "optional": True,
+                        "name": payload_name(run.name, uid(run)), "optional": True,
                         "items": [{"key": protocol.PAYLOAD_KEY, "path": protocol.PAYLOAD_KEY}]}},
                 ],
             },
@@ -184,9 +184,9 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
-                 "data": payload_data(run.spec.payload)}
-    if not uses_sdk(task):  # a plain command: only its payload's file, if it has a payload
-        return [configmap] if run.spec.payload is not None else []
+                 "data": {}}
+    if not uses_sdk(task):  # a plain command: no checkpoints, no API access
+        return []
     account = run_account(run, task)
     if account is None:  # the user's own account, not opted in: it keeps exactly the rights it has
         return [configmap]
@@ -194,6 +194,18 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     if not task.spec.service_account_name:
         objects.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}})
     return objects
+
+
+def render_payload(run: TaskRun, task: Task) -> dict[str, Any] | None:
+    """The ConfigMap of the run's payload file, owned by the run; None for a plain command without
+    a payload. Immutable: neither a task (whose own account might write ConfigMaps) nor anyone
+    else rewrites the payload a later attempt reads; the run's checkpoints live apart."""
+    if not uses_sdk(task) and run.spec.payload is None:
+        return None
+    meta = {"name": payload_name(run.name, uid(run)), "namespace": run.namespace,
+            "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "immutable": True,
+            "data": payload_data(run.spec.payload)}
 
 
 def parent_access_name(child: TaskRun) -> str:
