@@ -52,8 +52,22 @@ EXIT_RETRYABLE = 1
 EXIT_PERMANENT = 78  # sysexits EX_CONFIG; RetryPolicy.permanentExitCodes defaults to it
 
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-TERMINATION_MESSAGE_LIMIT = 4096
+TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet keeps at most this much of it
 RESULT_LIMIT = 3072  # what is left of the termination message for a result, after the envelope
+# The task container's command when it runs the runtime: only then is its termination message a
+# Report. Any other command's is its result (core.results), whatever it looks like.
+RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
+
+
+def canonical(value: Any) -> Any:
+    """JSON data as the API server gives it back: a float with an integral value is an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def encode_payload(payload: Any) -> str:

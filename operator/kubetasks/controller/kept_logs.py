@@ -102,7 +102,7 @@ class KeptLogs:
         ns, name = run.namespace, job["metadata"]["name"]
         if recorded and await self.destination.has(run, uid, name):
             return
-        if pods is None:  # not read for its exit code: a plain command that succeeded
+        if pods is None:  # not read by the reconcile (a restart after the outcome was recorded)
             pods = await self._call("list_pods", ns, f"job-name={name}")
         pod = last_pod(pods or [])
         if pod is None:

@@ -40,7 +40,7 @@ from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
-from kubetasks.core.children import controlled_by, job_finished, job_succeeded, observe_attempts
+from kubetasks.core.children import controlled_by, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
@@ -215,7 +215,7 @@ class RunReconciler:
     async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
         sdk = task is not None and uses_sdk(task)
-        attempts = await self._observe(run, uid, sdk)
+        attempts = await self._observe(run, uid)
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
@@ -248,14 +248,14 @@ class RunReconciler:
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
-    async def _observe(self, run: TaskRun, uid: str, sdk: bool) -> dict[int, AttemptObservation]:
+    async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
         """The run's attempts. A finished attempt's pod is read once, for its exit code and
-        termination message; not when a plain command succeeded: exit code 0 says it all."""
+        termination message (a plain command's result too); the kept log reuses the read."""
         jobs = self.cache.jobs_of_run(uid)
         pods = self.cache.pods[uid]
         for job in jobs:
             name = job["metadata"]["name"]
-            if job_finished(job) and name not in pods and (sdk or not job_succeeded(job)):
+            if job_finished(job) and name not in pods:
                 pods[name] = await self._call("list_pods", run.namespace, f"job-name={name}")
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)

@@ -27,6 +27,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error, schema
 
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
+RESULT_DROPPED = "ResultDropped"
 __all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
 
 
@@ -133,6 +134,9 @@ def plan_run(world: World) -> Plan:
         status.error = None  # an earlier attempt's failure stays in its attempts entry
         if obs.report:
             status.result = obs.report.result
+        if obs.dropped_result:  # a plain command's message that is not a result: said, not guessed at
+            plan.events.append(Event("Warning", RESULT_DROPPED,
+                                     f"attempt {obs.attempt} succeeded, but {obs.dropped_result}: the run has no result"))
         return _finish(plan, world, Phase.SUCCEEDED, SUCCEEDED, f"attempt {obs.attempt} succeeded", end=obs.completion_time)
     if obs.state == "sleeping":
         status.wake_at = obs.report.wake_at if obs.report else now
@@ -370,6 +374,8 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
         message = bounded(f"{obs.report.error_type}: {obs.report.error_message}")
     elif obs.state == "failed" and obs.message is not None:
         message = printable(obs.message)
+    elif obs.dropped_result:
+        message = bounded(f"{RESULT_DROPPED}: {obs.dropped_result}")
     reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
     known = next((a for a in status.attempts if a.attempt == obs.attempt), None)
     if obs.state == "active" and known is not None and known.job_name == obs.job_name:

@@ -17,7 +17,7 @@ from kubetasks.core.payload import payload_data
 from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
 from kubetasks import protocol
 
-RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
+RUNTIME_COMMAND = protocol.RUNTIME_COMMAND
 TASK_UID = 65532
 PAYLOAD_VOLUME = "kubetasks-payload"
 MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
