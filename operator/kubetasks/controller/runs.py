@@ -41,7 +41,7 @@ from kubetasks.core.admit import slots_free
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, job_finished, observe_attempts
-from kubetasks.core.dedup import claim_holder, holds_key, render_claim
+from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
@@ -233,9 +233,9 @@ class RunReconciler:
                 and not plan.status.phase.finished:
             # Claimed only by a run that may run: one refused (its payload, its Task, its parent)
             # must not hold the key, which would make the next run of that key a Duplicate of it.
-            duplicate_of = await self._claim(run, uid)
-            if duplicate_of is not None:
-                plan = plan_run(replace(world, duplicate_of=duplicate_of))
+            held = await self._claim(run, uid)
+            if held is not None:
+                plan = plan_run(replace(world, duplicate_of=held[0], duplicate_payload=held[1]))
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
         if refusal and refusal.reason == TRIGGER_DEPTH_EXCEEDED and plan.status.phase.finished:
@@ -325,8 +325,9 @@ class RunReconciler:
         self._start_checks[name] = look
         return look.seen, check.deadline, again
 
-    async def _claim(self, run: TaskRun, uid: str) -> str | None:
-        """None when this run holds its idempotency key; else the name of the run that does."""
+    async def _claim(self, run: TaskRun, uid: str) -> tuple[str, str | None] | None:
+        """None when this run holds its idempotency key; else the name of the run that does, and
+        its payload digest (from the claim)."""
         if uid in self.cache.claimed:
             return None
         claim = render_claim(run)
@@ -344,7 +345,7 @@ class RunReconciler:
         if holder and (alive is None or uid_of(alive) != holder_uid):
             alive = await self._call("get", kube.TASKRUNS, run.namespace, holder)
         if alive is not None and uid_of(alive) == holder_uid and holds_key(alive, run):
-            return holder
+            return holder, claim_payload(existing)
         # Its holder is deleted and the garbage collector has not removed the claim yet; or it is
         # no claim a run of this key made (a squatter's): either way it decides nothing.
         await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))

@@ -19,6 +19,7 @@ from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
+from kubetasks.core.dedup import duplicate_message
 from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
@@ -48,6 +49,7 @@ class World:
     task: Task | None
     attempts: dict[int, AttemptObservation] = field(default_factory=dict)
     duplicate_of: str | None = None  # the run that holds this run's idempotency key, when another
+    duplicate_payload: str | None = None  # that run's payload digest, from its claim (None: not known)
     slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
     steps: list[StepRecord] | None = None
     start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
@@ -110,9 +112,8 @@ def plan_run(world: World) -> Plan:
 
     if world.duplicate_of is not None and status.attempt == 0:
         status.duplicate_of = world.duplicate_of
-        message = (f"idempotency key {run.spec.idempotency_key!r} is held by TaskRun {world.duplicate_of!r}: "
-                   "this run does not run")
-        return _finish(plan, world, Phase.DUPLICATE, "Deduplicated", message)
+        return _finish(plan, world, Phase.DUPLICATE, "Deduplicated",
+                       duplicate_message(run, world.duplicate_of, world.duplicate_payload))
 
     if status.attempt == 0:
         if world.task is None:
