@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, VERSIONS, apply, get, kubectl, wait_until
+from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, REPO, VERSIONS, apply, get, kubectl, wait_until
 
 pytestmark = pytest.mark.cluster
 IMAGE = VERSIONS["PYTHON_IMAGE"]
@@ -82,3 +82,10 @@ def test_a_duplicate_says_when_its_payload_is_not_its_holders(namespace, operato
     else:
         assert "whose payload differs from this run's (sha256 " in condition["message"], condition
         assert "the result of 'charge-a' is not this payload's" in condition["message"]
+
+
+
+def test_the_plain_result_example_returns_its_result(namespace, operator):
+    apply((REPO / "examples" / "plain-result.yaml").read_text(), namespace)
+    status = finished(namespace, "count-words")
+    assert status["phase"] == "Succeeded" and status["result"] == {"words": 4}, status

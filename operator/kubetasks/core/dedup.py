@@ -44,7 +44,7 @@ def render_claim(run: TaskRun) -> dict[str, Any]:
 
 def payload_digest(payload: Any) -> str:
     """The sha256 of a payload's JSON as the API server gives it back, keys sorted, compact, UTF-8
-    (``jq -cjS . | sha256sum`` computes the same for payloads without integral floats)."""
+    (``jq -cjS . | sha256sum`` computes the same for payloads of strings, integers and booleans)."""
     text = json.dumps(canonical(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
