@@ -210,7 +210,9 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": KUBECONFIG, "PYTHONPATH": str(REPO / "operator"),
                # A port of its own: kopf reads port 0 as 80, where two operators would collide.
                "KUBETASKS_METRICS_PORT": str(self.metrics_port), "KUBETASKS_LIVENESS": f"http://127.0.0.1:{free_port()}/healthz",
-               "KUBETASKS_NAMESPACES": self.namespaces, "KUBETASKS_INSTANCE_ID": INSTANCE, **self.env}
+               "KUBETASKS_NAMESPACES": self.namespaces, "KUBETASKS_INSTANCE_ID": INSTANCE,
+               # On loopback the metrics need no token (test_metrics_access.py scrapes with tokens).
+               "KUBETASKS_METRICS_BIND_ADDRESS": "127.0.0.1", **self.env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kubetasks.controller"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -438,3 +438,24 @@ def delete(resource: Resource, namespace: str, name: str, uid: str | None = None
     except ApiException as e:
         if e.status not in (404, 409):  # 409: the precondition failed, someone else's object
             raise
+
+
+REVIEW_TIMEOUT = (CONNECT_TIMEOUT, 5.0)  # a scrape waits on these: short
+
+
+def review_token(token: str) -> dict[str, Any]:
+    """The status of a TokenReview of ``token`` (authenticated, user, error)."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    done = _request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body, timeout=REVIEW_TIMEOUT)
+    return cast(dict[str, Any], json.loads(done.read()).get("status") or {})
+
+
+def review_access(user: dict[str, Any], verb: str, path: str) -> dict[str, Any]:
+    """The status of a SubjectAccessReview: may ``user`` (a TokenReview's status.user) ``verb`` the
+    non-resource URL ``path``? (allowed, denied, reason)"""
+    spec: dict[str, Any] = {"user": user.get("username", ""), "groups": user.get("groups") or [],
+                            "uid": user.get("uid", ""), "extra": user.get("extra") or {},
+                            "nonResourceAttributes": {"path": path, "verb": verb}}
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+    done = _request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body, timeout=REVIEW_TIMEOUT)
+    return cast(dict[str, Any], json.loads(done.read()).get("status") or {})

@@ -38,9 +38,9 @@ ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
 # The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
 ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
 
-# The payload travels in the run's checkpoint ConfigMap under PAYLOAD_KEY, mounted read-only at
-# PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT: a quarter of the ConfigMap's 1 MiB,
-# which leaves the rest of TOTAL_LIMIT to checkpoints. A larger payload has no file: the runtime
+# The payload travels in the run's immutable payload ConfigMap (naming.payload_name) under
+# PAYLOAD_KEY, mounted read-only at PAYLOAD_FILE, when its JSON text fits PAYLOAD_FILE_LIMIT (runs
+# started before it had a ConfigMap of its own kept it in the checkpoints' ConfigMap). A larger payload has no file: the runtime
 # then reads it from the TaskRun (which the API server caps at about 1.5 MiB).
 PAYLOAD_KEY = "payload.json"
 PAYLOAD_DIR = "/var/run/kubetasks"
@@ -52,8 +52,22 @@ EXIT_RETRYABLE = 1
 EXIT_PERMANENT = 78  # sysexits EX_CONFIG; RetryPolicy.permanentExitCodes defaults to it
 
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-TERMINATION_MESSAGE_LIMIT = 4096
+TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet keeps at most this much of it
 RESULT_LIMIT = 3072  # what is left of the termination message for a result, after the envelope
+# The task container's command when it runs the runtime: only then is its termination message a
+# Report. Any other command's is its result (core.results), whatever it looks like.
+RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
+
+
+def canonical(value: Any) -> Any:
+    """JSON data as the API server gives it back: a float with an integral value is an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def encode_payload(payload: Any) -> str:

@@ -139,11 +139,19 @@ def test_helm_install_runs_a_task_and_uninstalls(cluster, namespace, operator):
         assert not kubectl("get", "clusterrole", f"{release}-kubetasks", "--ignore-not-found", "-o", "name")
         kubectl("get", "networkpolicy", f"{release}-kubetasks", "-n", system)
         kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-triggers")
+        kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", f"{release}-kubetasks-run-status")
 
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
                "spec": {"image": IMAGE, "imagePullPolicy": "Never", "command": ["python3", "-c", "print('hi')"],
                         "machine": {"preset": "micro"}}}, namespace, instance=release)
         assert run_until_finished(namespace, "hello-1", "hello", instance=release) == "Succeeded"
+        # Its status policy admitted its operator's writes (hello-1 ran) and admits no one else's,
+        # a cluster admin's neither.
+        forged = ("patch", "taskrun", "hello-1", "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                  '{"status": {"phase": "Failed"}}', "--dry-run=server", "--as=admin@example.com",
+                  "--as-group=system:masters")
+        wait_until("the status policy in force",
+                   lambda: "is written only by the kubetasks operator" in kubectl_run(*forged).stderr, timeout=60)
         # A runtime task: its own ServiceAccount, Role and RoleBinding, its checkpoint ConfigMap and
         # a Job per attempt, all owned by the run; a durable sleep in between.
         apply({"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleeper"},
@@ -222,7 +230,7 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
@@ -268,9 +276,78 @@ def test_metrics_are_reachable_only_from_allowed_peers():
 
 
 def test_the_admission_policy_ships_by_default():
-    docs = render()
+    docs = [d for d in render() if d["metadata"]["name"].endswith("-run-triggers")]
     policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
     binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
-    assert not any(d["kind"].startswith("ValidatingAdmission") for d in render("admissionPolicy.enabled=false"))
+    assert not any(d["kind"].startswith("ValidatingAdmission") and d["metadata"]["name"].endswith("-run-triggers")
+                   for d in render("admissionPolicy.enabled=false"))
+
+
+def test_the_trigger_depth_cap_reaches_the_operator():
+    def env(*sets: str) -> dict[str, str]:
+        deployment = next(d for d in render(*sets) if d["kind"] == "Deployment")
+        return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env()["KUBETASKS_MAX_TRIGGER_DEPTH"] == "10"
+    assert env("maxTriggerDepth=3")["KUBETASKS_MAX_TRIGGER_DEPTH"] == "3"
+    done = subprocess.run([HELM, "template", "r", CHART, "--set", "maxTriggerDepth=-1"], capture_output=True, text=True)
+    assert done.returncode and "maxTriggerDepth" in done.stderr
+
+
+def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operator():
+    def status_policy(*sets: str) -> list[dict]:
+        return [d for d in render(*sets) if d["metadata"]["name"] == "r-kubetasks-run-status"]
+
+    policy, binding = status_policy()
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail" and spec["matchConstraints"]["resourceRules"][0]["resources"] == ["taskruns/status"]
+    assert spec["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]
+    assert '"system:serviceaccount:sys:r-kubetasks"' in spec["matchConditions"][0]["expression"]
+    assert [v["expression"].split("has(object.status.")[1].split(")")[0] for v in spec["validations"]] == [
+        "phase", "attempt", "attempts", "result", "error", "triggerDepth"]
+    policy, _ = status_policy("instanceID=team-b", "serviceAccount.name=ops", "statusPolicy.extraWriters={alice}")
+    assert policy["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]
+    assert '["system:serviceaccount:sys:ops","alice"]' in policy["spec"]["matchConditions"][0]["expression"]
+    assert not status_policy("statusPolicy.enabled=false")
+
+
+def test_metrics_are_served_over_tls_to_readers_or_on_localhost_only():
+    docs = render()
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert secret["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key"} <= set(secret["data"])
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_METRICS_CERT_DIR"] == "/var/run/kubetasks/metrics-tls" and "KUBETASKS_METRICS_BIND_ADDRESS" not in env
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    assert roles["r-kubetasks-metrics-reader"]["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert {(g, r, v) for rule in roles["r-kubetasks-metrics-auth"]["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]} == {
+        ("authentication.k8s.io", "tokenreviews", "create"), ("authorization.k8s.io", "subjectaccessreviews", "create")}
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    assert "r-kubetasks-metrics-auth" in bound and "r-kubetasks-metrics-reader" not in bound  # yours to bind
+    # Your own certificate (cert-manager): no Secret made, yours mounted.
+    own = render("metrics.tls.secretName=mine")
+    assert not any(d["kind"] == "Secret" for d in own)
+    volumes = next(d for d in own if d["kind"] == "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "mine"}} in volumes
+    # On localhost, for a sidecar: no token, no TLS, no Service, no review rights, no one let in.
+    local = render("metrics.localhostOnly=true")
+    container = next(d for d in local if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_METRICS_BIND_ADDRESS"] == "127.0.0.1" and "KUBETASKS_METRICS_CERT_DIR" not in env
+    assert not any(d["kind"] in ("Service", "Secret") or d["metadata"]["name"].endswith("-metrics-auth") for d in local)
+    assert next(d for d in local if d["kind"] == "NetworkPolicy")["spec"]["ingress"] == []
+
+
+def test_without_watch_namespaces_the_system_namespaces_are_refused_unless_allowed():
+    def refused(*sets: str) -> str | None:
+        container = next(d for d in render(*sets) if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}.get("KUBETASKS_REFUSED_NAMESPACES")
+
+    assert refused() == "kube-system,kube-public,kube-node-lease,sys"
+    assert refused("allowSystemNamespaces=true") is None
+    assert refused("watchNamespaces={a}") is None  # the listed namespaces are the ones it acts in

@@ -26,7 +26,7 @@ WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
 PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
-           "serviceaccounts": "ServiceAccount"}
+           "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
 
 
 class FakeApi:

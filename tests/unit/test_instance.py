@@ -8,7 +8,7 @@ from kubetasks.api import Task, TaskRun
 from kubetasks.cli.main import new_taskrun
 from kubetasks.controller.cron import render_scheduled_run
 from kubetasks.core.naming import LABEL_INSTANCE, instance_of, instance_selector
-from kubetasks.core.render import render_job, render_run_identity
+from kubetasks.core.render import render_job, render_payload, render_run_identity
 from kubetasks.runtime.trigger import taskrun_manifest
 
 
@@ -35,7 +35,8 @@ def test_a_runs_job_pods_and_identity_carry_its_instance_and_its_pods_know_it():
     assert job["spec"]["template"]["metadata"]["labels"][LABEL_INSTANCE] == "blue"
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[protocol.ENV_INSTANCE] == "blue"  # the runs it triggers go to the same operator
-    assert all(o["metadata"]["labels"][LABEL_INSTANCE] == "blue" for o in render_run_identity(run, task))
+    assert all(o["metadata"]["labels"][LABEL_INSTANCE] == "blue"
+               for o in [*render_run_identity(run, task), render_payload(run, task)] if o)
 
 
 def test_the_default_instance_labels_nothing():

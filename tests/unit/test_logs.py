@@ -314,7 +314,8 @@ def test_no_log_is_read_when_keeping_is_off():
     w.settle("r")
     finish(w, "r-1", ok=True, log=b"hello\n")
     w.settle("r")
-    assert not calls(w, "read_log") and not calls(w, "list_pods")  # a plain command's success: nothing read
+    # Its pods are listed once, for its result (its termination message); its log is not read.
+    assert not calls(w, "read_log") and calls(w, "list_pods") == [("job-name=r-1",)]
 
 
 def informed(w: World, job: str, phase: str, exit_code: int = 0) -> None:

@@ -6,7 +6,7 @@ from datetime import timezone
 from hypothesis import given, strategies as st
 
 from kubetasks.core.observe import observe_attempt
-from kubetasks.protocol import OUTCOMES, Report
+from kubetasks.protocol import OUTCOMES, RUNTIME_COMMAND, Report
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
@@ -20,7 +20,8 @@ FIELDS = st.fixed_dictionaries({"kubetasks": st.just(1)}, optional={
 def failed_job_with(message: str) -> tuple[dict, list[dict]]:
     job = {"metadata": {"name": "r-1", "labels": {"kubetasks.io/attempt": "1"}},
            "status": {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
-    pod = {"status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
+    pod = {"spec": {"containers": [{"name": "task", "command": RUNTIME_COMMAND}]},  # the runtime's pod
+           "status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
         "exitCode": 1, "reason": "Error", "message": message, "finishedAt": "2026-01-01T00:00:00Z"}}}]}}
     return job, [pod]
 

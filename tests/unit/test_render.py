@@ -2,7 +2,9 @@ import json
 
 from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
-from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity
+from kubetasks.core.render import (
+    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+)
 
 
 def objects(task_spec=None, run_spec=None):
@@ -40,7 +42,8 @@ def test_the_payload_is_a_file_from_the_runs_configmap_never_an_env_var():
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/run/kubetasks")
         assert mount["readOnly"] is True and "subPath" not in mount  # subPath mounts never see updates
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-        configmap = next(o for o in render_run_identity(r, t) if o["kind"] == "ConfigMap")
+        configmap = render_payload(r, t)
+        assert configmap is not None and configmap["immutable"] is True
         # Only the payload's key is projected: the checkpoints stay out of the pod's filesystem.
         assert volume["configMap"] == {"name": configmap["metadata"]["name"], "optional": True,
                                        "items": [{"key": "payload.json", "path": "payload.json"}]}
@@ -50,7 +53,7 @@ def test_the_payload_is_a_file_from_the_runs_configmap_never_an_env_var():
 def test_the_configmap_holds_payloads_up_to_the_limit_and_no_larger():
     def configmap_data(payload):
         t, r = objects(run_spec={"payload": payload})
-        return next(o for o in render_run_identity(r, t) if o["kind"] == "ConfigMap")["data"]
+        return render_payload(r, t)["data"]
 
     at_limit = "x" * (protocol.PAYLOAD_FILE_LIMIT - 2)  # the quotes make it the limit exactly
     assert len(configmap_data(at_limit)["payload.json"].encode()) == protocol.PAYLOAD_FILE_LIMIT
@@ -104,12 +107,12 @@ def test_oom_retries_can_move_to_a_bigger_machine():
 
 def test_a_plain_command_gets_no_identity_and_no_token_only_its_payload_file():
     t, r = objects({"command": ["true"]}, {"payload": None})
-    assert render_run_identity(r, t) == []
+    assert render_run_identity(r, t) == [] and render_payload(r, t) is None
     pod = render_job(r, t, 1)["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
     assert "KUBETASKS_CHECKPOINTS" not in {e["name"] for e in pod["containers"][0]["env"]}
     t, r = objects({"command": ["cat", "/var/run/kubetasks/payload.json"]})
-    assert [o["kind"] for o in render_run_identity(r, t)] == ["ConfigMap"]
+    assert render_run_identity(r, t) == [] and render_payload(r, t)["data"] == {"payload.json": '{"w":2}'}
     t, r = objects({"command": ["true"], "serviceAccountName": "builder"})
     pod = render_job(r, t, 1)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "builder" and "automountServiceAccountToken" not in pod
@@ -173,3 +176,46 @@ def test_a_parent_may_read_its_allowed_child_and_nothing_else():
     long_child = TaskRun.model_validate({"metadata": {"name": "t" * 253, "namespace": "ns", "uid": "c-3"},
                                          "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
     assert all(len(o["metadata"]["name"]) <= 253 for o in render_parent_access(long_child, parent, parent_task))
+
+
+def test_a_triggering_runs_role_marks_its_holder_as_that_run_for_the_admission_policy():
+    t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumbnail"]})
+    marks = [rule for rule in rules_of(render_run_identity(r, t)) if "trigger" in rule["verbs"]]
+    assert marks == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["trigger"],
+                      "resourceNames": ["resize-abc", "Any-Run"]}]
+    t, r = objects({"entrypoint": "app:resize"})  # no triggering: no create, no mark
+    assert not [rule for rule in rules_of(render_run_identity(r, t)) if "trigger" in rule["verbs"]]
+
+
+def test_a_finished_run_drops_its_identity_its_childrens_access_and_its_own_once_its_parent_is_done():
+    t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumb"]})
+    own = [("RoleBinding", "resize-abc-u-1-run", "u-1"), ("Role", "resize-abc-u-1-run", "u-1"),
+           ("ServiceAccount", "resize-abc-u-1-run", "u-1")]
+    assert access_to_drop(r, t, [], parent_done=False) == own
+    assert access_to_drop(r, t, [("c1", "c-1234567")], parent_done=False) == own + [
+        ("RoleBinding", "c1-c-123456-parent", "c-1234567"), ("Role", "c1-c-123456-parent", "c-1234567")]
+    child = TaskRun.model_validate({"metadata": {"name": "thumb-x1", "namespace": "ns", "uid": "c-2"},
+                                    "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
+    plain = Task.model_validate({"metadata": {"name": "thumb"}, "spec": {"image": "reg/img:1", "command": ["true"]}})
+    assert access_to_drop(child, plain, [], parent_done=False) == []  # a plain command has none
+    assert access_to_drop(child, plain, [], parent_done=True) == [("RoleBinding", "thumb-x1-c-2-parent", "c-2"),
+                                                                  ("Role", "thumb-x1-c-2-parent", "c-2")]
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "worker", "bindRunRole": True})
+    assert access_to_drop(r, t, [], parent_done=False) == own[:2]  # the user's account is the user's
+    t, r = objects({"entrypoint": "app:resize", "serviceAccountName": "worker"})
+    assert access_to_drop(r, t, [], parent_done=False) == []  # nothing was bound
+
+
+def test_the_payload_has_an_immutable_configmap_of_its_own_that_the_runs_pods_may_not_write():
+    t, r = objects()
+    payload = render_payload(r, t)
+    identity = render_run_identity(r, t)
+    checkpoints = next(o for o in identity if o["kind"] == "ConfigMap")
+    assert payload["immutable"] is True and "immutable" not in checkpoints
+    assert payload["metadata"]["name"] == "resize-abc-u-1-payload" != checkpoints["metadata"]["name"]
+    assert checkpoints["data"] == {}  # the checkpoints' ConfigMap, which the pods write, holds no payload
+    assert payload["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    writable = {n for rule in rules_of(identity) if rule["resources"] == ["configmaps"] for n in rule["resourceNames"]}
+    assert writable == {checkpoints["metadata"]["name"]}
+    volume = next(v for v in render_job(r, t, 1)["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == payload["metadata"]["name"]

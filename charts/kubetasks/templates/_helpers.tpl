@@ -64,8 +64,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetasks.io"]
   resources: ["taskruns"]
-  # create: cron ticks; patch: cancelling a replaced cron run; delete: retention
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # create: cron ticks; patch: cancelling a replaced cron run; delete: retention; trigger (no
+  # such request exists): granted to each run's Role on itself, which RBAC lets only a holder grant
+  verbs: ["get", "list", "watch", "create", "patch", "delete", "trigger"]
 - apiGroups: ["kubetasks.io"]
   resources: ["tasks/status", "taskruns/status"]
   verbs: ["patch"]
@@ -96,10 +97,11 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get", "list", "watch", "update", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create", "get"]
+  # delete: a run's own account, once it has finished (only while the run owns it)
+  verbs: ["create", "get", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "get"]
+  verbs: ["create", "get", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   # list: the Events of an attempt's Job or pod that has not started say why (a missing
@@ -115,4 +117,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- end }}
+
+{{/* The Secret holding the metrics endpoint's TLS certificate and key. */}}
+{{- define "kubetasks.metricsTLSSecret" -}}
+{{- default (printf "%s-metrics-tls" (include "kubetasks.fullname" .)) .Values.metrics.tls.secretName }}
 {{- end }}

@@ -101,6 +101,15 @@ class TaskSpec(Model):
     allow_trigger: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
         default_factory=list, max_length=100,
         description="Tasks whose runs this Task's pods may create (child runs, checked by the operator); none when empty.")
+    max_trigger_depth: int = Field(
+        default=10, ge=0, le=1000,
+        description="How deep a chain of runs this Task's runs may trigger, counted through spec.parentRun (a "
+                    "run its pods create is one deeper than theirs); a child deeper fails TriggerDepthExceeded. "
+                    "The operator's cap (chart value maxTriggerDepth) applies when lower.")
+    max_child_runs: int = Field(
+        default=1000, ge=0, le=1_000_000,
+        description="Child runs one run of this Task may have (runs naming it in spec.parentRun that exist); "
+                    "one past it fails TooManyChildRuns.")
     bind_run_role: bool = Field(
         default=False, description="With serviceAccountName: bind the run's Role (its own TaskRun and checkpoints, "
         "allowTrigger) to that account too. Off: its pods run as that account without it.")

@@ -109,6 +109,9 @@ class TaskRunStatus(Model):
     duplicate_of: str | None = Field(default=None, description="The run that holds this run's idempotency key.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    trigger_depth: int | None = Field(
+        default=None, description="Runs between this one and the root of its trigger chain (its parent's plus one), "
+                                  "set by the operator from its parent; unset for a run with no parentRun.")
 
 
 class TaskRun(Model):

@@ -1,7 +1,8 @@
 """``python -m kubetasks.controller``: runs the operator.
 
 Environment: KUBETASKS_NAMESPACES (comma-separated; all namespaces when empty),
-KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off),
+KUBETASKS_LIVENESS (default http://0.0.0.0:8080/healthz), KUBETASKS_METRICS_PORT (9090, 0 = off;
+KUBETASKS_METRICS_BIND_ADDRESS and KUBETASKS_METRICS_CERT_DIR: controller.metrics_server),
 KUBETASKS_WORKERS (32), KUBETASKS_RESYNC_SECONDS (300: every unfinished run and every Task looked at
 again, from the stores, each at a random moment within that period; no request),
 KUBETASKS_RELIST_SECONDS (21600: a full re-list of each kind after one to two times this, a safety
@@ -14,6 +15,8 @@ KUBETASKS_LOG_KEEP_BYTES (16384: the end of each finished attempt's log kept in 
 by the run, for `kubetasks logs` once the pod is gone; 0 keeps none; at most 921600),
 KUBETASKS_LOG_BUDGET_BYTES (67108864: bytes of kept logs per namespace, past which the oldest are
 deleted; 0 = no budget),
+KUBETASKS_REFUSED_NAMESPACES (comma-separated: runs there fail at once, NamespaceNotAllowed; the
+chart lists kube-system, kube-public, kube-node-lease and its own namespace unless allowSystemNamespaces),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with

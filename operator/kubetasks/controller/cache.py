@@ -2,7 +2,7 @@
 controller must remember between a write and the watch event that confirms it.
 
 - Stores keep only the fields the reconcilers read (no managedFields, no Job specs, no payload
-  or result of a finished run), indexed by Task (runs) and by owner UID (Jobs).
+  or result of a finished run), indexed by Task and by parent run (runs) and by owner UID (Jobs).
 - ``gone``: the last known state of each deleted Job, by its run's UID, until the run's status
   has the attempt's outcome (a Job removed at once by ``ttlSecondsAfterFinished: 0``, or by a
   user, still tells how its attempt ended, or that it was lost).
@@ -55,8 +55,8 @@ def slim_custom(kind: str, api_version: str) -> Any:
 # What the operator still reads of a finished run (Task status, cron history, slots, retention):
 # not its payload, result, error, tags or history, which can be most of its size. (The dashboard
 # keeps a store of its own, in the user's process.)
-_FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished")
-_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf")
+_FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "parentRun")
+_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth")
 
 
 def slim_run(api_version: str) -> Any:
@@ -106,6 +106,11 @@ def _task_of(run: Body) -> list[Key]:
     return [(run["metadata"].get("namespace", ""), (run.get("spec") or {}).get("taskRef", ""))]
 
 
+def _parent_of(run: Body) -> list[Key]:
+    parent = (run.get("spec") or {}).get("parentRun")
+    return [(run["metadata"].get("namespace", ""), parent)] if parent else []
+
+
 def _uid(body: Body) -> list[str]:
     uid = uid_of(body)
     return [uid] if uid else []
@@ -133,7 +138,7 @@ def attempt_of(job: Body) -> int:
 class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
         self.tasks = Store("Task", slim_custom("Task", api_version))
-        self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid})
+        self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
         # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
@@ -154,6 +159,10 @@ class Cache:
 
     def runs_of_task(self, namespace: str, task: str) -> list[Body]:
         return self.runs.by("task", (namespace, task))
+
+    def children_of(self, namespace: str, run: str) -> list[Body]:
+        """The runs that name ``run`` as their ``parentRun`` (triggered by it), finished or not."""
+        return self.runs.by("parent", (namespace, run))
 
     def jobs_of_run(self, uid: str) -> list[Body]:
         return self.jobs.by("owner", uid)

@@ -107,7 +107,7 @@ class KeptLogs:
         ns, name = run.namespace, job["metadata"]["name"]
         if recorded and await self.destination.has(run, uid, name):
             return
-        if pods is None:  # not read for its exit code: a plain command that succeeded
+        if pods is None:  # not read by the reconcile (a restart after the outcome was recorded)
             pods = await finished_job_pods(self.cache, self.api, ns, name)
         pod = last_pod(pods or [])
         if pod is None:

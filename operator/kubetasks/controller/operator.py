@@ -20,16 +20,16 @@ from types import ModuleType
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from kubetasks import kube
-from kubetasks.controller import metrics
+from kubetasks.controller import metrics, metrics_server
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
+from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
 from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, task_spec_changed, unfinished
 
@@ -192,9 +192,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    port = int(os.environ.get("KUBETASKS_METRICS_PORT", "9090"))
-    if port:
-        start_http_server(port)
+    _metrics.append(await metrics_server.serve())
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
@@ -202,11 +200,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
+    OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
+    OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
 
 _background: list[asyncio.Task[None]] = []
+_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint (None: off)
 
 
 async def _report_queue_depth() -> None:
@@ -228,5 +229,8 @@ async def health(**_: Any) -> str:
 async def cleanup(**_: Any) -> None:
     for task in _background:
         task.cancel()
+    for runner in _metrics:
+        if runner is not None:
+            await runner.cleanup()
     await OPERATOR.stop()
 

@@ -39,17 +39,25 @@ from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
+from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
-from kubetasks.core.children import controlled_by, job_finished, job_succeeded, observe_attempts
-from kubetasks.core.dedup import claim_holder, holds_key, render_claim
+from kubetasks.core.children import controlled_by, job_finished, observe_attempts
+from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
+from kubetasks.core.status_trust import REASON as FORGED, judge_status
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
 from kubetasks.core.retention import expires_at
+from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
-from kubetasks.core.render import machine_for_attempt, render_job, render_parent_access, render_run_identity, uses_sdk
+from kubetasks.core.render import (
+    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    uses_sdk,
+)
+from kubetasks.controller.access import drop_access
+from kubetasks.controller.triggers import root_run, runaway
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -74,16 +82,22 @@ class RunReconciler:
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self._task_locks: dict[Key, asyncio.Lock] = {}
         self.start_deadline = START_DEADLINE
+        self.refused_namespaces: frozenset[str] = frozenset()  # core.reach
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
+        self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
+        self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
+        self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
         if new is None and old is not None:  # deleted, finished or not: nothing of it is needed any more
             self._warned_after_outcome.pop(uid_of(old) or "", None)
+            self._access_left.discard(uid_of(old) or "")
+            self._written.pop(uid_of(old) or "", None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -138,17 +152,46 @@ class RunReconciler:
             return None  # deleted: the garbage collector removes its children
         run = TaskRun.model_validate(body)
         uid = str(run.metadata.get("uid", ""))
+        await self._believe(key, body, uid)
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
             await self._reap(run, uid)
+            if uid in self._access_left:  # deleting them failed when it finished: again
+                await self._drop_access(run, uid, task)
             return await self._retain(run, uid, task)
+        refusal = refuse_namespace(key[0], self.refused_namespaces)
+        if refusal and run.status.attempt == 0:  # nothing made there: it fails before its first Job
+            now = datetime.now(timezone.utc)
+            return await self._apply(key, run, uid, task, plan_failed(run, now, refusal.reason, refusal.message))
         if task and task.spec.concurrency and run.status.attempt == 0:
             # Admission to a concurrency slot is serialised per Task; the status written under
             # the lock is in the cache (read-your-writes) before the next run is admitted.
             async with self._task_locks.setdefault((key[0], run.spec.task_ref), asyncio.Lock()):
                 return await self._reconcile(key, run, uid, task)
         return await self._reconcile(key, run, uid, task)
+
+    async def _believe(self, key: Key, body: Body, uid: str) -> None:
+        """Goes on only with a status the operator wrote: one someone else wrote (core.status_trust) is
+        reported and written back as it should be, and the run decided again from that write
+        (the store keeps a run it took for finished without most of its spec)."""
+        forged = judge_status(body.get("status"), self._written.get(uid), uid, self.cache.jobs_of_run(uid))
+        if forged is None:
+            return
+        log.warning("%s/%s: %s", key[0], key[1], forged.message)
+        await self._event(body, Event("Warning", FORGED, forged.message))
+        patch = {**{k: None for k in forged.clear}, **status_patch(body.get("status") or {}, forged.status)}
+        decided_at = str(body["metadata"].get("resourceVersion") or "") or None
+        try:
+            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+        except Exception as e:
+            if kube.is_conflict(e):  # changed meanwhile: judged again on what it is now
+                await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
+            raise
+        if updated is not None:
+            self.cache.runs.written(updated)
+            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}
+        raise Requeue(0, "a status the operator did not write was put back")
 
     async def _reap(self, run: TaskRun, uid: str) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
@@ -173,10 +216,10 @@ class RunReconciler:
     async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
         sdk = task is not None and uses_sdk(task)
-        attempts = await self._observe(run, uid, sdk)
+        attempts = await self._observe(run, uid)
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
-            refusal = await self._check_parent(run, uid)
+            refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
         limit = task.spec.concurrency if task and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
                       refusal=refusal,  # the runs of the Task are looked at only under a limit
@@ -191,25 +234,29 @@ class RunReconciler:
                 and not plan.status.phase.finished:
             # Claimed only by a run that may run: one refused (its payload, its Task, its parent)
             # must not hold the key, which would make the next run of that key a Duplicate of it.
-            duplicate_of = await self._claim(run, uid)
-            if duplicate_of is not None:
-                plan = plan_run(replace(world, duplicate_of=duplicate_of))
+            held = await self._claim(run, uid)
+            if held is not None:
+                plan = plan_run(replace(world, duplicate_of=held[0], duplicate_payload=held[1]))
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         requeue = await self._apply(key, run, uid, task, plan)
+        if refusal and refusal.reason == TRIGGER_DEPTH_EXCEEDED and plan.status.phase.finished:
+            await self._warn_root(run, refusal)
         await self.logs.keep(run, uid, jobs, pods)
+        if uid in self._access_left:
+            await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
-    async def _observe(self, run: TaskRun, uid: str, sdk: bool) -> dict[int, AttemptObservation]:
+    async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
         """The run's attempts. A finished attempt's pod is read once, for its exit code and
-        termination message; not when a plain command succeeded: exit code 0 says it all."""
+        termination message (a plain command's result too); the kept log reuses the read."""
         jobs = self.cache.jobs_of_run(uid)
         pods = self.cache.pods[uid]
         for job in jobs:
             name = job["metadata"]["name"]
-            if job_finished(job) and name not in pods and (sdk or not job_succeeded(job)):
+            if job_finished(job) and name not in pods:
                 pods[name] = await finished_job_pods(self.cache, self.api, run.namespace, name)
         return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
                                 self.cache.expected_attempts(uid), pods)
@@ -225,11 +272,30 @@ class RunReconciler:
         except ValidationError:
             parent, parent_task = None, None
         refusal = refuse_child_run(run, parent, parent_task)
-        if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access:
+        if parent is not None and parent_task is not None:  # too deep, or one child too many
+            refusal = refusal or runaway(self.cache, run, parent, parent_task, self.max_trigger_depth)
+        if refusal is None and parent is not None and parent_task is not None and uid not in self.cache.parent_access \
+                and not parent.status.phase.finished:  # a finished parent's pods are gone
             for obj in render_parent_access(run, parent, parent_task):
                 await self._create_owned(obj, uid)
             self.cache.parent_access.add(uid)
         return refusal
+
+    async def _warn_root(self, run: TaskRun, refusal: Refusal) -> None:
+        """The run at the root of a chain that went too deep hears of it: that is where a person looks."""
+        root = root_run(self.cache, run, self.max_trigger_depth)
+        if root is not None:
+            await self._event(root, Event("Warning", refusal.reason, f"run {run.name!r}, triggered in its chain, "
+                                                                     f"failed: {refusal.message}"))
+
+    async def _drop_access(self, run: TaskRun, uid: str, task: Task | None) -> None:
+        """A finished run's pods need no access any more (core.render.access_to_drop): deleted now,
+        not at its retention. An error is reported by reconcile() and tried again later."""
+        parent = self.cache.runs.get((run.namespace, run.spec.parent_run)) if run.spec.parent_run else None
+        parent_done = parent is None or not unfinished(parent)
+        children = [(b["metadata"]["name"], uid_of(b) or "") for b in self.cache.children_of(run.namespace, run.name)]
+        await drop_access(self._call, run.namespace, access_to_drop(run, task, children, parent_done))
+        self._access_left.discard(uid)
 
     async def _start_check(self, run: TaskRun, task: Task | None, attempts: dict[int, AttemptObservation],
                            ) -> tuple[StartProblem | None, datetime | None, datetime | None]:
@@ -260,8 +326,9 @@ class RunReconciler:
         self._start_checks[name] = look
         return look.seen, check.deadline, again
 
-    async def _claim(self, run: TaskRun, uid: str) -> str | None:
-        """None when this run holds its idempotency key; else the name of the run that does."""
+    async def _claim(self, run: TaskRun, uid: str) -> tuple[str, str | None] | None:
+        """None when this run holds its idempotency key; else the name of the run that does, and
+        its payload digest (from the claim)."""
         if uid in self.cache.claimed:
             return None
         claim = render_claim(run)
@@ -279,7 +346,7 @@ class RunReconciler:
         if holder and (alive is None or uid_of(alive) != holder_uid):
             alive = await self._call("get", kube.TASKRUNS, run.namespace, holder)
         if alive is not None and uid_of(alive) == holder_uid and holds_key(alive, run):
-            return holder
+            return holder, claim_payload(existing)
         # Its holder is deleted and the garbage collector has not removed the claim yet; or it is
         # no claim a run of this key made (a squatter's): either way it decides nothing.
         await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))
@@ -313,12 +380,15 @@ class RunReconciler:
             try:  # only onto this run (its uid) as it was decided (its resourceVersion)
                 updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
             except Exception as e:
+                if not kube.is_conflict(e):  # it may have been written: not known what the status is now
+                    self._written.pop(uid, None)
                 if kube.is_conflict(e):
                     await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
                 raise
             if updated is None:
                 return None
             self.cache.runs.written(updated)
+            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
         for event in plan.events:
             await self._event(body, event)
@@ -330,6 +400,8 @@ class RunReconciler:
             self.cache.forget(uid)
             for record in plan.status.attempts:
                 self._start_checks.pop(record.job_name, None)
+            if unfinished(body):  # it finishes now: its access objects go (after its log is kept)
+                self._access_left.add(uid)
         return plan.requeue_at
 
     async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
@@ -337,6 +409,9 @@ class RunReconciler:
         attempt = plan.start_attempt
         assert attempt is not None
         try:
+            payload = render_payload(run, task)
+            if payload is not None:  # at every attempt: a run begun before it was made gets it too
+                await self._create_owned(payload, uid)
             if attempt == 1 or not plan.status.attempts:
                 for obj in render_run_identity(run, task):
                     await self._create_owned(obj, uid)

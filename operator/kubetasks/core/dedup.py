@@ -4,17 +4,25 @@
 Sorting the runs one has seen cannot decide this: two runs created at the same moment may each
 see only itself. Create-if-absent of one deterministically named object is arbitrated by the API
 server, whatever the timing and however many operators there are.
+
+The claim also holds the digest of its run's payload, so that a run of the same key with another
+payload says so when it ends Duplicate (anyone who may create runs can take a key first), without
+reading the holder or its payload: the claim is read anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name, label_value
+from kubetasks.protocol import canonical
 
 LABEL_CLAIM = "kubetasks.io/idempotency-claim"
+CLAIM_PAYLOAD = "payloadSha256"  # the claim's key for its run's payload digest
+SHOWN = 12  # hex digits of a digest shown in a message
 
 
 def claim_name(task_ref: str, key: str) -> str:
@@ -31,7 +39,31 @@ def render_claim(run: TaskRun) -> dict[str, Any]:
                          "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_CLAIM: "true", LABEL_TASK: label_value(run.spec.task_ref)},
                          "ownerReferences": [{"apiVersion": run.api_version, "kind": "TaskRun", "name": run.name,
                                               "uid": uid, "controller": True, "blockOwnerDeletion": False}]},
-            "data": {"run": run.name, "uid": uid}}
+            "data": {"run": run.name, "uid": uid, CLAIM_PAYLOAD: payload_digest(run.spec.payload)}}
+
+
+def payload_digest(payload: Any) -> str:
+    """The sha256 of a payload's JSON as the API server gives it back, keys sorted, compact, UTF-8
+    (``jq -cjS . | sha256sum`` computes the same for payloads of strings, integers and booleans)."""
+    text = json.dumps(canonical(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def claim_payload(claim: dict[str, Any]) -> str | None:
+    """The payload digest a claim holds; None for a claim made before claims held one."""
+    digest = (claim.get("data") or {}).get(CLAIM_PAYLOAD)
+    return digest if isinstance(digest, str) and digest else None
+
+
+def duplicate_message(run: TaskRun, holder: str, holder_payload: str | None) -> str:
+    """Why ``run`` ends Duplicate of ``holder``; when their payloads differ (``holder_payload`` is
+    the holder's digest, from its claim), it says so: the holder's result is not this payload's."""
+    said = f"idempotency key {run.spec.idempotency_key!r} is held by TaskRun {holder!r}"
+    mine = payload_digest(run.spec.payload)
+    if holder_payload is None or holder_payload == mine:
+        return f"{said}: this run does not run"
+    return (f"{said}, whose payload differs from this run's (sha256 {holder_payload[:SHOWN]}... there, "
+            f"{mine[:SHOWN]}... here): this run does not run, and the result of {holder!r} is not this payload's")
 
 
 def claim_holder(claim: dict[str, Any]) -> tuple[str, str]:

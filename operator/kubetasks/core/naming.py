@@ -82,6 +82,12 @@ def checkpoint_name(run: str, uid: str) -> str:
     return fit_name(run, f"-{uid[:8]}-steps", MAX_SUBDOMAIN)
 
 
+def payload_name(run: str, uid: str) -> str:
+    """ConfigMap that holds a run's payload file: immutable, and apart from its checkpoints, which
+    its pods may write."""
+    return fit_name(run, f"-{uid[:8]}-payload", MAX_SUBDOMAIN)
+
+
 def attempt_log_name(job_name: str) -> str:
     """ConfigMap that keeps an attempt's log after its pod is gone (core.logs). Named after the
     attempt's Job, which is unique per attempt (UID-qualified when the plain name was taken)."""

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.api.times import parse_time
 from kubetasks.core.naming import LABEL_ATTEMPT
+from kubetasks.core.results import plain_result, runs_runtime
 from kubetasks.protocol import INVALID_REPORT, Report
 
 State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]
@@ -27,6 +28,7 @@ class AttemptObservation:
     reason: str | None = None  # OOMKilled, Error, DeadlineExceeded, Completed
     report: Report | None = None
     message: str | None = None  # raw termination message of commands that do not speak the protocol
+    dropped_result: str | None = None  # why a plain command's termination message is not its result
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -176,14 +178,24 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
     attempt = int((meta.get("labels") or {}).get(LABEL_ATTEMPT, "0"))
     term = _terminated(pods)
     exit_code = term.get("exitCode") if term else None
-    report = Report.decode(term.get("message")) if term else None
-    raw_message = term.get("message") if term and report is None else None
+    text = term.get("message") if term else None
+    runtime = runs_runtime(pods)  # only the runtime's message is a Report; a plain command's is its result
+    report = Report.decode(text) if runtime else None
+    raw_message = text if report is None else None
     base = dict(attempt=attempt, job_name=meta.get("name", ""), start_time=parse_time(status.get("startTime")),
                 exit_code=exit_code, report=report, message=(raw_message or "").strip()[-1024:] or None)
 
     complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
     if complete:
         end = parse_time(status.get("completionTime")) or parse_time(complete.get("lastTransitionTime"))
+        if term and not runtime:
+            plain = plain_result(text)
+            if plain.dropped:
+                return AttemptObservation(state="succeeded", completion_time=end, reason="Completed",
+                                          **{**base, "dropped_result": plain.dropped})
+            result = Report(outcome="succeeded", result=plain.value) if (text or "").strip() else None
+            return AttemptObservation(state="succeeded", completion_time=end, reason="Completed",
+                                      **{**base, "report": result})
         if report and report.outcome == "failed":  # exit 0 with a failure report: not the runtime's
             return AttemptObservation(state="failed", completion_time=end, reason=INVALID_REPORT, **base)
         state: State = "sleeping" if report and report.outcome == "sleeping" else "succeeded"

@@ -218,7 +218,7 @@ def payload_file_text(payload: Any) -> str | None:
 
 
 def payload_data(payload: Any) -> dict[str, str]:
-    """The run's checkpoint ConfigMap data at creation: the payload's file, when it fits."""
+    """The run's payload ConfigMap data: the payload's file, when it fits."""
     text = payload_file_text(payload)
     return {} if text is None else {protocol.PAYLOAD_KEY: text}
 

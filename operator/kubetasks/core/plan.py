@@ -19,6 +19,7 @@ from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
+from kubetasks.core.dedup import duplicate_message
 from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
@@ -27,6 +28,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error, schema
 
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
+RESULT_DROPPED = "ResultDropped"
 __all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
 
 
@@ -47,6 +49,7 @@ class World:
     task: Task | None
     attempts: dict[int, AttemptObservation] = field(default_factory=dict)
     duplicate_of: str | None = None  # the run that holds this run's idempotency key, when another
+    duplicate_payload: str | None = None  # that run's payload digest, from its claim (None: not known)
     slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
     steps: list[StepRecord] | None = None
     start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
@@ -109,9 +112,8 @@ def plan_run(world: World) -> Plan:
 
     if world.duplicate_of is not None and status.attempt == 0:
         status.duplicate_of = world.duplicate_of
-        message = (f"idempotency key {run.spec.idempotency_key!r} is held by TaskRun {world.duplicate_of!r}: "
-                   "this run does not run")
-        return _finish(plan, world, Phase.DUPLICATE, "Deduplicated", message)
+        return _finish(plan, world, Phase.DUPLICATE, "Deduplicated",
+                       duplicate_message(run, world.duplicate_of, world.duplicate_payload))
 
     if status.attempt == 0:
         if world.task is None:
@@ -133,6 +135,9 @@ def plan_run(world: World) -> Plan:
         status.error = None  # an earlier attempt's failure stays in its attempts entry
         if obs.report:
             status.result = obs.report.result
+        if obs.dropped_result:  # a plain command's message that is not a result: said, not guessed at
+            plan.events.append(Event("Warning", RESULT_DROPPED,
+                                     f"attempt {obs.attempt} succeeded, but {obs.dropped_result}: the run has no result"))
         return _finish(plan, world, Phase.SUCCEEDED, SUCCEEDED, f"attempt {obs.attempt} succeeded", end=obs.completion_time)
     if obs.state == "sleeping":
         status.wake_at = obs.report.wake_at if obs.report else now
@@ -370,6 +375,8 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
         message = bounded(f"{obs.report.error_type}: {obs.report.error_message}")
     elif obs.state == "failed" and obs.message is not None:
         message = printable(obs.message)
+    elif obs.dropped_result:
+        message = bounded(f"{RESULT_DROPPED}: {obs.dropped_result}")
     reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
     known = next((a for a in status.attempts if a.attempt == obs.attempt), None)
     if obs.state == "active" and known is not None and known.job_name == obs.job_name:

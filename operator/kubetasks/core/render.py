@@ -11,12 +11,13 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
-    fit_name, instance_of, job_name, label_value, run_identity_name,
+    fit_name, instance_of, job_name, label_value, payload_name, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
+from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
 from kubetasks import protocol
 
-RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
+RUNTIME_COMMAND = protocol.RUNTIME_COMMAND
 TASK_UID = 65532
 PAYLOAD_VOLUME = "kubetasks-payload"
 MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
@@ -111,11 +112,11 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
                 "containers": [container],
                 "volumes": [
                     {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-                    # Only the payload's key. Optional: a payload too large for the ConfigMap (or a
-                    # ConfigMap made before payloads were put in it) leaves no file, and the runtime
-                    # reads the TaskRun instead of the pod waiting for a key that never comes.
+                    # Only the payload's key. Optional: a payload too large for the ConfigMap leaves
+                    # no file, and the runtime reads the TaskRun instead of the pod waiting for a key
+                    # that never comes.
                     {"name": PAYLOAD_VOLUME, "configMap": {
-                        "name": checkpoint_name(run.name, uid(run)), "optional": True,
+                        "name": payload_name(run.name, uid(run)), "optional": True,
                         "items": [{"key": protocol.PAYLOAD_KEY, "path": protocol.PAYLOAD_KEY}]}},
                 ],
             },
@@ -169,6 +170,10 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     ]
     if task.spec.allow_trigger:
         rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]})
+        # Whoever holds this Role triggers as this run (core.trigger_policy.TRIGGER_VERB): the
+        # admission policy holds them to naming it as parentRun, whatever their account.
+        rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": [TRIGGER_VERB],
+                      "resourceNames": [run.name, RUN_IDENTITY]})
     return rules
 
 
@@ -179,9 +184,9 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
-                 "data": payload_data(run.spec.payload)}
-    if not uses_sdk(task):  # a plain command: only its payload's file, if it has a payload
-        return [configmap] if run.spec.payload is not None else []
+                 "data": {}}
+    if not uses_sdk(task):  # a plain command: no checkpoints, no API access
+        return []
     account = run_account(run, task)
     if account is None:  # the user's own account, not opted in: it keeps exactly the rights it has
         return [configmap]
@@ -191,8 +196,25 @@ def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     return objects
 
 
+def render_payload(run: TaskRun, task: Task) -> dict[str, Any] | None:
+    """The ConfigMap of the run's payload file, owned by the run; None for a plain command without
+    a payload. Immutable: neither a task (whose own account might write ConfigMaps) nor anyone
+    else rewrites the payload a later attempt reads; the run's checkpoints live apart."""
+    if not uses_sdk(task) and run.spec.payload is None:
+        return None
+    meta = {"name": payload_name(run.name, uid(run)), "namespace": run.namespace,
+            "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "immutable": True,
+            "data": payload_data(run.spec.payload)}
+
+
 def parent_access_name(child: TaskRun) -> str:
-    return fit_name(child.name, f"-{uid(child)[:8]}-parent", MAX_SUBDOMAIN)
+    return child_access_name(child.name, uid(child))
+
+
+def child_access_name(child: str, child_uid: str) -> str:
+    """The Role (and RoleBinding) that lets a parent run's pods read the child run ``child``."""
+    return fit_name(child, f"-{child_uid[:8]}-parent", MAX_SUBDOMAIN)
 
 
 def render_parent_access(child: TaskRun, parent: TaskRun, parent_task: Task) -> list[dict[str, Any]]:
@@ -216,3 +238,25 @@ def role_and_binding(name: str, meta: dict[str, Any], rules: list[dict[str, Any]
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
          "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": meta["namespace"]}]},
     ]
+
+
+def access_to_drop(run: TaskRun, task: Task | None, children: list[tuple[str, str]], parent_done: bool,
+                   ) -> list[tuple[str, str, str]]:
+    """(kind, name, owner uid) of the access objects a finished run leaves that nothing needs any
+    more: its own ServiceAccount, Role and RoleBinding (its pods are done; none when its Task
+    binds no Role), the Roles that let its pods read its ``children`` (name, uid), and, once its
+    parent is finished or gone (``parent_done``), the one that let its parent read it. Each is
+    deleted only if that owner still owns it: an object of that name made by another is left."""
+    objects: list[tuple[str, str, str]] = []
+    if task is None or run_account(run, task) is not None:
+        name = run_identity_name(run.name, uid(run))
+        objects += [("RoleBinding", name, uid(run)), ("Role", name, uid(run))]
+        if task is None or not task.spec.service_account_name:
+            objects.append(("ServiceAccount", name, uid(run)))
+        for child_name, child_uid in children:
+            access = child_access_name(child_name, child_uid)
+            objects += [("RoleBinding", access, child_uid), ("Role", access, child_uid)]
+    if run.spec.parent_run and parent_done:
+        access = parent_access_name(run)
+        objects += [("RoleBinding", access, uid(run)), ("Role", access, uid(run))]
+    return objects

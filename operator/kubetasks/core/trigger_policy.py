@@ -18,6 +18,14 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 
 TRIGGER_NOT_ALLOWED = "TriggerNotAllowed"
+# A run's Role grants this verb (no request uses it) on the run itself and on RUN_IDENTITY: the
+# chart's admission policy asks the authorizer whether a ServiceAccount holds some run's Role
+# (RUN_IDENTITY, but not NO_RUN: a holder of every name holds it on its own, not from a run), and
+# whether it holds that of the run its TaskRun names as parentRun. Neither name can be a run's
+# (TaskRun names are lowercase).
+TRIGGER_VERB = "trigger"
+RUN_IDENTITY = "Any-Run"
+NO_RUN = "No-Run"
 SHOWN = 10  # allowTrigger entries quoted in a message at most
 
 

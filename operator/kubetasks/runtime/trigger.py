@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from kubetasks import protocol
+from kubetasks.protocol import canonical
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
 from kubetasks.api.machines import machine_of
 from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
@@ -106,20 +107,9 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
     return {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
 
 
-def _canonical(value: Any) -> Any:
-    """The payload as the API server gives it back: a float with an integral value is an integer."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    return value
-
-
 def trigger_digest(task_id: str, key: str, payload: Any) -> str:
     """What the annotation of a keyed run says: the sha256 of its task, key and payload."""
-    text = json.dumps([task_id, key, _canonical(payload)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps([task_id, key, canonical(payload)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -133,7 +123,7 @@ def idempotent_mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> str
         return f"runs task {str(spec.get('taskRef'))[:253]!r}"
     if spec.get("idempotencyKey") != want["idempotencyKey"]:
         return "has another idempotency key, or none"
-    if _canonical(spec.get("payload")) != _canonical(want.get("payload")):
+    if canonical(spec.get("payload")) != canonical(want.get("payload")):
         return "has another payload (an idempotency key stands for one payload)"
     annotations = (existing.get("metadata") or {}).get("annotations") or {}
     if annotations.get(ANNOTATION_TRIGGER) != wanted["metadata"]["annotations"][ANNOTATION_TRIGGER]:
