@@ -23,6 +23,8 @@ from kubetasks.core.logs import (
     log_tail, log_window, read_again, render_attempt_log, slim_kept_log,
 )
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN_UID, MANAGER, attempt_log_name, job_name
+from kubetasks.core.results import runs_runtime
+from kubetasks.protocol import RUNTIME_COMMAND
 from tests.unit.fakeapi import FakeApi
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
@@ -338,20 +340,23 @@ def test_a_finished_attempts_pod_comes_from_the_pod_informer_not_a_list():
     finish(w, "r-2", ok=True, log=b"ok\n")
     w.settle("r")
     assert w.status("r")["phase"] == "Succeeded" and kept(w, "r-2") == "ok\n"
-    assert not calls(w, "list_pods") and w.op.cache.job_pods.get((NS, "r-2-pod"))["spec"] == {"nodeName": "n1"}
+    assert not calls(w, "list_pods") and w.op.cache.job_pods.get((NS, "r-2-pod"))["spec"] == {"nodeName": "n1", "containers": []}
 
 
-def test_the_pod_store_keeps_a_pods_job_node_phase_container_states_and_scheduling_not_its_spec():
+def test_the_pod_store_keeps_a_pods_job_node_commands_phase_container_states_and_scheduling_not_its_spec():
     state = {"terminated": {"exitCode": 3, "message": "boom", "finishedAt": "2026-01-01T00:00:09Z"}}
     full = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": NS, "labels": {"job-name": "r-1"}, "managedFields": [{}]},
-            "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "x", "env": [{"name": "A"}]}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "x", "env": [{"name": "A"}],
+                                                       "command": list(RUNTIME_COMMAND)}]},
             "status": {"phase": "Failed", "podIP": "10.0.0.1", "conditions": [
                 {"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True", "lastProbeTime": None}],
                 "containerStatuses": [
                 {"name": "task", "state": state, "lastState": {}, "image": "x", "imageID": "sha", "containerID": "c"}]}}
     slim = Cache().job_pods.slim(full)
-    assert slim["spec"] == {"nodeName": "n1"} and slim["metadata"] == {"name": "p", "namespace": NS,
+    assert slim["spec"] == {"nodeName": "n1", "containers": [{"name": "task", "command": RUNTIME_COMMAND}]}
+    assert runs_runtime([slim])  # its termination message is still read as the runtime's Report, not a result
+    assert slim["metadata"] == {"name": "p", "namespace": NS,
                                                                        "labels": {"job-name": "r-1"}}
     assert slim["status"] == {"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "True"}],
                               "containerStatuses": [{"name": "task", "state": state, "lastState": {}}]}

@@ -80,7 +80,8 @@ def slim_job(body: Body) -> Body:
 
 def slim_pod(body: Body) -> Body:
     """What is read of a pod, in a fraction of its size (a day of finished Jobs' pods is held):
-    its Job's name, its node, phase and container states, and whether it is scheduled."""
+    its Job's name, its node, its containers' commands (whether it speaks the runtime's protocol,
+    core.results), phase and container states, and whether it is scheduled."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     labels = meta.get("labels") or {}
     job = labels.get(JOB_NAME_LABEL) or labels.get(f"batch.kubernetes.io/{JOB_NAME_LABEL}")
@@ -94,7 +95,9 @@ def slim_pod(body: Body) -> Body:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {**{k: meta[k] for k in _POD_META_KEYS if meta.get(k) is not None},
                          "labels": {JOB_NAME_LABEL: job} if job else {}},
-            "spec": {k: spec[k] for k in ("nodeName",) if k in spec}, "status": slim}
+            "spec": {**{k: spec[k] for k in ("nodeName",) if k in spec},
+                     "containers": [{k: c[k] for k in ("name", "command") if k in c} for c in spec.get("containers") or []]},
+            "status": slim}
 
 
 def _job_of_pod(pod: Body) -> list[Key]:
