@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from kubetasks.core.naming import checkpoint_name, payload_name
+
 from tests.conftest import apply, get, kubectl, wait_until
 from tests.integration.test_runtime import sdk_task
 from tests.integration.test_taskruns import FINISHED, task, taskrun, wait_phase
@@ -46,9 +48,12 @@ def test_a_run_named_with_253_characters_succeeds_with_one_job(namespace, operat
     assert len(name) <= 63 and "." not in name and name.endswith("-1"), name
     assert s["attempts"][0]["jobName"] == name
     assert len(job["metadata"]["labels"]["kubetasks.io/run"]) <= 63
-    # Its identity and checkpoint objects exist under names of up to 253 characters.
+    # Its identity, checkpoint and payload objects have names of up to 253 characters. Its pod ran as
+    # its account (deleted once the run finished); the ConfigMaps stay until its retention.
     account = job["spec"]["template"]["spec"]["serviceAccountName"]
-    assert len(account) <= 253 and get("serviceaccount", account, namespace)["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert len(account) <= 253 and account.endswith("-run"), account
+    for kept in (checkpoint_name(LONG, uid), payload_name(LONG, uid)):
+        assert len(kept) <= 253 and get("configmap", kept, namespace)["metadata"]["ownerReferences"][0]["uid"] == uid
 
 
 def test_a_cron_task_named_with_253_characters_runs(namespace, operator):
