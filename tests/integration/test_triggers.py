@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.conftest import apply, kubectl, wait_until
+from tests.conftest import apply, kubectl, kubectl_run, wait_until
 from tests.integration.test_helm import CHART, helm
 from tests.integration.test_security import FINISHED, finished, hostile_command, sdk_task, taskrun
 
@@ -118,3 +118,53 @@ def test_an_account_bound_to_a_tasks_run_role_triggers_only_as_its_runs(guarded,
     assert finished(ns, "bound-1-helper")["phase"] == "Succeeded"
     assert finished(ns, "bound-1-priv")["conditions"][0]["reason"] == "TriggerNotAllowed"
     assert not [r for r in runs_of(ns, "privileged") if r["metadata"]["name"] == "bound-1-orphan"]
+
+
+@pytest.mark.faults
+def test_access_left_by_a_crash_after_the_outcome_goes_when_the_operator_restarts(guarded, operator):
+    """The deletes of a finished run's access fail (a policy refuses them), and the operator dies
+    before its retry: they were remembered in memory only. The next process finds them at start."""
+    ns = guarded
+    name = "held-1"
+    policy = [{"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+               "metadata": {"name": f"{ns}-no-deletes"},
+               "spec": {"failurePolicy": "Fail",
+                        "matchConstraints": {"resourceRules": [
+                            {"apiGroups": ["", "rbac.authorization.k8s.io"], "apiVersions": ["v1"], "operations": ["DELETE"],
+                             "resources": ["serviceaccounts", "roles", "rolebindings"]}],
+                            "objectSelector": {"matchLabels": {"kubetasks.io/run": name}}},
+                        "validations": [{"expression": "false", "message": "held by the test"}]}},
+              {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": f"{ns}-no-deletes"},
+               "spec": {"policyName": f"{ns}-no-deletes", "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {"kubetasks.io/triggers-test": ns}}}}}]
+    manifest = "\n---\n".join(yaml.safe_dump(d) for d in policy)
+    kubectl("apply", "-f", "-", input=manifest)
+    try:
+        apply([sdk_task("held", "builtins:len")], ns)
+        probe = {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": f"{name}-probe", "labels": {"kubetasks.io/run": name}}}
+        apply(probe, ns)  # the policy is in force once it refuses this one's delete
+
+        def refused() -> bool | None:
+            done = kubectl_run("delete", "serviceaccount", f"{name}-probe", "-n", ns, "--dry-run=server")
+            return done.returncode != 0 or None
+        wait_until("the delete-refusing policy in force", refused, timeout=30, interval=0.5)
+        apply(taskrun(name, "held", "abc"), ns)
+        assert finished(ns, name)["phase"] == "Succeeded"
+        uid = json.loads(kubectl("get", "taskrun", name, "-n", ns, "-o", "json"))["metadata"]["uid"]
+
+        def cleanup_failed() -> bool | None:
+            return bool(kubectl("get", "events", "-n", ns, "--field-selector",
+                                f"involvedObject.name={name},reason=CleanupFailed", "-o", "name").split()) or None
+        wait_until("the access deletes refused (CleanupFailed)", cleanup_failed, timeout=60)
+        assert len(owned_identity(ns, {uid})) == 3
+        operator.kill()  # its retry, 5 minutes on, was in memory only
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=manifest, check=False)
+    wait_until("the policy gone", lambda: kubectl_run("delete", "serviceaccount", f"{name}-probe", "-n", ns,
+                                                      "--dry-run=server").returncode == 0 or None, timeout=30, interval=0.5)
+    operator.start()
+    wait_until("the finished run's access deleted by the restarted operator",
+               lambda: not owned_identity(ns, {uid}) or None, timeout=90)
+    assert json.loads(kubectl("get", "taskrun", name, "-n", ns, "-o", "json"))["status"]["phase"] == "Succeeded"

@@ -93,6 +93,20 @@ class FakeApi:
         self.calls.append(("list_pods", (label_selector,)))
         return copy.deepcopy(self.pods.get(label_selector.removeprefix("job-name="), []))
 
+    def list_all(self, resource: kube.Resource, namespace: str | None, label_selector: str = "") -> tuple[list[Body], str]:
+        """Objects of a kind whose labels match an equality selector (``k=v``, ``!k``, comma-joined)."""
+        self.calls.append(("list_all", (resource.plural, label_selector)))
+
+        def matches(labels: dict[str, str]) -> bool:
+            for term in filter(None, label_selector.split(",")):
+                key, _, value = term.partition("=")
+                if (key.startswith("!") and key[1:] in labels) or (not key.startswith("!") and labels.get(key) != value):
+                    return False
+            return True
+        found = [copy.deepcopy(o) for k, o in self.objects.items() if k[0] == PLURALS[resource.plural]
+                 and namespace in (None, k[1]) and matches(o["metadata"].get("labels") or {})]
+        return found, str(next(self._rv))
+
     def list_by_fields(self, resource: kube.Resource, namespace: str, field_selector: str) -> list[Body]:
         """Events by ``involvedObject.uid=...``, from ``object_events`` (what the cluster's
         controllers and kubelet said; the operator's own are in ``events``)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kubetasks import kube
 from kubetasks.controller import metrics
+from kubetasks.core.naming import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
 
@@ -110,6 +112,29 @@ def test_an_error_deleting_them_after_the_outcome_is_a_warning_and_a_retry_never
     w.api.delete = real  # type: ignore[method-assign]
     w.reconcile("a")
     assert w.status("a")["phase"] == "Succeeded" and identity(w, "a") == []
+
+
+def test_a_restart_deletes_the_access_a_finished_run_still_holds_with_one_list():
+    # The process that finished the run died before its deletes went through (403 here): they
+    # were kept in memory only. The next process finds the run's Role at start and deletes them.
+    w = World(sdk_task("sdk"), taskrun("a", "sdk"), sdk_task("other"), taskrun("b", "other"))
+    w.settle("a", "b")
+    real = w.api.delete
+
+    def forbidden(resource: kube.Resource, namespace: str, name: str, uid: str | None = None) -> None:
+        raise kube.ApiException(status=403, reason="Forbidden")
+    w.api.delete = forbidden  # type: ignore[method-assign]
+    w.api.finish_job(NS, "a-1")
+    w.settle("a")
+    assert w.status("a")["phase"] == "Succeeded" and len(identity(w, "a")) == 3
+    w.api.delete = real  # type: ignore[method-assign]
+    w.restart()
+    w.api.calls.clear()
+    asyncio.run(w.op.runs.find_access_left([None], f"{LABEL_MANAGED_BY}={MANAGER},!{LABEL_INSTANCE}"))
+    assert [c for c in w.api.calls if c[0] != "get"] == [("list_all", ("roles", f"{LABEL_MANAGED_BY}={MANAGER},!{LABEL_INSTANCE}"))]
+    w.settle("a", "b")
+    assert identity(w, "a") == [] and w.status("a")["phase"] == "Succeeded"
+    assert len(identity(w, "b")) == 3  # b still runs: its access stays
 
 
 def test_a_parents_access_to_its_children_goes_when_it_finishes():

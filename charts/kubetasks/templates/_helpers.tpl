@@ -101,7 +101,8 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["create", "get", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "get", "delete"]
+  # list: at start, the Roles of runs that finished while their deletes were in flight
+  verbs: ["create", "get", "list", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   # list: the Events of an attempt's Job or pod that has not started say why (a missing

@@ -139,6 +139,7 @@ class Operator:
         await asyncio.gather(*(r.synced.wait() for r in self.reflectors if r.store is not self.cache.job_pods))
         log.info("informers synced: %d Tasks, %d TaskRuns, %d Jobs", len(self.cache.tasks), len(self.cache.runs),
                  len(self.cache.jobs))
+        await self.runs.find_access_left(scopes, f"{LABEL_MANAGED_BY}={MANAGER},{mine}")
         self.run_queue.start()
         self.task_queue.start()
         self.resynced()

@@ -41,7 +41,7 @@ from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.core.admit import slots_free
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
-from kubetasks.core.children import controlled_by, job_finished, observe_attempts
+from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
@@ -287,6 +287,21 @@ class RunReconciler:
         if root is not None:
             await self._event(root, Event("Warning", refusal.reason, f"run {run.name!r}, triggered in its chain, "
                                                                      f"failed: {refusal.message}"))
+
+    async def find_access_left(self, scopes: list[str | None], selector: str) -> None:
+        """At start, before the workers: the finished runs that still own a Role. A process that died
+        between a run's outcome and its access deletes kept them only in memory (_access_left);
+        every run gets a reconcile at start, which deletes them now. One list per scope."""
+        for namespace in scopes:
+            try:
+                roles, _ = await self._call("list_all", kube.RESOURCES["Role"], namespace, selector)
+            except Exception as e:  # an older ClusterRole without `list`: they wait for the retention
+                log.warning("cannot list Roles left by finished runs: %s", kube.error_line(e))
+                continue
+            for role in roles:
+                owner = self.cache.run_by_uid(controller_uid(role) or "")
+                if owner is not None and not unfinished(owner):
+                    self._access_left.add(uid_of(owner) or "")
 
     async def _drop_access(self, run: TaskRun, uid: str, task: Task | None) -> None:
         """A finished run's pods need no access any more (core.render.access_to_drop): deleted now,
