@@ -181,17 +181,26 @@ class RunReconciler:
         log.warning("%s/%s: %s", key[0], key[1], forged.message)
         await self._event(body, Event("Warning", FORGED, forged.message))
         patch = {**{k: None for k in forged.clear}, **status_patch(body.get("status") or {}, forged.status)}
-        decided_at = str(body["metadata"].get("resourceVersion") or "") or None
+        await self._write_status(key, uid, patch, str(body["metadata"].get("resourceVersion") or "") or None)
+        raise Requeue(0, "a status the operator did not write was put back")
+
+    async def _write_status(self, key: Key, uid: str, patch: dict[str, Any], decided_at: str | None) -> Body | None:
+        """Patches the status only onto this run (its uid) as it was decided (its resourceVersion),
+        and remembers what it wrote (core.status_trust); None when the run is gone. On a 409 the run
+        is decided again on what it is now; after any other error it is not known what the status
+        is, so nothing written is remembered (the Jobs judge it, as after a restart)."""
         try:
-            updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
+            updated: Body | None = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
         except Exception as e:
-            if kube.is_conflict(e):  # changed meanwhile: judged again on what it is now
+            if kube.is_conflict(e):
                 await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
+            else:
+                self._written.pop(uid, None)
             raise
         if updated is not None:
             self.cache.runs.written(updated)
-            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}
-        raise Requeue(0, "a status the operator did not write was put back")
+            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
+        return updated
 
     async def _reap(self, run: TaskRun, uid: str) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
@@ -391,19 +400,8 @@ class RunReconciler:
             if rejected:
                 plan = rejected
         patch = status_patch(old_status, plan.status.to_api())
-        if patch:
-            try:  # only onto this run (its uid) as it was decided (its resourceVersion)
-                updated = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
-            except Exception as e:
-                if not kube.is_conflict(e):  # it may have been written: not known what the status is now
-                    self._written.pop(uid, None)
-                if kube.is_conflict(e):
-                    await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
-                raise
-            if updated is None:
-                return None
-            self.cache.runs.written(updated)
-            self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
+        if patch and await self._write_status(key, uid, patch, decided_at) is None:
+            return None
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
         for event in plan.events:
             await self._event(body, event)
