@@ -18,6 +18,16 @@ def warned(w: World, name: str) -> list[str]:
     return [message for obj, type_, reason, message in w.api.events if obj == name and reason == REASON]
 
 
+def succeeded() -> World:
+    """A run whose one attempt succeeded, every status the operator's own."""
+    w = World(task(), taskrun("r"))
+    w.reconcile("r")
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    return w
+
+
 def test_a_running_run_patched_to_succeeded_keeps_its_job_and_ends_as_the_job_says():
     w = World(task(retry={"maxAttempts": 1}), taskrun("r"))
     w.reconcile("r")
@@ -66,11 +76,7 @@ def test_a_delayed_run_patched_to_succeeded_still_runs():
 
 
 def test_a_finished_runs_forged_outcome_is_put_back():
-    w = World(task(), taskrun("r"))
-    w.reconcile("r")
-    w.api.finish_job(NS, "r-1")
-    w.api.deliver(w.op.cache)
-    w.settle("r")
+    w = succeeded()
     assert w.status("r")["phase"] == "Succeeded"
     forge(w, "r", phase="Failed", attempt=3)
     w.settle("r", rounds=2)
@@ -82,11 +88,7 @@ def test_a_finished_runs_forged_outcome_is_put_back():
 
 
 def test_the_operators_own_writes_raise_no_warning():
-    w = World(task(), taskrun("r"))
-    w.reconcile("r")
-    w.api.finish_job(NS, "r-1")
-    w.api.deliver(w.op.cache)
-    w.settle("r")
+    w = succeeded()
     assert w.status("r")["phase"] == "Succeeded" and not warned(w, "r")
 
 
