@@ -322,7 +322,7 @@ def test_a_queued_run_starts_after_its_slot_holder_vanished_unseen(namespace, op
     operator's socket buffer and be read after SIGCONT. restart-then-delete deletes when the stopped
     operator's watches are already dead, so nothing but the relist can tell it.
     """
-    apply(task("serial", "import time; time.sleep(300)", concurrency=1), namespace)
+    apply(task("serial", "import time; time.sleep(300)", concurrency={"limit": 1}), namespace)
     with JobWatch(namespace) as jobs:
         apply(taskrun("holder", "serial"), namespace)
         wait_run(namespace, "holder", "Running", timeout=90)

@@ -155,7 +155,7 @@ def test_kept_logs_stay_within_the_namespace_budget_and_the_oldest_are_evicted(n
     op.start()
     started = time.monotonic()
     try:
-        loud = task("loud", LOUD, ttlSecondsAfterFinished=30, retry={"maxAttempts": 1}, concurrency=40,
+        loud = task("loud", LOUD, ttlSecondsAfterFinished=30, retry={"maxAttempts": 1}, concurrency={"limit": 40},
                     machine={"cpu": "20m", "memory": "64Mi"})  # many at once on the 2-core node
         apply([loud, *(taskrun(f"loud-{i:03d}", "loud") for i in range(RUNS))], namespace, instance)
 

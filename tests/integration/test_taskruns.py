@@ -146,7 +146,7 @@ def test_idempotency_keys_run_once(namespace, operator):
 
 
 def test_concurrency_limit_holds_the_second_run_queued(namespace, operator):
-    apply([task("serial", "import time; time.sleep(6)", concurrency=1),
+    apply([task("serial", "import time; time.sleep(6)", concurrency={"limit": 1}),
            taskrun("serial-1", "serial")], namespace)
     wait_phase(namespace, "serial-1", "Running", timeout=60)
     apply(taskrun("serial-2", "serial"), namespace)

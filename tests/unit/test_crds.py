@@ -38,7 +38,7 @@ def test_printer_columns_and_names():
     crds = render_crds()
     runs = crds["kubetasks.io_taskruns.yaml"]["spec"]
     assert [c["name"] for c in runs["versions"][0]["additionalPrinterColumns"]][:5] == \
-        ["Task", "Phase", "Attempt", "Age", "Duration"]
+        ["Task", "Phase", "Attempt", "Waiting", "Age"]
     assert runs["names"]["categories"] == ["kubetasks"] and runs["names"]["shortNames"] == ["ktr"]
     tasks = crds["kubetasks.io_tasks.yaml"]["spec"]
     columns = [c["name"] for c in tasks["versions"][0]["additionalPrinterColumns"]]

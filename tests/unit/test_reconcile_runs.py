@@ -219,7 +219,7 @@ def test_a_claim_left_by_a_deleted_run_is_cleared_and_the_key_is_free_again():
 
 
 def test_concurrent_admissions_hand_out_one_slot_once():
-    w = World(task(concurrency=1), *(taskrun(f"r{i}") for i in range(4)))
+    w = World(task(concurrency={"limit": 1}), *(taskrun(f"r{i}") for i in range(4)))
 
     async def all_at_once() -> None:
         await asyncio.gather(*(w.op.runs.reconcile((NS, f"r{i}")) for i in range(4)))
@@ -231,7 +231,7 @@ def test_concurrent_admissions_hand_out_one_slot_once():
 
 
 def test_a_run_deleted_while_the_operator_missed_it_frees_its_slot_on_relist():
-    w = World(task(concurrency=1), taskrun("r1"))
+    w = World(task(concurrency={"limit": 1}), taskrun("r1"))
     w.settle("r1")
     w.api.add(taskrun("r2"))
     w.api.deliver(w.op.cache)
@@ -247,7 +247,7 @@ def test_a_run_deleted_while_the_operator_missed_it_frees_its_slot_on_relist():
 
 
 def test_a_woken_run_deleted_before_it_takes_its_slot_wakes_the_next_at_once():
-    w = World(task(concurrency=1), taskrun("r1"))
+    w = World(task(concurrency={"limit": 1}), taskrun("r1"))
     w.settle("r1")
     w.api.add(taskrun("r2"))
     w.api.deliver(w.op.cache)

@@ -101,7 +101,7 @@ def test_task_manifest_is_a_valid_task_with_the_payload_schema():
     spec = manifest["spec"]
     assert spec["entrypoint"] == f"{__name__}:send_email"
     assert spec["retry"] == {"maxAttempts": 5} and spec["machine"] == {"preset": "small-2x"}
-    assert spec["maxDuration"] == "600s" and spec["concurrency"] == 4
+    assert spec["maxDuration"] == "600s" and spec["concurrency"] == {"limit": 4}
     assert spec["payloadSchema"]["required"] == ["to"]
     assert TaskSpec.model_validate(spec).entrypoint == spec["entrypoint"]
     assert resize_images.to_task_manifest("img:1", entrypoint="app.jobs:resize")["spec"] == {

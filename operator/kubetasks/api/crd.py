@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from kubetasks.api.common import GROUP, VERSION
+from kubetasks.api.flow import TaskQueueSpec, TaskQueueStatus
 from kubetasks.api.task import TaskSpec, TaskStatus
 from kubetasks.api.taskrun import TaskRunSpec, TaskRunStatus
 
@@ -122,11 +123,19 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Task", "type": "string", "jsonPath": ".spec.taskRef"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
+            {"name": "Waiting", "type": "string", "jsonPath": ".status.waitingFor.reason"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {"name": "Reason", "type": "string", "priority": 1,
              "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"},
         ], selectable=(".spec.taskRef",)),  # `--field-selector spec.taskRef=NAME`: the runs of a Task
+        "kubetasks.io_taskqueues.yaml": _crd("TaskQueue", "taskqueues", ["ktq"], TaskQueueSpec, TaskQueueStatus, [
+            {"name": "Limit", "type": "integer", "jsonPath": ".spec.limit"},
+            {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
+            {"name": "Waiting", "type": "integer", "jsonPath": ".status.waiting"},
+            {"name": "Max Waiting", "type": "integer", "jsonPath": ".spec.maxWaiting", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ]),
     }
 
 

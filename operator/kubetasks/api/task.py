@@ -11,6 +11,7 @@ from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_LABEL, DNS1123_SUBDOMAIN, JSON, LABEL_WORDS, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration,
     Machine, Model, RetryPolicy, at_most, matches, rules,
 )
+from kubetasks.api.flow import Concurrency, Holder, Overlap, Throttle
 from kubetasks.api.images import (
     IMAGE_MESSAGE, IMAGE_NAME, IMAGE_NAME_MESSAGE, IMAGE_REFERENCE, MAX_IMAGE_LENGTH, MAX_IMAGE_NAME_LENGTH,
 )
@@ -123,7 +124,17 @@ class TaskSpec(Model):
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
     )
-    concurrency: int | None = Field(default=None, ge=1, description="Most runs of this Task running at once.")
+    concurrency: Concurrency | None = Field(
+        default=None, description="Runs holding a slot at once, in all and per concurrency key; others wait Queued.")
+    queue: str | None = Field(
+        default=None, max_length=253, description="A TaskQueue in this namespace whose limit this Task's runs share "
+                                                  "with the other Tasks naming it.",
+        json_schema_extra=rules((matches("self", DNS1123_SUBDOMAIN), f"queue must name a TaskQueue: {SUBDOMAIN_WORDS}")))
+    throttle: Throttle | None = Field(default=None, description="Most starts per period; runs beyond it wait Throttled.")
+    overlap: Overlap = Field(
+        default="queue", description="A new run while another run of its concurrency key is unfinished: queue (waits "
+                                     "its turn), skip (ends Skipped), cancelRunning (the older ones are cancelled), "
+                                     "cancelNew (ends Cancelled).")
     payload_schema: JSON | None = Field(
         default=None, json_schema_extra={"type": "object"},
         description="JSON Schema (an object: for the boolean schemas use {} or {\"not\": {}}) that payloads must "
@@ -169,6 +180,7 @@ class TaskStatus(Model):
     succeeded: int = 0
     failed: int = 0
     average_duration_seconds: float | None = None
+    holders: list[Holder] = Field(default_factory=list, description="The runs holding its concurrency slots, by uid.")
 
 
 class Task(Model):

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from kubetasks.api.flow import MAX_PRIORITY, ConcurrencyKey, Debounce, WaitingFor
 from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_SUBDOMAIN, JSON, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration, Machine, Model,
     RetryPolicy, at_most, matches, rules,
@@ -25,10 +26,13 @@ class Phase(StrEnum):
     CANCELLED = "Cancelled"
     TIMED_OUT = "TimedOut"
     DUPLICATE = "Duplicate"  # another run holds its idempotency key: it never runs
+    SUPERSEDED = "Superseded"  # a later run of its debounce key took its place (supersededBy)
+    SKIPPED = "Skipped"  # overlap: skip, another run of its key was unfinished
 
     @property
     def finished(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT, Phase.DUPLICATE)
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.TIMED_OUT, Phase.DUPLICATE,
+                        Phase.SUPERSEDED, Phase.SKIPPED)
 
 
 class TaskRunSpec(Model):
@@ -51,6 +55,14 @@ class TaskRunSpec(Model):
         description="Of the runs of one Task with the same key, one runs; the others end Duplicate (duplicateOf).",
     )
     tags: list[str] = Field(default_factory=list, max_length=10)
+    concurrency_key: ConcurrencyKey | None = Field(
+        default=None, description="The key its Task's concurrency.perKey, throttle.perKey and overlap count by "
+                                  "(a tenant, a user...). Immutable.")
+    priority: int = Field(
+        default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY,
+        description="Seconds ahead in line: a waiting run is served as if created this much earlier "
+                    f"(-{MAX_PRIORITY} to {MAX_PRIORITY}); ties go to the older run.")
+    debounce: Debounce | None = Field(default=None, description="Runs of one key close together become one run.")
     machine: Machine | None = Field(default=None, description="Overrides the Task's machine.")
     retry: RetryPolicy | None = Field(default=None, description="Overrides the Task's retry policy.")
     cancel: bool = Field(default=False, description="Set to true to cancel the run.")
@@ -64,6 +76,12 @@ class TaskRunSpec(Model):
                 {"rule": "!(has(self.delay) && has(self.notBefore))", "message": "set delay or notBefore, not both"},
                 {"rule": "self.taskRef == oldSelf.taskRef", "message": "taskRef is immutable"},
                 {"rule": "!oldSelf.cancel || self.cancel", "message": "a cancelled run cannot be resumed"},
+                {"rule": "has(self.concurrencyKey) == has(oldSelf.concurrencyKey) && "
+                         "(!has(self.concurrencyKey) || self.concurrencyKey == oldSelf.concurrencyKey)",
+                 "message": "concurrencyKey is immutable"},
+                {"rule": "has(self.debounce) == has(oldSelf.debounce) && "
+                         "(!has(self.debounce) || self.debounce == oldSelf.debounce)",
+                 "message": "debounce is immutable"},
             ]
         }
     }
@@ -107,6 +125,9 @@ class TaskRunStatus(Model):
     error: ErrorInfo | None = None
     steps: list[StepRecord] = Field(default_factory=list, max_length=200)
     duplicate_of: str | None = Field(default=None, description="The run that holds this run's idempotency key.")
+    superseded_by: str | None = Field(default=None, description="The run of its debounce key that runs instead.")
+    waiting_for: WaitingFor | None = Field(
+        default=None, description="What keeps it from starting (kubetasks why RUN tells its place and an ETA).")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     trigger_depth: int | None = Field(

@@ -110,7 +110,7 @@ class Operator:
 
     def _concurrency(self, namespace: str, task: str) -> int | None:
         body = self.cache.tasks.get((namespace, task))
-        return ((body or {}).get("spec") or {}).get("concurrency")
+        return (((body or {}).get("spec") or {}).get("concurrency") or {}).get("limit")
 
     # Running ---------------------------------------------------------------------------------
     async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None,

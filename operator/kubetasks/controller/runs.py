@@ -229,7 +229,7 @@ class RunReconciler:
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
-        limit = task.spec.concurrency if task and run.status.attempt == 0 else None
+        limit = task.spec.concurrency.limit if task and task.spec.concurrency and run.status.attempt == 0 else None
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
                       refusal=refusal,  # the runs of the Task are looked at only under a limit
                       slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)

@@ -206,7 +206,7 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
         return _waiting(plan, world, Phase.DELAYED, "Delayed", f"waiting until {start.isoformat()}")
     if world.slots_free is not None and world.slots_free <= 0:
         return _waiting(plan, world, Phase.QUEUED, "Queued",
-                        f"waiting for one of {task.spec.concurrency} concurrency slots of Task {task.name!r}")
+                        f"waiting for one of {task.spec.concurrency.limit if task.spec.concurrency else 0} concurrency slots of Task {task.name!r}")
     return _start(plan, world, 1)
 
 

@@ -160,7 +160,7 @@ def task_page(task: Body, runs: Sequence[Body], summary: TaskSummary, now: datet
     retry: Body = spec["retry"] if isinstance(spec.get("retry"), dict) else {}
     facts = [("Namespace", e(ns)), ("Image", e(spec.get("image"))), ("Entrypoint" if spec.get("entrypoint") else "Command", e(what)),
              ("Machine", e(_machine(spec))), ("Retries", e(f"{retry.get('maxAttempts', 3)} attempts")),
-             ("Max duration", e(spec.get("maxDuration") or "-")), ("Concurrency", e(spec.get("concurrency") or "-"))]
+             ("Max duration", e(spec.get("maxDuration") or "-")), ("Concurrency", e((spec.get("concurrency") or {}).get("limit") or "-"))]
     last = summary.last_run
     last_html = (f'<a href="{e(run_url(ns, _meta(last).get("name")))}" id="last-run">{e(_meta(last).get("name"))}</a> '
                  f'{phase_badge(phase_of(last))} {time_cell(_meta(last).get("creationTimestamp"), now)}'
