@@ -267,6 +267,7 @@ class Resource:
 
 TASKS = Resource(GROUP, VERSION, "tasks")
 TASKRUNS = Resource(GROUP, VERSION, "taskruns")
+TASKQUEUES = Resource(GROUP, VERSION, "taskqueues")
 JOBS = Resource("batch", "v1", "jobs")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 CONFIGMAP_METADATA = Resource("", "v1", "configmaps", metadata_only=True)

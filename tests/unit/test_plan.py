@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
+from kubetasks.api.flow import WaitingFor
 from kubetasks.api import Phase, StepRecord, Task, TaskRun
 from kubetasks.core.children import lost
 from kubetasks.core.observe import AttemptObservation
@@ -165,11 +166,22 @@ def test_a_rejected_job_fails_the_run_keeping_its_attempt():
                                                              task=task())).start_attempt is None
 
 
-def test_concurrency_queues_when_no_slot_is_free():
-    plan, r = advance(run(), task=task(concurrency=1), slots_free=0)
-    assert r.status.phase == Phase.QUEUED and plan.start_attempt is None
-    plan, r = advance(r, task=task(concurrency=1), slots_free=1)
-    assert plan.start_attempt == 1
+def test_a_run_a_limit_holds_back_waits_queued_and_says_which_limit():
+    full = WaitingFor(reason="KeyLimit", limit="Task/t/key/acme")
+    plan, r = advance(run(), task=task(concurrency=1), blocked=full, blocked_message="waiting for a slot of Task/t/key/acme")
+    assert r.status.phase == Phase.QUEUED and plan.start_attempt is None and r.status.waiting_for == full
+    assert r.status.conditions[0].reason == "KeyLimit" and "Task/t/key/acme" in r.status.conditions[0].message
+    plan, r = advance(r, task=task(concurrency=1))
+    assert plan.start_attempt == 1 and r.status.waiting_for is None
+
+
+def test_a_retry_a_limit_holds_back_keeps_its_phase_and_waits_for_its_slot():
+    throttled = WaitingFor(reason="TaskLimit", limit="Task/t")
+    plan, r = advance(run(), task=task())
+    failed = r.model_copy(update={"status": r.status.model_copy(update={
+        "phase": Phase.RETRYING, "next_retry_at": NOW - timedelta(seconds=1)})})
+    plan, r = advance(failed, task=task(), blocked=throttled)
+    assert r.status.phase == Phase.RETRYING and plan.start_attempt is None and r.status.waiting_for == throttled
 
 
 def test_a_run_whose_key_another_run_holds_ends_duplicate_of_its_own():

@@ -68,7 +68,11 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   # such request exists): granted to each run's Role on itself, which RBAC lets only a holder grant
   verbs: ["get", "list", "watch", "create", "patch", "delete", "trigger"]
 - apiGroups: ["kubetasks.io"]
-  resources: ["tasks/status", "taskruns/status"]
+  # TaskQueues: shared concurrency limits its Tasks name (flow control)
+  resources: ["taskqueues"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kubetasks.io"]
+  resources: ["tasks/status", "taskruns/status", "taskqueues/status"]
   verbs: ["patch"]
 - apiGroups: ["kubetasks.io"]
   # OwnerReferencesPermissionEnforcement (OpenShift turns it on): a child whose owner reference

@@ -141,6 +141,7 @@ def attempt_of(job: Body) -> int:
 class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
         self.tasks = Store("Task", slim_custom("Task", api_version))
+        self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})

@@ -30,6 +30,9 @@ FINISHED_RUN_ERRORS = Counter("kubetasks_finished_run_errors_total",
                               "Errors met on finished runs (reaping a Job, deleting the run at its TTL): "
                               "each a Warning Event; the run's outcome stands", ["task"])
 QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slot", ["task"])
+SLOT_LEAKS_REPAIRED = Counter("kubetasks_slot_leaks_repaired_total",
+                              "Slots a run was still counted in after it stopped holding them (a missed change), "
+                              "let go when the limit was next looked at", ["reason"])
 KEPT_LOG_BYTES = Gauge("kubetasks_kept_log_bytes", "Bytes of attempts' logs kept in ConfigMaps", ["namespace"])
 KEPT_LOGS = Gauge("kubetasks_kept_logs", "Attempts' logs kept in ConfigMaps", ["namespace"])
 KEPT_LOG_EVICTIONS = Counter("kubetasks_kept_log_evictions_total",

@@ -31,7 +31,7 @@ from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
 from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
-from kubetasks.core.wakeups import after_run_change, after_task_change, phase_of, task_spec_changed, unfinished
+from kubetasks.core.wakeups import after_task_change, phase_of, task_spec_changed, unfinished
 
 log = logging.getLogger("kubetasks")
 
@@ -50,6 +50,7 @@ class Operator:
         self.tasks = TaskReconciler(self.cache, api)
         self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=workers)
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
+        self.runs.flow.wake = self.run_queue.add  # a run a freed slot lets start
         self.reflectors: list[Reflector] = []
         self._resyncs: asyncio.Task[None] | None = None
         self.cache.tasks.listeners.append(self.task_changed)
@@ -77,8 +78,6 @@ class Operator:
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
             self.task_queue.add_after((ns, task), TASK_STATUS_BATCH_SECONDS)
-        for run in after_run_change(old, new, self._concurrency(ns, task), lambda: self.cache.runs_of_task(ns, task)):
-            self.run_queue.add((ns, run))
 
     def job_changed(self, old: Body | None, new: Body | None) -> None:
         owner = controller_uid(new or old or {})
@@ -108,10 +107,6 @@ class Operator:
             await asyncio.sleep(seconds)
             self.resynced(spread=seconds)
 
-    def _concurrency(self, namespace: str, task: str) -> int | None:
-        body = self.cache.tasks.get((namespace, task))
-        return (((body or {}).get("spec") or {}).get("concurrency") or {}).get("limit")
-
     # Running ---------------------------------------------------------------------------------
     async def start(self, namespaces: list[str], resync_seconds: float, instance: str | None = None,
                     timing: Timing = Timing()) -> None:
@@ -123,7 +118,8 @@ class Operator:
         self.tasks.schedule = Scheduler(self.cache, self.task_queue, self.run_queue)
         loop = asyncio.get_running_loop()
         mine = instance_selector(instance)
-        kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.runs, kube.TASKRUNS, mine),
+        kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.queues, kube.TASKQUEUES, mine),
+                 (self.cache.runs, kube.TASKRUNS, mine),
                  (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"),
                  (self.cache.job_pods, kube.PODS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))  # their pods carry the labels
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces

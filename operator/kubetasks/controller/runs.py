@@ -35,10 +35,10 @@ from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
-from kubetasks.core.admit import slots_free
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
@@ -80,7 +80,7 @@ class RunReconciler:
     def __init__(self, cache: Cache, api: ModuleType | Any = kube) -> None:
         self.cache = cache
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
-        self._task_locks: dict[Key, asyncio.Lock] = {}
+        self.flow = FlowControl(cache)  # slots, keys, queues, throttles: who may start (its wake is the operator's)
         self.start_deadline = START_DEADLINE
         self.refused_namespaces: frozenset[str] = frozenset()  # core.reach
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
@@ -91,6 +91,7 @@ class RunReconciler:
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
         self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
+        self._created_job: dict[str, bool] = {}  # run uid -> this reconcile created its attempt's Job
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
@@ -164,11 +165,6 @@ class RunReconciler:
         if refusal and run.status.attempt == 0:  # nothing made there: it fails before its first Job
             now = datetime.now(timezone.utc)
             return await self._apply(key, run, uid, task, plan_failed(run, now, refusal.reason, refusal.message))
-        if task and task.spec.concurrency and run.status.attempt == 0:
-            # Admission to a concurrency slot is serialised per Task; the status written under
-            # the lock is in the cache (read-your-writes) before the next run is admitted.
-            async with self._task_locks.setdefault((key[0], run.spec.task_ref), asyncio.Lock()):
-                return await self._reconcile(key, run, uid, task)
         return await self._reconcile(key, run, uid, task)
 
     async def _believe(self, key: Key, body: Body, uid: str) -> None:
@@ -229,11 +225,7 @@ class RunReconciler:
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
-        limit = task.spec.concurrency.limit if task and task.spec.concurrency and run.status.attempt == 0 else None
-        world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts,
-                      refusal=refusal,  # the runs of the Task are looked at only under a limit
-                      slots_free=slots_free(limit, self.cache.runs_of_task(key[0], run.spec.task_ref), run.name)
-                      if limit else None)
+        world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
         if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)
         problem, deadline, check_at = await self._start_check(run, task, attempts)
@@ -247,7 +239,20 @@ class RunReconciler:
             if held is not None:
                 plan = plan_run(replace(world, duplicate_of=held[0], duplicate_payload=held[1]))
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
-        requeue = await self._apply(key, run, uid, task, plan)
+        body = self.cache.runs.get(key)
+        starting = plan.start_attempt
+        if starting and body is not None:
+            # Decided with no await between the look at the slots and taking one (flow.try_start):
+            # two runs cannot both take the last slot, and no lock is held across API calls.
+            blocked = self.flow.try_start(body, starting)
+            if blocked is not None:
+                plan, starting = plan_run(replace(world, blocked=blocked.waiting_for, blocked_message=blocked.message,
+                                                  blocked_until=blocked.until)), None
+        try:
+            requeue = await self._apply(key, run, uid, task, plan)
+        finally:
+            if starting and body is not None and plan.start_attempt and not self._created_job.pop(uid, False):
+                self.flow.release(body, starting)  # refused, requeued or failed before its Job: the slot is free
         if refusal and refusal.reason == TRIGGER_DEPTH_EXCEEDED and plan.status.phase.finished:
             await self._warn_root(run, refusal)
         await self.logs.keep(run, uid, jobs, pods)
@@ -432,6 +437,7 @@ class RunReconciler:
             machine = machine_for_attempt(run, task, previous)
             job = render_job(run, task, attempt, machine)
             self.cache.expect(uid, attempt)
+            self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
                 metrics.JOB_START_LATENCY.labels(task.task_id).observe(time.monotonic() - WOKEN_AT.get())
             if not await self._create_owned(job, uid, required=False):

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kubetasks.api.common import ConditionStatus, RetryPolicy
+from kubetasks.api.flow import WaitingFor
 from kubetasks.api.durations import format_duration, parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
 from kubetasks.api.times import parse_time
-from kubetasks.core.admit import HOLDS_SLOT
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
@@ -29,7 +29,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error, schema
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
 RESULT_DROPPED = "ResultDropped"
-__all__ = ["HOLDS_SLOT", "Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
+__all__ = ["Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class World:
     attempts: dict[int, AttemptObservation] = field(default_factory=dict)
     duplicate_of: str | None = None  # the run that holds this run's idempotency key, when another
     duplicate_payload: str | None = None  # that run's payload digest, from its claim (None: not known)
-    slots_free: int | None = None  # concurrency slots free for this run (None: no limit)
+    blocked: WaitingFor | None = None  # the flow-control limit that keeps its next attempt from starting now
+    blocked_message: str = ""
+    blocked_until: datetime | None = None  # when that limit lets it start (a throttle), if known
     steps: list[StepRecord] | None = None
     start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
     start_deadline: datetime | None = None  # when such an attempt fails instead of waiting on
@@ -98,6 +100,7 @@ def plan_run(world: World) -> Plan:
     plan = Plan(status=status)
     if status.phase.finished:
         return plan
+    status.waiting_for = None  # said again below while it waits
 
     status.attempt = max([status.attempt, *world.attempts])
     world = replace(world, attempts={n: _never_started(world, o) for n, o in world.attempts.items()})
@@ -203,10 +206,8 @@ def _before_first_attempt(plan: Plan, world: World) -> Plan:
     start = not_before(run)
     if start and world.now < start:
         plan.requeue_at = start
+        plan.status.waiting_for = WaitingFor(reason="Delayed")
         return _waiting(plan, world, Phase.DELAYED, "Delayed", f"waiting until {start.isoformat()}")
-    if world.slots_free is not None and world.slots_free <= 0:
-        return _waiting(plan, world, Phase.QUEUED, "Queued",
-                        f"waiting for one of {task.spec.concurrency.limit if task.spec.concurrency else 0} concurrency slots of Task {task.name!r}")
     return _start(plan, world, 1)
 
 
@@ -220,6 +221,11 @@ def _start(plan: Plan, world: World, attempt: int) -> Plan:
     if world.task is None:  # deleted between attempts: wait for it to come back
         return _task_not_found(plan, world, plan.status.phase)
     status = plan.status
+    if world.blocked is not None:  # a limit has no room: it waits (Queued before its first attempt)
+        status.waiting_for = world.blocked
+        plan.requeue_at = world.blocked_until
+        phase = Phase.QUEUED if attempt == 1 else plan.status.phase
+        return _waiting(plan, world, phase, world.blocked.reason, world.blocked_message or world.blocked.reason)
     status.attempt = attempt
     status.next_retry_at = None
     status.wake_at = None
