@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from kubetasks.api.common import Condition, Duration, Model, at_most
+from kubetasks.api.common import Condition, Duration, Model, at_most, convertible
 
 MAX_PRIORITY = 86400  # seconds: priority is a time offset, bounded to a day either way
 MAX_KEY_LENGTH = 256
@@ -77,7 +77,8 @@ class Debounce(Model):
         default="leading", description="leading: the surviving run keeps the first run's payload; trailing: the last's.")
 
     model_config = Model.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": "!isDuration(self.delay) || !isDuration(self.maxDelay) || "
+        # A delay duration() cannot convert is refused by its own rule: not compared here.
+        {"rule": f"!{convertible('self.delay')} || !{convertible('self.maxDelay')} || "
                  "duration(self.delay) <= duration(self.maxDelay)",
          "message": "debounce.delay must not exceed debounce.maxDelay"},
     ]}}
