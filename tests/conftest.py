@@ -352,8 +352,15 @@ class JobWatch:
             self._seen[uid] = SeenJob(meta.get("name", ""), uid, owner,
                                       (meta.get("labels") or {}).get("kubetasks.io/attempt"))
 
+    def _call(self, api: Any, **kwargs: Any) -> Any:
+        """The list (or, with ``watch=True``, the watch) request; a subclass may watch another kind."""
+        return api.list_namespaced_job(self.namespace, **kwargs)
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        """Called for every watch event (not bookmarks) as it arrives; a subclass may record them."""
+
     def _list(self, batch: Any, initial: bool = False) -> str:
-        resp = batch.list_namespaced_job(self.namespace, _preload_content=False, _request_timeout=30)
+        resp = self._call(batch, _preload_content=False, _request_timeout=30)
         found = json.loads(resp.data)
         for job in found.get("items") or []:
             self._merge(job, initial)
@@ -372,8 +379,8 @@ class JobWatch:
                     if self._listed.is_set():
                         self.relists += 1
                     self._listed.set()
-                self._resp = batch.list_namespaced_job(
-                    self.namespace, watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=30,
+                self._resp = self._call(
+                    batch, watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=30,
                     _preload_content=False, _request_timeout=(5, 45))
                 for line in iter_resp_lines(self._resp):
                     if not line:
@@ -386,6 +393,7 @@ class JobWatch:
                             break
                         raise AssertionError(f"watch error: {obj}")
                     if event.get("type") != "BOOKMARK":
+                        self._event(event["type"], obj)
                         self._merge(obj)
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
             except ApiException as e:

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,11 @@ class HoldingWebhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                webhook.review(review["request"])
-                answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                          "response": {"uid": review["request"]["uid"], "allowed": True}}
+                denial = webhook.review(review["request"])
+                response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": denial is None}
+                if denial is not None:
+                    response["status"] = {"code": 403, "message": denial}
+                answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
                 body = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -70,7 +73,8 @@ class HoldingWebhook:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def review(self, request: dict[str, Any]) -> None:
+    def review(self, request: dict[str, Any]) -> str | None:
+        """None admits the request; a message denies it (a subclass may deny)."""
         obj = request.get("object") or {}
         uid, phase = obj["metadata"]["uid"], (obj.get("status") or {}).get("phase")
         with self._lock:
@@ -81,6 +85,7 @@ class HoldingWebhook:
         if hold:
             self.holding.set()
             self.released.wait(HOLD_SECONDS)
+        return None
 
     def release(self) -> None:
         self.released.set()
@@ -110,7 +115,14 @@ def serving_tls(directory: Path) -> ssl.SSLContext:
 def holding_webhook(namespace: str, tmp_path: Path) -> Iterator[tuple[HoldingWebhook, str]]:
     """The webhook, registered for this test's namespace and label only; removed afterwards."""
     hold = uuid.uuid4().hex[:10]
-    hook = HoldingWebhook("Succeeded", serving_tls(tmp_path))
+    with registered(HoldingWebhook("Succeeded", serving_tls(tmp_path)), namespace, hold) as hook:
+        yield hook, hold
+
+
+@contextmanager
+def registered(hook: HoldingWebhook, namespace: str, hold: str) -> Iterator[HoldingWebhook]:
+    """``hook`` as the validating webhook of ``taskruns/status`` writes, for the runs of
+    ``namespace`` labelled ``HOLD_LABEL=hold`` only; removed (and stopped) afterwards."""
     name = f"kubetasks-test-hold-{hold}"
     ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
     config = {
@@ -129,7 +141,7 @@ def holding_webhook(namespace: str, tmp_path: Path) -> Iterator[tuple[HoldingWeb
     }
     kubectl("create", "-f", "-", input=json.dumps(config))
     try:
-        yield hook, hold
+        yield hook
     finally:
         hook.release()
         kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
