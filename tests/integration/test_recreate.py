@@ -55,7 +55,7 @@ class HoldingWebhook:
                 denial = webhook.review(review["request"])
                 response: dict[str, Any] = {"uid": review["request"]["uid"], "allowed": denial is None}
                 if denial is not None:
-                    response["status"] = {"code": 403, "message": denial}
+                    response["status"] = {"code": denial[0], "message": denial[1]}
                 answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
                 body = json.dumps(answer).encode()
                 self.send_response(200)
@@ -73,8 +73,8 @@ class HoldingWebhook:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def review(self, request: dict[str, Any]) -> str | None:
-        """None admits the request; a message denies it (a subclass may deny)."""
+    def review(self, request: dict[str, Any]) -> tuple[int, str] | None:
+        """None admits the request; (code, message) denies it (a subclass may deny)."""
         obj = request.get("object") or {}
         uid, phase = obj["metadata"]["uid"], (obj.get("status") or {}).get("phase")
         with self._lock:
