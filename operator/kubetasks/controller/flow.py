@@ -224,7 +224,7 @@ class FlowControl:
 
     def _pass(self, domain: str, until: str | None = None, now: float | None = None) -> Any:
         groups = self._waiting.get(domain, {})
-        lids = {lid for line in groups.values() for w in line for lid in w.limits}
+        lids = {lid for line in groups.values() for lid in line[0].limits}  # a group's runs share its limits
         now = time.time() if now is None else now
         limits: dict[str, Limit] = {}
         for lid in lids:
