@@ -172,3 +172,10 @@ def test_a_throttle_never_starts_early(ticks, limit, burst):
 
 def test_group_names_carry_the_namespace_task_and_key():
     assert group_of("ns", "t", None) == "ns/t/" and group_of("ns", "t", "k") == "ns/t/k"
+
+
+def test_a_run_holding_some_of_its_slots_across_a_wait_needs_room_only_in_the_others():
+    limits = {"T": Limit("Task/t", "TaskLimit", 1, hold_across_waits=True), "Q": Limit("TaskQueue/q", "QueueLimit", 2)}
+    r = waiter("r", "g", ("T", "Q"))
+    assert admission_pass(limits, {"T": 1, "Q": 1}, groups_of(r), {}, 0, held={"r": frozenset({"T"})}).admitted == ["r"]
+    assert admission_pass(limits, {"T": 1, "Q": 1}, groups_of(r), {}, 0).blocked == {"r": "T"}

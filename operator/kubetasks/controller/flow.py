@@ -234,7 +234,9 @@ class FlowControl:
                 limit = Limit(limit.id, limit.reason, room, limit.strict, throttle=limit.throttle)
             limits[lid] = limit
         used = {lid: self._used(lid) for lid in lids if limits[lid].throttle is None}
-        return admission_pass(limits, used, groups, self._served, self._turn, until), limits
+        # Waiters that hold some of their slots across a wait (holdAcrossWaits): few, of all holders.
+        held = {uid: frozenset(lids) for uid, lids in self._held.items() if uid in self._waiter}
+        return admission_pass(limits, used, groups, self._served, self._turn, until, held), limits
 
     def try_start(self, body: Body, attempt: int) -> Blocked | None:
         """None when the run may start ``attempt`` now: it then holds its slots (an expectation
