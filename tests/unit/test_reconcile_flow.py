@@ -127,3 +127,21 @@ def test_a_higher_priority_run_goes_ahead_of_older_ones():
     w.api.deliver(w.op.cache)
     w.settle("holder", "low0", "low1", "low2", "urgent")
     assert w.api.created() == ["holder-1", "urgent-1"]
+
+
+def test_an_ended_pod_frees_its_slot_before_the_job_controller_marks_its_job_finished():
+    w = World(task(concurrency={"limit": 1}), run("r1", 0), run("r2", 1))
+    w.settle("r1", "r2")
+    assert w.api.created() == ["r1-1"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r1-1-abcde", "namespace": NS, "uid": "p1",
+                                                           "resourceVersion": "1", "labels": {"job-name": "r1-1"}},
+           "status": {"phase": "Running"}}
+    w.op.cache.job_pods.event("ADDED", w.op.cache.job_pods.slim(pod))
+    w.settle("r2")
+    assert w.api.created() == ["r1-1"]  # running: it holds the slot
+    w.op.run_queue._queued.clear()
+    ended = {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"}, "status": {"phase": "Succeeded"}}
+    w.op.cache.job_pods.event("MODIFIED", w.op.cache.job_pods.slim(ended))
+    assert (NS, "r2") in w.op.run_queue._queued  # woken by the pod's end, the Job not finished yet
+    w.settle("r2")
+    assert w.api.created() == ["r1-1", "r2-1"]
