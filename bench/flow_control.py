@@ -71,7 +71,19 @@ def most_at_once(started: dict[str, float], done: dict[str, float], keys: int) -
     return per_key, total
 
 
-def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int) -> dict[str, Any]:
+def handoffs(started: dict[str, float], done: dict[str, float], keys: int, per_key: int) -> list[float]:
+    """Milliseconds from a slot freed to the next start of its key: per key, the i-th Job beyond
+    the first ``per_key`` can start once the (i - per_key)-th Job of the key is Complete (kwok
+    completes them in order of start). A start before that slot was freed is not a handoff."""
+    out = []
+    for key in {key_of(r, keys) for r in started}:
+        adds = sorted(t for r, t in started.items() if key_of(r, keys) == key)
+        frees = sorted(t for r, t in done.items() if key_of(r, keys) == key)
+        out += [1000 * (add - free) for add, free in zip(adds[per_key:], frees) if add >= free]
+    return out
+
+
+def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_key: int) -> dict[str, Any]:
     """N runs of ``task`` over ``keys`` keys: starts/s, CPU per admission, the most at once."""
     def run_of(event: dict[str, Any]) -> str | None:
         return (event["object"]["metadata"].get("labels") or {}).get("kubetasks.io/run")
@@ -89,28 +101,34 @@ def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int) -> di
     cpu = cpu_seconds(op.proc.pid) - cpu_before
     starts = sorted(job_added.seen.values())
     span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
-    per_key, total = most_at_once(job_added.seen, job_done.seen, keys)
+    most_key, total = most_at_once(job_added.seen, job_done.seen, keys)
+    handed = handoffs(job_added.seen, job_done.seen, keys, per_key)
+    finished = max(succeeded.seen.values(), default=first_sent) - first_sent
     waits = [1000 * (job_added.seen[r] - times[r][1]) for r in times if r in job_added.seen]
     result = {"task": task, "n": n, "succeeded": len(succeeded.seen), "started": len(starts),
               "starts_per_s": round((len(starts) - 1) / span, 1) if span else None,
               "wall_s": round(max(succeeded.seen.values(), default=first_sent) - first_sent, 2),
               "cpu_ms_per_admission": round(1000 * cpu / n, 2),
               "created_to_job_p50_ms": round(pct(waits, 50)) if waits else None,
-              "most_per_key": per_key, "most_in_all": total}
+              "finished_per_s": round(len(succeeded.seen) / finished, 1) if finished else None,
+              "handoff_p50_ms": round(pct(handed, 50)) if handed else None,
+              "most_per_key": most_key, "most_in_all": total}
     print(f"  {task}: {result['succeeded']}/{n} Succeeded in {result['wall_s']}s; {result['started']} Jobs, "
           f"{result['starts_per_s']} starts/s (Job ADDED, first to last); operator CPU per admission "
           f"{result['cpu_ms_per_admission']} ms; created -> Job ADDED p50 {result['created_to_job_p50_ms']} ms; "
-          f"most Jobs at once: {per_key} of one key, {total} in all")
+          f"{result['finished_per_s']} runs finished/s; slot freed -> next start of its key p50 "
+          f"{result['handoff_p50_ms']} ms ({len(handed)} handoffs); most Jobs at once: {most_key} of one key, {total} in all")
     return result
 
 
-def fresh_case(task: str, concurrency: dict[str, int] | None, n: int, keys: int, threads: int) -> dict[str, Any]:
+def fresh_case(task: str, concurrency: dict[str, int] | None, n: int, keys: int, threads: int,
+               per_key: int) -> dict[str, Any]:
     """One case in a namespace and with an operator of its own, gone before the next case: the
     second case does not share the operator or the garbage collector with the first's deletes."""
     with bench_namespace() as (ns, op, _port):
         op.start()
         create_task(ns, task, concurrency)
-        result = one_case(ns, op, task, n, keys, threads)
+        result = one_case(ns, op, task, n, keys, threads, per_key)
     kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=600s", check=False)
     return result
 
@@ -118,13 +136,19 @@ def fresh_case(task: str, concurrency: dict[str, int] | None, n: int, keys: int,
 def main(n: int, keys: int, per_key: int, threads: int) -> dict[str, Any]:
     print(f"== flow control: {n} runs over {keys} keys, concurrency {{perKey: {per_key}}}, beside the same "
           f"runs unlimited ({threads} client threads)")
-    free = fresh_case("unlimited", None, n, keys, threads)
-    held = fresh_case("limited", {"perKey": per_key}, n, keys, threads)
+    free = fresh_case("unlimited", None, n, keys, threads, per_key)
+    held = fresh_case("limited", {"perKey": per_key}, n, keys, threads, per_key)
     ratio = held["starts_per_s"] / free["starts_per_s"] if held["starts_per_s"] and free["starts_per_s"] else None
     cpu_ratio = held["cpu_ms_per_admission"] / max(free["cpu_ms_per_admission"], 1e-9)
     print(f"starts/s limited/unlimited: {'-' if ratio is None else f'{ratio:.0%}'} "
           f"({held['starts_per_s']}/{free['starts_per_s']}); target >= {TARGET:.0%}: "
           f"{'-' if ratio is None else ('ok' if ratio >= TARGET else 'FAIL')}")
+    if held["finished_per_s"] and free["finished_per_s"]:
+        # Under a limit, starts wait for slots to free: beside a burst that starts everything at
+        # once, starts/s measures the limit as much as the operator. Runs finished/s and the
+        # handoff (a freed slot to the next start) are what the operator adds.
+        print(f"runs finished/s limited/unlimited: {held['finished_per_s'] / free['finished_per_s']:.0%} "
+              f"({held['finished_per_s']}/{free['finished_per_s']}); slot handoff p50 {held['handoff_p50_ms']} ms")
     print(f"operator CPU per admission limited/unlimited: {cpu_ratio:.2f}x "
           f"({held['cpu_ms_per_admission']}/{free['cpu_ms_per_admission']} ms)")
     limit_held = held["most_per_key"] <= per_key
