@@ -4,12 +4,13 @@ beside the same N runs of a Task with no limit, each in a fresh namespace with a
 Starts/s is measured from a watch on Jobs (local monotonic times of their ADDED events, not 1 s
 creationTimestamps): (starts - 1) / (last ADDED - first ADDED). The operator's CPU per admission
 is its process CPU time over the phase (as bench/side_by_side.py measures it) divided by N. The
-same watch shows how many Jobs of one key existed at once (ADDED to Complete): the limit holding.
+watches show how many attempts of one key held a slot at once (Job ADDED to its pod's end, by
+etcd revision): the limit holding.
 Each case has a namespace and an operator of its own; the runs complete at once on the kwok nodes.
 Target: the limited case starts >= 80% as many runs a second as the unlimited one. Under a limit,
 starts wait for slots to free, so beside a burst that starts everything at once, starts/s
 measures the limit as much as the operator: runs finished/s (first create to last Succeeded) and
-the handoff (a key's Job Complete on the watch to the key's next Job ADDED) are printed beside it.
+the handoff (a key's pod ended, on a watch, to the key's next Job ADDED) are printed beside it.
 
 Usage: python bench/flow_control.py [N] [--keys 10] [--per-key 5] [--threads 8]   (default N 1000;
 needs the local cluster; starts its own operator)
@@ -26,7 +27,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.side_by_side import MINE, POD, RESOURCES, Watch, burst, condition, pct  # noqa: E402
+from bench.side_by_side import MINE, POD, RESOURCES, Watch, burst, pct  # noqa: E402
 from bench.throughput import bench_namespace, cpu_seconds  # noqa: E402
 from tests.conftest import KWOK_PLACEMENT, kubectl  # noqa: E402
 
@@ -59,8 +60,9 @@ def create_keyed_run(ns: str, task: str, keys: int) -> Any:
     return create
 
 
-def most_at_once(started: dict[str, float], done: dict[str, float], keys: int) -> tuple[int, int]:
-    """The most Jobs that existed at once, per key and in all, from their ADDED and Complete times."""
+def most_at_once(started: dict[str, int], done: dict[str, int], keys: int) -> tuple[int, int]:
+    """The most attempts that held a slot at once, per key and in all: from each Job's ADDED to
+    its pod's end, in the order of their etcd revisions."""
     events = sorted([(t, 1, run) for run, t in started.items()] + [(t, -1, run) for run, t in done.items()
                                                                     if run in started])
     now: dict[str, int] = {}
@@ -75,8 +77,7 @@ def most_at_once(started: dict[str, float], done: dict[str, float], keys: int) -
 
 def handoffs(started: dict[str, float], done: dict[str, float], keys: int, per_key: int) -> list[float]:
     """Milliseconds from a slot freed to the next start of its key: per key, the i-th Job beyond
-    the first ``per_key`` can start once the (i - per_key)-th Job of the key is Complete (kwok
-    completes them in order of start). A start before that slot was freed is not a handoff."""
+    the first ``per_key`` can start once the (i - per_key)-th attempt of the key has ended. A start before that slot was freed is not a handoff."""
     out = []
     for key in {key_of(r, keys) for r in started}:
         adds = sorted(t for r, t in started.items() if key_of(r, keys) == key)
@@ -87,11 +88,25 @@ def handoffs(started: dict[str, float], done: dict[str, float], keys: int, per_k
 
 def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_key: int) -> dict[str, Any]:
     """N runs of ``task`` over ``keys`` keys: starts/s, CPU per admission, the most at once."""
-    def run_of(event: dict[str, Any]) -> str | None:
-        return (event["object"]["metadata"].get("labels") or {}).get("kubetasks.io/run")
+    added_rv: dict[str, int] = {}
+    ended_rv: dict[str, int] = {}
 
-    job_added = Watch(kube.JOBS, ns, lambda e: run_of(e) if e["type"] == "ADDED" else None, lists=False)
-    job_done = Watch(kube.JOBS, ns, lambda e: run_of(e) if condition(e["object"], "Complete") else None)
+    def run_of(event: dict[str, Any], revisions: dict[str, int]) -> str | None:
+        # The etcd revision of the event too: local arrival times on two watches can be out of
+        # order, revisions of one etcd are not (for counting what existed at once).
+        meta = event["object"]["metadata"]
+        run = (meta.get("labels") or {}).get("kubetasks.io/run")
+        if run:
+            revisions.setdefault(run, int(meta["resourceVersion"]))
+        return run
+
+    def pod_ended(event: dict[str, Any]) -> bool:
+        return (event["object"].get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    job_added = Watch(kube.JOBS, ns, lambda e: run_of(e, added_rv) if e["type"] == "ADDED" else None, lists=False)
+    # A slot is held from the Job's create until its attempt ends: its pod's end (the Job's
+    # Complete condition comes later, after the operator may rightly have handed the slot on).
+    job_done = Watch(kube.PODS, ns, lambda e: run_of(e, ended_rv) if pod_ended(e) else None)
     succeeded = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
                       if (e["object"].get("status") or {}).get("phase") == "Succeeded" else None)
     cpu_before = cpu_seconds(op.proc.pid)
@@ -103,7 +118,7 @@ def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_k
     cpu = cpu_seconds(op.proc.pid) - cpu_before
     starts = sorted(job_added.seen.values())
     span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
-    most_key, total = most_at_once(job_added.seen, job_done.seen, keys)
+    most_key, total = most_at_once(added_rv, ended_rv, keys)
     handed = handoffs(job_added.seen, job_done.seen, keys, per_key)
     finished = max(succeeded.seen.values(), default=first_sent) - first_sent
     waits = [1000 * (job_added.seen[r] - times[r][1]) for r in times if r in job_added.seen]
@@ -119,7 +134,7 @@ def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_k
           f"{result['starts_per_s']} starts/s (Job ADDED, first to last); operator CPU per admission "
           f"{result['cpu_ms_per_admission']} ms; created -> Job ADDED p50 {result['created_to_job_p50_ms']} ms; "
           f"{result['finished_per_s']} runs finished/s; slot freed -> next start of its key p50 "
-          f"{result['handoff_p50_ms']} ms ({len(handed)} handoffs); most Jobs at once: {most_key} of one key, {total} in all")
+          f"{result['handoff_p50_ms']} ms ({len(handed)} handoffs); most attempts at once: {most_key} of one key, {total} in all")
     return result
 
 
@@ -154,7 +169,7 @@ def main(n: int, keys: int, per_key: int, threads: int) -> dict[str, Any]:
     print(f"operator CPU per admission limited/unlimited: {cpu_ratio:.2f}x "
           f"({held['cpu_ms_per_admission']}/{free['cpu_ms_per_admission']} ms)")
     limit_held = held["most_per_key"] <= per_key
-    print(f"perKey {per_key} held (most Jobs of one key at once: {held['most_per_key']}): "
+    print(f"perKey {per_key} held (most attempts of one key at once: {held['most_per_key']}): "
           f"{'ok' if limit_held else 'FAIL (is the admission code merged?)'}")
     summary = {"n": n, "keys": keys, "per_key": per_key, "unlimited": free, "limited": held,
                "starts_ratio": None if ratio is None else round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2),
