@@ -11,7 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SDK = {"task", "Context", "AbortTaskRun", "RunHandle", "trigger", "trigger_and_wait", "batch_trigger"}
+_SDK = {"task", "Context", "AbortTaskRun", "RunHandle", "trigger", "trigger_and_wait", "batch_trigger",
+        "Debounce"}
 
 
 def __getattr__(name: str) -> Any:

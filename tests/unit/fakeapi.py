@@ -22,10 +22,10 @@ from kubetasks.controller.cache import Cache
 from kubetasks.core.logs import is_kept_log
 
 Body = dict[str, Any]
-WATCHED = {"Task": "tasks", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
+WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
-PLURALS = {"tasks": "Task", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
+PLURALS = {"tasks": "Task", "taskqueues": "TaskQueue", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
            "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
 
 

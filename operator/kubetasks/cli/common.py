@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,11 @@ def read_payload(text: str | None, path: str | None) -> Any:
     return parse_payload(data, f"--payload-file {path}")
 
 
-def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
+def new_taskrun(task: dict[str, Any], payload: Any, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A TaskRun of ``task`` (the Task object), labelled with its id as the operator would, and
     with the Task's operator instance: the operator that runs the Task runs its runs. It is
     created (POST), never applied client-side: no last-applied annotation, whose 256 KiB cap
-    would refuse a large payload."""
+    would refuse a large payload. ``spec``: more spec fields (the flow-control flags')."""
     name = task["metadata"]["name"]
     task_id = (task.get("spec") or {}).get("id") or name
     labels = {LABEL_TASK: label_value(task_id)}
@@ -60,6 +61,7 @@ def new_taskrun(task: dict[str, Any], payload: Any) -> dict[str, Any]:
                             "spec": {"taskRef": name}}
     if payload is not None:
         body["spec"]["payload"] = payload
+    body["spec"].update(spec or {})
     return body
 
 

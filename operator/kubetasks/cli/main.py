@@ -1,6 +1,8 @@
 """``kubetasks``: trigger, list, inspect, follow and cancel TaskRuns; print or regenerate the CRDs.
 
     kubetasks run TASK --payload JSON [-n NS] [--wait] [--timeout SECONDS]
+                  [--concurrency-key KEY] [--priority SECONDS]
+                  [--debounce-key KEY --debounce-delay D --debounce-max-delay D [--debounce-mode MODE]]
     kubetasks runs [TASK] [-n NS | -A] [-w | -o name]
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS]
@@ -63,6 +65,27 @@ def job_for_attempt(run: dict[str, Any], attempt: int | None = None) -> tuple[in
     return attempt, job_name(name, attempt)
 
 
+def flow_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TaskRun spec fields of ``kubetasks run``'s flow-control flags, checked as the SDK checks
+    them (:func:`kubetasks.runtime.flow.flow_spec`); CliError names the flag that is wrong."""
+    from kubetasks.runtime.flow import flow_spec
+
+    given = {flag: getattr(args, flag.removeprefix("--").replace("-", "_"), None)
+             for flag in ("--debounce-key", "--debounce-delay", "--debounce-max-delay", "--debounce-mode")}
+    debounce = None
+    if any(v is not None for v in given.values()):
+        missing = [flag for flag in ("--debounce-key", "--debounce-delay", "--debounce-max-delay") if given[flag] is None]
+        if missing:
+            raise CliError(f"a debounce needs --debounce-key, --debounce-delay and --debounce-max-delay "
+                           f"(missing {', '.join(missing)})")
+        debounce = {"key": given["--debounce-key"], "delay": given["--debounce-delay"],
+                    "max_delay": given["--debounce-max-delay"], "mode": given["--debounce-mode"]}
+    try:
+        return flow_spec(concurrency_key=args.concurrency_key, priority=args.priority, debounce=debounce)
+    except (TypeError, ValueError) as e:
+        raise CliError(str(e)) from None
+
+
 def _kube_flags(p: argparse.ArgumentParser, default: Any) -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default=default,
                    help="namespace (default: the kubeconfig context's, else default)")
@@ -103,6 +126,18 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until the run finishes; exit 1 unless it succeeded")
     p.add_argument("--timeout", type=seconds, default=600.0, metavar="SECONDS",
                    help="how long --wait waits (default 600)")
+    flow = p.add_argument_group("flow control", "how the run waits under its Task's limits (README: Flow control)")
+    flow.add_argument("--concurrency-key", metavar="KEY",
+                      help="the key its Task's per-key limits count by (a tenant, a user); immutable")
+    flow.add_argument("--priority", type=int, metavar="SECONDS",
+                      help="seconds ahead in line, -86400 to 86400: it waits as if created that much earlier")
+    flow.add_argument("--debounce-key", metavar="KEY",
+                      help="runs of this Task with the same debounce key close together become one run")
+    flow.add_argument("--debounce-delay", metavar="DURATION", help="quiet time before the run starts, e.g. 3s")
+    flow.add_argument("--debounce-max-delay", metavar="DURATION",
+                      help="longest wait after the key's first run, e.g. 1m (required with --debounce-key)")
+    flow.add_argument("--debounce-mode", choices=["leading", "trailing"],
+                      help="leading (default): the first run's payload is kept; trailing: the last's")
 
     p = with_namespace(sub.add_parser("runs", help="list TaskRuns"))
     _complete_with(p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task"), "tasks")
@@ -165,9 +200,10 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
     payload = read_payload(args.payload, args.payload_file)
+    flow = flow_options(args)  # before any request: a bad flag creates nothing
     ns = _namespace(args)
     task = kube.get_custom("tasks", ns, args.task)  # a clear 404 first
-    created = kube.create_custom("taskruns", ns, new_taskrun(task, payload))
+    created = kube.create_custom("taskruns", ns, new_taskrun(task, payload, flow))
     name = created["metadata"]["name"]
     out.print(f"taskrun/{name} created", highlight=False)
     if not args.wait:

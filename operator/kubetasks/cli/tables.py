@@ -11,17 +11,20 @@ from rich.table import Table
 
 from kubetasks.api.times import human_age
 
-RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "AGE", "DURATION")
+RUN_COLUMNS = ("NAME", "TASK", "PHASE", "WAITING", "ATTEMPT", "AGE", "DURATION")
 RunKey = tuple[str, str]  # (namespace, name)
 
 
 def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]:
-    """One TaskRun as a row of RUN_COLUMNS."""
+    """One TaskRun as a row of RUN_COLUMNS. WAITING is the limit that holds a run that has not
+    started (``status.waitingFor.reason``: TaskLimit, KeyLimit, QueueLimit, Throttled...), as
+    ``kubectl get taskruns`` shows it."""
     meta, spec, status = run.get("metadata") or {}, run.get("spec") or {}, run.get("status") or {}
     return (
         str(meta.get("name", "")),
         str(spec.get("taskRef", "")),
         str(status.get("phase") or "Pending"),
+        str((status.get("waitingFor") or {}).get("reason") or "-"),
         str(status.get("attempt") or 0),
         human_age(meta.get("creationTimestamp"), now),
         str(status.get("duration") or "-"),

@@ -31,13 +31,14 @@ from kubetasks.api.task import TaskSpec
 from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import parse_time
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import Body, Cache, Key, key_of, uid_of
+from kubetasks.controller.cache import JOB_NAME_LABEL, Body, Cache, Key, key_of, uid_of
 from kubetasks.core.children import controller_uid, job_finished
 from kubetasks.core.flow import Limit, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
 
 log = logging.getLogger(__name__)
 SLOT_REASONS = ("TaskLimit", "KeyLimit", "QueueLimit", "Throttled")
+POD_ENDED = ("Succeeded", "Failed")
 RELEASES_KEPT = 50  # per limit: the service rate an ETA is told from
 
 
@@ -98,6 +99,7 @@ class FlowControl:
         self._releases: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RELEASES_KEPT))
         cache.runs.listeners.append(self._run_changed)
         cache.jobs.listeners.append(self._job_changed)
+        cache.job_pods.listeners.append(self._pod_changed)
         cache.tasks.listeners.append(self._task_changed)
         cache.queues.listeners.append(self._queue_changed)
 
@@ -146,9 +148,18 @@ class FlowControl:
         uid = uid_of(body) or ""
         if self.cache.expected_attempts(uid):
             return True
-        if any(not job_finished(j) and not j["metadata"].get("deletionTimestamp") for j in self.cache.jobs_of_run(uid)):
+        if any(self._job_runs(j) for j in self.cache.jobs_of_run(uid)):
             return True
         return limit.hold_across_waits and int(_status(body).get("attempt") or 0) > 0
+
+    def _job_runs(self, job: Body) -> bool:
+        """The Job's attempt still uses its slot: not finished, not being deleted, and its pod not
+        ended (with backoffLimit 0 an ended pod ends the Job, but the Job controller says so up to
+        a second later: its sync batches pods' updates)."""
+        if job_finished(job) or job["metadata"].get("deletionTimestamp"):
+            return False
+        pods = self.cache.pods_of_job(job["metadata"].get("namespace", ""), job["metadata"]["name"])
+        return not pods or not all(_status(p).get("phase") in POD_ENDED for p in pods)
 
     def _refresh(self, body: Body | None, uid: str) -> bool:
         """Brings the run's slots and its place in line up to date; True when it gave a slot up
@@ -224,7 +235,7 @@ class FlowControl:
 
     def _pass(self, domain: str, until: str | None = None, now: float | None = None) -> Any:
         groups = self._waiting.get(domain, {})
-        lids = {lid for line in groups.values() for w in line for lid in w.limits}
+        lids = {lid for line in groups.values() for lid in line[0].limits}  # a group's runs share its limits
         now = time.time() if now is None else now
         limits: dict[str, Limit] = {}
         for lid in lids:
@@ -234,7 +245,9 @@ class FlowControl:
                 limit = Limit(limit.id, limit.reason, room, limit.strict, throttle=limit.throttle)
             limits[lid] = limit
         used = {lid: self._used(lid) for lid in lids if limits[lid].throttle is None}
-        return admission_pass(limits, used, groups, self._served, self._turn, until), limits
+        # Waiters that hold some of their slots across a wait (holdAcrossWaits): few, of all holders.
+        held = {uid: frozenset(lids) for uid, lids in self._held.items() if uid in self._waiter}
+        return admission_pass(limits, used, groups, self._served, self._turn, until, held), limits
 
     def try_start(self, body: Body, attempt: int) -> Blocked | None:
         """None when the run may start ``attempt`` now: it then holds its slots (an expectation
@@ -347,6 +360,14 @@ class FlowControl:
         run = self.cache.run_by_uid(owner) if owner else None
         if run is not None and self._refresh(run, owner or ""):
             self._wake_domain(self.limits_of(run)[0])
+
+    def _pod_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None or _status(new).get("phase") not in POD_ENDED or \
+                (old is not None and _status(old).get("phase") in POD_ENDED):
+            return  # only a pod's end can end its attempt's hold before its Job says so
+        job = self.cache.jobs.get((new["metadata"].get("namespace", ""), (new["metadata"].get("labels") or {}).get(JOB_NAME_LABEL, "")))
+        if job is not None:
+            self._job_changed(None, job)
 
     def _task_changed(self, old: Body | None, new: Body | None) -> None:
         if not task_spec_changed(old, new):

@@ -122,10 +122,12 @@ def throttle_room(starts: Iterable[float], now: float, throttle: Throttle) -> tu
 
 
 def admission_pass(limits: Mapping[str, Limit], used: Mapping[str, int], groups: Mapping[str, Sequence[Waiter]],
-                   served: Mapping[str, int], turn: int, until: str | None = None) -> Pass:
+                   served: Mapping[str, int], turn: int, until: str | None = None,
+                   held: Mapping[str, frozenset[str]] | None = None) -> Pass:
     """Who of the waiting runs starts now, given the slots ``used`` per limit (a rate limit's
     capacity is what it allows now). ``groups`` are sorted by order; ``served`` tells each group's
-    last turn (``turn`` is the next). Stops once ``until`` (a uid) is decided."""
+    last turn (``turn`` is the next). ``held``: the limits a waiter holds already (through a wait,
+    under holdAcrossWaits), which it needs no room in. Stops once ``until`` (a uid) is decided."""
     free = {lid: limit.capacity - used.get(lid, 0) for lid, limit in limits.items()}
     out = Pass(served=dict(served))
     stopped: dict[str, str] = {}  # strict limits a blocked head holds back -> that head's blocker
@@ -135,8 +137,9 @@ def admission_pass(limits: Mapping[str, Limit], used: Mapping[str, int], groups:
         _, _, group, index = heapq.heappop(heap)
         runs = groups[group]
         head = runs[index]
-        blocker = next((stopped[lid] for lid in head.limits if lid in stopped), None) or \
-            next((lid for lid in head.limits if free.get(lid, 0) <= 0), None)
+        needs = [lid for lid in head.limits if lid not in (held or {}).get(head.uid, ())]
+        blocker = next((stopped[lid] for lid in needs if lid in stopped), None) or \
+            next((lid for lid in needs if free.get(lid, 0) <= 0), None)
         if blocker is not None:
             for waiter in runs[index:]:  # the same limits hold back the whole rest of the group
                 out.blocked[waiter.uid] = blocker
@@ -146,7 +149,7 @@ def admission_pass(limits: Mapping[str, Limit], used: Mapping[str, int], groups:
             if until is not None and until in out.blocked:
                 return out
             continue
-        for lid in head.limits:
+        for lid in needs:
             free[lid] -= 1
         out.admitted.append(head.uid)
         out.served[group] = turn

@@ -5,6 +5,7 @@ fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(
 ``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
 """
 
+from kubetasks.api.flow import Debounce
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
@@ -17,7 +18,7 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps",
-    "trigger", "trigger_and_wait", "batch_trigger", "RunHandle",
+    "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",

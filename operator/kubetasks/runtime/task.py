@@ -120,7 +120,8 @@ class TaskDefinition(Generic[P, R]):
     # The methods share the names of the module's functions they call (globals, not the methods).
 
     def trigger(self, payload: Any = None, **options: Any) -> RunHandle:
-        """Starts a run; returns its RunHandle. Options as :func:`kubetasks.runtime.trigger`."""
+        """Starts a run; returns its RunHandle. Options as :func:`kubetasks.runtime.trigger`
+        (``delay``, ``idempotency_key``, ``concurrency_key``, ``priority``, ``debounce``...)."""
         return trigger(self, payload, **options)
 
     def trigger_and_wait(self, payload: Any = None, *, timeout: float | None = None, **options: Any) -> R:

@@ -28,6 +28,7 @@ from kubetasks.api.machines import machine_of
 from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
+from kubetasks.runtime.flow import DebounceLike, flow_spec
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
 
 log = logging.getLogger("kubetasks.runtime")
@@ -80,10 +81,14 @@ def payload_of(task: TaskRef, payload: Any) -> Any:
 def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: DurationLike | None = None,
                      idempotency_key: str | None = None, tags: Iterable[str] | None = None,
                      machine: Machine | dict[str, Any] | str | None = None,
-                     parent_run: str | None = None, instance: str | None = None) -> dict[str, Any]:
+                     parent_run: str | None = None, instance: str | None = None,
+                     concurrency_key: str | None = None, priority: int | None = None,
+                     debounce: DebounceLike | None = None) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run, and an annotation holds the digest
-    of task, key and payload (see :func:`idempotent_mismatch`)."""
+    of task, key and payload (see :func:`idempotent_mismatch`). The flow-control options are
+    checked here (:func:`kubetasks.runtime.flow.flow_spec`): a bad one raises before any create."""
+    flow = flow_spec(concurrency_key=concurrency_key, priority=priority, debounce=debounce)
     metadata: dict[str, Any] = {"namespace": namespace, "labels": {LABEL_TASK: label_value(task_id)}}
     if instance:
         metadata["labels"][LABEL_INSTANCE] = instance
@@ -104,6 +109,7 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
         spec["machine"] = size.to_api()
     if parent_run:
         spec["parentRun"] = parent_run
+    spec.update(flow)
     return {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
 
 
@@ -236,12 +242,20 @@ class RunHandle:
 
 def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = None,
             idempotency_key: str | None = None, tags: Iterable[str] | None = None, namespace: str | None = None,
-            machine: Machine | dict[str, Any] | str | None = None) -> RunHandle:
+            machine: Machine | dict[str, Any] | str | None = None, concurrency_key: str | None = None,
+            priority: int | None = None, debounce: DebounceLike | None = None) -> RunHandle:
     """Creates a TaskRun of ``task`` (a @task function or a task id) and returns its handle.
 
     ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``idempotency_key``: at most
     one run per task and key; triggering again with the same payload returns the existing run.
     ``machine``: a preset name or Machine that overrides the Task's.
+
+    Flow control (the Task's ``concurrency``, ``throttle`` and ``overlap`` say what they do):
+    ``concurrency_key``: the key its Task's per-key limits count by (a tenant, a user).
+    ``priority``: seconds ahead in line (-86400 to 86400): it waits as if created that much earlier.
+    ``debounce``: a :class:`~kubetasks.api.flow.Debounce` or a dict ``{"key", "delay",
+    "max_delay", "mode"}``: runs of one key close together become one run. A bad value raises
+    ValueError or TypeError before anything is created.
 
     Raises :class:`IdempotencyConflict` when the key's run name is held by a run that is not this
     trigger's: another task or payload, or not made by ``trigger`` with this key.
@@ -253,7 +267,8 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, delay=delay,
                             idempotency_key=idempotency_key, tags=tags, machine=machine,
                             parent_run=os.environ.get(protocol.ENV_RUN) or None,
-                            instance=os.environ.get(protocol.ENV_INSTANCE) or None)
+                            instance=os.environ.get(protocol.ENV_INSTANCE) or None,
+                            concurrency_key=concurrency_key, priority=priority, debounce=debounce)
     name = _create(body, idempotency_key)
     return RunHandle(name, ns, task if isinstance(task, TaskLike) else None)
 
@@ -300,7 +315,10 @@ def trigger_and_wait(task: TaskRef, payload: Any = None, *, timeout: float | Non
 def batch_trigger(task: TaskRef, payloads: Iterable[Any], *, idempotency_key: str | None = None,
                   **options: Any) -> list[RunHandle]:
     """Triggers one run per payload. With ``idempotency_key``, item i uses ``"<key>:<i>"``, so
-    repeating the batch triggers nothing new."""
+    repeating the batch triggers nothing new. Other options (``concurrency_key``, ``priority``,
+    ``debounce``...) as :func:`trigger`, the same for every item; they are checked once, before
+    the first create, so a bad one creates nothing."""
+    flow_spec(**{k: options[k] for k in ("concurrency_key", "priority", "debounce") if k in options})
     handles = []
     for index, payload in enumerate(payloads):
         key = f"{idempotency_key}:{index}" if idempotency_key else None
