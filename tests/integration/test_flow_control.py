@@ -2,12 +2,12 @@
 admission model under faults (a lost status write, a woken waiter deleted, a durable sleep, the
 operator SIGKILLed mid-burst).
 
-Every count comes from a watch on Jobs (``Timeline``): the Jobs active at once are replayed from
-the watch's events in the order the API server sent them, and start times are the times their
-ADDED events arrived here (milliseconds), never a sampled list. A Job holds a slot from its ADDED
-event until an event shows it finished (Complete or Failed), being deleted, or gone: the
-operator's own definition (core.children.job_finished), and, since the operator sees the same
-stream, a start it made after seeing a slot freed arrives after the event that freed it.
+Every count comes from watches (``Timeline``), never a sampled list. The attempts holding slots
+at once are replayed from the Job and pod watches' events in etcd revision order (``Slots``): an
+attempt holds its slot from its Job's ADDED until its pod ends, its Job finishes (Complete or
+Failed), is being deleted, or is gone, whichever comes first: the operator's own definition
+(controller.flow), and a start it made after seeing a slot freed has a later revision than the
+event that freed it. Start times are the times Job ADDED events arrived here (milliseconds).
 
 Fast runs are kept on the kwok nodes (they complete pods at once); runs that must hold a slot
 for a while sleep in real pods and are cancelled or deleted when the test has seen enough.
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from kubetasks.core.children import job_finished
-from tests.conftest import KWOK_PLACEMENT, JobWatch, apply, create, kubectl, label, wait_until
+from tests.conftest import KWOK_PLACEMENT, JobWatch, apply, create, kube_api, kubectl, label, wait_until
 from tests.integration.test_faults import (
     GROUP, VERSION, all_runs, attempt_problems, custom_api, operator_restored, wait_all,
 )
@@ -39,29 +39,43 @@ HOLD_FOREVER = "import time; time.sleep(300)"  # a slot holder, cancelled or del
 
 
 # Watching --------------------------------------------------------------------------------------
+POD_ENDED = ("Succeeded", "Failed")
+
+
 class Seen(NamedTuple):
     at: float  # time.time() when the event arrived
     type: str  # ADDED, MODIFIED, DELETED
+    kind: str  # Job, Pod, TaskRun
     name: str
     uid: str
-    owner: str | None  # the controlling owner's uid (a Job's TaskRun)
-    active: bool  # a Job: unfinished and not being deleted; a TaskRun: not being deleted
+    owner: str | None  # the controlling owner's uid (a Job's TaskRun, a pod's Job)
+    active: bool  # a Job: unfinished, not being deleted; a pod: not ended; a TaskRun: not being deleted
+    rv: int  # its resourceVersion: the etcd revision, an order across kinds that arrival times are not
     obj: dict[str, Any]
+
+
+def controller_of(meta: dict[str, Any]) -> str | None:
+    return next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
 
 
 class Timeline(JobWatch):
     """JobWatch that also keeps every watch event on the namespace's Jobs, with its arrival time."""
 
+    KIND = "Job"
+
     def __init__(self, namespace: str) -> None:
         super().__init__(namespace)
         self.events: list[Seen] = []
 
+    def active(self, kind: str, obj: dict[str, Any]) -> bool:
+        return kind != "DELETED" and not obj["metadata"].get("deletionTimestamp") and not job_finished(obj)
+
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
-        owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
-        active = kind != "DELETED" and not meta.get("deletionTimestamp") and not job_finished(obj)
+        seen = Seen(time.time(), kind, self.KIND, meta.get("name", ""), meta.get("uid", ""), controller_of(meta),
+                    self.active(kind, obj), int(meta.get("resourceVersion") or 0), obj)
         with self._lock:
-            self.events.append(Seen(time.time(), kind, meta.get("name", ""), meta.get("uid", ""), owner, active, obj))
+            self.events.append(seen)
 
     def log(self) -> list[Seen]:
         with self._lock:
@@ -81,8 +95,28 @@ class Timeline(JobWatch):
         return wait_until(f"a Job owned by {owner}", lambda: self.start_of(owner), timeout=timeout, interval=0.05)
 
 
+class PodTimeline(Timeline):
+    """The same, on the namespace's pods (a pod's end frees its attempt's slot before its Job says so)."""
+
+    KIND = "Pod"
+
+    @staticmethod
+    def _new_batch_api() -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(kube_api())
+
+    def _call(self, api: Any, **kwargs: Any) -> Any:
+        return api.list_namespaced_pod(self.namespace, **kwargs)
+
+    def active(self, kind: str, obj: dict[str, Any]) -> bool:
+        return (obj.get("status") or {}).get("phase") not in POD_ENDED
+
+
 class RunTimeline(Timeline):
     """The same, on the namespace's TaskRuns."""
+
+    KIND = "TaskRun"
 
     @staticmethod
     def _new_batch_api() -> Any:
@@ -91,11 +125,8 @@ class RunTimeline(Timeline):
     def _call(self, api: Any, **kwargs: Any) -> Any:
         return api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "taskruns", **kwargs)
 
-    def _event(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        with self._lock:
-            self.events.append(Seen(time.time(), kind, meta.get("name", ""), meta.get("uid", ""), None,
-                                    kind != "DELETED" and not meta.get("deletionTimestamp"), obj))
+    def active(self, kind: str, obj: dict[str, Any]) -> bool:
+        return kind != "DELETED" and not obj["metadata"].get("deletionTimestamp")
 
     def gone_at(self, uid: str) -> float | None:
         """When the run was first seen being deleted (deletionTimestamp set, or DELETED)."""
@@ -103,22 +134,50 @@ class RunTimeline(Timeline):
 
 
 class Peak(NamedTuple):
-    total: int  # most Jobs active at once
-    per_key: int  # most Jobs of one concurrency key active at once
-    at_total: list[str]  # the Jobs active at that moment (names)
+    total: int  # most attempts holding a slot at once
+    per_key: int  # most attempts of one concurrency key holding a slot at once
+    at_total: list[str]  # their Jobs at that moment
     at_key: list[str]
 
 
+class Slots:
+    """Watches on a namespace's Jobs and pods: an attempt holds its slot from its Job's ADDED to
+    the first event that ends it (its pod ended, the Job finished, being deleted, or gone), as the
+    operator counts (controller.flow: a pod's end frees the slot before the Job controller marks
+    the Job finished). The two watches' events are replayed in etcd revision order."""
+
+    def __init__(self, namespace: str) -> None:
+        self.jobs, self.pods = Timeline(namespace), PodTimeline(namespace)
+
+    def __enter__(self) -> Slots:
+        self.jobs.__enter__()
+        self.pods.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pods.__exit__(*exc)
+        self.jobs.__exit__(*exc)
+
+    def peak(self, key_of: Callable[[str | None], str]) -> Peak:
+        assert self.jobs.relists == self.pods.relists == 0, "a watch relisted: events between were not seen"
+        return peak(sorted(self.jobs.log() + self.pods.log(), key=lambda e: e.rv), key_of)
+
+
 def peak(events: Iterable[Seen], key_of: Callable[[str | None], str]) -> Peak:
-    """Replays the Job events: the most active at once, in all and per key (``key_of`` maps a Job's
-    owner uid to its run's concurrency key)."""
+    """Replays Job and pod events (in revision order): the most attempts holding a slot at once,
+    in all and per key (``key_of`` maps a Job's owner uid to its run's concurrency key)."""
     active: dict[str, tuple[str, str]] = {}  # job uid -> (name, key)
+    ended: set[str] = set()  # Jobs whose attempt ended (their later events do not bring it back)
     best = Peak(0, 0, [], [])
     for e in events:
-        if e.active:
-            active[e.uid] = (e.name, key_of(e.owner))
+        job = e.owner if e.kind == "Pod" else e.uid
+        if e.kind == "Pod" and e.active:
+            continue
+        if e.active and job not in ended:
+            active[job] = (e.name, key_of(e.owner))
         else:
-            active.pop(e.uid, None)
+            active.pop(job or "", None)
+            ended.add(job or "")
         keys = Counter(k for _, k in active.values())
         key, most = keys.most_common(1)[0] if keys else ("", 0)
         if len(active) > best.total:
@@ -155,24 +214,24 @@ def test_keys_share_a_limit_fairly_and_never_exceed_it(namespace, operator):
     the runs that fit would start a-1 and a-2 before c-0)."""
     apply(task("keyed", "print(1)", concurrency={"limit": 2, "perKey": 1}, **KWOK_PLACEMENT), namespace)
     names = [f"{k}-{i}" for k in "abc" for i in range(6)]
-    with Timeline(namespace) as jobs:
+    with Slots(namespace) as slots:
+        jobs = slots.jobs
         create({"apiVersion": "v1", "kind": "List", "items": [
             label(taskrun(n, "keyed", concurrencyKey=n[0])) for n in names]}, namespace)
         wait_all(namespace, names, timeout=180)
         runs = all_runs(namespace)
         created = jobs.seen()
-    assert jobs.relists == 0, "the watch relisted: events between were not seen"
     problems = attempt_problems(runs, created, max_attempts=1)
     assert not problems, problems
     key_of = keys_by_uid(runs)
-    most = peak(jobs.log(), key_of)
+    most = slots.peak(key_of)
     order = [(key_of(e.owner), e.name) for e in jobs.starts()]
     nth: Counter[str] = Counter()
     ranks = []  # (position, key, how many of its key had started, counting this one)
     for position, (key, _) in enumerate(order):
         nth[key] += 1
         ranks.append((position, key, nth[key]))
-    print(f"max active {most.total} {most.at_total}, max per key {most.per_key} {most.at_key}; "
+    print(f"most holding slots at once {most.total} {most.at_total}, max per key {most.per_key} {most.at_key}; "
           f"start order {[n for _, n in order]}")
     assert most.total <= 2 and most.per_key <= 1, most
     last_first = max(p for p, _, n in ranks if n == 1)
@@ -255,7 +314,8 @@ def test_a_lost_running_write_still_holds_the_slot(namespace, operator, tmp_path
     apply(task("guarded", "import time; time.sleep(3)", concurrency={"limit": 1}), namespace)
     names = ["g-0", "g-1", "g-2"]
     with registered(RejectingWebhook("Running", serving_tls(tmp_path)), namespace, hold) as hook, \
-            Timeline(namespace) as jobs:
+            Slots(namespace) as slots:
+        jobs = slots.jobs
         runs = [taskrun(n, "guarded") for n in names]
         for r in runs:
             r["metadata"]["labels"] = {HOLD_LABEL: hold}
@@ -264,8 +324,8 @@ def test_a_lost_running_write_still_holds_the_slot(namespace, operator, tmp_path
         final = all_runs(namespace)
         created = jobs.seen()
     denied = next((n for n, r in final.items() if r["metadata"]["uid"] == hook.held_uid), None)
-    most = peak(jobs.log(), keys_by_uid(final))
-    print(f"denied the Running write of {denied}; max active {most.total} {most.at_total}; "
+    most = slots.peak(keys_by_uid(final))
+    print(f"denied the Running write of {denied}; most holding slots at once {most.total} {most.at_total}; "
           f"writes seen: {len(hook.seen)}")
     assert hook.holding.is_set(), f"no Running write reached the webhook: {hook.seen}"
     assert most.total <= 1, f"two Jobs active at once under concurrency 1: {most.at_total}"
@@ -348,7 +408,8 @@ def test_limits_hold_across_an_operator_killed_during_a_burst(namespace, operato
     kills = [40, 110]
     at_kill: list[int] = []
     began = time.monotonic()
-    with operator_restored(operator), Timeline(namespace) as jobs:
+    with operator_restored(operator), Slots(namespace) as slots:
+        jobs = slots.jobs
         with ThreadPoolExecutor(8) as pool:
             creating = pool.map(lambda n: api.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, "taskruns", label(taskrun(n, "burst", concurrencyKey=n[:2]))), names)
@@ -362,23 +423,27 @@ def test_limits_hold_across_an_operator_killed_during_a_burst(namespace, operato
         wall = time.monotonic() - began
         runs = all_runs(namespace)
         created = jobs.seen()
-    assert jobs.relists == 0, "the watch relisted: events between were not seen"
-    most = peak(jobs.log(), keys_by_uid(runs))
+    most = slots.peak(keys_by_uid(runs))
     print(f"{len(created)} Jobs for {BURST} runs in {wall:.0f}s; Jobs at each kill {at_kill}; "
-          f"max active {most.total} {most.at_total}; max per key {most.per_key} {most.at_key}")
+          f"most holding slots at once {most.total} {most.at_total}; max per key {most.per_key} {most.at_key}")
     problems = attempt_problems(runs, created, max_attempts=1)
     assert not problems, f"{len(problems)} runs wrong: " + "; ".join(problems[:4])
     assert most.total <= 5 and most.per_key <= 2, most
 
 
 def test_peak_replays_the_events_in_order():
-    """The counting itself: a Job is active from its ADDED to the event that finishes it."""
+    """The counting itself: an attempt holds its slot from its Job's ADDED to its pod's end or
+    its Job's end, whichever comes first; a later event of its Job does not bring it back."""
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    rv = iter(range(1, 100))
 
-    def ev(kind: str, name: str, finished: bool = False) -> Seen:
+    def job(kind: str, name: str, finished: bool = False) -> Seen:
         obj = done if finished else {}
-        return Seen(0.0, kind, name, name, name[0], kind != "DELETED" and not job_finished(obj), obj)
+        return Seen(0.0, kind, "Job", name, name, name[0], kind != "DELETED" and not job_finished(obj), next(rv), obj)
 
-    events = [ev("ADDED", "a1"), ev("ADDED", "b1"), ev("MODIFIED", "a1", True), ev("ADDED", "a2"),
-              ev("ADDED", "b2"), ev("DELETED", "b1"), ev("MODIFIED", "b2")]
+    def pod_ended(job_name: str) -> Seen:
+        return Seen(0.0, "MODIFIED", "Pod", f"{job_name}-pod", f"{job_name}-pod", job_name, False, next(rv), {})
+
+    events = [job("ADDED", "a1"), job("ADDED", "b1"), pod_ended("a1"), job("MODIFIED", "a1"), job("ADDED", "a2"),
+              job("ADDED", "b2"), job("DELETED", "b1"), job("MODIFIED", "b2"), job("MODIFIED", "a1", True)]
     assert peak(events, lambda owner: owner or "") == Peak(3, 2, ["a2", "b1", "b2"], ["b1", "b2"])
