@@ -128,9 +128,9 @@ class RunTimeline(Timeline):
     def active(self, kind: str, obj: dict[str, Any]) -> bool:
         return kind != "DELETED" and not obj["metadata"].get("deletionTimestamp")
 
-    def gone_at(self, uid: str) -> float | None:
-        """When the run was first seen being deleted (deletionTimestamp set, or DELETED)."""
-        return next((e.at for e in self.log() if e.uid == uid and not e.active), None)
+    def gone(self, uid: str) -> Seen | None:
+        """The first event that shows the run being deleted (deletionTimestamp set, or DELETED)."""
+        return next((e for e in self.log() if e.uid == uid and not e.active), None)
 
 
 class Peak(NamedTuple):
@@ -334,30 +334,56 @@ def test_a_lost_running_write_still_holds_the_slot(namespace, operator, tmp_path
 
 
 # 5. A woken waiter deleted -------------------------------------------------------------------------
-@pytest.mark.parametrize("first", ["h", "w1"])
-def test_a_deleted_woken_waiter_passes_its_slot_on_at_once(namespace, operator, first):
+class RefusingWebhook(HoldingWebhook):
+    """Refuses every request it reviews with a 500 (a Job create the operator retries)."""
+
+    def review(self, request: dict[str, Any]) -> tuple[int, str] | None:
+        with self._lock:
+            self.seen.append((request["uid"], (request.get("object") or {}).get("metadata", {}).get("name")))
+        self.holding.set()
+        return 500, "kubetasks test: this Job create fails"
+
+
+@pytest.mark.parametrize("first", ["h", "w1", "w1-cannot-start"])
+def test_a_deleted_woken_waiter_passes_its_slot_on_at_once(namespace, operator, first, tmp_path: Path):
     """Limit 1, holder H, waiters W1 then W2. H and W1 are deleted in one command (H's end wakes
     W1, which is gone before or just after it takes the slot; or W1 leaves the line just before H
-    ends): W2's Job is created within 1 s of W1's deletion, not at a resync."""
+    ends), or (w1-cannot-start) H is deleted while a webhook fails W1's Job creates, so W1 is
+    woken, tries, and waits to try again, and then W1 is deleted. W2's Job is created within 1 s
+    of W1's deletion, not at a resync. W1 has a priority so that it is the head of the line (runs
+    created in one second are otherwise ordered by uid)."""
     apply(task("serial", HOLD_FOREVER, concurrency={"limit": 1}), namespace)
     with Timeline(namespace) as jobs, RunTimeline(namespace) as runs:
         apply(taskrun("h", "serial"), namespace)
         uids = {"h": wait_until("h's uid", lambda: run_uids(namespace).get("h"), timeout=30)}
         jobs.wait_start(uids["h"], timeout=60)
-        apply(taskrun("w1", "serial"), namespace)
+        apply(taskrun("w1", "serial", priority=5), namespace)
         waiting_for(namespace, "w1", "TaskLimit")
         apply(taskrun("w2", "serial"), namespace)
         waiting_for(namespace, "w2", "TaskLimit")
         uids = run_uids(namespace)
-        kubectl("delete", "taskrun", *(["h", "w1"] if first == "h" else ["w1", "h"]), "-n", namespace, "--wait=false")
+        refused = ""
+        if first == "w1-cannot-start":
+            with registered(RefusingWebhook("", serving_tls(tmp_path)), namespace, uuid.uuid4().hex[:10],
+                            rule=("batch", "jobs", "CREATE"), selector={"kubetasks.io/run-uid": uids["w1"]}) as hook:
+                kubectl("delete", "taskrun", "h", "-n", namespace, "--wait=false")
+                assert hook.holding.wait(30), "w1 was not woken to create its Job"
+                assert jobs.start_of(uids["w2"]) is None, "w2 started while w1, the head, was still waiting"
+                kubectl("delete", "taskrun", "w1", "-n", namespace, "--wait=false")
+                refused = f"; w1's Job creates refused: {len(hook.seen)}"
+        else:
+            kubectl("delete", "taskrun", *(["h", "w1"] if first == "h" else ["w1", "h"]), "-n", namespace,
+                    "--wait=false")
         w2 = jobs.wait_start(uids["w2"], timeout=60)
-        w1_gone = wait_until("w1's deletion seen", lambda: runs.gone_at(uids["w1"]), timeout=30)
-        h_gone = runs.gone_at(uids["h"])
+        w1_gone = wait_until("w1's deletion seen", lambda: runs.gone(uids["w1"]), timeout=30)
+        h_gone = runs.gone(uids["h"]) or w1_gone
         w1_job = jobs.start_of(uids["w1"])
-    latency = w2.at - w1_gone
-    print(f"w1 deleted {w1_gone - (h_gone or w1_gone):+.3f}s after h; w1's Job: "
-          f"{f'{w1_job.name} at {w1_job.at - w1_gone:+.3f}s' if w1_job else 'none'}; "
-          f"w2's Job {w2.name} created {latency:.3f}s after w1's deletion")
+    # Arrival times on two watches may be out of order by some ms; revisions are not.
+    latency = w2.at - w1_gone.at
+    print(f"w1 deleted {w1_gone.at - h_gone.at:+.3f}s after h; w1's Job: "
+          f"{f'{w1_job.name} at {w1_job.at - w1_gone.at:+.3f}s' if w1_job else 'none'}{refused}; w2's Job {w2.name} "
+          f"created {latency:.3f}s after w1's deletion (revisions: w1 deleted {w1_gone.rv}, w2's Job {w2.rv})")
+    assert w2.rv > w1_gone.rv, "w2 started before w1, the head of the line, left it"
     assert latency <= 1.0, f"w2 started {latency:.3f}s after w1 was deleted"
 
 

@@ -120,10 +120,14 @@ def holding_webhook(namespace: str, tmp_path: Path) -> Iterator[tuple[HoldingWeb
 
 
 @contextmanager
-def registered(hook: HoldingWebhook, namespace: str, hold: str) -> Iterator[HoldingWebhook]:
-    """``hook`` as the validating webhook of ``taskruns/status`` writes, for the runs of
-    ``namespace`` labelled ``HOLD_LABEL=hold`` only; removed (and stopped) afterwards."""
+def registered(hook: HoldingWebhook, namespace: str, hold: str,
+               rule: tuple[str, str, str] = ("kubetasks.io", "taskruns/status", "UPDATE"),
+               selector: dict[str, str] | None = None) -> Iterator[HoldingWebhook]:
+    """``hook`` as the validating webhook of ``taskruns/status`` writes (or another ``rule``: API
+    group, resource, operation), for the objects of ``namespace`` labelled ``HOLD_LABEL=hold``
+    (or ``selector``) only; removed (and stopped) afterwards."""
     name = f"kubetasks-test-hold-{hold}"
+    group, resource, operation = rule
     ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
     config = {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
@@ -131,9 +135,9 @@ def registered(hook: HoldingWebhook, namespace: str, hold: str) -> Iterator[Hold
         "webhooks": [{
             "name": "hold.test.kubetasks.io",
             "clientConfig": {"url": f"https://127.0.0.1:{hook.port}/hold", "caBundle": ca},
-            "rules": [{"apiGroups": ["kubetasks.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
-                       "resources": ["taskruns/status"], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": {HOLD_LABEL: hold}},
+            "rules": [{"apiGroups": [group], "apiVersions": ["*"], "operations": [operation],
+                       "resources": [resource], "scope": "Namespaced"}],
+            "objectSelector": {"matchLabels": selector or {HOLD_LABEL: hold}},
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
             "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
             "timeoutSeconds": int(HOLD_SECONDS) + 5,
