@@ -125,6 +125,10 @@ class FlowControl:
         except ValidationError:
             return None
 
+    def queue_spec(self, namespace: str, name: str) -> TaskQueueSpec | None:
+        """The TaskQueue's spec as the store has it; None when it does not exist (or is being deleted)."""
+        return self._queue(namespace, name)
+
     def limits_of(self, body: Body) -> tuple[str, dict[str, Limit]]:
         """(its domain, its limits by namespaced id); no limits when its Task has none."""
         ns, task = body["metadata"].get("namespace", ""), _spec(body).get("taskRef", "")
