@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from kubetasks.api import Task, TaskRun
+from kubetasks.api.flow import TaskQueue
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-MODELS = {"Task": Task, "TaskRun": TaskRun}
+MODELS = {"Task": Task, "TaskRun": TaskRun, "TaskQueue": TaskQueue}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
