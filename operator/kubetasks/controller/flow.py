@@ -384,12 +384,9 @@ class FlowControl:
         lid = f"{namespace}/{limit_id}"
         return sum(1 for _, waiter in self._waiter.values() if lid in waiter.limits)
 
-    def ahead(self, namespace: str, limit_id: str, uid: str) -> int:
-        """The runs waiting under the limit before ``uid`` in its order (all of them when it waits not)."""
-        lid = f"{namespace}/{limit_id}"
-        mine = self._waiter.get(uid)
-        return sum(1 for _, waiter in self._waiter.values()
-                   if lid in waiter.limits and waiter.uid != uid and (mine is None or waiter.order < mine[1].order))
+    def waits(self, uid: str) -> bool:
+        """Whether the run waits in line for a slot now."""
+        return uid in self._waiter
 
     def _rate(self, lid: str) -> float | None:
         """Slots the limit has given up per second lately (its service rate), or None."""
