@@ -28,7 +28,7 @@ from kubetasks.core.children import job_finished
 from tests.conftest import (CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, OperatorProcess, apply, free_port, kube_api,
                             kubectl, kubectl_run, labelled, wait_until)
 from tests.integration.test_recreate import serving_tls
-from tests.integration.test_taskruns import task, taskrun, wait_phase
+from tests.integration.test_taskruns import has_event, task, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
 MINE = f"{INSTANCE}-q"  # this module's operator instance
@@ -193,3 +193,38 @@ def test_the_run_beyond_max_waiting_is_refused_at_create_naming_the_queue(namesp
     assert wait_until("kubectl get taskqueues to show 2 running and 3 waiting", columns, timeout=30)
     status = json.loads(kubectl("get", "taskqueue", "q", "-n", namespace, "-o", "json"))["status"]
     assert sorted(h["run"] for h in status["holders"]) == ["r0", "r1"] and status["observedGeneration"] == 1
+
+
+def test_a_burst_of_creates_fills_the_queue_and_no_more(namespace, queue_operator, webhook):
+    apply([task_queue("q", 2, maxWaiting=3), task("a", "import time; time.sleep(120)", queue="q")], namespace, MINE)
+    wait_until("the operator to see the queue", lambda: "q" in kubectl("get", "taskqueues", "-n", namespace, "-o",
+                                                                        "name"), timeout=30)
+    results: dict[str, Any] = {}
+
+    def create_one(name: str) -> None:
+        results[name] = kubectl_run("create", "-n", namespace, "-f", "-", input=labelled(taskrun(name, "a"), MINE))
+
+    threads = [threading.Thread(target=create_one, args=(f"b{i}",)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    created = sorted(n for n, r in results.items() if r.returncode == 0)
+    refused = [r.stderr for r in results.values() if r.returncode != 0]
+    assert len(created) == 5, (created, refused)  # 2 slots + 3 waiting, though the watch had shown none of them
+    assert all('TaskQueue "q" has 3 runs waiting' in e for e in refused), refused
+
+
+def test_runs_that_got_past_no_webhook_into_a_full_queue_fail_queue_full(namespace, queue_operator):
+    # No webhook registered here (as when the operator was down and it failed open).
+    apply([task_queue("q", 1, maxWaiting=1), task("a", "import time; time.sleep(120)", queue="q")], namespace, MINE)
+    wait_until("the operator to see the queue", lambda: "q" in kubectl("get", "taskqueues", "-n", namespace, "-o",
+                                                                        "name"), timeout=30)
+    apply([taskrun(f"r{i}", "a") for i in range(4)], namespace, MINE)
+    phases = {f"r{i}": wait_phase(namespace, f"r{i}", {"Running", "Queued", "Failed"}, timeout=120)["phase"]
+              for i in range(4)}
+    assert sorted(phases.values()) == ["Failed", "Failed", "Queued", "Running"], phases
+    for name in (n for n, p in phases.items() if p == "Failed"):
+        s = wait_phase(namespace, name, "Failed")
+        assert s["error"]["type"] == "QueueFull" and 'TaskQueue "q" has 1 run waiting' in s["error"]["message"], s
+        assert has_event(namespace, name, "QueueFull")

@@ -26,7 +26,6 @@ from kubetasks.controller import admission_server, metrics, metrics_server
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.queue_status import QueueReconciler
-from kubetasks.controller.queues import QueueAdmission
 from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
@@ -56,7 +55,7 @@ class Operator:
         self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
         self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
         self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
-        self.admission = QueueAdmission(self.runs.flow)  # the admission webhook's memory
+        self.admission = self.runs.queues  # the admission webhook's memory
         self.reflectors: list[Reflector] = []
         self._resyncs: asyncio.Task[None] | None = None
         self.cache.tasks.listeners.append(self.task_changed)

@@ -17,7 +17,8 @@ from kubetasks.api.flow import Holder
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, key_of, uid_of
 from kubetasks.controller.flow import FlowControl
-from kubetasks.core.queues import refuse_create, refuse_first
+from kubetasks.core.queues import in_line, refuse_create, refuse_first
+from kubetasks.core.wakeups import unfinished
 from kubetasks.core.trigger_policy import Refusal
 
 log = logging.getLogger(__name__)
@@ -51,36 +52,54 @@ def task_holders(flow: FlowControl, namespace: str, task: str) -> list[Holder]:
     return [h for key in sorted(keys) for h in holders(flow, namespace, f"Task/{task}/key/{key}")]
 
 
-def queue_refusal(flow: FlowControl, body: Body | None) -> Refusal | None:
-    """QueueFull for a run, at its first reconcile, that its full queue has no room in line for."""
-    if body is None:
-        return None
-    ns, task = body["metadata"].get("namespace", ""), (body.get("spec") or {}).get("taskRef", "")
-    name = _queue_of(flow, ns, task)
-    if not name:
-        return None
-    lid = f"TaskQueue/{name}"
-    refusal = refuse_first(name, flow.queue_spec(ns, name), len(flow.holders(ns, lid)),
-                           flow.ahead(ns, lid, uid_of(body) or ""), body.get("status") or {})
-    if refusal is not None:
-        metrics.QUEUE_FULL_REFUSALS.labels("reconcile").inc()
-    return refusal
-
-
 class QueueAdmission:
-    """The webhook's decision on a TaskRun create, from the operator's memory."""
+    """Who may join a full queue's line, from the operator's memory: the webhook's answer to a
+    create, and the first reconcile's (a run that got past a webhook that failed open).
+
+    The line a first reconcile counts is the runs it let in (or whose status says they are in
+    line, after a restart) that still wait: decided one run at a time, with no await between the
+    count and the run's being counted, so runs reconciled side by side cannot all get in."""
 
     def __init__(self, flow: FlowControl, clock: Any = time.monotonic) -> None:
         self.flow = flow
         self.clock = clock
         self._unseen: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (ns, queue) -> uid -> deadline
+        self._let_in: dict[tuple[str, str], set[str]] = defaultdict(set)  # (ns, queue) -> uids let into its line
         flow.cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        body = new if new is not None else old
+        assert body is not None
+        uid = uid_of(body) or ""
         if new is not None and old is None:
-            uid = uid_of(new) or ""
             for unseen in self._unseen.values():
                 unseen.pop(uid, None)
+        queue = _queue_of(self.flow, key_of(body)[0], (body.get("spec") or {}).get("taskRef", ""))
+        if not queue:
+            return
+        line = self._let_in[(key_of(body)[0], queue)]
+        if new is None or not unfinished(new):
+            line.discard(uid)
+        elif in_line(new.get("status") or {}):
+            line.add(uid)  # let in before (by this process, or by the one before a restart)
+
+    def first_reconcile(self, body: Body | None) -> Refusal | None:
+        """QueueFull for a run, at its first reconcile, that its full queue has no room in line for."""
+        if body is None:
+            return None
+        ns, uid = key_of(body)[0], uid_of(body) or ""
+        name = _queue_of(self.flow, ns, (body.get("spec") or {}).get("taskRef", ""))
+        if not name:
+            return None
+        lid, line = f"TaskQueue/{name}", self._let_in[(ns, name)]
+        holding = set(self.flow.holders(ns, lid))
+        waiting = sum(1 for u in line if u != uid and u not in holding and self.flow.waits(u))
+        refusal = refuse_first(name, self.flow.queue_spec(ns, name), len(holding), waiting, body.get("status") or {})
+        if refusal is not None:
+            metrics.QUEUE_FULL_REFUSALS.labels("reconcile").inc()
+        elif unfinished(body):
+            line.add(uid)
+        return refusal
 
     def unseen(self, namespace: str, queue: str) -> int:
         pending = self._unseen.get((namespace, queue), {})

@@ -48,13 +48,13 @@ def in_line(status: Mapping[str, Any]) -> bool:
     return bool(status.get("waitingFor")) or int(status.get("attempt") or 0) > 0 or phase != Phase.PENDING.value
 
 
-def refuse_first(name: str, spec: TaskQueueSpec | None, running: int, ahead: int,
+def refuse_first(name: str, spec: TaskQueueSpec | None, running: int, waiting: int,
                  status: Mapping[str, Any]) -> Refusal | None:
-    """At a run's first reconcile: QueueFull when ``ahead`` runs wait before it and the queue was
-    already full for it (it got past a webhook that failed open, or was created meanwhile)."""
+    """At a run's first reconcile: QueueFull when ``waiting`` runs let into the line before it
+    still wait and the queue is full (it got past a webhook that failed open)."""
     if in_line(status):
         return None
-    message = queue_full(name, spec, running, ahead)
+    message = queue_full(name, spec, running, waiting)
     return Refusal(QUEUE_FULL, message) if message else None
 
 
