@@ -182,3 +182,14 @@ def test_the_webhook_answers_an_admission_review():
     assert refused["uid"] == "req-x" and refused["allowed"] is False
     assert 'TaskQueue "shared" has' in refused["status"]["message"]
     assert asyncio.run(post(review, ready=False))["response"]["allowed"] is True  # its memory not filled yet
+
+
+def test_a_restarted_operator_counts_the_runs_already_in_line_from_their_statuses():
+    w = shared(max_waiting=1, runs=3)
+    w.settle("r0", "r1", "r2")
+    assert [w.status(f"r{i}")["phase"] for i in range(3)] == ["Running", "Running", "Queued"]
+    w.api.add(run_of("t", "r3", 3))
+    w.restart()
+    w.settle("r3", "r2")
+    assert w.status("r3")["phase"] == "Failed" and w.status("r3")["error"]["type"] == "QueueFull"
+    assert w.status("r2")["phase"] == "Queued"  # never turned out of the line

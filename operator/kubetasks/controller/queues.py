@@ -4,6 +4,8 @@
 - Creates: the webhook answers from memory, no request. A create it allowed counts as waiting
   until the watch shows the run (or ``UNSEEN_SECONDS``: another admission refused it, say), so a
   burst of creates is counted as it comes, not as the watch catches up.
+- First reconciles: the webhook fails open, so the run reconciler asks too (QueueAdmission is
+  held by it; the operator's webhook uses the same one).
 """
 
 from __future__ import annotations
