@@ -127,6 +127,10 @@ class FlowControl:
         except ValidationError:
             return None
 
+    def queue_spec(self, namespace: str, name: str) -> TaskQueueSpec | None:
+        """The TaskQueue's spec as the store has it; None when it does not exist (or is being deleted)."""
+        return self._queue(namespace, name)
+
     def limits_of(self, body: Body) -> tuple[str, dict[str, Limit]]:
         """(its domain, its limits by namespaced id); no limits when its Task has none."""
         ns, task = body["metadata"].get("namespace", ""), _spec(body).get("taskRef", "")
@@ -400,6 +404,10 @@ class FlowControl:
     def waiting(self, namespace: str, limit_id: str) -> int:
         lid = f"{namespace}/{limit_id}"
         return sum(1 for _, waiter in self._waiter.values() if lid in waiter.limits)
+
+    def waits(self, uid: str) -> bool:
+        """Whether the run waits in line for a slot now."""
+        return uid in self._waiter
 
     def _rate(self, lid: str) -> float | None:
         """Slots the limit has given up per second lately (its service rate), or None."""
