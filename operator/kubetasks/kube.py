@@ -475,7 +475,7 @@ def bearer_token() -> str | None:
     """The kubeconfig user's bearer token (a token, or an exec plugin's, refreshed as the client
     does); None when it authenticates otherwise (a client certificate)."""
     config = api_client().configuration
-    value = config.get_api_key_with_prefix("authorization") or ""
+    value = config.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
