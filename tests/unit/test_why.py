@@ -228,3 +228,39 @@ def test_the_cli_renders_the_table_readably_at_any_width():
     assert all(len(line) <= 60 for line in narrow.splitlines()) and "4 of 5" in narrow
     fallback = render_why(run(waitingFor={"reason": "TaskLimit", "limit": "Task/serial"}), None, "no operator", 100, NOW)
     assert "TaskLimit (Task/serial)" in fallback and "the live answer was not available: no operator" in fallback
+
+
+# ---------------------------------------------------------------- the dashboard's run page
+
+def test_a_waiting_runs_page_shows_the_live_answer_and_a_running_one_asks_nothing():
+    from kubetasks.dashboard import server
+    from kubetasks.operator_client import Answer
+    from tests.unit.test_dashboard_server import TOKEN as PAGE_TOKEN, FakeKube, informers_of, taskrun
+
+    queued = taskrun("q-7", "Queued", 7, attempt=0, waitingFor={"reason": "TaskLimit", "limit": "Task/serial"})
+    running = taskrun("q-3", "Running", 3)
+    asked: list[tuple[str, str]] = []
+    answers = {"q-7": Answer(ANSWER)}
+
+    def why(namespace: str, name: str) -> Answer:
+        asked.append((namespace, name))
+        return answers.get(name, Answer(None, "could not reach the operator"))
+
+    async def main() -> None:
+        app = server.make_app(informers_of([queued, running]), PAGE_TOKEN, FakeKube([queued, running]), clock=lambda: NOW,
+                              why=why)
+        async with TestClient(TestServer(app)) as client:
+            assert (await client.get("/", params={"token": PAGE_TOKEN})).status == 200
+            html = await (await client.get("/runs/ns/q-7")).text()
+            assert 'id="why"' in html and 'data-live="true"' in html
+            assert "waiting for Task/serial (TaskLimit); starts in about 38s" in html
+            assert 'data-testid="why-position">4 of 5<' in html and "1/1: q-3" in html
+            assert 'data-testid="why-eta">38s<' in html
+            running_page = await (await client.get("/runs/ns/q-3")).text()
+            assert 'id="why"' not in running_page
+            del answers["q-7"]  # the operator away: the status, and a note saying so
+            html = await (await client.get("/runs/ns/q-7")).text()
+            assert 'data-live="false"' in html and "the live answer was not available" in html
+            assert "TaskLimit (Task/serial)" in html
+    asyncio.run(main())
+    assert asked == [("ns", "q-7"), ("ns", "q-7")]
