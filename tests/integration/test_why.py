@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (REPO, VERSIONS, JobWatch, OperatorProcess, apply, get, kubectl, token_kubeconfig,
+from tests.conftest import (KWOK_PLACEMENT, REPO, VERSIONS, JobWatch, OperatorProcess, apply, get, kubectl, token_kubeconfig,
                             wait_until)
 
 pytestmark = pytest.mark.cluster
@@ -164,3 +164,61 @@ def test_why_is_refused_to_whoever_may_not_get_the_run(namespace, operator, tmp_
     done = cli("why", "hold-2", "-n", namespace, "--operator-url", "http://127.0.0.1:1", kubeconfig=reader)
     assert done.returncode == 0 and "TaskLimit" in done.stdout and "live answer was not available" in done.stdout, \
         done.stdout
+
+
+def stand_in_pod(namespace: str) -> str:
+    """A hostNetwork pod on a kwok node: its IP is the node's, this machine's. The API server
+    proxies a Service only to an endpoint that is a pod with that IP; this one stands in for the
+    operator's pod, and the address is where the operator on this machine listens."""
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "why-op"},
+         "spec": {"hostNetwork": True, **KWOK_PLACEMENT, "containers": [{"name": "operator", "image": "none"}]}}))
+    return wait_until("the stand-in pod's IP", lambda: (get("pod", "why-op", namespace).get("status") or {}).get("podIP"),
+                      timeout=60)
+
+
+def test_why_through_the_api_servers_service_proxy(namespace, operator, tmp_path):
+    """The default path (a chart install): the CLI asks the API server's proxy to the operator's
+    metrics Service, as the user, and the operator reviews the user's token. Here the Service
+    points (through a stand-in pod) at a second operator on this machine, serving TLS on its
+    metrics port and acting on the objects of an instance of its own."""
+    from tests.conftest import INSTANCE, free_port
+
+    instance, address, port = f"{INSTANCE}-proxy", stand_in_pod(namespace), free_port()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=why-op",
+                    "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")], check=True, capture_output=True)
+    second = OperatorProcess(tmp_path / "operator.log", namespaces=namespace, metrics_port=port,
+                             env={"KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_METRICS_BIND_ADDRESS": address,
+                                  "KUBETASKS_METRICS_CERT_DIR": str(certs)})
+    second.start()
+    try:
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "why-op"},
+             "spec": {"ports": [{"name": "metrics", "port": port, "targetPort": port}]}},
+            {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "why-op"},
+             "subsets": [{"addresses": [{"ip": address, "targetRef": {"kind": "Pod", "namespace": namespace,
+                                                                       "name": "why-op"}}], "ports": [{"name": "metrics", "port": port}]}]}]}))
+        reader, _ = accounts(namespace, tmp_path)
+        kubectl("create", "role", "why-caller", "-n", namespace, "--verb=get", "--resource=services/proxy",
+                "--resource-name=https:why-op:metrics")
+        kubectl("create", "rolebinding", "why-caller", "-n", namespace, "--role=why-caller",
+                f"--serviceaccount={namespace}:reader")
+        apply([task("hold", 300), taskrun("hold-1", "hold"), taskrun("hold-2", "hold")], namespace, instance)
+        wait_until("hold-2 queued", lambda: phase(namespace, "hold-2") == "Queued", timeout=120)
+
+        def asked() -> subprocess.CompletedProcess[str] | None:
+            env = {**os.environ, "KUBETASKS_OPERATOR_SERVICE": f"{namespace}/why-op"}
+            env.pop("KUBETASKS_OPERATOR_URL", None)
+            done = subprocess.run([sys.executable, "-m", "kubetasks.cli.main", "why", "hold-2", "-n", namespace],
+                                  env={**env, "PYTHONPATH": str(REPO / "operator"), "KUBECONFIG": reader,
+                                       "COLUMNS": "200"}, capture_output=True, text=True, timeout=60)
+            assert "live answer was not available" not in done.stdout, done.stdout + done.stderr
+            return done
+
+        shown = wait_until("a live answer through the service proxy", asked, timeout=60, interval=1)
+        assert shown.returncode == 0 and "waiting for Task/hold (TaskLimit)" in shown.stdout, shown.stdout
+        assert re.search(r"Task/hold\s.*\b1 of 1\b.*1/1: hold-1", shown.stdout), shown.stdout
+    finally:
+        second.stop()
