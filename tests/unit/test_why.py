@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from aiohttp.test_utils import TestClient, TestServer
 
 from kubetasks import operator_client
@@ -264,3 +266,24 @@ def test_a_waiting_runs_page_shows_the_live_answer_and_a_running_one_asks_nothin
             assert "TaskLimit (Task/serial)" in html
     asyncio.run(main())
     assert asked == [("ns", "q-7"), ("ns", "q-7")]
+
+
+# ---------------------------------------------------------------- the ETA
+
+def test_the_eta_counts_from_the_last_release_not_from_now():
+    from kubetasks.core.why import slot_eta
+
+    assert slot_eta(2, 3, None, 0) == 0.0  # a free slot for it
+    assert slot_eta(3, 0, None, 0) is None  # no rate seen yet
+    assert slot_eta(3, 0, 0.125, 0) == 32.0  # 4th in line, a release every 8 s, one just now
+    assert slot_eta(3, 0, 0.125, 6) == 26.0  # the holder is 6 s into its 8
+    assert slot_eta(3, 0, 0.125, 20) == 24.0  # the holder is late: still 3 releases after its own
+
+
+@given(st.integers(0, 50), st.integers(0, 5), st.floats(0.01, 10), st.floats(0, 1000))
+def test_the_eta_is_never_negative_and_grows_with_the_line(ahead, free, rate, since):
+    from kubetasks.core.why import slot_eta
+
+    eta = slot_eta(ahead, free, rate, since)
+    assert eta is not None and eta >= 0
+    assert slot_eta(ahead + 1, free, rate, since) >= eta  # type: ignore[operator]

@@ -51,6 +51,23 @@ def access_key(token: str, namespace: str, name: str) -> str:
     return f"{token}\n{namespace}/{name}"
 
 
+# The ETA ----------------------------------------------------------------------------------------
+
+def slot_eta(ahead: int, free: int, rate: float | None, since_release: float) -> float | None:
+    """Seconds until a run with ``ahead`` runs before it in a limit's line starts, when ``free``
+    slots are free now and the limit gives a slot up ``rate`` times a second (its last given up
+    ``since_release`` seconds ago): the k-th release from now comes about ``k / rate`` after the
+    last one, not after now (the run holding the slot is already part way through), and no
+    sooner than ``(k - 1) / rate`` from now (a holder that is late is still to come). None: no
+    rate seen yet."""
+    if ahead < free:
+        return 0.0
+    if not rate:
+        return None
+    k = ahead - free + 1
+    return max(k / rate - max(since_release, 0.0), (k - 1) / rate)
+
+
 # The answer in words ------------------------------------------------------------------------------
 
 def duration_text(seconds: float | None) -> str:
