@@ -35,6 +35,7 @@ from kubetasks.controller.cache import JOB_NAME_LABEL, Body, Cache, Key, key_of,
 from kubetasks.core.children import controller_uid, job_finished
 from kubetasks.core.flow import Limit, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
+from kubetasks.core.why import slot_eta
 
 log = logging.getLogger(__name__)
 SLOT_REASONS = ("TaskLimit", "KeyLimit", "QueueLimit", "Throttled")
@@ -445,7 +446,8 @@ class FlowControl:
                                       if (b := self.cache.run_by_uid(u)) is not None])
                 free = limit.capacity - len(holders)
                 if ahead is not None:
-                    eta = 0.0 if ahead < free else (ahead - free + 1) / rate if rate else None
+                    last = self._releases[lid][-1] if self._releases.get(lid) else now
+                    eta = slot_eta(ahead, free, rate, now - last)
             entry["etaSeconds"] = None if eta is None else round(eta, 1)
             etas.append(eta)
             entries.append(entry)

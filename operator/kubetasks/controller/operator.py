@@ -213,7 +213,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    _metrics.append(await metrics_server.serve())
+    _metrics.append(await metrics_server.serve(explain=explain_run))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
@@ -226,6 +226,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
+
+
+def explain_run(namespace: str, name: str) -> dict[str, Any] | None:
+    """Why the run waits, live (/why on the metrics port); None when this operator has no such run."""
+    body = OPERATOR.cache.runs.get((namespace, name))
+    return None if body is None else OPERATOR.runs.flow.explain(body)
 
 
 _background: list[asyncio.Task[None]] = []
