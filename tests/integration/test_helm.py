@@ -230,8 +230,11 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
+        # The role users are bound to for `kubetasks why`: the operator's Service proxy, nothing else.
+        caller = next(d for d in docs if d["metadata"]["name"].endswith("-why-caller"))
+        assert [(r["resources"], r["verbs"]) for r in caller["rules"]] == [(["services/proxy"], ["get"])]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in (g, r, v) for g, r, v in granted)
