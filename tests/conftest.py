@@ -92,6 +92,19 @@ def create(manifest: Manifest, namespace: str, instance: str = INSTANCE) -> str:
     return kubectl("create", "-n", namespace, "-f", "-", input=labelled(manifest, instance))
 
 
+def token_kubeconfig(path: Path, namespace: str, account: str) -> str:
+    """A kubeconfig for the cluster with a ServiceAccount's token instead of the admin's identity."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
+    admin = yaml.safe_load(Path(KUBECONFIG).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "sa",
+              "clusters": [{"name": "c", "cluster": cluster}],
+              "users": [{"name": account, "user": {"token": token}}],
+              "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}]}
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
     return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
 

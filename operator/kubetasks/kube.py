@@ -451,12 +451,42 @@ def review_token(token: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(done.read()).get("status") or {})
 
 
-def review_access(user: dict[str, Any], verb: str, path: str) -> dict[str, Any]:
-    """The status of a SubjectAccessReview: may ``user`` (a TokenReview's status.user) ``verb`` the
-    non-resource URL ``path``? (allowed, denied, reason)"""
+def _review(user: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {"user": user.get("username", ""), "groups": user.get("groups") or [],
-                            "uid": user.get("uid", ""), "extra": user.get("extra") or {},
-                            "nonResourceAttributes": {"path": path, "verb": verb}}
+                            "uid": user.get("uid", ""), "extra": user.get("extra") or {}, **attributes}
     body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
     done = _request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=body, timeout=REVIEW_TIMEOUT)
     return cast(dict[str, Any], json.loads(done.read()).get("status") or {})
+
+
+def review_access(user: dict[str, Any], verb: str, path: str) -> dict[str, Any]:
+    """The status of a SubjectAccessReview: may ``user`` (a TokenReview's status.user) ``verb`` the
+    non-resource URL ``path``? (allowed, denied, reason)"""
+    return _review(user, {"nonResourceAttributes": {"path": path, "verb": verb}})
+
+
+def review_run_access(user: dict[str, Any], verb: str, namespace: str, name: str) -> dict[str, Any]:
+    """The status of a SubjectAccessReview: may ``user`` ``verb`` the TaskRun ``namespace/name``?"""
+    return _review(user, {"resourceAttributes": {"group": GROUP, "resource": "taskruns", "verb": verb,
+                                                 "namespace": namespace, "name": name}})
+
+
+def bearer_token() -> str | None:
+    """The kubeconfig user's bearer token (a token, or an exec plugin's, refreshed as the client
+    does); None when it authenticates otherwise (a client certificate)."""
+    config = api_client().configuration
+    value = config.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def service_proxy_get(namespace: str, service: str, path: str, headers: dict[str, str],
+                      timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, bytes]:
+    """GET ``path`` of a Service through the API server's service proxy (``service`` is
+    ``https:NAME:PORT``), as the kubeconfig's user: (status, body), whatever the status."""
+    client = api_client()
+    url = f"/api/v1/namespaces/{namespace}/services/{service}/proxy{path}"
+    _, url, all_headers, _, _ = client.param_serialize("GET", url, header_params={"Accept": "application/json", **headers},
+                                                       auth_settings=["BearerToken"])
+    response = client.call_api("GET", url, all_headers, None, _request_timeout=timeout)
+    return response.status, response.read()

@@ -29,7 +29,8 @@ import pytest
 import yaml
 
 from tests.conftest import (INSTANCE, INSTANCE_LABEL, KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, REQUIRE_CLUSTER,
-                            TASK_IMAGE, apply, get, kubectl, kubectl_run, label, wait_until)
+                            TASK_IMAGE, apply, get, kubectl, kubectl_run, label, token_kubeconfig,
+                            wait_until)
 
 pytestmark = pytest.mark.cluster
 CHROMIUM = os.environ.get("KUBETASKS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -136,19 +137,6 @@ def at(url: str, path: str) -> str:
     test's browser context starts without the proxy's cookie."""
     base, token = url.split("/?", 1)
     return f"{base}{path}{'&' if '?' in path else '?'}{token}"
-
-
-def token_kubeconfig(path: Path, namespace: str, account: str) -> str:
-    """A kubeconfig for the cluster with a ServiceAccount's token instead of the admin's identity."""
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
-    admin = yaml.safe_load(Path(KUBECONFIG).read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    config = {"apiVersion": "v1", "kind": "Config", "current-context": "sa",
-              "clusters": [{"name": "c", "cluster": cluster}],
-              "users": [{"name": account, "user": {"token": token}}],
-              "contexts": [{"name": "sa", "context": {"cluster": "c", "user": account, "namespace": namespace}}]}
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 # ---------------------------------------------------------------- runs to look at (one set for the module)

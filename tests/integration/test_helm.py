@@ -215,7 +215,7 @@ def test_chart_lints_renders_both_modes_and_carries_the_crds():
     assert [ns for k, ns in wide if k == "Role"] == ["sys"]  # the leader-election Lease only
     scoped = kinds("watchNamespaces={a,b}")
     assert [ns for k, ns in scoped if k == "Role"] == ["a", "b", "sys"]
-    assert ("Service", "sys") not in kinds("metrics.enabled=false")
+    assert ("Service", "sys") not in kinds("metrics.enabled=false", "queueWebhook.enabled=false")
     assert not any(k == "Role" for k, _ in kinds("leaderElection.enabled=false"))
     kinds("replicaCount=3")
     done = subprocess.run([HELM, "template", "r", CHART, "--set", "replicaCount=2", "--set",
@@ -230,8 +230,11 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
+        # The role users are bound to for `kubetasks why`: the operator's Service proxy, nothing else.
+        caller = next(d for d in docs if d["metadata"]["name"].endswith("-why-caller"))
+        assert [(r["resources"], r["verbs"]) for r in caller["rules"]] == [(["services/proxy"], ["get"])]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in (g, r, v) for g, r, v in granted)
@@ -261,7 +264,8 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
 def test_metrics_are_reachable_only_from_allowed_peers():
     policy = next(d for d in render() if d["kind"] == "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
+    rule, hook = policy["spec"]["ingress"]
+    assert hook == {"ports": [{"port": "webhook", "protocol": "TCP"}]}  # kube-apiserver's calls, from wherever it is
     assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
@@ -271,6 +275,8 @@ def test_metrics_are_reachable_only_from_allowed_peers():
     # No peers, or no metrics: a rule without `from` would admit everyone, so there is no rule at all.
     for sets in (("metrics.allowFrom=null",), ("metrics.enabled=false",)):
         policy = next(d for d in render(*sets) if d["kind"] == "NetworkPolicy")
+        assert policy["spec"]["ingress"] == [hook], sets
+        policy = next(d for d in render(*sets, "queueWebhook.enabled=false") if d["kind"] == "NetworkPolicy")
         assert policy["spec"]["ingress"] == [], sets
     assert not any(d["kind"] == "NetworkPolicy" for d in render("networkPolicy.enabled=false"))
 
@@ -317,7 +323,7 @@ def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operat
 
 def test_metrics_are_served_over_tls_to_readers_or_on_localhost_only():
     docs = render()
-    secret = next(d for d in docs if d["kind"] == "Secret")
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "r-kubetasks-metrics-tls")
     assert secret["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key"} <= set(secret["data"])
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -331,11 +337,11 @@ def test_metrics_are_served_over_tls_to_readers_or_on_localhost_only():
     assert "r-kubetasks-metrics-auth" in bound and "r-kubetasks-metrics-reader" not in bound  # yours to bind
     # Your own certificate (cert-manager): no Secret made, yours mounted.
     own = render("metrics.tls.secretName=mine")
-    assert not any(d["kind"] == "Secret" for d in own)
+    assert not any(d["kind"] == "Secret" and d["metadata"]["name"].endswith("-metrics-tls") for d in own)
     volumes = next(d for d in own if d["kind"] == "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "metrics-tls", "secret": {"secretName": "mine"}} in volumes
     # On localhost, for a sidecar: no token, no TLS, no Service, no review rights, no one let in.
-    local = render("metrics.localhostOnly=true")
+    local = render("metrics.localhostOnly=true", "queueWebhook.enabled=false")
     container = next(d for d in local if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBETASKS_METRICS_BIND_ADDRESS"] == "127.0.0.1" and "KUBETASKS_METRICS_CERT_DIR" not in env
@@ -351,3 +357,31 @@ def test_without_watch_namespaces_the_system_namespaces_are_refused_unless_allow
     assert refused() == "kube-system,kube-public,kube-node-lease,sys"
     assert refused("allowSystemNamespaces=true") is None
     assert refused("watchNamespaces={a}") is None  # the listed namespaces are the ones it acts in
+
+
+def test_the_queue_webhook_ships_by_default_for_the_releases_own_runs():
+    import base64
+
+    docs = render()
+    (config,) = [d for d in docs if d["kind"] == "ValidatingWebhookConfiguration"]
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"  # a down operator stops no create
+    assert hook["rules"] == [{"apiGroups": ["kubetasks.io"], "apiVersions": ["*"], "operations": ["CREATE"],
+                              "resources": ["taskruns"], "scope": "Namespaced"}]
+    assert hook["objectSelector"] == {"matchExpressions": [{"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]}
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "r-kubetasks-webhook-tls")
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert b"BEGIN CERTIFICATE" in base64.b64decode(secret["data"]["ca.crt"])
+    service = hook["clientConfig"]["service"]
+    assert (service["name"], service["namespace"], service["path"]) == ("r-kubetasks-webhook", "sys", "/validate-taskruns")
+    assert any(d["kind"] == "Service" and d["metadata"]["name"] == "r-kubetasks-webhook" for d in docs)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_WEBHOOK_PORT"] == "9443" and env["KUBETASKS_WEBHOOK_CERT_DIR"] == "/var/run/kubetasks/webhook-tls"
+    (scoped,) = [d for d in render("instanceID=team-a", "watchNamespaces={a,b}")
+                 if d["kind"] == "ValidatingWebhookConfiguration"]
+    assert scoped["webhooks"][0]["objectSelector"]["matchExpressions"] == [
+        {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-a"]}]
+    assert scoped["webhooks"][0]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}]
+    assert not any(d["kind"] == "ValidatingWebhookConfiguration" for d in render("queueWebhook.enabled=false"))

@@ -46,6 +46,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="only Tasks and TaskRuns with these labels (e.g. kubetasks.io/instance=team-b)")
     p.add_argument("--port", type=int, default=0, help="local port (default: any free port)")
     p.add_argument("--no-open", action="store_true", help="print the URL only; do not open a browser")
+    p.add_argument("--operator-url", metavar="URL",
+                   help="where a waiting run's page asks the operator why it waits, as you (as `kubetasks why`)")
     return p
 
 
@@ -112,6 +114,7 @@ def cmd_dashboard(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks.cli.common import CliError, namespace_of
     from kubetasks.dashboard import server
     from kubetasks.dashboard.informers import Informers, ScopeError, allow_deep_json, choose_scope, may_list
+    from kubetasks.operator_client import ask_why
 
     allow_deep_json()
     namespace = namespace_of(args)
@@ -123,7 +126,7 @@ def cmd_dashboard(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise CliError(str(e)) from None
     informers = Informers(scope, args.selector)
     token = secrets.token_urlsafe(24)
-    app = server.make_app(informers, token, kube, ACTIONS)
+    app = server.make_app(informers, token, kube, ACTIONS, why=lambda ns, name: ask_why(ns, name, args.operator_url))
 
     def announce(port: int) -> None:
         url = f"http://127.0.0.1:{port}/?token={token}"

@@ -7,6 +7,7 @@
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS]
     kubetasks cancel RUN [-n NS]
+    kubetasks why RUN [-n NS] [--operator-url URL]
     kubetasks crds [--write [DIR]]
     kubetasks completion bash|zsh|fish
 
@@ -32,7 +33,7 @@ from rich.console import Console
 
 from kubetasks.cli.describe import describe_view
 from kubetasks.cli.tables import run_rows, runs_table
-from kubetasks.cli import dashboard
+from kubetasks.cli import dashboard, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
                                   parse_payload, read_payload)
@@ -163,6 +164,8 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
 
     p = sub.add_parser("completion", help="print a shell completion script: source <(kubetasks completion bash)")
     p.add_argument("shell", choices=SHELLS)
+    p = with_namespace(why.add_parser(sub))
+    _complete_with(next(a for a in p._actions if a.dest == "run"), "taskruns")
     with_namespace(dashboard.add_parser(sub))
     return parser
 
@@ -356,7 +359,8 @@ def kubectl_complete() -> int:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
-            "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard}
+            "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard,
+            "why": why.cmd_why}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from kubetasks.controller.cache import JOB_NAME_LABEL, Body, Cache, Key, key_of,
 from kubetasks.core.children import controller_uid, job_finished
 from kubetasks.core.flow import Limit, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
+from kubetasks.core.why import slot_eta
 
 log = logging.getLogger(__name__)
 SLOT_REASONS = ("TaskLimit", "KeyLimit", "QueueLimit", "Throttled")
@@ -126,6 +127,10 @@ class FlowControl:
             return TaskQueueSpec.model_validate(_spec(body))
         except ValidationError:
             return None
+
+    def queue_spec(self, namespace: str, name: str) -> TaskQueueSpec | None:
+        """The TaskQueue's spec as the store has it; None when it does not exist (or is being deleted)."""
+        return self._queue(namespace, name)
 
     def limits_of(self, body: Body) -> tuple[str, dict[str, Limit]]:
         """(its domain, its limits by namespaced id); no limits when its Task has none."""
@@ -401,6 +406,10 @@ class FlowControl:
         lid = f"{namespace}/{limit_id}"
         return sum(1 for _, waiter in self._waiter.values() if lid in waiter.limits)
 
+    def waits(self, uid: str) -> bool:
+        """Whether the run waits in line for a slot now."""
+        return uid in self._waiter
+
     def _rate(self, lid: str) -> float | None:
         """Slots the limit has given up per second lately (its service rate), or None."""
         releases = self._releases.get(lid)
@@ -437,7 +446,8 @@ class FlowControl:
                                       if (b := self.cache.run_by_uid(u)) is not None])
                 free = limit.capacity - len(holders)
                 if ahead is not None:
-                    eta = 0.0 if ahead < free else (ahead - free + 1) / rate if rate else None
+                    last = self._releases[lid][-1] if self._releases.get(lid) else now
+                    eta = slot_eta(ahead, free, rate, now - last)
             entry["etaSeconds"] = None if eta is None else round(eta, 1)
             etas.append(eta)
             entries.append(entry)

@@ -33,6 +33,9 @@ QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slo
 SLOT_LEAKS_REPAIRED = Counter("kubetasks_slot_leaks_repaired_total",
                               "Slots a run was still counted in after it stopped holding them (a missed change), "
                               "let go when the limit was next looked at", ["reason"])
+QUEUE_FULL_REFUSALS = Counter("kubetasks_queue_full_refusals_total",
+                              "Runs refused because their TaskQueue had maxWaiting runs waiting: at create "
+                              "(the admission webhook) or at their first reconcile (QueueFull)", ["where"])
 KEPT_LOG_BYTES = Gauge("kubetasks_kept_log_bytes", "Bytes of attempts' logs kept in ConfigMaps", ["namespace"])
 KEPT_LOGS = Gauge("kubetasks_kept_logs", "Attempts' logs kept in ConfigMaps", ["namespace"])
 KEPT_LOG_EVICTIONS = Counter("kubetasks_kept_log_evictions_total",

@@ -2,6 +2,10 @@
 non-resource URL /metrics (core.metrics_access decides), over TLS when a certificate is given;
 without a token on a loopback address only (a scrape sidecar).
 
+And, on the same port, ``GET /why/<namespace>/<name>``: why that run waits, live (JSON, from
+``explain``), to a bearer token whose user may ``get`` that TaskRun (core.why decides); a token is
+needed on every address. 403 before 404: a refused caller does not learn whether the run exists.
+
 Environment: KUBETASKS_METRICS_PORT (9090; 0 = off), KUBETASKS_METRICS_BIND_ADDRESS (0.0.0.0;
 127.0.0.1 serves the pod's own containers only, with no token), KUBETASKS_METRICS_CERT_DIR
 (tls.crt and tls.key: HTTPS; the chart makes a self-signed pair, or mounts your Secret; a renewed
@@ -24,37 +28,68 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from kubetasks import kube
 from kubetasks.core.metrics_access import (METRICS_PATH, METRICS_VERB, Verdict, VerdictCache, authenticated,
                                            authorized, bearer_token, needs_token)
+from kubetasks.core.why import TOKEN_HEADER, WHY_PREFIX, WHY_VERB, access_key, caller_token, run_access
 
 log = logging.getLogger(__name__)
 REVIEWS_AT_ONCE = 4  # a flood of new tokens waits here, not on the API server
 RELOAD_SECONDS = 60.0  # how soon a renewed certificate is served
+Explain = Callable[[str, str], dict[str, Any] | None]  # (namespace, name) -> the live answer; None: no such run
 
 
 class MetricsServer:
     def __init__(self, secure: bool, review_token: Callable[[str], dict[str, Any]] = kube.review_token,
                  review_access: Callable[[dict[str, Any], str, str], dict[str, Any]] = kube.review_access,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, explain: Explain | None = None,
+                 review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access) -> None:
         self.secure = secure
         self.review_token, self.review_access, self.clock = review_token, review_access, clock
+        self.explain, self.review_run = explain, review_run
         self.cache = VerdictCache()
         self._reviews = asyncio.Semaphore(REVIEWS_AT_ONCE)
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(METRICS_PATH, self.metrics)
+        if self.explain is not None:
+            app.router.add_get(WHY_PREFIX + "{namespace}/{name}", self.why)
         return app
+
+    async def why(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        token = caller_token(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
+        if token is None:
+            verdict = Verdict(401, "no bearer token")
+        else:
+            def review(user: dict[str, Any]) -> Verdict:
+                return run_access(user, self.review_run(user, WHY_VERB, ns, name), ns, name)
+            verdict = await self.verdict(token, review, access_key(token, ns, name))
+        if not verdict.allowed:
+            return _refused(verdict, "kubetasks-why")
+        assert self.explain is not None
+        answer = self.explain(ns, name)  # in memory, in the loop: no await between the reads
+        if answer is None:
+            return web.json_response({"message": f"no TaskRun {ns}/{name} (or not one this operator serves)"},
+                                     status=404)
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.secure:
             token = bearer_token(request.headers.get("Authorization"))
-            verdict = Verdict(401, "no bearer token") if token is None else await self.verdict(token)
+            verdict = Verdict(401, "no bearer token") if token is None else await self.verdict(token, self._metrics_access)
             if not verdict.allowed:
-                headers = {"WWW-Authenticate": 'Bearer realm="kubetasks-metrics"'} if verdict.status == 401 else {}
-                return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=headers)
+                return _refused(verdict, "kubetasks-metrics")
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def verdict(self, token: str) -> Verdict:
-        cached = self.cache.get(token, self.clock())
+    def _metrics_access(self, user: dict[str, Any]) -> Verdict:
+        return authorized(user, self.review_access(user, METRICS_VERB, METRICS_PATH))
+
+    async def verdict(self, token: str, authorize: Callable[[dict[str, Any]], Verdict] | None = None,
+                      key: str | None = None) -> Verdict:
+        """The token's user reviewed (TokenReview), then ``authorize``d (a SubjectAccessReview, in
+        a thread); remembered by ``key`` (the token, by default)."""
+        authorize = authorize or self._metrics_access
+        key = key or token
+        cached = self.cache.get(key, self.clock())
         if cached is not None:
             return cached
         async with self._reviews:
@@ -62,14 +97,17 @@ class MetricsServer:
                 reviewed = await asyncio.to_thread(self.review_token, token)
                 verdict = authenticated(reviewed)
                 if verdict is None:
-                    user = reviewed["user"]
-                    verdict = authorized(user, await asyncio.to_thread(self.review_access, user, METRICS_VERB,
-                                                                      METRICS_PATH))
-            except Exception as e:  # not remembered: the next scrape asks again
-                log.warning("could not review a metrics scrape's token: %s", kube.error_line(e))
+                    verdict = await asyncio.to_thread(authorize, reviewed["user"])
+            except Exception as e:  # not remembered: the next request asks again
+                log.warning("could not review a request's token: %s", kube.error_line(e))
                 return Verdict(503, "the API server could not review the token; try again")
-        self.cache.put(token, verdict, self.clock())
+        self.cache.put(key, verdict, self.clock())
         return verdict
+
+
+def _refused(verdict: Verdict, realm: str) -> web.Response:
+    headers = {"WWW-Authenticate": f'Bearer realm="{realm}"'} if verdict.status == 401 else {}
+    return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=headers)
 
 
 def tls_context(cert_dir: str) -> ssl.SSLContext:
@@ -104,8 +142,9 @@ async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD
         log.info("metrics certificate reloaded from %s", cert_dir)
 
 
-async def serve(env: Mapping[str, str] = os.environ) -> web.AppRunner | None:
-    """Starts the endpoint the environment asks for; None when it is off."""
+async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None) -> web.AppRunner | None:
+    """Starts the endpoint the environment asks for; None when it is off. With ``explain``, it
+    answers /why/<namespace>/<name> too."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
     if not port:
         return None
@@ -115,7 +154,7 @@ async def serve(env: Mapping[str, str] = os.environ) -> web.AppRunner | None:
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    app = MetricsServer(secure).app()
+    app = MetricsServer(secure, explain=explain).app()
     context = tls_context(cert_dir) if cert_dir else None
     if context is not None and cert_dir:
         async def reloading(_: web.Application) -> AsyncIterator[None]:

@@ -22,9 +22,10 @@ from typing import Any
 import kopf
 
 from kubetasks import kube
-from kubetasks.controller import metrics, metrics_server
+from kubetasks.controller import admission_server, metrics, metrics_server
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
+from kubetasks.controller.queue_status import QueueReconciler
 from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
@@ -40,7 +41,7 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
-TASK_STATUS_BATCH_SECONDS = 1.0
+TASK_STATUS_BATCH_SECONDS = 1.0  # a TaskQueue's status too
 
 
 class Operator:
@@ -51,11 +52,16 @@ class Operator:
         self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=workers)
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
         self.runs.flow.wake = self.run_queue.add  # a run a freed slot lets start
+        self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
+        self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
+        self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
+        self.admission = self.runs.queues  # the admission webhook's memory
         self.reflectors: list[Reflector] = []
         self._resyncs: asyncio.Task[None] | None = None
         self.cache.tasks.listeners.append(self.task_changed)
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
+        self.cache.queues.listeners.append(self.queue_changed)
 
     # What a change wakes -------------------------------------------------------------------
     def task_changed(self, old: Body | None, new: Body | None) -> None:
@@ -78,12 +84,26 @@ class Operator:
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
             self.task_queue.add_after((ns, task), TASK_STATUS_BATCH_SECONDS)
+        self._queue_status_later(body)
 
     def job_changed(self, old: Body | None, new: Body | None) -> None:
         owner = controller_uid(new or old or {})
         run = self.cache.run_by_uid(owner) if owner else None
         if run is not None:
             self.run_queue.add(key_of(run))
+            self._queue_status_later(run)
+
+    def queue_changed(self, old: Body | None, new: Body | None) -> None:
+        if task_spec_changed(old, new):  # not its status write's echo
+            self.queue_queue.add(key_of(new or old or {}))
+
+    def _queue_status_later(self, run: Body) -> None:
+        """A change of a run or its Job may change its TaskQueue's running or waiting: written once
+        per batch period, however many runs changed."""
+        ns = run["metadata"].get("namespace", "")
+        spec = self.runs.flow.task_spec(ns, (run.get("spec") or {}).get("taskRef", ""))
+        if spec is not None and spec.queue:
+            self.queue_queue.add_after((ns, spec.queue), TASK_STATUS_BATCH_SECONDS)
 
     def resynced(self, spread: float = 0.0) -> None:
         """client-go's resync, from the stores (no request): every unfinished run and every Task is
@@ -97,6 +117,8 @@ class Operator:
 
         for key in self.cache.tasks.keys():
             add(self.task_queue, key)
+        for key in self.cache.queues.keys():
+            add(self.queue_queue, key)
         for key in self.cache.runs.keys():
             body = self.cache.runs.get(key)
             if body is not None and unfinished(body):
@@ -138,6 +160,7 @@ class Operator:
         await self.runs.find_access_left(scopes, f"{LABEL_MANAGED_BY}={MANAGER},{mine}")
         self.run_queue.start()
         self.task_queue.start()
+        self.queue_queue.start()
         self.resynced()
         self._resyncs = asyncio.create_task(self._resync_every(resync_seconds), name="resync")
 
@@ -148,6 +171,7 @@ class Operator:
             reflector.stop()
         await self.run_queue.stop()
         await self.task_queue.stop()
+        await self.queue_queue.stop()
         await self.runs.logs.stop()
 
     def health(self, stall_seconds: float) -> str | None:
@@ -189,7 +213,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    _metrics.append(await metrics_server.serve())
+    _metrics.append(await metrics_server.serve(explain=explain_run))
+    _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
@@ -203,8 +228,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
 
+def explain_run(namespace: str, name: str) -> dict[str, Any] | None:
+    """Why the run waits, live (/why on the metrics port); None when this operator has no such run."""
+    body = OPERATOR.cache.runs.get((namespace, name))
+    return None if body is None else OPERATOR.runs.flow.explain(body)
+
+
 _background: list[asyncio.Task[None]] = []
-_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint (None: off)
+_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint and the webhook (None: off)
 
 
 async def _report_queue_depth() -> None:

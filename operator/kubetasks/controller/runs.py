@@ -39,6 +39,7 @@ from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
+from kubetasks.controller.queues import QueueAdmission
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
@@ -81,6 +82,7 @@ class RunReconciler:
         self.cache = cache
         self.api = api  # kubetasks.kube, or a fake with the same functions in tests
         self.flow = FlowControl(cache)  # slots, keys, queues, throttles: who may start (its wake is the operator's)
+        self.queues = QueueAdmission(self.flow)  # who may join a TaskQueue's line (maxWaiting)
         self.start_deadline = START_DEADLINE
         self.refused_namespaces: frozenset[str] = frozenset()  # core.reach
         self._pod_reads = TokenBucket(POD_READS_PER_SECOND, POD_READS_PER_SECOND)
@@ -225,6 +227,8 @@ class RunReconciler:
         refusal = None
         if run.spec.parent_run and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
+        if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None and task.spec.queue:
+            refusal = self.queues.first_reconcile(self.cache.runs.get(key))  # its TaskQueue's maxWaiting
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
         if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)

@@ -15,6 +15,8 @@ from kubetasks.api.task import Task
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Cache, Key, uid_of
 from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.flow import FlowControl
+from kubetasks.controller.queues import task_holders
 from kubetasks.controller.runs import status_patch
 from kubetasks.core.conditions import get_condition
 from kubetasks.core.retention import beyond_history
@@ -28,6 +30,7 @@ class TaskReconciler:
         self.cache = cache
         self.api = api
         self.schedule: Any = None  # cron scheduling, see kubetasks.controller.cron
+        self.flow: FlowControl | None = None  # who holds its concurrency slots (set by the operator)
 
     async def reconcile(self, key: Key) -> None:
         body = self.cache.tasks.get(key)
@@ -44,6 +47,8 @@ class TaskReconciler:
         problem = await asyncio.to_thread(task_problem, task)
         runs = self.cache.runs_of_task(*key)
         status = task_status(task, runs, now, problem)
+        if self.flow is not None:
+            status.holders = task_holders(self.flow, *key)
         if self.schedule and task.spec.schedule and problem is None:
             status = await self.schedule(task, status, now)
         patch = status_patch(body.get("status") or {}, status.to_api())

@@ -19,7 +19,8 @@ Pages (GET):
     ``/api/runs``                 the same query as JSON: ``items``, ``total``, ``next`` (cursor
                                   or null), ``html`` (the table body, for the live list)
     ``/runs/<ns>/<name>``         a run: attempts timeline, steps, payload, result, error, logs,
-                                  Events, waiting reason
+                                  Events, waiting reason; for a waiting run, why it waits: the
+                                  operator's live answer, asked as the user (``kubetasks why``)
     ``/runs/<ns>/<name>/attempts/<n>/log``  one attempt's log as text/plain
     ``/tasks``, ``/tasks/<ns>/<name>``      Tasks: schedule and next ticks, last/next run,
                                   success rate, recent durations
@@ -64,6 +65,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from kubetasks import kube
+from kubetasks.core.why import summary
 from kubetasks.dashboard import views
 from kubetasks.dashboard.informers import Informers
 from kubetasks.dashboard.logs import RAW_LIMIT_BYTES, RAW_TAIL_LINES, LogReader, why
@@ -88,6 +90,7 @@ EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 ACTIONS = web.AppKey("actions", dict)
 CLOCK = web.AppKey("clock", object)
 TOKEN = web.AppKey("token", str)
+WHY = web.AppKey("why", object)  # (namespace, name) -> operator_client.Answer; None: not asked
 
 
 def cookie_name(port: int) -> str:
@@ -216,7 +219,18 @@ async def run_page(request: web.Request) -> web.Response:
         details.logs[a["attempt"]] = await _blocking(request, reader.attempt, ns, uid or "", str(a["jobName"]),
                                                      bool(a.get("completionTime")))
 
-    await asyncio.gather(events(), *(attempt_log(a) for a in attempts))
+    async def waits() -> None:
+        ask: Any = request.app[WHY]
+        status = run.get("status") or {}
+        if ask is None or (views.phase_of(run) not in views.WAITING and not status.get("waitingFor")):
+            return
+        try:
+            answer = await _blocking(request, ask, ns, name)
+            details.why = summary(run, answer.body, answer.problem, _now(request))
+        except Exception as e:  # noqa: BLE001
+            details.why = summary(run, None, why(e), _now(request))
+
+    await asyncio.gather(events(), waits(), *(attempt_log(a) for a in attempts))
     return _html(views.run_page(run, details, _now(request)))
 
 
@@ -307,13 +321,16 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
 
 def make_app(informers: Informers, token: str, api: Any = kube, actions: Mapping[str, Action] | None = None,
              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-             logs: LogReader | None = None, threads: int = READ_THREADS) -> web.Application:
+             logs: LogReader | None = None, threads: int = READ_THREADS,
+             why: Callable[[str, str], Any] | None = None) -> web.Application:
     """The dashboard over ``informers`` (the user's lists and watches); ``api``
     (:mod:`kubetasks.kube`, with the user's kubeconfig) for the reads a run's page needs beyond
-    them and for ``actions``. Only requests with ``token`` (or its cookie) are served."""
+    them and for ``actions``; ``why`` asks the operator why a waiting run waits
+    (:func:`kubetasks.operator_client.ask_why`). Only requests with ``token`` (or its cookie) are served."""
     app = web.Application(middlewares=[guard])
     app[INFORMERS], app[API], app[CLOCK], app[TOKEN] = informers, api, clock, token
     app[ACTIONS] = dict(actions or {})
+    app[WHY] = why
     app[LOGS] = logs or LogReader(api)
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dashboard")
 

@@ -12,7 +12,8 @@ from kubetasks.dashboard.views.values import CUT, SHOWN_BYTES, SHOWN_DEPTH, clip
 from kubetasks.dashboard.views.runs import (
     DEFAULT_LIMIT, MAX_LIMIT, RunPage, RunQuery, decode_cursor, encode_cursor, matches, parse_query,
     run_summary, runs_page, select_runs)
-from kubetasks.dashboard.views.run import AttemptLog, RunDetails, attempt_machine, run_page, waiting_reason
+from kubetasks.dashboard.views.run import (AttemptLog, RunDetails, attempt_machine, run_page, waiting_reason,
+                                          why_section)
 from kubetasks.dashboard.views.tasks import TaskSummary, durations_chart, starts_at, task_page, task_summary, tasks_page
 
 __all__ = [
@@ -22,5 +23,5 @@ __all__ = [
     "sort_key", "task_url", "time_cell", "CUT", "SHOWN_BYTES", "SHOWN_DEPTH", "clip", "clip_text", "cut_note",
     "pretty_json", "RunPage", "RunQuery", "decode_cursor", "encode_cursor", "matches", "parse_query",
     "run_summary", "runs_page", "select_runs", "AttemptLog", "RunDetails", "attempt_machine",
-    "run_page", "waiting_reason", "TaskSummary", "durations_chart", "starts_at", "task_page", "task_summary",
+    "run_page", "waiting_reason", "why_section", "TaskSummary", "durations_chart", "starts_at", "task_page", "task_summary",
     "tasks_page"]

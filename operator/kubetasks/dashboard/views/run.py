@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kubetasks.api.times import api_time as when, human_age  # read and shown as the CLI does
+from kubetasks.core.why import Why
 from kubetasks.dashboard.views.common import (
     Body, FINISHED, _abs_time, _api_time, condition, e, layout, _list, _meta, phase_badge, phase_of, run_seconds,
     run_url, seconds_text, _spec, _status, task_url, time_cell)
@@ -30,6 +31,7 @@ class RunDetails:
     events: list[Body] = field(default_factory=list)
     logs: dict[int, AttemptLog] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be read
+    why: Why | None = None  # why a waiting run waits: the operator's live answer, or its status
 
 
 def attempt_machine(run: Body, task: Body | None, attempt: int) -> str:
@@ -124,6 +126,21 @@ def waiting_reason(run: Body, now: datetime) -> str | None:
     return "; ".join(parts) or None
 
 
+def why_section(why: Why) -> str:
+    """The operator's answer (as ``kubetasks why`` shows it): per limit, the run's place in line,
+    who holds the slots, a throttle's next start and an ETA; or the status, and why not live."""
+    rows = "".join(f'<tr data-limit="{e(line.limit)}"><td>{e(line.limit)}</td><td>{e(line.reason)}</td>'
+                   f'<td class="num" data-testid="why-position">{e(line.position)}</td><td>{e(line.holders)}</td>'
+                   f'<td>{e(line.window)}</td><td>{e(line.rate)}</td><td data-testid="why-eta">{e(line.eta)}</td></tr>'
+                   for line in why.limits)
+    table = ('<table id="why-limits"><thead><tr><th>Limit</th><th>Reason</th><th>Position</th><th>Slots held</th>'
+             '<th>Next start</th><th>Served</th><th>ETA</th></tr></thead><tbody>' + rows + "</tbody></table>"
+             if rows else "")
+    note = f'<p class="note" data-testid="why-note">{e(why.note)}</p>' if why.note else ""
+    return (f'<section id="why" class="waiting" data-live="{"true" if why.live else "false"}" data-testid="why">'
+            f'<h2>Why it waits</h2><p data-testid="why-headline">{e(why.headline)}</p>{note}{table}</section>')
+
+
 def _events(events: Sequence[Body], now: datetime) -> str:
     if not events:
         return '<p class="empty" data-testid="no-events">No Events (they expire after an hour).</p>'
@@ -189,6 +206,7 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
              cancel, f'<div id="run-body"{live}>',
              (f'<p class="waiting" id="waiting-reason" data-testid="waiting-reason">{e(waiting)}</p>'
               if waiting else ""),
+             why_section(details.why) if details.why is not None else "",
              '<dl class="facts" id="run-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
              "<h2>Attempts</h2>", _timeline(run, details, now), "<h2>Steps</h2>", _steps(run)]
     parts.append('<div class="cols"><section id="payload"><h2>Payload</h2>'

@@ -1,0 +1,47 @@
+"""A TaskQueue's status: ``running``, ``waiting`` and ``holders`` from flow control's memory
+(derived from the Jobs, never from runs' statuses), written at most once per batch period per
+queue (the operator queues it after a delay, as a Task's status) and only when it changed, onto
+the queue's uid and resourceVersion as read."""
+
+from __future__ import annotations
+
+import asyncio
+from types import ModuleType
+from typing import Any
+
+from kubetasks import kube
+from kubetasks.controller.cache import Cache, Key, uid_of
+from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.flow import FlowControl
+from kubetasks.controller.queues import holders
+from kubetasks.controller.runs import status_patch
+from kubetasks.core.queues import queue_status
+
+
+class QueueReconciler:
+    """Writes a TaskQueue's status (running, waiting, holders, observedGeneration)."""
+
+    def __init__(self, cache: Cache, flow: FlowControl, api: ModuleType | Any = kube) -> None:
+        self.cache, self.flow, self.api = cache, flow, api
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.cache.queues.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        ns, name = key
+        lid = f"TaskQueue/{name}"
+        old = body.get("status") or {}
+        status = queue_status(old, body["metadata"].get("generation"), holders(self.flow, ns, lid),
+                              self.flow.waiting(ns, lid))
+        patch = status_patch(old, status)
+        if not patch:
+            return
+        uid, version = uid_of(body) or "", body["metadata"].get("resourceVersion")
+        try:
+            updated = await asyncio.to_thread(self.api.patch_status, "taskqueues", ns, name, patch, uid, version)
+        except Exception as e:
+            if kube.is_conflict(e):
+                await decide_again(self.api, self.cache.queues, kube.TASKQUEUES, key, uid)
+            raise
+        if updated:
+            self.cache.queues.written(updated)
