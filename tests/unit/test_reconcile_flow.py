@@ -145,3 +145,12 @@ def test_an_ended_pod_frees_its_slot_before_the_job_controller_marks_its_job_fin
     assert (NS, "r2") in w.op.run_queue._queued  # woken by the pod's end, the Job not finished yet
     w.settle("r2")
     assert w.api.created() == ["r1-1", "r2-1"]
+
+
+def test_a_throttle_counts_a_start_while_its_job_is_created_and_forgets_one_never_made():
+    w = World(task(throttle={"limit": 1, "period": "1h"}), run("r1", 0), run("r2", 1))
+    flow, r1, r2 = w.op.runs.flow, w.op.cache.runs.get((NS, "r1")), w.op.cache.runs.get((NS, "r2"))
+    assert flow.try_start(r1, 1) is None  # let start: its Job's create is in flight
+    assert flow.try_start(r2, 1).waiting_for.reason == "Throttled"
+    flow.release(r1, 1)  # the create failed: r1 did not start
+    assert flow.try_start(r2, 1) is None

@@ -97,6 +97,8 @@ class FlowControl:
         self._served: dict[str, int] = {}  # group -> its last turn (least recently served first)
         self._turn = 0
         self._starts: dict[str, deque[float]] = {}  # namespaced throttle id -> first starts (epoch seconds)
+        # Run uid -> (its throttles, when it was let start): a first start decided, its Job not created yet
+        self._starting: dict[str, tuple[tuple[str, ...], float]] = {}
         self._releases: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RELEASES_KEPT))
         cache.runs.listeners.append(self._run_changed)
         cache.jobs.listeners.append(self._job_changed)
@@ -172,6 +174,8 @@ class FlowControl:
         limits = self.limits_of(body)[1] if body is not None else {}
         holding = {lid for lid, limit in limits.items() if self._holds(body, limit)}
         before = self._held.get(uid, set())
+        if body is None or not unfinished(body):
+            self._starting.pop(uid, None)
         for lid in before - holding:
             self._holding[lid].discard(uid)
             self._releases[lid].append(time.time())
@@ -246,7 +250,7 @@ class FlowControl:
         for lid in lids:
             limit = self._limits[lid]
             if limit.throttle is not None:
-                room, _ = throttle_room(self._starts_of(lid), now, limit.throttle)
+                room, _ = throttle_room(self._throttle_starts(lid), now, limit.throttle)
                 limit = Limit(limit.id, limit.reason, room, limit.strict, throttle=limit.throttle)
             limits[lid] = limit
         used = {lid: self._used(lid) for lid in lids if limits[lid].throttle is None}
@@ -281,15 +285,25 @@ class FlowControl:
             group = self._waiter[uid][1].group
             self._served[group] = self._turn
             self._turn += 1
-        now = time.time()
-        for lid, limit in self.limits_of(body)[1].items():
-            if limit.throttle is not None and attempt == 1:
-                self._starts_of(lid).append(now)
+        throttles = tuple(lid for lid, limit in self.limits_of(body)[1].items() if limit.throttle is not None)
+        if throttles and attempt == 1:  # counted from now; its Job's creation is its start (started())
+            self._starting[uid] = (throttles, time.time())
         self._refresh(body, uid)
+
+    def started(self, uid: str) -> None:
+        """The run's first Job is created: that is when its throttles count it as started. Counted
+        from the decision instead, a slow create (tens to hundreds of milliseconds) would let the
+        next Job follow it sooner than the rate allows."""
+        entry = self._starting.pop(uid, None)
+        if entry is not None:
+            now = time.time()
+            for lid in entry[0]:
+                self._starts_of(lid).append(now)
 
     def release(self, body: Body, attempt: int) -> None:
         """The run did not create the Job it was let start for: its slot is free again."""
         uid = uid_of(body) or ""
+        self._starting.pop(uid, None)  # not started: its throttles do not count it
         expected = self.cache.expected.get(uid)
         if expected is not None:
             expected.pop(attempt, None)
@@ -302,7 +316,7 @@ class FlowControl:
     def _blocked(self, lid: str, limit: Limit) -> Blocked:
         name = limit.id
         if limit.throttle is not None:
-            _, next_at = throttle_room(self._starts_of(lid), time.time(), limit.throttle)
+            _, next_at = throttle_room(self._throttle_starts(lid), time.time(), limit.throttle)
             until = datetime.fromtimestamp(next_at, timezone.utc)
             per = limit.throttle.period
             return Blocked(WaitingFor(reason="Throttled", limit=name),
@@ -316,6 +330,10 @@ class FlowControl:
             message = (f"waiting for a slot of {name}: {len(holders)} of {limit.capacity} held"
                        + (f" (by {', '.join(names)}{', ...' if len(holders) > 3 else ''})" if names else ""))
         return Blocked(WaitingFor(reason=limit.reason, limit=name), message)  # type: ignore[arg-type]
+
+    def _throttle_starts(self, lid: str) -> list[float]:
+        """The throttle's recent first starts, with those decided whose Jobs are being created."""
+        return [*self._starts_of(lid), *(at for lids, at in self._starting.values() if lid in lids)]
 
     def _starts_of(self, lid: str) -> deque[float]:
         """The throttle's recent first starts; on first use after a start, read from the runs'
@@ -362,6 +380,8 @@ class FlowControl:
 
     def _job_changed(self, old: Body | None, new: Body | None) -> None:
         owner = controller_uid(new or old or {})
+        if old is None and owner in self._starting:  # its create's answer was lost: its Job says it started
+            self.started(owner)
         run = self.cache.run_by_uid(owner) if owner else None
         if run is not None and self._refresh(run, owner or ""):
             self._wake_domain(self.limits_of(run)[0])
@@ -432,7 +452,7 @@ class FlowControl:
                                      "position": None if ahead is None else ahead + 1}
             eta: float | None = None
             if limit.throttle is not None:
-                room, next_at = throttle_room(self._starts_of(lid), now, limit.throttle)
+                room, next_at = throttle_room(self._throttle_starts(lid), now, limit.throttle)
                 entry.update(startsPerPeriod=round(limit.throttle.period / limit.throttle.interval),
                              periodSeconds=limit.throttle.period, room=room,
                              nextStartAt=datetime.fromtimestamp(max(next_at, now), timezone.utc).isoformat(timespec="seconds"))

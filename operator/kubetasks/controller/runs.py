@@ -453,6 +453,7 @@ class RunReconciler:
                     if record.attempt == attempt:
                         record.job_name = qualified["metadata"]["name"]
             metrics.ATTEMPTS_STARTED.labels(task.task_id).inc()
+            self.flow.started(uid)  # its throttles count it from now
         except Exception as e:
             if not kube.is_status(e, 400, 422):
                 raise
