@@ -152,5 +152,6 @@ def test_a_throttle_counts_a_start_while_its_job_is_created_and_forgets_one_neve
     flow, r1, r2 = w.op.runs.flow, w.op.cache.runs.get((NS, "r1")), w.op.cache.runs.get((NS, "r2"))
     assert flow.try_start(r1, 1) is None  # let start: its Job's create is in flight
     assert flow.try_start(r2, 1).waiting_for.reason == "Throttled"
-    flow.release(r1, 1)  # the create failed: r1 did not start
-    assert flow.try_start(r2, 1) is None
+    flow.release(r1, 1)  # the create failed: r1 did not start, and is first in line again
+    assert flow.try_start(r2, 1).waiting_for.reason == "Throttled"
+    assert flow.try_start(r1, 1) is None

@@ -197,6 +197,8 @@ class FlowControl:
         status = _status(body)
         if not unfinished(body) or _spec(body).get("cancel") or body["metadata"].get("deletionTimestamp"):
             return False
+        if self.cache.expected_attempts(uid_of(body) or ""):
+            return False  # let start: its Job is being created (its status does not say so yet)
         if ((status.get("waitingFor") or {}).get("reason")) in SLOT_REASONS:
             return True
         if int(status.get("attempt") or 0) or status.get("phase", Phase.PENDING) not in (Phase.PENDING, Phase.QUEUED):
