@@ -12,16 +12,15 @@ renewed pair is served within a minute), KUBETASKS_WEBHOOK_BIND_ADDRESS (0.0.0.0
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from kubetasks.controller.metrics_server import reload_certificates, tls_context
+from kubetasks.controller.metrics_server import start_site
 from kubetasks.controller.queues import QueueAdmission
 
 log = logging.getLogger(__name__)
@@ -67,16 +66,6 @@ async def serve(admission: QueueAdmission, ready: Any, env: Mapping[str, str] = 
                     "(kube-apiserver calls webhooks over HTTPS only)")
         return None
     address = env.get("KUBETASKS_WEBHOOK_BIND_ADDRESS") or "0.0.0.0"
-    application = app(admission, ready)
-    context = tls_context(cert_dir)
-
-    async def reloading(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(reload_certificates(context, cert_dir), name="webhook-certificate")
-        yield
-        task.cancel()
-    application.cleanup_ctx.append(reloading)
-    runner = web.AppRunner(application, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, address, port, ssl_context=context).start()
+    runner = await start_site(app(admission, ready), address, port, cert_dir, "webhook")
     log.info("admission webhook on https://%s:%d%s", address, port, PATH)
     return runner

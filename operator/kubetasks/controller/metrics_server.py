@@ -124,6 +124,22 @@ def _stamp(cert_dir: str) -> tuple[float, ...]:
         return ()
 
 
+async def start_site(app: web.Application, address: str, port: int, cert_dir: str | None, name: str) -> web.AppRunner:
+    """Serves ``app`` on ``address:port``: over TLS with the pair in ``cert_dir`` (reloaded when it
+    is renewed), else plain HTTP."""
+    context = tls_context(cert_dir) if cert_dir else None
+    if context is not None and cert_dir:
+        async def reloading(_: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(reload_certificates(context, cert_dir), name=f"{name}-certificate")
+            yield
+            task.cancel()
+        app.cleanup_ctx.append(reloading)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port, ssl_context=context).start()
+    return runner
+
+
 async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD_SECONDS) -> None:
     """Loads a renewed certificate (cert-manager's, rotated in the Secret) into ``context``: new
     connections get it, as controller-runtime's certwatcher does. A half-written pair is tried again."""
@@ -154,17 +170,7 @@ async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = N
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    app = MetricsServer(secure, explain=explain).app()
-    context = tls_context(cert_dir) if cert_dir else None
-    if context is not None and cert_dir:
-        async def reloading(_: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(reload_certificates(context, cert_dir), name="metrics-certificate")
-            yield
-            task.cancel()
-        app.cleanup_ctx.append(reloading)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, address, port, ssl_context=context).start()
+    runner = await start_site(MetricsServer(secure, explain=explain).app(), address, port, cert_dir, "metrics")
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,
              "bearer token with get on the non-resource URL /metrics" if secure else "no token: loopback only")
     return runner
