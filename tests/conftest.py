@@ -7,6 +7,7 @@ CI must never pass by skipping.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -53,6 +54,35 @@ INSTANCE_LABEL = "kubetasks.io/instance"
 def kubectl_run(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([KUBECTL, "--kubeconfig", KUBECONFIG, *args], input=input, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextmanager
+def scoped_webhook(name: str, url: str, namespace: str, selector: dict[str, str],
+                 rule: tuple[str, str, str] = ("kubetasks.io", "taskruns/status", "UPDATE"),
+                 timeout: int = 5) -> Iterator[None]:
+    """A validating webhook served by a test (at ``url``, with a certificate of the cluster's CA),
+    for ``rule`` (API group, resource, operation) on the objects of ``namespace`` matching
+    ``selector`` only, so no other session's objects go through it; failing open; removed after."""
+    group, resource, operation = rule
+    ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
+    kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"kubetasks.io/test": "true"}},
+        "webhooks": [{
+            "name": f"{name}.test.kubetasks.io",
+            "clientConfig": {"url": url, "caBundle": ca},
+            "rules": [{"apiGroups": [group], "apiVersions": ["*"], "operations": [operation],
+                       "resources": [resource], "scope": "Namespaced"}],
+            "objectSelector": {"matchLabels": selector},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": timeout,
+        }],
+    }))
+    try:
+        yield
+    finally:
+        kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:

@@ -11,7 +11,6 @@ this test's namespace, fails open, and is deleted when the test ends.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import socket
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, OperatorProcess, apply, free_port, kube_api,
+from tests.conftest import (CLUSTER_DIR, scoped_webhook, INSTANCE, INSTANCE_LABEL, OperatorProcess, apply, free_port, kube_api,
                             kubectl, kubectl_run, labelled, wait_until)
 from tests.integration.test_recreate import serving_tls
 from tests.integration.test_taskruns import has_event, task, taskrun, wait_phase
@@ -66,25 +65,9 @@ def webhook(namespace: str, queue_operator: tuple[OperatorProcess, int]) -> Iter
     """The operator's webhook, registered for this module's instance in this test's namespace only."""
     _, port = queue_operator
     name = f"kubetasks-test-queues-{uuid.uuid4().hex[:10]}"
-    ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"kubetasks.io/test": "true"}},
-        "webhooks": [{
-            "name": "queues.kubetasks.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate-taskruns", "caBundle": ca},
-            "rules": [{"apiGroups": ["kubetasks.io"], "apiVersions": ["*"], "operations": ["CREATE"],
-                       "resources": ["taskruns"], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": {INSTANCE_LABEL: MINE}},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,
-        }],
-    }
-    kubectl("create", "-f", "-", input=json.dumps(config))
-    try:
+    with scoped_webhook(name, f"https://127.0.0.1:{port}/validate-taskruns", namespace, {INSTANCE_LABEL: MINE},
+                      ("kubetasks.io", "taskruns", "CREATE")):
         yield name
-    finally:
-        kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
 
 def task_queue(name: str, limit: int, **spec: Any) -> dict[str, Any]:

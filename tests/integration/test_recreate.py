@@ -14,7 +14,6 @@ is signed by the local cluster's CA (kube-apiserver runs on this host and calls 
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CLUSTER_DIR, KWOK_PLACEMENT, JobWatch, create, get, kubectl, kubectl_run, wait_until
+from tests.conftest import CLUSTER_DIR, KWOK_PLACEMENT, JobWatch, create, get, kubectl, kubectl_run, scoped_webhook, wait_until
 from tests.integration.test_taskruns import status, task, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -126,29 +125,14 @@ def registered(hook: HoldingWebhook, namespace: str, hold: str,
     """``hook`` as the validating webhook of ``taskruns/status`` writes (or another ``rule``: API
     group, resource, operation), for the objects of ``namespace`` labelled ``HOLD_LABEL=hold``
     (or ``selector``) only; removed (and stopped) afterwards."""
-    name = f"kubetasks-test-hold-{hold}"
-    group, resource, operation = rule
-    ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"kubetasks.io/test": "true"}},
-        "webhooks": [{
-            "name": "hold.test.kubetasks.io",
-            "clientConfig": {"url": f"https://127.0.0.1:{hook.port}/hold", "caBundle": ca},
-            "rules": [{"apiGroups": [group], "apiVersions": ["*"], "operations": [operation],
-                       "resources": [resource], "scope": "Namespaced"}],
-            "objectSelector": {"matchLabels": selector or {HOLD_LABEL: hold}},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": int(HOLD_SECONDS) + 5,
-        }],
-    }
-    kubectl("create", "-f", "-", input=json.dumps(config))
     try:
-        yield hook
+        with scoped_webhook(f"kubetasks-test-hold-{hold}", f"https://127.0.0.1:{hook.port}/hold", namespace,
+                          selector or {HOLD_LABEL: hold}, rule, timeout=int(HOLD_SECONDS) + 5):
+            try:
+                yield hook
+            finally:
+                hook.release()
     finally:
-        hook.release()
-        kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
         hook.stop()
 
 
