@@ -21,6 +21,8 @@ from typing import Any
 from kubetasks.api.taskrun import Phase
 from kubetasks.informer.store import Body, Key, Store, key_of, uid_of
 from kubetasks.core.children import controller_uid
+from kubetasks.core.debounce import group_key
+from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
 from kubetasks.core.naming import LABEL_ATTEMPT
 
@@ -56,7 +58,8 @@ def slim_custom(kind: str, api_version: str) -> Any:
 # not its payload, result, error, tags or history, which can be most of its size. (The dashboard
 # keeps a store of its own, in the user's process.)
 _FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "parentRun")
-_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth")
+_FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth",
+                         "supersededBy")
 
 
 def slim_run(api_version: str) -> Any:
@@ -114,6 +117,21 @@ def _parent_of(run: Body) -> list[Key]:
     return [(run["metadata"].get("namespace", ""), parent)] if parent else []
 
 
+def _debounce_group(run: Body) -> list[tuple[str, str, str]]:
+    key = group_key(run) if not _finished(run) else None  # core.debounce: its unfinished runs
+    return [key] if key else []
+
+
+def _superseded_into(run: Body) -> list[Key]:
+    into = (run.get("status") or {}).get("supersededBy")
+    return [(run["metadata"].get("namespace", ""), into)] if into else []
+
+
+def _overlap(run: Body) -> list[tuple[str, str, str]]:
+    key = overlap_key(run)  # core.overlap: unfinished runs by Task and concurrency key
+    return [key] if key else []
+
+
 def _uid(body: Body) -> list[str]:
     uid = uid_of(body)
     return [uid] if uid else []
@@ -142,7 +160,9 @@ class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
         self.tasks = Store("Task", slim_custom("Task", api_version))
         self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
-        self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of})
+        self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of,
+                                                              "debounce": _debounce_group, "superseded": _superseded_into,
+                                                              "overlap": _overlap})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
         # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
@@ -163,6 +183,18 @@ class Cache:
 
     def runs_of_task(self, namespace: str, task: str) -> list[Body]:
         return self.runs.by("task", (namespace, task))
+
+    def debounce_group(self, namespace: str, task: str, key: str) -> list[Body]:
+        """The unfinished runs of a Task with this debounce key (core.debounce)."""
+        return self.runs.by("debounce", (namespace, task, key))
+
+    def superseded_into(self, namespace: str, run: str) -> list[Body]:
+        """The runs superseded by ``run`` (their status.supersededBy)."""
+        return self.runs.by("superseded", (namespace, run))
+
+    def overlapping(self, namespace: str, task: str, key: str) -> list[Body]:
+        """The unfinished runs of a Task with this concurrency key ("" for none) (core.overlap)."""
+        return self.runs.by("overlap", (namespace, task, key))
 
     def children_of(self, namespace: str, run: str) -> list[Body]:
         """The runs that name ``run`` as their ``parentRun`` (triggered by it), finished or not."""

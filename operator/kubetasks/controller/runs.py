@@ -36,6 +36,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.flow import FlowControl
+from kubetasks.controller.gates import Gates
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
@@ -89,6 +90,7 @@ class RunReconciler:
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
+        self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
@@ -242,6 +244,9 @@ class RunReconciler:
             held = await self._claim(run, uid)
             if held is not None:
                 plan = plan_run(replace(world, duplicate_of=held[0], duplicate_payload=held[1]))
+        if run.status.attempt == 0 and not attempts and not run.spec.cancel and task is not None \
+                and not plan.status.phase.finished:  # not begun (no Job): after the claim, as a Duplicate ends so
+            plan = await self.gates.admit(world, plan)  # debounce and overlap (controller.gates)
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         body = self.cache.runs.get(key)
         starting = plan.start_attempt

@@ -29,7 +29,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error, schema
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
 RESULT_DROPPED = "ResultDropped"
-__all__ = ["Event", "Plan", "World", "plan_run", "plan_failed", "start_problem_shown"]
+__all__ = ["Event", "Plan", "World", "plan_run", "plan_failed", "plan_held", "start_problem_shown"]
 
 
 @dataclass(frozen=True)
@@ -392,3 +392,20 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
                            message=message, task_generation=known.task_generation if known else None)
     others = [a for a in status.attempts if a.attempt != obs.attempt]
     status.attempts = sorted([*others, record], key=lambda a: a.attempt)[-HISTORY:]
+
+
+def plan_held(world: World, phase: Phase, reason: str, message: str, *, until: datetime | None = None,
+              waiting_for: WaitingFor | None = None, superseded_by: str | None = None) -> Plan:
+    """A run held before its first attempt by flow control (core.debounce, core.overlap): it waits
+    (``phase`` Delayed until ``until``, saying what for) or ends Superseded, Skipped or Cancelled.
+    Its end is policy doing what it was asked, not a fault: a Normal Event."""
+    status = world.run.status.model_copy(deep=True)
+    status.observed_generation = world.run.metadata.get("generation")  # type: ignore[assignment]
+    status.waiting_for = waiting_for
+    plan = Plan(status=status, requeue_at=until)
+    if not phase.finished:
+        return _waiting(plan, world, phase, reason, message)
+    status.superseded_by = superseded_by
+    _finish(plan, world, phase, reason, message)
+    plan.events = [replace(e, type="Normal") for e in plan.events]
+    return plan
