@@ -221,6 +221,20 @@ def test_run_creates_the_taskrun_without_an_applied_copy(monkeypatch, tmp_path, 
     assert capsys.readouterr().out.strip() == "taskrun/hello-x1 created"
 
 
+def test_run_wait_follows_a_superseded_run_to_the_one_that_ran(monkeypatch, capsys):
+    from kubetasks import kube
+
+    runs = {"hello-x1": {"phase": "Superseded", "supersededBy": "hello-x0"},
+            "hello-x0": {"phase": "Succeeded", "result": {"n": 0}, "duration": "3s"}}
+    monkeypatch.setattr(kube, "get_custom", lambda plural, ns, name: {"metadata": {"name": name}, "spec": {}})
+    monkeypatch.setattr(kube, "create_custom", lambda plural, ns, body: {**body, "metadata": {"name": "hello-x1"}})
+    monkeypatch.setattr(kube, "watch_custom", lambda plural, ns, name, timeout: iter([{"status": runs[name]}]))
+    assert cli.main(["run", "hello", "-n", "ns", "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "taskrun/hello-x1 Superseded: following taskrun/hello-x0" in out
+    assert "taskrun/hello-x0 Succeeded in 3s" in out and '"n": 0' in out
+
+
 def test_crds_prints_every_definition(capsys):
     assert cli.main(["crds"]) == 0
     out = capsys.readouterr().out

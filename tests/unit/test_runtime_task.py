@@ -269,16 +269,37 @@ def test_wait_treats_403_and_404_as_not_yet_while_the_operator_grants_access(mon
     trig = importlib.import_module("kubetasks.runtime.trigger")  # the package's `trigger` is the function
     answers = [ApiException(status=403), ApiException(status=404), {"phase": "Succeeded", "result": 7}]
 
-    def status(self):
+    def get(self, name=None):
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return {"status": answer}
 
-    monkeypatch.setattr(trig.RunHandle, "status", status)
+    monkeypatch.setattr(trig.RunHandle, "get", get)
     monkeypatch.setattr(trig.time, "sleep", lambda s: None)
     assert trig.RunHandle("child", "ns").wait() == 7
     monkeypatch.setattr(trig, "ACCESS_GRACE_SECONDS", 0.0)  # past the grace, a 403 is an answer
     answers[:] = [ApiException(status=403)]
     with pytest.raises(ApiException):
         trig.RunHandle("child", "ns").wait()
+
+
+def test_wait_follows_a_superseded_or_duplicate_run_to_the_one_that_ran(monkeypatch):
+    trig = importlib.import_module("kubetasks.runtime.trigger")
+    runs = {"d1": {"phase": "Duplicate", "duplicateOf": "d0"},  # a Duplicate of a run later superseded
+            "d0": {"phase": "Superseded", "supersededBy": "d2"},
+            "d2": {"phase": "Superseded", "supersededBy": "d3"},  # trailing: a chain
+            "d3": {"phase": "Succeeded", "result": {"n": 3}}}
+    asked: list[str] = []
+
+    def get(self, name=None):
+        asked.append(name or self.name)
+        return {"status": runs[name or self.name]}
+
+    monkeypatch.setattr(trig.RunHandle, "get", get)
+    monkeypatch.setattr(trig.time, "sleep", lambda s: None)
+    assert trig.RunHandle("d1", "ns").wait() == {"n": 3}
+    assert asked == ["d1", "d0", "d2", "d3"]
+    runs["d3"] = {"phase": "Skipped"}
+    with pytest.raises(trig.RunFailed, match="d3 ended Skipped"):
+        trig.RunHandle("d1", "ns").wait()

@@ -42,6 +42,7 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
         ("Started", status.get("startTime")), ("Completed", status.get("completionTime")),
         ("Duration", status.get("duration")), ("Next retry", status.get("nextRetryAt")),
         ("Wakes at", status.get("wakeAt")), ("Duplicate of", status.get("duplicateOf")),
+        ("Superseded by", status.get("supersededBy")),
         ("Idempotency key", spec.get("idempotencyKey")), ("Parent run", spec.get("parentRun")),
         ("Cancel requested", "yes" if spec.get("cancel") else None),
         ("Payload", json.dumps(spec["payload"]) if spec.get("payload") is not None else None),

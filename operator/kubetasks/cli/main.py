@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 from rich.console import Console
 
 from kubetasks.cli.describe import describe_view
+from kubetasks.core.debounce import followed
 from kubetasks.cli.tables import run_rows, runs_table
 from kubetasks.cli import dashboard, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
@@ -213,15 +215,23 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         return 0
     status: dict[str, Any] = {}
     phase = "Pending"
+    deadline, seen = time.monotonic() + args.timeout, {name}
     with err.status(f"waiting for {name}...") as spinner:
-        for run in kube.watch_custom("taskruns", ns, name, args.timeout):
-            status = run.get("status") or {}
-            phase = status.get("phase") or "Pending"
-            spinner.update(f"{name}: {phase} (attempt {status.get('attempt') or 0})")
-            if phase in FINISHED:
+        while True:
+            for run in kube.watch_custom("taskruns", ns, name, deadline - time.monotonic()):
+                status = run.get("status") or {}
+                phase = status.get("phase") or "Pending"
+                spinner.update(f"{name}: {phase} (attempt {status.get('attempt') or 0})")
+                if phase in FINISHED:
+                    break
+            else:
+                raise CliError(f"timed out after {args.timeout:g}s waiting for {name} (phase {phase})")
+            into = followed(status)  # Superseded or Duplicate: the run in its place has the outcome
+            if into is None or into in seen:
                 break
-        else:
-            raise CliError(f"timed out after {args.timeout:g}s waiting for {name} (phase {phase})")
+            out.print(f"taskrun/{name} {phase}: following taskrun/{into}", highlight=False)
+            name = into
+            seen.add(into)
     out.print(f"taskrun/{name} {phase}" + (f" in {status['duration']}" if status.get("duration") else ""),
               highlight=False)
     if phase != "Succeeded":

@@ -156,3 +156,15 @@ def _members(waiting: list[Body], superseded_into: Callable[[str], Iterable[Body
                 todo.append(found)
     return list(seen.values())
 
+
+
+# A run that ends in another's place: its waiters (the SDK's RunHandle.wait, `kubetasks run --wait`)
+# follow it, through chains (trailing debounce), to the run that does the work; a Duplicate of a
+# superseded run leads on through both.
+FOLLOWED = {Phase.SUPERSEDED.value: "supersededBy", Phase.DUPLICATE.value: "duplicateOf"}
+
+
+def followed(status: dict[str, Any]) -> str | None:
+    """The run that ran in place of this one (Superseded by debounce, Duplicate by idempotency key)."""
+    into = status.get(FOLLOWED.get(str(status.get("phase")), ""))
+    return into if isinstance(into, str) and into else None

@@ -66,7 +66,7 @@ class IdempotencyConflict(PermanentError):
 
 
 class RunFailed(Exception):
-    """A triggered run ended without succeeding (Failed, Cancelled or TimedOut)."""
+    """A triggered run ended without succeeding (Failed, Cancelled, Skipped or TimedOut)."""
 
     def __init__(self, run: str, phase: str, error: dict[str, Any] | None = None) -> None:
         self.run = run

@@ -25,6 +25,8 @@ from kubetasks import protocol
 from kubetasks.protocol import canonical
 from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
 from kubetasks.api.machines import machine_of
+from kubetasks.api.taskrun import Phase
+from kubetasks.core.debounce import followed
 from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
@@ -34,7 +36,7 @@ from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
 log = logging.getLogger("kubetasks.runtime")
 
 PLURAL = "taskruns"
-FINISHED = ("Succeeded", "Failed", "Cancelled", "TimedOut")
+FINISHED = tuple(p.value for p in Phase if p.finished)
 
 
 @runtime_checkable
@@ -190,9 +192,9 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle({self.namespace}/{self.name})"
 
-    def get(self) -> dict[str, Any]:
-        """The whole TaskRun object."""
-        return dict(_custom().get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name))
+    def get(self, name: str | None = None) -> dict[str, Any]:
+        """The whole TaskRun object (this one, or the run ``name``)."""
+        return dict(_custom().get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name or self.name))
 
     def status(self) -> dict[str, Any]:
         """The TaskRun's status (phase, attempt, result, error...); {} before the operator saw it."""
@@ -200,31 +202,40 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None, poll_interval: float = 5.0) -> Any:
         """Waits until the run finishes and returns its result (validated into the task's return
-        model, if any); raises RunFailed when it failed, was cancelled or timed out, and
-        TimeoutError after ``timeout`` seconds. Polls with GET (all a task pod may do), starting
-        fast and backing off to ``poll_interval``."""
+        model, if any); raises RunFailed when it failed, was cancelled, skipped or timed out, and
+        TimeoutError after ``timeout`` seconds. A run Superseded (debounce) or Duplicate
+        (idempotency key) is followed to the run that ran in its place, and that one's outcome
+        returned. Polls with GET (all a task pod may do), starting fast and backing off to
+        ``poll_interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         granted_by = time.monotonic() + ACCESS_GRACE_SECONDS
-        delay, phase = 0.25, None
+        delay, phase, name, seen = 0.25, None, self.name, {self.name}
         while True:
             try:
-                status = self.status()
+                status = dict(self.get(name).get("status") or {})
             except Exception as e:
                 # Inside a task pod, the right to read a child is granted by the operator when it
                 # first sees the child: until then (or a cache's lag after the create) 403 or 404.
                 not_yet = _status_of(e) in (403, 404) and time.monotonic() < granted_by
                 if not (_transient(e) or not_yet):
                     raise
-                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, self.name,
+                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, name,
                             getattr(e, "reason", None) or e)
             else:
                 phase = status.get("phase")
-                done, result = finished_result(self.name, status)
+                into = followed(status)
+                if into is not None and into not in seen:
+                    log.info("TaskRun %s/%s ended %s: following %s", self.namespace, name, phase, into)
+                    name = into
+                    seen.add(into)
+                    delay = 0.25
+                    continue
+                done, result = finished_result(name, status)
                 if done:
                     model = self.task.result_model if self.task is not None else None
                     return revive(result, model)
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"TaskRun {self.namespace}/{self.name} did not finish within {timeout}s "
+                raise TimeoutError(f"TaskRun {self.namespace}/{name} did not finish within {timeout}s "
                                    f"(phase {phase or 'unknown'})")
             pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
             time.sleep(pause)
