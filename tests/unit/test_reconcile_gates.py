@@ -6,9 +6,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=60)
+T0 = datetime.now(timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def _t0() -> None:
+    """Runs are made a minute before each test (a module-level time would age while others run)."""
+    global T0
+    T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=60)
 
 
 def at(body: dict[str, Any], seconds: float) -> dict[str, Any]:
