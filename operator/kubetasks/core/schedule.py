@@ -47,6 +47,7 @@ from kubetasks.api.durations import format_duration
 from kubetasks.api.task import TaskSpec
 from kubetasks.api.taskrun import Phase
 from kubetasks.core.naming import scheduled_run_name
+from kubetasks.core.overlap import CRON_POLICY, judge
 
 UTC = dt_timezone.utc
 MAX_MISSED = 100  # missed ticks counted at most, as the CronJob controller's "too many missed start times"
@@ -358,12 +359,14 @@ def plan_schedule(spec: TaskSpec, task_name: str, last_schedule_time: datetime |
         return replace(decision, skip_reason=due.reason)
     name = scheduled_run_name(task_name, due.tick)
     others = tuple(sorted(run for run in set(active_runs) if run != name))
-    if others and spec.concurrency_policy == "Forbid":
+    # The overlap judgement of TaskRuns (core.overlap), over the Task's scheduled runs: every other
+    # active one is older than the tick's run. A skipped tick makes no run, as a CronJob's.
+    judged = judge(CRON_POLICY[spec.concurrency_policy], others)
+    if judged.action == "skip":
         runs = f"run {others[0]} is" if len(others) == 1 else f"runs {', '.join(others)} are"
         reason = f"skipped tick {_clock(due.tick, ZoneInfo(spec.timezone))} because {runs} still active"
         return replace(decision, skip_reason=reason)
-    cancel = others if spec.concurrency_policy == "Replace" else ()
-    return replace(decision, create=due.tick, run_name=name, cancel=cancel)
+    return replace(decision, create=due.tick, run_name=name, cancel=judged.cancel)
 
 
 # ---------------------------------------------------------------------------------------------
