@@ -17,17 +17,26 @@ ECHO = "import os; open('/dev/termination-log', 'w').write(open(os.environ['KUBE
 LONG = "import time; time.sleep(600)"
 
 
+def expected_survivor(namespace: str, names: list[str], mode: str) -> str:
+    """The first (leading) or last (trailing) run by creationTimestamp, then uid: runs made within
+    one second are told apart by uid, not by the order they were made in."""
+    made = sorted((ts(m["creationTimestamp"]), m["uid"], m["name"])
+                  for m in (get("taskrun", n, namespace)["metadata"] for n in names))
+    return made[0][2] if mode == "leading" else made[-1][2]
+
+
 @pytest.mark.parametrize("mode", ["leading", "trailing"])
 def test_a_debounced_burst_runs_once_with_the_first_or_last_payload(namespace, operator, mode):
     apply(task("echo", ECHO), namespace)
     names = [f"d{i}" for i in range(5)]
     with JobWatch(namespace) as watch:
-        began = time.monotonic()
         for i, name in enumerate(names):  # 5 runs of one key, created 1 s apart (the spacing is what is tested)
-            time.sleep(max(0.0, began + i - time.monotonic()))
+            if i:
+                time.sleep(1)  # after the previous create returned: a later second of creationTimestamp
             apply(taskrun(name, "echo", payload={"n": i},
                           debounce={"key": "k", "delay": "3s", "maxDelay": "30s", "mode": mode}), namespace)
         survivor = names[0] if mode == "leading" else names[-1]
+        assert expected_survivor(namespace, names, mode) == survivor
         done = wait_phase(namespace, survivor, {"Succeeded", "Failed"}, timeout=180)
         jobs = watch.seen()
     assert done["phase"] == "Succeeded" and done["result"] == {"n": 0 if mode == "leading" else 4}, done
@@ -47,6 +56,34 @@ def test_a_debounced_burst_runs_once_with_the_first_or_last_payload(namespace, o
     # Delay after the last run, not after the first: the survivor started >= 3 s after d4 was made.
     last_made = ts(get("taskrun", names[-1], namespace)["metadata"]["creationTimestamp"])
     assert ts(done["startTime"]) - last_made >= timedelta(seconds=3), (done["startTime"], last_made)
+
+
+@pytest.mark.parametrize("mode", ["leading", "trailing"])
+def test_a_burst_made_while_the_operator_is_down_still_runs_once(namespace, operator, mode):
+    # The operator is killed after the first run; the others are made while it is away, and it comes
+    # back after the burst's quiet time is over: every run is decided at once, from its stores.
+    apply(task("echo", ECHO), namespace)
+    names = [f"d{i}" for i in range(5)]
+    spec = {"debounce": {"key": "k", "delay": "3s", "maxDelay": "30s", "mode": mode}}
+    with JobWatch(namespace) as watch:
+        apply(taskrun(names[0], "echo", payload={"n": 0}, **spec), namespace)
+        wait_phase(namespace, names[0], "Delayed", timeout=60)
+        operator.kill()
+        try:
+            time.sleep(1)  # the others in a later second than d0 (creationTimestamp has 1 s resolution)
+            for i, name in enumerate(names[1:], start=1):
+                apply(taskrun(name, "echo", payload={"n": i}, **spec), namespace)
+            time.sleep(3)  # the quiet time passes while the operator is away (what is tested)
+        finally:
+            operator.start()
+        survivor = expected_survivor(namespace, names, mode)
+        done = wait_phase(namespace, survivor, {"Succeeded", "Failed"}, timeout=180)
+        for name in names:
+            if name != survivor:
+                wait_phase(namespace, name, "Superseded", timeout=60)
+        jobs = watch.seen()
+    assert done["phase"] == "Succeeded" and done["result"] == {"n": names.index(survivor)}, done
+    assert [j.name for j in jobs] == [f"{survivor}-1"], jobs
 
 
 def test_overlap_skip_ends_the_new_run_while_one_of_its_key_runs(namespace, operator):

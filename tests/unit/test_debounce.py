@@ -116,3 +116,12 @@ def test_exactly_one_survivor_whatever_the_order(created, mode, now, rnd):
     start = got[survivor][2]
     first, last = min(a for a, _ in created), max(a for a, _ in created)
     assert start == T0 + timedelta(seconds=min(last + 3, first + 30))  # never beyond maxDelay
+
+
+def test_trailing_after_a_late_look_supersedes_only_runs_older_than_the_started_survivor():
+    started = run("r4", 4, "trailing", attempt=1, phase="Running", startTime=(T0 + timedelta(seconds=7)).isoformat())
+    older = run("r1", 1, "trailing")  # not yet superseded when r4 started (a restart)
+    newer = run("r5", 6, "trailing")  # created before r4 started, but its payload is the last
+    got = verdicts([started, older, newer], 8)
+    assert got["r1"][:2] == ("supersede", "r4")
+    assert got["r5"] == ("wait", "r5", T0 + timedelta(seconds=9))

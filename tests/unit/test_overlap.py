@@ -67,6 +67,14 @@ def test_ties_of_creation_go_by_uid(policy):
     assert got["a"] is not None
 
 
+def test_a_started_run_is_older_than_any_unstarted_one_made_in_the_same_second():
+    running, new = run("running", 0, uid="9"), run("new", 0, uid="1")  # new's uid sorts first
+    running["status"] = {"attempt": 1, "phase": "Running"}
+    assert actions("skip", [running, new]) == {"running": None, "new": ("skip", ())}
+    got = actions("cancelRunning", [running, new])
+    assert got["new"] == ("go", (("running", "9"),))  # (a started run is never judged again)
+
+
 @given(st.lists(st.tuples(st.integers(0, 5), st.uuids()), min_size=1, max_size=6, unique_by=lambda t: t[1]),
        st.sampled_from(["skip", "cancelNew", "cancelRunning"]), st.randoms())
 def test_one_run_of_a_key_goes_on_whatever_the_order(created, policy, rnd):

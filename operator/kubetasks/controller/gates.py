@@ -18,7 +18,7 @@ from typing import Any
 from kubetasks import kube
 from kubetasks.api.flow import WaitingFor
 from kubetasks.api.taskrun import Phase
-from kubetasks.controller.cache import Body, Cache
+from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.core import debounce, overlap
 from kubetasks.core.plan import Event, Plan, World, plan_held
 
@@ -43,14 +43,21 @@ class Gates:
         if run.spec.debounce is not None:
             verdict = debounce.decide(self.cache.debounce_group(ns, run.spec.task_ref, run.spec.debounce.key),
                                       lambda n: self.cache.superseded_into(ns, n), name, world.now)
+            if verdict is not None:
+                log.debug("%s/%s: debounce %s (survivor %s, start %s)", ns, name, verdict.action, verdict.survivor,
+                          verdict.start_at)
             if verdict is not None and verdict.action == "supersede":
                 return plan_held(world, Phase.SUPERSEDED, debounce.SUPERSEDED, verdict.message,
                                  superseded_by=verdict.survivor)
             if verdict is not None and verdict.action == "wait":
                 return plan_held(world, Phase.DELAYED, debounce.REASON, verdict.message, until=verdict.start_at,
                                  waiting_for=WaitingFor(reason=debounce.REASON, limit=verdict.limit))
+        if task.spec.overlap == "queue":
+            return plan  # the default: the limits decide (no look at the key's runs on this hot path)
         judged = overlap.decide(task.spec.overlap, self.cache.overlapping(ns, run.spec.task_ref,
-                                                                          run.spec.concurrency_key or ""), name)
+                                                                          run.spec.concurrency_key or ""), name,
+                                self._began)
+        log.debug("%s/%s: overlap %s: %s", ns, name, task.spec.overlap, judged)
         if judged is not None and judged.judgement.action == "skip":
             return plan_held(world, Phase.SKIPPED, "Skipped", judged.message)
         if judged is not None and judged.judgement.action == "cancel":
@@ -58,6 +65,12 @@ class Gates:
         for older, uid in judged.cancel if judged is not None else ():
             await self._cancel(ns, older, uid, judged.message if judged else "")
         return plan
+
+    def _began(self, body: Body) -> bool:
+        """Started, by its status or by its Jobs (a status write that failed after the create, or
+        a create in flight): what the cache knows, the same after a restart."""
+        uid = uid_of(body) or ""
+        return overlap.began(body) or bool(self.cache.jobs_of_run(uid)) or bool(self.cache.expected_attempts(uid))
 
     async def _cancel(self, ns: str, name: str, uid: str, why: str) -> None:
         """Cancels an older run of the key (overlap: cancelRunning), only the one seen (its uid)."""

@@ -7,8 +7,9 @@ one survives: the oldest in leading mode (it keeps the first payload), the newes
 (the last payload); order is creationTimestamp, then uid, never the name. The survivor starts at
 min(newest member's creation + delay, oldest member's creation + maxDelay); the others end
 Superseded. Once the survivor has started, a later run of the key opens a new group; a run created
-*before* a leading survivor started but decided only after (an operator that lagged or was down)
-is still superseded by it, so a late look does not make a second run.
+*before* the survivor started but decided only after (an operator that lagged or was down) is
+still superseded by it, so a late look does not make a second run (in trailing mode only a run
+older than the survivor: a newer one has the later payload, and runs after all).
 
 An idempotency key wins over a debounce key: a run with one joins its group only once it has been
 decided at least once (its claim was made: it is no Duplicate), so a run that is about to end
@@ -109,17 +110,17 @@ def decide(runs: Iterable[Body], superseded_into: Callable[[str], Iterable[Body]
     settings = debounce_of(waiting[-1]) if waiting else debounce_of(me)
     assert settings is not None
     mode = settings.get("mode") or "leading"
-    if mode == "leading":
-        # A survivor that started after a run was created was that run's group's: a late look
-        # (an operator that lagged, or restarted) must not open a second group for it.
-        started = sorted((b for b in runs if _status(b).get("attempt") and debounce_of(b)
-                          and not (b.get("spec") or {}).get("cancel")), key=order)
-        survivor = _closed_by(started, me)
-        if survivor is not None:
-            return Verdict("supersede", survivor, None, limit,
-                           f"run {survivor!r} of debounce key {key!r} started after this run was created, "
-                           "and runs instead")
-        waiting = [b for b in waiting if _closed_by(started, b) is None]
+    # A survivor that started after a run was created was that run's group's: a late look (an
+    # operator that lagged, or restarted) must not open a second group for it. In trailing mode
+    # only for runs older than it: a newer one has the later payload, and runs in a group of its own.
+    started = sorted((b for b in runs if _status(b).get("attempt") and debounce_of(b)
+                      and not (b.get("spec") or {}).get("cancel")), key=order)
+    survivor = _closed_by(started, me, mode)
+    if survivor is not None:
+        return Verdict("supersede", survivor, None, limit,
+                       f"run {survivor!r} of debounce key {key!r} started after this run was created, "
+                       "and runs instead")
+    waiting = [b for b in waiting if _closed_by(started, b, mode) is None]
     survivor_body = waiting[0] if mode == "leading" else waiting[-1]
     survivor = survivor_body["metadata"]["name"]
     if survivor != name:
@@ -137,11 +138,13 @@ def decide(runs: Iterable[Body], superseded_into: Callable[[str], Iterable[Body]
                    f"(at the latest {latest.isoformat()}); {len(members) - 1} run(s) superseded into it")
 
 
-def _closed_by(started: list[Body], body: Body) -> str | None:
-    """The started run of the key that started after ``body`` was created, if any."""
-    created = order(body)[0]
+def _closed_by(started: list[Body], body: Body, mode: str) -> str | None:
+    """The started run of the key that started after ``body`` was created (and, trailing, is newer
+    than it), if any."""
+    created = order(body)
     return next((s["metadata"]["name"] for s in started
-                 if (api_time(_status(s).get("startTime")) or created) > created), None)
+                 if (api_time(_status(s).get("startTime")) or created[0]) > created[0]
+                 and (mode == "leading" or order(s) > created)), None)
 
 
 def _members(waiting: list[Body], superseded_into: Callable[[str], Iterable[Body]]) -> list[Body]:

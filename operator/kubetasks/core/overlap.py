@@ -6,9 +6,11 @@
 - cancelNew: the new run ends Cancelled.
 
 "New" is creation order (creationTimestamp, then uid), not the order runs are looked at, so two
-runs decided in any order, or after a restart, decide the same: under cancelRunning a run that is
-not started and sees a newer unfinished run of its key ends Cancelled itself (the newer one would
-cancel it). Runs being cancelled or deleted are on their way out and overlap nothing.
+runs decided in any order, or after a restart, decide the same; a run that has begun (its Job
+exists or is being made) is older than any that has not, so a run made in the same second as a
+running one never passes for the older. Under cancelRunning a run that is not started and sees a
+newer unfinished run of its key ends Cancelled itself (the newer one would cancel it). Runs being
+cancelled or deleted are on their way out and overlap nothing.
 
 Cron's concurrencyPolicy is the same judgement over a Task's scheduled runs (Forbid is skip,
 Replace is cancelRunning), with one difference CronJob users expect: a skipped tick makes no run.
@@ -16,8 +18,9 @@ Replace is cancelRunning), with one difference CronJob users expect: a skipped t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from kubetasks.api.flow import Overlap
@@ -74,19 +77,29 @@ class Verdict:
     message: str
 
 
-def decide(policy: Overlap, runs: Iterable[Body], name: str) -> Verdict | None:
+def began(body: Body) -> bool:
+    return bool((body.get("status") or {}).get("attempt"))
+
+
+def decide(policy: Overlap, runs: Iterable[Body], name: str, started: Callable[[Body], bool] = began) -> Verdict | None:
     """The verdict for run ``name`` among ``runs``, the unfinished runs of its Task and
-    concurrency key (its own included); None when there is nothing to do (queue, or no overlap)."""
+    concurrency key (its own included); None when there is nothing to do (queue, or no overlap).
+    ``started(run)``: whether it has begun (a Job, or one being made): a run that has is older than
+    any that has not, whatever their creation times (1 s resolution) and uids say."""
     if policy == "queue":
         return None
     runs = list(runs)
     me = next((b for b in runs if b["metadata"]["name"] == name), None)
     if me is None:
         return None
-    mine = order(me)
-    others = sorted((b for b in runs if b["metadata"]["name"] != name and _live(b)), key=order)
-    older = [b for b in others if order(b) < mine]
-    newer = [b for b in others if order(b) > mine]
+
+    def age(body: Body) -> tuple[bool, datetime, str]:
+        return (not started(body), *order(body))
+
+    mine = age(me)
+    others = sorted((b for b in runs if b["metadata"]["name"] != name and _live(b)), key=age)
+    older = [b for b in others if age(b) < mine]
+    newer = [b for b in others if age(b) > mine]
     judgement = judge(policy, [b["metadata"]["name"] for b in older], [b["metadata"]["name"] for b in newer])
     if judgement.action == "go" and not judgement.cancel:
         return None
