@@ -46,7 +46,7 @@ def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datet
 
 def phase_style(phase: str) -> str:
     return {"Succeeded": "green", "Failed": "red", "TimedOut": "red", "Cancelled": "yellow",
-            "Duplicate": "dim", "Running": "cyan", "Retrying": "yellow", "Error": "red",
+            "Duplicate": "dim", "Superseded": "dim", "Skipped": "dim", "Running": "cyan", "Retrying": "yellow", "Error": "red",
             "OOMKilled": "red", "DeadlineExceeded": "red"}.get(phase, "")
 
 
