@@ -33,7 +33,7 @@ from kubetasks.api.times import parse_time
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import JOB_NAME_LABEL, Body, Cache, Key, key_of, uid_of
 from kubetasks.core.children import controller_uid, job_finished
-from kubetasks.core.flow import Limit, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
+from kubetasks.core.flow import Limit, Pass, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
 from kubetasks.core.why import slot_eta
 
@@ -121,7 +121,8 @@ class FlowControl:
             known = self._specs[(namespace, task)] = (version, spec)
         return known[1]
 
-    def _queue(self, namespace: str, name: str) -> TaskQueueSpec | None:
+    def queue_spec(self, namespace: str, name: str) -> TaskQueueSpec | None:
+        """The TaskQueue's spec as the store has it; None when it does not exist (or is being deleted)."""
         body = self.cache.queues.get((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -130,23 +131,16 @@ class FlowControl:
         except ValidationError:
             return None
 
-    def queue_spec(self, namespace: str, name: str) -> TaskQueueSpec | None:
-        """The TaskQueue's spec as the store has it; None when it does not exist (or is being deleted)."""
-        return self._queue(namespace, name)
-
     def limits_of(self, body: Body) -> tuple[str, dict[str, Limit]]:
         """(its domain, its limits by namespaced id); no limits when its Task has none."""
         ns, task = body["metadata"].get("namespace", ""), _spec(body).get("taskRef", "")
         spec = self.task_spec(ns, task)
         if spec is None:
             return "", {}
-        queue = self._queue(ns, spec.queue) if spec.queue else None
+        queue = self.queue_spec(ns, spec.queue) if spec.queue else None
         limits = {f"{ns}/{limit.id}": limit for limit in limits_for(task, spec, _spec(body).get("concurrencyKey"), queue)}
         self._limits.update(limits)
         return domain_of(ns, task, spec), limits
-
-    def limited(self, body: Body) -> bool:
-        return bool(self.limits_of(body)[1])
 
     # Holders -----------------------------------------------------------------------------------
     def _holds(self, body: Body | None, limit: Limit) -> bool:
@@ -244,7 +238,8 @@ class FlowControl:
                 metrics.SLOT_LEAKS_REPAIRED.labels(limit.reason).inc()
         return len(holders)
 
-    def _pass(self, domain: str, until: str | None = None, now: float | None = None) -> Any:
+    def _pass(self, domain: str, until: str | None = None, now: float | None = None) -> tuple[Pass, dict[str, Limit]]:
+        """One admission pass over the domain's line; and its limits, a throttle's with the room it has now."""
         groups = self._waiting.get(domain, {})
         lids = {lid for line in groups.values() for lid in line[0].limits}  # a group's runs share its limits
         now = time.time() if now is None else now
@@ -257,7 +252,7 @@ class FlowControl:
             limits[lid] = limit
         used = {lid: self._used(lid) for lid in lids if limits[lid].throttle is None}
         # Waiters that hold some of their slots across a wait (holdAcrossWaits): few, of all holders.
-        held = {uid: frozenset(lids) for uid, lids in self._held.items() if uid in self._waiter}
+        held = {uid: frozenset(taken) for uid, taken in self._held.items() if uid in self._waiter}
         return admission_pass(limits, used, groups, self._served, self._turn, until, held), limits
 
     def try_start(self, body: Body, attempt: int) -> Blocked | None:
@@ -270,18 +265,19 @@ class FlowControl:
         if not limits:
             return None
         if all(limit.throttle is None and uid in self._holding.get(lid, ()) for lid, limit in limits.items()):
-            self._take(body, uid, attempt, domain)  # it holds them all already (holdAcrossWaits, or taken before)
+            self._take(body, uid, attempt)  # it holds them all already (holdAcrossWaits, or taken before)
             return None
         if uid not in self._waiter:
             self._enter(body)
         decided, shown = self._pass(domain, until=uid)
         if uid in decided.admitted:
-            self._take(body, uid, attempt, domain)
+            self._take(body, uid, attempt)
             return None
         lid = decided.blocked.get(uid) or next(iter(limits))
         return self._blocked(lid, shown.get(lid) or self._limits[lid])
 
-    def _take(self, body: Body, uid: str, attempt: int, domain: str) -> None:
+    def _take(self, body: Body, uid: str, attempt: int) -> None:
+        """The run starts ``attempt``: it holds its slots from now (an expectation of its Job)."""
         self.cache.expect(uid, attempt)
         if uid in self._waiter:
             group = self._waiter[uid][1].group
