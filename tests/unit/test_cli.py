@@ -42,13 +42,13 @@ def test_human_age_without_a_time():
 
 def test_run_row_of_a_finished_run():
     run = taskrun("hello-1", created=ago(minutes=2), phase="Succeeded", attempt=2, duration="1m5s")
-    assert tables.run_row(run, NOW) == ("hello-1", "hello", "Succeeded", "-", "2", "2m", "1m5s")
+    assert tables.run_row(run, NOW) == ("hello-1", "hello", "Succeeded", "2", "-", "2m", "1m5s")
 
 
 def test_run_row_of_a_new_run_without_status():
     run = taskrun("hello-2")
     run.pop("status")
-    assert tables.run_row(run, NOW) == ("hello-2", "hello", "Pending", "-", "0", "30s", "-")
+    assert tables.run_row(run, NOW) == ("hello-2", "hello", "Pending", "0", "-", "30s", "-")
 
 
 def test_run_rows_filter_by_task_and_sort_oldest_first():

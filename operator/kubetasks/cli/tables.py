@@ -11,7 +11,7 @@ from rich.table import Table
 
 from kubetasks.api.times import human_age
 
-RUN_COLUMNS = ("NAME", "TASK", "PHASE", "WAITING", "ATTEMPT", "AGE", "DURATION")
+RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "AGE", "DURATION")  # kubectl get taskruns' order
 RunKey = tuple[str, str]  # (namespace, name)
 
 
@@ -24,8 +24,8 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]
         str(meta.get("name", "")),
         str(spec.get("taskRef", "")),
         str(status.get("phase") or "Pending"),
-        str((status.get("waitingFor") or {}).get("reason") or "-"),
         str(status.get("attempt") or 0),
+        str((status.get("waitingFor") or {}).get("reason") or "-"),
         human_age(meta.get("creationTimestamp"), now),
         str(status.get("duration") or "-"),
     )
