@@ -496,7 +496,8 @@ def test_a_raw_port_forward_to_the_installed_operator_shows_nothing(cluster):
         env = {e["name"] for c in pod["spec"]["containers"] for e in c.get("env") or []}
         assert "KUBETASKS_DASHBOARD" not in env
         ports = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports") or []}
-        assert ports <= {"health", "metrics"}, ports
+        # The queue webhook's port answers AdmissionReviews with allowed or refused, nothing of a run.
+        assert ports <= {"health", "metrics", "webhook"}, ports
         apply([task("hello", command=["true"], **KWOK_PLACEMENT), run("hello-1", "hello", {"secret": SECRET})],
               watched, instance=release)
 
