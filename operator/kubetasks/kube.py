@@ -426,6 +426,13 @@ def delete_jobs(namespace: str, label_selector: str) -> None:
     options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
                "gracePeriodSeconds": STOP_GRACE_SECONDS}
     _request("DELETE", JOBS.path(namespace), {"labelSelector": label_selector}, body=options)
+    delete_pods(namespace, label_selector)
+
+
+def delete_pods(namespace: str, label_selector: str) -> None:
+    """Deletes every pod that matches, with the short grace period of a cancel (a pod already
+    terminating with a longer one gets the shorter)."""
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": STOP_GRACE_SECONDS}
     _request("DELETE", Resource("", "v1", "pods").path(namespace), {"labelSelector": label_selector}, body=options)
 
 

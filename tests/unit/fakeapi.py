@@ -83,6 +83,9 @@ class FakeApi:
             if key[0] == "Job" and key[1] == namespace and (obj["metadata"].get("labels") or {}).get(k) == v:
                 self.remove(key)
 
+    def delete_pods(self, namespace: str, label_selector: str) -> None:
+        self.calls.append(("delete_pods", (label_selector,)))
+
     def delete(self, resource: kube.Resource, namespace: str, name: str, uid: str | None = None) -> None:
         self.calls.append(("delete", (resource.plural, name)))
         key = (PLURALS[resource.plural], namespace, name)

@@ -479,3 +479,18 @@ def test_a_missing_service_account_is_found_by_looking_when_the_job_controllers_
     status = w.status("r")
     assert status["phase"] == "Failed" and status["attempts"][0]["reason"] == "PodNotCreated"
     assert "ServiceAccount 'robot' does not exist" in status["error"]["message"]
+
+
+def test_a_cancelled_runs_pods_are_deleted_once_more_a_moment_after_its_jobs():
+    # A pod the Job controller was creating as the Job was deleted lands after the pods' delete:
+    # the garbage collector would give it 30 s.
+    w = World(task(), taskrun("r"))
+    w.settle("r")
+    w.api.update("TaskRun", NS, "r", spec={"cancel": True})
+    w.api.deliver(w.op.cache)
+    again = w.reconcile("r")
+    assert w.status("r")["phase"] == "Cancelled" and again == 2.0
+    assert [fn for fn, _ in w.api.calls].count("delete_pods") == 0
+    w.reconcile("r")
+    w.reconcile("r")
+    assert [fn for fn, _ in w.api.calls].count("delete_pods") == 1  # once, not at every look

@@ -96,6 +96,7 @@ class RunReconciler:
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
         self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         self._created_job: dict[str, bool] = {}  # run uid -> this reconcile created its attempt's Job
+        self._cancelled: dict[str, bool] = {}  # run uid -> its Jobs were deleted: its pods once more, soon
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
@@ -103,6 +104,7 @@ class RunReconciler:
             self._warned_after_outcome.pop(uid_of(old) or "", None)
             self._access_left.discard(uid_of(old) or "")
             self._written.pop(uid_of(old) or "", None)
+            self._cancelled.pop(uid_of(old) or "", None)
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -161,6 +163,8 @@ class RunReconciler:
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
+            if self._cancelled.pop(uid, False):  # once, a moment after its Jobs were deleted: see _apply
+                await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}")
             await self._reap(run, uid)
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
@@ -407,6 +411,10 @@ class RunReconciler:
         old_status = body.get("status") or {}
         if plan.delete_jobs:
             await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
+            # A pod the Job controller was creating as its Job was deleted lands after the pods'
+            # delete, and the garbage collector gives it its full grace period (30 s): its pods are
+            # deleted once more, RETRY_SOON later (the reconcile that follows the outcome).
+            self._cancelled[uid] = True
         if plan.stop_job:
             await self._call("delete", kube.JOBS, key[0], plan.stop_job)
         if plan.start_attempt and task:
@@ -429,6 +437,8 @@ class RunReconciler:
                 self._start_checks.pop(record.job_name, None)
             if unfinished(body):  # it finishes now: its access objects go (after its log is kept)
                 self._access_left.add(uid)
+            if self._cancelled.get(uid):
+                return RETRY_SOON
         return plan.requeue_at
 
     async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
