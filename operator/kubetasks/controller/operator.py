@@ -51,7 +51,8 @@ class Operator:
         self.tasks = TaskReconciler(self.cache, api)
         self.run_queue = WorkQueue("taskruns", self.runs.reconcile, workers=workers)
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
-        self.runs.flow.wake = self.run_queue.add  # a run a freed slot lets start
+        # A run a freed slot lets start goes ahead of status echoes: the slot waits for it.
+        self.runs.flow.wake = lambda key: self.run_queue.add(key, first=True)
         self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
         self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
         self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
