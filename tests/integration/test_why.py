@@ -96,6 +96,17 @@ def phase(namespace: str, name: str) -> str | None:
     return (get("taskrun", name, namespace).get("status") or {}).get("phase")
 
 
+def hold_one_queue_another(namespace: str, instance: str | None = None) -> None:
+    """hold-1 holds Task/hold's one slot and hold-2 waits for it. hold-2 is created once hold-1
+    has started: two runs created in the same second are ordered by uid, and an operator that
+    lists both at its start may let either in first."""
+    labels = (instance,) if instance else ()
+    apply([task("hold", 300), taskrun("hold-1", "hold")], namespace, *labels)
+    wait_until("hold-1 started", lambda: phase(namespace, "hold-1") == "Running", timeout=120)
+    apply([taskrun("hold-2", "hold")], namespace, *labels)
+    wait_until("hold-2 queued", lambda: phase(namespace, "hold-2") == "Queued", timeout=120)
+
+
 def test_why_shows_reason_position_and_an_eta_within_half_the_real_wait(namespace, operator, tmp_path):
     reader, _ = accounts(namespace, tmp_path)
     token = token_of(reader)
@@ -143,9 +154,7 @@ def test_why_shows_reason_position_and_an_eta_within_half_the_real_wait(namespac
 
 def test_why_is_refused_to_whoever_may_not_get_the_run(namespace, operator, tmp_path):
     reader, stranger = accounts(namespace, tmp_path)
-    apply([task("hold", 300), taskrun("hold-1", "hold"), taskrun("hold-2", "hold")], namespace)
-    wait_until("hold-2 queued", lambda: phase(namespace, "hold-2") == "Queued" and phase(namespace, "hold-1"),
-               timeout=120)
+    hold_one_queue_another(namespace)
 
     status, answer = ask(operator, namespace, "hold-2", token_of(reader))
     assert status == 200 and answer["waiting"] and answer["limits"][0]["position"] == 1, answer
@@ -205,8 +214,7 @@ def test_why_through_the_api_servers_service_proxy(namespace, operator, tmp_path
                 "--resource-name=https:why-op:metrics")
         kubectl("create", "rolebinding", "why-caller", "-n", namespace, "--role=why-caller",
                 f"--serviceaccount={namespace}:reader")
-        apply([task("hold", 300), taskrun("hold-1", "hold"), taskrun("hold-2", "hold")], namespace, instance)
-        wait_until("hold-2 queued", lambda: phase(namespace, "hold-2") == "Queued", timeout=120)
+        hold_one_queue_another(namespace, instance)
 
         def asked() -> subprocess.CompletedProcess[str] | None:
             env = {**os.environ, "KUBETASKS_OPERATOR_SERVICE": f"{namespace}/why-op"}
