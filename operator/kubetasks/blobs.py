@@ -1,0 +1,162 @@
+"""The one way to the object store: bulk data the operator keeps out of etcd (obstore).
+
+obstore (Rust's object_store) gives S3 and every S3-compatible server, GCS, Azure and a local
+filesystem behind one API, with streaming, multipart uploads and presigned URLs; the operator holds
+the store's credentials (the standard AWS_*/GOOGLE_*/AZURE_* variables, from the chart's
+``storage.credentialsSecret``), task pods never do.
+
+Configured by the environment (the chart sets it from ``storage.*``):
+KUBETASKS_STORAGE_URL     s3://bucket/prefix, gs://..., az://container/prefix, file:///path
+KUBETASKS_STORAGE_ENDPOINT an S3-compatible server (SeaweedFS in the local cluster), optional
+KUBETASKS_STORAGE_REGION  optional (S3)
+KUBETASKS_STORAGE_THRESHOLD bytes above which values go to the store (api.storage.DEFAULT_THRESHOLD)
+Without KUBETASKS_STORAGE_URL there is no store, and the limits of etcd hold (say so where they bite).
+
+Every blob is written with its sha256 and verified on every read: a missing blob raises BlobMissing,
+a changed one BlobCorrupt, each with a message a person can act on; never a wrong value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.store import AzureStore, GCSStore, S3Store, from_url
+
+from kubetasks.api.storage import DEFAULT_THRESHOLD, BlobRef
+
+CHUNK = 1024 * 1024
+
+
+class BlobError(Exception):
+    """A blob could not be read as it was written."""
+
+
+class BlobMissing(BlobError):
+    pass
+
+
+class BlobCorrupt(BlobError):
+    pass
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str  # s3://bucket/prefix, gs://..., az://..., file:///path
+    endpoint: str | None = None
+    region: str | None = None
+    threshold: int = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StorageConfig | None:
+        env = os.environ if env is None else env
+        url = (env.get("KUBETASKS_STORAGE_URL") or "").strip()
+        if not url:
+            return None
+        return cls(url=url.rstrip("/"), endpoint=env.get("KUBETASKS_STORAGE_ENDPOINT") or None,
+                   region=env.get("KUBETASKS_STORAGE_REGION") or None,
+                   threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD))
+
+
+class BlobStore:
+    """A store and the prefix below which kubetasks keeps its blobs. Blocking, like kube.py: the
+    controller calls it through ``asyncio.to_thread``."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self.scheme = urlsplit(config.url).scheme
+        options: dict[str, Any] = {}
+        if self.scheme == "s3":
+            if config.endpoint:
+                options["endpoint"] = config.endpoint
+                options["virtual_hosted_style_request"] = False
+                options["allow_http"] = config.endpoint.startswith("http://")
+            if config.region:
+                options["region"] = config.region
+        if self.scheme == "file":
+            os.makedirs(urlsplit(config.url).path, exist_ok=True)
+        self.store = from_url(config.url, **options)
+
+    def uri(self, path: str) -> str:
+        return f"{self.config.url}/{path}"
+
+    def path_of(self, ref: BlobRef) -> str:
+        """The path below the store's prefix that ``ref`` names; ValueError when it names
+        another store (a ref is data a task could have written: never follow it elsewhere)."""
+        base = self.config.url + "/"
+        if not ref.uri.startswith(base) or ".." in ref.uri[len(base):].split("/"):
+            raise ValueError(f"{ref.uri} is not in this operator's store ({self.config.url})")
+        return ref.uri[len(base):]
+
+    def put(self, path: str, data: bytes | Iterable[bytes]) -> BlobRef:
+        """Writes ``data`` (bytes, or chunks streamed in a multipart upload) and returns its ref."""
+        digest, size = hashlib.sha256(), 0
+
+        def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
+            nonlocal size
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                yield chunk
+
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            obstore.put(self.store, path, bytes(data))
+            return BlobRef.of(self.uri(path), bytes(data))
+        obstore.put(self.store, path, counted(data))
+        return BlobRef(uri=self.uri(path), size=size, sha256=digest.hexdigest())
+
+    def stream(self, ref: BlobRef) -> Iterator[bytes]:
+        """The blob's bytes in chunks; raises BlobCorrupt at the end when they are not the ones
+        ``ref`` names (a reader that must not act on a wrong value reads it all first: ``get``)."""
+        path = self.path_of(ref)
+        try:
+            result = obstore.get(self.store, path)
+        except FileNotFoundError:
+            raise BlobMissing(f"{ref.uri} is missing from the store (deleted behind the operator's back?)") from None
+        digest, size = hashlib.sha256(), 0
+        for chunk in result.stream(min_chunk_size=CHUNK):
+            data = bytes(chunk)
+            digest.update(data)
+            size += len(data)
+            yield data
+        if size != ref.size or digest.hexdigest() != ref.sha256:
+            raise BlobCorrupt(f"{ref.uri} is not the blob that was written: {size} bytes with sha256 "
+                              f"{digest.hexdigest()[:12]}, expected {ref.size} bytes with sha256 {ref.sha256[:12]}")
+
+    def get(self, ref: BlobRef) -> bytes:
+        """The whole blob, verified before it is returned."""
+        return b"".join(self.stream(ref))
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Deletes every blob below ``prefix``; how many there were."""
+        paths = [meta["path"] for batch in obstore.list(self.store, prefix) for meta in batch]
+        if paths:
+            obstore.delete(self.store, paths)
+        return len(paths)
+
+    def usage(self, prefix: str = "") -> tuple[int, int]:
+        """(objects, bytes) below ``prefix``."""
+        objects = size = 0
+        for batch in obstore.list(self.store, prefix or None):
+            for meta in batch:
+                objects += 1
+                size += int(meta["size"])
+        return objects, size
+
+    def sign(self, method: Literal["GET", "PUT"], path: str, expires: timedelta) -> str:
+        """A presigned URL for one blob (S3, GCS, Azure); a pod given it can do ``method`` on that
+        blob only, until it expires. NotImplementedError for the filesystem backend."""
+        if not isinstance(self.store, (S3Store, GCSStore, AzureStore)):
+            raise NotImplementedError(f"the {self.scheme} backend cannot presign URLs")
+        return obstore.sign(self.store, method, path, expires)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> BlobStore | None:
+    config = StorageConfig.from_env(env)
+    return BlobStore(config) if config else None
