@@ -5,13 +5,12 @@ the queue's uid and resourceVersion as read."""
 
 from __future__ import annotations
 
-import asyncio
 from types import ModuleType
 from typing import Any
 
 from kubetasks import kube
 from kubetasks.controller.cache import Cache, Key, uid_of
-from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.queues import holders
 from kubetasks.controller.runs import status_patch
@@ -36,12 +35,5 @@ class QueueReconciler:
         patch = status_patch(old, status)
         if not patch:
             return
-        uid, version = uid_of(body) or "", body["metadata"].get("resourceVersion")
-        try:
-            updated = await asyncio.to_thread(self.api.patch_status, "taskqueues", ns, name, patch, uid, version)
-        except Exception as e:
-            if kube.is_conflict(e):
-                await decide_again(self.api, self.cache.queues, kube.TASKQUEUES, key, uid)
-            raise
-        if updated:
-            self.cache.queues.written(updated)
+        await write_status(self.api, self.cache.queues, kube.TASKQUEUES, key, uid_of(body) or "",
+                           body["metadata"].get("resourceVersion"), patch)

@@ -34,7 +34,7 @@ from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
-from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.kept_logs import KeptLogs
@@ -194,15 +194,11 @@ class RunReconciler:
         is decided again on what it is now; after any other error it is not known what the status
         is, so nothing written is remembered (the Jobs judge it, as after a restart)."""
         try:
-            updated: Body | None = await self._call("patch_status", "taskruns", key[0], key[1], patch, uid, decided_at)
-        except Exception as e:
-            if kube.is_conflict(e):
-                await decide_again(self.api, self.cache.runs, kube.TASKRUNS, key, uid)
-            else:
-                self._written.pop(uid, None)
+            updated = await write_status(self.api, self.cache.runs, kube.TASKRUNS, key, uid, decided_at, patch)
+        except Exception:
+            self._written.pop(uid, None)
             raise
         if updated is not None:
-            self.cache.runs.written(updated)
             self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
         return updated
 

@@ -14,7 +14,7 @@ from kubetasks import kube
 from kubetasks.api.task import Task
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Cache, Key, uid_of
-from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.queues import task_holders
 from kubetasks.controller.runs import status_patch
@@ -54,15 +54,8 @@ class TaskReconciler:
         patch = status_patch(body.get("status") or {}, status.to_api())
         if patch:
             # Onto this Task (its uid) as it was read: its cron ticks (lastScheduleTime) are decisions.
-            uid, version = uid_of(body) or "", body["metadata"].get("resourceVersion")
-            try:
-                updated = await asyncio.to_thread(self.api.patch_status, "tasks", key[0], key[1], patch, uid, version)
-            except Exception as e:
-                if kube.is_conflict(e):
-                    await decide_again(self.api, self.cache.tasks, kube.TASKS, key, uid)
-                raise
-            if updated:
-                self.cache.tasks.written(updated)
+            await write_status(self.api, self.cache.tasks, kube.TASKS, key, uid_of(body) or "",
+                               body["metadata"].get("resourceVersion"), patch)
         before = get_condition(task.status.conditions, "Ready")
         if problem and (before is None or before.message != problem.message):
             await asyncio.to_thread(self.api.post_event, body, "Warning", problem.reason, problem.message)
