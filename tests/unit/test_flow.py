@@ -37,7 +37,9 @@ def test_a_task_names_its_limits_by_what_they_count():
     assert [(lim.id, lim.reason, lim.capacity) for lim in limits] == [
         ("Task/t", "TaskLimit", 20), ("Task/t/key/acme", "KeyLimit", 2), ("TaskQueue/shared", "QueueLimit", 3),
         ("Throttle/t", "Throttled", 0)]
-    assert limits[3].throttle == Throttle(2.0, 1, 10.0)
+    assert limits[3].throttle == Throttle(2.0, 1, 10.0, task="t", key=None)
+    per_key = limits_for("t", spec(throttle={"limit": 5, "period": "10s", "perKey": True}), "acme", None)
+    assert per_key[0].id == "Throttle/t/key/acme" and per_key[0].throttle.key == "acme", per_key
     assert domain_of("ns", "t", s) == "ns/queue/shared" and domain_of("ns", "t", spec()) == "ns/task/t"
     # A queue that does not exist holds the runs back: its absence is what they wait for.
     assert limits_for("t", spec(queue="gone"), None, None)[0].capacity == 0

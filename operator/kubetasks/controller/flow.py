@@ -341,11 +341,9 @@ class FlowControl:
         assert limit.throttle is not None
         horizon = time.time() - 2 * (limit.throttle.period + limit.throttle.burst * limit.throttle.interval)
         if starts is None:
-            ns, rest = lid.split("/", 1)
-            parts = rest.split("/")  # Throttle/TASK[/key/KEY]
-            key = parts[3] if len(parts) > 3 else None
+            ns, key = lid.split("/", 1)[0], limit.throttle.key
             seen = []
-            for run in self.cache.runs_of_task(ns, parts[1]):
+            for run in self.cache.runs_of_task(ns, limit.throttle.task):
                 if key is not None and (_spec(run).get("concurrencyKey") or "") != key:
                     continue
                 try:

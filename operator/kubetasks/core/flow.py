@@ -49,6 +49,8 @@ class Throttle:
     interval: float  # period / limit
     burst: int
     period: float
+    task: str = ""  # whose starts it counts: the Task's runs,
+    key: str | None = None  # or only those of this concurrency key (perKey)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def limits_for(task: str, spec: TaskSpec, key: str | None, queue: TaskQueueSpec 
         t = spec.throttle
         period = parse_duration(t.period).total_seconds()
         name = f"Throttle/{task}/key/{key or ''}" if t.per_key else f"Throttle/{task}"
-        limits.append(Limit(name, "Throttled", 0, throttle=Throttle(period / t.limit, t.burst, period)))
+        limits.append(Limit(name, "Throttled", 0, throttle=Throttle(period / t.limit, t.burst, period, task,
+                                                                    (key or "") if t.per_key else None)))
     return limits
 
 
