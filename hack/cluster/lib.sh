@@ -11,12 +11,13 @@ K8S_BIN=$CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
 KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
+SEAWEEDFS_BIN=$CACHE/bin/seaweedfs-$SEAWEEDFS_VERSION
 export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 # sum.golang.org is unreachable here; the committed go.sum files pin module hashes instead.
 export GOSUMDB=${GOSUMDB:-off}
 export GOFLAGS=-buildvcs=false
 export CGO_ENABLED=0
-export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:/usr/sbin:/sbin:$PATH
+export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:$SEAWEEDFS_BIN:/usr/sbin:/sbin:$PATH
 
 log() { printf '\033[1m[%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
