@@ -33,3 +33,27 @@ stop() {
   fi
   rm -f "$f"
 }
+# node_ip: the address the node (and so its pods) is reached at.
+node_ip() {
+  local ip
+  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for(i=1;i<NF;i++) if ($i=="src") print $(i+1)}')
+  [ -n "$ip" ] || ip=$(hostname -I | awk '{print $1}')
+  echo "$ip"
+}
+running() { local f=$STATE/pids/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+# start <name> <command...>: runs a component in the background, logging to $STATE/logs/<name>.log
+start() {
+  local name=$1; shift
+  running "$name" && return 0
+  log "starting $name"
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/$name.pid"
+}
+# wait_for <what> <seconds> <command...>: polls until the command succeeds or the deadline passes
+wait_for() {
+  local what=$1 deadline=$((SECONDS + $2)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out waiting for $what (logs: $STATE/logs)"
+    sleep 0.5
+  done
+}
