@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -49,12 +49,18 @@ class BlobCorrupt(BlobError):
     pass
 
 
+_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+                   "AWS_SESSION_TOKEN": "session_token"}
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     url: str  # s3://bucket/prefix, gs://..., az://..., file:///path
     endpoint: str | None = None
     region: str | None = None
     threshold: int = DEFAULT_THRESHOLD
+    # S3 keys read from the same environment (obstore itself reads only the process's); never printed.
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StorageConfig | None:
@@ -64,7 +70,8 @@ class StorageConfig:
             return None
         return cls(url=url.rstrip("/"), endpoint=env.get("KUBETASKS_STORAGE_ENDPOINT") or None,
                    region=env.get("KUBETASKS_STORAGE_REGION") or None,
-                   threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD))
+                   threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD),
+                   credentials={key: env[var] for var, key in _S3_CREDENTIALS.items() if env.get(var)})
 
 
 class BlobStore:
@@ -86,6 +93,7 @@ class BlobStore:
                 client["allow_http"] = config.endpoint.startswith("http://")
             if config.region:
                 options["region"] = config.region
+            options.update(config.credentials)
         if self.scheme == "file":
             # Its directories go with their last file, as a prefix does in a bucket.
             self.store = from_url(config.url, mkdir=True, automatic_cleanup=True)
