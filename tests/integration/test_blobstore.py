@@ -190,3 +190,28 @@ def test_a_runs_blobs_go_with_it_and_blobs_no_run_names_are_collected(operator: 
         return values if values == (3, 600) else None  # type: ignore[return-value]
 
     wait_until("the store's metrics of the namespace", store_metrics, timeout=3 * SWEEP_SECONDS + 30)
+
+
+def test_a_pod_reaches_the_store_with_presigned_urls_alone(blob_store: BlobStore, namespace: str, base: str) -> None:
+    """Task pods reach the cluster's S3 server (at the node's address) with grants, no credentials."""
+    from tests.conftest import VERSIONS, apply, kubectl
+
+    data = os.urandom(256 * 1024)
+    blob_store.put(base + "input", data)
+    get = blob_store.sign("GET", base + "input", timedelta(minutes=5))
+    put = blob_store.sign("PUT", base + "output", timedelta(minutes=5))
+    script = ("import hashlib, os, sys, urllib.request as u\n"
+              "data = u.urlopen(sys.argv[1], timeout=30).read()\n"
+              "assert not any(k.startswith('AWS_') for k in os.environ)\n"
+              "r = u.urlopen(u.Request(sys.argv[2], data=hashlib.sha256(data).hexdigest().encode(), method='PUT'), timeout=30)\n"
+              "print(r.status)\n")
+    apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "grants"},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never", "automountServiceAccountToken": False,
+               "containers": [{"name": "main", "image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never",
+                               "command": ["python3", "-c", script, get, put],
+                               "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}}}]}}}}, namespace)
+    kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/grants", "--timeout=120s")
+    digest = hashlib.sha256(data).hexdigest().encode()
+    assert blob_store.get(BlobRef.of(blob_store.uri(base + "output"), digest)) == digest
+    blob_store.delete_prefix(base)
