@@ -285,23 +285,28 @@ STORAGE_ENV = CLUSTER_DIR / "storage.env"
 SWEEP_SECONDS, SWEEP_GRACE_SECONDS = 2, 10
 
 
-@pytest.fixture(scope="session")
-def storage_env(cluster: str) -> Iterator[dict[str, str]]:
-    """The session operator's store: the cluster's bucket below a prefix of the session's own
-    (``INSTANCE``), since each operator sweeps away what none of its runs names; emptied when the
-    session ends. KUBETASKS_STORAGE_* and AWS_* variables; empty when the cluster has no store (an
-    older one), which CI never allows."""
+def cluster_store_env(prefix: str) -> dict[str, str]:
+    """The cluster's object store below ``prefix``, as an operator's KUBETASKS_STORAGE_* and AWS_*
+    variables; empty when the cluster has none (an older one), which CI never allows. Each operator
+    instance needs a prefix of its own: its sweep deletes what none of its runs names."""
     if not STORAGE_ENV.exists():
         if REQUIRE_CLUSTER:
             pytest.fail(f"CI requires the local cluster's object store: no {STORAGE_ENV} (hack/cluster/storage.sh)")
-        yield {}
-        return
+        return {}
     env = read_env_file(STORAGE_ENV)
-    env["KUBETASKS_STORAGE_URL"] = f"{env['KUBETASKS_STORAGE_URL'].rstrip('/')}/{INSTANCE}"
+    env["KUBETASKS_STORAGE_URL"] = f"{env['KUBETASKS_STORAGE_URL'].rstrip('/')}/{prefix}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def storage_env(cluster: str) -> Iterator[dict[str, str]]:
+    """The session operator's store: the cluster's bucket below the prefix ``INSTANCE``, emptied
+    when the session ends."""
+    env = cluster_store_env(INSTANCE)
     yield env
     from kubetasks.blobs import from_env
 
-    store = from_env(env)
+    store = from_env(env)  # None without one
     if store is not None:
         store.delete_prefix("")
 
