@@ -152,7 +152,7 @@ class BlobStore:
 
     def delete_prefix(self, prefix: str) -> int:
         """Deletes every blob below ``prefix``; how many there were."""
-        paths = [meta["path"] for batch in obstore.list(self.store, prefix) for meta in batch]
+        paths = [path for path, _, _ in self.listing(prefix)]
         if paths:
             obstore.delete(self.store, paths)
         return len(paths)
