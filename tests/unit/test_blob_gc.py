@@ -116,3 +116,40 @@ def test_the_sweep_deletes_the_blobs_of_runs_gone_once_the_cache_has_synced(tmp_
     asyncio.run(sweep())
     samples = {s.labels["namespace"] for m in metrics.STORE_OBJECTS.collect() for s in m.samples}
     assert "b" not in samples and "a" not in samples
+
+
+def test_a_failing_store_costs_a_sweep_not_the_loop():
+    import asyncio
+
+    from kubetasks.controller.blob_gc import BlobSweeper
+    from kubetasks.controller.cache import Cache
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.listings = 0
+            self.deleted: list[str] = []
+
+        def listing(self, prefix: str = ""):
+            self.listings += 1
+            if self.listings == 1:
+                raise ConnectionError("store down")
+            yield f"{prefix}a/gone/payload", 1, OLD
+
+        def delete_prefix(self, prefix: str) -> int:
+            self.deleted.append(prefix)
+            return 1
+
+    cache = Cache()
+    for store in (cache.tasks, cache.jobs, cache.runs):
+        store.replace([])
+    flaky = Flaky()
+    sweeper = BlobSweeper(flaky, cache, period=0.01, grace=60)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        loop = asyncio.create_task(sweeper.run())
+        while not flaky.deleted:
+            await asyncio.sleep(0.01)
+        loop.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert flaky.listings >= 2 and flaky.deleted[0] == "runs/a/gone/"
