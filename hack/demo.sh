@@ -20,10 +20,23 @@ else
   image=${KUBETASKS_IMAGE:?"set KUBETASKS_IMAGE to the kubetasks image in a registry this cluster pulls from (hack/images/build.sh app writes it as an OCI archive under .cache/images/)"}
   pull=IfNotPresent
 fi
+# The local cluster's object store (SeaweedFS, hack/cluster/storage.sh), its key in a Secret.
+store=()
+if [ "$KUBECONFIG" = "$KUBECONFIG_PATH" ] && [ -f "$STATE/storage.env" ]; then
+  # shellcheck disable=SC1091
+  source "$STATE/storage.env"  # not exported: read here only
+  bucket=${KUBETASKS_STORAGE_URL#s3://}; bucket=${bucket%%/*}
+  kubectl create namespace kubetasks-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl create secret generic kubetasks-store -n kubetasks-system --dry-run=client -o yaml \
+    --from-env-file=<(grep -E '^AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY)=' "$STATE/storage.env") | kubectl apply -f - >/dev/null
+  store=(--set storage.type=s3 --set storage.bucket="$bucket" --set storage.endpoint="$KUBETASKS_STORAGE_ENDPOINT"
+         --set storage.region="$KUBETASKS_STORAGE_REGION" --set storage.credentialsSecret=kubetasks-store)
+  log "object store: s3://$bucket at $KUBETASKS_STORAGE_ENDPOINT"
+fi
 log "helm install kubetasks ($image)"
 helm upgrade --install kubetasks "$REPO/charts/kubetasks" --namespace kubetasks-system --create-namespace \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" --set image.pullPolicy=$pull \
-  --wait --timeout 3m
+  "${store[@]}" --wait --timeout 3m
 log "kubectl apply -f examples/hello.yaml"
 sed -e "s|localhost/kubetasks/kubetasks:dev|$image|" -e "s|imagePullPolicy: Never|imagePullPolicy: $pull|" \
   "$REPO/examples/hello.yaml" | kubectl apply -f -

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO / "examples" / "python"))
 
 
-def _versions() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in (REPO / "hack/versions.env").read_text().splitlines()
-             if "=" in line and not line.startswith("#"))
-    return {k: v for k, v in pairs}
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines (hack/versions.env, the cluster's storage.env); comments skipped."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
-VERSIONS = _versions()
+VERSIONS = read_env_file(REPO / "hack/versions.env")
 CACHE = Path(os.environ.get("KUBETASKS_CACHE", REPO / ".cache"))
 CLUSTER_DIR = Path(os.environ.get("KUBETASKS_CLUSTER_DIR", REPO / ".cluster"))
 KUBECONFIG = os.environ.get("KUBECONFIG") or str(CLUSTER_DIR / "kubeconfig")
@@ -279,16 +279,71 @@ class OperatorProcess:
         self.start()
 
 
+# The local cluster's object store (SeaweedFS's S3, hack/cluster/storage.sh): how to reach it.
+STORAGE_ENV = CLUSTER_DIR / "storage.env"
+# The session operator sweeps its store often, so a test sees a run's blobs go within seconds.
+SWEEP_SECONDS, SWEEP_GRACE_SECONDS = 2, 10
+
+
+def cluster_store_env(prefix: str) -> dict[str, str]:
+    """The cluster's object store below ``prefix``, as an operator's KUBETASKS_STORAGE_* and AWS_*
+    variables; empty when the cluster has none (an older one), which CI never allows. Each operator
+    instance needs a prefix of its own: its sweep deletes what none of its runs names."""
+    if not STORAGE_ENV.exists():
+        if REQUIRE_CLUSTER:
+            pytest.fail(f"CI requires the local cluster's object store: no {STORAGE_ENV} (hack/cluster/storage.sh)")
+        return {}
+    env = read_env_file(STORAGE_ENV)
+    env["KUBETASKS_STORAGE_URL"] = f"{env['KUBETASKS_STORAGE_URL'].rstrip('/')}/{prefix}"
+    return env
+
+
 @pytest.fixture(scope="session")
-def operator(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def storage_env(cluster: str) -> Iterator[dict[str, str]]:
+    """The session operator's store: the cluster's bucket below the prefix ``INSTANCE``, emptied
+    when the session ends."""
+    env = cluster_store_env(INSTANCE)
+    yield env
+    from kubetasks.blobs import from_env
+
+    store = from_env(env)  # None without one
+    if store is not None:
+        store.delete_prefix("")
+
+
+@pytest.fixture(scope="session")
+def operator(crds: None, storage_env: dict[str, str],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """One operator for the session, watching every namespace, acting only on the objects of the
-    session's instance (``INSTANCE``): an installed kubetasks may run beside it."""
+    session's instance (``INSTANCE``): an installed kubetasks may run beside it. With the cluster's
+    object store (``storage_env``)."""
     proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port(),
-                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS)})
+                           env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS),
+                                "KUBETASKS_STORAGE_SWEEP_SECONDS": str(SWEEP_SECONDS),
+                                "KUBETASKS_STORAGE_SWEEP_GRACE_SECONDS": str(SWEEP_GRACE_SECONDS), **storage_env})
     proc.start()
     yield proc
     proc.stop()
     print(f"operator log: {proc.log_path}")
+
+
+@pytest.fixture(scope="session")
+def blob_store(storage_env: dict[str, str]) -> Any:
+    """A kubetasks.blobs.BlobStore on the session operator's store (the cluster's S3 server)."""
+    from kubetasks.blobs import from_env
+
+    store = from_env(storage_env)
+    if store is None:
+        pytest.skip(f"the cluster has no object store ({STORAGE_ENV}): restart it with hack/cluster/up.sh")
+    return store
+
+
+@pytest.fixture
+def fs_blob_store(tmp_path: Path) -> Any:
+    """A kubetasks.blobs.BlobStore on the filesystem backend, in a fresh directory."""
+    from kubetasks.blobs import BlobStore, StorageConfig
+
+    return BlobStore(StorageConfig(url=f"file://{tmp_path}/store"))
 
 
 # Faults in the cluster's own components (started by hack/cluster/up.sh, one pid file each).
@@ -306,6 +361,22 @@ def paused(name: str) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def store_stopped() -> Iterator[None]:
+    """The cluster's object store (SeaweedFS) down for the block: stopped as a crash would stop
+    it (SIGKILL), started again after (hack/cluster/storage.sh, with its data)."""
+    pid = component_pid("seaweedfs")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        subprocess.run([str(REPO / "hack/cluster/storage.sh")], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, "KUBETASKS_CLUSTER_DIR": str(CLUSTER_DIR), "KUBETASKS_CACHE": str(CACHE)})
 
 
 def restart_component(*names: str) -> None:

@@ -27,7 +27,7 @@ k8s_ldflags() {
   echo "$f"
 }
 
-components=${*:-etcd kubernetes helm kwok}
+components=${*:-etcd kubernetes helm kwok seaweedfs}
 for c in $components; do
   case $c in
     etcd) build "$ETCD_BIN" "$REPO/hack/cluster/gomod/etcd" \
@@ -38,6 +38,8 @@ for c in $components; do
     helm) build "$HELM_BIN" - "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
             "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
     kwok) build "$KWOK_BIN" - "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" ;;
+    # Only the weed command; no cgo (lib.sh), no VCS stamping, no debug info.
+    seaweedfs) build "$SEAWEEDFS_BIN" "$REPO/hack/cluster/gomod/seaweedfs" "" github.com/seaweedfs/seaweedfs/weed ;;
     *) die "unknown component $c" ;;
   esac
 done

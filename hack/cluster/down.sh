@@ -4,6 +4,7 @@ source "$(dirname "$0")/lib.sh"
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 
 stop kwok
+stop seaweedfs
 stop kube-proxy
 stop kubelet
 # Pod containers outlive the kubelet: remove them through containerd before stopping it.

@@ -11,12 +11,13 @@ K8S_BIN=$CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
 KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
+SEAWEEDFS_BIN=$CACHE/bin/seaweedfs-$SEAWEEDFS_VERSION
 export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 # sum.golang.org is unreachable here; the committed go.sum files pin module hashes instead.
 export GOSUMDB=${GOSUMDB:-off}
 export GOFLAGS=-buildvcs=false
 export CGO_ENABLED=0
-export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:/usr/sbin:/sbin:$PATH
+export PATH=$K8S_BIN:$ETCD_BIN:$HELM_BIN:$KWOK_BIN:$SEAWEEDFS_BIN:/usr/sbin:/sbin:$PATH
 
 log() { printf '\033[1m[%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -31,4 +32,28 @@ stop() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
+}
+# node_ip: the address the node (and so its pods) is reached at.
+node_ip() {
+  local ip
+  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for(i=1;i<NF;i++) if ($i=="src") print $(i+1)}')
+  [ -n "$ip" ] || ip=$(hostname -I | awk '{print $1}')
+  echo "$ip"
+}
+running() { local f=$STATE/pids/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+# start <name> <command...>: runs a component in the background, logging to $STATE/logs/<name>.log
+start() {
+  local name=$1; shift
+  running "$name" && return 0
+  log "starting $name"
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STATE/pids/$name.pid"
+}
+# wait_for <what> <seconds> <command...>: polls until the command succeeds or the deadline passes
+wait_for() {
+  local what=$1 deadline=$((SECONDS + $2)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out waiting for $what (logs: $STATE/logs)"
+    sleep 0.5
+  done
 }

@@ -7,8 +7,7 @@ source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || die "the local cluster needs root (containerd, kubelet, iptables)"
 
 NODE_NAME=${NODE_NAME:-kubetasks-node}
-NODE_IP=${NODE_IP:-$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for(i=1;i<NF;i++) if ($i=="src") print $(i+1)}')}
-[ -n "$NODE_IP" ] || NODE_IP=$(hostname -I | awk '{print $1}')
+NODE_IP=${NODE_IP:-$(node_ip)}
 export NODE_NAME NODE_IP
 POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16
@@ -23,25 +22,8 @@ mkdir -p "$STATE"/{logs,pids,etcd,kubelet,cni/net.d}
 "$REPO/hack/cluster/certs.sh"
 pki=$STATE/pki
 
-running() { local f=$STATE/pids/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
-# start <name> <command...>: runs a component in the background, logging to $STATE/logs/<name>.log
-start() {
-  local name=$1; shift
-  running "$name" && return 0
-  log "starting $name"
-  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! > "$STATE/pids/$name.pid"
-}
 # write <file>: stdin to file, only when it changed (kube-proxy exits when its config is rewritten)
 write() { local tmp; tmp=$(mktemp); cat > "$tmp"; if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi; }
-# wait_for <what> <seconds> <command...>: polls until the command succeeds or the deadline passes
-wait_for() {
-  local what=$1 deadline=$((SECONDS + $2)); shift 2
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out waiting for $what (logs: $STATE/logs)"
-    sleep 0.5
-  done
-}
 
 # Kernel settings the kubelet, kube-proxy and bridge CNI rely on.
 mount --make-rshared /
@@ -172,6 +154,9 @@ YAML
   done
   wait_for "kwok nodes Ready" 60 kubectl wait --for=condition=Ready node -l type=kwok --timeout=2s
 fi
+
+# The object store (S3, SeaweedFS) the operator keeps bulk data in: $STATE/storage.env says how to reach it.
+"$REPO/hack/cluster/storage.sh"
 
 log "cluster is up: export KUBECONFIG=$KUBECONFIG_PATH"
 kubectl get nodes -o wide >&2

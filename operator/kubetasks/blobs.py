@@ -21,15 +21,18 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import obstore
 from obstore.store import AzureStore, GCSStore, S3Store, from_url
 
 from kubetasks.api.storage import DEFAULT_THRESHOLD, BlobRef
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 CHUNK = 1024 * 1024
 
@@ -46,12 +49,18 @@ class BlobCorrupt(BlobError):
     pass
 
 
+_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+                   "AWS_SESSION_TOKEN": "session_token"}
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     url: str  # s3://bucket/prefix, gs://..., az://..., file:///path
     endpoint: str | None = None
     region: str | None = None
     threshold: int = DEFAULT_THRESHOLD
+    # S3 keys read from the same environment (obstore itself reads only the process's); never printed.
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StorageConfig | None:
@@ -61,7 +70,8 @@ class StorageConfig:
             return None
         return cls(url=url.rstrip("/"), endpoint=env.get("KUBETASKS_STORAGE_ENDPOINT") or None,
                    region=env.get("KUBETASKS_STORAGE_REGION") or None,
-                   threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD))
+                   threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD),
+                   credentials={key: env[var] for var, key in _S3_CREDENTIALS.items() if env.get(var)})
 
 
 class BlobStore:
@@ -72,16 +82,23 @@ class BlobStore:
         self.config = config
         self.scheme = urlsplit(config.url).scheme
         options: dict[str, Any] = {}
+        # A request is bounded as a whole (a 100 MB log streamed to a slow reader takes a while)
+        # and by the gap between two reads (a stalled connection fails fast and is retried).
+        client: ClientConfig = {"connect_timeout": "5s", "read_timeout": "30s", "timeout": "600s"}
         if self.scheme == "s3":
             if config.endpoint:
                 options["endpoint"] = config.endpoint
                 options["virtual_hosted_style_request"] = False
-                options["allow_http"] = config.endpoint.startswith("http://")
+                # A client option, not an S3 one: among the S3 options obstore panics on it.
+                client["allow_http"] = config.endpoint.startswith("http://")
             if config.region:
                 options["region"] = config.region
+            options.update(config.credentials)
         if self.scheme == "file":
-            os.makedirs(urlsplit(config.url).path, exist_ok=True)
-        self.store = from_url(config.url, **options)
+            # Its directories go with their last file, as a prefix does in a bucket.
+            self.store = from_url(config.url, mkdir=True, automatic_cleanup=True)
+        else:
+            self.store = from_url(config.url, client_options=client, **options)
 
     def uri(self, path: str) -> str:
         return f"{self.config.url}/{path}"
@@ -135,18 +152,23 @@ class BlobStore:
 
     def delete_prefix(self, prefix: str) -> int:
         """Deletes every blob below ``prefix``; how many there were."""
-        paths = [meta["path"] for batch in obstore.list(self.store, prefix) for meta in batch]
+        paths = [path for path, _, _ in self.listing(prefix)]
         if paths:
             obstore.delete(self.store, paths)
         return len(paths)
 
+    def listing(self, prefix: str = "") -> Iterator[tuple[str, int, datetime]]:
+        """(path, size, last modified) of every blob below ``prefix``, page by page."""
+        for batch in obstore.list(self.store, prefix or None):
+            for meta in batch:
+                yield meta["path"], int(meta["size"]), meta["last_modified"]
+
     def usage(self, prefix: str = "") -> tuple[int, int]:
         """(objects, bytes) below ``prefix``."""
         objects = size = 0
-        for batch in obstore.list(self.store, prefix or None):
-            for meta in batch:
-                objects += 1
-                size += int(meta["size"])
+        for _, blob_size, _ in self.listing(prefix):
+            objects += 1
+            size += blob_size
         return objects, size
 
     def sign(self, method: Literal["GET", "PUT"], path: str, expires: timedelta) -> str:

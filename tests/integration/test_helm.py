@@ -385,3 +385,52 @@ def test_the_queue_webhook_ships_by_default_for_the_releases_own_runs():
     assert scoped["webhooks"][0]["namespaceSelector"]["matchExpressions"] == [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}]
     assert not any(d["kind"] == "ValidatingWebhookConfiguration" for d in render("queueWebhook.enabled=false"))
+
+
+def test_the_object_store_values_reach_the_operator():
+    from kubetasks.blobs import StorageConfig
+
+    def operator(*sets: str) -> tuple[dict, list[dict]]:
+        docs = render(*sets)
+        spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+        return spec, docs
+
+    def env(spec: dict) -> dict[str, str]:
+        return {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+
+    # No store by default: the limits of etcd hold.
+    spec, docs = operator()
+    assert StorageConfig.from_env(env(spec)) is None
+    assert "envFrom" not in spec["containers"][0]
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in docs)
+
+    spec, _ = operator("storage.type=s3", "storage.bucket=kt", "storage.endpoint=http://seaweedfs:8333",
+                       "storage.region=eu-west-1", "storage.credentialsSecret=kt-store", "storage.threshold=1048576",
+                       "storage.sweepSeconds=60", "instanceID=team-b")
+    config = StorageConfig.from_env(env(spec))
+    assert config is not None
+    assert (config.url, config.endpoint, config.region, config.threshold) == (
+        "s3://kt/team-b", "http://seaweedfs:8333", "eu-west-1", 1048576)  # the prefix: the instance's own
+    assert env(spec)["KUBETASKS_STORAGE_SWEEP_SECONDS"] == "60"
+    assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "kt-store"}}]
+    for sets, url in ((("storage.type=gcs", "storage.bucket=b", "storage.prefix=/x/y/"), "gs://b/x/y"),
+                      (("storage.type=azure", "storage.bucket=c"), "az://c")):
+        assert env(operator(*sets)[0])["KUBETASKS_STORAGE_URL"] == url
+
+    # The filesystem backend: a claim the chart makes (kept on uninstall), or one named.
+    spec, docs = operator("storage.type=filesystem", "storage.pvc.size=5Gi")
+    claim = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "store")
+    assert env(spec)["KUBETASKS_STORAGE_URL"] == f"file://{mount['mountPath']}"
+    assert next(v for v in spec["volumes"] if v["name"] == "store")["persistentVolumeClaim"] == {
+        "claimName": claim["metadata"]["name"]}
+    spec, docs = operator("storage.type=filesystem", "storage.pvc.claimName=mine")
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in docs)
+    assert next(v for v in spec["volumes"] if v["name"] == "store")["persistentVolumeClaim"] == {"claimName": "mine"}
+
+    for bad in (("storage.type=s3",), ("storage.type=minio", "storage.bucket=b")):  # no bucket; no such type
+        done = subprocess.run([HELM, "template", "r", CHART, *[a for s in bad for a in ("--set", s)]],
+                              capture_output=True, text=True)
+        assert done.returncode and "storage" in done.stderr

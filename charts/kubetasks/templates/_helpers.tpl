@@ -128,3 +128,25 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
 {{- define "kubetasks.metricsTLSSecret" -}}
 {{- default (printf "%s-metrics-tls" (include "kubetasks.fullname" .)) .Values.metrics.tls.secretName }}
 {{- end }}
+
+{{/* Where the PVC of the filesystem store is mounted in the operator's container. */}}
+{{- define "kubetasks.storeMount" -}}
+/var/lib/kubetasks/store
+{{- end }}
+
+{{/* KUBETASKS_STORAGE_URL from storage.*: empty without a store. */}}
+{{- define "kubetasks.storageURL" -}}
+{{- $s := .Values.storage }}
+{{- $prefix := default .Values.instanceID $s.prefix | trimAll "/" }}
+{{- if eq $s.type "filesystem" }}
+{{- printf "file://%s" (trimSuffix "/" (printf "%s/%s" (include "kubetasks.storeMount" .) $prefix)) }}
+{{- else if $s.type }}
+{{- $scheme := get (dict "s3" "s3" "gcs" "gs" "azure" "az") $s.type }}
+{{- printf "%s://%s" $scheme (trimSuffix "/" (printf "%s/%s" $s.bucket $prefix)) }}
+{{- end }}
+{{- end }}
+
+{{/* The filesystem store's claim. */}}
+{{- define "kubetasks.storeClaim" -}}
+{{- default (printf "%s-store" (include "kubetasks.fullname" .)) .Values.storage.pvc.claimName }}
+{{- end }}

@@ -19,6 +19,9 @@ KUBETASKS_REFUSED_NAMESPACES (comma-separated: runs there fail at once, Namespac
 chart lists kube-system, kube-public, kube-node-lease and its own namespace unless allowSystemNamespaces),
 KUBETASKS_INSTANCE_ID (acts only on Tasks and TaskRuns labelled kubetasks.io/instance=<id>;
 without it, only on those without the label),
+KUBETASKS_STORAGE_URL, _ENDPOINT, _REGION, _THRESHOLD (the object store: kubetasks.blobs; none
+by default), KUBETASKS_STORAGE_SWEEP_SECONDS (300) and _SWEEP_GRACE_SECONDS (600: the blobs of runs
+gone are deleted, those written within the grace kept: controller.blob_gc),
 KUBETASKS_LOG_LEVEL (INFO), KUBETASKS_LEADER_ELECTION (a Lease name: with
 it, replicas elect one leader and the others stand by) and KUBETASKS_LEADER_ELECTION_NAMESPACE
 (the Lease's namespace; the pod's own by default).

@@ -41,6 +41,11 @@ KEPT_LOGS = Gauge("kubetasks_kept_logs", "Attempts' logs kept in ConfigMaps", ["
 KEPT_LOG_EVICTIONS = Counter("kubetasks_kept_log_evictions_total",
                              "Kept logs deleted, oldest first, to keep a namespace within its budget", ["namespace"])
 
+# Refreshed by each sweep of the object store (controller.blob_gc), from its listing.
+STORE_OBJECTS = Gauge("kubetasks_store_objects", "Blobs of runs in the object store, as of its last sweep", ["namespace"])
+STORE_BYTES = Gauge("kubetasks_store_bytes", "Bytes of runs' blobs in the object store, as of its last sweep",
+                    ["namespace"])
+
 
 def phase_changed(task: str, new: Phase, old: str, status: TaskRunStatus) -> None:
     if new == Phase.RUNNING and old in (Phase.PENDING, Phase.DELAYED, Phase.QUEUED, ""):

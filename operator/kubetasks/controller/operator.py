@@ -21,8 +21,9 @@ from typing import Any
 
 import kopf
 
-from kubetasks import kube
+from kubetasks import blobs, kube
 from kubetasks.controller import admission_server, metrics, metrics_server
+from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.queue_status import QueueReconciler
@@ -59,6 +60,8 @@ class Operator:
         self.admission = self.runs.queues  # the admission webhook's memory
         self.reflectors: list[Reflector] = []
         self._resyncs: asyncio.Task[None] | None = None
+        self.sweeper: BlobSweeper | None = None  # with an object store: its blobs of runs gone
+        self._sweeps: asyncio.Task[None] | None = None
         self.cache.tasks.listeners.append(self.task_changed)
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
@@ -164,10 +167,13 @@ class Operator:
         self.queue_queue.start()
         self.resynced()
         self._resyncs = asyncio.create_task(self._resync_every(resync_seconds), name="resync")
+        if self.sweeper is not None:
+            self._sweeps = asyncio.create_task(self.sweeper.run(), name="blob-sweep")
 
     async def stop(self) -> None:
-        if self._resyncs:
-            self._resyncs.cancel()
+        for task in (self._resyncs, self._sweeps):
+            if task:
+                task.cancel()
         for reflector in self.reflectors:
             reflector.stop()
         await self.run_queue.stop()
@@ -225,6 +231,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.runs.logs.configure(os.environ)
     OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
+    store = blobs.from_env()  # None: no object store, and the limits of etcd hold
+    if store is not None:
+        log.info("object store %s: values above %d bytes go there", store.config.url, store.config.threshold)
+        OPERATOR.sweeper = BlobSweeper(store, OPERATOR.cache, namespaces(),
+                                       _env_float("KUBETASKS_STORAGE_SWEEP_SECONDS", SWEEP_SECONDS),
+                                       _env_float("KUBETASKS_STORAGE_SWEEP_GRACE_SECONDS", GRACE_SECONDS))
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))
     _background.append(asyncio.create_task(_report_queue_depth(), name="queue-depth"))
 
