@@ -266,3 +266,28 @@ def test_verified_refs_are_remembered_so_a_repeated_reconcile_reads_nothing_agai
     w.op.runs.results.forget(uid)
     asyncio.run(w.op.runs.results.resolve(run, uid, seen))
     assert len([c for c in w.api.calls if c[0] == "get_configmap"]) == 2
+
+
+def test_a_store_that_cannot_be_reached_is_waited_for_then_the_attempt_fails_saying_so(tmp_path: Path):
+    from kubetasks.controller.queue import Requeue
+    from kubetasks.controller.results import READ_DEADLINE
+
+    class Down(BlobStore):
+        def stream(self, ref: BlobRef):  # type: ignore[override]
+            raise ConnectionRefusedError("tcp connect error: Connection refused")
+
+    w, uid = sdk_world()
+    w.op.runs.results.store = Down(StorageConfig(url=f"file://{tmp_path}/blobs"))
+    r = BlobRef.of(f"file://{tmp_path}/blobs/{result_path(NS, uid, 1)}", b'"v"')
+    run = TaskRun.model_validate(w.api.objects[("TaskRun", NS, "r")])
+    now = datetime.now(timezone.utc)
+    seen = {1: AttemptObservation(attempt=1, job_name="r-1", state="succeeded", completion_time=now,
+                                  report=Report(outcome="succeeded", result_ref=r.to_api()))}
+    with pytest.raises(Requeue):
+        asyncio.run(w.op.runs.results.resolve(run, uid, seen))
+    long_ago = {1: AttemptObservation(attempt=1, job_name="r-1", state="succeeded",
+                                      completion_time=now - timedelta(seconds=READ_DEADLINE + 1),
+                                      report=Report(outcome="succeeded", result_ref=r.to_api()))}
+    failed = asyncio.run(w.op.runs.results.resolve(run, uid, long_ago))[1]
+    assert failed.state == "failed" and failed.reason == UNREADABLE
+    assert "could not be read for 300s: tcp connect error" in failed.report.error_message

@@ -23,6 +23,7 @@ from typing import Any
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun, TaskRunStatus
 from kubetasks.controller.cache import Cache
+from kubetasks.controller.queue import Requeue
 from kubetasks.blobs import BlobError, BlobMissing, BlobStore
 from kubetasks.api.storage import result_path
 from kubetasks.core.grants import grant_lifetime, render_child_result_grant, render_result_grant
@@ -32,6 +33,8 @@ from kubetasks.core.result_refs import REFUSED, UNREADABLE, Place, check_bytes, 
 from kubetasks.protocol import Report
 
 log = logging.getLogger(__name__)
+READ_RETRY = 5.0  # seconds between reads of a result the store could not serve
+READ_DEADLINE = 300.0  # seconds after the attempt's end: then the attempt fails, ResultUnreadable
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -55,7 +58,7 @@ class ResultRefs:
         for n, obs in attempts.items():
             if obs.state != "succeeded" or obs.report is None or obs.report.result_ref is None:
                 continue
-            if n not in done:
+            if n not in done:  # a Requeue (the store unreachable) remembers nothing
                 done[n] = await self._judge(run, uid, obs)
             out[n] = done[n]
         return out
@@ -66,7 +69,14 @@ class ResultRefs:
         judged = judge_ref(obs.report.result_ref, run.namespace, run.name, uid, obs.attempt, store_url)
         if judged.place is None:
             return _failed(obs, REFUSED, judged.refusal or "refused")
-        problem = await self._read(run.namespace, judged.place)
+        try:
+            problem = await self._read(run.namespace, judged.place)
+        except Exception as e:  # the store (or the API) not reachable: the bytes may well be there
+            waited = (datetime.now(timezone.utc) - (obs.completion_time or datetime.now(timezone.utc))).total_seconds()
+            if waited < READ_DEADLINE and not isinstance(e, BlobError):
+                raise Requeue(READ_RETRY, f"cannot read the result of attempt {obs.attempt} yet: "
+                                          f"{str(e).splitlines()[0][:300]}") from e
+            problem = f"could not be read for {READ_DEADLINE:.0f}s: {str(e).splitlines()[0][:300]}"
         if problem is not None:
             return _failed(obs, UNREADABLE, problem)
         return replace(obs, result_ref=judged.place.ref)

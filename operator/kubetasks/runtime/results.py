@@ -45,7 +45,7 @@ from kubetasks.runtime.errors import ResultTooLarge
 
 log = logging.getLogger("kubetasks.runtime")
 TIMEOUT = 300.0  # seconds for one upload or download
-TRIES = 5
+PATIENCE = 180.0  # seconds an upload or download is retried for
 GRANT_GRACE_SECONDS = 60.0  # the operator writes a parent's grant just after the child's outcome
 CONFIGMAP_MARGIN = 16 * 1024  # the ConfigMap's metadata and the JSON around its data
 
@@ -122,21 +122,24 @@ def _send(request: urllib.request.Request, context: ssl.SSLContext | None = None
     return urllib.request.urlopen(request, timeout=TIMEOUT, context=context)  # noqa: S310 (the operator's URL)
 
 
-def _with_retries(call: Callable[[], bytes], what: str) -> bytes:
-    delay = 0.5
-    for attempt in range(1, TRIES + 1):
+def _with_retries(call: Callable[[], bytes], what: str, patience: float = PATIENCE) -> bytes:
+    """``call()``, retried with backoff for ``patience`` seconds on errors that may pass (network,
+    429, 5xx): a store restarted while the attempt ends costs a wait, not the attempt."""
+    delay, deadline = 0.5, time.monotonic() + patience
+    while True:
         try:
             return call()
         except urllib.error.HTTPError as e:
-            if e.code not in (429, 500, 502, 503, 504) or attempt == TRIES:
+            if e.code not in (429, 500, 502, 503, 504) or time.monotonic() >= deadline:
                 raise ResultUnavailable(f"{what}: HTTP {e.code}: {e.read()[:300].decode('utf-8', 'replace')}") from None
+            why = f"HTTP {e.code}"
         except (urllib.error.URLError, OSError) as e:
-            if attempt == TRIES:
+            if time.monotonic() >= deadline:
                 raise ResultUnavailable(f"{what}: {e}") from None
-        log.warning("%s failed; retrying in %.1fs", what, delay)
+            why = str(e)
+        log.warning("%s: %s; retrying in %.1fs", what, why, delay)
         time.sleep(delay)
-        delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
+        delay = min(delay * 2, 10.0)
 
 
 # -- reading -----------------------------------------------------------------------------------------
