@@ -291,3 +291,45 @@ def test_a_store_that_cannot_be_reached_is_waited_for_then_the_attempt_fails_say
     failed = asyncio.run(w.op.runs.results.resolve(run, uid, long_ago))[1]
     assert failed.state == "failed" and failed.reason == UNREADABLE
     assert "could not be read for 300s: tcp connect error" in failed.report.error_message
+
+
+def signing_store(monkeypatch: pytest.MonkeyPatch) -> BlobStore:
+    """An S3 store that signs URLs locally (nothing is sent anywhere)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    return BlobStore(StorageConfig(url="s3://bucket/kt", endpoint="http://127.0.0.1:9", region="us-east-1"))
+
+
+def test_each_sdk_attempt_gets_a_fresh_upload_grant_of_its_own_result_path(monkeypatch: pytest.MonkeyPatch):
+    w = World(task(entrypoint="app:run", command=None, maxDuration="10m"), taskrun("r"))
+    w.op.runs.results.store = signing_store(monkeypatch)
+    w.reconcile("r")
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    secrets = [o for k, o in w.api.objects.items() if k[0] == "Secret"]
+    assert len(secrets) == 1
+    data = secrets[0]["stringData"]
+    assert data["result-uri"] == f"s3://bucket/kt/runs/ns/{uid}/attempt-1/result"
+    assert data["result-put-url"].startswith(f"http://127.0.0.1:9/bucket/kt/runs/ns/{uid}/attempt-1/result?")
+    assert "X-Amz-Expires=1200" in data["result-put-url"]  # maxDuration 10m plus the 10m margin
+    pod = w.api.objects[("Job", NS, "r-1")]["spec"]["template"]["spec"]
+    assert {"name": "kubetasks-grant", "secret": {"secretName": secrets[0]["metadata"]["name"], "defaultMode": 0o440}} \
+        in pod["volumes"]
+
+
+def test_a_plain_command_gets_no_grant_and_a_chart_without_the_secrets_rule_starts_without_one(monkeypatch):
+    from kubetasks import kube
+
+    w = World(task(), taskrun("plain"))
+    w.op.runs.results.store = signing_store(monkeypatch)
+    w.reconcile("plain")
+    assert not [k for k in w.api.objects if k[0] == "Secret"]
+
+    w = World(task(entrypoint="app:run", command=None), taskrun("r"))
+    w.op.runs.results.store = signing_store(monkeypatch)
+
+    def forbidden(obj: dict[str, Any]) -> dict[str, Any]:
+        raise kube.ApiException(status=403, reason="Forbidden")
+    w.api.create = forbidden  # type: ignore[method-assign]
+    w.reconcile("r")
+    assert w.status("r")["phase"] == "Running"
+    assert "kubetasks-grant" not in json.dumps(w.api.objects[("Job", NS, "r-1")])

@@ -88,7 +88,7 @@ def keep_result(text: str, attempt: int, configmap: str | None, save: Save | Non
     data = text.encode()
     size = len(data)
     now = now or datetime.now(timezone.utc)
-    if grant is not None and size > grant.threshold:
+    if grant is not None and (size > grant.threshold or size > protocol.RESULT_CONFIGMAP_LIMIT):
         if grant.expires is not None and now >= grant.expires:
             raise ResultTooLarge(f"result is {size} bytes and its upload grant expired at {grant.expires.isoformat()} "
                                  "(maxDuration plus a margin): it cannot be kept")
