@@ -297,7 +297,7 @@ def signing_store(monkeypatch: pytest.MonkeyPatch) -> BlobStore:
     """An S3 store that signs URLs locally (nothing is sent anywhere)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-    return BlobStore(StorageConfig(url="s3://bucket/kt", endpoint="http://127.0.0.1:9", region="us-east-1"))
+    return BlobStore(StorageConfig(url="s3://bucket/kt", region="us-east-1"))
 
 
 def test_each_sdk_attempt_gets_a_fresh_upload_grant_of_its_own_result_path(monkeypatch: pytest.MonkeyPatch):
@@ -309,7 +309,7 @@ def test_each_sdk_attempt_gets_a_fresh_upload_grant_of_its_own_result_path(monke
     assert len(secrets) == 1
     data = secrets[0]["stringData"]
     assert data["result-uri"] == f"s3://bucket/kt/runs/ns/{uid}/attempt-1/result"
-    assert data["result-put-url"].startswith(f"http://127.0.0.1:9/bucket/kt/runs/ns/{uid}/attempt-1/result?")
+    assert data["result-put-url"].startswith("https://") and f"/kt/runs/ns/{uid}/attempt-1/result?" in data["result-put-url"]
     assert "X-Amz-Expires=1200" in data["result-put-url"]  # maxDuration 10m plus the 10m margin
     pod = w.api.objects[("Job", NS, "r-1")]["spec"]["template"]["spec"]
     assert {"name": "kubetasks-grant", "secret": {"secretName": secrets[0]["metadata"]["name"], "defaultMode": 0o440}} \
@@ -333,3 +333,30 @@ def test_a_plain_command_gets_no_grant_and_a_chart_without_the_secrets_rule_star
     w.reconcile("r")
     assert w.status("r")["phase"] == "Running"
     assert "kubetasks-grant" not in json.dumps(w.api.objects[("Job", NS, "r-1")])
+
+
+def test_results_are_served_only_to_a_caller_who_may_get_the_run():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from kubetasks.controller.metrics_server import MetricsServer
+    from tests.unit.test_why import Reviews, bearer
+
+    reviews, read = Reviews(), []
+
+    def read_result(namespace: str, name: str) -> tuple[int, bytes]:
+        read.append((namespace, name))
+        return (200, b'"big"') if name == "q-7" else (410, b"s3://b/x is missing from the store")
+
+    async def main() -> None:
+        server = MetricsServer(True, reviews.review_token, reviews.review_access, review_run=reviews.review_run,
+                               read_result=read_result)
+        async with TestClient(TestServer(server.app())) as client:
+            assert (await client.get("/results/team-a/q-7")).status == 401
+            assert (await client.get("/results/team-a/q-7", headers=bearer("bob-token"))).status == 403
+            assert (await client.get("/results/team-b/q-7", headers=bearer("alice-token"))).status == 403
+            assert read == []  # nobody refused reached the store
+            ok = await client.get("/results/team-a/q-7", headers=bearer("alice-token"))
+            assert ok.status == 200 and await ok.read() == b'"big"'
+            gone = await client.get("/results/team-a/q-8", headers=bearer("alice-token"))
+            assert gone.status == 410 and "missing from the store" in await gone.text()
+    asyncio.run(main())

@@ -61,9 +61,8 @@ class MetricsServer:
             app.router.add_get(RESULTS_PREFIX + "{namespace}/{name}", self.result)
         return app
 
-    async def run_verdict(self, request: web.Request) -> Verdict:
-        """May the caller's token ``get`` the TaskRun the path names (core.why)?"""
-        ns, name = request.match_info["namespace"], request.match_info["name"]
+    async def run_verdict(self, request: web.Request, ns: str, name: str) -> Verdict:
+        """May the caller (its bearer token, reviewed) get the TaskRun ns/name?"""
         token = caller_token(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
         if token is None:
             return Verdict(401, "no bearer token")
@@ -74,18 +73,18 @@ class MetricsServer:
 
     async def result(self, request: web.Request) -> web.Response:
         """A run's result kept in the store, to a caller who may read the run: the bytes, verified."""
-        verdict = await self.run_verdict(request)
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        verdict = await self.run_verdict(request, ns, name)
         if not verdict.allowed:
             return _refused(verdict, "kubetasks-results")
         assert self.read_result is not None
-        status, body = await asyncio.to_thread(self.read_result, request.match_info["namespace"],
-                                               request.match_info["name"])
+        status, body = await asyncio.to_thread(self.read_result, ns, name)
         content_type = "application/json" if status == 200 else "text/plain"
         return web.Response(status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
     async def why(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
-        verdict = await self.run_verdict(request)
+        verdict = await self.run_verdict(request, ns, name)
         if not verdict.allowed:
             return _refused(verdict, "kubetasks-why")
         assert self.explain is not None
