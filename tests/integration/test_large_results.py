@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import (CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, REPO, TASK_IMAGE, OperatorProcess, apply, free_port,
                             get, kubectl, scoped_webhook, token_kubeconfig, wait_until)
@@ -95,9 +96,7 @@ class SourceMount:
 def instance(crds: None, namespace: str, tmp_path: Path) -> Iterator[str]:
     """This test's operator instance; its pods (and only theirs) run this checkout's runtime."""
     mine = f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
-    # status.resultRef is new: a session that applied an older CRD since would have it pruned.
-    if "resultRef" not in kubectl("get", "crd", "taskruns.kubetasks.io", "-o", "json"):
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kubetasks.io_taskruns.yaml"))
+    ensure_result_ref_in_crd()
     mount = SourceMount(serving_tls(tmp_path))
     try:
         with scoped_webhook(f"kubetasks-test-source-{mine}", f"https://127.0.0.1:{mount.port}/mount", namespace,
@@ -107,6 +106,25 @@ def instance(crds: None, namespace: str, tmp_path: Path) -> Iterator[str]:
     finally:
         mount.server.shutdown()
         mount.server.server_close()
+
+
+def ensure_result_ref_in_crd() -> None:
+    """status.resultRef is new: a session of another branch that applied its CRD since would have
+    it pruned. The live CRD gets this checkout's fields added (none of its own taken away)."""
+    live = json.loads(kubectl("get", "crd", "taskruns.kubetasks.io", "-o", "json"))
+    if "resultRef" in json.dumps(live):
+        return
+    mine = yaml.safe_load((REPO / "crds" / "kubetasks.io_taskruns.yaml").read_text())
+
+    def merge(a: Any, b: Any) -> Any:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {**b, **{k: merge(v, b[k]) if k in b else v for k, v in a.items()}}
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(x, dict) for x in a):
+            return [merge(x, y) for x, y in zip(a, b)]
+        return a
+    both = merge(mine, {"spec": live["spec"]})
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(both))
+    kubectl("wait", "--for=condition=Established", "crd/taskruns.kubetasks.io", "--timeout=60s")
 
 
 def storage_env() -> dict[str, str]:
