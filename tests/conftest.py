@@ -59,14 +59,16 @@ def kubectl_run(*args: str, input: str | None = None, timeout: float = 120) -> s
 @contextmanager
 def scoped_webhook(name: str, url: str, namespace: str, selector: dict[str, str],
                  rule: tuple[str, str, str] = ("kubetasks.io", "taskruns/status", "UPDATE"),
-                 timeout: int = 5) -> Iterator[None]:
-    """A validating webhook served by a test (at ``url``, with a certificate of the cluster's CA),
-    for ``rule`` (API group, resource, operation) on the objects of ``namespace`` matching
-    ``selector`` only, so no other session's objects go through it; failing open; removed after."""
+                 timeout: int = 5, kind: str = "ValidatingWebhookConfiguration",
+                 failure_policy: str = "Ignore") -> Iterator[None]:
+    """A validating (or ``kind`` mutating) webhook served by a test (at ``url``, with a certificate
+    of the cluster's CA), for ``rule`` (API group, resource, operation) on the objects of
+    ``namespace`` matching ``selector`` only, so no other session's objects go through it; failing
+    open unless told; removed after."""
     group, resource, operation = rule
     ca = base64.b64encode((CLUSTER_DIR / "pki" / "ca.crt").read_bytes()).decode()
     kubectl("create", "-f", "-", input=json.dumps({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
         "metadata": {"name": name, "labels": {"kubetasks.io/test": "true"}},
         "webhooks": [{
             "name": f"{name}.test.kubetasks.io",
@@ -75,14 +77,14 @@ def scoped_webhook(name: str, url: str, namespace: str, selector: dict[str, str]
                        "resources": [resource], "scope": "Namespaced"}],
             "objectSelector": {"matchLabels": selector},
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "failurePolicy": failure_policy, "sideEffects": "None", "admissionReviewVersions": ["v1"],
             "timeoutSeconds": timeout,
         }],
     }))
     try:
         yield
     finally:
-        kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
+        kubectl("delete", kind.lower(), name, "--ignore-not-found", check=False)
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.core.echo import bounded
+from kubetasks.core.operator_address import proxy_path
 
 _lock = threading.Lock()
 _client: ApiClient | None = None
@@ -400,7 +401,15 @@ def get(resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
 RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS,
              "ServiceAccount": Resource("", "v1", "serviceaccounts"),
              "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
-             "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings")}
+             "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
+             "Secret": Resource("", "v1", "secrets")}
+
+
+def create(obj: dict[str, Any]) -> dict[str, Any]:
+    """Creates a namespaced object named by ``generateName`` (no name to take: no 409); the created
+    object. The operator creates Secrets this way and never reads one."""
+    return cast(dict[str, Any], json.loads(
+        _request("POST", RESOURCES[obj["kind"]].path(obj["metadata"]["namespace"]), body=obj).read()))
 
 
 def create_or_get(obj: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
@@ -492,7 +501,7 @@ def service_proxy_get(namespace: str, service: str, path: str, headers: dict[str
     """GET ``path`` of a Service through the API server's service proxy (``service`` is
     ``https:NAME:PORT``), as the kubeconfig's user: (status, body), whatever the status."""
     client = api_client()
-    url = f"/api/v1/namespaces/{namespace}/services/{service}/proxy{path}"
+    url = proxy_path(namespace, service, path)
     _, url, all_headers, _, _ = client.param_serialize("GET", url, header_params={"Accept": "application/json", **headers},
                                                        auth_settings=["BearerToken"])
     response = client.call_api("GET", url, all_headers, None, _request_timeout=timeout)

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from kubetasks.core.operator_address import CA_ENV, DEFAULT_SERVICE, SERVICE_ENV, URL_ENV, service_of
 from kubetasks.core.why import TOKEN_HEADER, why_path
 
-URL_ENV, SERVICE_ENV, CA_ENV = "KUBETASKS_OPERATOR_URL", "KUBETASKS_OPERATOR_SERVICE", "KUBETASKS_OPERATOR_CA"
-DEFAULT_SERVICE = "kubetasks-system/kubetasks-metrics:metrics"
+__all__ = ["CA_ENV", "DEFAULT_SERVICE", "SERVICE_ENV", "URL_ENV", "Answer", "ask_why", "service_of"]
 TIMEOUT = 5.0  # seconds: the live answer is a nicety; the status is the fallback
 
 
@@ -40,15 +40,6 @@ TIMEOUT = 5.0  # seconds: the live answer is a nicety; the status is the fallbac
 class Answer:
     body: dict[str, Any] | None  # the operator's live answer (FlowControl.explain); None: see problem
     problem: str | None = None
-
-
-def service_of(value: str) -> tuple[str, str]:
-    """``NAMESPACE/NAME[:PORT]`` -> (namespace, the proxy's ``https:NAME:PORT``)."""
-    namespace, _, rest = value.partition("/")
-    name, _, port = rest.partition(":")
-    if not namespace or not name:
-        raise ValueError(f"{SERVICE_ENV} must be NAMESPACE/NAME[:PORT], not {value!r}")
-    return namespace, f"https:{name}:{port or 'metrics'}"
 
 
 def _problem(status: int, body: bytes, where: str) -> str:

@@ -54,6 +54,24 @@ EXIT_PERMANENT = 78  # sysexits EX_CONFIG; RetryPolicy.permanentExitCodes defaul
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet keeps at most this much of it
 RESULT_LIMIT = 3072  # what is left of the termination message for a result, after the envelope
+# A larger result travels by reference (api.storage.BlobRef, "resultRef" in the Report): its JSON
+# text is kept in the run's checkpoint ConfigMap under result_key(attempt) up to
+# RESULT_CONFIGMAP_LIMIT, or PUT to the operator's object store through the attempt's grant (a
+# presigned URL in a Secret mounted at GRANT_DIR) above the grant's threshold.
+RESULT_KEY_PREFIX = "result.attempt-"
+RESULT_CONFIGMAP_LIMIT = 256 * 1024
+CONFIGMAP_DATA_LIMIT = 1024 * 1024  # what the API server lets one ConfigMap's data hold
+GRANT_DIR = "/var/run/kubetasks-grant"
+GRANT_PUT_URL = "result-put-url"  # the presigned PUT of this attempt's result blob
+GRANT_URI = "result-uri"  # the uri the operator expects in the ref: where that blob is
+GRANT_THRESHOLD = "threshold"  # bytes above which a result goes to the store, not the ConfigMap
+GRANT_EXPIRES = "expires"  # when the URL stops working (ISO 8601)
+
+
+def result_key(attempt: int) -> str:
+    """The key of an attempt's result in the run's checkpoint ConfigMap."""
+    return f"{RESULT_KEY_PREFIX}{attempt}"
+
 # The task container's command when it runs the runtime: only then is its termination message a
 # Report. Any other command's is its result (core.results), whatever it looks like.
 RUNTIME_COMMAND = ["python", "-m", "kubetasks.runtime"]
@@ -86,11 +104,17 @@ class Report:
     error_message: str | None = None
     traceback: str | None = None
     wake_at: datetime | None = None
+    # A result kept elsewhere: {"uri", "size", "sha256"} (api.storage.BlobRef) as the task reported
+    # it. The operator checks it names this attempt's own place and reads it before believing it.
+    result_ref: dict[str, Any] | None = None
 
     def encode(self) -> str:
         body: dict[str, Any] = {"kubetasks": 1, "outcome": self.outcome}
         if self.outcome == "succeeded":
-            body["result"] = self.result
+            if self.result_ref is not None:
+                body["resultRef"] = self.result_ref
+            else:
+                body["result"] = self.result
         if self.error_message is not None:
             body["error"] = {"type": self.error_type, "message": self.error_message}
             if self.traceback:
@@ -124,6 +148,10 @@ class Report:
         if outcome == "sleeping" and wake_at is None:
             return cls(outcome="failed", error_type=INVALID_REPORT,
                        error_message="the task reported a durable sleep without a valid wakeAt")
+        ref = body.get("resultRef")
+        if ref is not None and not isinstance(ref, dict):
+            return cls(outcome="failed", error_type=INVALID_REPORT,
+                       error_message="the task reported a resultRef that is not an object")
         return cls(
             outcome=outcome if outcome in OUTCOMES else "failed",
             result=body.get("result"),
@@ -131,6 +159,7 @@ class Report:
             error_message=_text(error.get("message"), TERMINATION_MESSAGE_LIMIT),
             traceback=_text(error.get("traceback"), TERMINATION_MESSAGE_LIMIT),
             wake_at=wake_at,
+            result_ref=ref if outcome == "succeeded" else None,
         )
 
 

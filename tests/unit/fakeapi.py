@@ -43,6 +43,14 @@ class FakeApi:
         self.conflicts = 0  # writes refused because a precondition failed
 
     # What the reconcilers call ---------------------------------------------------------------
+    def create(self, obj: Body) -> Body:
+        """A create by generateName (kube.create): a fresh name each time."""
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["name"] = obj["metadata"].pop("generateName", "") + uuid.uuid4().hex[:5]
+        created, _ = self.create_or_get(obj)
+        assert created
+        return copy.deepcopy(self.objects[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])])
+
     def create_or_get(self, obj: Body) -> tuple[bool, Body | None]:
         self.calls.append(("create", (obj["kind"], obj["metadata"]["name"])))
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])

@@ -112,3 +112,15 @@ def test_very_narrow_terminals_put_values_under_their_labels():
     assert max(len(line) for line in lines) <= 30
     i = lines.index(next(line for line in lines if line.startswith("Task:")))
     assert lines[i].rstrip() == "Task:" and lines[i + 1].strip() == "report"
+
+
+def test_a_result_kept_by_reference_shows_its_size_and_digest_and_its_value_when_read():
+    digest = "ab" * 32
+    run = {"metadata": {"name": "big", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": {"taskRef": "t"}, "status": {"phase": "Succeeded", "resultRef": {
+               "uri": "configmap:big-01234567-steps/result.attempt-1", "size": 200023, "sha256": digest}}}
+    text = render_describe(run, 120, NOW)
+    assert "200,023 bytes" in text and digest in text and "configmap:big-01234567-steps/result.attempt-1" in text
+    assert "trigger_and_wait" in text  # too large to show here: said where it is read
+    assert '"small": 1' in render_describe(run, 120, NOW, kept={"small": 1})
+    assert "is missing" in render_describe(run, 120, NOW, kept_problem="configmap:x is missing")

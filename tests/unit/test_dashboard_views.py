@@ -411,3 +411,12 @@ def test_a_run_page_with_deep_and_huge_values_is_bounded():
     task = {"metadata": {"name": "t", "namespace": "ns"}, "spec": {"payload": nested(10_000)}}
     page = views.task_page(task, [], views.task_summary(task, [], NOW), NOW)
     assert "default payload is shown cut" in page
+
+
+def test_a_result_kept_by_reference_shows_its_size_and_digest():
+    ref = {"uri": "s3://b/runs/ns/u/attempt-1/result", "size": 20_000_000, "sha256": "ab" * 32}
+    run = {"metadata": {"name": "r", "namespace": "ns"}, "spec": {"taskRef": "t"},
+           "status": {"phase": "Succeeded", "resultRef": ref}}
+    html = views.run_page(run, RunDetails(), NOW)
+    assert 'data-testid="result-ref"' in html and "20,000,000 bytes" in html and "ab" * 32 in html
+    assert "No result." not in html

@@ -166,7 +166,9 @@ def test_a_parent_may_read_its_allowed_child_and_nothing_else():
                                     "spec": {"taskRef": "thumb", "parentRun": "resize-abc"}})
     role, binding = render_parent_access(child, parent, parent_task)
     assert role["rules"] == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": ["thumb-x1"],
-                              "verbs": ["get"]}]
+                              "verbs": ["get"]},
+                             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],  # its result
+                              "resourceNames": ["thumb-x1-c-2-steps", "thumb-x1-c-2-result"]}]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "resize-abc-u-1-run", "namespace": "ns"}]
     assert role["metadata"]["name"] == binding["metadata"]["name"] == "thumb-x1-c-2-parent"
     assert {o["metadata"]["ownerReferences"][0]["uid"] for o in (role, binding)} == {"c-2"}  # the child's

@@ -1,5 +1,6 @@
 """The entry point end to end, in-process: env in, exit code and termination message out."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -210,12 +211,24 @@ def test_async_tasks_and_steps():
     assert set(parse_checkpoints(store.data)) == {"fetch", "again"}
 
 
-def test_a_result_over_the_limit_fails_clearly_and_for_good():
-    result = run("huge")
+def test_a_result_over_the_termination_message_is_kept_in_the_run_configmap_and_reported_by_ref(tmp_path):
+    store = MemoryStore()
+    result = run_task(invocation("huge", checkpoints="job-abc12-uid-1-steps", attempt=2), store, lambda: T0,
+                      grant_dir=str(tmp_path / "no-grant"))
+    assert result.code == 0 and result.report.result is None
+    text = json.dumps("x" * 4000)
+    assert store.data == {"result.attempt-2": text}
+    assert result.report.result_ref == {"uri": "configmap:job-abc12-uid-1-steps/result.attempt-2", "size": 4002,
+                                        "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    assert json.loads(result.report.encode())["resultRef"] == result.report.result_ref
+
+
+def test_a_result_over_the_limit_without_a_configmap_fails_clearly_and_for_good(tmp_path):
+    result = run_task(invocation("huge"), MemoryStore(), lambda: T0, grant_dir=str(tmp_path))
     assert result.code == 78
     assert result.report.error_type == "ResultTooLarge"
-    assert result.report.error_message == (
-        "result is 4002 bytes; the limit is 3072: store large results elsewhere and return a reference")
+    assert result.report.error_message.startswith("result is 4002 bytes; the limit is 3072 without the run's "
+                                                  "checkpoint ConfigMap")
 
 
 def test_a_result_that_is_not_json_fails_for_good():

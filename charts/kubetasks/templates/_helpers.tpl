@@ -103,6 +103,13 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   resources: ["serviceaccounts"]
   # delete: a run's own account, once it has finished (only while the run owns it)
   verbs: ["create", "get", "delete"]
+{{- if (.Values.storage | default dict).type }}
+- apiGroups: [""]
+  resources: ["secrets"]
+  # With an object store only: each attempt's upload grant (a presigned PUT of its own result),
+  # created by generateName and mounted into its pod; never read back, so no get/list/watch
+  verbs: ["create"]
+{{- end }}
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   # list: at start, the Roles of runs that finished while their deletes were in flight

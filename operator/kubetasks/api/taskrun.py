@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from kubetasks.api.storage import BlobRef
 from kubetasks.api.flow import MAX_PRIORITY, ConcurrencyKey, Debounce, WaitingFor
 from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_SUBDOMAIN, JSON, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration, Machine, Model,
@@ -122,6 +123,9 @@ class TaskRunStatus(Model):
     next_retry_at: datetime | None = None
     wake_at: datetime | None = Field(default=None, description="When a durable sleep ends.")
     result: JSON | None = None
+    result_ref: BlobRef | None = Field(
+        default=None, description="Where a result too large for status is kept (the run's ConfigMap or the object "
+                                  "store), with its size and sha256; read with kubetasks describe or trigger_and_wait.")
     error: ErrorInfo | None = None
     steps: list[StepRecord] = Field(default_factory=list, max_length=200)
     duplicate_of: str | None = Field(default=None, description="The run that holds this run's idempotency key.")

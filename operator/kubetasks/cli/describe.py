@@ -112,8 +112,13 @@ def _section(title: str, body: RenderableType) -> Group:
     return Group(Text(""), Text(title, style="bold"), Padding(body, (0, 0, 0, 2)))
 
 
-def describe_view(run: dict[str, Any], now: datetime | None = None) -> RenderableType:
-    """All of ``describe`` as one renderable."""
+SHOW_LIMIT = 16 * 1024  # a result kept by reference is shown when at most this large (and readable)
+
+
+def describe_view(run: dict[str, Any], now: datetime | None = None, kept: Any = None,
+                  kept_problem: str | None = None) -> RenderableType:
+    """All of ``describe`` as one renderable. ``kept``: the value of a result kept by reference,
+    when it was read and verified (``kept_problem``: why it could not be)."""
     status = run.get("status") or {}
     fields = [(k, Text(v, style=phase_style(v) if k == "Phase" else "")) for k, v in describe_lines(run, now)]
     error = status.get("error") or {}
@@ -125,6 +130,18 @@ def describe_view(run: dict[str, Any], now: datetime | None = None) -> Renderabl
         parts.append(_section("Traceback:", Text(str(error["traceback"]).rstrip(), overflow="fold")))
     if status.get("result") is not None:
         parts.append(_section("Result:", JSON(json.dumps(status["result"]))))
+    ref = status.get("resultRef") or {}
+    if ref:
+        where = Fields([("Size", Text(f"{ref.get('size', 0):,} bytes")), ("sha256", Text(str(ref.get("sha256")))),
+                        ("Kept in", Text(str(ref.get("uri")), overflow="fold"))])
+        shown: list[RenderableType] = [where]
+        if kept_problem:
+            shown.append(Text(kept_problem, style="red"))
+        elif kept is not None:
+            shown.append(JSON(json.dumps(kept)))
+        else:
+            shown.append(Text("(not shown here: trigger_and_wait, or the RunHandle's wait(), returns it)", style="dim"))
+        parts.append(_section("Result:", Group(*shown)))
     rows: list[tuple[Sequence[str], str]]
     attempts = status.get("attempts") or []
     if attempts:
@@ -151,8 +168,9 @@ def describe_view(run: dict[str, Any], now: datetime | None = None) -> Renderabl
     return Group(*parts)
 
 
-def render_describe(run: dict[str, Any], width: int, now: datetime | None = None) -> str:
+def render_describe(run: dict[str, Any], width: int, now: datetime | None = None, kept: Any = None,
+                    kept_problem: str | None = None) -> str:
     """``describe``'s text at ``width`` columns, without colour."""
     console = Console(width=width, file=io.StringIO(), color_system=None, force_terminal=False)
-    console.print(describe_view(run, now))
+    console.print(describe_view(run, now, kept, kept_problem))
     return console.file.getvalue()  # type: ignore[attr-defined]  # the StringIO given above

@@ -241,6 +241,10 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         return 1
     if status.get("result") is not None:
         out.print_json(json.dumps(status["result"]))
+    elif status.get("resultRef"):
+        ref = status["resultRef"]
+        out.print(f"result: {ref.get('size', 0):,} bytes, sha256 {ref.get('sha256')} ({ref.get('uri')})",
+                  highlight=False, markup=False)
     return 0
 
 
@@ -265,8 +269,35 @@ def cmd_runs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_describe(args: argparse.Namespace, out: Console, err: Console) -> int:
-    out.print(describe_view(get_run(_namespace(args), args.run)))
+    run = get_run(_namespace(args), args.run)
+    kept, problem = small_kept_result(run)
+    out.print(describe_view(run, kept=kept, kept_problem=problem))
     return 0
+
+
+def small_kept_result(run: dict[str, Any]) -> tuple[Any, str | None]:
+    """(value, why not) of a result kept in the run's ConfigMap small enough to show, read as the
+    user and verified by its sha256; (None, None) when there is none to show."""
+    from kubetasks import kube
+    from kubetasks.api.storage import CONFIGMAP_SCHEME, BlobRef
+    from kubetasks.cli.describe import SHOW_LIMIT
+    from kubetasks.core.result_refs import check_bytes
+
+    raw = (run.get("status") or {}).get("resultRef")
+    if not raw:
+        return None, None
+    ref = BlobRef.model_validate(raw)
+    if ref.size > SHOW_LIMIT or not ref.uri.startswith(CONFIGMAP_SCHEME + ":"):
+        return None, None
+    name, _, key = ref.uri[len(CONFIGMAP_SCHEME) + 1:].partition("/")
+    try:
+        found = kube.get(kube.CONFIGMAPS, run["metadata"]["namespace"], name)
+    except Exception as e:  # noqa: BLE001 (a 403: the user may read the run, not its ConfigMap)
+        return None, f"cannot read ConfigMap {name}: {kube.error_line(e)}"
+    text = ((found or {}).get("data") or {}).get(key)
+    data = None if text is None else str(text).encode()
+    problem = check_bytes(ref, data)
+    return (None, problem) if problem or data is None else (json.loads(data), None)
 
 
 def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -5,6 +5,8 @@ without a token on a loopback address only (a scrape sidecar).
 And, on the same port, ``GET /why/<namespace>/<name>``: why that run waits, live (JSON, from
 ``explain``), to a bearer token whose user may ``get`` that TaskRun (core.why decides); a token is
 needed on every address. 403 before 404: a refused caller does not learn whether the run exists.
+``GET /results/<namespace>/<name>``, to the same callers: the run's result kept in the object store
+(controller.results), its bytes read with the operator's credentials and verified by sha256.
 
 Environment: KUBETASKS_METRICS_PORT (9090; 0 = off), KUBETASKS_METRICS_BIND_ADDRESS (0.0.0.0;
 127.0.0.1 serves the pod's own containers only, with no token), KUBETASKS_METRICS_CERT_DIR
@@ -28,22 +30,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from kubetasks import kube
 from kubetasks.core.metrics_access import (METRICS_PATH, METRICS_VERB, Verdict, VerdictCache, authenticated,
                                            authorized, bearer_token, needs_token)
+from kubetasks.core.operator_address import RESULTS_PREFIX
 from kubetasks.core.why import TOKEN_HEADER, WHY_PREFIX, WHY_VERB, access_key, caller_token, run_access
 
 log = logging.getLogger(__name__)
 REVIEWS_AT_ONCE = 4  # a flood of new tokens waits here, not on the API server
 RELOAD_SECONDS = 60.0  # how soon a renewed certificate is served
 Explain = Callable[[str, str], dict[str, Any] | None]  # (namespace, name) -> the live answer; None: no such run
+ReadResult = Callable[[str, str], tuple[int, bytes]]  # (namespace, name) -> (status, body): controller.results
 
 
 class MetricsServer:
     def __init__(self, secure: bool, review_token: Callable[[str], dict[str, Any]] = kube.review_token,
                  review_access: Callable[[dict[str, Any], str, str], dict[str, Any]] = kube.review_access,
                  clock: Callable[[], float] = time.monotonic, explain: Explain | None = None,
-                 review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access) -> None:
+                 review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access,
+                 read_result: ReadResult | None = None) -> None:
         self.secure = secure
         self.review_token, self.review_access, self.clock = review_token, review_access, clock
-        self.explain, self.review_run = explain, review_run
+        self.explain, self.review_run, self.read_result = explain, review_run, read_result
         self.cache = VerdictCache()
         self._reviews = asyncio.Semaphore(REVIEWS_AT_ONCE)
 
@@ -52,17 +57,34 @@ class MetricsServer:
         app.router.add_get(METRICS_PATH, self.metrics)
         if self.explain is not None:
             app.router.add_get(WHY_PREFIX + "{namespace}/{name}", self.why)
+        if self.read_result is not None:
+            app.router.add_get(RESULTS_PREFIX + "{namespace}/{name}", self.result)
         return app
+
+    async def run_verdict(self, request: web.Request, ns: str, name: str) -> Verdict:
+        """May the caller (its bearer token, reviewed) get the TaskRun ns/name?"""
+        token = caller_token(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
+        if token is None:
+            return Verdict(401, "no bearer token")
+
+        def review(user: dict[str, Any]) -> Verdict:
+            return run_access(user, self.review_run(user, WHY_VERB, ns, name), ns, name)
+        return await self.verdict(token, review, access_key(token, ns, name))
+
+    async def result(self, request: web.Request) -> web.Response:
+        """A run's result kept in the store, to a caller who may read the run: the bytes, verified."""
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        verdict = await self.run_verdict(request, ns, name)
+        if not verdict.allowed:
+            return _refused(verdict, "kubetasks-results")
+        assert self.read_result is not None
+        status, body = await asyncio.to_thread(self.read_result, ns, name)
+        content_type = "application/json" if status == 200 else "text/plain"
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
     async def why(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
-        token = caller_token(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
-        if token is None:
-            verdict = Verdict(401, "no bearer token")
-        else:
-            def review(user: dict[str, Any]) -> Verdict:
-                return run_access(user, self.review_run(user, WHY_VERB, ns, name), ns, name)
-            verdict = await self.verdict(token, review, access_key(token, ns, name))
+        verdict = await self.run_verdict(request, ns, name)
         if not verdict.allowed:
             return _refused(verdict, "kubetasks-why")
         assert self.explain is not None
@@ -158,9 +180,10 @@ async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD
         log.info("metrics certificate reloaded from %s", cert_dir)
 
 
-async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None) -> web.AppRunner | None:
+async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None,
+                read_result: ReadResult | None = None) -> web.AppRunner | None:
     """Starts the endpoint the environment asks for; None when it is off. With ``explain``, it
-    answers /why/<namespace>/<name> too."""
+    answers /why/<namespace>/<name> too; with ``read_result``, /results/<namespace>/<name>."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
     if not port:
         return None
@@ -170,7 +193,7 @@ async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = N
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    runner = await start_site(MetricsServer(secure, explain=explain).app(), address, port, cert_dir, "metrics")
+    runner = await start_site(MetricsServer(secure, explain=explain, read_result=read_result).app(), address, port, cert_dir, "metrics")
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,
              "bearer token with get on the non-resource URL /metrics" if secure else "no token: loopback only")
     return runner

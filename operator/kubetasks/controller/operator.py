@@ -22,7 +22,7 @@ from typing import Any
 import kopf
 
 from kubetasks import blobs, kube
-from kubetasks.controller import admission_server, metrics, metrics_server
+from kubetasks.controller import admission_server, metrics, metrics_server, results
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -220,7 +220,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    _metrics.append(await metrics_server.serve(explain=explain_run))
+    store = blobs.from_env()  # None: no object store, and the limits of etcd hold
+    OPERATOR.runs.results.store = store
+    _metrics.append(await metrics_server.serve(explain=explain_run, read_result=read_result))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
@@ -231,7 +233,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.runs.logs.configure(os.environ)
     OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
-    store = blobs.from_env()  # None: no object store, and the limits of etcd hold
     if store is not None:
         log.info("object store %s: values above %d bytes go there", store.config.url, store.config.threshold)
         OPERATOR.sweeper = BlobSweeper(store, OPERATOR.cache, namespaces(),
@@ -245,6 +246,12 @@ def explain_run(namespace: str, name: str) -> dict[str, Any] | None:
     """Why the run waits, live (/why on the metrics port); None when this operator has no such run."""
     body = OPERATOR.cache.runs.get((namespace, name))
     return None if body is None else OPERATOR.runs.flow.explain(body)
+
+
+def read_result(namespace: str, name: str) -> tuple[int, bytes]:
+    """A run's store-held result, for /results on the metrics port (its caller reviewed there)."""
+    return results.read_for_caller(OPERATOR.runs.results.store, lambda ns, n: kube.get(kube.TASKRUNS, ns, n),
+                                   namespace, name)
 
 
 _background: list[asyncio.Task[None]] = []

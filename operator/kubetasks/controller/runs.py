@@ -41,6 +41,7 @@ from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
+from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
@@ -90,6 +91,7 @@ class RunReconciler:
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
+        self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
@@ -105,6 +107,7 @@ class RunReconciler:
             self._access_left.discard(uid_of(old) or "")
             self._written.pop(uid_of(old) or "", None)
             self._cancelled.pop(uid_of(old) or "", None)
+            self.results.forget(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -212,6 +215,7 @@ class RunReconciler:
             await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
         self.logs.forget(uid)
+        self.results.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -281,8 +285,8 @@ class RunReconciler:
             name = job["metadata"]["name"]
             if job_finished(job) and name not in pods:
                 pods[name] = await finished_job_pods(self.cache, self.api, run.namespace, name)
-        return observe_attempts(run.status, jobs, self.cache.gone.get(uid, {}).values(),
-                                self.cache.expected_attempts(uid), pods)
+        return await self.results.resolve(run, uid, observe_attempts(
+            run.status, jobs, self.cache.gone.get(uid, {}).values(), self.cache.expected_attempts(uid), pods))
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once
@@ -433,6 +437,7 @@ class RunReconciler:
                 self._start_checks.pop(record.job_name, None)
             if unfinished(body):  # it finishes now: its access objects go (after its log is kept)
                 self._access_left.add(uid)
+                await self.results.finished(run, plan.status, self.cache)  # its parent's grant to read its result
             if self._cancelled.get(uid):
                 return RETRY_SOON
         return plan.requeue_at
@@ -450,7 +455,8 @@ class RunReconciler:
                     await self._create_owned(obj, uid)
             previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
             machine = machine_for_attempt(run, task, previous)
-            job = render_job(run, task, attempt, machine)
+            grant = await self.results.upload_grant(run, task, attempt)  # a store's presigned PUT (core.grants)
+            job = render_job(run, task, attempt, machine, grant=grant)
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -458,7 +464,7 @@ class RunReconciler:
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
-                qualified = render_job(run, task, attempt, machine, qualified=True)
+                qualified = render_job(run, task, attempt, machine, qualified=True, grant=grant)
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

@@ -88,6 +88,11 @@ def payload_name(run: str, uid: str) -> str:
     return fit_name(run, f"-{uid[:8]}-payload", MAX_SUBDOMAIN)
 
 
+def result_grant_name(run: str, uid: str) -> str:
+    """ConfigMap that holds a presigned GET of a finished run's result blob, for its parent's pods."""
+    return fit_name(run, f"-{uid[:8]}-result", MAX_SUBDOMAIN)
+
+
 def attempt_log_name(job_name: str) -> str:
     """ConfigMap that keeps an attempt's log after its pod is gone (core.logs). Named after the
     attempt's Job, which is unique per attempt (UID-qualified when the plain name was taken)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from kubetasks.api.storage import BlobRef
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.api.times import parse_time
 from kubetasks.core.naming import LABEL_ATTEMPT
@@ -29,6 +30,7 @@ class AttemptObservation:
     report: Report | None = None
     message: str | None = None  # raw termination message of commands that do not speak the protocol
     dropped_result: str | None = None  # why a plain command's termination message is not its result
+    result_ref: BlobRef | None = None  # the report's resultRef, once the operator read and verified it
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -137,7 +137,8 @@ def plan_run(world: World) -> Plan:
     if obs.state == "succeeded":
         status.error = None  # an earlier attempt's failure stays in its attempts entry
         if obs.report:
-            status.result = obs.report.result
+            status.result_ref = obs.result_ref  # verified by controller.results; an unverified ref never gets here
+            status.result = None if obs.result_ref else obs.report.result
         if obs.dropped_result:  # a plain command's message that is not a result: said, not guessed at
             plan.events.append(Event("Warning", RESULT_DROPPED,
                                      f"attempt {obs.attempt} succeeded, but {obs.dropped_result}: the run has no result"))

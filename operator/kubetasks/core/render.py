@@ -11,7 +11,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
-    fit_name, instance_of, job_name, label_value, payload_name, run_identity_name,
+    fit_name, instance_of, job_name, label_value, payload_name, result_grant_name, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
@@ -20,6 +20,7 @@ from kubetasks import protocol
 RUNTIME_COMMAND = protocol.RUNTIME_COMMAND
 TASK_UID = 65532
 PAYLOAD_VOLUME = "kubetasks-payload"
+GRANT_VOLUME = "kubetasks-grant"
 MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
 
 
@@ -56,10 +57,17 @@ def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -
     return run.spec.machine
 
 
+def grant_volume(secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the pod's volume, the task container's mount) of an attempt's upload grant (core.grants)."""
+    return ({"name": GRANT_VOLUME, "secret": {"secretName": secret, "defaultMode": 0o440}},
+            {"name": GRANT_VOLUME, "mountPath": protocol.GRANT_DIR, "readOnly": True})
+
+
 def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None,
-               qualified: bool = False) -> dict[str, Any]:
+               qualified: bool = False, grant: str | None = None) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible.
-    ``qualified``: named with the run's UID, when another object holds the plain name."""
+    ``qualified``: named with the run's UID, when another object holds the plain name. ``grant``:
+    the Secret of the attempt's upload grant (core.grants), mounted at protocol.GRANT_DIR."""
     spec = task.spec
     size = resolve_machine(machine, task.spec.machine)
     labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
@@ -123,6 +131,10 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         },
     }
     pod_spec = job_spec["template"]["spec"]
+    if grant:
+        volume, mount = grant_volume(grant)
+        pod_spec["volumes"].append(volume)
+        container["volumeMounts"].append(mount)
     if spec.service_account_name or uses_sdk(task):
         pod_spec["serviceAccountName"] = spec.service_account_name or run_identity_name(run.name, uid(run))
     else:
@@ -219,14 +231,17 @@ def child_access_name(child: str, child_uid: str) -> str:
 
 def render_parent_access(child: TaskRun, parent: TaskRun, parent_task: Task) -> list[dict[str, Any]]:
     """A Role and RoleBinding that let the parent run's pods ``get`` this one child run (to wait for
-    its result), owned by the child. Rendered once the operator has allowed the child
+    it) and the ConfigMaps its result may be in or granted by, owned by the child. Rendered once the operator has allowed the child
     (core.trigger_policy); nothing when the parent's pods have no kubetasks account."""
     account = run_account(parent, parent_task)
     if account is None:
         return []
     meta = {"namespace": child.namespace, "labels": run_labels(child, child.spec.task_ref),
             "ownerReferences": [owner_reference(child)]}
-    rules = [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [child.name], "verbs": ["get"]}]
+    rules = [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [child.name], "verbs": ["get"]},
+             # its result: kept in its checkpoint ConfigMap, or a presigned GET of its blob (core.grants)
+             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+              "resourceNames": [checkpoint_name(child.name, uid(child)), result_grant_name(child.name, uid(child))]}]
     return role_and_binding(parent_access_name(child), meta, rules, account)
 
 

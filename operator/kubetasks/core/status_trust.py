@@ -30,9 +30,9 @@ from kubetasks.core.naming import LABEL_ATTEMPT
 Body = dict[str, Any]
 REASON = "StatusForged"
 # What the operator decides from: a write of any of them by someone else is undone.
-GUARDED = ("phase", "attempt", "attempts", "result", "error")
+GUARDED = ("phase", "attempt", "attempts", "result", "resultRef", "error")
 # What a claimed outcome brings with it, dropped when the outcome is not believed.
-OUTCOME = ("result", "error", "completionTime", "duration")
+OUTCOME = ("result", "resultRef", "error", "completionTime", "duration")
 
 
 @dataclass(frozen=True)

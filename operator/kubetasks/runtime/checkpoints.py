@@ -148,6 +148,18 @@ class Checkpoints:
             self._loaded()
             return self._records.get(scoped_key)
 
+    def used(self) -> int:
+        """Bytes of data the ConfigMap holds (keys and values)."""
+        with self._lock:
+            return sum(len(k.encode()) + len(v.encode()) for k, v in self._loaded().items())
+
+    def save_value(self, key: str, value: str) -> None:
+        """Writes one key that is not a step's record (an attempt's result: runtime.results)."""
+        with self._lock:
+            data = self._loaded()
+            self.store.save(key, value)
+            data[key] = value
+
     def put(self, record: Checkpoint) -> None:
         """Checks the limits, writes the record, then remembers it."""
         with self._lock:

@@ -27,6 +27,7 @@ from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMa
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
 from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested
 from kubetasks.runtime.outcome import Exit
+from kubetasks.runtime.results import keep_result, read_grant
 from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model_of
 
 log = logging.getLogger("kubetasks.runtime")
@@ -147,7 +148,7 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 
 
 def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcnow,
-             read_run: RunReader = kube.read_taskrun) -> Exit:
+             read_run: RunReader = kube.read_taskrun, grant_dir: str = protocol.GRANT_DIR) -> Exit:
     """Runs one attempt and decides how it ends. Never raises (but for KeyboardInterrupt)."""
     try:
         fn, model, task_id = load_entrypoint(invocation.entrypoint)
@@ -158,7 +159,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
         return outcome.failed(e)
 
     task_id = invocation.task or task_id or fn.__name__
-    steps = Steps(Checkpoints(store), invocation.run_uid or invocation.run, invocation.attempt, clock)
+    checkpoints = Checkpoints(store)
+    steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock)
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
                   payload=payload, step=steps, run_uid=invocation.run_uid,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"))
@@ -170,7 +172,15 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
         return outcome.exited(e.code)
     except Exception as e:
         return outcome.failed(e)
-    return outcome.succeeded(value)
+    return outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+
+
+def result_keeper(invocation: Invocation, checkpoints: Checkpoints, grant_dir: str) -> outcome.Keep:
+    """How this attempt keeps a result too large for its termination message (runtime.results)."""
+    def keep(text: str) -> dict[str, Any]:
+        return keep_result(text, invocation.attempt, invocation.checkpoints, checkpoints.save_value,
+                           checkpoints.used, read_grant(grant_dir))
+    return keep
 
 
 def write_report(path: str, report: protocol.Report) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kubetasks import protocol
 from kubetasks.protocol import Report
-from kubetasks.runtime.encoding import task_result
+from kubetasks.runtime.encoding import encode_json, task_result
 from kubetasks.runtime.errors import InvalidResult, PermanentError, ResultTooLarge
 
 MESSAGE_LIMIT = 1024  # error messages are cut here, so the termination message stays valid JSON
@@ -27,13 +28,21 @@ class Exit:
     report: Report
 
 
-def succeeded(value: Any) -> Exit:
-    """Success with the task's return value, or a permanent failure when it cannot be reported."""
+Keep = Callable[[str], dict[str, Any]]  # a result's JSON text -> its ref, once kept (runtime.results)
+
+
+def succeeded(value: Any, keep: Keep | None = None) -> Exit:
+    """Success with the task's return value, or a permanent failure when it cannot be reported.
+    A result over the termination message's room is ``keep``-t elsewhere and reported by its ref."""
     try:
-        result = task_result(value)
+        text = encode_json(value)
+        if len(text.encode()) <= protocol.RESULT_LIMIT or keep is None:
+            return Exit(protocol.EXIT_SUCCESS, Report(outcome="succeeded", result=task_result(value)))
+        return Exit(protocol.EXIT_SUCCESS, Report(outcome="succeeded", result_ref=keep(text)))
     except (InvalidResult, ResultTooLarge) as e:
         return failed(e, with_traceback=False)
-    return Exit(protocol.EXIT_SUCCESS, Report(outcome="succeeded", result=result))
+    except Exception as e:  # keeping it failed (an upload that did not go through): retryable
+        return failed(e, with_traceback=False)
 
 
 def sleeping(wake_at: datetime) -> Exit:

@@ -32,6 +32,7 @@ from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.flow import DebounceLike, flow_spec
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
+from kubetasks.runtime.results import result_of
 
 log = logging.getLogger("kubetasks.runtime")
 
@@ -202,7 +203,7 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None, poll_interval: float = 5.0) -> Any:
         """Waits until the run finishes and returns its result (validated into the task's return
-        model, if any); raises RunFailed when it failed, was cancelled, skipped or timed out, and
+        model, if any; a result kept by reference is read and its sha256 checked first); raises RunFailed when it failed, was cancelled, skipped or timed out, and
         TimeoutError after ``timeout`` seconds. A run Superseded (debounce) or Duplicate
         (idempotency key) is followed to the run that ran in its place, and that one's outcome
         returned. Polls with GET (all a task pod may do), starting fast and backing off to
@@ -212,7 +213,8 @@ class RunHandle:
         delay, phase, name, seen = 0.25, None, self.name, {self.name}
         while True:
             try:
-                status = dict(self.get(name).get("status") or {})
+                body = self.get(name)
+                status = dict(body.get("status") or {})
             except Exception as e:
                 # Inside a task pod, the right to read a child is granted by the operator when it
                 # first sees the child: until then (or a cache's lag after the create) 403 or 404.
@@ -232,6 +234,8 @@ class RunHandle:
                     continue
                 done, result = finished_result(name, status)
                 if done:
+                    if status.get("resultRef") is not None:  # kept elsewhere: read and verified (runtime.results)
+                        result = result_of(self.namespace, name, status, dict(body.get("metadata") or {}))
                     model = self.task.result_model if self.task is not None else None
                     return revive(result, model)
             if deadline is not None and time.monotonic() >= deadline:

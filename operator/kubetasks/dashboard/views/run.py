@@ -214,6 +214,7 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                     else '<p class="empty">No payload.</p>')
                  + '</section><section id="result"><h2>Result</h2>'
                  + (pretty_json(status["result"], "The result") if status.get("result") is not None
+                    else _kept_result(status["resultRef"]) if status.get("resultRef")
                     else '<p class="empty">No result.</p>') + "</section></div>")
     if error:
         parts.append(f'<section id="error" class="error"><h2>Error</h2><p><b>{e(error.get("type") or "")}</b> '
@@ -229,3 +230,8 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
     return layout(f"{name}", "".join(parts), "runs")
 
 
+def _kept_result(ref: Body) -> str:
+    """A result kept by reference (the run's ConfigMap or the object store): its size and digest."""
+    return (f'<p class="kept-result" data-testid="result-ref">{int(ref.get("size") or 0):,} bytes, sha256 '
+            f'<code>{e(str(ref.get("sha256") or ""))}</code>, kept in <code>{e(str(ref.get("uri") or ""))}</code> '
+            "(trigger_and_wait returns it)</p>")

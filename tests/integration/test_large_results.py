@@ -1,0 +1,297 @@
+"""Results past the termination message's 3 KiB, on the real cluster (issue 20).
+
+- Without a store, a 200 KB result is kept in the run's checkpoint ConfigMap: the run succeeds,
+  ``kubetasks describe`` shows its size and digest, and ``trigger_and_wait`` on the user's side (a
+  ServiceAccount's token, its own RBAC) gets it intact. Over 256 KiB the run fails for good, saying
+  to configure a store.
+- With the local cluster's SeaweedFS, a 20 MB result is PUT to the store through the attempt's
+  presigned grant: ``describe`` shows it, ``trigger_and_wait`` from a parent task's pod (a presigned
+  GET the operator grants the parent) and from the test process (the operator's /results, as the
+  user) receive all of it, sha256-checked. A blob deleted behind the operator's back then fails the
+  read with a clear reason.
+- A ref to another run's result, in a runtime pod's report, is refused (InvalidResultRef) and never
+  read; a plain command that writes one gets it as its literal result, never followed.
+
+Each test runs an operator of its own (an instance id of its own), with or without the store, so
+the session's operator (whatever store it has) decides nothing here. The task pods run this
+checkout's runtime: a mutating webhook, scoped to this test's namespace and instance and removed
+after, mounts operator/kubetasks and examples/python over the image's copies (the cluster's node is
+this machine), so a branch is tested before its image is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import (CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, REPO, TASK_IMAGE, OperatorProcess, apply, free_port,
+                            get, kubectl, scoped_webhook, token_kubeconfig, wait_until)
+from tests.integration.test_recreate import serving_tls
+
+pytestmark = pytest.mark.cluster
+STORAGE_ENV = CLUSTER_DIR / "storage.env"
+EXAMPLES = "kubetasks_examples.big"
+PYTHONPATH = "/app/operator:/app/examples/python"
+
+
+def expected(size: int) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "examples" / "python"))
+    from kubetasks_examples.big import blob, digest_of
+
+    return digest_of(blob(size))
+
+
+class SourceMount:
+    """A mutating webhook that mounts this checkout's runtime and examples into task pods."""
+
+    def __init__(self, tls: ssl.SSLContext) -> None:
+        patch = [
+            {"op": "add", "path": "/spec/volumes/-", "value": {"name": "kt-source", "hostPath": {
+                "path": str(REPO / "operator" / "kubetasks"), "type": "Directory"}}},
+            {"op": "add", "path": "/spec/volumes/-", "value": {"name": "kt-examples", "hostPath": {
+                "path": str(REPO / "examples" / "python"), "type": "Directory"}}},
+            {"op": "add", "path": "/spec/containers/0/volumeMounts/-",
+             "value": {"name": "kt-source", "mountPath": "/app/operator/kubetasks", "readOnly": True}},
+            {"op": "add", "path": "/spec/containers/0/volumeMounts/-",
+             "value": {"name": "kt-examples", "mountPath": "/app/examples/python", "readOnly": True}},
+        ]
+        encoded = base64.b64encode(json.dumps(patch).encode()).decode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                response = {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch",
+                            "patch": encoded}
+                body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                   "response": response}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def instance(crds: None, namespace: str, tmp_path: Path) -> Iterator[str]:
+    """This test's operator instance; its pods (and only theirs) run this checkout's runtime."""
+    mine = f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
+    ensure_result_ref_in_crd()
+    mount = SourceMount(serving_tls(tmp_path))
+    try:
+        with scoped_webhook(f"kubetasks-test-source-{mine}", f"https://127.0.0.1:{mount.port}/mount", namespace,
+                            {INSTANCE_LABEL: mine}, ("", "pods", "CREATE"), kind="MutatingWebhookConfiguration",
+                            failure_policy="Fail"):
+            yield mine
+    finally:
+        mount.server.shutdown()
+        mount.server.server_close()
+
+
+def ensure_result_ref_in_crd() -> None:
+    """status.resultRef is new: a session of another branch that applied its CRD since would have
+    it pruned. The live CRD gets this checkout's fields added (none of its own taken away)."""
+    live = json.loads(kubectl("get", "crd", "taskruns.kubetasks.io", "-o", "json"))
+    if "resultRef" in json.dumps(live):
+        return
+    mine = yaml.safe_load((REPO / "crds" / "kubetasks.io_taskruns.yaml").read_text())
+
+    def merge(a: Any, b: Any) -> Any:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {**b, **{k: merge(v, b[k]) if k in b else v for k, v in a.items()}}
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(x, dict) for x in a):
+            return [merge(x, y) for x, y in zip(a, b)]
+        return a
+    both = merge(mine, {"spec": live["spec"]})
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(both))
+    kubectl("wait", "--for=condition=Established", "crd/taskruns.kubetasks.io", "--timeout=60s")
+
+
+def storage_env() -> dict[str, str]:
+    env = {}
+    for line in STORAGE_ENV.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            env[key] = value
+    return env
+
+
+def start_operator(tmp_path: Path, namespace: str, instance: str, store: bool) -> OperatorProcess:
+    env = {"KUBETASKS_INSTANCE_ID": instance}
+    if store:
+        if not STORAGE_ENV.exists():
+            if os.environ.get("CI"):
+                pytest.fail(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
+            pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
+        env.update(storage_env())
+    else:
+        env["KUBETASKS_STORAGE_URL"] = ""  # whatever the session's environment says
+    proc = OperatorProcess(tmp_path / f"operator-{instance}.log", namespaces=namespace, metrics_port=free_port(),
+                           env=env)
+    proc.start()
+    return proc
+
+
+def task(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": name},
+            "spec": {"image": TASK_IMAGE, "imagePullPolicy": "Never", "entrypoint": entrypoint,
+                     "env": [{"name": "PYTHONPATH", "value": PYTHONPATH}], "maxDuration": "5m",
+                     "machine": {"cpu": "500m", "memory": "512Mi"}, "retry": {"maxAttempts": 1}, **spec}}
+
+
+def taskrun(name: str, task_ref: str, payload: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+            "spec": {"taskRef": task_ref, "payload": payload}}
+
+
+def finished(namespace: str, name: str, timeout: float = 240) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = get("taskrun", name, namespace).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed", "TimedOut", "Cancelled") else None
+    return wait_until(f"taskrun {name} finished", done, timeout=timeout, interval=1)
+
+
+def user(namespace: str, tmp_path: Path) -> str:
+    """A kubeconfig of a user who may create and read TaskRuns and read ConfigMaps here, no more."""
+    kubectl("create", "serviceaccount", "user", "-n", namespace)
+    kubectl("create", "role", "user", "-n", namespace, "--verb=get,create",
+            "--resource=taskruns.kubetasks.io,configmaps")
+    kubectl("create", "rolebinding", "user", "-n", namespace, "--role=user", f"--serviceaccount={namespace}:user")
+    return token_kubeconfig(tmp_path / "user.kubeconfig", namespace, "user")
+
+
+WAIT_AS_USER = """
+import hashlib, json, sys
+from kubetasks.runtime import RunHandle
+value = RunHandle(sys.argv[1], sys.argv[2]).wait(timeout=300)
+text = json.dumps(value, separators=(",", ":")).encode()
+print(json.dumps({"size": len(text), "sha256": hashlib.sha256(text).hexdigest()}))
+"""
+
+
+def wait_as(kubeconfig: str, namespace: str, name: str, operator: OperatorProcess) -> subprocess.CompletedProcess[str]:
+    """RunHandle.wait in a process of the user's own (their kubeconfig; the operator at its URL)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "KUBECONFIG": kubeconfig,
+           "KUBETASKS_OPERATOR_URL": f"http://127.0.0.1:{operator.metrics_port}"}
+    return subprocess.run([sys.executable, "-c", WAIT_AS_USER, name, namespace], env=env, capture_output=True,
+                          text=True, timeout=360)
+
+
+def describe(namespace: str, name: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "kubetasks.cli.main", "describe", name, "-n", namespace], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_200_kb_result_without_a_store_is_kept_in_the_runs_configmap(namespace, instance, tmp_path):
+    op = start_operator(tmp_path, namespace, instance, store=False)
+    try:
+        apply([task("big", f"{EXAMPLES}:big"), taskrun("r200k", "big", {"bytes": 200_000}),
+               taskrun("r300k", "big", {"bytes": 300_000})], namespace, instance)
+        status = finished(namespace, "r200k")
+        assert status["phase"] == "Succeeded", status
+        want = expected(200_000)
+        ref = status["resultRef"]
+        assert ref["uri"].startswith("configmap:r200k-") and ref["uri"].endswith("-steps/result.attempt-1")
+        assert (ref["size"], ref["sha256"]) == (want["size"], want["sha256"]) and "result" not in status
+        shown = describe(namespace, "r200k")
+        assert "200,000 bytes" in shown and want["sha256"] in shown, shown
+
+        done = wait_as(user(namespace, tmp_path), namespace, "r200k", op)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == want
+
+        status = finished(namespace, "r300k")
+        assert status["phase"] == "Failed" and status["error"]["type"] == "ResultTooLarge", status
+        assert "configure a store (chart values storage.*)" in status["error"]["message"]
+    finally:
+        op.stop()
+
+
+def test_a_forged_ref_is_refused_and_never_followed(namespace, instance, tmp_path):
+    op = start_operator(tmp_path, namespace, instance, store=False)
+    try:
+        apply([task("big", f"{EXAMPLES}:big"), taskrun("victim", "big", {"bytes": 10_000})], namespace, instance)
+        victim = finished(namespace, "victim")
+        assert victim["phase"] == "Succeeded", victim
+        ref = victim["resultRef"]
+        forge = task("forge", f"{EXAMPLES}:forge")
+        envelope = json.dumps({"kubetasks": 1, "outcome": "succeeded", "resultRef": ref})
+        plain = task("plain-forge", "", command=["python3", "-c", "import sys; open('/dev/termination-log', 'w')"
+                                                                  ".write(sys.argv[1])", envelope])
+        del plain["spec"]["entrypoint"]
+        apply([forge, plain, taskrun("forger", "forge", {"ref": ref}), taskrun("plain-forger", "plain-forge", None)],
+              namespace, instance)
+        status = finished(namespace, "forger")
+        assert status["phase"] == "Failed" and status["error"]["type"] == "InvalidResultRef", status
+        assert ref["uri"] in status["error"]["message"] and "refused, not read" in status["error"]["message"]
+        assert "resultRef" not in status and status.get("result") is None
+        # A plain command speaks no protocol: its message is its result, a ref in it is data.
+        status = finished(namespace, "plain-forger")
+        assert status["phase"] == "Succeeded" and status["result"] == json.loads(envelope), status
+        assert "resultRef" not in status
+    finally:
+        op.stop()
+
+
+def test_a_20_mb_result_goes_to_the_store_and_reaches_a_parent_pod_and_the_user_intact(namespace, instance, tmp_path):
+    op = start_operator(tmp_path, namespace, instance, store=True)
+    size = 20_000_000
+    want = expected(size)
+    try:
+        apply([task("big", f"{EXAMPLES}:big"), task("big-parent", f"{EXAMPLES}:parent", allowTrigger=["big"]),
+               taskrun("parent", "big-parent", {"bytes": size})], namespace, instance)
+        status = finished(namespace, "parent", timeout=400)
+        assert status["phase"] == "Succeeded", status
+        assert status["result"] == want  # what the parent's pod received, through its grant
+        child = next(r for r in json.loads(kubectl("get", "taskruns", "-n", namespace, "-o", "json"))["items"]
+                     if (r["spec"].get("parentRun") == "parent"))
+        name = child["metadata"]["name"]
+        ref = child["status"]["resultRef"]
+        url = storage_env()["KUBETASKS_STORAGE_URL"]
+        assert ref["uri"] == f"{url}/runs/{namespace}/{child['metadata']['uid']}/attempt-1/result"
+        assert (ref["size"], ref["sha256"]) == (want["size"], want["sha256"])
+        shown = describe(namespace, name)
+        assert "20,000,000 bytes" in shown and want["sha256"] in shown, shown
+
+        kubeconfig = user(namespace, tmp_path)
+        done = wait_as(kubeconfig, namespace, name, op)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == want
+
+        # Behind the operator's back: the next read fails, saying why, never a wrong value.
+        delete_blob(ref["uri"], url)
+        done = wait_as(kubeconfig, namespace, name, op)
+        assert done.returncode != 0
+        assert "is missing from the store" in done.stderr, done.stderr
+    finally:
+        op.stop()
+
+
+def delete_blob(uri: str, url: str) -> None:
+    env = {**os.environ, **storage_env(), "PYTHONPATH": str(REPO / "operator")}
+    code = ("import sys, obstore; from kubetasks import blobs; s = blobs.from_env(); "
+            "obstore.delete(s.store, sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, uri[len(url) + 1:]], env=env, check=True, timeout=60)
