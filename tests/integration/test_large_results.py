@@ -13,36 +13,27 @@
   read; a plain command that writes one gets it as its literal result, never followed.
 
 Each test runs an operator of its own (an instance id of its own), with or without the store, so
-the session's operator (whatever store it has) decides nothing here. The task pods run this
-checkout's runtime: a mutating webhook, scoped to this test's namespace and instance and removed
-after, mounts operator/kubetasks and examples/python over the image's copies (the cluster's node is
-this machine), so a branch is tested before its image is built.
+the session's operator (whatever store it has) decides nothing here.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import ssl
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import obstore
 import pytest
-import yaml
 
-from tests.conftest import (CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, REPO, TASK_IMAGE, OperatorProcess, apply, free_port,
-                            get, kubectl, scoped_webhook, token_kubeconfig, wait_until)
-from tests.integration.test_recreate import serving_tls
+from tests.conftest import (INSTANCE, REPO, STORAGE_ENV, TASK_IMAGE, OperatorProcess, apply,
+                            cluster_store_env, free_port, get, kubectl, read_env_file, token_kubeconfig,
+                            wait_until)
 
 pytestmark = pytest.mark.cluster
-STORAGE_ENV = CLUSTER_DIR / "storage.env"
 EXAMPLES = "kubetasks_examples.big"
 PYTHONPATH = "/app/operator:/app/examples/python"
 
@@ -54,96 +45,19 @@ def expected(size: int) -> dict[str, Any]:
     return digest_of(blob(size))
 
 
-class SourceMount:
-    """A mutating webhook that mounts this checkout's runtime and examples into task pods."""
-
-    def __init__(self, tls: ssl.SSLContext) -> None:
-        patch = [
-            {"op": "add", "path": "/spec/volumes/-", "value": {"name": "kt-source", "hostPath": {
-                "path": str(REPO / "operator" / "kubetasks"), "type": "Directory"}}},
-            {"op": "add", "path": "/spec/volumes/-", "value": {"name": "kt-examples", "hostPath": {
-                "path": str(REPO / "examples" / "python"), "type": "Directory"}}},
-            {"op": "add", "path": "/spec/containers/0/volumeMounts/-",
-             "value": {"name": "kt-source", "mountPath": "/app/operator/kubetasks", "readOnly": True}},
-            {"op": "add", "path": "/spec/containers/0/volumeMounts/-",
-             "value": {"name": "kt-examples", "mountPath": "/app/examples/python", "readOnly": True}},
-        ]
-        encoded = base64.b64encode(json.dumps(patch).encode()).decode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                response = {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch",
-                            "patch": encoded}
-                body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                                   "response": response}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def instance(crds: None, namespace: str, tmp_path: Path) -> Iterator[str]:
-    """This test's operator instance; its pods (and only theirs) run this checkout's runtime."""
-    mine = f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
-    ensure_result_ref_in_crd()
-    mount = SourceMount(serving_tls(tmp_path))
-    try:
-        with scoped_webhook(f"kubetasks-test-source-{mine}", f"https://127.0.0.1:{mount.port}/mount", namespace,
-                            {INSTANCE_LABEL: mine}, ("", "pods", "CREATE"), kind="MutatingWebhookConfiguration",
-                            failure_policy="Fail"):
-            yield mine
-    finally:
-        mount.server.shutdown()
-        mount.server.server_close()
-
-
-def ensure_result_ref_in_crd() -> None:
-    """status.resultRef is new: a session of another branch that applied its CRD since would have
-    it pruned. The live CRD gets this checkout's fields added (none of its own taken away)."""
-    live = json.loads(kubectl("get", "crd", "taskruns.kubetasks.io", "-o", "json"))
-    if "resultRef" in json.dumps(live):
-        return
-    mine = yaml.safe_load((REPO / "crds" / "kubetasks.io_taskruns.yaml").read_text())
-
-    def merge(a: Any, b: Any) -> Any:
-        if isinstance(a, dict) and isinstance(b, dict):
-            return {**b, **{k: merge(v, b[k]) if k in b else v for k, v in a.items()}}
-        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(isinstance(x, dict) for x in a):
-            return [merge(x, y) for x, y in zip(a, b)]
-        return a
-    both = merge(mine, {"spec": live["spec"]})
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(both))
-    kubectl("wait", "--for=condition=Established", "crd/taskruns.kubetasks.io", "--timeout=60s")
-
-
-def storage_env() -> dict[str, str]:
-    env = {}
-    for line in STORAGE_ENV.read_text().splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            env[key] = value
-    return env
+def instance(crds: None) -> str:
+    """This test's operator instance."""
+    return f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
 
 
 def start_operator(tmp_path: Path, namespace: str, instance: str, store: bool) -> OperatorProcess:
     env = {"KUBETASKS_INSTANCE_ID": instance}
     if store:
-        if not STORAGE_ENV.exists():
-            if os.environ.get("CI"):
-                pytest.fail(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
+        stored = cluster_store_env(instance)  # a prefix of its own: its sweep deletes what none of its runs names
+        if not stored:
             pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
-        env.update(storage_env())
+        env.update(stored)
     else:
         env["KUBETASKS_STORAGE_URL"] = ""  # whatever the session's environment says
     proc = OperatorProcess(tmp_path / f"operator-{instance}.log", namespaces=namespace, metrics_port=free_port(),
@@ -270,7 +184,7 @@ def test_a_20_mb_result_goes_to_the_store_and_reaches_a_parent_pod_and_the_user_
                      if (r["spec"].get("parentRun") == "parent"))
         name = child["metadata"]["name"]
         ref = child["status"]["resultRef"]
-        url = storage_env()["KUBETASKS_STORAGE_URL"]
+        url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
         assert ref["uri"] == f"{url}/runs/{namespace}/{child['metadata']['uid']}/attempt-1/result"
         assert (ref["size"], ref["sha256"]) == (want["size"], want["sha256"])
         shown = describe(namespace, name)
@@ -291,7 +205,8 @@ def test_a_20_mb_result_goes_to_the_store_and_reaches_a_parent_pod_and_the_user_
 
 
 def delete_blob(uri: str, url: str) -> None:
-    env = {**os.environ, **storage_env(), "PYTHONPATH": str(REPO / "operator")}
-    code = ("import sys, obstore; from kubetasks import blobs; s = blobs.from_env(); "
-            "obstore.delete(s.store, sys.argv[1])")
-    subprocess.run([sys.executable, "-c", code, uri[len(url) + 1:]], env=env, check=True, timeout=60)
+    from kubetasks.blobs import from_env
+
+    store = from_env({**read_env_file(STORAGE_ENV), "KUBETASKS_STORAGE_URL": url})
+    assert store is not None
+    obstore.delete(store.store, uri[len(url) + 1:])
