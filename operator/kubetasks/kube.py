@@ -218,6 +218,21 @@ def read_log(namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> byt
     return cast(bytes, _request("GET", PODS.path(namespace, pod) + "/log", query).read())
 
 
+LOG_STREAM_TIMEOUT = (CONNECT_TIMEOUT, 60.0)  # a kubelet silent this long mid-log is taken for gone
+LOG_CHUNK = 1024 * 1024
+
+
+def stream_log(namespace: str, pod: str) -> Iterator[bytes]:
+    """The whole log of a pod's (finished) container, in chunks as they arrive: never all of it in
+    memory. What the kubelet serves: its current log file (one rotated away while the container ran
+    is not in it)."""
+    response = _request("GET", PODS.path(namespace, pod) + "/log", timeout=LOG_STREAM_TIMEOUT, accept="*/*")
+    try:
+        yield from response.response.stream(LOG_CHUNK, decode_content=True)
+    finally:
+        response.response.release_conn()
+
+
 def list_by_fields(resource: Resource, namespace: str, field_selector: str, limit: int = 500) -> list[dict[str, Any]]:
     """At most ``limit`` objects that match a field selector (the Events of one object, say)."""
     response = _request("GET", resource.path(namespace), {"fieldSelector": field_selector, "limit": limit})

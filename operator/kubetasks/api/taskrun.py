@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from kubetasks.api.flow import MAX_PRIORITY, ConcurrencyKey, Debounce, WaitingFor
+from kubetasks.api.storage import BlobRef
 from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_SUBDOMAIN, JSON, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration, Machine, Model,
     RetryPolicy, at_most, matches, rules,
@@ -96,6 +97,8 @@ class AttemptRecord(Model):
     reason: str | None = Field(default=None, description="Succeeded, Error, OOMKilled, DeadlineExceeded, Sleeping...")
     message: str | None = None
     task_generation: int | None = Field(default=None, description="The Task's generation the attempt was made from.")
+    log: BlobRef | None = Field(default=None, description=(
+        "The attempt's whole log in the object store (kubetasks logs reads it through the operator)."))
 
 
 class StepRecord(Model):

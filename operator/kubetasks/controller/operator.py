@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from kubetasks import kube
+from kubetasks import blobs, kube
 from kubetasks.controller import admission_server, metrics, metrics_server
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -53,6 +53,7 @@ class Operator:
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
         # A run a freed slot lets start goes ahead of status echoes: the slot waits for it.
         self.runs.flow.wake = lambda key: self.run_queue.add(key, first=True)
+        self.runs.archive.wake = self.run_queue.add  # a log archived (or given up): its outcome may be written
         self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
         self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
         self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
@@ -174,6 +175,7 @@ class Operator:
         await self.task_queue.stop()
         await self.queue_queue.stop()
         await self.runs.logs.stop()
+        await self.runs.archive.stop()
 
     def health(self, stall_seconds: float) -> str | None:
         """Why the operator is not healthy, or None."""
@@ -223,6 +225,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
+    OPERATOR.runs.archive.configure(os.environ, blobs.from_env())
     OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
     _background.append(asyncio.create_task(OPERATOR.start(namespaces(), resync, instance_id(), timing), name="informers"))

@@ -38,6 +38,7 @@ from kubetasks.controller.conflicts import decide_again
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.kept_logs import KeptLogs
+from kubetasks.controller.log_archive import LogArchive
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
@@ -90,6 +91,7 @@ class RunReconciler:
         # Job name -> when its pods were last read, and what kept its container from starting
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
+        self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
@@ -216,6 +218,7 @@ class RunReconciler:
             await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
         self.logs.forget(uid)
+        self.archive.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -252,6 +255,7 @@ class RunReconciler:
                 and not plan.status.phase.finished:  # not begun (no Job): after the claim, as a Duplicate ends so
             plan = await self.gates.admit(world, plan)  # debounce and overlap (controller.gates)
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
+        plan = self.archive.hold(run, uid, jobs, pods, plan, world.now)  # may the outcome be written yet?
         body = self.cache.runs.get(key)
         starting = plan.start_attempt
         if starting and body is not None:
