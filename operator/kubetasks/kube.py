@@ -502,13 +502,14 @@ def bearer_token() -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def service_proxy_get(namespace: str, service: str, path: str, headers: dict[str, str],
-                      timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, bytes]:
+def service_proxy_open(namespace: str, service: str, path: str, headers: dict[str, str],
+                       timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, Any]:
     """GET ``path`` of a Service through the API server's service proxy (``service`` is
-    ``https:NAME:PORT``), as the kubeconfig's user: (status, body), whatever the status."""
+    ``https:NAME:PORT``), as the kubeconfig's user: (status, the unread urllib3 response), whatever
+    the status; the caller reads it (in chunks, for a stream) and closes it."""
     client = api_client()
     url = f"/api/v1/namespaces/{namespace}/services/{service}/proxy{path}"
     _, url, all_headers, _, _ = client.param_serialize("GET", url, header_params={"Accept": "application/json", **headers},
                                                        auth_settings=["BearerToken"])
     response = client.call_api("GET", url, all_headers, None, _request_timeout=timeout)
-    return response.status, response.read()
+    return response.status, response.response

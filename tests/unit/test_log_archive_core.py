@@ -28,7 +28,7 @@ def test_never_waits_past_the_deadline_nor_tries_in_the_past(first, failures, el
     assert step.give_up == (now >= first + deadline)
     if not step.give_up:
         assert now < step.at <= first + deadline
-        assert step.at - now <= MAX_DELAY
+        assert step.at - now <= MAX_DELAY + 1e-6  # floats: now + delay - now may round up
 
 
 def test_outcome_waits_for_uploads_under_way_only():

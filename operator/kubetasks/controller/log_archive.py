@@ -182,6 +182,25 @@ class LogArchive:
             await asyncio.sleep(max(0.0, step.at - self.clock()))
         self.wake(key)
 
+    # Reading (the operator's /logs endpoint, for a caller allowed to get the run) ---------------------
+    def open(self, namespace: str, name: str, attempt: int) -> tuple[BlobRef, Iterator[bytes]]:
+        """In a thread: the archived log of the run's attempt, verified as it streams (BlobCorrupt at
+        its end). LookupError (a message for a person) when there is none; BlobMissing when its blob
+        is gone. The run is read from the API server: the cache drops a finished run's attempts."""
+        if self.store is None:
+            raise LookupError("this operator has no object store: only the end of each log is kept")
+        body = self.api.get(kube.TASKRUNS, namespace, name)
+        if body is None:
+            raise LookupError(f"no TaskRun {namespace}/{name}")
+        uid = str(body["metadata"].get("uid") or "")
+        record = next((a for a in (body.get("status") or {}).get("attempts") or [] if a.get("attempt") == attempt), None)
+        if record is None or not record.get("log"):
+            raise LookupError(f"no archived log of attempt {attempt} of {namespace}/{name}")
+        ref = BlobRef.model_validate(record["log"])
+        if self.store.path_of(ref) != log_path(namespace, uid, attempt):  # a status is data: only this run's log
+            raise LookupError(f"the log of attempt {attempt} of {namespace}/{name} names another blob: {ref.uri}")
+        return ref, self.store.stream(ref)
+
     def _copy(self, namespace: str, pod: str, path: str, node: str) -> BlobRef:
         """In a thread: the pod's log, chunk by chunk, into the store."""
         assert self.store is not None

@@ -216,7 +216,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
-    _metrics.append(await metrics_server.serve(explain=explain_run))
+    _metrics.append(await metrics_server.serve(explain=explain_run, open_log=OPERATOR.runs.archive.open))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.

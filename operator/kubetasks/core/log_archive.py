@@ -16,6 +16,14 @@ DEFAULT_DEADLINE = 300.0  # seconds (KUBETASKS_STORAGE_UPLOAD_DEADLINE_SECONDS)
 FIRST_DELAY, MAX_DELAY = 1.0, 30.0  # backoff between tries: 1, 2, 4 ... 30 s
 CONDITION = "LogArchived"  # a run condition, False when a log could not be archived
 FAILED = "LogArchiveFailed"  # its reason, and the Warning Event's
+# The operator serves an archived log at LOGS_PREFIX<namespace>/<name>/<attempt> (its metrics port, as
+# /why, to a caller who may get the run); the blob's size and digest travel in these headers.
+LOGS_PREFIX = "/logs/"
+SHA256_HEADER = "X-Kubetasks-Sha256"
+
+
+def logs_path(namespace: str, name: str, attempt: int) -> str:
+    return f"{LOGS_PREFIX}{namespace}/{name}/{attempt}"
 
 
 class State(StrEnum):
