@@ -114,7 +114,7 @@ class LogArchive:
         message = f"the outcome waits for the log of attempt {', '.join(map(str, waiting))} to reach the object store"
         errors = [u.error for a in waiting if (u := self.uploads[(uid, a)]).failures]
         if errors:
-            message += f"; the store failed ({errors[-1]}), tried again until {self.deadline:.0f} s have passed"
+            message += f"; the store failed ({errors[-1]}), tried again for up to {self.deadline:.0f} s"
         status.conditions = set_condition(status.conditions, condition(
             CONDITION, "Unknown", "Uploading", message, now, status.observed_generation))
         return Plan(status=status, requeue_at=now + timedelta(seconds=self.deadline))
