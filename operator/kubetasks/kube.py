@@ -219,14 +219,16 @@ def read_log(namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> byt
 
 
 LOG_STREAM_TIMEOUT = (CONNECT_TIMEOUT, 60.0)  # a kubelet silent this long mid-log is taken for gone
+LOG_FOLLOW_TIMEOUT = (CONNECT_TIMEOUT, 86400.0)  # a running container may be quiet for long (TCP keepalive)
 LOG_CHUNK = 1024 * 1024
 
 
-def stream_log(namespace: str, pod: str) -> Iterator[bytes]:
-    """The whole log of a pod's (finished) container, in chunks as they arrive: never all of it in
-    memory. What the kubelet serves: its current log file (one rotated away while the container ran
-    is not in it)."""
-    response = _request("GET", PODS.path(namespace, pod) + "/log", timeout=LOG_STREAM_TIMEOUT, accept="*/*")
+def stream_log(namespace: str, pod: str, follow: bool = False) -> Iterator[bytes]:
+    """A pod's log in chunks as they arrive, never all of it in memory: what the kubelet has of a
+    finished container (its current log file: one rotated away while it ran is not in it), or,
+    ``follow``ing a running one, everything from now until it ends (across the kubelet's rotations)."""
+    response = _request("GET", PODS.path(namespace, pod) + "/log", {"follow": "true" if follow else None},
+                        timeout=LOG_FOLLOW_TIMEOUT if follow else LOG_STREAM_TIMEOUT, accept="*/*")
     try:
         yield from response.response.stream(LOG_CHUNK, decode_content=True)
     finally:

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,14 +32,19 @@ from tests.integration.test_taskruns import events, task, taskrun
 pytestmark = pytest.mark.cluster
 
 LINES, WIDTH = 104_857, 1000  # 104,857,000 bytes: 100 MiB of numbered lines
+# Over about 13 s: the kubelet rotates a running container's log past 10 MiB (containerLogMaxSize's
+# default), looking every 10 s, and serves only the current file after the end. Followed while it
+# runs, the log is whole all the same.
 BIG = f"""
-import sys
+import sys, time
 out, block = sys.stdout.buffer, []
 for i in range({LINES}):
     block.append(b"%09d " % i + b"x" * {WIDTH - 11} + b"\\n")
     if len(block) == 4096:
         out.write(b"".join(block))
+        out.flush()
         block = []
+        time.sleep(0.5)
 out.write(b"".join(block))
 out.flush()
 """
@@ -64,10 +70,15 @@ class Archiver:
         return f"http://127.0.0.1:{self.proc.metrics_port}"
 
     def down(self) -> None:
-        (self.store / "runs").write_text("the store is down\n")  # mkdir of runs/<ns>/... fails
+        runs = self.store / "runs"
+        if runs.exists():
+            runs.rename(self.store / "runs.aside")
+        runs.write_text("the store is down\n")  # mkdir of runs/<ns>/... fails
 
     def up(self) -> None:
         (self.store / "runs").unlink()
+        if (self.store / "runs.aside").exists():
+            (self.store / "runs.aside").rename(self.store / "runs")
 
     def cpu_seconds(self) -> float:
         assert self.proc.proc is not None
@@ -103,6 +114,30 @@ def impatient(crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield from archiver(tmp_path_factory.mktemp("impatient"), deadline=15)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def attempt_log_field(crds: None) -> Iterator[None]:
+    """status.attempts[].log in the cluster's CRD while these tests run: until this branch is merged,
+    a session of another branch starting meanwhile applies CRDs without it, and the API server then
+    prunes it from every status written. Put back when found missing (a no-op apply otherwise)."""
+    done = threading.Event()
+
+    def keep() -> None:
+        while not done.wait(1.0):
+            try:
+                if not crd_has_log_field():
+                    print("\nthe TaskRun CRD lost status.attempts[].log (another session applied its CRDs): put back")
+                    kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                            str(REPO / "crds" / "kubetasks.io_taskruns.yaml"))
+            except Exception as e:  # noqa: BLE001 (a slow API server: look again)
+                print(f"could not check the TaskRun CRD: {e}")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "kubetasks.io_taskruns.yaml"))
+    watcher = threading.Thread(target=keep, daemon=True)
+    watcher.start()
+    yield
+    done.set()
+    watcher.join(timeout=30)
+
+
 def reader(namespace: str, tmp_path: Path) -> str:
     """A kubeconfig whose user may get and list the namespace's TaskRuns, and nothing else."""
     kubectl("create", "serviceaccount", "reader", "-n", namespace)
@@ -118,6 +153,12 @@ def logs(namespace: str, run: str, operator_url: str, kubeconfig: str, out: Path
         return subprocess.run([sys.executable, "-m", "kubetasks.cli.main", "logs", run, "-n", namespace,
                                "--operator-url", operator_url], env=env, stdout=sink, stderr=subprocess.PIPE,
                               text=True, timeout=600)
+
+
+def crd_has_log_field() -> bool:
+    crd = json.loads(kubectl("get", "crd", "taskruns.kubetasks.io", "-o", "json"))
+    attempt = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["attempts"]
+    return "log" in attempt["items"]["properties"]
 
 
 def status(namespace: str, run: str) -> dict:
@@ -154,8 +195,10 @@ def test_a_100_mb_log_is_archived_whole_and_printed_after_its_pod_is_gone(namesp
     assert pods, "the outcome was written before the attempt's pod was gone: it is still there"
     ref = s["attempts"][0].get("log") or {}
     assert s["phase"] == "Succeeded" and condition(s, "LogArchived").get("status") == "True", s
-    assert (ref.get("size"), ref.get("sha256")) == (size, sha256), (ref, "rotated by the kubelet:",
-                                                                   rotated(namespace, pods[0]))
+    away = rotated(namespace, pods[0])
+    assert (ref.get("size"), ref.get("sha256")) == (size, sha256), (ref, "rotated by the kubelet:", away,
+                                                                   "CRD has the log field:", crd_has_log_field())
+    assert away, "the kubelet rotated none of the log: the case of a rotated log was not shown"
     print(f"\n100 MB log: run created -> Succeeded (archive included) in {took:.1f} s; operator CPU "
           f"{cpu_used:.2f} s; operator RSS {memory['VmRSS'] / 2**20:.0f} -> {after['VmRSS'] / 2**20:.0f} MiB, "
           f"peak {memory['VmHWM'] / 2**20:.0f} -> {after['VmHWM'] / 2**20:.0f} MiB")

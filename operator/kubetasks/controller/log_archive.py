@@ -8,9 +8,13 @@ status, not in the kept-tail ConfigMap, which the namespace's byte budget may ev
 an upload is under way, holds back a plan that would finish the run: the run stays as it was, with
 a ``LogArchived`` condition saying what it waits for. An upload's end wakes the run.
 
-Uploads run in the operator's loop as tasks (at most UPLOADS_AT_ONCE copying at a time, each in a
-thread): the kubelet's log is read in chunks and written as a multipart upload, never whole in
-memory. A store that refuses is tried again with backoff; past the deadline the upload fails for
+The kubelet serves only a container's current log file: one it rotated away while the container
+ran (past its containerLogMaxSize, 10 MiB by default, checked every 10 s) is not in a read after
+the end. So an attempt's log is followed from when its container runs (the pod informer says so)
+until it ends, which the kubelet's follow does across rotations: at most FOLLOWERS at once, each a
+thread of its own and one stream. An attempt not followed (too many at once, a restart, a follow
+cut) is read when it ends, at most UPLOADS_AT_ONCE at a time. Either way the log is read in chunks
+and written as a multipart upload, never whole in memory. A store that refuses is tried again with backoff; past the deadline the upload fails for
 good, and the outcome is written with ``LogArchived=False`` and a Warning Event. A log that cannot
 be read (the pod gone, a node that gives none, as kwok's) is nothing the store could mend: no wait.
 
@@ -23,25 +27,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from kubetasks import kube
 from kubetasks.api.storage import BlobRef, log_path
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobStore
-from kubetasks.controller.cache import Body, Key, attempt_of
+from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
 from kubetasks.core.children import job_finished
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
                                         failure_message, outcome_may_be_written)
 from kubetasks.core.logs import LoglessNodes, last_pod
+from kubetasks.core.naming import LABEL_RUN_UID
 from kubetasks.core.plan import Event, Plan
 
 log = logging.getLogger(__name__)
 UPLOADS_AT_ONCE = 2  # each holds a thread, a kubelet stream and a multipart upload's parts
+FOLLOWERS = 8  # running attempts whose logs are followed at once (more are read when they end)
 
 
 def upload_deadline(value: str | None) -> float:
@@ -66,6 +73,13 @@ class LogArchive:
         self.refs: dict[tuple[str, int], BlobRef] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
+        self._following = 0
+        self.cache: Cache | None = None
+
+    def attach(self, cache: Cache) -> None:
+        """Follows each attempt's log from when its container runs (the pods' informer)."""
+        self.cache = cache
+        cache.job_pods.listeners.append(self._pod_changed)
 
     def configure(self, env: Mapping[str, str], store: BlobStore | None) -> None:
         self.store = store
@@ -182,6 +196,43 @@ class LogArchive:
             await asyncio.sleep(max(0.0, step.at - self.clock()))
         self.wake(key)
 
+    # Following a running attempt -----------------------------------------------------------------
+    def _pod_changed(self, old: Body | None, new: Body | None) -> None:
+        if self.store is None or self.cache is None or new is None or not _running(new) \
+                or (old is not None and _running(old)) or self._following >= FOLLOWERS:
+            return
+        meta = new["metadata"]
+        job = self.cache.jobs.get((meta.get("namespace", ""), (meta.get("labels") or {}).get("job-name", "")))
+        if job is None or not attempt_of(job):
+            return
+        uid, attempt = str((job["metadata"].get("labels") or {}).get(LABEL_RUN_UID) or ""), attempt_of(job)
+        run = self.cache.run_by_uid(uid)
+        node = (new.get("spec") or {}).get("nodeName") or ""
+        if run is None or (uid, attempt) in self.uploads or self.logless.quiet(node, self.clock()):
+            return
+        self.uploads[(uid, attempt)] = Upload(self.clock())
+        self._following += 1
+        task = asyncio.get_running_loop().create_task(self._follow(key_of(run), uid, attempt, meta["name"], node),
+                                                      name=f"log-follow-{meta['namespace']}/{meta['name']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, key: Key, uid: str, attempt: int, pod: str, node: str) -> None:
+        started = self.clock()
+        try:
+            ref = await in_daemon_thread(self._copy, key[0], pod, log_path(key[0], uid, attempt), node, True)
+        except Exception as e:  # the store, the kubelet or the API server: read again once it ends
+            self.uploads.pop((uid, attempt), None)
+            log.info("%s/%s: following the log of attempt %d failed (%s): it is read when the attempt ends", *key,
+                     attempt, kube.error_line(e, 300))
+        else:
+            self.refs[(uid, attempt)] = ref
+            self.uploads[(uid, attempt)] = Upload(started, state=State.ARCHIVED)
+            log.info("%s/%s: the log of attempt %d archived as it ran: %d bytes", *key, attempt, ref.size)
+        finally:
+            self._following -= 1
+        self.wake(key)
+
     # Reading (the operator's /logs endpoint, for a caller allowed to get the run) ---------------------
     def open(self, namespace: str, name: str, attempt: int) -> tuple[BlobRef, Iterator[bytes]]:
         """In a thread: the archived log of the run's attempt, verified as it streams (BlobCorrupt at
@@ -201,14 +252,14 @@ class LogArchive:
             raise LookupError(f"the log of attempt {attempt} of {namespace}/{name} names another blob: {ref.uri}")
         return ref, self.store.stream(ref)
 
-    def _copy(self, namespace: str, pod: str, path: str, node: str) -> BlobRef:
+    def _copy(self, namespace: str, pod: str, path: str, node: str, follow: bool = False) -> BlobRef:
         """In a thread: the pod's log, chunk by chunk, into the store."""
         assert self.store is not None
         failure: list[Exception] = []
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from self.api.stream_log(namespace, pod)
+                yield from self.api.stream_log(namespace, pod, follow)
             except Exception as e:
                 failure.append(e)
                 raise
@@ -225,3 +276,39 @@ class LogArchive:
         self.logless.read(node)
         return ref
 
+
+
+def _running(pod: Body) -> bool:
+    return any("running" in (cs.get("state") or {}) for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+T = TypeVar("T")
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+    """``fn(*args)`` in a thread of its own that does not keep the process alive: a follow lasts as
+    long as its attempt, and a stopping operator must not wait for it (the default executor's
+    threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 (handed to the awaiting task)
+            error = e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: the operator stopped meanwhile
+            pass
+    threading.Thread(target=run, daemon=True, name="log-follow").start()
+    return future
