@@ -3,7 +3,7 @@ outcome waits for every upload under way."""
 
 from hypothesis import given, strategies as st
 
-from kubetasks.core.log_archive import (MAX_DELAY, State, Upload, after_store_failure, failure_message,
+from kubetasks.core.log_archive import (MAX_DELAY, State, Upload, after_store_failure, failure_message, job_ttl,
                                         outcome_may_be_written)
 
 
@@ -42,3 +42,7 @@ def test_failure_message_says_how_long_and_why():
     message = failure_message(2, Upload(0, failures=9, state=State.GAVE_UP, error="connection refused"), 300)
     assert message == ("the log of attempt 2 was not archived: the object store failed for 300 s (9 tries): "
                        "connection refused")
+
+
+def test_a_jobs_ttl_outlives_the_uploads_last_try():
+    assert job_ttl(5, 300.0) == 360 and job_ttl(86400, 300.0) == 86400 and job_ttl(None, 300.0) is None

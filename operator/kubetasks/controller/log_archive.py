@@ -41,7 +41,7 @@ from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
 from kubetasks.core.children import job_finished
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
-                                        failure_message, outcome_may_be_written)
+                                        failure_message, job_ttl, outcome_may_be_written)
 from kubetasks.core.logs import LoglessNodes, last_pod
 from kubetasks.core.naming import LABEL_RUN_UID
 from kubetasks.core.plan import Event, Plan
@@ -148,6 +148,13 @@ class LogArchive:
                 CONDITION, "True", "Archived", "every attempt's log that could be read is in the object store",
                 now, plan.status.observed_generation))
         return plan
+
+    def keep_pods(self, job: Body) -> Body:
+        """A Job about to be created, its TTL raised so that its pod outlives its log's upload."""
+        spec = job.get("spec") or {}
+        if self.store is not None and "ttlSecondsAfterFinished" in spec:
+            spec["ttlSecondsAfterFinished"] = job_ttl(spec["ttlSecondsAfterFinished"], self.deadline)
+        return job
 
     # Uploads -------------------------------------------------------------------------------------
     def _start(self, key: Key, namespace: str, uid: str, attempt: int, pods: list[Body]) -> None:

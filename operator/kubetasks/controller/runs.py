@@ -459,7 +459,7 @@ class RunReconciler:
                     await self._create_owned(obj, uid)
             previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
             machine = machine_for_attempt(run, task, previous)
-            job = render_job(run, task, attempt, machine)
+            job = self.archive.keep_pods(render_job(run, task, attempt, machine))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -467,7 +467,7 @@ class RunReconciler:
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
-                qualified = render_job(run, task, attempt, machine, qualified=True)
+                qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True))
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

@@ -60,6 +60,15 @@ def after_store_failure(upload: Upload, now: float, deadline: float = DEFAULT_DE
     return Next(False, min(now + delay, give_up_at))
 
 
+TTL_MARGIN = 60  # seconds beyond the upload deadline a finished attempt's Job (and pod) is kept at least
+
+
+def job_ttl(requested: int | None, deadline: float) -> int | None:
+    """The Job's ttlSecondsAfterFinished when its log is archived: its pod (and so its log) must
+    outlive the upload's last try, however short the Task's TTL; None (kept for ever) stays None."""
+    return None if requested is None else max(requested, int(deadline) + TTL_MARGIN)
+
+
 def outcome_may_be_written(uploads: list[Upload | None]) -> bool:
     """Whether a run's outcome may be written: every finished attempt's upload has ended, archived or
     given up (None: an attempt with no upload, none to wait for)."""
