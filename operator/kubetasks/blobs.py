@@ -32,8 +32,8 @@ from obstore.store import AzureStore, GCSStore, S3Store, from_url
 from kubetasks.api.storage import DEFAULT_THRESHOLD, BlobRef
 
 CHUNK = 1024 * 1024
-# A streamed put buffers at most this many 5 MiB parts (obstore's default, 12, held 60 MiB per
-# upload when the store is slower than the source: a 100 MB log grew the operator by 41 MiB).
+# A streamed put buffers at most this many 5 MiB parts in flight: obstore's default, 12, may hold
+# 60 MiB per upload when the store is slower than the source (a log read from a fast kubelet).
 PARTS_AT_ONCE = 4
 
 
