@@ -102,3 +102,40 @@ def test_a_jobs_ttl_is_raised_to_outlive_the_upload(tmp_path):
     short.op.runs.archive.configure({}, BlobStore(StorageConfig(url=f"file://{tmp_path}/store2")))
     asyncio.run(reconcile(short))
     assert short.api.objects[("Job", NS, "r-1")]["spec"]["ttlSecondsAfterFinished"] == 360
+
+
+def test_the_operator_serves_an_archived_log_to_those_who_may_get_the_run_only(tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from kubetasks.controller.metrics_server import MetricsServer
+    from kubetasks.core.log_archive import SHA256_HEADER
+    from tests.unit.test_why import Reviews, bearer
+
+    store = BlobStore(StorageConfig(url=f"file://{tmp_path}/store"))
+    ref = store.put("runs/team-a/u1/attempt-1/log", iter([LOG[:300], LOG[300:]]))  # streamed: two parts
+    opened: list[tuple[str, str, int]] = []
+
+    def open_log(namespace: str, name: str, attempt: int):
+        opened.append((namespace, name, attempt))
+        if (namespace, name, attempt) == ("team-a", "q-7", 1):
+            return ref, store.stream(ref)
+        if (namespace, name, attempt) == ("team-a", "gone", 1):
+            return ref, store.stream(BlobRef(uri=store.uri("runs/team-a/u2/attempt-1/log"), size=1, sha256="0" * 64))
+        raise LookupError(f"no archived log of attempt {attempt} of {namespace}/{name}")
+
+    async def main() -> None:
+        reviews = Reviews()
+        server = MetricsServer(True, reviews.review_token, reviews.review_access, review_run=reviews.review_run,
+                               open_log=open_log)
+        async with TestClient(TestServer(server.app())) as client:
+            bob = await client.get("/logs/team-a/q-7/1", headers=bearer("bob-token"))
+            assert bob.status == 403 and opened == []  # refused before anything is read
+            assert (await client.get("/logs/team-a/q-7/1")).status == 401
+            alice = await client.get("/logs/team-a/q-7/1", headers=bearer("alice-token"))
+            assert alice.status == 200 and await alice.read() == LOG
+            assert alice.headers[SHA256_HEADER] == ref.sha256 and alice.headers["Content-Length"] == str(len(LOG))
+            none = await client.get("/logs/team-a/q-7/2", headers=bearer("alice-token"))
+            assert none.status == 404 and "attempt 2" in (await none.json())["message"]
+            gone = await client.get("/logs/team-a/gone/1", headers=bearer("alice-token"))
+            assert gone.status == 404 and "missing from the store" in (await gone.json())["message"]
+    asyncio.run(main())

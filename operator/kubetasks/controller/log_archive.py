@@ -80,6 +80,11 @@ class LogArchive:
         """Follows each attempt's log from when its container runs (the pods' informer)."""
         self.cache = cache
         cache.job_pods.listeners.append(self._pod_changed)
+        cache.runs.listeners.append(self._run_changed)
+
+    def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None and old is not None:  # deleted: an upload under way forgets it when it ends
+            self.forget(str(old["metadata"].get("uid") or ""))
 
     def configure(self, env: Mapping[str, str], store: BlobStore | None) -> None:
         self.store = store
@@ -171,6 +176,12 @@ class LogArchive:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _ended(self, key: Key, uid: str) -> None:
+        """An upload or follow ended: its run decides again, or, deleted meanwhile, is forgotten."""
+        if self.cache is not None and self.cache.run_by_uid(uid) is None:
+            self.forget(uid)
+        self.wake(key)
+
     async def _upload(self, key: Key, namespace: str, uid: str, attempt: int, pod: str, node: str) -> None:
         path = log_path(namespace, uid, attempt)
         while True:
@@ -201,7 +212,7 @@ class LogArchive:
                              self.clock() - started)
                     break
             await asyncio.sleep(max(0.0, step.at - self.clock()))
-        self.wake(key)
+        self._ended(key, uid)
 
     # Following a running attempt -----------------------------------------------------------------
     def _pod_changed(self, old: Body | None, new: Body | None) -> None:
@@ -238,7 +249,7 @@ class LogArchive:
             log.info("%s/%s: the log of attempt %d archived as it ran: %d bytes", *key, attempt, ref.size)
         finally:
             self._following -= 1
-        self.wake(key)
+        self._ended(key, uid)
 
     # Reading (the operator's /logs endpoint, for a caller allowed to get the run) ---------------------
     def open(self, namespace: str, name: str, attempt: int) -> tuple[BlobRef, Iterator[bytes]]:

@@ -5,6 +5,8 @@ without a token on a loopback address only (a scrape sidecar).
 And, on the same port, ``GET /why/<namespace>/<name>``: why that run waits, live (JSON, from
 ``explain``), to a bearer token whose user may ``get`` that TaskRun (core.why decides); a token is
 needed on every address. 403 before 404: a refused caller does not learn whether the run exists.
+``GET /logs/<namespace>/<name>/<attempt>``, to the same callers: that attempt's archived log,
+streamed from the object store (controller.log_archive), its size and sha256 in the headers.
 
 Environment: KUBETASKS_METRICS_PORT (9090; 0 = off), KUBETASKS_METRICS_BIND_ADDRESS (0.0.0.0;
 127.0.0.1 serves the pod's own containers only, with no token), KUBETASKS_METRICS_CERT_DIR
