@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from obstore.store import ClientConfig
 
 CHUNK = 1024 * 1024
+# A streamed put buffers at most this many 5 MiB parts in flight: obstore's default, 12, may hold
+# 60 MiB per upload when the store is slower than the source (a log read from a fast kubelet).
+PARTS_AT_ONCE = 4
 
 
 class BlobError(Exception):
@@ -125,7 +128,7 @@ class BlobStore:
         if isinstance(data, (bytes, bytearray, memoryview)):
             obstore.put(self.store, path, bytes(data))
             return BlobRef.of(self.uri(path), bytes(data))
-        obstore.put(self.store, path, counted(data))
+        obstore.put(self.store, path, counted(data), max_concurrency=PARTS_AT_ONCE)
         return BlobRef(uri=self.uri(path), size=size, sha256=digest.hexdigest())
 
     def stream(self, ref: BlobRef) -> Iterator[bytes]:

@@ -219,6 +219,23 @@ def read_log(namespace: str, pod: str, tail_lines: int, limit_bytes: int) -> byt
     return cast(bytes, _request("GET", PODS.path(namespace, pod) + "/log", query).read())
 
 
+LOG_STREAM_TIMEOUT = (CONNECT_TIMEOUT, 60.0)  # a kubelet silent this long mid-log is taken for gone
+LOG_FOLLOW_TIMEOUT = (CONNECT_TIMEOUT, 86400.0)  # a running container may be quiet for long (TCP keepalive)
+LOG_CHUNK = 1024 * 1024
+
+
+def stream_log(namespace: str, pod: str, follow: bool = False) -> Iterator[bytes]:
+    """A pod's log in chunks as they arrive, never all of it in memory: what the kubelet has of a
+    finished container (its current log file: one rotated away while it ran is not in it), or,
+    ``follow``ing a running one, everything from now until it ends (across the kubelet's rotations)."""
+    response = _request("GET", PODS.path(namespace, pod) + "/log", {"follow": "true" if follow else None},
+                        timeout=LOG_FOLLOW_TIMEOUT if follow else LOG_STREAM_TIMEOUT, accept="*/*")
+    try:
+        yield from response.response.stream(LOG_CHUNK, decode_content=True)
+    finally:
+        response.response.release_conn()
+
+
 def list_by_fields(resource: Resource, namespace: str, field_selector: str, limit: int = 500) -> list[dict[str, Any]]:
     """At most ``limit`` objects that match a field selector (the Events of one object, say)."""
     response = _request("GET", resource.path(namespace), {"fieldSelector": field_selector, "limit": limit})
@@ -496,13 +513,14 @@ def bearer_token() -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def service_proxy_get(namespace: str, service: str, path: str, headers: dict[str, str],
-                      timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, bytes]:
+def service_proxy_open(namespace: str, service: str, path: str, headers: dict[str, str],
+                       timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, Any]:
     """GET ``path`` of a Service through the API server's service proxy (``service`` is
-    ``https:NAME:PORT``), as the kubeconfig's user: (status, body), whatever the status."""
+    ``https:NAME:PORT``), as the kubeconfig's user: (status, the unread urllib3 response), whatever
+    the status; the caller reads it (in chunks, for a stream) and closes it."""
     client = api_client()
     url = proxy_path(namespace, service, path)
     _, url, all_headers, _, _ = client.param_serialize("GET", url, header_params={"Accept": "application/json", **headers},
                                                        auth_settings=["BearerToken"])
     response = client.call_api("GET", url, all_headers, None, _request_timeout=timeout)
-    return response.status, response.read()
+    return response.status, response.response

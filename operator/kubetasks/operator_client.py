@@ -1,4 +1,5 @@
-"""How the CLI and the dashboard ask the operator why a run waits, as the user.
+"""How the CLI and the dashboard ask the operator, as the user, why a run waits and for the
+archived log of an attempt (``GET /logs/<namespace>/<name>/<attempt>``, streamed).
 
 The operator answers ``GET /why/<namespace>/<name>`` on its metrics port (HTTPS, the metrics
 Service) to a bearer token whose user may ``get`` that TaskRun (:mod:`kubetasks.core.why`). Reached:
@@ -19,20 +20,24 @@ client certificate gets no live answer (the caller falls back to the run's statu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from kubetasks.core.operator_address import CA_ENV, DEFAULT_SERVICE, SERVICE_ENV, URL_ENV, service_of
+from kubetasks.core.log_archive import SHA256_HEADER, logs_path
 from kubetasks.core.why import TOKEN_HEADER, why_path
 
-__all__ = ["CA_ENV", "DEFAULT_SERVICE", "SERVICE_ENV", "URL_ENV", "Answer", "ask_why", "service_of"]
+__all__ = ["CA_ENV", "DEFAULT_SERVICE", "SERVICE_ENV", "URL_ENV", "Answer", "LogCut", "Unreachable", "ask_why", "service_of",
+           "stream_archived_log"]
 TIMEOUT = 5.0  # seconds: the live answer is a nicety; the status is the fallback
 
 
@@ -51,41 +56,58 @@ def _problem(status: int, body: bytes, where: str) -> str:
     return f"{where} answered {status}: {text[:300]}"
 
 
-def ask_why(namespace: str, name: str, url: str | None = None,
-            env: Mapping[str, str] = os.environ) -> Answer:
-    """The operator's live answer for the run, or why there is none (never raises for the
-    operator's absence: the caller falls back to the run's status)."""
+class Unreachable(Exception):
+    """The operator could not be asked (no token, not reachable): a message for a person."""
+
+
+def _open(path: str, url: str | None, env: Mapping[str, str], timeout: float) -> tuple[int, Any, str]:
+    """GET ``path`` of the operator as the user: (status, the unread response, where it was asked)."""
     from kubetasks import kube
 
-    path = why_path(quote(namespace, safe=""), quote(name, safe=""))
     try:
         token = kube.bearer_token()
     except Exception as e:  # noqa: BLE001 (an exec plugin that fails, a kubeconfig without a user)
-        return Answer(None, f"no credentials to ask the operator with: {e}")
+        raise Unreachable(f"no credentials to ask the operator with: {e}") from e
     if token is None:
-        return Answer(None, "the operator checks a bearer token, and your kubeconfig's user has none "
-                            "(a client certificate?)")
+        raise Unreachable("the operator checks a bearer token, and your kubeconfig's user has none "
+                          "(a client certificate?)")
     headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}"}
     base = url or env.get(URL_ENV)
+    where = f"the operator at {base}"
     try:
         if base:
-            where = f"the operator at {base}"
             ca = env.get(CA_ENV)
             context = ssl.create_default_context(cafile=ca) if ca else None
             request = urllib.request.Request(base.rstrip("/") + path, headers={"Accept": "application/json", **headers})
             try:
-                with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
-                    status, body = response.status, response.read()
+                response = urllib.request.urlopen(request, timeout=timeout, context=context)
+                return response.status, response, where
             except urllib.error.HTTPError as e:
-                status, body = e.code, e.read()
-        else:
-            svc_ns, service = service_of(env.get(SERVICE_ENV) or DEFAULT_SERVICE)
-            where = f"the operator's Service {svc_ns}/{service} (through the API server)"
-            status, body = kube.service_proxy_get(svc_ns, service, path, headers={TOKEN_HEADER: f"Bearer {token}"})
+                return e.code, e, where
+        svc_ns, service = service_of(env.get(SERVICE_ENV) or DEFAULT_SERVICE)
+        where = f"the operator's Service {svc_ns}/{service} (through the API server)"
+        status, response = kube.service_proxy_open(svc_ns, service, path, headers={TOKEN_HEADER: f"Bearer {token}"},
+                                                   timeout=(kube.CONNECT_TIMEOUT, timeout))
+        return status, response, where
     except ValueError as e:
-        return Answer(None, str(e))
+        raise Unreachable(str(e)) from e
     except Exception as e:  # noqa: BLE001 (refused, timed out, TLS: the operator is not there)
-        return Answer(None, f"could not reach {where}: {kube.error_line(e)}")
+        raise Unreachable(f"could not reach {where}: {kube.error_line(e)}") from e
+
+
+def ask_why(namespace: str, name: str, url: str | None = None,
+            env: Mapping[str, str] = os.environ) -> Answer:
+    """The operator's live answer for the run, or why there is none (never raises for the
+    operator's absence: the caller falls back to the run's status)."""
+    path = why_path(quote(namespace, safe=""), quote(name, safe=""))
+    try:
+        status, response, where = _open(path, url, env, TIMEOUT)
+        with closing(response):
+            body = response.read()
+    except Unreachable as e:
+        return Answer(None, str(e))
+    except Exception as e:  # noqa: BLE001 (cut while reading)
+        return Answer(None, f"could not read the operator's answer: {e}")
     if status != 200:
         return Answer(None, _problem(status, body, where))
     try:
@@ -93,3 +115,36 @@ def ask_why(namespace: str, name: str, url: str | None = None,
     except ValueError:
         return Answer(None, f"{where} did not answer JSON")
     return Answer(answer if isinstance(answer, dict) else None, None if isinstance(answer, dict) else "not an object")
+
+
+LOG_TIMEOUT = 60.0  # seconds a log's stream may stay silent
+LOG_CHUNK = 256 * 1024
+
+
+def stream_archived_log(namespace: str, name: str, attempt: int, write: Callable[[bytes], object],
+                        url: str | None = None, env: Mapping[str, str] = os.environ) -> tuple[int, str]:
+    """Streams the attempt's archived log from the operator into ``write``, chunk by chunk; returns
+    (bytes, sha256 hex) as received. Unreachable when the operator cannot be asked or refuses (its
+    message), LogCut when the stream is cut or does not match the digest the operator announced."""
+    path = logs_path(quote(namespace, safe=""), quote(name, safe=""), attempt)
+    status, response, where = _open(path, url, env, LOG_TIMEOUT)
+    with closing(response):
+        if status != 200:
+            raise Unreachable(_problem(status, response.read(), where))
+        expected = response.headers.get(SHA256_HEADER)
+        digest, size = hashlib.sha256(), 0
+        try:
+            while chunk := response.read(LOG_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                write(chunk)
+        except Exception as e:  # noqa: BLE001 (cut: a connection reset, a short body)
+            raise LogCut(f"the log's stream from {where} was cut after {size} bytes: {e}") from e
+    if expected and digest.hexdigest() != expected:
+        raise LogCut(f"the log from {where} is not the one archived: {size} bytes with sha256 {digest.hexdigest()[:12]}, "
+                     f"expected sha256 {expected[:12]}")
+    return size, digest.hexdigest()
+
+
+class LogCut(Exception):
+    """An archived log arrived cut or changed."""

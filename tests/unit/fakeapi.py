@@ -136,6 +136,16 @@ class FakeApi:
         lines = found.splitlines(keepends=True)
         return b"".join(lines[len(lines) - tail_lines:] if tail_lines < len(lines) else lines)[:limit_bytes]
 
+    def stream_log(self, namespace: str, pod: str, follow: bool = False) -> Any:
+        """The whole log, in chunks, as the kubelet streams it."""
+        self.calls.append(("stream_log", (pod, follow)))
+        found = self.logs.get(pod)
+        if found is None:
+            raise kube.ApiException(status=404, reason="NotFound")
+        if isinstance(found, Exception):
+            raise found
+        return iter([found[i:i + 7] for i in range(0, len(found), 7)])
+
     def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
         self.calls.append(("get_configmap", (name,)))
         found = self.objects.get(("ConfigMap", namespace, name))

@@ -4,6 +4,7 @@ CLI reaches the operator (operator_client), and the answer in words (core.why.su
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -175,16 +176,17 @@ def test_through_the_service_proxy_the_token_travels_in_its_own_header(monkeypat
 
     sent: list[tuple[str, str, str, dict[str, str]]] = []
 
-    def proxy_get(namespace: str, service: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    def proxy_open(namespace: str, service: str, path: str, headers: dict[str, str], timeout: object) -> tuple[int, Any]:
         sent.append((namespace, service, path, headers))
-        return 200, b'{"waiting": false, "limits": []}'
+        return 200, io.BytesIO(b'{"waiting": false, "limits": []}')
     monkeypatch.setattr(kube, "bearer_token", lambda: "t")
-    monkeypatch.setattr(kube, "service_proxy_get", proxy_get)
+    monkeypatch.setattr(kube, "service_proxy_open", proxy_open)
     answer = operator_client.ask_why("team a", "q-7", env={operator_client.SERVICE_ENV: "ops/kt-metrics"})
     assert answer.body == {"waiting": False, "limits": []}
     assert sent == [("ops", "https:kt-metrics:metrics", "/why/team%20a/q-7", {TOKEN_HEADER: "Bearer t"})]
 
-    monkeypatch.setattr(kube, "service_proxy_get", lambda *a, **k: (403, b'{"message": "services \\"x\\" is forbidden"}'))
+    monkeypatch.setattr(kube, "service_proxy_open",
+                        lambda *a, **k: (403, io.BytesIO(b'{"message": "services \\"x\\" is forbidden"}')))
     refused = operator_client.ask_why("team-a", "q-7", env={})
     assert refused.body is None and "answered 403" in (refused.problem or "") and "forbidden" in (refused.problem or "")
 

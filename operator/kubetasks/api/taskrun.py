@@ -97,6 +97,8 @@ class AttemptRecord(Model):
     reason: str | None = Field(default=None, description="Succeeded, Error, OOMKilled, DeadlineExceeded, Sleeping...")
     message: str | None = None
     task_generation: int | None = Field(default=None, description="The Task's generation the attempt was made from.")
+    log: BlobRef | None = Field(default=None, description=(
+        "The attempt's whole log in the object store (kubetasks logs reads it through the operator)."))
 
 
 class StepRecord(Model):

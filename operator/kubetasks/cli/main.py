@@ -5,7 +5,7 @@
                   [--debounce-key KEY --debounce-delay D --debounce-max-delay D [--debounce-mode MODE]]
     kubetasks runs [TASK] [-n NS | -A] [-w | -o name]
     kubetasks describe RUN [-n NS]
-    kubetasks logs RUN [--attempt N] [-f] [-n NS]
+    kubetasks logs RUN [--attempt N] [-f] [-n NS] [--operator-url URL]
     kubetasks cancel RUN [-n NS]
     kubetasks why RUN [-n NS] [--operator-url URL]
     kubetasks crds [--write [DIR]]
@@ -156,6 +156,9 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
     p.add_argument("--attempt", type=positive(int, "a whole number"), metavar="N", help="attempt number (default: the latest)")
     p.add_argument("-f", "--follow", action="store_true", help="stream the logs")
+    p.add_argument("--operator-url", metavar="URL",
+                   help="reach the operator here for archived logs (default: $KUBETASKS_OPERATOR_URL, else the "
+                        "API server's proxy to its Service)")
 
     p = with_namespace(sub.add_parser("cancel", help="cancel a TaskRun"))
     _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
@@ -301,17 +304,28 @@ def small_kept_result(run: dict[str, Any]) -> tuple[Any, str | None]:
 
 
 def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
-    """A finished attempt's log as the operator kept it (core.logs: one request, and there once
-    the pod is gone); else, or before it is kept, the pod's."""
+    """A finished attempt's whole log from the object store, through the operator, as the user;
+    else the end the operator kept (core.logs: one request, and there once the pod is gone); else,
+    or before it is kept, the pod's."""
     from kubetasks import kube
     from kubetasks.core.logs import kept_log, last_pod
     from kubetasks.core.naming import attempt_log_name
+    from kubetasks.operator_client import LogCut, Unreachable, stream_archived_log
 
     ns = _namespace(args)
     run = get_run(ns, args.run)
     attempt, job = job_for_attempt(run, args.attempt)
-    finished = any(r.get("attempt") == attempt and (r.get("reason") or r.get("completionTime"))
-                   for r in (run.get("status") or {}).get("attempts") or [])
+    record: dict[str, Any] = next((r for r in (run.get("status") or {}).get("attempts") or [] if r.get("attempt") == attempt), {})
+    finished = bool(record.get("reason") or record.get("completionTime"))
+    if finished and record.get("log") and not args.follow:
+        try:
+            stream_archived_log(ns, args.run, attempt, sys.stdout.buffer.write, getattr(args, "operator_url", None))
+            sys.stdout.flush()
+            return 0
+        except Unreachable as e:  # nothing written yet: what etcd keeps instead
+            print(f"kubetasks: the whole log of attempt {attempt} is archived, but {e}", file=sys.stderr)
+        except LogCut as e:
+            raise CliError(str(e)) from None
     if finished:
         kept = kept_log(kube.get(kube.CONFIGMAPS, ns, attempt_log_name(job)), run["metadata"].get("uid", ""))
         if kept is not None:

@@ -56,7 +56,7 @@ class KeptLogs:
         self.destination: LogDestination = self.configmaps
         self._kept: dict[str, set[str]] = {}  # run uid -> Jobs whose log was kept (or tried once)
         self._warned = -LOG_WARNING_EVERY
-        self._logless_nodes = LoglessNodes()  # the rule the dashboard follows too (core.logs)
+        self.logless_nodes = LoglessNodes()  # the rule the dashboard follows too (core.logs)
         # Nodes not yet known to give logs, each with its one read under way: a burst of attempts
         # ending on a kwok node (or a down kubelet) costs one failed read, not one per attempt.
         self._probing: dict[str, asyncio.Event] = {}
@@ -116,16 +116,16 @@ class KeptLogs:
         pod_name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName") or ""
         while (probe := self._probing.get(node)) is not None:
             await probe.wait()  # the first read from a node not known to give logs says whether it does
-        if self._logless_nodes.quiet(node, time.monotonic()):
+        if self.logless_nodes.quiet(node, time.monotonic()):
             log.debug("%s/%s: node %s gave no log lately: the log of %s is not kept", ns, run.name, node, name)
             return
-        if node and not self._logless_nodes.gave_log(node):
+        if node and not self.logless_nodes.gave_log(node):
             probe = self._probing[node] = asyncio.Event()
         keep = self.keep_bytes
         lines, cap = log_window(keep)
         try:
             data = await self._call("read_log", ns, pod_name, lines, cap)
-            self._logless_nodes.read(node)
+            self.logless_nodes.read(node)
             if read_again(data, keep, lines, cap):  # lines longer or shorter than guessed (core.logs)
                 lines = lines_to_fill(data, keep)
                 data = await self._call("read_log", ns, pod_name, lines, cap)
@@ -133,7 +133,7 @@ class KeptLogs:
             if kube.is_status(e, 404):
                 log.debug("%s/%s: pod %s is gone: the log of %s is not kept", ns, run.name, pod_name, name)
                 return
-            self._logless_nodes.failed(node, getattr(e, "status", None), time.monotonic())
+            self.logless_nodes.failed(node, getattr(e, "status", None), time.monotonic())
             raise
         finally:
             if probe is not None:

@@ -7,6 +7,8 @@ And, on the same port, ``GET /why/<namespace>/<name>``: why that run waits, live
 needed on every address. 403 before 404: a refused caller does not learn whether the run exists.
 ``GET /results/<namespace>/<name>``, to the same callers: the run's result kept in the object store
 (controller.results), its bytes read with the operator's credentials and verified by sha256.
+``GET /logs/<namespace>/<name>/<attempt>``, to the same callers: that attempt's archived log,
+streamed from the object store (controller.log_archive), its size and sha256 in the headers.
 
 Environment: KUBETASKS_METRICS_PORT (9090; 0 = off), KUBETASKS_METRICS_BIND_ADDRESS (0.0.0.0;
 127.0.0.1 serves the pod's own containers only, with no token), KUBETASKS_METRICS_CERT_DIR
@@ -21,13 +23,16 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from kubetasks import kube
+from kubetasks.api.storage import BlobRef
+from kubetasks.blobs import BlobError
+from kubetasks.core.log_archive import LOGS_PREFIX, SHA256_HEADER
 from kubetasks.core.metrics_access import (METRICS_PATH, METRICS_VERB, Verdict, VerdictCache, authenticated,
                                            authorized, bearer_token, needs_token)
 from kubetasks.core.operator_address import RESULTS_PREFIX
@@ -38,6 +43,8 @@ REVIEWS_AT_ONCE = 4  # a flood of new tokens waits here, not on the API server
 RELOAD_SECONDS = 60.0  # how soon a renewed certificate is served
 Explain = Callable[[str, str], dict[str, Any] | None]  # (namespace, name) -> the live answer; None: no such run
 ReadResult = Callable[[str, str], tuple[int, bytes]]  # (namespace, name) -> (status, body): controller.results
+# (namespace, name, attempt) -> the archived log's ref and bytes (controller.log_archive.LogArchive.open)
+OpenLog = Callable[[str, str, int], tuple[BlobRef, Iterator[bytes]]]
 
 
 class MetricsServer:
@@ -45,10 +52,10 @@ class MetricsServer:
                  review_access: Callable[[dict[str, Any], str, str], dict[str, Any]] = kube.review_access,
                  clock: Callable[[], float] = time.monotonic, explain: Explain | None = None,
                  review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access,
-                 read_result: ReadResult | None = None) -> None:
+                 read_result: ReadResult | None = None, open_log: OpenLog | None = None) -> None:
         self.secure = secure
         self.review_token, self.review_access, self.clock = review_token, review_access, clock
-        self.explain, self.review_run, self.read_result = explain, review_run, read_result
+        self.explain, self.review_run, self.read_result, self.open_log = explain, review_run, read_result, open_log
         self.cache = VerdictCache()
         self._reviews = asyncio.Semaphore(REVIEWS_AT_ONCE)
 
@@ -59,6 +66,8 @@ class MetricsServer:
             app.router.add_get(WHY_PREFIX + "{namespace}/{name}", self.why)
         if self.read_result is not None:
             app.router.add_get(RESULTS_PREFIX + "{namespace}/{name}", self.result)
+        if self.open_log is not None:
+            app.router.add_get(LOGS_PREFIX + "{namespace}/{name}/{attempt:[0-9]+}", self.logs)
         return app
 
     async def run_verdict(self, request: web.Request, ns: str, name: str) -> Verdict:
@@ -93,6 +102,36 @@ class MetricsServer:
             return web.json_response({"message": f"no TaskRun {ns}/{name} (or not one this operator serves)"},
                                      status=404)
         return web.json_response(answer, headers={"Cache-Control": "no-store"})
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        """An attempt's archived log, streamed from the store as it is read (never whole in memory),
+        to a caller who may get the run; its size and sha256 in the headers, for the caller to check."""
+        ns, name, attempt = request.match_info["namespace"], request.match_info["name"], int(request.match_info["attempt"])
+        verdict = await self.run_verdict(request, ns, name)
+        if not verdict.allowed:
+            return _refused(verdict, "kubetasks-logs")
+        assert self.open_log is not None
+        try:
+            ref, chunks = await asyncio.to_thread(self.open_log, ns, name, attempt)
+            first = await asyncio.to_thread(next, chunks, b"")  # a missing blob is known here, before a 200
+        except (LookupError, BlobError) as e:
+            return web.json_response({"message": str(e)}, status=404)
+        except Exception as e:  # the API server or the store unreachable
+            log.warning("could not open the log of %s/%s attempt %d: %s", ns, name, attempt, kube.error_line(e))
+            return web.json_response({"message": f"could not read the archived log: {kube.error_line(e)}"}, status=503)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
+                                               "Content-Length": str(ref.size), SHA256_HEADER: ref.sha256})
+        await response.prepare(request)
+        chunk = first
+        try:
+            while chunk:
+                await response.write(chunk)
+                chunk = await asyncio.to_thread(next, chunks, b"")
+        except BlobError as e:  # its end differs from what was written: the caller sees a cut response
+            log.warning("%s/%s attempt %d: %s", ns, name, attempt, e)
+            raise
+        await response.write_eof()
+        return response
 
     async def metrics(self, request: web.Request) -> web.Response:
         if self.secure:
@@ -181,7 +220,7 @@ async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD
 
 
 async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None,
-                read_result: ReadResult | None = None) -> web.AppRunner | None:
+                read_result: ReadResult | None = None, open_log: OpenLog | None = None) -> web.AppRunner | None:
     """Starts the endpoint the environment asks for; None when it is off. With ``explain``, it
     answers /why/<namespace>/<name> too; with ``read_result``, /results/<namespace>/<name>."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
@@ -193,7 +232,8 @@ async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = N
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    runner = await start_site(MetricsServer(secure, explain=explain, read_result=read_result).app(), address, port, cert_dir, "metrics")
+    runner = await start_site(MetricsServer(secure, explain=explain, read_result=read_result, open_log=open_log).app(),
+                              address, port, cert_dir, "metrics")
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,
              "bearer token with get on the non-resource URL /metrics" if secure else "no token: loopback only")
     return runner

@@ -54,6 +54,7 @@ class Operator:
         self.task_queue = WorkQueue("tasks", self.tasks.reconcile, workers=2)
         # A run a freed slot lets start goes ahead of status echoes: the slot waits for it.
         self.runs.flow.wake = lambda key: self.run_queue.add(key, first=True)
+        self.runs.archive.wake = self.run_queue.add  # a log archived (or given up): its outcome may be written
         self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
         self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
         self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
@@ -180,6 +181,7 @@ class Operator:
         await self.task_queue.stop()
         await self.queue_queue.stop()
         await self.runs.logs.stop()
+        await self.runs.archive.stop()
 
     def health(self, stall_seconds: float) -> str | None:
         """Why the operator is not healthy, or None."""
@@ -222,7 +224,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
     store = blobs.from_env()  # None: no object store, and the limits of etcd hold
     OPERATOR.runs.results.store = store
-    _metrics.append(await metrics_server.serve(explain=explain_run, read_result=read_result))
+    _metrics.append(await metrics_server.serve(explain=explain_run, read_result=read_result,
+                                               open_log=OPERATOR.runs.archive.open))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
@@ -231,6 +234,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
+    OPERATOR.runs.archive.configure(os.environ, store)
     OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
     if store is not None:

@@ -38,6 +38,7 @@ from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.kept_logs import KeptLogs
+from kubetasks.controller.log_archive import LogArchive
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
@@ -92,6 +93,8 @@ class RunReconciler:
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
+        self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
+        self.archive.attach(cache)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
@@ -216,6 +219,7 @@ class RunReconciler:
         self.cache.forget(uid)
         self.logs.forget(uid)
         self.results.forget(uid)
+        self.archive.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -252,6 +256,7 @@ class RunReconciler:
                 and not plan.status.phase.finished:  # not begun (no Job): after the claim, as a Duplicate ends so
             plan = await self.gates.admit(world, plan)  # debounce and overlap (controller.gates)
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
+        plan = self.archive.hold(run, uid, jobs, pods, plan, world.now)  # may the outcome be written yet?
         body = self.cache.runs.get(key)
         starting = plan.start_attempt
         if starting and body is not None:
@@ -456,7 +461,7 @@ class RunReconciler:
             previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
             machine = machine_for_attempt(run, task, previous)
             grant = await self.results.upload_grant(run, task, attempt)  # a store's presigned PUT (core.grants)
-            job = render_job(run, task, attempt, machine, grant=grant)
+            job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -464,7 +469,7 @@ class RunReconciler:
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
-                qualified = render_job(run, task, attempt, machine, qualified=True, grant=grant)
+                qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True, grant=grant))
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

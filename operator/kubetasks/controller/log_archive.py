@@ -1,0 +1,332 @@
+"""Each finished attempt's whole log, streamed from its pod into the object store; and the outcome
+held until it is there (when to retry or give up: core.log_archive).
+
+The run reconciler asks :meth:`LogArchive.hold` before each write: it starts an upload for every
+attempt whose Job finished and whose log is not archived yet, writes the refs of those archived
+into the attempts' records (``status.attempts[].log``: where `kubetasks logs` finds it; in the
+status, not in the kept-tail ConfigMap, which the namespace's byte budget may evict), and, while
+an upload is under way, holds back a plan that would finish the run: the run stays as it was, with
+a ``LogArchived`` condition saying what it waits for. An upload's end wakes the run.
+
+The kubelet serves only a container's current log file: one it rotated away while the container
+ran (past its containerLogMaxSize, 10 MiB by default, checked every 10 s) is not in a read after
+the end. So an attempt's log is followed from when its container runs (the pod informer says so)
+until it ends, which the kubelet's follow does across rotations: at most FOLLOWERS at once, each a
+thread of its own and one stream. An attempt not followed (too many at once, a restart, a follow
+cut) is read when it ends, at most UPLOADS_AT_ONCE at a time. Either way the log is read in chunks
+and written as a multipart upload, never whole in memory. A store that refuses is tried again with backoff; past the deadline the upload fails for
+good, and the outcome is written with ``LogArchived=False`` and a Warning Event. A log that cannot
+be read (the pod gone, a node that gives none, as kwok's) is nothing the store could mend: no wait.
+
+A restarted operator finds finished attempts without a ref and archives them again (the same path:
+an upload overwrites a half-done one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import datetime, timedelta
+from types import ModuleType
+from typing import Any, TypeVar
+
+from kubetasks import kube
+from kubetasks.api.storage import BlobRef, log_path
+from kubetasks.api.taskrun import TaskRun
+from kubetasks.blobs import BlobStore
+from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
+from kubetasks.core.children import job_finished
+from kubetasks.core.conditions import condition, get_condition, set_condition
+from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
+                                        failure_message, job_ttl, outcome_may_be_written)
+from kubetasks.core.logs import LoglessNodes, last_pod
+from kubetasks.core.naming import LABEL_RUN_UID
+from kubetasks.core.plan import Event, Plan
+
+log = logging.getLogger(__name__)
+UPLOADS_AT_ONCE = 2  # each holds a thread, a kubelet stream and a multipart upload's parts
+FOLLOWERS = 8  # running attempts whose logs are followed at once (more are read when they end)
+
+
+def upload_deadline(value: str | None) -> float:
+    """KUBETASKS_STORAGE_UPLOAD_DEADLINE_SECONDS: how long a store may stay down before a log is given up."""
+    return max(1.0, float(value or DEFAULT_DEADLINE))
+
+
+class SourceFailed(Exception):
+    """The pod's log could not be read (not the store's fault)."""
+
+
+class LogArchive:
+    def __init__(self, api: ModuleType | Any = kube, store: BlobStore | None = None,
+                 logless: LoglessNodes | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.store = store  # None: no object store, nothing archived, nothing held
+        self.deadline = DEFAULT_DEADLINE
+        self.logless = logless or LoglessNodes()
+        self.clock = clock
+        self.wake: Callable[[Key], None] = lambda key: None  # the operator's: queue the run again
+        self.uploads: dict[tuple[str, int], Upload] = {}  # (run uid, attempt) -> its upload
+        self.refs: dict[tuple[str, int], BlobRef] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
+        self._following = 0
+        self.cache: Cache | None = None
+
+    def attach(self, cache: Cache) -> None:
+        """Follows each attempt's log from when its container runs (the pods' informer)."""
+        self.cache = cache
+        cache.job_pods.listeners.append(self._pod_changed)
+        cache.runs.listeners.append(self._run_changed)
+
+    def _run_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is None and old is not None:  # deleted: an upload under way forgets it when it ends
+            self.forget(str(old["metadata"].get("uid") or ""))
+
+    def configure(self, env: Mapping[str, str], store: BlobStore | None) -> None:
+        self.store = store
+        self.deadline = upload_deadline(env.get("KUBETASKS_STORAGE_UPLOAD_DEADLINE_SECONDS"))
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in self.uploads if k[0] == uid and self.uploads[k].state != State.UPLOADING]:
+            self.uploads.pop(key, None)
+            self.refs.pop(key, None)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # The hook the run reconciler calls ---------------------------------------------------------
+    def hold(self, run: TaskRun, uid: str, jobs: list[Body], pods: dict[str, list[Body]], plan: Plan,
+             now: datetime) -> Plan:
+        """``plan``, with the archived logs' refs in its attempts; or, when it would finish the run
+        while a log is still on its way, a plan that writes nothing but why it waits."""
+        if self.store is None:
+            return plan
+        key = (run.namespace, run.name)
+        recorded = {a.attempt for a in run.status.attempts if a.log is not None}
+        finished = []
+        for job in jobs:
+            attempt = attempt_of(job)
+            if not attempt or not job_finished(job):
+                continue
+            finished.append(attempt)
+            if attempt not in recorded and (uid, attempt) not in self.uploads:
+                self._start(key, run.namespace, uid, attempt, pods.get(job["metadata"]["name"]) or [])
+        for record in plan.status.attempts:
+            ref = self.refs.get((uid, record.attempt))
+            if ref is not None and record.log is None:
+                record.log = ref
+        if not plan.status.phase.finished or run.status.phase.finished:
+            return plan
+        uploads = [self.uploads.get((uid, a)) for a in finished if a not in recorded]
+        if plan.delete_jobs or plan.stop_job or plan.start_attempt or outcome_may_be_written(uploads):
+            return self._outcome(run, uid, plan, now)
+        status = run.status.model_copy(deep=True)
+        for record in status.attempts:
+            record.log = record.log or self.refs.get((uid, record.attempt))
+        waiting = [a for a in finished if (u := self.uploads.get((uid, a))) is not None and u.state == State.UPLOADING]
+        message = f"the outcome waits for the log of attempt {', '.join(map(str, waiting))} to reach the object store"
+        errors = [u.error for a in waiting if (u := self.uploads[(uid, a)]).failures]
+        if errors:
+            message += f"; the store failed ({errors[-1]}), tried again for up to {self.deadline:.0f} s"
+        status.conditions = set_condition(status.conditions, condition(
+            CONDITION, "Unknown", "Uploading", message, now, status.observed_generation))
+        return Plan(status=status, requeue_at=now + timedelta(seconds=self.deadline))
+
+    def _outcome(self, run: TaskRun, uid: str, plan: Plan, now: datetime) -> Plan:
+        """The outcome, saying whether every finished attempt's log was archived."""
+        failed = [(a, u) for (u_id, a), u in sorted(self.uploads.items()) if u_id == uid and u.state == State.GAVE_UP]
+        shown = get_condition(plan.status.conditions, CONDITION)
+        if failed:
+            message = "; ".join(failure_message(a, u, self.deadline) for a, u in failed)
+            plan.status.conditions = set_condition(plan.status.conditions, condition(
+                CONDITION, "False", FAILED, message, now, plan.status.observed_generation))
+            if shown is None or shown.reason != FAILED:
+                plan.events.append(Event("Warning", FAILED, message))
+        elif any(a.log for a in plan.status.attempts) or shown is not None:
+            plan.status.conditions = set_condition(plan.status.conditions, condition(
+                CONDITION, "True", "Archived", "every attempt's log that could be read is in the object store",
+                now, plan.status.observed_generation))
+        return plan
+
+    def keep_pods(self, job: Body) -> Body:
+        """A Job about to be created, its TTL raised so that its pod outlives its log's upload."""
+        spec = job.get("spec") or {}
+        if self.store is not None and "ttlSecondsAfterFinished" in spec:
+            spec["ttlSecondsAfterFinished"] = job_ttl(spec["ttlSecondsAfterFinished"], self.deadline)
+        return job
+
+    # Uploads -------------------------------------------------------------------------------------
+    def _start(self, key: Key, namespace: str, uid: str, attempt: int, pods: list[Body]) -> None:
+        pod = last_pod(pods)
+        node = ((pod or {}).get("spec") or {}).get("nodeName") or ""
+        if pod is None or self.logless.quiet(node, self.clock()):
+            why = "its pod is gone" if pod is None else f"node {node} gives no logs"
+            self.uploads[(uid, attempt)] = Upload(self.clock(), state=State.NO_LOG, error=why)
+            return
+        self.uploads[(uid, attempt)] = Upload(self.clock())
+        task = asyncio.get_running_loop().create_task(
+            self._upload(key, namespace, uid, attempt, pod["metadata"]["name"], node),
+            name=f"log-archive-{namespace}/{key[1]}-{attempt}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ended(self, key: Key, uid: str) -> None:
+        """An upload or follow ended: its run decides again, or, deleted meanwhile, is forgotten."""
+        if self.cache is not None and self.cache.run_by_uid(uid) is None:
+            self.forget(uid)
+        self.wake(key)
+
+    async def _upload(self, key: Key, namespace: str, uid: str, attempt: int, pod: str, node: str) -> None:
+        path = log_path(namespace, uid, attempt)
+        while True:
+            async with self._slots:
+                started = self.clock()
+                try:
+                    ref = await asyncio.to_thread(self._copy, namespace, pod, path, node)
+                except SourceFailed as e:
+                    self.uploads[(uid, attempt)] = Upload(started, state=State.NO_LOG, error=str(e))
+                    log.info("%s/%s: the log of attempt %d is not archived: %s", *key, attempt, e)
+                    break
+                except Exception as e:  # the store's: down, unreachable, refusing
+                    old = self.uploads[(uid, attempt)]
+                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300))
+                    step = after_store_failure(upload, self.clock(), self.deadline)
+                    if step.give_up:
+                        upload = Upload(upload.first_try, upload.failures, State.GAVE_UP, upload.error)
+                    self.uploads[(uid, attempt)] = upload
+                    log.warning("%s/%s: archiving the log of attempt %d failed (%d): %s%s", *key, attempt,
+                                upload.failures, upload.error, "; given up" if step.give_up else "")
+                    if step.give_up:
+                        break
+                    self.wake(key)  # its condition says what failed
+                else:
+                    self.refs[(uid, attempt)] = ref
+                    self.uploads[(uid, attempt)] = Upload(self.uploads[(uid, attempt)].first_try, state=State.ARCHIVED)
+                    log.info("%s/%s: the log of attempt %d archived: %d bytes in %.1f s", *key, attempt, ref.size,
+                             self.clock() - started)
+                    break
+            await asyncio.sleep(max(0.0, step.at - self.clock()))
+        self._ended(key, uid)
+
+    # Following a running attempt -----------------------------------------------------------------
+    def _pod_changed(self, old: Body | None, new: Body | None) -> None:
+        if self.store is None or self.cache is None or new is None or not _running(new) \
+                or (old is not None and _running(old)) or self._following >= FOLLOWERS:
+            return
+        meta = new["metadata"]
+        job = self.cache.jobs.get((meta.get("namespace", ""), (meta.get("labels") or {}).get("job-name", "")))
+        if job is None or not attempt_of(job):
+            return
+        uid, attempt = str((job["metadata"].get("labels") or {}).get(LABEL_RUN_UID) or ""), attempt_of(job)
+        run = self.cache.run_by_uid(uid)
+        node = (new.get("spec") or {}).get("nodeName") or ""
+        if run is None or (uid, attempt) in self.uploads or self.logless.quiet(node, self.clock()):
+            return
+        self.uploads[(uid, attempt)] = Upload(self.clock())
+        self._following += 1
+        task = asyncio.get_running_loop().create_task(self._follow(key_of(run), uid, attempt, meta["name"], node),
+                                                      name=f"log-follow-{meta['namespace']}/{meta['name']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, key: Key, uid: str, attempt: int, pod: str, node: str) -> None:
+        started = self.clock()
+        try:
+            ref = await in_daemon_thread(self._copy, key[0], pod, log_path(key[0], uid, attempt), node, True)
+        except Exception as e:  # the store, the kubelet or the API server: read again once it ends
+            self.uploads.pop((uid, attempt), None)
+            log.info("%s/%s: following the log of attempt %d failed (%s): it is read when the attempt ends", *key,
+                     attempt, kube.error_line(e, 300))
+        else:
+            self.refs[(uid, attempt)] = ref
+            self.uploads[(uid, attempt)] = Upload(started, state=State.ARCHIVED)
+            log.info("%s/%s: the log of attempt %d archived as it ran: %d bytes", *key, attempt, ref.size)
+        finally:
+            self._following -= 1
+        self._ended(key, uid)
+
+    # Reading (the operator's /logs endpoint, for a caller allowed to get the run) ---------------------
+    def open(self, namespace: str, name: str, attempt: int) -> tuple[BlobRef, Iterator[bytes]]:
+        """In a thread: the archived log of the run's attempt, verified as it streams (BlobCorrupt at
+        its end). LookupError (a message for a person) when there is none; BlobMissing when its blob
+        is gone. The run is read from the API server: the cache drops a finished run's attempts."""
+        if self.store is None:
+            raise LookupError("this operator has no object store: only the end of each log is kept")
+        body = self.api.get(kube.TASKRUNS, namespace, name)
+        if body is None:
+            raise LookupError(f"no TaskRun {namespace}/{name}")
+        uid = str(body["metadata"].get("uid") or "")
+        record = next((a for a in (body.get("status") or {}).get("attempts") or [] if a.get("attempt") == attempt), None)
+        if record is None or not record.get("log"):
+            raise LookupError(f"no archived log of attempt {attempt} of {namespace}/{name}")
+        ref = BlobRef.model_validate(record["log"])
+        if self.store.path_of(ref) != log_path(namespace, uid, attempt):  # a status is data: only this run's log
+            raise LookupError(f"the log of attempt {attempt} of {namespace}/{name} names another blob: {ref.uri}")
+        return ref, self.store.stream(ref)
+
+    def _copy(self, namespace: str, pod: str, path: str, node: str, follow: bool = False) -> BlobRef:
+        """In a thread: the pod's log, chunk by chunk, into the store."""
+        assert self.store is not None
+        failure: list[Exception] = []
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from self.api.stream_log(namespace, pod, follow)
+            except Exception as e:
+                failure.append(e)
+                raise
+        try:
+            ref = self.store.put(path, chunks())
+        except Exception as e:
+            if failure:
+                source = failure[0]
+                if kube.is_status(source, 404):
+                    raise SourceFailed(f"pod {pod} is gone") from source
+                self.logless.failed(node, getattr(source, "status", None), self.clock())
+                raise SourceFailed(f"reading pod {pod}'s log failed: {kube.error_line(source, 300)}") from source
+            raise e
+        self.logless.read(node)
+        return ref
+
+
+
+def _running(pod: Body) -> bool:
+    return any("running" in (cs.get("state") or {}) for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
+T = TypeVar("T")
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+    """``fn(*args)`` in a thread of its own that does not keep the process alive: a follow lasts as
+    long as its attempt, and a stopping operator must not wait for it (the default executor's
+    threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 (handed to the awaiting task)
+            error = e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: the operator stopped meanwhile
+            pass
+    threading.Thread(target=run, daemon=True, name="log-follow").start()
+    return future
