@@ -13,15 +13,18 @@ The task pods run the image (TASK_IMAGE), so these need it built from a checkout
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubetasks.api.storage import BlobRef
 from kubetasks.core.naming import checkpoint_name
-from kubetasks.core.step_grants import slot_path
-from kubetasks.protocol import configmap_key
+from kubetasks.core.step_grants import GETS_KEY, PUTS_KEY, parse_gets, parse_puts, slot_path
+from kubetasks.protocol import Checkpoint, configmap_key
 from tests.conftest import INSTANCE, apply, cluster_store_env, get, kubectl, wait_until
 from tests.integration.test_large_results import delete_blob, expected, finished, start_operator, task, taskrun
 
@@ -121,5 +124,58 @@ def test_a_forged_record_and_a_deleted_blob_fail_the_attempt_saying_why(namespac
         status = finished(namespace, "robbed", timeout=240)
         assert status["phase"] == "Failed" and status["error"]["type"] == "StepOutputUnavailable", status
         assert f"{ref['uri']} is missing" in status["error"]["message"], status["error"]
+    finally:
+        op.stop()
+
+
+def grants(namespace: str) -> dict[int, dict[str, str]]:
+    """The step keys of each attempt's grant Secret, by attempt (read as the cluster's admin)."""
+    import base64
+    import re
+
+    found: dict[int, dict[str, str]] = {}
+    for secret in json.loads(kubectl("get", "secrets", "-n", namespace, "-o", "json"))["items"]:
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        puts = parse_puts(data.get(PUTS_KEY, ""))
+        if puts:
+            found[int(re.findall(r"attempt-(\d+)-0$", puts[0][0])[0])] = data
+    return found
+
+
+def test_the_operators_step_grants_work_against_the_real_store(namespace, instance, tmp_path: Path):
+    """The operator's half alone (any task image): attempt 1's slots take a PUT in SeaweedFS;
+    attempt 2's grant reads it back and refuses a record naming another run's blob."""
+    op = start_operator(tmp_path, namespace, instance, store=True)
+    url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
+    try:
+        # {} has no "bytes": attempt 1 fails (retryably), attempt 2 starts 30 s later
+        apply([task("big", "kubetasks_examples.big:big", retry={"maxAttempts": 2, "minDelay": "30s"}),
+               taskrun("g", "big", {})], namespace, instance)
+        first = wait_until("attempt 1's grant", lambda: grants(namespace).get(1), timeout=120, interval=1)
+        puts = parse_puts(first[PUTS_KEY])
+        uid = get("taskrun", "g", namespace)["metadata"]["uid"]
+        assert [uri for uri, _ in puts] == [f"{url}/{slot_path(namespace, uid, 1, i)}" for i in range(len(puts))]
+        assert len(puts) == 32
+        body = json.dumps("s" * 300_000).encode()
+        request = urllib.request.Request(puts[0][1], data=body, method="PUT")
+        urllib.request.urlopen(request, timeout=60).read()  # noqa: S310 (the operator's presigned URL)
+        own = BlobRef.of(puts[0][0], body).to_api()
+        theirs = BlobRef.of(f"{url}/{slot_path(namespace, 'another-run-uid', 1, 0)}", b'"x"').to_api()
+        cm = checkpoint_name("g", uid)
+        records = {configmap_key(key): Checkpoint(key=key, result_ref=ref, attempt=1).encode()
+                   for key, ref in (("own", own), ("theirs", theirs))}
+        kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge", "-p", json.dumps({"data": records}))
+
+        second = wait_until("attempt 2's grant", lambda: grants(namespace).get(2), timeout=120, interval=1)
+        gets = parse_gets(second[GETS_KEY])
+        assert set(gets) == {own["uri"], theirs["uri"]}
+        assert "is not a step output of this run" in gets[theirs["uri"]]["refused"]
+        read = urllib.request.urlopen(gets[own["uri"]]["url"], timeout=60).read()  # noqa: S310
+        assert BlobRef.of(own["uri"], read) == BlobRef.model_validate(own)
+        try:  # a GET URL is that one blob's: another path with its signature is refused
+            urllib.request.urlopen(gets[own["uri"]]["url"].replace("attempt-1-0", "attempt-1-1"), timeout=60)
+            raise AssertionError("a presigned GET served another path")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403, e
     finally:
         op.stop()
