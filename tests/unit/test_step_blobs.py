@@ -243,3 +243,10 @@ def test_the_step_grant_is_read_from_its_mounted_files(tmp_path: Path):
     blobs = read_step_grant(str(tmp_path))
     assert blobs is not None and blobs.puts == [("u", "https://p")] and blobs.gets == {"g": {"url": "https://g"}}
     assert blobs.threshold == 65536 and blobs.expires == datetime(2026, 5, 1, 8, 20, tzinfo=timezone.utc)
+
+
+def test_a_small_output_goes_to_the_store_when_the_runs_checkpoints_are_full():
+    cm, store = MemoryStore({"payload.json": "x" * (900 * 1024 - 500)}), FakeStore(1)
+    s = steps(cm, store.grant({}), 1)
+    assert s.run("small", lambda: "a" * 600) == "a" * 600  # below the threshold, but no room in the ConfigMap
+    assert "resultRef" in json.loads(cm.data[configmap_key("small")])

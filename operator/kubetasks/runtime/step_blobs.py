@@ -79,24 +79,27 @@ class StepBlobs:
     def keep(self, record: Checkpoint, fits: Callable[[str], None]) -> Checkpoint:
         """``record``, or the same with its result PUT to the store and a ref in its place: when
         its output is above the threshold, or would not fit the ConfigMap (``fits`` raises
-        CheckpointTooLarge). Beyond the slots, an output that fits stays in the ConfigMap."""
+        CheckpointTooLarge: the run's 900 KiB). Beyond the slots, an output that fits stays in the
+        ConfigMap; one that does not is CheckpointTooLarge naming the chart value."""
         if record.kind != "run" or record.result_ref is not None:
             return record
         data = json.dumps(record.result, separators=(",", ":"), allow_nan=False).encode()
-        if len(data) <= min(self.threshold, RECORD_LIMIT):
-            return record  # fits is checked by the caller, on what is saved
+        small = len(data) <= min(self.threshold, RECORD_LIMIT)
         with self._lock:
             index = self._next
-            if index >= len(self.puts):
+            slot_left = index < len(self.puts)
+            if small or not slot_left:
                 try:
                     fits(record.encode())
                     return record
                 except CheckpointTooLarge:
-                    raise CheckpointTooLarge(
-                        f"step {record.key!r}: its output is {len(data)} bytes, too large for the checkpoint "
-                        f"ConfigMap, and this attempt has used all {len(self.puts)} of its object-store slots "
-                        f"for step outputs (chart value {SLOTS_VALUE}, the operator's {SLOTS_ENV}): raise it, "
-                        "or keep fewer large step outputs per attempt") from None
+                    if not slot_left:
+                        raise CheckpointTooLarge(
+                            f"step {record.key!r}: its output is {len(data)} bytes, too large for the checkpoint "
+                            f"ConfigMap, and this attempt has used all {len(self.puts)} of its object-store slots "
+                            f"for step outputs (chart value {SLOTS_VALUE}, the operator's {SLOTS_ENV}): raise it, "
+                            "or keep fewer large step outputs per attempt") from None
+                    # small, but the run's checkpoints are full: it goes to the store
             self._next = index + 1
         if self.expires is not None and self.clock() >= self.expires:
             raise CheckpointTooLarge(f"step {record.key!r}: its output is {len(data)} bytes and this attempt's "
