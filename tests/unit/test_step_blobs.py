@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -250,3 +251,46 @@ def test_a_small_output_goes_to_the_store_when_the_runs_checkpoints_are_full():
     s = steps(cm, store.grant({}), 1)
     assert s.run("small", lambda: "a" * 600) == "a" * 600  # below the threshold, but no room in the ConfigMap
     assert "resultRef" in json.loads(cm.data[configmap_key("small")])
+
+
+def test_the_examples_the_cluster_test_runs_keep_their_outputs_in_the_store_across_attempts(monkeypatch):
+    """kubetasks_examples.big_steps through the real entry point, the store in memory: the pipeline
+    crashes after step 2 in attempt 1, and attempt 2 runs step 3 only; a kept output comes back
+    after a durable sleep."""
+    import os
+    import sys
+
+    from kubetasks.runtime import entry
+    from kubetasks.runtime.entry import Invocation, run_task
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "python"))
+    from kubetasks_examples.big import blob, digest_of
+
+    def crash(code: int) -> None:
+        raise SystemExit(code)
+    monkeypatch.setattr(os, "_exit", crash)
+
+    def attempt(entrypoint: str, payload: dict[str, Any], n: int, cm: MemoryStore, grant: StepBlobs,
+                now: datetime) -> Any:
+        monkeypatch.setattr(entry, "read_step_grant", lambda directory: grant)
+        invocation = Invocation(entrypoint=f"kubetasks_examples.big_steps:{entrypoint}", payload=json.dumps(payload),
+                                run="p", run_uid=UID, attempt=n)
+        return run_task(invocation, cm, lambda: now)
+
+    size, t0 = 5_000_000, datetime(2026, 6, 1, tzinfo=timezone.utc)
+    cm, first = MemoryStore(), FakeStore(1)
+    assert attempt("pipeline", {"bytes": size}, 1, cm, first.grant({}, 65536), t0).code == 1
+    second = FakeStore(2)
+    second.blobs = first.blobs
+    report = attempt("pipeline", {"bytes": size}, 2, cm, second.grant(cm.data, 65536), t0).report
+    assert report.outcome == "succeeded", report
+    assert report.result["ran_in"] == {"one": 1, "two": 1, "three": 2}
+    assert report.result["one"] == digest_of(blob(size)) and len(first.blobs) == 2
+
+    cm, first = MemoryStore(), FakeStore(1)
+    payload = {"bytes": 300_000, "pause": 5}
+    assert attempt("kept_then_paused", payload, 1, cm, first.grant({}, 65536), t0).report.outcome == "sleeping"
+    second = FakeStore(2)
+    second.blobs = first.blobs
+    report = attempt("kept_then_paused", payload, 2, cm, second.grant(cm.data, 65536), t0 + timedelta(seconds=6)).report
+    assert report.result == {"made_in": 1, "read_in": 2, "data": digest_of(blob(300_000))}
