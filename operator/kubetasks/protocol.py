@@ -216,6 +216,9 @@ class Checkpoint:
     kind: str = "run"  # "run" | "sleep"
     wake_at: datetime | None = None
     started_at: datetime | None = None
+    # A result kept in the object store (core.step_grants): {"uri", "size", "sha256"}, written as
+    # "resultRef" instead of "result"; read back only through the attempt's grant, verified.
+    result_ref: dict[str, Any] | None = None
 
     @property
     def completed(self) -> bool:
@@ -224,7 +227,7 @@ class Checkpoint:
     def encode(self) -> str:
         body: dict[str, Any] = {
             "key": self.key,
-            "result": self.result,
+            **({"resultRef": self.result_ref} if self.result_ref is not None else {"result": self.result}),
             "attempt": self.attempt,
             "durationSeconds": None if self.duration_seconds is None else round(self.duration_seconds, 3),
             "completedAt": format_time(self.completed_at) if self.completed_at else None,
@@ -254,6 +257,7 @@ class Checkpoint:
                 kind=str(body.get("kind") or "run"),
                 wake_at=parse_time(body.get("wakeAt")),
                 started_at=parse_time(body.get("startedAt")),
+                result_ref=body["resultRef"] if isinstance(body.get("resultRef"), dict) else None,
             )
         except (ValueError, TypeError):
             return None

@@ -398,6 +398,7 @@ def test_the_queue_webhook_ships_by_default_for_the_releases_own_runs():
 
 def test_the_object_store_values_reach_the_operator():
     from kubetasks.blobs import StorageConfig
+    from kubetasks.core.step_grants import slots_from_env
 
     def operator(*sets: str) -> tuple[dict, list[dict]]:
         docs = render(*sets)
@@ -415,12 +416,13 @@ def test_the_object_store_values_reach_the_operator():
 
     spec, _ = operator("storage.type=s3", "storage.bucket=kt", "storage.endpoint=http://seaweedfs:8333",
                        "storage.region=eu-west-1", "storage.credentialsSecret=kt-store", "storage.threshold=1048576",
-                       "storage.sweepSeconds=60", "instanceID=team-b")
+                       "storage.sweepSeconds=60", "storage.stepSlots=8", "instanceID=team-b")
     config = StorageConfig.from_env(env(spec))
     assert config is not None
     assert (config.url, config.endpoint, config.region, config.threshold) == (
         "s3://kt/team-b", "http://seaweedfs:8333", "eu-west-1", 1048576)  # the prefix: the instance's own
     assert env(spec)["KUBETASKS_STORAGE_SWEEP_SECONDS"] == "60"
+    assert slots_from_env(env(spec)) == 8  # upload slots for large step outputs (core.step_grants)
     assert spec["containers"][0]["envFrom"] == [{"secretRef": {"name": "kt-store"}}]
     for sets, url in ((("storage.type=gcs", "storage.bucket=b", "storage.prefix=/x/y/"), "gs://b/x/y"),
                       (("storage.type=azure", "storage.bucket=c"), "az://c")):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,8 @@ from kubetasks.api.storage import BlobRef, result_path
 from kubetasks.core.grants import grant_lifetime, render_child_result_grant, render_result_grant
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import run_account, uses_sdk
+from kubetasks.controller.step_blobs import step_grant
+from kubetasks.core.step_grants import slots_from_env
 from kubetasks.core.result_refs import REFUSED, UNREADABLE, Place, check_bytes, judge_ref
 from kubetasks.protocol import RESULT_CONFIGMAP_LIMIT, Report
 
@@ -44,6 +47,7 @@ class ResultRefs:
         self.call = call
         self.store = store
         self._verified: dict[str, dict[int, AttemptObservation]] = {}  # run uid -> attempt -> judged
+        self.step_slots = slots_from_env(os.environ)  # upload slots for large step outputs, per attempt
 
     def forget(self, uid: str) -> None:
         self._verified.pop(uid, None)
@@ -112,6 +116,7 @@ class ResultRefs:
             return None
         secret = render_result_grant(run, task.task_id, attempt, url, store.uri(path), store.config.threshold,
                                      datetime.now(timezone.utc) + lifetime)
+        secret["stringData"].update(await step_grant(self.call, store, run, attempt, lifetime, self.step_slots))
         try:
             created = await self.call("create", secret)
         except Exception as e:

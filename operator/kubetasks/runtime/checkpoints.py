@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubetasks.protocol import (
     KEY_PREFIX, PAYLOAD_KEY, RECORD_LIMIT, SCOPE_SEPARATOR, STATUS_STEPS_LIMIT, TOTAL_LIMIT, Checkpoint,
     configmap_key, format_time, parse_checkpoints, steps_from_configmap,
 )
-from kubetasks.runtime.errors import CheckpointTooLarge
+from kubetasks.runtime.errors import CheckpointTooLarge, StepOutputUnavailable
+
+if TYPE_CHECKING:
+    from kubetasks.runtime.step_blobs import StepBlobs
 
 log = logging.getLogger("kubetasks.runtime")
 
@@ -39,7 +43,8 @@ def check_fits(data: Mapping[str, str], cm_key: str, value: str, step_key: str) 
     if size > RECORD_LIMIT:
         raise CheckpointTooLarge(
             f"step {step_key!r}: its checkpoint is {size} bytes; the limit is {RECORD_LIMIT} (256 KiB) per step: "
-            "store large results elsewhere and return a reference"
+            "store large results elsewhere and return a reference, or configure an object store (chart values "
+            "storage.*): step outputs above its threshold then go there"
         )
     total = sum(len(k.encode()) + len(v.encode()) for k, v in data.items() if k != cm_key)
     total += len(cm_key.encode()) + size
@@ -49,7 +54,8 @@ def check_fits(data: Mapping[str, str], cm_key: str, value: str, step_key: str) 
         raise CheckpointTooLarge(
             f"step {step_key!r}: its checkpoint ({size} bytes) would bring the run's checkpoints to {total} bytes"
             f"{of_which}; the limit is {TOTAL_LIMIT} (900 KiB) per run: store large results elsewhere and return "
-            "a reference"
+            "a reference, or configure an object store (chart values storage.*): step outputs above its "
+            "threshold then go there"
         )
 
 
@@ -129,8 +135,9 @@ class Checkpoints:
     """The checkpoints of one attempt: loaded once (on first use, so tasks without steps never
     call the API), then kept in step with every write. Thread-safe."""
 
-    def __init__(self, store: CheckpointStore) -> None:
+    def __init__(self, store: CheckpointStore, blobs: StepBlobs | None = None) -> None:
         self.store = store
+        self.blobs = blobs  # step outputs in the object store (runtime.step_blobs), with a grant
         self._lock = threading.RLock()
         self._data: dict[str, str] | None = None
         self._records: dict[str, Checkpoint] = {}
@@ -144,9 +151,19 @@ class Checkpoints:
         return self._data
 
     def get(self, scoped_key: str) -> Checkpoint | None:
+        """The step's record; an output kept in the store is read (once) and verified."""
         with self._lock:
             self._loaded()
-            return self._records.get(scoped_key)
+            record = self._records.get(scoped_key)
+            if record is None or record.result_ref is None or record.result is not None:
+                return record
+            if self.blobs is None:
+                raise StepOutputUnavailable(
+                    f"step {scoped_key!r}: its output is in the object store ({record.result_ref.get('uri')}) and "
+                    "this attempt has no grant to read it (an operator without a store that signs URLs)")
+            record = replace(record, result=self.blobs.fetch(record))
+            self._records[scoped_key] = record
+            return record
 
     def used(self) -> int:
         """Bytes of data the ConfigMap holds (keys and values)."""
@@ -165,6 +182,8 @@ class Checkpoints:
         with self._lock:
             data = self._loaded()
             cm_key = configmap_key(record.key)
+            if self.blobs is not None:
+                record = self.blobs.keep(record, lambda text: check_fits(data, cm_key, text, record.key))
             value = record.encode()
             check_fits(data, cm_key, value, record.key)
             self.store.save(cm_key, value)

@@ -28,6 +28,7 @@ from kubetasks.runtime.context import Clock, Context, Steps, utcnow
 from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
+from kubetasks.runtime.step_blobs import read_step_grant
 from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model_of
 
 log = logging.getLogger("kubetasks.runtime")
@@ -159,7 +160,7 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
         return outcome.failed(e)
 
     task_id = invocation.task or task_id or fn.__name__
-    checkpoints = Checkpoints(store)
+    checkpoints = Checkpoints(store, read_step_grant(grant_dir))  # step outputs above the threshold: the store
     steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock)
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
                   payload=payload, step=steps, run_uid=invocation.run_uid,

@@ -39,6 +39,12 @@ class CheckpointTooLarge(PermanentError):
     the step failed. Keep large data elsewhere (object storage, a database) and return a reference."""
 
 
+class StepOutputUnavailable(PermanentError):
+    """A completed step's output, kept in the object store, cannot be read as it was written
+    (missing, changed, or not granted to this attempt): the run fails rather than go on with a
+    wrong value."""
+
+
 class InvalidStepKey(PermanentError, ValueError):
     """A step key that cannot name a step: empty, not a string, or containing "/" (the separator
     of nested keys)."""
