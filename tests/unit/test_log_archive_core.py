@@ -39,9 +39,9 @@ def test_outcome_waits_for_uploads_under_way_only():
 
 
 def test_failure_message_says_how_long_and_why():
-    message = failure_message(2, Upload(0, failures=9, state=State.GAVE_UP, error="connection refused"), 300)
-    assert message == ("the log of attempt 2 was not archived: the object store failed for 300 s (9 tries): "
-                       "connection refused")
+    message = failure_message(2, Upload(0, 9, State.GAVE_UP, "connection refused", last_failure=301.2), 300)
+    assert message == ("the log of attempt 2 was not archived: the object store failed for 301 s, past the limit "
+                       "of 300 s (9 tries): connection refused")
 
 
 def test_a_jobs_ttl_outlives_its_logs_read_and_while_the_store_refuses_the_uploads_last_try():

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import threading
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -208,10 +209,11 @@ class LogArchive:
                     break
                 except Exception as e:  # the store's: down, unreachable, refusing
                     old = self.uploads[(uid, attempt)]
-                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300))
+                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300),
+                                    last_failure=self.clock())
                     step = after_store_failure(upload, self.clock(), self.deadline)
                     if step.give_up:
-                        upload = Upload(upload.first_try, upload.failures, State.GAVE_UP, upload.error)
+                        upload = replace(upload, state=State.GAVE_UP)
                     self.uploads[(uid, attempt)] = upload
                     log.warning("%s/%s: archiving the log of attempt %d failed (%d): %s%s", *key, attempt,
                                 upload.failures, upload.error, "; given up" if step.give_up else "")

@@ -41,6 +41,7 @@ class Upload:
     failures: int = 0  # store failures so far
     state: State = State.UPLOADING
     error: str = ""  # the last failure, for the reason shown
+    last_failure: float | None = None  # when the store last refused
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def outcome_may_be_written(uploads: list[Upload | None]) -> bool:
 
 def failure_message(attempt: int, upload: Upload, deadline: float) -> str:
     if upload.state == State.GAVE_UP:
-        return (f"the log of attempt {attempt} was not archived: the object store failed for {deadline:.0f} s "
-                f"({upload.failures} tries): {upload.error}")
+        failing = (upload.last_failure or upload.first_try) - upload.first_try
+        tries = f"{upload.failures} {'try' if upload.failures == 1 else 'tries'}"
+        return (f"the log of attempt {attempt} was not archived: the object store failed for {failing:.0f} s, past "
+                f"the limit of {deadline:.0f} s ({tries}): {upload.error}")
     return f"the log of attempt {attempt} was not archived: {upload.error}"
