@@ -136,6 +136,14 @@ class FakeApi:
         lines = found.splitlines(keepends=True)
         return b"".join(lines[len(lines) - tail_lines:] if tail_lines < len(lines) else lines)[:limit_bytes]
 
+    def merge_patch(self, resource: kube.Resource, namespace: str, name: str, patch: Body) -> Body | None:
+        self.calls.append(("merge_patch", (resource.plural, name, patch)))
+        obj = self.objects.get((PLURALS[resource.plural], namespace, name))
+        if obj is None:
+            return None
+        _merge(obj, copy.deepcopy(patch))
+        return copy.deepcopy(self._modified(obj))
+
     def stream_log(self, namespace: str, pod: str, follow: bool = False) -> Any:
         """The whole log, in chunks, as the kubelet streams it."""
         self.calls.append(("stream_log", (pod, follow)))

@@ -5,6 +5,7 @@ store down past the deadline fails the upload for good with a reason, never the 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from kubetasks.api.storage import BlobRef, log_path
@@ -59,6 +60,8 @@ def test_the_outcome_is_written_once_the_whole_log_is_archived(tmp_path):
 
 def test_a_store_down_holds_the_outcome_and_one_down_past_the_deadline_gives_up_with_a_reason(tmp_path):
     w = archiving(tmp_path, deadline=1.0)
+    w.api.update("Task", NS, "t", spec={**w.api.objects[("Task", NS, "t")]["spec"], "ttlSecondsAfterFinished": 5})
+    w.api.deliver(w.op.cache)
     (tmp_path / "store" / "runs").write_text("down")  # where the runs' blobs go is not a directory
 
     async def scenario() -> None:
@@ -77,8 +80,11 @@ def test_a_store_down_holds_the_outcome_and_one_down_past_the_deadline_gives_up_
     s = w.status("r")
     assert s["phase"] == "Succeeded" and "log" not in s["attempts"][0]
     assert condition(w)["status"] == "False" and condition(w)["reason"] == "LogArchiveFailed"
-    assert condition(w)["message"].startswith("the log of attempt 1 was not archived: the object store failed for 1 s")
+    assert re.match(r"the log of attempt 1 was not archived: the object store failed for \d+ s, past the limit of "
+                    r"1 s \(\d tr(y|ies)\): GenericError", condition(w)["message"]), condition(w)["message"]
     assert [e[2] for e in w.api.events].count("LogArchiveFailed") == 1
+    # At the first refusal its Job (its pod, its log) was kept until the upload's last try: 1 + 60 s.
+    assert w.api.objects[("Job", NS, "r-1")]["spec"]["ttlSecondsAfterFinished"] == 61
 
 
 def test_a_log_that_cannot_be_read_holds_nothing(tmp_path):
@@ -94,14 +100,14 @@ def test_a_log_that_cannot_be_read_holds_nothing(tmp_path):
     assert w.status("r")["phase"] == "Succeeded" and "log" not in w.status("r")["attempts"][0]
 
 
-def test_a_jobs_ttl_is_raised_to_outlive_the_upload(tmp_path):
+def test_a_jobs_ttl_is_raised_to_outlive_the_logs_read(tmp_path):
     w = archiving(tmp_path)
     asyncio.run(reconcile(w))
     assert w.api.objects[("Job", NS, "r-1")]["spec"]["ttlSecondsAfterFinished"] == 86400  # the default: kept
     short = World(task(ttlSecondsAfterFinished=5), taskrun("r"))
     short.op.runs.archive.configure({}, BlobStore(StorageConfig(url=f"file://{tmp_path}/store2")))
     asyncio.run(reconcile(short))
-    assert short.api.objects[("Job", NS, "r-1")]["spec"]["ttlSecondsAfterFinished"] == 360
+    assert short.api.objects[("Job", NS, "r-1")]["spec"]["ttlSecondsAfterFinished"] == 30
 
 
 def test_the_operator_serves_an_archived_log_to_those_who_may_get_the_run_only(tmp_path):

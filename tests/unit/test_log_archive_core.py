@@ -3,8 +3,8 @@ outcome waits for every upload under way."""
 
 from hypothesis import given, strategies as st
 
-from kubetasks.core.log_archive import (MAX_DELAY, State, Upload, after_store_failure, failure_message, job_ttl,
-                                        outcome_may_be_written)
+from kubetasks.core.log_archive import (MAX_DELAY, State, Upload, after_store_failure, failure_message,
+                                        held_job_ttl, job_ttl, outcome_may_be_written)
 
 
 def test_backoff_doubles_up_to_a_cap():
@@ -39,10 +39,12 @@ def test_outcome_waits_for_uploads_under_way_only():
 
 
 def test_failure_message_says_how_long_and_why():
-    message = failure_message(2, Upload(0, failures=9, state=State.GAVE_UP, error="connection refused"), 300)
-    assert message == ("the log of attempt 2 was not archived: the object store failed for 300 s (9 tries): "
-                       "connection refused")
+    message = failure_message(2, Upload(0, 9, State.GAVE_UP, "connection refused", last_failure=301.2), 300)
+    assert message == ("the log of attempt 2 was not archived: the object store failed for 301 s, past the limit "
+                       "of 300 s (9 tries): connection refused")
 
 
-def test_a_jobs_ttl_outlives_the_uploads_last_try():
-    assert job_ttl(5, 300.0) == 360 and job_ttl(86400, 300.0) == 86400 and job_ttl(None, 300.0) is None
+def test_a_jobs_ttl_outlives_its_logs_read_and_while_the_store_refuses_the_uploads_last_try():
+    assert job_ttl(5) == 30 and job_ttl(86400) == 86400 and job_ttl(None) is None
+    assert held_job_ttl(30, 300.0) == 360
+    assert held_job_ttl(86400, 300.0) is None and held_job_ttl(None, 300.0) is None  # never lowered

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import threading
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -41,7 +42,8 @@ from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
 from kubetasks.core.children import job_finished
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
-                                        failure_message, job_ttl, outcome_may_be_written)
+                                        failure_message, held_job_ttl, job_ttl,
+                                        outcome_may_be_written)
 from kubetasks.core.logs import LoglessNodes, last_pod
 from kubetasks.core.naming import LABEL_RUN_UID
 from kubetasks.core.plan import Event, Plan
@@ -116,7 +118,8 @@ class LogArchive:
                 continue
             finished.append(attempt)
             if attempt not in recorded and (uid, attempt) not in self.uploads:
-                self._start(key, run.namespace, uid, attempt, pods.get(job["metadata"]["name"]) or [])
+                self._start(key, run.namespace, uid, attempt, job["metadata"]["name"],
+                            pods.get(job["metadata"]["name"]) or [])
         for record in plan.status.attempts:
             ref = self.refs.get((uid, record.attempt))
             if ref is not None and record.log is None:
@@ -155,14 +158,14 @@ class LogArchive:
         return plan
 
     def keep_pods(self, job: Body) -> Body:
-        """A Job about to be created, its TTL raised so that its pod outlives its log's upload."""
+        """A Job about to be created, its TTL raised so that its pod outlives its log's read."""
         spec = job.get("spec") or {}
         if self.store is not None and "ttlSecondsAfterFinished" in spec:
-            spec["ttlSecondsAfterFinished"] = job_ttl(spec["ttlSecondsAfterFinished"], self.deadline)
+            spec["ttlSecondsAfterFinished"] = job_ttl(spec["ttlSecondsAfterFinished"])
         return job
 
     # Uploads -------------------------------------------------------------------------------------
-    def _start(self, key: Key, namespace: str, uid: str, attempt: int, pods: list[Body]) -> None:
+    def _start(self, key: Key, namespace: str, uid: str, attempt: int, job: str, pods: list[Body]) -> None:
         pod = last_pod(pods)
         node = ((pod or {}).get("spec") or {}).get("nodeName") or ""
         if pod is None or self.logless.quiet(node, self.clock()):
@@ -171,10 +174,21 @@ class LogArchive:
             return
         self.uploads[(uid, attempt)] = Upload(self.clock())
         task = asyncio.get_running_loop().create_task(
-            self._upload(key, namespace, uid, attempt, pod["metadata"]["name"], node),
+            self._upload(key, namespace, uid, attempt, job, pod["metadata"]["name"], node),
             name=f"log-archive-{namespace}/{key[1]}-{attempt}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _keep_job(self, namespace: str, job: str) -> None:
+        """The store refused: the Job (its pod, its log) is kept until the upload's last try."""
+        try:
+            found = await asyncio.to_thread(self.api.get, kube.JOBS, namespace, job)
+            ttl = held_job_ttl((found or {}).get("spec", {}).get("ttlSecondsAfterFinished"), self.deadline)
+            if found is not None and ttl is not None:
+                await asyncio.to_thread(self.api.merge_patch, kube.JOBS, namespace, job,
+                                        {"spec": {"ttlSecondsAfterFinished": ttl}})
+        except Exception as e:  # the log may then go with its pod: said, not fatal
+            log.warning("%s: could not keep Job %s until its log is archived: %s", namespace, job, kube.error_line(e))
 
     def _ended(self, key: Key, uid: str) -> None:
         """An upload or follow ended: its run decides again, or, deleted meanwhile, is forgotten."""
@@ -182,7 +196,7 @@ class LogArchive:
             self.forget(uid)
         self.wake(key)
 
-    async def _upload(self, key: Key, namespace: str, uid: str, attempt: int, pod: str, node: str) -> None:
+    async def _upload(self, key: Key, namespace: str, uid: str, attempt: int, job: str, pod: str, node: str) -> None:
         path = log_path(namespace, uid, attempt)
         while True:
             async with self._slots:
@@ -195,15 +209,18 @@ class LogArchive:
                     break
                 except Exception as e:  # the store's: down, unreachable, refusing
                     old = self.uploads[(uid, attempt)]
-                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300))
+                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300),
+                                    last_failure=self.clock())
                     step = after_store_failure(upload, self.clock(), self.deadline)
                     if step.give_up:
-                        upload = Upload(upload.first_try, upload.failures, State.GAVE_UP, upload.error)
+                        upload = replace(upload, state=State.GAVE_UP)
                     self.uploads[(uid, attempt)] = upload
                     log.warning("%s/%s: archiving the log of attempt %d failed (%d): %s%s", *key, attempt,
                                 upload.failures, upload.error, "; given up" if step.give_up else "")
                     if step.give_up:
                         break
+                    if upload.failures == 1:
+                        await self._keep_job(namespace, job)
                     self.wake(key)  # its condition says what failed
                 else:
                     self.refs[(uid, attempt)] = ref

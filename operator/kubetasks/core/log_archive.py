@@ -41,6 +41,7 @@ class Upload:
     failures: int = 0  # store failures so far
     state: State = State.UPLOADING
     error: str = ""  # the last failure, for the reason shown
+    last_failure: float | None = None  # when the store last refused
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,22 @@ def after_store_failure(upload: Upload, now: float, deadline: float = DEFAULT_DE
     return Next(False, min(now + delay, give_up_at))
 
 
-TTL_MARGIN = 60  # seconds beyond the upload deadline a finished attempt's Job (and pod) is kept at least
+# A finished attempt's Job (and so its pod, and its log) is kept at least MIN_JOB_TTL seconds when
+# its log is archived: its follow drains (the kubelet sees an exit within 5 s) or a read after the
+# end is made. While the store refuses, its TTL is raised to the upload's deadline + TTL_MARGIN, so
+# the last try still finds the log; a Task's longer TTL is never lowered.
+MIN_JOB_TTL, TTL_MARGIN = 30, 60
 
 
-def job_ttl(requested: int | None, deadline: float) -> int | None:
-    """The Job's ttlSecondsAfterFinished when its log is archived: its pod (and so its log) must
-    outlive the upload's last try, however short the Task's TTL; None (kept for ever) stays None."""
-    return None if requested is None else max(requested, int(deadline) + TTL_MARGIN)
+def job_ttl(requested: int | None) -> int | None:
+    """A new Job's ttlSecondsAfterFinished when its log is archived (None: kept for ever)."""
+    return None if requested is None else max(requested, MIN_JOB_TTL)
+
+
+def held_job_ttl(current: int | None, deadline: float) -> int | None:
+    """The TTL to give a finished Job whose upload the store refused; None: leave it as it is."""
+    wanted = int(deadline) + TTL_MARGIN
+    return wanted if current is not None and current < wanted else None
 
 
 def outcome_may_be_written(uploads: list[Upload | None]) -> bool:
@@ -77,6 +87,8 @@ def outcome_may_be_written(uploads: list[Upload | None]) -> bool:
 
 def failure_message(attempt: int, upload: Upload, deadline: float) -> str:
     if upload.state == State.GAVE_UP:
-        return (f"the log of attempt {attempt} was not archived: the object store failed for {deadline:.0f} s "
-                f"({upload.failures} tries): {upload.error}")
+        failing = (upload.last_failure or upload.first_try) - upload.first_try
+        tries = f"{upload.failures} {'try' if upload.failures == 1 else 'tries'}"
+        return (f"the log of attempt {attempt} was not archived: the object store failed for {failing:.0f} s, past "
+                f"the limit of {deadline:.0f} s ({tries}): {upload.error}")
     return f"the log of attempt {attempt} was not archived: {upload.error}"
