@@ -99,7 +99,8 @@ class ResultRefs:
             return str(e)
         return None
 
-    async def upload_grant(self, run: TaskRun, task: Task, attempt: int) -> str | None:
+    async def upload_grant(self, run: TaskRun, task: Task, attempt: int,
+                           extra: Callable[[TaskRun, timedelta], dict[str, str]] | None = None) -> str | None:
         """The Secret (its name) of the attempt's upload grant, made now; None without a store that
         signs URLs, or for a plain command (its result is its termination message)."""
         if self.store is None or not uses_sdk(task):
@@ -110,8 +111,9 @@ class ResultRefs:
         url = await asyncio.to_thread(sign_put, store, path, lifetime)
         if url is None:
             return None
+        more = await asyncio.to_thread(extra, run, lifetime) if extra else {}  # the payload's GET (controller.payloads)
         secret = render_result_grant(run, task.task_id, attempt, url, store.uri(path), store.config.threshold,
-                                     datetime.now(timezone.utc) + lifetime)
+                                     datetime.now(timezone.utc) + lifetime, more)
         try:
             created = await self.call("create", secret)
         except Exception as e:
