@@ -62,7 +62,7 @@ class BlobSweeper:
         paths = {uri[len(base):] for uri in named if uri.startswith(base)}
         for path in payloads_to_delete(self.store.listing(PAYLOADS), paths, now, self.grace, self.namespaces):
             try:
-                self.store.delete_prefix(path)
+                self.store.delete(path)
             except Exception as e:  # the next sweep tries again
                 log.warning("could not delete the payload %s: %s", path, e)
 

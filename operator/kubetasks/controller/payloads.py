@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 
 from aiohttp import web
@@ -45,13 +45,16 @@ class Payloads:
     def __init__(self, store: BlobStore | None = None, max_upload: int = DEFAULT_MAX_UPLOAD) -> None:
         self.store = store
         self.max_upload = max_upload
+        self.namespaces: tuple[str, ...] = ()  # those the operator serves (empty: all)
         self._found: set[str] = set()  # uids whose payload was found: a queued run's reconciles list nothing
 
     def forget(self, uid: str) -> None:
         self._found.discard(uid)
 
-    def configure(self, env: Mapping[str, str] = os.environ, store: BlobStore | None = None) -> None:
+    def configure(self, env: Mapping[str, str] = os.environ, store: BlobStore | None = None,
+                  namespaces: Collection[str] = ()) -> None:
         self.store = store
+        self.namespaces = tuple(namespaces)
         self.max_upload = int(env.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD)
 
     def upload(self, namespace: str, data: bytes) -> BlobRef:
@@ -79,7 +82,7 @@ class Payloads:
                                                 "give task pods a URL to read it: use an S3, GCS or Azure store")
         path, _ = ref_path(ref, run.namespace, store.config.url)
         assert path is not None
-        found = await asyncio.to_thread(lambda: next((size for p, size, _ in store.listing(path) if p == path), None))
+        found = await asyncio.to_thread(store.size_of, path)
         refused = missing_refusal(ref, found)
         if refused is None:
             self._found.add(uid)
@@ -104,6 +107,8 @@ async def serve_upload(payloads: Payloads, namespace: str, request: web.Request)
         return web.json_response({"message": "this operator has no object store: a payload travels in spec.payload "
                                              "(the API server holds at most about 1.5 MiB); a store (chart values "
                                              "storage.*) lifts the limit"}, status=501)
+    if payloads.namespaces and namespace not in payloads.namespaces:
+        return web.json_response({"message": f"this operator does not serve the namespace {namespace!r}"}, status=404)
     limit = payloads.max_upload
     too_large = web.json_response({"message": f"the payload is over this operator's limit of {limit} bytes "
                                               "(chart value storage.maxPayloadBytes)"}, status=413)

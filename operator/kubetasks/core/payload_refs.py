@@ -50,6 +50,8 @@ def payload_refusal(run: TaskRun, store_url: str | None, uses_runtime: bool) -> 
     ref = run.spec.payload_ref
     if ref is None:
         return None
+    if run.spec.payload is not None:
+        return Refusal(INVALID_PAYLOAD_REF, "set spec.payload or spec.payloadRef, not both")
     _, problem = ref_path(ref, run.namespace, store_url)
     if problem:
         return Refusal(INVALID_PAYLOAD_REF, problem)

@@ -207,10 +207,12 @@ def place_payload(spec: dict[str, Any], namespace: str, in_pod: bool | None = No
         return
     try:  # one try for a payload that fits the TaskRun anyway: it stays inline when the operator is not there
         ref = upload_payload(namespace, data, PATIENCE if len(data) > INLINE_LIMIT else 0.0)
-    except PayloadTooLarge as e:
+    except Exception as e:  # noqa: BLE001 (refused, unreachable, no kubeconfig user to ask as)
         if len(data) > INLINE_LIMIT:
-            raise
-        log.warning("%s; it stays in the TaskRun", e)
+            if isinstance(e, PayloadTooLarge):
+                raise
+            raise PayloadTooLarge(f"the payload is {len(data)} bytes and could not be uploaded: {e}") from e
+        log.warning("the payload (%d bytes) stays in the TaskRun: %s", len(data), e)
         return
     if ref is None:
         if len(data) > INLINE_LIMIT:
