@@ -8,6 +8,7 @@ import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +19,9 @@ from kubetasks import protocol
 from kubetasks.api.storage import BlobRef, result_path
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.blobs import BlobStore, StorageConfig
-from kubetasks.controller.results import read_for_caller
+from kubetasks.blobs import BlobMissing, BlobStore, StorageConfig
+from kubetasks.controller.results import open_result
+from kubetasks.core.log_archive import SHA256_HEADER
 from kubetasks.core.grants import LONGEST, MARGIN, grant_lifetime, render_child_result_grant, render_result_grant
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.observe import AttemptObservation
@@ -233,12 +235,15 @@ def test_a_store_held_result_is_verified_in_the_store_and_served_to_an_allowed_c
     end_with(w, Report(outcome="succeeded", result_ref=r.to_api()).encode())
     assert w.status("r")["phase"] == "Succeeded" and w.status("r")["resultRef"] == r.to_api()
     body = w.api.objects[("TaskRun", NS, "r")]
-    assert read_for_caller(store, lambda ns, n: body, NS, "r") == (200, data)
+    ref, chunks = open_result(store, lambda ns, n: body, NS, "r")
+    assert ref == r and b"".join(chunks) == data
     Path(f"{tmp_path}/blobs/{result_path(NS, uid, 1)}").unlink()  # deleted behind the operator's back
-    status, text = read_for_caller(store, lambda ns, n: body, NS, "r")
-    assert status == 410 and b"is missing from the store" in text
-    assert read_for_caller(None, lambda ns, n: body, NS, "r")[0] == 404
-    assert read_for_caller(store, lambda ns, n: None, NS, "r")[0] == 404
+    with pytest.raises(BlobMissing, match="is missing from the store"):
+        b"".join(open_result(store, lambda ns, n: body, NS, "r")[1])
+    with pytest.raises(LookupError, match="no store"):
+        open_result(None, lambda ns, n: body, NS, "r")
+    with pytest.raises(LookupError, match="no TaskRun"):
+        open_result(store, lambda ns, n: None, NS, "r")
 
 
 def test_a_store_ref_of_another_run_is_refused_even_when_the_blob_exists(tmp_path: Path):
@@ -343,13 +348,15 @@ def test_results_are_served_only_to_a_caller_who_may_get_the_run():
 
     reviews, read = Reviews(), []
 
-    def read_result(namespace: str, name: str) -> tuple[int, bytes]:
+    def open_result(namespace: str, name: str) -> tuple[BlobRef, Iterator[bytes]]:
         read.append((namespace, name))
-        return (200, b'"big"') if name == "q-7" else (410, b"s3://b/x is missing from the store")
+        if name != "q-7":
+            raise BlobMissing("s3://b/x is missing from the store")
+        return BlobRef.of("s3://b/x", b'"big"'), iter([b'"big"'])
 
     async def main() -> None:
         server = MetricsServer(True, reviews.review_token, reviews.review_access, review_run=reviews.review_run,
-                               read_result=read_result)
+                               open_result=open_result)
         async with TestClient(TestServer(server.app())) as client:
             assert (await client.get("/results/team-a/q-7")).status == 401
             assert (await client.get("/results/team-a/q-7", headers=bearer("bob-token"))).status == 403
@@ -357,6 +364,7 @@ def test_results_are_served_only_to_a_caller_who_may_get_the_run():
             assert read == []  # nobody refused reached the store
             ok = await client.get("/results/team-a/q-7", headers=bearer("alice-token"))
             assert ok.status == 200 and await ok.read() == b'"big"'
+            assert ok.headers["Content-Length"] == "5" and ok.headers[SHA256_HEADER] == BlobRef.of("", b'"big"').sha256
             gone = await client.get("/results/team-a/q-8", headers=bearer("alice-token"))
-            assert gone.status == 410 and "missing from the store" in await gone.text()
+            assert gone.status == 404 and "missing from the store" in await gone.text()
     asyncio.run(main())

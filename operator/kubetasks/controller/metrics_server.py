@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 REVIEWS_AT_ONCE = 4  # a flood of new tokens waits here, not on the API server
 RELOAD_SECONDS = 60.0  # how soon a renewed certificate is served
 Explain = Callable[[str, str], dict[str, Any] | None]  # (namespace, name) -> the live answer; None: no such run
-ReadResult = Callable[[str, str], tuple[int, bytes]]  # (namespace, name) -> (status, body): controller.results
+# (namespace, name) -> the store-held result's ref and bytes (controller.results.open_result)
+OpenResult = Callable[[str, str], tuple[BlobRef, Iterator[bytes]]]
 # (namespace, name, attempt) -> the archived log's ref and bytes (controller.log_archive.LogArchive.open)
 OpenLog = Callable[[str, str, int], tuple[BlobRef, Iterator[bytes]]]
 
@@ -56,11 +57,11 @@ class MetricsServer:
                  review_access: Callable[[dict[str, Any], str, str], dict[str, Any]] = kube.review_access,
                  clock: Callable[[], float] = time.monotonic, explain: Explain | None = None,
                  review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access,
-                 read_result: ReadResult | None = None, open_log: OpenLog | None = None,
+                 open_result: OpenResult | None = None, open_log: OpenLog | None = None,
                  payloads: Payloads | None = None) -> None:
         self.secure, self.payloads = secure, payloads
         self.review_token, self.review_access, self.clock = review_token, review_access, clock
-        self.explain, self.review_run, self.read_result, self.open_log = explain, review_run, read_result, open_log
+        self.explain, self.review_run, self.open_result, self.open_log = explain, review_run, open_result, open_log
         self.cache = VerdictCache()
         self._reviews = asyncio.Semaphore(REVIEWS_AT_ONCE)
 
@@ -69,7 +70,7 @@ class MetricsServer:
         app.router.add_get(METRICS_PATH, self.metrics)
         if self.explain is not None:
             app.router.add_get(WHY_PREFIX + "{namespace}/{name}", self.why)
-        if self.read_result is not None:
+        if self.open_result is not None:
             app.router.add_get(RESULTS_PREFIX + "{namespace}/{name}", self.result)
         if self.open_log is not None:
             app.router.add_get(LOGS_PREFIX + "{namespace}/{name}/{attempt:[0-9]+}", self.logs)
@@ -99,16 +100,12 @@ class MetricsServer:
             return run_access(user, self.review_run(user, WHY_VERB, ns, name), ns, name)
         return await self.verdict(token, review, access_key(token, ns, name))
 
-    async def result(self, request: web.Request) -> web.Response:
-        """A run's result kept in the store, to a caller who may read the run: the bytes, verified."""
+    async def result(self, request: web.Request) -> web.StreamResponse:
+        """A run's result kept in the store, streamed to a caller who may get the run."""
         ns, name = request.match_info["namespace"], request.match_info["name"]
-        verdict = await self.run_verdict(request, ns, name)
-        if not verdict.allowed:
-            return _refused(verdict, "kubetasks-results")
-        assert self.read_result is not None
-        status, body = await asyncio.to_thread(self.read_result, ns, name)
-        content_type = "application/json" if status == 200 else "text/plain"
-        return web.Response(status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+        assert self.open_result is not None
+        return await self._blob(request, ns, name, "kubetasks-results", f"the result of {ns}/{name}",
+                                lambda: self.open_result(ns, name))  # type: ignore[misc]
 
     async def why(self, request: web.Request) -> web.Response:
         ns, name = request.match_info["namespace"], request.match_info["name"]
@@ -123,22 +120,28 @@ class MetricsServer:
         return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
-        """An attempt's archived log, streamed from the store as it is read (never whole in memory),
-        to a caller who may get the run; its size and sha256 in the headers, for the caller to check."""
+        """An attempt's archived log, streamed to a caller who may get the run."""
         ns, name, attempt = request.match_info["namespace"], request.match_info["name"], int(request.match_info["attempt"])
+        assert self.open_log is not None
+        return await self._blob(request, ns, name, "kubetasks-logs", f"the log of {ns}/{name} attempt {attempt}",
+                                lambda: self.open_log(ns, name, attempt))  # type: ignore[misc]
+
+    async def _blob(self, request: web.Request, ns: str, name: str, realm: str, what: str,
+                    open_blob: Callable[[], tuple[BlobRef, Iterator[bytes]]]) -> web.StreamResponse:
+        """A blob of the run, to a caller who may get the run: streamed from the store as it is read
+        (never whole in memory), its size and sha256 in the headers for the caller to check."""
         verdict = await self.run_verdict(request, ns, name)
         if not verdict.allowed:
-            return _refused(verdict, "kubetasks-logs")
-        assert self.open_log is not None
+            return _refused(verdict, realm)
         try:
-            ref, chunks = await asyncio.to_thread(self.open_log, ns, name, attempt)
+            ref, chunks = await asyncio.to_thread(open_blob)
             first = await asyncio.to_thread(next, chunks, b"")  # a missing blob is known here, before a 200
         except (LookupError, BlobError) as e:
             return web.json_response({"message": str(e)}, status=404)
         except Exception as e:  # the API server or the store unreachable
-            log.warning("could not open the log of %s/%s attempt %d: %s", ns, name, attempt, kube.error_line(e))
-            return web.json_response({"message": f"could not read the archived log: {kube.error_line(e)}"}, status=503)
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
+            log.warning("could not open %s: %s", what, kube.error_line(e))
+            return web.json_response({"message": f"could not read {what}: {kube.error_line(e)}"}, status=503)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store",
                                                "Content-Length": str(ref.size), SHA256_HEADER: ref.sha256})
         await response.prepare(request)
         chunk = first
@@ -147,7 +150,7 @@ class MetricsServer:
                 await response.write(chunk)
                 chunk = await asyncio.to_thread(next, chunks, b"")
         except BlobError as e:  # its end differs from what was written: the caller sees a cut response
-            log.warning("%s/%s attempt %d: %s", ns, name, attempt, e)
+            log.warning("%s: %s", what, e)
             raise
         await response.write_eof()
         return response
@@ -239,10 +242,10 @@ async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD
 
 
 async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None,
-                read_result: ReadResult | None = None, open_log: OpenLog | None = None,
+                open_result: OpenResult | None = None, open_log: OpenLog | None = None,
                 payloads: Payloads | None = None) -> web.AppRunner | None:
     """Starts the endpoint the environment asks for; None when it is off. With ``explain``, it
-    answers /why/<namespace>/<name> too; with ``read_result``, /results/<namespace>/<name>."""
+    answers /why/<namespace>/<name> too; with ``open_result``, /results/<namespace>/<name>."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
     if not port:
         return None
@@ -252,7 +255,7 @@ async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = N
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    server = MetricsServer(secure, explain=explain, read_result=read_result, open_log=open_log, payloads=payloads)
+    server = MetricsServer(secure, explain=explain, open_result=open_result, open_log=open_log, payloads=payloads)
     runner = await start_site(server.app(),
                               address, port, cert_dir, "metrics")
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,

@@ -16,12 +16,14 @@ import asyncio
 import logging
 import os
 import random
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import kopf
 
 from kubetasks import blobs, kube
+from kubetasks.api.storage import BlobRef
 from kubetasks.controller import admission_server, metrics, metrics_server, results
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
@@ -225,7 +227,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     store = blobs.from_env()  # None: no object store, and the limits of etcd hold
     OPERATOR.runs.results.store = store
     OPERATOR.runs.payloads.configure(os.environ, store, namespaces())
-    _metrics.append(await metrics_server.serve(explain=explain_run, read_result=read_result,
+    _metrics.append(await metrics_server.serve(explain=explain_run, open_result=open_result,
                                                open_log=OPERATOR.runs.archive.open, payloads=OPERATOR.runs.payloads))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
@@ -253,10 +255,10 @@ def explain_run(namespace: str, name: str) -> dict[str, Any] | None:
     return None if body is None else OPERATOR.runs.flow.explain(body)
 
 
-def read_result(namespace: str, name: str) -> tuple[int, bytes]:
+def open_result(namespace: str, name: str) -> tuple[BlobRef, Iterator[bytes]]:
     """A run's store-held result, for /results on the metrics port (its caller reviewed there)."""
-    return results.read_for_caller(OPERATOR.runs.results.store, lambda ns, n: kube.get(kube.TASKRUNS, ns, n),
-                                   namespace, name)
+    return results.open_result(OPERATOR.runs.results.store, lambda ns, n: kube.get(kube.TASKRUNS, ns, n),
+                               namespace, name)
 
 
 _background: list[asyncio.Task[None]] = []

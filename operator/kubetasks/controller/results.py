@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,7 +26,7 @@ from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import Requeue
 from kubetasks.blobs import BlobError, BlobMissing, BlobStore
 from kubetasks import kube
-from kubetasks.api.storage import result_path
+from kubetasks.api.storage import BlobRef, result_path
 from kubetasks.core.grants import grant_lifetime, render_child_result_grant, render_result_grant
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import run_account, uses_sdk
@@ -175,25 +175,23 @@ def sign_put(store: BlobStore, path: str, lifetime: timedelta) -> str | None:
 __all__ = ["ResultRefs", "sign_put"]
 
 
-def read_for_caller(store: BlobStore | None, get_run: Callable[[str, str], dict[str, Any] | None],
-                    namespace: str, name: str) -> tuple[int, bytes]:
-    """(HTTP status, body) of ``GET /results/<namespace>/<name>`` for a caller already allowed to
-    ``get`` that TaskRun: its store-held result's bytes, verified, or why not (text). ConfigMap-held
-    results are read by the caller with their own rights, not here."""
+def open_result(store: BlobStore | None, get_run: Callable[[str, str], dict[str, Any] | None],
+                namespace: str, name: str) -> tuple[BlobRef, Iterator[bytes]]:
+    """In a thread, for ``GET /results/<namespace>/<name>`` (its caller already allowed to ``get``
+    that TaskRun): the run's store-held result, verified as it streams (BlobCorrupt at its end).
+    LookupError (a message for a person) when there is none here; BlobMissing when its blob is gone.
+    ConfigMap-held results are read by the caller with their own rights, not here."""
     body = get_run(namespace, name)
     if body is None:
-        return 404, f"no TaskRun {namespace}/{name}".encode()
+        raise LookupError(f"no TaskRun {namespace}/{name}")
     run = TaskRun.model_validate(body)
     ref = run.status.result_ref
     if ref is None:
-        return 404, f"TaskRun {namespace}/{name} has no result kept by reference".encode()
+        raise LookupError(f"TaskRun {namespace}/{name} has no result kept by reference")
     if store is None:
-        return 404, f"TaskRun {namespace}/{name}'s result is at {ref.uri}; this operator has no store".encode()
+        raise LookupError(f"TaskRun {namespace}/{name}'s result is at {ref.uri}; this operator has no store")
     judged = judge_ref(ref.to_api(), namespace, name, str(run.metadata.get("uid", "")), run.status.attempt,
                        store.config.url)
     if judged.place is None or judged.place.path is None:
-        return 404, f"TaskRun {namespace}/{name}'s result is not in the operator's store ({ref.uri})".encode()
-    try:
-        return 200, store.get(judged.place.ref)
-    except BlobError as e:
-        return 410, str(e).encode()
+        raise LookupError(f"TaskRun {namespace}/{name}'s result is not in the operator's store ({ref.uri})")
+    return judged.place.ref, store.stream(judged.place.ref)
