@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -165,9 +166,11 @@ def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(na
     kubeconfig = account(namespace, tmp_path, "user", "get,create")
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "KUBECONFIG": kubeconfig,
            "KUBETASKS_OPERATOR_URL": f"http://127.0.0.1:{proc.metrics_port}"}
+    began = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "kubetasks.cli.main", "run", "digest", "-n", namespace,
                            "--payload-file", str(path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    print(f"kubetasks run --payload-file ({len(text)} bytes): uploaded and created in {time.monotonic() - began:.2f}s")
     name = done.stdout.split()[0].removeprefix("taskrun/")
     run = get("taskrun", name, namespace)
     assert "payload" not in run["spec"]
@@ -188,12 +191,14 @@ def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(na
     directory.mkdir()
     for key, value in grant["data"].items():
         (directory / key).write_bytes(base64.b64decode(value))
+    began = time.monotonic()
     local = subprocess.run([sys.executable, "-c", RUN_LOCALLY, str(directory)], capture_output=True, text=True,
                            timeout=120, env={"PATH": os.environ["PATH"], "KUBETASKS_RUN": name,
                                              "KUBETASKS_NAMESPACE": namespace, "KUBETASKS_ENTRYPOINT": DIGEST,
                                              "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'examples' / 'python'}"})
     assert local.returncode == 0, local.stderr
     assert json.loads(local.stdout) == [0, want]
+    print(f"the runtime, through the pod's grant: downloaded, verified and digested in {time.monotonic() - began:.2f}s")
 
     # The pod itself: its image must hold runtime.payloads (`make images` from this checkout).
     status = finished(namespace, name, timeout=300)

@@ -324,3 +324,13 @@ def test_a_grant_lists_the_payload_keys_apart_from_the_result_keys():
     assert len(keys) == 4 and not keys & {protocol.GRANT_PUT_URL, protocol.GRANT_URI, protocol.GRANT_THRESHOLD,
                                           protocol.GRANT_EXPIRES}
     assert Task  # the models import cleanly with the new field
+
+
+def test_runs_of_one_idempotency_key_with_other_stored_payloads_are_told_apart():
+    from kubetasks.core.dedup import duplicate_message, render_claim, run_payload_digest
+
+    run = TaskRun.model_validate({**taskrun("r", payloadRef=own_ref().to_api(), idempotencyKey="k"),
+                                  "metadata": {"name": "r", "namespace": NS, "uid": "u-1"}})
+    assert run_payload_digest(run) == SHA and render_claim(run)["data"]["payloadSha256"] == SHA
+    assert "differs" not in duplicate_message(run, "holder", SHA)
+    assert "whose payload differs" in duplicate_message(run, "holder", "f" * 64)

@@ -116,15 +116,13 @@ def upload_payload(namespace: str, data: bytes, patience: float = PATIENCE) -> B
     """PUTs the payload's JSON bytes to the operator as the kubeconfig's user; its ref, or None
     when the operator has no store (501). PayloadTooLarge / PayloadUnavailable with the operator's
     message when it refuses."""
-    from kubetasks.runtime.kube import api_client
+    from kubetasks.runtime.kube import api_client, bearer_token
 
     client = api_client()
-    value = client.configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(client)
+    if token is None:
         raise PayloadTooLarge(f"the payload is {len(data)} bytes: over {UPLOAD_ABOVE} it is uploaded through the "
                               "operator, which checks a bearer token, and your kubeconfig's user has none")
-    token = token.strip()
     path = payloads_path(quote(namespace, safe=""))
     headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}", "Content-Type": "application/json"}
     base = os.environ.get(URL_ENV)
