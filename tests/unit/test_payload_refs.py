@@ -334,3 +334,16 @@ def test_runs_of_one_idempotency_key_with_other_stored_payloads_are_told_apart()
     assert run_payload_digest(run) == SHA and render_claim(run)["data"]["payloadSha256"] == SHA
     assert "differs" not in duplicate_message(run, "holder", SHA)
     assert "whose payload differs" in duplicate_message(run, "holder", "f" * 64)
+
+
+def test_describe_and_the_dashboard_show_a_stored_payloads_size_and_digest_never_its_bytes():
+    from kubetasks.cli.describe import describe_lines
+    from kubetasks.dashboard import views
+    from kubetasks.dashboard.views import RunDetails
+
+    ref = {"uri": f"{STORE}/payloads/{NS}/{'ab' * 32}", "size": 10_000_011, "sha256": "ab" * 32}
+    run = {"metadata": {"name": "r", "namespace": NS}, "spec": {"taskRef": "t", "payloadRef": ref},
+           "status": {"phase": "Running"}}
+    assert ("Payload", f"10,000,011 bytes, sha256 {'ab' * 32}, kept in {ref['uri']}") in describe_lines(run, T0)
+    html = views.run_page(run, RunDetails(), T0)
+    assert 'data-testid="payload-ref"' in html and "10,000,011 bytes" in html and "No payload." not in html
