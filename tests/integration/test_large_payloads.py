@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from tests.conftest import (INSTANCE, REPO, STORAGE_ENV, TASK_IMAGE, OperatorProcess, apply, cluster_store_env,
-                            free_port, get, kubectl, read_env_file, token_kubeconfig, wait_until)
+                            free_port, get, kubectl, kubectl_run, read_env_file, token_kubeconfig, wait_until)
 
 pytestmark = pytest.mark.cluster
 PYTHONPATH = "/app/operator:/app/examples/python"
@@ -228,6 +228,13 @@ def test_a_payload_ref_outside_its_namespaces_payloads_is_refused_and_never_read
             assert condition["status"] == "False" and condition["reason"] == "InvalidPayloadRef"
             wait_until(f"an InvalidPayloadRef Event of {name}",
                        lambda: any(e["reason"] == "InvalidPayloadRef" for e in events(namespace, name)), timeout=30)
+        # The API server: a ref's digest is 64 hex digits, and a run's payloadRef never changes.
+        bad = run_with_ref("bad-digest", {**other.to_api(), "sha256": "not-a-digest"})
+        refused = kubectl_run("create", "-n", namespace, "-f", "-", input=json.dumps(bad))
+        assert refused.returncode and "sha256" in refused.stderr and "should match" in refused.stderr, refused.stderr
+        changed = kubectl_run("patch", "taskrun", "other-ns", "-n", namespace, "--type=merge", "-p",
+                              json.dumps({"spec": {"payloadRef": result.to_api()}}))
+        assert changed.returncode and "payloadRef is immutable" in changed.stderr, changed.stderr
     finally:
         store.delete_prefix("payloads/someone-else/")
         store.delete_prefix(f"runs/{namespace}/{victim_uid}/")

@@ -113,6 +113,7 @@ class RunReconciler:
             self._written.pop(uid_of(old) or "", None)
             self._cancelled.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
+            self.payloads.forget(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
