@@ -48,10 +48,11 @@ print(json.dumps([done.code, done.report.result if done.code == 0 else done.repo
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def payload_ref_crd(cluster: str) -> None:
-    """The live TaskRun CRD gets spec.payloadRef and its rules added when it lacks them, never
-    replaced: other branches' sessions apply CRDs with fields of their own."""
+    """The live TaskRun CRD gets spec.payloadRef and its rule added when it lacks them, never
+    replaced: other branches' sessions apply CRDs with fields of their own (and may drop this one
+    meanwhile: checked before each test)."""
     live = json.loads(kubectl("get", "crd", CRD, "-o", "json"))
     spec = live["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     if "payloadRef" in spec["properties"]:
