@@ -160,6 +160,17 @@ class BlobStore:
             obstore.delete(self.store, paths)
         return len(paths)
 
+    def size_of(self, path: str) -> int | None:
+        """The size of one blob; None when there is none (a listing takes a prefix as a directory)."""
+        try:
+            return int(obstore.head(self.store, path)["size"])
+        except FileNotFoundError:
+            return None
+
+    def delete(self, path: str) -> None:
+        """Deletes one blob (a prefix of a file:// store lists directories only: delete_prefix would miss it)."""
+        obstore.delete(self.store, path)
+
     def listing(self, prefix: str = "") -> Iterator[tuple[str, int, datetime]]:
         """(path, size, last modified) of every blob below ``prefix``, page by page."""
         for batch in obstore.list(self.store, prefix or None):

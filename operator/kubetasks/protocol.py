@@ -66,6 +66,11 @@ GRANT_PUT_URL = "result-put-url"  # the presigned PUT of this attempt's result b
 GRANT_URI = "result-uri"  # the uri the operator expects in the ref: where that blob is
 GRANT_THRESHOLD = "threshold"  # bytes above which a result goes to the store, not the ConfigMap
 GRANT_EXPIRES = "expires"  # when the URL stops working (ISO 8601)
+# A payload kept in the store (TaskRun spec.payloadRef): a presigned GET of it, and what it must be.
+GRANT_PAYLOAD_URL = "payload-get-url"
+GRANT_PAYLOAD_URI = "payload-uri"
+GRANT_PAYLOAD_SHA256 = "payload-sha256"
+GRANT_PAYLOAD_SIZE = "payload-size"
 
 
 def result_key(attempt: int) -> str:

@@ -55,3 +55,13 @@ def payload_path(namespace: str, run_uid: str) -> str:
 
 def step_path(namespace: str, run_uid: str, configmap_key: str) -> str:
     return f"{run_prefix(namespace, run_uid)}steps/{configmap_key}"
+
+
+# -- payloads uploaded before their run exists (PUT /payloads/<namespace>): content-addressed per
+#    namespace, named by the runs' spec.payloadRef, collected by the sweep once no run names them.
+
+PAYLOADS = "payloads/"
+
+
+def payload_blob_path(namespace: str, sha256: str) -> str:
+    return f"{PAYLOADS}{namespace}/{sha256}"

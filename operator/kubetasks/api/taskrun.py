@@ -47,6 +47,13 @@ class TaskRunSpec(Model):
                     "Immutable once the run exists, set or not (the ValidatingAdmissionPolicy "
                     "taskrun-payload-immutable.kubetasks.io, shipped with the CRDs): every attempt runs with the "
                     "same payload. " + APPLY_ADVICE)
+    payload_ref: BlobRef | None = Field(
+        default=None,
+        description="Input of the task kept in the operator's object store (a payload over storage.threshold, "
+                    "uploaded by `kubetasks run` or `trigger` through the operator's PUT /payloads/<namespace>): "
+                    "it must name a blob below payloads/<this namespace>/ of that store. Instead of payload (a run "
+                    "with both fails InvalidPayloadRef: CEL cannot see the untyped payload); immutable. Reaches "
+                    "`entrypoint` tasks only.")
     delay: Duration | None = Field(
         default=None, json_schema_extra=at_most(MAX_RUN_DURATION),
         description=f"Start no sooner than this long after creation; at most {MAX_RUN_DURATION}.")
@@ -83,6 +90,9 @@ class TaskRunSpec(Model):
                 {"rule": "has(self.debounce) == has(oldSelf.debounce) && "
                          "(!has(self.debounce) || self.debounce == oldSelf.debounce)",
                  "message": "debounce is immutable"},
+                {"rule": "has(self.payloadRef) == has(oldSelf.payloadRef) && "
+                         "(!has(self.payloadRef) || self.payloadRef == oldSelf.payloadRef)",
+                 "message": "payloadRef is immutable"},
             ]
         }
     }

@@ -46,8 +46,16 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
         ("Idempotency key", spec.get("idempotencyKey")), ("Parent run", spec.get("parentRun")),
         ("Cancel requested", "yes" if spec.get("cancel") else None),
         ("Payload", json.dumps(spec["payload"]) if spec.get("payload") is not None else None),
+        ("Payload", stored_payload(spec.get("payloadRef"))),
     ]
     return [(k, str(v)) for k, v in fields if v is not None and v != ""]
+
+
+def stored_payload(ref: Any) -> str | None:
+    """A payload kept in the object store (spec.payloadRef): its size, digest and place, never read."""
+    if not isinstance(ref, dict):
+        return None
+    return f"{int(ref.get('size') or 0):,} bytes, sha256 {ref.get('sha256')}, kept in {ref.get('uri')}"
 
 
 class Fields:

@@ -206,12 +206,19 @@ def get_run(namespace: str, name: str) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
+    from kubetasks.runtime.errors import PermanentError
+    from kubetasks.runtime.payloads import place_payload
 
     payload = read_payload(args.payload, args.payload_file)
     flow = flow_options(args)  # before any request: a bad flag creates nothing
     ns = _namespace(args)
     task = kube.get_custom("tasks", ns, args.task)  # a clear 404 first
-    created = kube.create_custom("taskruns", ns, new_taskrun(task, payload, flow))
+    body = new_taskrun(task, payload, flow)
+    try:
+        place_payload(body["spec"], ns, in_pod=False)  # over the threshold: to the operator's store
+    except PermanentError as e:  # PayloadTooLarge, with its limit
+        raise CliError(str(e)) from None
+    created = kube.create_custom("taskruns", ns, body)
     name = created["metadata"]["name"]
     out.print(f"taskrun/{name} created", highlight=False)
     if not args.wait:

@@ -21,7 +21,9 @@ from datetime import datetime, timedelta, timezone
 from kubetasks.blobs import BlobStore
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Cache, uid_of
+from kubetasks.api.storage import PAYLOADS
 from kubetasks.core.blob_gc import RUNS, RunBlobs, by_run, to_delete, usage
+from kubetasks.core.payload_refs import payloads_to_delete
 
 log = logging.getLogger("kubetasks.blob_gc")
 
@@ -47,6 +49,22 @@ class BlobSweeper:
             if uid:
                 known.add((key[0], uid))
         return known
+
+    def named_payloads(self) -> set[str]:
+        """The uris of the payloads the cache's runs name (spec.payloadRef)."""
+        refs = ((((self.cache.runs.get(key) or {}).get("spec") or {}).get("payloadRef") or {}).get("uri")
+                for key in self.cache.runs.keys())
+        return {uri for uri in refs if isinstance(uri, str)}
+
+    def sweep_payloads(self, named: Collection[str], now: datetime) -> None:
+        """Deletes the uploaded payloads no run names (``named``: uris, taken before the listing); blocking."""
+        base = self.store.config.url + "/"
+        paths = {uri[len(base):] for uri in named if uri.startswith(base)}
+        for path in payloads_to_delete(self.store.listing(PAYLOADS), paths, now, self.grace, self.namespaces):
+            try:
+                self.store.delete(path)
+            except Exception as e:  # the next sweep tries again
+                log.warning("could not delete the payload %s: %s", path, e)
 
     def sweep(self, known: Collection[tuple[str, str]], now: datetime) -> list[RunBlobs]:
         """Lists the store, deletes the prefixes of runs gone, sets the metrics; blocking.
@@ -81,8 +99,13 @@ class BlobSweeper:
     async def sweep_now(self) -> list[RunBlobs]:
         if not self.cache.synced:
             return []
-        known, now = self.known(), datetime.now(timezone.utc)
-        return await asyncio.to_thread(self.sweep, known, now)
+        known, named, now = self.known(), self.named_payloads(), datetime.now(timezone.utc)
+        deleted = await asyncio.to_thread(self.sweep, known, now)
+        try:
+            await asyncio.to_thread(self.sweep_payloads, named, now)
+        except Exception as e:  # the runs' sweep is done; the next one tries the payloads again
+            log.warning("object store sweep of payloads failed: %s", e)
+        return deleted
 
     async def run(self) -> None:
         """A sweep every ``period`` seconds, the first at once."""

@@ -7,6 +7,8 @@ And, on the same port, ``GET /why/<namespace>/<name>``: why that run waits, live
 needed on every address. 403 before 404: a refused caller does not learn whether the run exists.
 ``GET /results/<namespace>/<name>``, to the same callers: the run's result kept in the object store
 (controller.results), its bytes read with the operator's credentials and verified by sha256.
+``PUT /payloads/<namespace>``, to a caller who may ``create`` TaskRuns there: a payload for a
+run's spec.payloadRef, kept in the object store (controller.payloads).
 ``GET /logs/<namespace>/<name>/<attempt>``, to the same callers: that attempt's archived log,
 streamed from the object store (controller.log_archive), its size and sha256 in the headers.
 
@@ -35,7 +37,9 @@ from kubetasks.blobs import BlobError
 from kubetasks.core.log_archive import LOGS_PREFIX, SHA256_HEADER
 from kubetasks.core.metrics_access import (METRICS_PATH, METRICS_VERB, Verdict, VerdictCache, authenticated,
                                            authorized, bearer_token, needs_token)
+from kubetasks.controller.payloads import Payloads, serve_upload
 from kubetasks.core.operator_address import RESULTS_PREFIX
+from kubetasks.core.payload_refs import PAYLOADS_PREFIX, UPLOAD_VERB, upload_access
 from kubetasks.core.why import TOKEN_HEADER, WHY_PREFIX, WHY_VERB, access_key, caller_token, run_access
 
 log = logging.getLogger(__name__)
@@ -53,8 +57,9 @@ class MetricsServer:
                  review_access: Callable[[dict[str, Any], str, str], dict[str, Any]] = kube.review_access,
                  clock: Callable[[], float] = time.monotonic, explain: Explain | None = None,
                  review_run: Callable[[dict[str, Any], str, str, str], dict[str, Any]] = kube.review_run_access,
-                 open_result: OpenResult | None = None, open_log: OpenLog | None = None) -> None:
-        self.secure = secure
+                 open_result: OpenResult | None = None, open_log: OpenLog | None = None,
+                 payloads: Payloads | None = None) -> None:
+        self.secure, self.payloads = secure, payloads
         self.review_token, self.review_access, self.clock = review_token, review_access, clock
         self.explain, self.review_run, self.open_result, self.open_log = explain, review_run, open_result, open_log
         self.cache = VerdictCache()
@@ -69,7 +74,21 @@ class MetricsServer:
             app.router.add_get(RESULTS_PREFIX + "{namespace}/{name}", self.result)
         if self.open_log is not None:
             app.router.add_get(LOGS_PREFIX + "{namespace}/{name}/{attempt:[0-9]+}", self.logs)
+        if self.payloads is not None:
+            app.router.add_put(PAYLOADS_PREFIX + "{namespace}", self.upload_payload)
         return app
+
+    async def upload_payload(self, request: web.Request) -> web.Response:
+        """A payload for a run's spec.payloadRef, from a caller who may create TaskRuns in the namespace."""
+        ns = request.match_info["namespace"]
+        token = caller_token(request.headers.get("Authorization"), request.headers.get(TOKEN_HEADER))
+        verdict = Verdict(401, "no bearer token") if token is None else await self.verdict(
+            token, lambda user: upload_access(user, self.review_run(user, UPLOAD_VERB, ns, ""), ns),
+            access_key(token, ns, "") + UPLOAD_VERB)
+        if not verdict.allowed:
+            return _refused(verdict, "kubetasks-payloads")
+        assert self.payloads is not None
+        return await serve_upload(self.payloads, ns, request)
 
     async def run_verdict(self, request: web.Request, ns: str, name: str) -> Verdict:
         """May the caller (its bearer token, reviewed) get the TaskRun ns/name?"""
@@ -223,7 +242,8 @@ async def reload_certificates(context: Any, cert_dir: str, every: float = RELOAD
 
 
 async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = None,
-                open_result: OpenResult | None = None, open_log: OpenLog | None = None) -> web.AppRunner | None:
+                open_result: OpenResult | None = None, open_log: OpenLog | None = None,
+                payloads: Payloads | None = None) -> web.AppRunner | None:
     """Starts the endpoint the environment asks for; None when it is off. With ``explain``, it
     answers /why/<namespace>/<name> too; with ``open_result``, /results/<namespace>/<name>."""
     port = int(env.get("KUBETASKS_METRICS_PORT", "9090"))
@@ -235,7 +255,8 @@ async def serve(env: Mapping[str, str] = os.environ, explain: Explain | None = N
     if secure and not cert_dir:
         log.warning("metrics on %s:%d over plain HTTP: scrapers' tokens cross the network in clear "
                     "(set KUBETASKS_METRICS_CERT_DIR)", address, port)
-    runner = await start_site(MetricsServer(secure, explain=explain, open_result=open_result, open_log=open_log).app(),
+    server = MetricsServer(secure, explain=explain, open_result=open_result, open_log=open_log, payloads=payloads)
+    runner = await start_site(server.app(),
                               address, port, cert_dir, "metrics")
     log.info("metrics on %s://%s:%d%s (%s)", "https" if cert_dir else "http", address, port, METRICS_PATH,
              "bearer token with get on the non-resource URL /metrics" if secure else "no token: loopback only")

@@ -226,8 +226,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
     store = blobs.from_env()  # None: no object store, and the limits of etcd hold
     OPERATOR.runs.results.store = store
+    OPERATOR.runs.payloads.configure(os.environ, store, namespaces())
     _metrics.append(await metrics_server.serve(explain=explain_run, open_result=open_result,
-                                               open_log=OPERATOR.runs.archive.open))
+                                               open_log=OPERATOR.runs.archive.open, payloads=OPERATOR.runs.payloads))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.

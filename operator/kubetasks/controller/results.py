@@ -103,7 +103,8 @@ class ResultRefs:
             return str(e)
         return None
 
-    async def upload_grant(self, run: TaskRun, task: Task, attempt: int) -> str | None:
+    async def upload_grant(self, run: TaskRun, task: Task, attempt: int,
+                           extra: Callable[[TaskRun, timedelta], dict[str, str]] | None = None) -> str | None:
         """The Secret (its name) of the attempt's upload grant, made now; None without a store that
         signs URLs, or for a plain command (its result is its termination message)."""
         if self.store is None or not uses_sdk(task):
@@ -114,9 +115,10 @@ class ResultRefs:
         url = await asyncio.to_thread(sign_put, store, path, lifetime)
         if url is None:
             return None
+        more = await asyncio.to_thread(extra, run, lifetime) if extra else {}  # the payload's GET (controller.payloads)
+        more.update(await step_grant(self.call, store, run, attempt, lifetime, self.step_slots))  # step outputs' slots
         secret = render_result_grant(run, task.task_id, attempt, url, store.uri(path), store.config.threshold,
-                                     datetime.now(timezone.utc) + lifetime)
-        secret["stringData"].update(await step_grant(self.call, store, run, attempt, lifetime, self.step_slots))
+                                     datetime.now(timezone.utc) + lifetime, more)
         try:
             created = await self.call("create", secret)
         except Exception as e:

@@ -42,6 +42,7 @@ from kubetasks.controller.log_archive import LogArchive
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
+from kubetasks.controller.payloads import Payloads
 from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
@@ -93,6 +94,7 @@ class RunReconciler:
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
+        self.payloads = Payloads()  # payloads kept in the store (spec.payloadRef): the operator configures it
         self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.archive.attach(cache)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
@@ -111,6 +113,7 @@ class RunReconciler:
             self._written.pop(uid_of(old) or "", None)
             self._cancelled.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
+            self.payloads.forget(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -219,6 +222,7 @@ class RunReconciler:
         self.cache.forget(uid)
         self.logs.forget(uid)
         self.results.forget(uid)
+        self.payloads.forget(uid)
         self.archive.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
@@ -239,6 +243,8 @@ class RunReconciler:
             refusal = await self._check_parent(run, uid)  # records run.status.triggerDepth too
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None and task.spec.queue:
             refusal = self.queues.first_reconcile(self.cache.runs.get(key))  # its TaskQueue's maxWaiting
+        if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None:
+            refusal = await self.payloads.refusal(run, task)  # a payloadRef not its own, or not there
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
         if sdk and any(o.state != "active" for o in attempts.values()):
             world = await self._with_steps(world, uid)
@@ -460,7 +466,7 @@ class RunReconciler:
                     await self._create_owned(obj, uid)
             previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
             machine = machine_for_attempt(run, task, previous)
-            grant = await self.results.upload_grant(run, task, attempt)  # a store's presigned PUT (core.grants)
+            grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
             job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells

@@ -39,7 +39,7 @@ def render_claim(run: TaskRun) -> dict[str, Any]:
                          "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_CLAIM: "true", LABEL_TASK: label_value(run.spec.task_ref)},
                          "ownerReferences": [{"apiVersion": run.api_version, "kind": "TaskRun", "name": run.name,
                                               "uid": uid, "controller": True, "blockOwnerDeletion": False}]},
-            "data": {"run": run.name, "uid": uid, CLAIM_PAYLOAD: payload_digest(run.spec.payload)}}
+            "data": {"run": run.name, "uid": uid, CLAIM_PAYLOAD: run_payload_digest(run)}}
 
 
 def payload_digest(payload: Any) -> str:
@@ -47,6 +47,12 @@ def payload_digest(payload: Any) -> str:
     (``jq -cjS . | sha256sum`` computes the same for payloads of strings, integers and booleans)."""
     text = json.dumps(canonical(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_payload_digest(run: TaskRun) -> str:
+    """The run's payload digest: a payload kept in the store (spec.payloadRef) by its ref's sha256,
+    of the bytes uploaded (the operator does not read them to compare)."""
+    return run.spec.payload_ref.sha256 if run.spec.payload_ref is not None else payload_digest(run.spec.payload)
 
 
 def claim_payload(claim: dict[str, Any]) -> str | None:
@@ -59,7 +65,7 @@ def duplicate_message(run: TaskRun, holder: str, holder_payload: str | None) -> 
     """Why ``run`` ends Duplicate of ``holder``; when their payloads differ (``holder_payload`` is
     the holder's digest, from its claim), it says so: the holder's result is not this payload's."""
     said = f"idempotency key {run.spec.idempotency_key!r} is held by TaskRun {holder!r}"
-    mine = payload_digest(run.spec.payload)
+    mine = run_payload_digest(run)
     if holder_payload is None or holder_payload == mine:
         return f"{said}: this run does not run"
     return (f"{said}, whose payload differs from this run's (sha256 {holder_payload[:SHOWN]}... there, "

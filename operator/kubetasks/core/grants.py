@@ -42,14 +42,15 @@ def grant_lifetime(max_duration: str | None) -> timedelta:
 
 
 def render_result_grant(run: TaskRun, task_id: str, attempt: int, put_url: str, uri: str, threshold: int,
-                        expires: datetime) -> dict[str, Any]:
-    """The Secret an attempt's pod uploads its result with (mounted at protocol.GRANT_DIR)."""
+                        expires: datetime, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Secret an attempt's pod uploads its result with (mounted at protocol.GRANT_DIR);
+    ``extra``: more grants of the attempt (its payload's GET: controller.payloads)."""
     prefix = fit_name(job_name(run.name, attempt), "-grant-", MAX_GENERATE_PREFIX)
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"generateName": prefix, "namespace": run.namespace, "labels": run_labels(run, task_id),
                          "ownerReferences": [owner_reference(run)]},
             "stringData": {protocol.GRANT_PUT_URL: put_url, protocol.GRANT_URI: uri,
-                           protocol.GRANT_THRESHOLD: str(threshold), protocol.GRANT_EXPIRES: format_time(expires)}}
+                           protocol.GRANT_THRESHOLD: str(threshold), protocol.GRANT_EXPIRES: format_time(expires), **(extra or {})}}
 
 
 def render_child_result_grant(child: TaskRun, get_url: str, ref: BlobRef, expires: datetime) -> dict[str, Any]:

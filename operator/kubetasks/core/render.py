@@ -217,7 +217,8 @@ def render_payload(run: TaskRun, task: Task) -> dict[str, Any] | None:
     meta = {"name": payload_name(run.name, uid(run)), "namespace": run.namespace,
             "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "immutable": True,
-            "data": payload_data(run.spec.payload)}
+            # A payload in the store has no file: the runtime reads it through its grant (controller.payloads).
+            "data": {} if run.spec.payload_ref is not None else payload_data(run.spec.payload)}
 
 
 def parent_access_name(child: TaskRun) -> str:

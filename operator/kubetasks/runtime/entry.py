@@ -29,6 +29,7 @@ from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepReq
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
 from kubetasks.runtime.step_blobs import read_step_grant
+from kubetasks.runtime.payloads import PayloadUnavailable, fetch_payload, no_grant_error, read_payload_grant
 from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model_of
 
 log = logging.getLogger("kubetasks.runtime")
@@ -100,11 +101,15 @@ def describe_validation_error(error: ValidationError, limit: int = 5) -> str:
     return "; ".join(problems[:limit]) + more
 
 
-def payload_text(invocation: Invocation, read_run: RunReader) -> str | None:
-    """The payload's JSON text: from the environment when it is there, else from the payload file,
+def payload_text(invocation: Invocation, read_run: RunReader, grant_dir: str = protocol.GRANT_DIR) -> str | None:
+    """The payload's JSON text: from the environment when it is there, else from the object store
+    through the attempt's grant (spec.payloadRef: runtime.payloads), else from the payload file,
     else from the TaskRun (the operator leaves payloads over PAYLOAD_FILE_LIMIT out of the file)."""
     if invocation.payload is not None:
         return invocation.payload
+    granted = read_payload_grant(grant_dir)
+    if granted is not None:
+        return fetch_payload(granted)
     if not invocation.payload_file:
         return None
     try:
@@ -121,7 +126,10 @@ def payload_text(invocation: Invocation, read_run: RunReader) -> str | None:
     if invocation.run_uid not in ("", invocation.run) and uid != invocation.run_uid:
         raise RuntimeError(f"TaskRun {invocation.namespace}/{invocation.run} is now another run "
                            f"(uid {uid}, this attempt's is {invocation.run_uid})")
-    return protocol.encode_payload((run.get("spec") or {}).get("payload"))
+    spec = run.get("spec") or {}
+    if spec.get("payloadRef") is not None:
+        raise no_grant_error(invocation.namespace, invocation.run, spec["payloadRef"])
+    return protocol.encode_payload(spec.get("payload"))
 
 
 def parse_payload(text: str | None, model: type[BaseModel] | None) -> Any:
@@ -153,8 +161,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     """Runs one attempt and decides how it ends. Never raises (but for KeyboardInterrupt)."""
     try:
         fn, model, task_id = load_entrypoint(invocation.entrypoint)
-        payload = parse_payload(payload_text(invocation, read_run), model)
-    except (InvalidEntrypoint, InvalidPayload) as e:
+        payload = parse_payload(payload_text(invocation, read_run, grant_dir), model)
+    except (InvalidEntrypoint, InvalidPayload, PayloadUnavailable) as e:
         return outcome.failed(e, with_traceback=False)
     except Exception as e:  # the module raised while being imported, or reading the TaskRun failed: may pass
         return outcome.failed(e)

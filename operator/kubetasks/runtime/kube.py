@@ -56,6 +56,14 @@ def api_client() -> Any:
         return _client
 
 
+def bearer_token(client: Any) -> str | None:
+    """The bearer token ``client`` authenticates with (a token, or an exec plugin's); None when it
+    authenticates otherwise (a client certificate): the operator's endpoints review a token."""
+    value = client.configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def default_namespace() -> str:
     """The namespace to trigger runs in when none is given: the current run's, the pod's, the
     kubeconfig context's, else "default"."""

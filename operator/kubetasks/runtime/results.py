@@ -209,15 +209,13 @@ def _granted_bytes(namespace: str, name: str, uid: str, ref: BlobRef) -> bytes:
 
 def _operator_bytes(namespace: str, name: str) -> bytes:
     """From a user's machine: the operator's /results endpoint, as the kubeconfig's user."""
-    from kubetasks.runtime.kube import api_client
+    from kubetasks.runtime.kube import api_client, bearer_token
 
     client = api_client()
-    value = client.configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(client)
+    if token is None:
         raise ResultUnavailable(f"TaskRun {namespace}/{name}'s result is in the object store, read through the "
                                 "operator, which checks a bearer token: your kubeconfig's user has none")
-    token = token.strip()
     path = f"{RESULTS_PREFIX}{quote(namespace, safe='')}/{quote(name, safe='')}"
     base = os.environ.get(URL_ENV)
     headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}"}

@@ -31,6 +31,7 @@ from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.flow import DebounceLike, flow_spec
+from kubetasks.runtime.payloads import place_payload
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
 from kubetasks.runtime.results import result_of
 
@@ -284,6 +285,7 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
                             parent_run=os.environ.get(protocol.ENV_RUN) or None,
                             instance=os.environ.get(protocol.ENV_INSTANCE) or None,
                             concurrency_key=concurrency_key, priority=priority, debounce=debounce)
+    place_payload(body["spec"], ns)  # a large payload goes to the store (runtime.payloads)
     name = _create(body, idempotency_key)
     return RunHandle(name, ns, task if isinstance(task, TaskLike) else None)
 

@@ -211,6 +211,7 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
              "<h2>Attempts</h2>", _timeline(run, details, now), "<h2>Steps</h2>", _steps(run)]
     parts.append('<div class="cols"><section id="payload"><h2>Payload</h2>'
                  + (pretty_json(spec["payload"], "The payload") if spec.get("payload") is not None
+                    else _kept_payload(spec["payloadRef"]) if isinstance(spec.get("payloadRef"), dict)
                     else '<p class="empty">No payload.</p>')
                  + '</section><section id="result"><h2>Result</h2>'
                  + (pretty_json(status["result"], "The result") if status.get("result") is not None
@@ -228,6 +229,12 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                      + "</div>")
     parts.append("</div>")
     return layout(f"{name}", "".join(parts), "runs")
+
+
+def _kept_payload(ref: Body) -> str:
+    """A payload kept in the object store (spec.payloadRef): its size and digest, never its bytes."""
+    return (f'<p class="kept-payload" data-testid="payload-ref">{int(ref.get("size") or 0):,} bytes, sha256 '
+            f'<code>{e(str(ref.get("sha256") or ""))}</code>, kept in <code>{e(str(ref.get("uri") or ""))}</code></p>')
 
 
 def _kept_result(ref: Body) -> str:
