@@ -55,14 +55,20 @@ def authenticated(token_review: dict[str, Any]) -> Verdict | None:
     return Verdict(401, f"the token is not valid: {token_review.get('error') or 'not authenticated'}")
 
 
-def authorized(user: dict[str, Any], access_review: dict[str, Any]) -> Verdict:
-    """A SubjectAccessReview's status for ``user``: 200, or 403 with whom and what it lacks."""
-    name = user.get("username", "")
+def access_verdict(user: dict[str, Any], access_review: dict[str, Any], what: str, advice: str = "") -> Verdict:
+    """A SubjectAccessReview's status for ``user``: 200, or 403 saying who lacks ``what`` (a
+    phrase: "get taskrun ns/name"), why, and what to do (``advice``)."""
+    who = user.get("username", "")
     if access_review.get("allowed") and not access_review.get("denied"):
-        return Verdict(200, f"{name} may {METRICS_VERB} {METRICS_PATH}")
+        return Verdict(200, f"{who} may {what}")
     why = access_review.get("reason") or access_review.get("evaluationError") or "no rule allows it"
-    return Verdict(403, f"{name} may not {METRICS_VERB} the non-resource URL {METRICS_PATH} ({why}): bind it "
-                        "to the ClusterRole <release>-metrics-reader")
+    return Verdict(403, f"{who} may not {what} ({why}){': ' + advice if advice else ''}")
+
+
+def authorized(user: dict[str, Any], access_review: dict[str, Any]) -> Verdict:
+    """A SubjectAccessReview's status for ``user`` on the metrics."""
+    return access_verdict(user, access_review, f"{METRICS_VERB} the non-resource URL {METRICS_PATH}",
+                          "bind it to the ClusterRole <release>-metrics-reader")
 
 
 def token_key(token: str) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from kubetasks.api.storage import PAYLOADS, BlobRef, payload_blob_path
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.core.metrics_access import Verdict
+from kubetasks.core.metrics_access import Verdict, access_verdict
 from kubetasks.core.trigger_policy import Refusal
 
 PAYLOADS_PREFIX = "/payloads/"  # PUT /payloads/<namespace> on the operator's metrics port
@@ -74,14 +75,10 @@ def missing_refusal(ref: BlobRef, found_size: int | None) -> Refusal | None:
     return None
 
 
-def upload_access(user: dict[str, object], access_review: dict[str, object], namespace: str) -> Verdict:
+def upload_access(user: dict[str, Any], access_review: dict[str, Any], namespace: str) -> Verdict:
     """A SubjectAccessReview's status (``create`` TaskRuns in ``namespace``) for the uploader."""
-    who = user.get("username", "")
-    if access_review.get("allowed") and not access_review.get("denied"):
-        return Verdict(200, f"{who} may create taskruns in {namespace}")
-    why = access_review.get("reason") or access_review.get("evaluationError") or "no rule allows it"
-    return Verdict(403, f"{who} may not create taskruns.kubetasks.io in the namespace {namespace!r} ({why}): "
-                        "only they may upload its payloads")
+    return access_verdict(user, access_review, f"create taskruns.kubetasks.io in the namespace {namespace!r}",
+                          "only they may upload its payloads")
 
 
 def payloads_to_delete(listing: Iterable[tuple[str, int, datetime]], named: Collection[str], now: datetime,

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from kubetasks.api.common import GROUP
-from kubetasks.core.metrics_access import Verdict, bearer_token
+from kubetasks.core.metrics_access import Verdict, access_verdict, bearer_token
 
 WHY_PREFIX = "/why/"
 WHY_VERB = "get"
@@ -39,11 +39,7 @@ def caller_token(authorization: str | None, forwarded: str | None) -> str | None
 
 def run_access(user: dict[str, Any], access_review: dict[str, Any], namespace: str, name: str) -> Verdict:
     """A SubjectAccessReview's status (``get`` the TaskRun ``namespace/name``) for ``user``."""
-    who = user.get("username", "")
-    if access_review.get("allowed") and not access_review.get("denied"):
-        return Verdict(200, f"{who} may {WHY_VERB} taskrun {namespace}/{name}")
-    why = access_review.get("reason") or access_review.get("evaluationError") or "no rule allows it"
-    return Verdict(403, f"{who} may not {WHY_VERB} taskruns.{GROUP} {name!r} in the namespace {namespace!r} ({why})")
+    return access_verdict(user, access_review, f"{WHY_VERB} taskruns.{GROUP} {name!r} in the namespace {namespace!r}")
 
 
 def access_key(token: str, namespace: str, name: str) -> str:
