@@ -30,7 +30,6 @@ from prometheus_client import Counter
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.core.echo import bounded
-from kubetasks.core.operator_address import proxy_path
 
 _lock = threading.Lock()
 _client: ApiClient | None = None
@@ -502,25 +501,3 @@ def review_run_access(user: dict[str, Any], verb: str, namespace: str, name: str
     """The status of a SubjectAccessReview: may ``user`` ``verb`` the TaskRun ``namespace/name``?"""
     return _review(user, {"resourceAttributes": {"group": GROUP, "resource": "taskruns", "verb": verb,
                                                  "namespace": namespace, "name": name}})
-
-
-def bearer_token() -> str | None:
-    """The kubeconfig user's bearer token (a token, or an exec plugin's, refreshed as the client
-    does); None when it authenticates otherwise (a client certificate)."""
-    config = api_client().configuration
-    value = config.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def service_proxy_open(namespace: str, service: str, path: str, headers: dict[str, str],
-                       timeout: tuple[float, float] = (CONNECT_TIMEOUT, 10.0)) -> tuple[int, Any]:
-    """GET ``path`` of a Service through the API server's service proxy (``service`` is
-    ``https:NAME:PORT``), as the kubeconfig's user: (status, the unread urllib3 response), whatever
-    the status; the caller reads it (in chunks, for a stream) and closes it."""
-    client = api_client()
-    url = proxy_path(namespace, service, path)
-    _, url, all_headers, _, _ = client.param_serialize("GET", url, header_params={"Accept": "application/json", **headers},
-                                                       auth_settings=["BearerToken"])
-    response = client.call_api("GET", url, all_headers, None, _request_timeout=timeout)
-    return response.status, response.response

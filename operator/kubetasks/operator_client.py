@@ -23,9 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -33,8 +30,9 @@ from typing import Any
 from urllib.parse import quote
 
 from kubetasks.core.operator_address import CA_ENV, DEFAULT_SERVICE, SERVICE_ENV, URL_ENV, service_of
+from kubetasks.runtime.operator_http import Reply, Unreachable, ask
 from kubetasks.core.log_archive import SHA256_HEADER, logs_path
-from kubetasks.core.why import TOKEN_HEADER, why_path
+from kubetasks.core.why import why_path
 
 __all__ = ["CA_ENV", "DEFAULT_SERVICE", "SERVICE_ENV", "URL_ENV", "Answer", "LogCut", "Unreachable", "ask_why", "service_of",
            "stream_archived_log"]
@@ -47,52 +45,8 @@ class Answer:
     problem: str | None = None
 
 
-def _problem(status: int, body: bytes, where: str) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        text = str(json.loads(text).get("message") or text)
-    except (ValueError, AttributeError):
-        pass
-    return f"{where} answered {status}: {text[:300]}"
-
-
-class Unreachable(Exception):
-    """The operator could not be asked (no token, not reachable): a message for a person."""
-
-
-def _open(path: str, url: str | None, env: Mapping[str, str], timeout: float) -> tuple[int, Any, str]:
-    """GET ``path`` of the operator as the user: (status, the unread response, where it was asked)."""
-    from kubetasks import kube
-
-    try:
-        token = kube.bearer_token()
-    except Exception as e:  # noqa: BLE001 (an exec plugin that fails, a kubeconfig without a user)
-        raise Unreachable(f"no credentials to ask the operator with: {e}") from e
-    if token is None:
-        raise Unreachable("the operator checks a bearer token, and your kubeconfig's user has none "
-                          "(a client certificate?)")
-    headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}"}
-    base = url or env.get(URL_ENV)
-    where = f"the operator at {base}"
-    try:
-        if base:
-            ca = env.get(CA_ENV)
-            context = ssl.create_default_context(cafile=ca) if ca else None
-            request = urllib.request.Request(base.rstrip("/") + path, headers={"Accept": "application/json", **headers})
-            try:
-                response = urllib.request.urlopen(request, timeout=timeout, context=context)
-                return response.status, response, where
-            except urllib.error.HTTPError as e:
-                return e.code, e, where
-        svc_ns, service = service_of(env.get(SERVICE_ENV) or DEFAULT_SERVICE)
-        where = f"the operator's Service {svc_ns}/{service} (through the API server)"
-        status, response = kube.service_proxy_open(svc_ns, service, path, headers={TOKEN_HEADER: f"Bearer {token}"},
-                                                   timeout=(kube.CONNECT_TIMEOUT, timeout))
-        return status, response, where
-    except ValueError as e:
-        raise Unreachable(str(e)) from e
-    except Exception as e:  # noqa: BLE001 (refused, timed out, TLS: the operator is not there)
-        raise Unreachable(f"could not reach {where}: {kube.error_line(e)}") from e
+def _open(path: str, url: str | None, env: Mapping[str, str], timeout: float) -> Reply:
+    return ask("GET", path, headers={"Accept": "application/json"}, url=url, env=env, timeout=timeout)
 
 
 def ask_why(namespace: str, name: str, url: str | None = None,
@@ -101,15 +55,16 @@ def ask_why(namespace: str, name: str, url: str | None = None,
     operator's absence: the caller falls back to the run's status)."""
     path = why_path(quote(namespace, safe=""), quote(name, safe=""))
     try:
-        status, response, where = _open(path, url, env, TIMEOUT)
-        with closing(response):
-            body = response.read()
+        reply = _open(path, url, env, TIMEOUT)
+        with closing(reply.body):
+            if reply.status != 200:
+                return Answer(None, reply.problem())
+            body = reply.body.read()
     except Unreachable as e:
         return Answer(None, str(e))
     except Exception as e:  # noqa: BLE001 (cut while reading)
         return Answer(None, f"could not read the operator's answer: {e}")
-    if status != 200:
-        return Answer(None, _problem(status, body, where))
+    where = reply.where
     try:
         answer = json.loads(body)
     except ValueError:
@@ -127,10 +82,11 @@ def stream_archived_log(namespace: str, name: str, attempt: int, write: Callable
     (bytes, sha256 hex) as received. Unreachable when the operator cannot be asked or refuses (its
     message), LogCut when the stream is cut or does not match the digest the operator announced."""
     path = logs_path(quote(namespace, safe=""), quote(name, safe=""), attempt)
-    status, response, where = _open(path, url, env, LOG_TIMEOUT)
+    reply = _open(path, url, env, LOG_TIMEOUT)
+    response, where = reply.body, reply.where
     with closing(response):
-        if status != 200:
-            raise Unreachable(_problem(status, response.read(), where))
+        if reply.status != 200:
+            raise Unreachable(reply.problem())
         expected = response.headers.get(SHA256_HEADER)
         digest, size = hashlib.sha256(), 0
         try:

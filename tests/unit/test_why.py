@@ -156,39 +156,54 @@ def test_the_operator_service_is_namespace_name_and_port():
 
 
 def test_no_bearer_token_no_live_answer(monkeypatch):
-    from kubetasks import kube
+    from kubetasks.runtime import kube as runtime_kube
 
-    monkeypatch.setattr(kube, "bearer_token", lambda: None)
+    monkeypatch.setattr(runtime_kube, "api_client", lambda: object())
+    monkeypatch.setattr(runtime_kube, "bearer_token", lambda client: None)
     answer = operator_client.ask_why("team-a", "q-7", env={})
     assert answer.body is None and "bearer token" in (answer.problem or "")
 
 
 def test_an_operator_that_is_not_there_is_a_problem_not_an_error(monkeypatch):
-    from kubetasks import kube
+    from kubetasks.runtime import kube as runtime_kube
 
-    monkeypatch.setattr(kube, "bearer_token", lambda: "t")
+    monkeypatch.setattr(runtime_kube, "api_client", lambda: object())
+    monkeypatch.setattr(runtime_kube, "bearer_token", lambda client: "t")
     answer = operator_client.ask_why("team-a", "q-7", url="http://127.0.0.1:1", env={})
     assert answer.body is None and "could not reach the operator at http://127.0.0.1:1" in (answer.problem or "")
 
 
+class ProxyClient:
+    """The official client's two calls the service proxy path makes, answering ``status`` and ``body``."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body, self.sent = status, body, []
+
+    def param_serialize(self, method: str, path: str, header_params: dict[str, str], auth_settings: list[str]) -> tuple:
+        return method, "https://api" + path, {"Authorization": "Bearer t", **header_params}, None, None
+
+    def call_api(self, method: str, url: str, headers: dict[str, str], body: Any, _request_timeout: Any) -> Any:
+        self.sent.append((method, url, headers))
+        return type("R", (), {"status": self.status, "response": io.BytesIO(self.body)})()
+
+
 def test_through_the_service_proxy_the_token_travels_in_its_own_header(monkeypatch):
-    from kubetasks import kube
+    from kubetasks.runtime import kube as runtime_kube
 
-    sent: list[tuple[str, str, str, dict[str, str]]] = []
-
-    def proxy_open(namespace: str, service: str, path: str, headers: dict[str, str], timeout: object) -> tuple[int, Any]:
-        sent.append((namespace, service, path, headers))
-        return 200, io.BytesIO(b'{"waiting": false, "limits": []}')
-    monkeypatch.setattr(kube, "bearer_token", lambda: "t")
-    monkeypatch.setattr(kube, "service_proxy_open", proxy_open)
+    client = ProxyClient(200, b'{"waiting": false, "limits": []}')
+    monkeypatch.setattr(runtime_kube, "api_client", lambda: client)
+    monkeypatch.setattr(runtime_kube, "bearer_token", lambda c: "t")
     answer = operator_client.ask_why("team a", "q-7", env={operator_client.SERVICE_ENV: "ops/kt-metrics"})
     assert answer.body == {"waiting": False, "limits": []}
-    assert sent == [("ops", "https:kt-metrics:metrics", "/why/team%20a/q-7", {TOKEN_HEADER: "Bearer t"})]
+    (method, url, headers), = client.sent
+    assert (method, url) == ("GET", "https://api/api/v1/namespaces/ops/services/https:kt-metrics:metrics/proxy"
+                                    "/why/team%20a/q-7")
+    assert headers[TOKEN_HEADER] == "Bearer t"
 
-    monkeypatch.setattr(kube, "service_proxy_open",
-                        lambda *a, **k: (403, io.BytesIO(b'{"message": "services \\"x\\" is forbidden"}')))
-    refused = operator_client.ask_why("team-a", "q-7", env={})
-    assert refused.body is None and "answered 403" in (refused.problem or "") and "forbidden" in (refused.problem or "")
+    refused = ProxyClient(403, b'{"message": "services \\"x\\" is forbidden"}')
+    monkeypatch.setattr(runtime_kube, "api_client", lambda: refused)
+    answer = operator_client.ask_why("team-a", "q-7", env={})
+    assert answer.body is None and "answered 403" in (answer.problem or "") and "forbidden" in (answer.problem or "")
 
 
 # ---------------------------------------------------------------- the answer in words

@@ -19,12 +19,11 @@ with that limit named (:func:`inline_limit_error`).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import ssl
 import urllib.error
 import urllib.request
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,7 @@ from urllib.parse import quote
 
 from kubetasks import protocol
 from kubetasks.api.storage import DEFAULT_THRESHOLD, BlobRef
-from kubetasks.core.operator_address import CA_ENV, DEFAULT_SERVICE, SERVICE_ENV, URL_ENV, proxy_path, service_of
 from kubetasks.core.payload_refs import payloads_path
-from kubetasks.core.why import TOKEN_HEADER
 from kubetasks.runtime.errors import PermanentError
 from kubetasks.runtime.results import PATIENCE, ResultUnavailable, _send, _with_retries
 
@@ -114,75 +111,33 @@ def encoded(payload: Any) -> bytes:
 
 def upload_payload(namespace: str, data: bytes, patience: float = PATIENCE) -> BlobRef | None:
     """PUTs the payload's JSON bytes to the operator as the kubeconfig's user; its ref, or None
-    when the operator has no store (501). PayloadTooLarge / PayloadUnavailable with the operator's
-    message when it refuses."""
-    from kubetasks.runtime.kube import api_client, bearer_token
+    when the operator has no store (501). PayloadTooLarge with the operator's message when it
+    refuses or cannot be asked."""
+    from kubetasks.runtime.operator_http import TRANSIENT, Unreachable, ask
 
-    client = api_client()
-    token = bearer_token(client)
-    if token is None:
-        raise PayloadTooLarge(f"the payload is {len(data)} bytes: over {UPLOAD_ABOVE} it is uploaded through the "
-                              "operator, which checks a bearer token, and your kubeconfig's user has none")
     path = payloads_path(quote(namespace, safe=""))
-    headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}", "Content-Type": "application/json"}
-    base = os.environ.get(URL_ENV)
-    if base:
-        ca = os.environ.get(CA_ENV)
-        context = ssl.create_default_context(cafile=ca) if ca else None
-        request = urllib.request.Request(base.rstrip("/") + path, data=data, method="PUT", headers=headers)
-        where = f"the operator at {base}"
+    answered: list[tuple[int, bytes]] = []
 
-        def put() -> tuple[int, bytes]:
-            try:
-                response = _send(request, context)
-                return response.status, response.read()
-            except urllib.error.HTTPError as e:
-                if e.code in (429, 500, 502, 503, 504):
-                    raise
-                return e.code, e.read()
-    else:
-        svc_ns, service = service_of(os.environ.get(SERVICE_ENV) or DEFAULT_SERVICE)
-        where = f"the operator's Service {svc_ns}/{service}"
-        _, url, all_headers, _, _ = client.param_serialize("PUT", proxy_path(svc_ns, service, path),
-                                                           header_params={TOKEN_HEADER: f"Bearer {token}",
-                                                                          "Content-Type": "application/octet-stream"},
-                                                           auth_settings=["BearerToken"])
-
-        def put() -> tuple[int, bytes]:
-            from kubernetes.client.exceptions import ApiException
-
-            try:
-                response = client.call_api("PUT", url, all_headers, data, _request_timeout=(5.0, 300.0))
-                return int(response.status), bytes(response.read())
-            except ApiException as e:
-                if e.status in (429, 500, 502, 503, 504):
-                    raise urllib.error.HTTPError(url, e.status, str(e.reason), None, None) from None  # type: ignore[arg-type]
-                return int(e.status), (e.body or "").encode() if isinstance(e.body, str) else bytes(e.body or b"")
-    status, body = _upload_with_retries(put, where, patience)
-    if status == 501:
-        return None
-    text = body.decode("utf-8", "replace")
-    if status not in (200, 201):
+    def put() -> bytes:
         try:
-            text = str(json.loads(text).get("message") or text)
-        except (ValueError, AttributeError):
-            pass
-        raise PayloadTooLarge(f"the payload is {len(data)} bytes, over {UPLOAD_ABOVE}, and uploading it to {where} "
-                              f"failed: {status}: {text.strip()[:400]}")
-    return BlobRef.model_validate_json(body)
-
-
-def _upload_with_retries(put: Any, where: str, patience: float) -> tuple[int, bytes]:
-    result: list[tuple[int, bytes]] = []
-
-    def call() -> bytes:
-        result.append(put())
+            reply = ask("PUT", path, data, {"Content-Type": "application/json"}, timeout=300.0)
+        except Unreachable as e:
+            raise PayloadTooLarge(f"the payload is {len(data)} bytes: over {UPLOAD_ABOVE} it is uploaded through "
+                                  f"the operator, which could not be asked: {e}") from None
+        with closing(reply.body):
+            if reply.status in TRANSIENT:  # tried again
+                raise urllib.error.HTTPError(reply.where, reply.status, reply.problem(), None, None)  # type: ignore[arg-type]
+            if reply.status not in (200, 201, 501):
+                raise PayloadTooLarge(f"the payload is {len(data)} bytes, over {UPLOAD_ABOVE}, and uploading it "
+                                      f"failed: {reply.problem()}")
+            answered.append((reply.status, reply.body.read()))
         return b""
     try:
-        _with_retries(call, f"uploading the payload to {where}", patience)
+        _with_retries(put, "uploading the payload to the operator", patience)
     except ResultUnavailable as e:
         raise PayloadTooLarge(f"the payload is over {UPLOAD_ABOVE} bytes and could not be uploaded: {e}") from None
-    return result[-1]
+    status, body = answered[-1]
+    return None if status == 501 else BlobRef.model_validate_json(body)
 
 
 def in_task_pod() -> bool:

@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,10 +38,8 @@ from kubetasks import protocol
 from kubetasks.api.storage import CONFIGMAP_SCHEME, BlobRef
 from kubetasks.api.times import parse_time
 from kubetasks.core.naming import result_grant_name
-from kubetasks.core.operator_address import (CA_ENV, DEFAULT_SERVICE, RESULTS_PREFIX, SERVICE_ENV, URL_ENV, proxy_path,
-                                             service_of)
+from kubetasks.core.operator_address import RESULTS_PREFIX
 from kubetasks.core.result_refs import check_bytes
-from kubetasks.core.why import TOKEN_HEADER
 from kubetasks.runtime.errors import ResultTooLarge
 
 log = logging.getLogger("kubetasks.runtime")
@@ -209,35 +208,20 @@ def _granted_bytes(namespace: str, name: str, uid: str, ref: BlobRef) -> bytes:
 
 def _operator_bytes(namespace: str, name: str) -> bytes:
     """From a user's machine: the operator's /results endpoint, as the kubeconfig's user."""
-    from kubetasks.runtime.kube import api_client, bearer_token
+    from kubetasks.runtime.operator_http import TRANSIENT, Unreachable, ask
 
-    client = api_client()
-    token = bearer_token(client)
-    if token is None:
-        raise ResultUnavailable(f"TaskRun {namespace}/{name}'s result is in the object store, read through the "
-                                "operator, which checks a bearer token: your kubeconfig's user has none")
     path = f"{RESULTS_PREFIX}{quote(namespace, safe='')}/{quote(name, safe='')}"
-    base = os.environ.get(URL_ENV)
-    headers = {"Authorization": f"Bearer {token}", TOKEN_HEADER: f"Bearer {token}"}
-    if base:
-        ca = os.environ.get(CA_ENV)
-        context = ssl.create_default_context(cafile=ca) if ca else None
-        request = urllib.request.Request(base.rstrip("/") + path, headers=headers)
-        return _with_retries(lambda: _send(request, context).read(), f"the operator at {base}")
-    svc_ns, service = service_of(os.environ.get(SERVICE_ENV) or DEFAULT_SERVICE)
-    _, url, all_headers, _, _ = client.param_serialize("GET", proxy_path(svc_ns, service, path),
-                                                       header_params={TOKEN_HEADER: f"Bearer {token}"},
-                                                       auth_settings=["BearerToken"])
 
     def fetch() -> bytes:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            response = client.call_api("GET", url, all_headers, None, _request_timeout=(5.0, TIMEOUT))
-        except ApiException as e:
-            if e.status in (429, 500, 502, 503, 504):
-                raise urllib.error.HTTPError(url, e.status, str(e.reason), None, None) from None  # type: ignore[arg-type]
-            raise ResultUnavailable(f"the operator's Service {svc_ns}/{service} answered {e.status}: "
-                                    f"{(e.body or '')[:300]}") from None
-        return bytes(response.read())
-    return _with_retries(fetch, f"the operator's Service {svc_ns}/{service}")
+            reply = ask("GET", path, timeout=TIMEOUT)
+        except Unreachable as e:
+            raise ResultUnavailable(f"TaskRun {namespace}/{name}'s result is in the object store, read through "
+                                    f"the operator: {e}") from None
+        with closing(reply.body):
+            if reply.status in TRANSIENT:  # tried again
+                raise urllib.error.HTTPError(reply.where, reply.status, reply.problem(), None, None)  # type: ignore[arg-type]
+            if reply.status != 200:
+                raise ResultUnavailable(reply.problem())
+            return bytes(reply.body.read())
+    return _with_retries(fetch, f"the result of {namespace}/{name} from the operator")
