@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -191,6 +192,22 @@ class BlobStore:
         if not isinstance(self.store, (S3Store, GCSStore, AzureStore)):
             raise NotImplementedError(f"the {self.scheme} backend cannot presign URLs")
         return obstore.sign(self.store, method, path, expires)
+
+
+_QUERY = re.compile(r"\?\S*")  # a URL's query: presigned or upload ids, long and of no help to a reader
+_CAUSE = re.compile(r'message: "([^"]+)"')  # the OS's word, deep in obstore's debug text
+
+
+def error_line(e: BaseException, limit: int = 300) -> str:
+    """One line on why the store failed, with its cause: obstore's first line says "error sending
+    request" and leaves the cause (connection refused, timed out...) to a debug dump below it."""
+    text = str(e).strip()
+    first = _QUERY.sub("", text.splitlines()[0] if text else "")
+    causes = _CAUSE.findall(text)
+    if causes and causes[-1] not in first:
+        first = f"{first.rstrip(' .')} ({causes[-1]})"
+    line = f"{type(e).__name__}: {first}"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def from_env(env: Mapping[str, str] | None = None) -> BlobStore | None:

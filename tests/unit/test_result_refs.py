@@ -297,7 +297,7 @@ def test_a_store_that_cannot_be_reached_is_waited_for_then_the_attempt_fails_say
                                       report=Report(outcome="succeeded", result_ref=r.to_api()))}
     failed = asyncio.run(w.op.runs.results.resolve(run, uid, long_ago))[1]
     assert failed.state == "failed" and failed.reason == UNREADABLE
-    assert "could not be read for 300s: tcp connect error" in failed.report.error_message
+    assert "could not be read for 300s: ConnectionRefusedError: tcp connect error" in failed.report.error_message
 
 
 def signing_store(monkeypatch: pytest.MonkeyPatch) -> BlobStore:

@@ -25,7 +25,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun, TaskRunStatus
 from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import Requeue
-from kubetasks.blobs import BlobError, BlobMissing, BlobStore
+from kubetasks.blobs import BlobError, BlobMissing, BlobStore, error_line as store_error
 from kubetasks import kube
 from kubetasks.api.storage import BlobRef, result_path
 from kubetasks.core.grants import MARGIN, grant_lifetime, render_child_result_grant, render_result_grant
@@ -81,8 +81,8 @@ class ResultRefs:
             waited = (datetime.now(timezone.utc) - (obs.completion_time or datetime.now(timezone.utc))).total_seconds()
             if waited < READ_DEADLINE and not isinstance(e, BlobError):
                 raise Requeue(READ_RETRY, f"cannot read the result of attempt {obs.attempt} yet: "
-                                          f"{str(e).splitlines()[0][:300]}") from e
-            problem = f"could not be read for {READ_DEADLINE:.0f}s: {str(e).splitlines()[0][:300]}"
+                                          f"{store_error(e)}") from e
+            problem = f"could not be read for {READ_DEADLINE:.0f}s: {store_error(e)}"
         if problem is not None:
             return _failed(obs, UNREADABLE, problem)
         return replace(obs, result_ref=judged.place.ref)
