@@ -199,14 +199,14 @@ _CAUSE = re.compile(r'message: "([^"]+)"')  # the OS's word, deep in obstore's d
 
 
 def error_line(e: BaseException, limit: int = 300) -> str:
-    """One line on why the store failed, with its cause: obstore's first line says "error sending
-    request" and leaves the cause (connection refused, timed out...) to a debug dump below it."""
+    """One line on why the store failed, its cause first: obstore's first line (a long URL, then
+    "error sending request") leaves the cause (connection refused, timed out...) to a debug dump
+    below it."""
     text = str(e).strip()
     first = _QUERY.sub("", text.splitlines()[0] if text else "")
     causes = _CAUSE.findall(text)
-    if causes and causes[-1] not in first:
-        first = f"{first.rstrip(' .')} ({causes[-1]})"
-    line = f"{type(e).__name__}: {first}"
+    # The cause first: a message cut to its limit keeps it.
+    line = f"{type(e).__name__}: " + (f"{causes[-1]}: " if causes and causes[-1] not in first else "") + first
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 

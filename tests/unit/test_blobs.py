@@ -49,9 +49,10 @@ def test_a_store_error_is_one_line_with_its_cause_and_no_presigned_query():
             'error: error sending request\n\nDebug source:\nGeneric {\n  source: ConnectError(\n    "tcp connect error",'
             '\n    Os {\n      code: 111,\n      kind: ConnectionRefused,\n      message: "Connection refused",\n    },\n')
     line = error_line(GenericError(text))
-    assert line == ("GenericError: Generic S3 error: Error performing POST http://192.0.2.2:8333/kubetasks/p/runs/ns/"
-                    "uid/attempt-1/log in 2.9s, after 10 retries, max_retries: 10, retry_timeout: 180s  - HTTP error: "
-                    "error sending request (Connection refused)")
+    assert line == ("GenericError: Connection refused: Generic S3 error: Error performing POST http://192.0.2.2:8333/"
+                    "kubetasks/p/runs/ns/uid/attempt-1/log in 2.9s, after 10 retries, max_retries: 10, retry_timeout: "
+                    "180s  - HTTP error: error sending request")
+    assert error_line(GenericError(text), 60) == "GenericError: Connection refused: Generic S3 error: Error p…"
     assert "\n" not in line and "Signature" not in line
     assert len(error_line(GenericError("x" * 1000), 100)) == 100
     assert error_line(ConnectionRefusedError("refused")) == "ConnectionRefusedError: refused"
