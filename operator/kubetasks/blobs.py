@@ -196,6 +196,8 @@ class BlobStore:
 
 _QUERY = re.compile(r"\?\S*")  # a URL's query: presigned or upload ids, long and of no help to a reader
 _CAUSE = re.compile(r'message: "([^"]+)"')  # the OS's word, deep in obstore's debug text
+_HYPER = re.compile(r"hyper::Error\(\s*(\w+)")  # or the HTTP client's, when the OS had none
+_HYPER_WORDS = {"IncompleteMessage": "connection closed before a response"}
 
 
 def error_line(e: BaseException, limit: int = 300) -> str:
@@ -204,7 +206,7 @@ def error_line(e: BaseException, limit: int = 300) -> str:
     below it."""
     text = str(e).strip()
     first = _QUERY.sub("", text.splitlines()[0] if text else "")
-    causes = _CAUSE.findall(text)
+    causes = _CAUSE.findall(text) or [_HYPER_WORDS.get(k, k) for k in _HYPER.findall(text)]
     # The cause first: a message cut to its limit keeps it.
     line = f"{type(e).__name__}: " + (f"{causes[-1]}: " if causes and causes[-1] not in first else "") + first
     return line if len(line) <= limit else line[:limit - 1] + "…"

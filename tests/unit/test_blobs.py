@@ -56,3 +56,6 @@ def test_a_store_error_is_one_line_with_its_cause_and_no_presigned_query():
     assert "\n" not in line and "Signature" not in line
     assert len(error_line(GenericError("x" * 1000), 100)) == 100
     assert error_line(ConnectionRefusedError("refused")) == "ConnectionRefusedError: refused"
+    closed = ("Generic S3 error: Error performing PUT http://s3/x in 1s - HTTP error: error sending request\n\n"
+              "Debug source:\n  source: hyper::Error(\n    IncompleteMessage,\n  ),")
+    assert error_line(GenericError(closed)).startswith("GenericError: connection closed before a response: Generic")
