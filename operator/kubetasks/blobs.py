@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -191,6 +192,24 @@ class BlobStore:
         if not isinstance(self.store, (S3Store, GCSStore, AzureStore)):
             raise NotImplementedError(f"the {self.scheme} backend cannot presign URLs")
         return obstore.sign(self.store, method, path, expires)
+
+
+_QUERY = re.compile(r"\?\S*")  # a URL's query: presigned or upload ids, long and of no help to a reader
+_CAUSE = re.compile(r'message: "([^"]+)"')  # the OS's word, deep in obstore's debug text
+_HYPER = re.compile(r"hyper::Error\(\s*(\w+)")  # or the HTTP client's, when the OS had none
+_HYPER_WORDS = {"IncompleteMessage": "connection closed before a response"}
+
+
+def error_line(e: BaseException, limit: int = 300) -> str:
+    """One line on why the store failed, its cause first: obstore's first line (a long URL, then
+    "error sending request") leaves the cause (connection refused, timed out...) to a debug dump
+    below it."""
+    text = str(e).strip()
+    first = _QUERY.sub("", text.splitlines()[0] if text else "")
+    causes = _CAUSE.findall(text) or [_HYPER_WORDS.get(k, k) for k in _HYPER.findall(text)]
+    # The cause first: a message cut to its limit keeps it.
+    line = f"{type(e).__name__}: " + (f"{causes[-1]}: " if causes and causes[-1] not in first else "") + first
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def from_env(env: Mapping[str, str] | None = None) -> BlobStore | None:

@@ -73,7 +73,9 @@ class Switch:
     def __init__(self, target: str) -> None:
         parts = urlsplit(target)
         self.target = (parts.hostname or "", parts.port or 80)
-        self.server = socket.create_server(("127.0.0.1", 0))
+        # On the server's own address (the node's): task pods reach it too, with the URLs presigned for it.
+        self.host = self.target[0]
+        self.server = socket.create_server((self.host, 0))
         self.port = self.server.getsockname()[1]
         self.up_event = threading.Event()
         self.up_event.set()
@@ -95,6 +97,7 @@ class Switch:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # an idle keep-alive connection is for its client to close
             with self.lock:
                 self.open |= {client, upstream}
             for a, b in ((client, upstream), (upstream, client)):
@@ -177,7 +180,7 @@ def archiver(tmp: Path, deadline: int, backend: str) -> Iterator[Archiver]:
         if not env:
             pytest.skip(f"the cluster has no object store ({STORAGE_ENV})")
         switch = Switch(env["KUBETASKS_STORAGE_ENDPOINT"])
-        env["KUBETASKS_STORAGE_ENDPOINT"] = f"http://127.0.0.1:{switch.port}"
+        env["KUBETASKS_STORAGE_ENDPOINT"] = f"http://{switch.host}:{switch.port}"
     else:
         env = {"KUBETASKS_STORAGE_URL": f"file://{store}"}
     proc = OperatorProcess(tmp / "operator.log", metrics_port=free_port(), env={

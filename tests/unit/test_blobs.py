@@ -35,3 +35,27 @@ def test_the_filesystem_backend_makes_its_directory(tmp_path):
     ref = store.put("runs/a/b/payload", b"x")
     assert (tmp_path / "deep/store/runs/a/b/payload").read_bytes() == b"x"
     assert store.get(ref) == b"x"
+
+
+def test_a_store_error_is_one_line_with_its_cause_and_no_presigned_query():
+    from kubetasks.blobs import error_line
+
+    class GenericError(Exception):
+        pass
+
+    # obstore's text: the cause is in a debug dump below a first line that only says "error sending request".
+    text = ('Generic S3 error: Error performing POST http://192.0.2.2:8333/kubetasks/p/runs/ns/uid/attempt-1/log'
+            '?uploads=&X-Amz-Signature=abc in 2.9s, after 10 retries, max_retries: 10, retry_timeout: 180s  - HTTP '
+            'error: error sending request\n\nDebug source:\nGeneric {\n  source: ConnectError(\n    "tcp connect error",'
+            '\n    Os {\n      code: 111,\n      kind: ConnectionRefused,\n      message: "Connection refused",\n    },\n')
+    line = error_line(GenericError(text))
+    assert line == ("GenericError: Connection refused: Generic S3 error: Error performing POST http://192.0.2.2:8333/"
+                    "kubetasks/p/runs/ns/uid/attempt-1/log in 2.9s, after 10 retries, max_retries: 10, retry_timeout: "
+                    "180s  - HTTP error: error sending request")
+    assert error_line(GenericError(text), 60) == "GenericError: Connection refused: Generic S3 error: Error p…"
+    assert "\n" not in line and "Signature" not in line
+    assert len(error_line(GenericError("x" * 1000), 100)) == 100
+    assert error_line(ConnectionRefusedError("refused")) == "ConnectionRefusedError: refused"
+    closed = ("Generic S3 error: Error performing PUT http://s3/x in 1s - HTTP error: error sending request\n\n"
+              "Debug source:\n  source: hyper::Error(\n    IncompleteMessage,\n  ),")
+    assert error_line(GenericError(closed)).startswith("GenericError: connection closed before a response: Generic")

@@ -22,7 +22,7 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobMissing, BlobStore, StorageConfig
 from kubetasks.controller.results import open_result
 from kubetasks.core.log_archive import SHA256_HEADER
-from kubetasks.core.grants import LONGEST, MARGIN, grant_lifetime, render_child_result_grant, render_result_grant
+from kubetasks.core.grants import LONGEST, MARGIN, grant_lifetime, grant_margin, render_child_result_grant, render_result_grant
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import render_job
@@ -98,6 +98,8 @@ def objects(spec: dict[str, Any]) -> tuple[Task, TaskRun]:
 def test_grants_expire_after_max_duration_plus_a_margin_and_never_past_what_s3_allows():
     assert grant_lifetime("10m") == timedelta(minutes=10) + MARGIN
     assert grant_lifetime(None) == LONGEST and grant_lifetime("720h") == LONGEST
+    assert grant_lifetime("10s", grant_margin("5")) == timedelta(seconds=15)
+    assert grant_margin(None) == grant_margin("") == MARGIN and grant_margin("0") == timedelta(seconds=1)
 
 
 def test_an_attempts_upload_grant_is_a_generated_secret_owned_by_the_run_and_mounted_read_only():
@@ -295,7 +297,7 @@ def test_a_store_that_cannot_be_reached_is_waited_for_then_the_attempt_fails_say
                                       report=Report(outcome="succeeded", result_ref=r.to_api()))}
     failed = asyncio.run(w.op.runs.results.resolve(run, uid, long_ago))[1]
     assert failed.state == "failed" and failed.reason == UNREADABLE
-    assert "could not be read for 300s: tcp connect error" in failed.report.error_message
+    assert "could not be read for 300s: ConnectionRefusedError: tcp connect error" in failed.report.error_message
 
 
 def signing_store(monkeypatch: pytest.MonkeyPatch) -> BlobStore:

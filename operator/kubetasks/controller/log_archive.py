@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from kubetasks import kube
 from kubetasks.api.storage import BlobRef, log_path
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.blobs import BlobStore
+from kubetasks.blobs import BlobStore, error_line as store_error
 from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
 from kubetasks.core.children import job_finished
 from kubetasks.core.conditions import condition, get_condition, set_condition
@@ -209,7 +209,7 @@ class LogArchive:
                     break
                 except Exception as e:  # the store's: down, unreachable, refusing
                     old = self.uploads[(uid, attempt)]
-                    upload = Upload(old.first_try, old.failures + 1, error=kube.error_line(e, 300),
+                    upload = Upload(old.first_try, old.failures + 1, error=store_error(e, 300),
                                     last_failure=self.clock())
                     step = after_store_failure(upload, self.clock(), self.deadline)
                     if step.give_up:

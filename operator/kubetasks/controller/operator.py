@@ -33,6 +33,7 @@ from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
 from kubetasks.core.children import controller_uid
+from kubetasks.core.grants import grant_margin
 from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
 from kubetasks.core.wakeups import after_task_change, phase_of, task_spec_changed, unfinished
@@ -226,6 +227,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKERS + 8, thread_name_prefix="kube"))
     store = blobs.from_env()  # None: no object store, and the limits of etcd hold
     OPERATOR.runs.results.store = store
+    OPERATOR.runs.results.grant_margin = grant_margin(os.environ.get("KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS"))
     OPERATOR.runs.payloads.configure(os.environ, store, namespaces())
     _metrics.append(await metrics_server.serve(explain=explain_run, open_result=open_result,
                                                open_log=OPERATOR.runs.archive.open, payloads=OPERATOR.runs.payloads))

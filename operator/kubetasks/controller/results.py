@@ -25,10 +25,10 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun, TaskRunStatus
 from kubetasks.controller.cache import Cache
 from kubetasks.controller.queue import Requeue
-from kubetasks.blobs import BlobError, BlobMissing, BlobStore
+from kubetasks.blobs import BlobError, BlobMissing, BlobStore, error_line as store_error
 from kubetasks import kube
 from kubetasks.api.storage import BlobRef, result_path
-from kubetasks.core.grants import grant_lifetime, render_child_result_grant, render_result_grant
+from kubetasks.core.grants import MARGIN, grant_lifetime, render_child_result_grant, render_result_grant
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import run_account, uses_sdk
 from kubetasks.controller.step_blobs import step_grant
@@ -46,6 +46,7 @@ class ResultRefs:
     def __init__(self, call: Call, store: BlobStore | None) -> None:
         self.call = call
         self.store = store
+        self.grant_margin = MARGIN  # beyond a Task's maxDuration (KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS)
         self._verified: dict[str, dict[int, AttemptObservation]] = {}  # run uid -> attempt -> judged
         self.step_slots = slots_from_env(os.environ)  # upload slots for large step outputs, per attempt
 
@@ -80,8 +81,8 @@ class ResultRefs:
             waited = (datetime.now(timezone.utc) - (obs.completion_time or datetime.now(timezone.utc))).total_seconds()
             if waited < READ_DEADLINE and not isinstance(e, BlobError):
                 raise Requeue(READ_RETRY, f"cannot read the result of attempt {obs.attempt} yet: "
-                                          f"{str(e).splitlines()[0][:300]}") from e
-            problem = f"could not be read for {READ_DEADLINE:.0f}s: {str(e).splitlines()[0][:300]}"
+                                          f"{store_error(e)}") from e
+            problem = f"could not be read for {READ_DEADLINE:.0f}s: {store_error(e)}"
         if problem is not None:
             return _failed(obs, UNREADABLE, problem)
         return replace(obs, result_ref=judged.place.ref)
@@ -109,7 +110,7 @@ class ResultRefs:
         signs URLs, or for a plain command (its result is its termination message)."""
         if self.store is None or not uses_sdk(task):
             return None
-        lifetime = grant_lifetime(task.spec.max_duration)
+        lifetime = grant_lifetime(task.spec.max_duration, self.grant_margin)
         path = result_path(run.namespace, str(run.metadata.get("uid", "")), attempt)
         store = self.store
         url = await asyncio.to_thread(sign_put, store, path, lifetime)
@@ -154,7 +155,7 @@ class ResultRefs:
                 or parent is None or parent_task is None or parent.status.phase.finished
                 or run_account(parent, parent_task) is None):
             return
-        lifetime = grant_lifetime(parent_task.spec.max_duration)
+        lifetime = grant_lifetime(parent_task.spec.max_duration, self.grant_margin)
         store, path = self.store, self.store.path_of(ref)
         url = await asyncio.to_thread(store.sign, "GET", path, lifetime)
         grant = render_child_result_grant(run, url, ref, datetime.now(timezone.utc) + lifetime)

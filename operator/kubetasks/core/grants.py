@@ -13,8 +13,9 @@
   (core.render.render_parent_access). Whoever may read the namespace's ConfigMaps could read the
   child's result there, as they can read ConfigMap-held results and checkpoints anyway.
 
-Each URL expires after the attempt's ``maxDuration`` plus :data:`MARGIN`, and never later than
-:data:`LONGEST` (what S3's presigned URLs allow) for a Task without one.
+Each URL expires after the attempt's ``maxDuration`` plus a margin (:data:`MARGIN` by default,
+``KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS``), and never later than :data:`LONGEST` (what S3's
+presigned URLs allow) for a Task without one.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ LONGEST = timedelta(days=7)
 MAX_GENERATE_PREFIX = 52  # the API server adds 5 characters; a Secret's name may be 253, kept short
 
 
-def grant_lifetime(max_duration: str | None) -> timedelta:
+def grant_lifetime(max_duration: str | None, margin: timedelta = MARGIN) -> timedelta:
     if not max_duration:
         return LONGEST
-    return min(parse_duration(max_duration) + MARGIN, LONGEST)
+    return min(parse_duration(max_duration) + margin, LONGEST)
+
+
+def grant_margin(value: str | None) -> timedelta:
+    """KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS: how long a grant outlives its attempt's maxDuration
+    (the pod's start and the upload come on top of the run time); at least 1 s."""
+    return timedelta(seconds=max(1.0, float(value))) if value else MARGIN
 
 
 def render_result_grant(run: TaskRun, task_id: str, attempt: int, put_url: str, uri: str, threshold: int,

@@ -1,0 +1,230 @@
+"""A hostile task pod and the object store (issue 20), on the real node with the cluster's SeaweedFS.
+
+A run's pod holds one grant: a presigned PUT of its own attempt's result, mounted from the
+attempt's grant Secret. With it (and without it) the pod of run A tries the blobs of run B (its
+result and its archived log): A's signature on B's paths, A's own URL with another key (its own
+log, payload, next attempt), altered paths and expiry, a copy from B's blob, listing the bucket,
+plain unsigned requests, and its token on Secrets. Everything but its own PUT is refused, and B's
+blobs are unchanged afterwards. A second pod replays A's URL after the run: it works until the
+grant's expiry (the Task's maxDuration plus the operator's margin, short here) and never after.
+And no pod holds the store's credentials: no AWS_* in its environment, no Secret it can read,
+nothing of the key in its grant.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import textwrap
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (STORAGE_ENV, OperatorProcess, apply, cluster_store_env, free_port, get, kubectl,
+                            read_env_file)
+from tests.integration.test_large_results import EXAMPLES, task
+from tests.integration.test_security import finished, taskrun
+
+pytestmark = pytest.mark.cluster
+MARGIN_SECONDS = 5  # the operator's grant margin here (KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS): expiry comes soon
+MAX_DURATION = 60  # the hostile Task's: its grant expires MAX_DURATION + MARGIN_SECONDS after it is made
+
+# Runs in run A's pod; VICTIM_RESULT, VICTIM_LOG, VICTIM_UID, VICTIM_GRANT are filled in.
+HOSTILE = textwrap.dedent('''
+    import json, os, re, ssl, urllib.error, urllib.parse, urllib.request
+    G = "/var/run/kubetasks-grant"
+    put_url = open(G + "/result-put-url").read().strip()
+    split = urllib.parse.urlsplit(put_url)
+    endpoint = "%s://%s" % (split.scheme, split.netloc)
+    own_path, query = split.path, split.query   # /<bucket>/<prefix>/runs/<ns>/<uid>/attempt-1/result
+    bucket = own_path.split("/")[1]
+
+    def s3(method, url, body=None, headers=None):
+        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return "%d" % response.status
+        except urllib.error.HTTPError as e:
+            code = re.search(r"<Code>([^<]*)</Code>", e.read().decode(errors="replace"))
+            return "%d %s" % (e.code, code.group(1) if code else "")
+        except Exception as e:
+            return "error " + type(e).__name__
+
+    def signed(path, q=query):
+        return endpoint + path + "?" + q
+
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    token = open(sa + "/token").read().strip()
+    tls = ssl.create_default_context(cafile=sa + "/ca.crt")
+    api = "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+
+    def kube(path):
+        request = urllib.request.Request(api + path, headers={"Authorization": "Bearer " + token})
+        try:
+            with urllib.request.urlopen(request, context=tls, timeout=20) as response:
+                return "%d" % response.status
+        except urllib.error.HTTPError as e:
+            return "%d" % e.code
+
+    victim_result, victim_log = "/" + bucket + "/VICTIM_RESULT", "/" + bucket + "/VICTIM_LOG"
+    own = own_path.rsplit("/", 2)[0]  # /<bucket>/<prefix>/runs/<ns>/<its uid>
+    ns = os.environ["KUBETASKS_NAMESPACE"]
+    checks = {
+        "own result, PUT": s3("PUT", put_url, b"mine"),
+        "own result, GET with its PUT grant": s3("GET", put_url),
+        "own result, DELETE with its PUT grant": s3("DELETE", put_url),
+        "B's result, GET with A's signature": s3("GET", signed(victim_result)),
+        "B's result, PUT with A's signature": s3("PUT", signed(victim_result), b"forged"),
+        "B's log, GET with A's signature": s3("GET", signed(victim_log)),
+        "B's log, PUT with A's signature": s3("PUT", signed(victim_log), b"forged"),
+        "B's result, GET unsigned": s3("GET", endpoint + victim_result),
+        "B's result, PUT unsigned": s3("PUT", endpoint + victim_result, b"forged"),
+        "own URL, its own log": s3("PUT", signed(own + "/attempt-1/log"), b"forged"),
+        "own URL, its own payload": s3("PUT", signed(own + "/payload"), b"forged"),
+        "own URL, its next attempt": s3("PUT", signed(own + "/attempt-2/result"), b"forged"),
+        "own URL, .. to B's result": s3("PUT", signed(own_path + "/../../../VICTIM_UID/attempt-1/result"), b"forged"),
+        "own URL, %2e%2e to B's result": s3("PUT", signed(own + "/attempt-1/result/%2e%2e/%2e%2e/%2e%2e/VICTIM_UID/attempt-1/result"), b"forged"),
+        "own URL, a longer expiry": s3("PUT", signed(own_path, re.sub(r"X-Amz-Expires=\\d+", "X-Amz-Expires=604800", query)), b"late"),
+        "own URL, a copy of B's result": s3("PUT", put_url, b"", {"x-amz-copy-source": victim_result}),
+        "own URL, a multipart upload": s3("POST", put_url + "&uploads="),
+        "own URL, its ACL": s3("PUT", put_url + "&acl=", b""),
+        "list the bucket, unsigned": s3("GET", endpoint + "/" + bucket + "?list-type=2"),
+        "list the bucket, A's signature": s3("GET", endpoint + "/" + bucket + "/?" + query),
+        "list B's prefix, A's signature": s3("GET", endpoint + "/" + bucket + "?list-type=2&prefix=" + urllib.parse.quote("VICTIM_RESULT".rsplit("/", 2)[0]) + "&" + query),
+        "list the buckets": s3("GET", endpoint + "/"),
+        "every Secret (token)": kube("/api/v1/namespaces/%s/secrets" % ns),
+        "B's grant Secret (token)": kube("/api/v1/namespaces/%s/secrets/VICTIM_GRANT" % ns),
+    }
+    store_env = sorted(k for k in os.environ if k.startswith(("AWS_", "GOOGLE_", "AZURE_")) or "SECRET" in k)
+    files = sorted(n for n in os.listdir(G) if not n.startswith(".."))
+    expires = open(G + "/expires").read().strip()
+    print("RESULT:" + json.dumps({"checks": checks, "store env": store_env, "grant files": files,
+                                  "put url": put_url, "expires": expires}))
+''')
+
+# Runs in run C's pod, after run A: A's leaked PUT URL, replayed until it stops working (a deadline).
+REPLAY = textwrap.dedent('''
+    import json, re, time, urllib.error, urllib.request
+    from datetime import datetime, timezone
+    url, deadline, tries = "PUT_URL", time.monotonic() + 150, []
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, data=b"replayed", method="PUT")
+        at = datetime.now(timezone.utc).isoformat()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                tries.append([at, "%d" % response.status])
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace")
+            found = re.search(r"<Message>([^<]*)</Message>", body)
+            tries.append([at, "%d %s" % (e.code, found.group(1) if found else "")])
+            break
+        time.sleep(1)
+    firsts = [t for t in tries if t[1] == "200"]
+    print("RESULT:" + json.dumps({"first": firsts[:1], "last ok": firsts[-1:], "refused": tries[-1:], "tries": len(tries)}))
+''')
+
+
+def python_command(script: str) -> str:
+    encoded = base64.b64encode(script.encode()).decode()
+    return f"python -c \"import base64; exec(base64.b64decode('{encoded}').decode())\""
+
+
+def result_of(status: dict[str, Any]) -> dict[str, Any]:
+    text = status["result"]
+    return json.loads(text[text.index("RESULT:") + len("RESULT:"):].splitlines()[0])
+
+
+@pytest.fixture
+def guarded(crds: None, tmp_path: Path) -> Iterator[tuple[OperatorProcess, str, dict[str, str]]]:
+    """An operator of its own on the cluster's SeaweedFS (a prefix of its own), with a short grant margin."""
+    instance = f"tests-storesec-{uuid.uuid4().hex[:6]}"
+    env = cluster_store_env(instance)
+    if not env:
+        pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
+    proc = OperatorProcess(tmp_path / "operator.log", metrics_port=free_port(), env={
+        **env, "KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS": str(MARGIN_SECONDS)})
+    proc.start()
+    yield proc, instance, env
+    proc.stop()
+    from kubetasks.blobs import from_env
+
+    store = from_env(env)
+    if store is not None:
+        store.delete_prefix("")
+    print(f"operator log: {proc.log_path}")
+
+
+def grant_secrets(namespace: str, run_uid: str) -> list[dict[str, Any]]:
+    found = json.loads(kubectl("get", "secrets", "-n", namespace, "-o", "json"))["items"]
+    return [s for s in found if any(o.get("uid") == run_uid for o in s["metadata"].get("ownerReferences") or [])]
+
+
+def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace, guarded):
+    proc, instance, env = guarded
+    from kubetasks.api.storage import BlobRef
+    from kubetasks.blobs import from_env
+
+    store = from_env(env)
+    assert store is not None
+    bucket_url = read_env_file(STORAGE_ENV)["KUBETASKS_STORAGE_URL"].rstrip("/") + "/"
+    hostile = task("hostile", "subprocess:getoutput", maxDuration=f"{MAX_DURATION}s")
+    replayer = task("replay", "subprocess:getoutput", maxDuration="4m")  # outlives the hostile grant
+    apply([task("big", f"{EXAMPLES}:big"), hostile, replayer, taskrun("victim", "big", {"bytes": 100_000})], namespace,
+          instance)
+    victim = finished(namespace, "victim", timeout=240)
+    assert victim["phase"] == "Succeeded", victim
+    result_ref, log_ref = victim["resultRef"], victim["attempts"][0].get("log")
+    assert result_ref["uri"].startswith(store.config.url + "/"), result_ref  # in the store, not a ConfigMap
+    assert log_ref and log_ref["uri"].startswith(store.config.url + "/"), victim
+    victim_uid = get("taskrun", "victim", namespace)["metadata"]["uid"]
+    victim_grant = grant_secrets(namespace, victim_uid)
+    assert len(victim_grant) == 1, victim_grant
+
+    script = (HOSTILE.replace("VICTIM_RESULT", result_ref["uri"][len(bucket_url):])
+              .replace("VICTIM_LOG", log_ref["uri"][len(bucket_url):]).replace("VICTIM_UID", victim_uid)
+              .replace("VICTIM_GRANT", victim_grant[0]["metadata"]["name"]))
+    apply(taskrun("attacker", "hostile", python_command(script)), namespace, instance)
+    attacker_uid = get("taskrun", "attacker", namespace)["metadata"]["uid"]
+    status = finished(namespace, "attacker", timeout=240)
+    assert status["phase"] == "Succeeded", status
+    seen = result_of(status)
+    checks = seen["checks"]
+    print(json.dumps(seen, indent=1))
+    assert checks.pop("own result, PUT") == "200", checks  # its grant works, for its one blob and verb
+    refused = {name: code for name, code in checks.items() if code.split()[0] not in ("400", "403")}
+    assert not refused, refused
+    assert checks["list the bucket, unsigned"] == "403 AccessDenied", checks
+    # B's blobs are the ones B wrote.
+    for ref in (result_ref, log_ref):
+        assert store.get(BlobRef.model_validate(ref))
+
+    # No store credentials in the pod: its environment, its grant (read as the admin), its Job.
+    assert seen["store env"] == [], seen
+    assert {"expires", "result-put-url", "result-uri", "threshold"} <= set(seen["grant files"]), seen
+    secret_key = read_env_file(STORAGE_ENV)["AWS_SECRET_ACCESS_KEY"]
+    grant = grant_secrets(namespace, attacker_uid)
+    assert len(grant) == 1 and secret_key not in json.dumps(grant), grant
+    jobs = kubectl("get", "jobs,pods", "-n", namespace, "-l", f"kubetasks.io/run-uid={attacker_uid}", "-o", "json")
+    assert secret_key not in jobs and "AWS_" not in jobs and "kubetasks-store" not in jobs
+
+    # Its grant, replayed by another pod after the run, works until it expires and never after.
+    expires = datetime.fromisoformat(seen["expires"].replace("Z", "+00:00"))
+    created = datetime.fromisoformat(get("taskrun", "attacker", namespace)["metadata"]["creationTimestamp"]
+                                     .replace("Z", "+00:00"))
+    lifetime = (expires - created).total_seconds()  # maxDuration + margin, from its attempt's start
+    assert MAX_DURATION + MARGIN_SECONDS <= lifetime < MAX_DURATION + MARGIN_SECONDS + 60, (created, expires)
+    apply(taskrun("replayer", "replay", python_command(REPLAY.replace("PUT_URL", seen["put url"]))), namespace,
+          instance)
+    replayed = finished(namespace, "replayer", timeout=240)
+    assert replayed["phase"] == "Succeeded", replayed
+    replay = result_of(replayed)
+    print(f"grant expires {expires.isoformat()}: {json.dumps(replay)}")
+    refused_at, refusal = replay["refused"][0]
+    assert refusal == "403 Request has expired", replay
+    # Refused for its expiry, not before (X-Amz-Date counts whole seconds, signed just before the Secret's time).
+    assert (datetime.fromisoformat(refused_at) - expires).total_seconds() > -2, replay
+    assert replay["last ok"] and datetime.fromisoformat(replay["last ok"][0][0]) < expires, replay
