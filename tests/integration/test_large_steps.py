@@ -24,7 +24,7 @@ import pytest
 
 from kubetasks.api.storage import BlobRef
 from kubetasks.core.naming import checkpoint_name
-from kubetasks.core.step_grants import GETS_KEY, PUTS_KEY, parse_gets, parse_puts, slot_path
+from kubetasks.core.step_grants import DEFAULT_SLOTS, GETS_KEY, PUTS_KEY, parse_gets, parse_puts, slot_path
 from kubetasks.protocol import Checkpoint, configmap_key
 from tests.conftest import INSTANCE, apply, cluster_store_env, get, kubectl, wait_until
 from tests.integration.test_large_results import delete_blob, expected, finished, start_operator, task, taskrun
@@ -156,7 +156,7 @@ def test_the_operators_step_grants_work_against_the_real_store(namespace, instan
         puts = parse_puts(first[PUTS_KEY])
         uid = get("taskrun", "g", namespace)["metadata"]["uid"]
         assert [uri for uri, _ in puts] == [f"{url}/{slot_path(namespace, uid, 1, i)}" for i in range(len(puts))]
-        assert len(puts) == 32
+        assert len(puts) == DEFAULT_SLOTS
         body = json.dumps("s" * 300_000).encode()
         request = urllib.request.Request(puts[0][1], data=body, method="PUT")
         urllib.request.urlopen(request, timeout=60).read()  # noqa: S310 (the operator's presigned URL)

@@ -39,7 +39,7 @@ OTHER = "fedcba9876543210"
 def test_slots_are_per_attempt_paths_below_the_runs_steps_prefix():
     assert slot_path("ns", UID, 2, 0) == f"runs/ns/{UID}/steps/attempt-2-0"
     assert slot_path("ns", UID, 1, 31) != slot_path("ns", UID, 2, 31)  # attempts never share a slot
-    assert slots_from_env({}) == DEFAULT_SLOTS == 32
+    assert slots_from_env({}) == DEFAULT_SLOTS == 8
     assert slots_from_env({SLOTS_ENV: "4"}) == 4
     assert slots_from_env({SLOTS_ENV: "100000"}) == MAX_SLOTS
     assert slots_from_env({SLOTS_ENV: "-3"}) == 0

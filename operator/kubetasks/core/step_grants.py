@@ -34,7 +34,7 @@ from kubetasks.protocol import parse_checkpoints
 
 SLOTS_ENV = "KUBETASKS_STORAGE_STEP_SLOTS"
 SLOTS_VALUE = "storage.stepSlots"  # the chart value that sets SLOTS_ENV
-DEFAULT_SLOTS = 32
+DEFAULT_SLOTS = 8  # each presigned URL is ~0.7 KiB in the grant Secret, kept in etcd for every SDK attempt
 MAX_SLOTS = 256  # a presigned URL is ~0.5-1 KiB; a Secret holds 1 MiB, with the downloads too
 PUTS_KEY = "step-puts"  # JSON [{"uri", "url"}, ...]: the attempt's upload slots, in order
 GETS_KEY = "step-gets"  # JSON {uri: {"url"} | {"refused": why}}: the step blobs it may read
