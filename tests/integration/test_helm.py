@@ -230,11 +230,14 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller", "-payload-uploader"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
-        # The role users are bound to for `kubetasks why`: the operator's Service proxy, nothing else.
+        # The roles users are bound to for `kubetasks why` (and logs, results) and for uploading
+        # payloads: the operator's Service proxy, nothing else.
         caller = next(d for d in docs if d["metadata"]["name"].endswith("-why-caller"))
         assert [(r["resources"], r["verbs"]) for r in caller["rules"]] == [(["services/proxy"], ["get"])]
+        uploader = next(d for d in docs if d["metadata"]["name"].endswith("-payload-uploader"))
+        assert [(r["resources"], r["verbs"]) for r in uploader["rules"]] == [(["services/proxy"], ["update"])]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in (g, r, v) for g, r, v in granted)
@@ -262,11 +265,9 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
 
 
 def test_with_a_store_the_operator_may_create_secrets_and_nothing_more_of_them():
-    if '"storage"' not in (REPO / "charts/kubetasks/values.schema.json").read_text():
-        pytest.skip("the chart has no storage values yet (they come with the store's chart change)")
     for mode in ((), ("watchNamespaces={a}",)):
-        rules = [r for d in render("storage.type=s3", *mode) if d["kind"] in ("Role", "ClusterRole")
-                 for r in d.get("rules") or [] if "secrets" in r["resources"]]
+        rules = [r for d in render("storage.type=s3", "storage.bucket=b", *mode) if d["kind"] in ("Role", "ClusterRole")
+                 for r in d.get("rules") or [] if "secrets" in r.get("resources", [])]
         assert [(r["resources"], r["verbs"]) for r in rules] == [(["secrets"], ["create"])]  # upload grants only
 
 
@@ -322,7 +323,7 @@ def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operat
         {"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]
     assert '"system:serviceaccount:sys:r-kubetasks"' in spec["matchConditions"][0]["expression"]
     assert [v["expression"].split("has(object.status.")[1].split(")")[0] for v in spec["validations"]] == [
-        "phase", "attempt", "attempts", "result", "error", "triggerDepth"]
+        "phase", "attempt", "attempts", "result", "resultRef", "error", "triggerDepth"]
     policy, _ = status_policy("instanceID=team-b", "serviceAccount.name=ops", "statusPolicy.extraWriters={alice}")
     assert policy["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"] == [
         {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]
