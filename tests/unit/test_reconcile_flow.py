@@ -99,6 +99,20 @@ def test_a_task_queue_holds_across_the_tasks_that_name_it():
     assert sorted(w.api.created()) == ["t1-1", "t2-1", "u0-1"]  # t served before u's second
 
 
+def test_a_waiting_runs_status_is_written_when_its_reason_changes_not_when_its_holders_do():
+    w = World(task(concurrency={"limit": 1}), run("h1", 0), run("h2", 1), run("waiter", 2))
+    w.settle("h1", "h2", "waiter")
+    assert w.api.created() == ["h1-1"] and w.status("waiter")["phase"] == "Queued"
+    w.api.finish_job(NS, "h1-1")  # h2 takes the slot: the waiter's holder changes, its reason does not
+    w.api.deliver(w.op.cache)
+    w.settle("h1", "h2")
+    assert w.api.created() == ["h1-1", "h2-1"]
+    w.api.calls.clear()
+    w.reconcile("waiter")
+    assert ("patch_status", ("waiter",)) not in w.api.calls, "rewritten though it waits for the same reason"
+    assert w.status("waiter")["waitingFor"] == {"reason": "TaskLimit", "limit": "Task/t"}
+
+
 def test_a_task_naming_a_queue_that_does_not_exist_holds_its_runs_and_says_so():
     w = World(task(queue="nowhere"), run("r", 0))
     w.settle("r")

@@ -312,21 +312,21 @@ class FlowControl:
             self._wake_domain(self.limits_of(body)[0])
 
     def _blocked(self, lid: str, limit: Limit) -> Blocked:
+        """Why a run waits, in words that change only with the reason: its status is written when
+        the reason changes, never per holder or per window (Kueue's lesson). Who holds the slots,
+        the position and the next window are live, from `kubetasks why` (explain)."""
         name = limit.id
         if limit.throttle is not None:
             _, next_at = throttle_room(self._throttle_starts(lid), time.time(), limit.throttle)
-            until = datetime.fromtimestamp(next_at, timezone.utc)
             per = limit.throttle.period
             return Blocked(WaitingFor(reason="Throttled", limit=name),
-                           f"throttled by {name}: {round(per / limit.throttle.interval)} starts per {per:g}s; "
-                           f"the next start is allowed at {until.isoformat(timespec='seconds')}", until)
-        holders = sorted(self._holding.get(lid, ()))
-        names = [key_of(b)[1] for b in map(self.cache.run_by_uid, holders[:3]) if b is not None]
+                           f"throttled by {name}: {round(per / limit.throttle.interval)} starts per {per:g}s "
+                           f"(`kubetasks why` shows the next start)", datetime.fromtimestamp(next_at, timezone.utc))
         if limit.capacity == 0 and limit.reason == "QueueLimit":
             message = f"waiting for {name}, which does not exist"
         else:
-            message = (f"waiting for a slot of {name}: {len(holders)} of {limit.capacity} held"
-                       + (f" (by {', '.join(names)}{', ...' if len(holders) > 3 else ''})" if names else ""))
+            message = (f"waiting for a slot of {name} ({limit.capacity} at once; "
+                       f"`kubetasks why` shows who holds them and the position)")
         return Blocked(WaitingFor(reason=limit.reason, limit=name), message)  # type: ignore[arg-type]
 
     def _throttle_starts(self, lid: str) -> list[float]:
