@@ -32,9 +32,9 @@ Checked after every step:
 and at the end every key is served: finishing what runs and waking what sleeps lets every run
 start.
 
-Two bugs found (strict xfails at the end): a lock taken from the status, and a waiter holding
-its lock stuck behind its group's head. The histories use the Jobs-derived lock (LOCK_FROM_STATUS)
-and leave out Tasks that hold across waits and name a queue (no_partial_holders) until fixed.
+Two bugs these found, both fixed: a holdAcrossWaits lock taken from the status (one lost write
+broke it: the controller now knows it from the run's Jobs, tests/unit/test_reconcile_flow.py), and
+a waiter holding its lock stuck behind its group's head (the last test here).
 
 Not modelled here: throttles (test_flow.test_a_throttle_never_starts_early), the controller's
 events and its line's membership as its stores tell it (tests/unit/test_reconcile_flow.py drives
@@ -59,10 +59,6 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
 NS = "ns"
 TASKS = ("t", "u")
 KEYS = ("a", "b")
-# Whether the model takes a holdAcrossWaits lock as FlowControl._holds does today, from the run's
-# status (status.attempt > 0), or from its Jobs (issue 19: never from a status alone). From the
-# status, one lost write breaks the lock: see test_a_lost_status_write_does_not_break_a_lock.
-LOCK_FROM_STATUS = False
 
 
 @dataclass
@@ -95,11 +91,6 @@ task_config = st.fixed_dictionaries({
     "queue": st.booleans(),
 })
 configs = st.tuples(st.tuples(task_config, task_config), st.integers(1, 3), st.booleans())
-# A Task that holds its own limits across waits and names a queue (which it does not hold across
-# waits) leaves waiters holding some of their limits: such a waiter is stuck behind its group's
-# head, which needs the slot it holds (test_a_run_holding_its_lock_is_not_stuck_behind_its_group).
-# Left out until that is fixed.
-no_partial_holders = configs.filter(lambda c: not any(t["holdAcrossWaits"] and t["queue"] for t in c[0]))
 
 runs_at = st.integers(0, 40)
 events = st.lists(st.one_of(
@@ -146,10 +137,10 @@ class Model:
 
     def holds(self, run: Run, lid: str) -> bool:
         """FlowControl._holds: a Job or an expectation; or, under holdAcrossWaits, a run that has
-        started (its Jobs say so; today's controller asks its status, LOCK_FROM_STATUS)."""
+        started (its Jobs say so, as FlowControl._holds knows it)."""
         if run.state == "running":
             return True
-        started = run.status_attempt if LOCK_FROM_STATUS else run.attempts
+        started = run.attempts
         return run.state != "done" and self.limits[lid].hold_across_waits and started > 0
 
     def used(self) -> dict[str, int]:
@@ -191,6 +182,8 @@ class Model:
         waiting = [r for r in self.unfinished("waiting") if r.uid not in admitted]
         for uid in admitted:  # priority with ageing, within a group
             run = self.runs[uid]
+            if held[uid]:  # resuming with a lock it holds (holdAcrossWaits): ahead of those that wait for it
+                continue
             ahead = [w.uid for w in waiting if w.group == run.group and w.order < run.order]
             assert not ahead, (uid, ahead)
         # Head of line under a strict limit: the limit's line is least recently served group first,
@@ -207,7 +200,7 @@ class Model:
             if not limit.strict:
                 continue
             left = [(turns.get(w.group, -1), w.order) for w in heads.values() if lid in w.limits]
-            late = [uid for uid in admitted if lid in self.runs[uid].limits and lid not in held[uid] and left
+            late = [uid for uid in admitted if lid in self.runs[uid].limits and not held[uid] and left
                     and key_of[uid] > min(left)]
             assert not late, (lid, late, left)
 
@@ -274,15 +267,14 @@ def play(config, history) -> Model:
 
 
 @settings(max_examples=250, deadline=None)
-@given(no_partial_holders, events)
+@given(configs, events)
 def test_limits_hold_no_waiter_is_stranded_and_order_holds_over_random_histories(config, history):
     play(config, history)
 
 
 strict_task = st.fixed_dictionaries({"limit": st.sampled_from([2, 3]), "perKey": st.just(1), "holdAcrossWaits": st.booleans(),
                                      "strictOrder": st.just(True), "queue": st.booleans()})
-strict_configs = st.tuples(st.tuples(strict_task, task_config), st.integers(1, 3), st.booleans()).filter(
-    lambda c: not any(t["holdAcrossWaits"] and t["queue"] for t in c[0]))
+strict_configs = st.tuples(st.tuples(strict_task, task_config), st.integers(1, 3), st.booleans())
 
 
 @settings(max_examples=150, deadline=None)
@@ -292,29 +284,12 @@ def test_head_of_line_order_holds_under_a_strict_limit_whose_runs_block_on_their
     play(config, history)
 
 
-# Known bugs the properties found (issue 19), as the smallest histories; strict xfails: they pass once fixed.
-@pytest.mark.xfail(strict=True, reason="FlowControl._holds takes a holdAcrossWaits lock from status.attempt, not from "
-                                       "the run's Jobs: one lost status write after the Job create breaks the lock")
-def test_a_lost_status_write_does_not_break_a_lock(monkeypatch):
-    # perKey 1, holdAcrossWaits. r1 starts; its status write is lost. r2 (priority 4: ahead of r1)
-    # waits. r1's Job ends into a retry backoff: seen before r1's status says it started, the lock
-    # is let go, r2 starts; r1's status is written (attempt 1), so r1 holds the lock again, and
-    # when its backoff ends it starts beside r2: two Jobs under perKey 1 (also seen against the
-    # fake API: concurrency {limit: 1, holdAcrossWaits}, r1-2 and r2-1 both running).
-    monkeypatch.setattr(sys.modules[__name__], "LOCK_FROM_STATUS", True)
-    t = {"limit": None, "perKey": 1, "holdAcrossWaits": True, "strictOrder": False, "queue": False}
-    none = {"limit": None, "perKey": None, "holdAcrossWaits": False, "strictOrder": False, "queue": False}
-    play(((t, none), 1, False), [("create", ("t", "a", 0, 1, True)), ("create", ("t", "a", 4, 1, False)),
-                                 ("wait", (0, False)), ("wake", 0)])
-
-
-@pytest.mark.xfail(strict=True, reason="admission_pass blocks a whole group behind a blocked head, also a waiter that "
-                                       "holds the head's blocker across a wait: neither can ever start")
+# The smallest history of a bug the properties found (issue 19), now fixed.
 def test_a_run_holding_its_lock_is_not_stuck_behind_its_group():
     # concurrency {limit: 1, holdAcrossWaits} and a queue (not held across waits). r1 started and
     # is in a retry backoff, holding Task/t; r2, created later with priority 600, waits for
     # Task/t. r1's backoff ends: it needs only the queue, which has room, but r2 is its group's
-    # head, blocked by Task/t, which r1 holds: a deadlock (also against the fake API).
+    # head, blocked by Task/t, which r1 holds: it was a deadlock.
     limits = {"T": Limit("Task/t", "TaskLimit", 1, hold_across_waits=True), "Q": Limit("TaskQueue/q", "QueueLimit", 2)}
     at = datetime.fromtimestamp(T0, timezone.utc)
     r1 = Waiter("r1", "r1", order_of(at, 0, "r1"), "g", ("T", "Q"))

@@ -71,6 +71,52 @@ def test_a_retry_backoff_gives_the_slot_up_unless_the_limit_holds_across_waits()
         assert w.status("r2")["phase"] == second, hold
 
 
+def test_a_lock_held_across_waits_is_known_from_the_jobs_when_a_status_write_was_lost():
+    w = World(task(concurrency={"limit": 1, "holdAcrossWaits": True},
+                   retry={"maxAttempts": 2, "minDelay": "1h", "maxDelay": "1h"}), run("r1", 0))
+    real = w.api.patch_status
+
+    def refuse_once(plural: str, namespace: str, name: str, *args: Any) -> Any:
+        w.api.patch_status = real  # type: ignore[method-assign]
+        raise kube.ApiException(status=500, reason="InternalError")
+
+    w.api.patch_status = refuse_once  # type: ignore[method-assign]
+    with pytest.raises(kube.ApiException):
+        w.reconcile("r1")
+    assert w.api.created() == ["r1-1"] and w.status("r1").get("attempt") is None  # started, its status says not
+    w.api.add(run("r2", 1, priority=600))
+    w.api.finish_job(NS, "r1-1", ok=False)  # into its retry backoff, still holding the lock
+    w.api.deliver(w.op.cache)
+    w.settle("r2")  # before r1's status is written
+    assert w.api.created() == ["r1-1"] and w.status("r2")["phase"] == "Queued"
+    w.settle("r1", "r2")
+    assert w.status("r1")["phase"] == "Retrying" and w.api.created() == ["r1-1"]
+
+
+def test_a_run_holding_its_lock_across_a_wait_is_woken_when_its_queue_frees():
+    queue = {"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskQueue",
+             "metadata": {"name": "q", "namespace": NS}, "spec": {"limit": 1}}
+    w = World(queue, task("t", queue="q", concurrency={"limit": 1, "holdAcrossWaits": True},
+                          retry={"maxAttempts": 2, "minDelay": "1s", "maxDelay": "1s"}),
+              task("u", queue="q"), run("r1", 0), dict(run("u1", 5), spec={"taskRef": "u"}))
+    w.settle("r1")
+    w.api.finish_job(NS, "r1-1", ok=False)  # r1 waits out its backoff holding Task/t; the queue's slot is free
+    w.api.deliver(w.op.cache)
+    w.settle("r1", "u1")
+    assert w.api.created() == ["r1-1", "u1-1"]
+    woken: list[Any] = []
+    w.op.runs.flow.wake = woken.append  # type: ignore[method-assign]
+    w.api.update("TaskRun", NS, "r1", status={"nextRetryAt": "2000-01-01T00:00:00Z"})  # its backoff is over
+    w.api.deliver(w.op.cache)
+    w.settle("r1")  # its backoff is over: it waits for the queue, which u1 holds
+    assert w.status("r1")["waitingFor"] == {"reason": "QueueLimit", "limit": "TaskQueue/q"}
+    w.api.finish_job(NS, "u1-1")
+    w.api.deliver(w.op.cache)
+    assert (NS, "r1") in woken, woken  # the freed queue slot wakes it (not the resync, 300 s later)
+    w.settle("r1")
+    assert w.api.created() == ["r1-1", "u1-1", "r1-2"]
+
+
 def test_a_restarted_operator_finds_the_holders_in_the_jobs():
     w = World(task(concurrency={"limit": 1}), run("r1", 0))
     w.settle("r1")

@@ -151,7 +151,10 @@ class FlowControl:
             return True
         if any(self._job_runs(j) for j in self.cache.jobs_of_run(uid)):
             return True
-        return limit.hold_across_waits and int(_status(body).get("attempt") or 0) > 0
+        # Held from the first start: known from its Jobs (one finished, or gone), not from its
+        # status alone, which a lost write leaves saying it never started.
+        return limit.hold_across_waits and (int(_status(body).get("attempt") or 0) > 0
+                                            or bool(self.cache.jobs_of_run(uid) or self.cache.gone.get(uid)))
 
     def _job_runs(self, job: Body) -> bool:
         """The Job's attempt still uses its slot: not finished, not being deleted, and its pod not

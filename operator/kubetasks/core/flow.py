@@ -140,12 +140,21 @@ def admission_pass(limits: Mapping[str, Limit], used: Mapping[str, int], groups:
         _, _, group, index = heapq.heappop(heap)
         runs = groups[group]
         head = runs[index]
-        needs = [lid for lid in head.limits if lid not in (held or {}).get(head.uid, ())]
-        blocker = next((stopped[lid] for lid in needs if lid in stopped), None) or \
+        holds = (held or {}).get(head.uid, frozenset())
+        needs = [lid for lid in head.limits if lid not in holds]
+        # A strict limit's line stops behind a blocked run, except for a run that holds what blocks
+        # it (a lock kept across a wait): the blocked run waits for that one, which must pass.
+        blocker = next((stopped[lid] for lid in needs if lid in stopped and stopped[lid] not in holds), None) or \
             next((lid for lid in needs if free.get(lid, 0) <= 0), None)
         if blocker is not None:
-            for waiter in runs[index:]:  # the same limits hold back the whole rest of the group
-                out.blocked[waiter.uid] = blocker
+            after = None  # the next in the group that holds the blocker (across a wait): not held back by it
+            for i in range(index, len(runs)):  # the same limits hold back the rest of the group
+                if i > index and blocker in (held or {}).get(runs[i].uid, ()):
+                    after = i
+                    break
+                out.blocked[runs[i].uid] = blocker
+            if after is not None:
+                heapq.heappush(heap, (out.served.get(group, -1), runs[after].order, group, after))
             for lid in head.limits:
                 if limits[lid].strict:
                     stopped.setdefault(lid, blocker)
