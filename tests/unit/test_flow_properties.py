@@ -44,11 +44,9 @@ changes, and maxWaiting.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from kubetasks.api.flow import TaskQueueSpec
