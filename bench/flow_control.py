@@ -122,6 +122,7 @@ def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_k
     handed = handoffs(job_added.seen, job_done.seen, keys, per_key)
     finished = max(succeeded.seen.values(), default=first_sent) - first_sent
     waits = [1000 * (job_added.seen[r] - times[r][1]) for r in times if r in job_added.seen]
+    holds = [job_done.seen[r] - t for r, t in job_added.seen.items() if r in job_done.seen]
     result = {"task": task, "n": n, "succeeded": len(succeeded.seen), "started": len(starts),
               "starts_per_s": round((len(starts) - 1) / span, 1) if span else None,
               "wall_s": round(max(succeeded.seen.values(), default=first_sent) - first_sent, 2),
@@ -129,7 +130,8 @@ def one_case(ns: str, op: Any, task: str, n: int, keys: int, threads: int, per_k
               "created_to_job_p50_ms": round(pct(waits, 50)) if waits else None,
               "finished_per_s": round(len(succeeded.seen) / finished, 1) if finished else None,
               "handoff_p50_ms": round(pct(handed, 50)) if handed else None,
-              "most_per_key": most_key, "most_in_all": total}
+              "most_per_key": most_key, "most_in_all": total,
+              "slot_hold_mean_s": round(sum(holds) / len(holds), 3) if holds else None}
     print(f"  {task}: {result['succeeded']}/{n} Succeeded in {result['wall_s']}s; {result['started']} Jobs, "
           f"{result['starts_per_s']} starts/s (Job ADDED, first to last); operator CPU per admission "
           f"{result['cpu_ms_per_admission']} ms; created -> Job ADDED p50 {result['created_to_job_p50_ms']} ms; "
@@ -166,6 +168,12 @@ def main(n: int, keys: int, per_key: int, threads: int) -> dict[str, Any]:
         # handoff (a freed slot to the next start) are what the operator adds.
         print(f"runs finished/s limited/unlimited: {held['finished_per_s'] / free['finished_per_s']:.0%} "
               f"({held['finished_per_s']}/{free['finished_per_s']}); slot handoff p50 {held['handoff_p50_ms']} ms")
+    if held["slot_hold_mean_s"] and held["starts_per_s"]:
+        # Held to its limit, a burst can start at most slots / (how long each holds one) runs a
+        # second (Little's law): the share of that the operator reaches is its cost under the limit.
+        allowed = keys * per_key / held["slot_hold_mean_s"]
+        print(f"starts/s limited vs what perKey allows ({keys * per_key} slots / mean hold "
+              f"{held['slot_hold_mean_s']:.2f} s = {allowed:.1f}/s): {held['starts_per_s'] / allowed:.0%}")
     print(f"operator CPU per admission limited/unlimited: {cpu_ratio:.2f}x "
           f"({held['cpu_ms_per_admission']}/{free['cpu_ms_per_admission']} ms)")
     limit_held = held["most_per_key"] <= per_key
