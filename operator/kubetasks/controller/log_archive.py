@@ -51,6 +51,7 @@ from kubetasks.core.plan import Event, Plan
 log = logging.getLogger(__name__)
 UPLOADS_AT_ONCE = 2  # each holds a thread, a kubelet stream and a multipart upload's parts
 FOLLOWERS = 8  # running attempts whose logs are followed at once (more are read when they end)
+RECHECK = 30.0  # seconds between looks at a run whose outcome waits for its log
 
 
 def upload_deadline(value: str | None) -> float:
@@ -139,7 +140,9 @@ class LogArchive:
             message += f"; the store failed ({errors[-1]}), tried again for up to {self.deadline:.0f} s"
         status.conditions = set_condition(status.conditions, condition(
             CONDITION, "Unknown", "Uploading", message, now, status.observed_generation))
-        return Plan(status=status, requeue_at=now + timedelta(seconds=self.deadline))
+        # An upload's end wakes the run; looked at again meanwhile all the same (level-triggered: a
+        # wake lost to an outage of the API server must not leave it waiting for the deadline).
+        return Plan(status=status, requeue_at=now + timedelta(seconds=min(self.deadline, RECHECK)))
 
     def _outcome(self, run: TaskRun, uid: str, plan: Plan, now: datetime) -> Plan:
         """The outcome, saying whether every finished attempt's log was archived."""
