@@ -10,6 +10,8 @@ KUBETASKS_STORAGE_URL     s3://bucket/prefix, gs://..., az://container/prefix, f
 KUBETASKS_STORAGE_ENDPOINT an S3-compatible server (SeaweedFS in the local cluster), optional
 KUBETASKS_STORAGE_REGION  optional (S3)
 KUBETASKS_STORAGE_THRESHOLD bytes above which values go to the store (api.storage.DEFAULT_THRESHOLD)
+KUBETASKS_STORAGE_GRANT_URL file:// only: where task pods reach the operator's grant server
+                          (controller.grant_server), which serves the URLs this store signs
 Without KUBETASKS_STORAGE_URL there is no store, and the limits of etcd hold (say so where they bite).
 
 Every blob is written with its sha256 and verified on every read: a missing blob raises BlobMissing,
@@ -21,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +35,7 @@ import obstore
 from obstore.store import AzureStore, GCSStore, S3Store, from_url
 
 from kubetasks.api.storage import DEFAULT_THRESHOLD, BlobRef
+from kubetasks.core.blob_signing import KEY_BYTES, grant_refusal, signed_url
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig
@@ -63,6 +68,7 @@ class StorageConfig:
     endpoint: str | None = None
     region: str | None = None
     threshold: int = DEFAULT_THRESHOLD
+    grant_url: str | None = None  # file://: the operator's grant server, as task pods reach it
     # S3 keys read from the same environment (obstore itself reads only the process's); never printed.
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -75,6 +81,7 @@ class StorageConfig:
         return cls(url=url.rstrip("/"), endpoint=env.get("KUBETASKS_STORAGE_ENDPOINT") or None,
                    region=env.get("KUBETASKS_STORAGE_REGION") or None,
                    threshold=int(env.get("KUBETASKS_STORAGE_THRESHOLD") or DEFAULT_THRESHOLD),
+                   grant_url=(env.get("KUBETASKS_STORAGE_GRANT_URL") or "").strip() or None,
                    credentials={key: env[var] for var, key in _S3_CREDENTIALS.items() if env.get(var)})
 
 
@@ -98,9 +105,12 @@ class BlobStore:
             if config.region:
                 options["region"] = config.region
             options.update(config.credentials)
+        self._grant_key: bytes | None = None  # file:// with a grant URL: the key it signs with
         if self.scheme == "file":
             # Its directories go with their last file, as a prefix does in a bucket.
             self.store = from_url(config.url, mkdir=True, automatic_cleanup=True)
+            if config.grant_url:
+                self._grant_key = grant_key(urlsplit(config.url).path)
         else:
             self.store = from_url(config.url, client_options=client, **options)
 
@@ -186,12 +196,38 @@ class BlobStore:
             size += blob_size
         return objects, size
 
+    @property
+    def signs(self) -> bool:
+        """Whether ``sign`` gives URLs: S3, GCS, Azure; the filesystem with a grant server."""
+        return isinstance(self.store, (S3Store, GCSStore, AzureStore)) or self._grant_key is not None
+
     def sign(self, method: Literal["GET", "PUT"], path: str, expires: timedelta) -> str:
-        """A presigned URL for one blob (S3, GCS, Azure); a pod given it can do ``method`` on that
-        blob only, until it expires. NotImplementedError for the filesystem backend."""
+        """A presigned URL for one blob; a pod given it can do ``method`` on that blob only, until it
+        expires. The filesystem's are the operator's grant server's (core.blob_signing), and
+        NotImplementedError without one (KUBETASKS_STORAGE_GRANT_URL)."""
+        if self._grant_key is not None and self.config.grant_url:
+            return signed_url(self.config.grant_url, self._grant_key, method, path,
+                              int(time.time() + expires.total_seconds()))
         if not isinstance(self.store, (S3Store, GCSStore, AzureStore)):
-            raise NotImplementedError(f"the {self.scheme} backend cannot presign URLs")
+            raise NotImplementedError(f"the {self.scheme} backend cannot presign URLs without a grant server "
+                                      "(KUBETASKS_STORAGE_GRANT_URL)")
         return obstore.sign(self.store, method, path, expires)
+
+    def grant_refusal(self, method: str, path: str, expires: str | None, sig: str | None) -> str | None:
+        """Why the grant server refuses a request this store would have to have signed; None when
+        ``sign`` made it and it has not expired. Always refused by a store that does not sign so."""
+        if self._grant_key is None:
+            return "this store signs no grants of its own"
+        return grant_refusal(self._grant_key, method, path, expires, sig, time.time())
+
+    def open(self, path: str) -> tuple[int, Iterator[bytes]]:
+        """One blob's size and raw bytes in chunks, unchecked (the grant server's GET: the pod that
+        reads it checks the digest it was given); BlobMissing when there is none."""
+        try:
+            result = obstore.get(self.store, path)
+        except FileNotFoundError:
+            raise BlobMissing(f"{self.uri(path)} is missing from the store") from None
+        return int(result.meta["size"]), (bytes(chunk) for chunk in result.stream(min_chunk_size=CHUNK))
 
 
 _QUERY = re.compile(r"\?\S*")  # a URL's query: presigned or upload ids, long and of no help to a reader
@@ -210,6 +246,37 @@ def error_line(e: BaseException, limit: int = 300) -> str:
     # The cause first: a message cut to its limit keeps it.
     line = f"{type(e).__name__}: " + (f"{causes[-1]}: " if causes and causes[-1] not in first else "") + first
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+GRANT_KEY_FILE = ".kubetasks-grant-key"  # at the store's root: outside runs/ and payloads/, never served
+
+
+def grant_key(directory: str) -> bytes:
+    """The key the operator signs a filesystem store's grants with, made once (32 random bytes, mode
+    0600) in the store's own directory: grants outlive a restart, and no Secret or variable holds
+    it. Two operators starting at once agree: the key is linked into place whole, or read."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, GRANT_KEY_FILE)
+    if not os.path.exists(path):
+        temp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass  # another operator's came first: it is the key
+        finally:
+            os.unlink(temp)
+    with open(path, "rb") as f:
+        key = f.read()
+    if len(key) != KEY_BYTES:
+        raise RuntimeError(f"{path} is {len(key)} bytes, not a {KEY_BYTES}-byte grant key: remove it to make another "
+                           "(grants signed with it stop working)")
+    return key
 
 
 def from_env(env: Mapping[str, str] | None = None) -> BlobStore | None:

@@ -24,7 +24,7 @@ import kopf
 
 from kubetasks import blobs, kube
 from kubetasks.api.storage import BlobRef
-from kubetasks.controller import admission_server, metrics, metrics_server, results
+from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -232,6 +232,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _metrics.append(await metrics_server.serve(explain=explain_run, open_result=open_result,
                                                open_log=OPERATOR.runs.archive.open, payloads=OPERATOR.runs.payloads))
     _metrics.append(await admission_server.serve(OPERATOR.admission, lambda: OPERATOR.cache.synced))
+    # A filesystem store's presigned URLs are the operator's to serve (every replica: a pod may
+    # reach any through the Service, and the key is in the shared store).
+    _metrics.append(await grant_server.serve(store, os.environ))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
@@ -264,7 +267,7 @@ def open_result(namespace: str, name: str) -> tuple[BlobRef, Iterator[bytes]]:
 
 
 _background: list[asyncio.Task[None]] = []
-_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint and the webhook (None: off)
+_metrics: list[metrics_server.web.AppRunner | None] = []  # the metrics endpoint, the webhook, the grants (None: off)
 
 
 async def _report_queue_depth() -> None:

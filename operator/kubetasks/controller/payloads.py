@@ -77,9 +77,11 @@ class Payloads:
         refused = payload_refusal(run, store.config.url if store else None, uses_sdk(task))
         if refused or store is None:
             return refused
-        if store.scheme == "file":
-            return Refusal(INVALID_PAYLOAD_REF, "the payload is kept by reference, and the filesystem backend cannot "
-                                                "give task pods a URL to read it: use an S3, GCS or Azure store")
+        if not store.signs:
+            return Refusal(INVALID_PAYLOAD_REF, "the payload is kept by reference, and this filesystem store cannot "
+                                                "give task pods a URL to read it: give the operator a grant URL "
+                                                "(KUBETASKS_STORAGE_GRANT_URL; the chart sets it) or use an S3, GCS "
+                                                "or Azure store")
         path, _ = ref_path(ref, run.namespace, store.config.url)
         assert path is not None
         found = await asyncio.to_thread(store.size_of, path)

@@ -171,7 +171,7 @@ def _failed(obs: AttemptObservation, reason: str, message: str) -> AttemptObserv
 
 
 def sign_put(store: BlobStore, path: str, lifetime: timedelta) -> str | None:
-    """A presigned PUT of ``path``, or None for a backend that cannot sign (the filesystem)."""
+    """A presigned PUT of ``path``, or None for a backend that cannot sign (the filesystem without a grant URL)."""
     try:
         return store.sign("PUT", path, lifetime)
     except NotImplementedError:
