@@ -153,6 +153,11 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
 {{- end }}
 {{- end }}
 
+{{/* Where task pods reach the filesystem store's grant server (KUBETASKS_STORAGE_GRANT_URL). */}}
+{{- define "kubetasks.grantURL" -}}
+{{- printf "http://%s-grants.%s.svc:%v" (include "kubetasks.fullname" .) .Release.Namespace .Values.storage.grants.port }}
+{{- end }}
+
 {{/* The filesystem store's claim. */}}
 {{- define "kubetasks.storeClaim" -}}
 {{- default (printf "%s-store" (include "kubetasks.fullname" .)) .Values.storage.pvc.claimName }}
