@@ -291,6 +291,31 @@ def test_metrics_are_reachable_only_from_allowed_peers():
     assert not any(d["kind"] == "NetworkPolicy" for d in render("networkPolicy.enabled=false"))
 
 
+def test_with_a_filesystem_store_task_pods_reach_its_grants_and_nothing_more():
+    from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER
+
+    docs = render("storage.type=filesystem", "watchNamespaces={a,b}")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-grants"))
+    assert env["KUBETASKS_STORAGE_GRANT_URL"] == f"http://{service['metadata']['name']}.sys.svc:8081"
+    assert env["KUBETASKS_STORAGE_GRANT_PORT"] == "8081"
+    assert {"name": "grants", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "grants"
+    rule = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["ingress"][-1]
+    assert rule == {"from": [{"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}]},
+        "podSelector": {"matchLabels": {LABEL_MANAGED_BY: MANAGER}}}],  # the task pods the operator labels
+        "ports": [{"port": "grants", "protocol": "TCP"}]}
+    # S3 checks its own URLs: no grant server, no port, no rule.
+    docs = render("storage.type=s3", "storage.bucket=b")
+    assert not any(d["kind"] == "Service" and d["metadata"]["name"].endswith("-grants") for d in docs)
+    assert "grants" not in json.dumps(next(d for d in docs if d["kind"] == "Deployment"))
+    assert "grants" not in json.dumps(next(d for d in docs if d["kind"] == "NetworkPolicy"))
+
+
 def test_the_admission_policy_ships_by_default():
     docs = [d for d in render() if d["metadata"]["name"].endswith("-run-triggers")]
     policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
