@@ -222,6 +222,49 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(tmp_path: Path):
     served(store, test, max_bytes=5000)
 
 
+def test_an_upload_cut_short_leaves_no_blob(tmp_path: Path):
+    import threading
+
+    store = fs_store(tmp_path)
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+    put = store.put
+
+    def watched(path: str, data: Any) -> BlobRef:
+        try:
+            ref = put(path, data)
+        except BaseException as e:
+            outcome.append(e)
+            raise
+        else:
+            outcome.append(None)
+            return ref
+        finally:
+            done.set()
+    store.put = watched  # type: ignore[method-assign]
+
+    async def test(client: Client, base: str) -> None:
+        url = local(store.sign("PUT", OWN, timedelta(minutes=5)))
+        parts = urlsplit(base)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"PUT {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 5000)
+        await writer.drain()
+        writer.close()  # the pod dies mid-upload
+        assert await asyncio.to_thread(done.wait, 10)
+        assert outcome and outcome[0] is not None  # the store's upload failed: it was aborted
+        assert store.size_of(OWN) is None
+        assert [p for p, _, _ in store.listing("runs/")] == []
+    served(store, test)
+
+
+def test_two_operators_starting_at_once_agree_on_the_key(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: grant_key(str(tmp_path / "store")), range(16)))
+    assert len(keys) == 1 and sorted(os.listdir(tmp_path / "store")) == [GRANT_KEY_FILE]
+
+
 def test_a_grant_outlives_an_operator_restart(tmp_path: Path):
     store = fs_store(tmp_path)
     store.put(OWN, b'"kept"')
