@@ -19,8 +19,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -338,6 +340,109 @@ def blob_store(storage_env: dict[str, str]) -> Any:
     if store is None:
         pytest.skip(f"the cluster has no object store ({STORAGE_ENV}): restart it with hack/cluster/up.sh")
     return store
+
+
+STORE_BACKENDS = ["s3", "filesystem"]
+
+
+def node_ip() -> str:
+    """The address task pods reach this host on: the cluster node's, where the S3 server listens
+    too (the host of storage.env's endpoint; hack/cluster/lib.sh's node_ip), else the InternalIP of
+    the node that is not kwok's."""
+    if STORAGE_ENV.exists():
+        host = urlsplit(read_env_file(STORAGE_ENV).get("KUBETASKS_STORAGE_ENDPOINT", "")).hostname
+        if host:
+            return host
+    nodes = json.loads(kubectl("get", "nodes", "-l", "type!=kwok", "-o", "json"))["items"]
+    addresses = [a["address"] for n in nodes for a in n["status"].get("addresses") or [] if a["type"] == "InternalIP"]
+    if not addresses:
+        pytest.fail("no node address task pods could reach the operator's grant server on")
+    return str(addresses[0])
+
+
+def store_operator_env(backend: str, instance: str, directory: Path) -> dict[str, str]:
+    """An operator's store, as its environment: on "s3" the cluster's S3 server below the prefix
+    ``instance`` (skipped without one, an error in CI); on "filesystem" the directory ``directory``,
+    whose grants (presigned URLs, kubetasks.controller.grant_server) the operator serves on a free
+    port of the node's address, where task pods reach it."""
+    if backend == "s3":
+        env = cluster_store_env(instance)
+        if not env:
+            pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
+        return env
+    assert backend == "filesystem", backend
+    host = node_ip()
+    with socket.create_server((host, 0)) as s:
+        port = s.getsockname()[1]
+    return {"KUBETASKS_STORAGE_URL": f"file://{directory}", "KUBETASKS_STORAGE_GRANT_PORT": str(port),
+            "KUBETASKS_STORAGE_GRANT_URL": f"http://{host}:{port}",
+            # On the node's address only, as the S3 server's port: pods and this host reach it there.
+            "KUBETASKS_STORAGE_GRANT_BIND_ADDRESS": host}
+
+
+@dataclass
+class StoreBackend:
+    """An operator instance of its own (``proc``), with a store of its own on one backend, and a
+    BlobStore on that same store for the test's own reads and writes behind the operator's back."""
+
+    backend: str  # "s3" or "filesystem"
+    proc: OperatorProcess
+    instance: str
+    store: Any  # kubetasks.blobs.BlobStore
+    env: dict[str, str]  # the operator's KUBETASKS_STORAGE_* (and AWS_*)
+
+    @property
+    def url(self) -> str:
+        """The store's URL: every blob's uri begins with it and a slash."""
+        return str(self.store.config.url)
+
+    @property
+    def operator_url(self) -> str:
+        return f"http://127.0.0.1:{self.proc.metrics_port}"
+
+    def path_of(self, uri: str) -> str:
+        assert uri.startswith(self.url + "/"), (uri, self.url)
+        return uri[len(self.url) + 1:]
+
+    def delete(self, uri: str) -> None:
+        """Deletes a blob behind the operator's back."""
+        import obstore
+
+        obstore.delete(self.store.store, self.path_of(uri))
+
+
+@contextmanager
+def store_operator(backend: str, tmp: Path, instance: str | None = None, namespaces: str = "",
+                   env: dict[str, str] | None = None) -> Iterator[StoreBackend]:
+    """An operator of its own instance on ``backend`` (see store_operator_env), stopped after and
+    its store emptied."""
+    from kubetasks.blobs import from_env
+
+    instance = instance or f"{INSTANCE}-{backend[:2]}-{uuid.uuid4().hex[:6]}"
+    stored = store_operator_env(backend, instance, tmp / "store")
+    proc = OperatorProcess(tmp / f"operator-{instance}.log", namespaces=namespaces, metrics_port=free_port(),
+                           env={**stored, "KUBETASKS_INSTANCE_ID": instance, **(env or {})})
+    # The test's own BlobStore: never a grant key of its own making (the operator makes the store's).
+    store = from_env({k: v for k, v in stored.items() if not k.startswith("KUBETASKS_STORAGE_GRANT_")})
+    assert store is not None
+    proc.start()
+    try:
+        yield StoreBackend(backend, proc, instance, store, stored)
+    finally:
+        proc.stop()
+        print(f"operator log ({backend}): {proc.log_path}")
+        store.delete_prefix("")  # the runs' blobs below its prefix (the directory, on the filesystem)
+
+
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def store_backend(crds: None, tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> Iterator[StoreBackend]:
+    """One operator per backend for the module (every namespace, the module's instance only),
+    each with a store of its own: the tests that take it run on S3 and on the filesystem alike.
+    A module may give the operator more environment in ``STORE_OPERATOR_ENV``."""
+    env = dict(getattr(request.module, "STORE_OPERATOR_ENV", {}))
+    with store_operator(request.param, tmp_path_factory.mktemp(f"store-{request.param}"), env=env) as backend:
+        yield backend
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
   ``kubetasks describe`` shows its size and digest, and ``trigger_and_wait`` on the user's side (a
   ServiceAccount's token, its own RBAC) gets it intact. Over 256 KiB the run fails for good, saying
   to configure a store.
-- With the local cluster's SeaweedFS, a 20 MB result is PUT to the store through the attempt's
+- With a store, on each backend (the local cluster's SeaweedFS, and the filesystem, whose presigned
+  URLs the operator serves itself), a 20 MB result is PUT to the store through the attempt's
   presigned grant: ``describe`` shows it, ``trigger_and_wait`` from a parent task's pod (a presigned
   GET the operator grants the parent) and from the test process (the operator's /results, as the
   user) receive all of it, sha256-checked. A blob deleted behind the operator's back then fails the
@@ -12,8 +13,9 @@
 - A ref to another run's result, in a runtime pod's report, is refused (InvalidResultRef) and never
   read; a plain command that writes one gets it as its literal result, never followed.
 
-Each test runs an operator of its own (an instance id of its own), with or without the store, so
-the session's operator (whatever store it has) decides nothing here.
+The tests without a store run an operator of their own each (an instance id of its own); those
+with one, an operator per backend for the module (tests.conftest's ``store_backend``), each with a
+store of its own: the session's operator (whatever store it has) decides nothing here.
 """
 
 from __future__ import annotations
@@ -26,12 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import obstore
 import pytest
 
-from tests.conftest import (INSTANCE, REPO, STORAGE_ENV, TASK_IMAGE, OperatorProcess, apply,
-                            cluster_store_env, free_port, get, kubectl, read_env_file, token_kubeconfig,
-                            wait_until)
+from tests.conftest import (INSTANCE, REPO, TASK_IMAGE, OperatorProcess, StoreBackend, apply, free_port, get,
+                            kubectl, token_kubeconfig, wait_until)
 
 pytestmark = pytest.mark.cluster
 EXAMPLES = "kubetasks_examples.big"
@@ -51,15 +51,10 @@ def instance(crds: None) -> str:
     return f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
 
 
-def start_operator(tmp_path: Path, namespace: str, instance: str, store: bool) -> OperatorProcess:
-    env = {"KUBETASKS_INSTANCE_ID": instance}
-    if store:
-        stored = cluster_store_env(instance)  # a prefix of its own: its sweep deletes what none of its runs names
-        if not stored:
-            pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
-        env.update(stored)
-    else:
-        env["KUBETASKS_STORAGE_URL"] = ""  # whatever the session's environment says
+def start_operator(tmp_path: Path, namespace: str, instance: str) -> OperatorProcess:
+    """An operator of ``instance`` for ``namespace``, without a store (whatever the session's
+    environment says); tests with a store take tests.conftest's ``store_backend``."""
+    env = {"KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_STORAGE_URL": ""}
     proc = OperatorProcess(tmp_path / f"operator-{instance}.log", namespaces=namespace, metrics_port=free_port(),
                            env=env)
     proc.start()
@@ -120,7 +115,7 @@ def describe(namespace: str, name: str) -> str:
 
 
 def test_a_200_kb_result_without_a_store_is_kept_in_the_runs_configmap(namespace, instance, tmp_path):
-    op = start_operator(tmp_path, namespace, instance, store=False)
+    op = start_operator(tmp_path, namespace, instance)
     try:
         apply([task("big", f"{EXAMPLES}:big"), taskrun("r200k", "big", {"bytes": 200_000}),
                taskrun("r300k", "big", {"bytes": 300_000})], namespace, instance)
@@ -145,7 +140,7 @@ def test_a_200_kb_result_without_a_store_is_kept_in_the_runs_configmap(namespace
 
 
 def test_a_forged_ref_is_refused_and_never_followed(namespace, instance, tmp_path):
-    op = start_operator(tmp_path, namespace, instance, store=False)
+    op = start_operator(tmp_path, namespace, instance)
     try:
         apply([task("big", f"{EXAMPLES}:big"), taskrun("victim", "big", {"bytes": 10_000})], namespace, instance)
         victim = finished(namespace, "victim")
@@ -170,43 +165,32 @@ def test_a_forged_ref_is_refused_and_never_followed(namespace, instance, tmp_pat
         op.stop()
 
 
-def test_a_20_mb_result_goes_to_the_store_and_reaches_a_parent_pod_and_the_user_intact(namespace, instance, tmp_path):
-    op = start_operator(tmp_path, namespace, instance, store=True)
+def test_a_20_mb_result_goes_to_the_store_and_reaches_a_parent_pod_and_the_user_intact(
+        namespace, store_backend: StoreBackend, tmp_path):
     size = 20_000_000
     want = expected(size)
-    try:
-        apply([task("big", f"{EXAMPLES}:big"), task("big-parent", f"{EXAMPLES}:parent", allowTrigger=["big"]),
-               taskrun("parent", "big-parent", {"bytes": size})], namespace, instance)
-        status = finished(namespace, "parent", timeout=400)
-        assert status["phase"] == "Succeeded", status
-        assert status["result"] == want  # what the parent's pod received, through its grant
-        child = next(r for r in json.loads(kubectl("get", "taskruns", "-n", namespace, "-o", "json"))["items"]
-                     if (r["spec"].get("parentRun") == "parent"))
-        name = child["metadata"]["name"]
-        ref = child["status"]["resultRef"]
-        url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
-        assert ref["uri"] == f"{url}/runs/{namespace}/{child['metadata']['uid']}/attempt-1/result"
-        assert (ref["size"], ref["sha256"]) == (want["size"], want["sha256"])
-        shown = describe(namespace, name)
-        assert "20,000,000 bytes" in shown and want["sha256"] in shown, shown
+    instance = store_backend.instance
+    apply([task("big", f"{EXAMPLES}:big"), task("big-parent", f"{EXAMPLES}:parent", allowTrigger=["big"]),
+           taskrun("parent", "big-parent", {"bytes": size})], namespace, instance)
+    status = finished(namespace, "parent", timeout=400)
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] == want  # what the parent's pod received, through its grant
+    child = next(r for r in json.loads(kubectl("get", "taskruns", "-n", namespace, "-o", "json"))["items"]
+                 if (r["spec"].get("parentRun") == "parent"))
+    name = child["metadata"]["name"]
+    ref = child["status"]["resultRef"]
+    assert ref["uri"] == f"{store_backend.url}/runs/{namespace}/{child['metadata']['uid']}/attempt-1/result"
+    assert (ref["size"], ref["sha256"]) == (want["size"], want["sha256"])
+    shown = describe(namespace, name)
+    assert "20,000,000 bytes" in shown and want["sha256"] in shown, shown
 
-        kubeconfig = user(namespace, tmp_path)
-        done = wait_as(kubeconfig, namespace, name, op)
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == want
+    kubeconfig = user(namespace, tmp_path)
+    done = wait_as(kubeconfig, namespace, name, store_backend.proc)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == want
 
-        # Behind the operator's back: the next read fails, saying why, never a wrong value.
-        delete_blob(ref["uri"], url)
-        done = wait_as(kubeconfig, namespace, name, op)
-        assert done.returncode != 0
-        assert "is missing from the store" in done.stderr, done.stderr
-    finally:
-        op.stop()
-
-
-def delete_blob(uri: str, url: str) -> None:
-    from kubetasks.blobs import from_env
-
-    store = from_env({**read_env_file(STORAGE_ENV), "KUBETASKS_STORAGE_URL": url})
-    assert store is not None
-    obstore.delete(store.store, uri[len(url) + 1:])
+    # Behind the operator's back: the next read fails, saying why, never a wrong value.
+    store_backend.delete(ref["uri"])
+    done = wait_as(kubeconfig, namespace, name, store_backend.proc)
+    assert done.returncode != 0
+    assert "is missing from the store" in done.stderr, done.stderr
