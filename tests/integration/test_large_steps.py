@@ -1,4 +1,6 @@
-"""Step outputs past the checkpoint ConfigMap, through the local cluster's SeaweedFS (issue 20).
+"""Step outputs past the checkpoint ConfigMap, through the object store (issue 20): each test runs on
+the local cluster's SeaweedFS and on the filesystem backend (whose presigned URLs the operator
+serves itself), with an operator per backend for the module (tests.conftest's ``store_backend``).
 
 - A durable pipeline passes 5 MB between three steps and crashes (the process exits) after the
   second in its first attempt; attempt 2 gets both outputs from the store and runs only the third
@@ -7,7 +9,7 @@
 - A record rewritten to name another run's blob is refused (the operator grants no read of it),
   and a blob deleted behind the operator's back fails the attempt with a clear reason.
 
-And the operator's grants against SeaweedFS: a slot takes one PUT, the next attempt's GET reads it
+And the operator's grants against the real store: a slot takes one PUT, the next attempt's GET reads it
 back, a GET URL serves no other path, and a record naming another run's blob gets no grant.
 """
 
@@ -16,8 +18,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,18 +26,12 @@ from kubetasks.api.storage import BlobRef
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.step_grants import DEFAULT_SLOTS, GETS_KEY, PUTS_KEY, parse_gets, parse_puts, slot_path
 from kubetasks.protocol import Checkpoint, configmap_key
-from tests.conftest import INSTANCE, apply, cluster_store_env, get, kubectl, wait_until
-from tests.integration.test_large_results import delete_blob, expected, finished, start_operator, task, taskrun
+from tests.conftest import StoreBackend, apply, get, kubectl, wait_until
+from tests.integration.test_large_results import expected, finished, task, taskrun
 
 pytestmark = pytest.mark.cluster
 EXAMPLES = "kubetasks_examples.big_steps"
 RETRIED = {"retry": {"maxAttempts": 2, "minDelay": "1s"}}
-
-
-@pytest.fixture
-def instance(crds: None) -> str:
-    """This test's operator instance (its own store prefix)."""
-    return f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
 
 
 def records(namespace: str, name: str) -> dict[str, dict[str, Any]]:
@@ -54,79 +48,69 @@ def kept(namespace: str, name: str) -> dict[str, Any]:
     return wait_until(f"{name}'s step big kept by reference", found, timeout=180, interval=1)
 
 
-def test_a_durable_pipeline_passes_5_mb_between_steps_and_its_second_attempt_reads_them(namespace, instance,
-                                                                                        tmp_path: Path):
-    op = start_operator(tmp_path, namespace, instance, store=True)
+def test_a_durable_pipeline_passes_5_mb_between_steps_and_its_second_attempt_reads_them(
+        namespace, store_backend: StoreBackend):
+    instance = store_backend.instance
     size = 5_000_000
-    try:
-        apply([task("pipeline", f"{EXAMPLES}:pipeline", **RETRIED), taskrun("p", "pipeline", {"bytes": size})],
-              namespace, instance)
-        status = finished(namespace, "p", timeout=400)
-        assert status["phase"] == "Succeeded", status
-        assert [a.get("reason") for a in status["attempts"]][:1] != ["Succeeded"] and len(status["attempts"]) == 2
-        result = status.get("result")
-        assert result["ran_in"] == {"one": 1, "two": 1, "three": 2}, result  # steps 1 and 2 not run again
-        want = expected(size)
-        assert result["one"] == want and result["two"]["size"] == want["size"]
-        uid = get("taskrun", "p", namespace)["metadata"]["uid"]
-        url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
-        held = records(namespace, "p")
-        for step, index in (("one", 0), ("two", 1)):
-            ref = held[configmap_key(step)]["resultRef"]
-            assert ref["uri"] == f"{url}/{slot_path(namespace, uid, 1, index)}" and ref["size"] > size, ref
-            assert "result" not in held[configmap_key(step)]
-        assert held[configmap_key("three")]["result"]["attempt"] == 2  # small: kept inline
-        cm_bytes = sum(len(json.dumps(r)) for r in held.values())
-        print(f"\ncheckpoint records of the 5 MB pipeline: {cm_bytes} bytes in etcd")
-        assert cm_bytes < 4096
-    finally:
-        op.stop()
+    apply([task("pipeline", f"{EXAMPLES}:pipeline", **RETRIED), taskrun("p", "pipeline", {"bytes": size})],
+          namespace, instance)
+    status = finished(namespace, "p", timeout=400)
+    assert status["phase"] == "Succeeded", status
+    assert [a.get("reason") for a in status["attempts"]][:1] != ["Succeeded"] and len(status["attempts"]) == 2
+    result = status.get("result")
+    assert result["ran_in"] == {"one": 1, "two": 1, "three": 2}, result  # steps 1 and 2 not run again
+    want = expected(size)
+    assert result["one"] == want and result["two"]["size"] == want["size"]
+    uid = get("taskrun", "p", namespace)["metadata"]["uid"]
+    url = store_backend.url
+    held = records(namespace, "p")
+    for step, index in (("one", 0), ("two", 1)):
+        ref = held[configmap_key(step)]["resultRef"]
+        assert ref["uri"] == f"{url}/{slot_path(namespace, uid, 1, index)}" and ref["size"] > size, ref
+        assert "result" not in held[configmap_key(step)]
+    assert held[configmap_key("three")]["result"]["attempt"] == 2  # small: kept inline
+    cm_bytes = sum(len(json.dumps(r)) for r in held.values())
+    print(f"\ncheckpoint records of the 5 MB pipeline: {cm_bytes} bytes in etcd")
+    assert cm_bytes < 4096
 
 
-def test_a_20_mb_step_output_is_returned_intact_on_replay(namespace, instance, tmp_path: Path):
-    op = start_operator(tmp_path, namespace, instance, store=True)
+def test_a_20_mb_step_output_is_returned_intact_on_replay(namespace, store_backend: StoreBackend):
+    instance = store_backend.instance
     size = 20_000_000
-    try:
-        apply([task("paused", f"{EXAMPLES}:kept_then_paused", **RETRIED),
-               taskrun("p20", "paused", {"bytes": size, "pause": 1})], namespace, instance)
-        status = finished(namespace, "p20", timeout=400)
-        assert status["phase"] == "Succeeded", status
-        assert status["result"] == {"made_in": 1, "read_in": 2, "data": expected(size)}, status["result"]
-    finally:
-        op.stop()
+    apply([task("paused", f"{EXAMPLES}:kept_then_paused", **RETRIED),
+           taskrun("p20", "paused", {"bytes": size, "pause": 1})], namespace, instance)
+    status = finished(namespace, "p20", timeout=400)
+    assert status["phase"] == "Succeeded", status
+    assert status["result"] == {"made_in": 1, "read_in": 2, "data": expected(size)}, status["result"]
 
 
-def test_a_forged_record_and_a_deleted_blob_fail_the_attempt_saying_why(namespace, instance, tmp_path: Path):
-    op = start_operator(tmp_path, namespace, instance, store=True)
-    url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
-    try:
-        apply([task("paused", f"{EXAMPLES}:kept_then_paused", **RETRIED),
-               taskrun("victim", "paused", {"bytes": 200_000, "pause": 1}),
-               taskrun("forger", "paused", {"bytes": 200_000, "pause": 20}),
-               taskrun("robbed", "paused", {"bytes": 200_000, "pause": 20})], namespace, instance)
-        assert finished(namespace, "victim")["phase"] == "Succeeded"
-        theirs = records(namespace, "victim")[configmap_key("big")]["resultRef"]
+def test_a_forged_record_and_a_deleted_blob_fail_the_attempt_saying_why(namespace, store_backend: StoreBackend):
+    instance = store_backend.instance
+    apply([task("paused", f"{EXAMPLES}:kept_then_paused", **RETRIED),
+           taskrun("victim", "paused", {"bytes": 200_000, "pause": 1}),
+           taskrun("forger", "paused", {"bytes": 200_000, "pause": 20}),
+           taskrun("robbed", "paused", {"bytes": 200_000, "pause": 20})], namespace, instance)
+    assert finished(namespace, "victim")["phase"] == "Succeeded"
+    theirs = records(namespace, "victim")[configmap_key("big")]["resultRef"]
 
-        forged = kept(namespace, "forger")
-        forged["resultRef"] = theirs  # what a pod of the run (it may patch its ConfigMap) could write
-        cm = checkpoint_name("forger", get("taskrun", "forger", namespace)["metadata"]["uid"])
-        kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge",
-                "-p", json.dumps({"data": {configmap_key("big"): json.dumps(forged)}}))
+    forged = kept(namespace, "forger")
+    forged["resultRef"] = theirs  # what a pod of the run (it may patch its ConfigMap) could write
+    cm = checkpoint_name("forger", get("taskrun", "forger", namespace)["metadata"]["uid"])
+    kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge",
+            "-p", json.dumps({"data": {configmap_key("big"): json.dumps(forged)}}))
 
-        ref = kept(namespace, "robbed")["resultRef"]
-        delete_blob(ref["uri"], url)
+    ref = kept(namespace, "robbed")["resultRef"]
+    store_backend.delete(ref["uri"])
 
-        status = finished(namespace, "forger", timeout=240)
-        assert status["phase"] == "Failed" and status["error"]["type"] == "StepOutputUnavailable", status
-        message = status["error"]["message"]
-        assert "refused to grant its output" in message and theirs["uri"] in message, message
-        assert "is not a step output of this run" in message
+    status = finished(namespace, "forger", timeout=240)
+    assert status["phase"] == "Failed" and status["error"]["type"] == "StepOutputUnavailable", status
+    message = status["error"]["message"]
+    assert "refused to grant its output" in message and theirs["uri"] in message, message
+    assert "is not a step output of this run" in message
 
-        status = finished(namespace, "robbed", timeout=240)
-        assert status["phase"] == "Failed" and status["error"]["type"] == "StepOutputUnavailable", status
-        assert f"{ref['uri']} is missing" in status["error"]["message"], status["error"]
-    finally:
-        op.stop()
+    status = finished(namespace, "robbed", timeout=240)
+    assert status["phase"] == "Failed" and status["error"]["type"] == "StepOutputUnavailable", status
+    assert f"{ref['uri']} is missing" in status["error"]["message"], status["error"]
 
 
 def grants(namespace: str) -> dict[int, dict[str, str]]:
@@ -143,40 +127,37 @@ def grants(namespace: str) -> dict[int, dict[str, str]]:
     return found
 
 
-def test_the_operators_step_grants_work_against_the_real_store(namespace, instance, tmp_path: Path):
-    """The operator's half alone (any task image): attempt 1's slots take a PUT in SeaweedFS;
+def test_the_operators_step_grants_work_against_the_real_store(namespace, store_backend: StoreBackend):
+    """The operator's half alone (any task image): attempt 1's slots take a PUT in the store;
     attempt 2's grant reads it back and refuses a record naming another run's blob."""
-    op = start_operator(tmp_path, namespace, instance, store=True)
-    url = cluster_store_env(instance)["KUBETASKS_STORAGE_URL"]
-    try:
-        # {} has no "bytes": attempt 1 fails (retryably), attempt 2 starts 30 s later
-        apply([task("big", "kubetasks_examples.big:big", retry={"maxAttempts": 2, "minDelay": "30s"}),
-               taskrun("g", "big", {})], namespace, instance)
-        first = wait_until("attempt 1's grant", lambda: grants(namespace).get(1), timeout=120, interval=1)
-        puts = parse_puts(first[PUTS_KEY])
-        uid = get("taskrun", "g", namespace)["metadata"]["uid"]
-        assert [uri for uri, _ in puts] == [f"{url}/{slot_path(namespace, uid, 1, i)}" for i in range(len(puts))]
-        assert len(puts) == DEFAULT_SLOTS
-        body = json.dumps("s" * 300_000).encode()
-        request = urllib.request.Request(puts[0][1], data=body, method="PUT")
-        urllib.request.urlopen(request, timeout=60).read()  # noqa: S310 (the operator's presigned URL)
-        own = BlobRef.of(puts[0][0], body).to_api()
-        theirs = BlobRef.of(f"{url}/{slot_path(namespace, 'another-run-uid', 1, 0)}", b'"x"').to_api()
-        cm = checkpoint_name("g", uid)
-        records = {configmap_key(key): Checkpoint(key=key, result_ref=ref, attempt=1).encode()
-                   for key, ref in (("own", own), ("theirs", theirs))}
-        kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge", "-p", json.dumps({"data": records}))
+    instance = store_backend.instance
+    url = store_backend.url
+    # {} has no "bytes": attempt 1 fails (retryably), attempt 2 starts 30 s later
+    apply([task("big", "kubetasks_examples.big:big", retry={"maxAttempts": 2, "minDelay": "30s"}),
+           taskrun("g", "big", {})], namespace, instance)
+    first = wait_until("attempt 1's grant", lambda: grants(namespace).get(1), timeout=120, interval=1)
+    puts = parse_puts(first[PUTS_KEY])
+    uid = get("taskrun", "g", namespace)["metadata"]["uid"]
+    assert [uri for uri, _ in puts] == [f"{url}/{slot_path(namespace, uid, 1, i)}" for i in range(len(puts))]
+    assert len(puts) == DEFAULT_SLOTS
+    body = json.dumps("s" * 300_000).encode()
+    request = urllib.request.Request(puts[0][1], data=body, method="PUT")
+    urllib.request.urlopen(request, timeout=60).read()  # noqa: S310 (the operator's presigned URL)
+    own = BlobRef.of(puts[0][0], body).to_api()
+    theirs = BlobRef.of(f"{url}/{slot_path(namespace, 'another-run-uid', 1, 0)}", b'"x"').to_api()
+    cm = checkpoint_name("g", uid)
+    records = {configmap_key(key): Checkpoint(key=key, result_ref=ref, attempt=1).encode()
+               for key, ref in (("own", own), ("theirs", theirs))}
+    kubectl("patch", "configmap", cm, "-n", namespace, "--type=merge", "-p", json.dumps({"data": records}))
 
-        second = wait_until("attempt 2's grant", lambda: grants(namespace).get(2), timeout=120, interval=1)
-        gets = parse_gets(second[GETS_KEY])
-        assert set(gets) == {own["uri"], theirs["uri"]}
-        assert "is not a step output of this run" in gets[theirs["uri"]]["refused"]
-        read = urllib.request.urlopen(gets[own["uri"]]["url"], timeout=60).read()  # noqa: S310
-        assert BlobRef.of(own["uri"], read) == BlobRef.model_validate(own)
-        try:  # a GET URL is that one blob's: another path with its signature is refused
-            urllib.request.urlopen(gets[own["uri"]]["url"].replace("attempt-1-0", "attempt-1-1"), timeout=60)
-            raise AssertionError("a presigned GET served another path")
-        except urllib.error.HTTPError as e:
-            assert e.code == 403, e
-    finally:
-        op.stop()
+    second = wait_until("attempt 2's grant", lambda: grants(namespace).get(2), timeout=120, interval=1)
+    gets = parse_gets(second[GETS_KEY])
+    assert set(gets) == {own["uri"], theirs["uri"]}
+    assert "is not a step output of this run" in gets[theirs["uri"]]["refused"]
+    read = urllib.request.urlopen(gets[own["uri"]]["url"], timeout=60).read()  # noqa: S310
+    assert BlobRef.of(own["uri"], read) == BlobRef.model_validate(own)
+    try:  # a GET URL is that one blob's: another path with its signature is refused
+        urllib.request.urlopen(gets[own["uri"]]["url"].replace("attempt-1-0", "attempt-1-1"), timeout=60)
+        raise AssertionError("a presigned GET served another path")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e
