@@ -1,4 +1,5 @@
-"""Payloads over the store's threshold, on the real cluster with SeaweedFS (issue 20).
+"""Payloads over the store's threshold, on the real cluster (issue 20), on each backend: the cluster's
+SeaweedFS, and the filesystem, whose presigned URLs the operator serves itself.
 
 - ``kubetasks run --payload-file`` with a 10 MB payload, as a user who may create TaskRuns: the
   CLI uploads it to the operator's ``PUT /payloads/<namespace>``, which keeps it at
@@ -10,7 +11,9 @@
 - The endpoint refuses a caller who may not create TaskRuns in the namespace (403), and one with
   no token (401).
 
-Each test runs an operator of its own, with the cluster's store below its own prefix.
+The tests share an operator per backend for the module (tests.conftest's ``store_backend``), each
+with a store of its own; the endpoint's test runs one of its own per backend, serving its namespace
+only (a namespace it does not serve is one of its cases).
 """
 
 from __future__ import annotations
@@ -25,37 +28,17 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import obstore
 import pytest
 import yaml
 
-from tests.conftest import (INSTANCE, REPO, STORAGE_ENV, TASK_IMAGE, OperatorProcess, apply, cluster_store_env,
-                            free_port, get, kubectl, kubectl_run, read_env_file, token_kubeconfig, wait_until)
+from tests.conftest import (REPO, STORE_BACKENDS, TASK_IMAGE, OperatorProcess, StoreBackend, apply, get, kubectl,
+                            kubectl_run, store_operator, token_kubeconfig, wait_until)
 
 pytestmark = pytest.mark.cluster
 PYTHONPATH = "/app/operator:/app/examples/python"
 DIGEST = "kubetasks_examples.digest:digest"
-@pytest.fixture
-def operator(crds: None, namespace: str, tmp_path: Path) -> Iterator[tuple[OperatorProcess, str]]:
-    """An operator of this test's own instance, with the cluster's store below its own prefix;
-    and that store's url."""
-    instance = f"{INSTANCE}-{uuid.uuid4().hex[:6]}"
-    stored = cluster_store_env(instance)
-    if not stored:
-        pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
-    proc = OperatorProcess(tmp_path / f"operator-{instance}.log", namespaces=namespace, metrics_port=free_port(),
-                           env={"KUBETASKS_INSTANCE_ID": instance, **stored})
-    proc.start()
-    try:
-        yield proc, stored["KUBETASKS_STORAGE_URL"]
-    finally:
-        proc.stop()
-
-
-def instance_of(proc: OperatorProcess) -> str:
-    return proc.env["KUBETASKS_INSTANCE_ID"]
 
 
 def digest_task(name: str = "digest", **spec: Any) -> dict[str, Any]:
@@ -89,14 +72,6 @@ def token_of(kubeconfig: str) -> str:
     return str(yaml.safe_load(Path(kubeconfig).read_text())["users"][0]["user"]["token"])
 
 
-def store_for(url: str) -> Any:
-    from kubetasks.blobs import from_env
-
-    store = from_env({**read_env_file(STORAGE_ENV), "KUBETASKS_STORAGE_URL": url})
-    assert store is not None
-    return store
-
-
 def upload(proc: OperatorProcess, namespace: str, data: bytes, token: str | None) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"http://127.0.0.1:{proc.metrics_port}/payloads/{namespace}", data=data,
@@ -123,9 +98,10 @@ def events(namespace: str, name: str) -> list[dict[str, Any]]:
     return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
 
 
-def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(namespace, operator, tmp_path):
-    proc, url = operator
-    apply(digest_task(), namespace, instance_of(proc))
+def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(
+        namespace, store_backend: StoreBackend, tmp_path):
+    proc, url = store_backend.proc, store_backend.url
+    apply(digest_task(), namespace, store_backend.instance)
     blob = (hashlib.sha256(b"payload").hexdigest() * (10_000_000 // 64 + 1))[:10_000_000]
     text = json.dumps({"blob": blob}, separators=(",", ":"))
     path = tmp_path / "payload.json"
@@ -148,7 +124,7 @@ def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(na
     assert ref == {"uri": f"{url}/payloads/{namespace}/{sent}", "size": len(text), "sha256": sent}
     from kubetasks.api.storage import BlobRef
 
-    assert hashlib.sha256(store_for(url).get(BlobRef.model_validate(ref))).hexdigest() == sent
+    assert hashlib.sha256(store_backend.store.get(BlobRef.model_validate(ref))).hexdigest() == sent
 
     want = {"sha256": hashlib.sha256(blob.encode()).hexdigest(), "bytes": len(blob)}
 
@@ -158,11 +134,11 @@ def test_a_10_mb_payload_from_kubetasks_run_reaches_an_entrypoint_task_intact(na
     assert status["result"] == want
 
 
-def test_a_payload_ref_outside_its_namespaces_payloads_is_refused_and_never_read(namespace, operator, tmp_path):
-    proc, url = operator
-    instance = instance_of(proc)
+def test_a_payload_ref_outside_its_namespaces_payloads_is_refused_and_never_read(
+        namespace, store_backend: StoreBackend):
+    instance = store_backend.instance
     apply(digest_task(), namespace, instance)
-    store = store_for(url)
+    store = store_backend.store
     data = json.dumps({"blob": "another namespace's"}).encode()
     sha = hashlib.sha256(data).hexdigest()
     other = store.put(f"payloads/someone-else/{sha}", data)  # it exists, in another namespace
@@ -192,24 +168,28 @@ def test_a_payload_ref_outside_its_namespaces_payloads_is_refused_and_never_read
         store.delete_prefix(f"runs/{namespace}/{victim_uid}/")
 
 
-def test_a_payload_deleted_behind_the_operators_back_fails_its_run(namespace, operator, tmp_path):
-    proc, url = operator
-    instance = instance_of(proc)
+def test_a_payload_deleted_behind_the_operators_back_fails_its_run(namespace, store_backend: StoreBackend, tmp_path):
+    proc, url, instance = store_backend.proc, store_backend.url, store_backend.instance
     apply(digest_task(), namespace, instance)
     operator_up(proc, namespace)
     status_code, ref = upload(proc, namespace, json.dumps({"blob": "x" * 100_000}).encode(),
                               token_of(account(namespace, tmp_path, "user", "get,create")))
     assert status_code == 201, ref
     assert ref["uri"] == f"{url}/payloads/{namespace}/{ref['sha256']}"
-    obstore.delete(store_for(url).store, ref["uri"][len(url) + 1:])
+    store_backend.delete(ref["uri"])
     apply(run_with_ref("gone", ref), namespace, instance)
     status = finished(namespace, "gone", timeout=120)
     assert status["phase"] == "Failed" and status["error"]["type"] == "PayloadUnavailable", status
     assert "is missing from the store" in status["error"]["message"] and ref["uri"] in status["error"]["message"]
 
 
-def test_the_payload_endpoint_refuses_who_may_not_create_taskruns(namespace, operator, tmp_path):
-    proc, url = operator
+@pytest.mark.parametrize("backend", STORE_BACKENDS)
+def test_the_payload_endpoint_refuses_who_may_not_create_taskruns(namespace, crds, backend, tmp_path):
+    with store_operator(backend, tmp_path, namespaces=namespace) as served:
+        refuses_who_may_not_create_taskruns(namespace, served.proc, served.store, tmp_path)
+
+
+def refuses_who_may_not_create_taskruns(namespace: str, proc: OperatorProcess, store: Any, tmp_path: Path) -> None:
     operator_up(proc, namespace)
     reader = token_of(account(namespace, tmp_path, "reader", "get,list"))
     status, body = upload(proc, namespace, b'{"a": 1}', reader)
@@ -232,4 +212,4 @@ def test_the_payload_endpoint_refuses_who_may_not_create_taskruns(namespace, ope
         kubectl("delete", "rolebinding,role", binding, "-n", "default", check=False)
     status, body = upload(proc, namespace, b"not json", writer)
     assert status == 400 and "not JSON" in body["message"], body
-    assert not list(store_for(url).listing("payloads/"))  # nothing refused was written
+    assert not list(store.listing("payloads/"))  # nothing refused was written
