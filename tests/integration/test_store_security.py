@@ -1,4 +1,5 @@
-"""A hostile task pod and the object store (issue 20), on the real node with the cluster's SeaweedFS.
+"""A hostile task pod and the object store (issue 20), on the real node, on each backend: the
+cluster's SeaweedFS, and the filesystem, whose presigned URLs the operator's grant server serves.
 
 A run's pod holds one grant: a presigned PUT of its own attempt's result, mounted from the
 attempt's grant Secret. With it (and without it) the pod of run A tries the blobs of run B (its
@@ -9,6 +10,11 @@ blobs are unchanged afterwards. A second pod replays A's URL after the run: it w
 grant's expiry (the Task's maxDuration plus the operator's margin, short here) and never after.
 And no pod holds the store's credentials: no AWS_* in its environment, no Secret it can read,
 nothing of the key in its grant.
+
+The grant server of the filesystem backend knows no S3: it routes only GET and PUT below
+``/blobs/``, so a listing, a DELETE or a multipart POST finds no route (404, 405) where S3 says 403;
+and a copy or ACL request is to it a plain PUT of the pod's own blob (its grant allows that one),
+which copies nothing: the blob holds the PUT's empty body after.
 """
 
 from __future__ import annotations
@@ -16,22 +22,26 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import (STORAGE_ENV, OperatorProcess, apply, cluster_store_env, free_port, get, kubectl,
-                            read_env_file)
+from tests.conftest import STORAGE_ENV, StoreBackend, apply, get, kubectl, read_env_file
 from tests.integration.test_large_results import EXAMPLES, task
 from tests.integration.test_security import finished, taskrun
 
 pytestmark = pytest.mark.cluster
 MARGIN_SECONDS = 5  # the operator's grant margin here (KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS): expiry comes soon
 MAX_DURATION = 60  # the hostile Task's: its grant expires MAX_DURATION + MARGIN_SECONDS after it is made
+STORE_OPERATOR_ENV = {"KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS": str(MARGIN_SECONDS)}  # store_backend's operators'
+# The filesystem's grant server has no route for these S3 requests (no listing, no DELETE, no POST).
+FS_UNROUTED = {"own result, DELETE with its PUT grant", "own URL, a multipart upload", "list the bucket, unsigned",
+               "list B's prefix, A's signature", "list the buckets"}
+# To the filesystem's grant server these are PUTs of the pod's own blob with an empty body: its grant's.
+FS_OWN_PUTS = {"own URL, a copy of B's result", "own URL, its ACL"}
 
 # Runs in run A's pod; VICTIM_RESULT, VICTIM_LOG, VICTIM_UID, VICTIM_GRANT are filled in.
 HOSTILE = textwrap.dedent('''
@@ -56,6 +66,10 @@ HOSTILE = textwrap.dedent('''
 
     def signed(path, q=query):
         return endpoint + path + "?" + q
+
+    def later(q):  # a week longer: S3's X-Amz-Expires (seconds), the filesystem grant's expires (a time)
+        q = re.sub(r"X-Amz-Expires=\\d+", "X-Amz-Expires=604800", q)
+        return re.sub(r"(^|&)expires=(\\d+)", lambda m: "%sexpires=%d" % (m.group(1), int(m.group(2)) + 604800), q)
 
     sa = "/var/run/secrets/kubernetes.io/serviceaccount"
     token = open(sa + "/token").read().strip()
@@ -88,7 +102,7 @@ HOSTILE = textwrap.dedent('''
         "own URL, its next attempt": s3("PUT", signed(own + "/attempt-2/result"), b"forged"),
         "own URL, .. to B's result": s3("PUT", signed(own_path + "/../../../VICTIM_UID/attempt-1/result"), b"forged"),
         "own URL, %2e%2e to B's result": s3("PUT", signed(own + "/attempt-1/result/%2e%2e/%2e%2e/%2e%2e/VICTIM_UID/attempt-1/result"), b"forged"),
-        "own URL, a longer expiry": s3("PUT", signed(own_path, re.sub(r"X-Amz-Expires=\\d+", "X-Amz-Expires=604800", query)), b"late"),
+        "own URL, a longer expiry": s3("PUT", signed(own_path, later(query)), b"late"),
         "own URL, a copy of B's result": s3("PUT", put_url, b"", {"x-amz-copy-source": victim_result}),
         "own URL, a multipart upload": s3("POST", put_url + "&uploads="),
         "own URL, its ACL": s3("PUT", put_url + "&acl=", b""),
@@ -120,7 +134,7 @@ REPLAY = textwrap.dedent('''
         except urllib.error.HTTPError as e:
             body = e.read().decode(errors="replace")
             found = re.search(r"<Message>([^<]*)</Message>", body)
-            tries.append([at, "%d %s" % (e.code, found.group(1) if found else "")])
+            tries.append([at, "%d %s" % (e.code, found.group(1) if found else body.strip()[:200])])
             break
         time.sleep(1)
     firsts = [t for t in tries if t[1] == "200"]
@@ -138,39 +152,20 @@ def result_of(status: dict[str, Any]) -> dict[str, Any]:
     return json.loads(text[text.index("RESULT:") + len("RESULT:"):].splitlines()[0])
 
 
-@pytest.fixture
-def guarded(crds: None, tmp_path: Path) -> Iterator[tuple[OperatorProcess, str, dict[str, str]]]:
-    """An operator of its own on the cluster's SeaweedFS (a prefix of its own), with a short grant margin."""
-    instance = f"tests-storesec-{uuid.uuid4().hex[:6]}"
-    env = cluster_store_env(instance)
-    if not env:
-        pytest.skip(f"no object store: {STORAGE_ENV} is missing (hack/cluster starts SeaweedFS)")
-    proc = OperatorProcess(tmp_path / "operator.log", metrics_port=free_port(), env={
-        **env, "KUBETASKS_INSTANCE_ID": instance, "KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS": str(MARGIN_SECONDS)})
-    proc.start()
-    yield proc, instance, env
-    proc.stop()
-    from kubetasks.blobs import from_env
-
-    store = from_env(env)
-    if store is not None:
-        store.delete_prefix("")
-    print(f"operator log: {proc.log_path}")
-
-
 def grant_secrets(namespace: str, run_uid: str) -> list[dict[str, Any]]:
     found = json.loads(kubectl("get", "secrets", "-n", namespace, "-o", "json"))["items"]
     return [s for s in found if any(o.get("uid") == run_uid for o in s["metadata"].get("ownerReferences") or [])]
 
 
-def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace, guarded):
-    proc, instance, env = guarded
+def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace, store_backend: StoreBackend):
+    """On store_backend's operators (a store of their own each), with a short grant margin."""
     from kubetasks.api.storage import BlobRef
-    from kubetasks.blobs import from_env
+    from kubetasks.blobs import GRANT_KEY_FILE
 
-    store = from_env(env)
-    assert store is not None
-    bucket_url = read_env_file(STORAGE_ENV)["KUBETASKS_STORAGE_URL"].rstrip("/") + "/"
+    instance, store, on_s3 = store_backend.instance, store_backend.store, store_backend.backend == "s3"
+    # What precedes a blob's path in its URL's path: the bucket (the prefix is in the path); the
+    # store itself on the filesystem (below its grant server's /blobs/).
+    bucket_url = (read_env_file(STORAGE_ENV)["KUBETASKS_STORAGE_URL"].rstrip("/") if on_s3 else store_backend.url) + "/"
     hostile = task("hostile", "subprocess:getoutput", maxDuration=f"{MAX_DURATION}s")
     replayer = task("replay", "subprocess:getoutput", maxDuration="4m")  # outlives the hostile grant
     apply([task("big", f"{EXAMPLES}:big"), hostile, replayer, taskrun("victim", "big", {"bytes": 100_000})], namespace,
@@ -195,9 +190,19 @@ def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace,
     checks = seen["checks"]
     print(json.dumps(seen, indent=1))
     assert checks.pop("own result, PUT") == "200", checks  # its grant works, for its one blob and verb
-    refused = {name: code for name, code in checks.items() if code.split()[0] not in ("400", "403")}
+    if on_s3:
+        refused = {name: code for name, code in checks.items() if code.split()[0] not in ("400", "403")}
+        assert checks["list the bucket, unsigned"] == "403 AccessDenied", checks
+    else:
+        assert {name: checks.pop(name).split()[0] for name in sorted(FS_OWN_PUTS)} == dict.fromkeys(FS_OWN_PUTS, "200")
+        refused = {name: code for name, code in checks.items()
+                   if code.split()[0] not in (("404", "405") if name in FS_UNROUTED else ("400", "403"))}
+        # Its own blob holds the last of those PUTs' empty body: nothing of B's was copied into it.
+        import obstore
+
+        own = f"runs/{namespace}/{attacker_uid}/attempt-1/result"
+        assert bytes(obstore.get(store.store, own).bytes()) == b"", own
     assert not refused, refused
-    assert checks["list the bucket, unsigned"] == "403 AccessDenied", checks
     # B's blobs are the ones B wrote.
     for ref in (result_ref, log_ref):
         assert store.get(BlobRef.model_validate(ref))
@@ -205,11 +210,15 @@ def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace,
     # No store credentials in the pod: its environment, its grant (read as the admin), its Job.
     assert seen["store env"] == [], seen
     assert {"expires", "result-put-url", "result-uri", "threshold"} <= set(seen["grant files"]), seen
-    secret_key = read_env_file(STORAGE_ENV)["AWS_SECRET_ACCESS_KEY"]
+    if on_s3:
+        secrets = [read_env_file(STORAGE_ENV)["AWS_SECRET_ACCESS_KEY"]]
+    else:  # the grant server's signing key, in the store's directory
+        key = (Path(urlsplit(store_backend.url).path) / GRANT_KEY_FILE).read_bytes()
+        secrets = [key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("=")]
     grant = grant_secrets(namespace, attacker_uid)
-    assert len(grant) == 1 and secret_key not in json.dumps(grant), grant
+    assert len(grant) == 1 and not any(secret in json.dumps(grant) for secret in secrets), grant
     jobs = kubectl("get", "jobs,pods", "-n", namespace, "-l", f"kubetasks.io/run-uid={attacker_uid}", "-o", "json")
-    assert secret_key not in jobs and "AWS_" not in jobs and "kubetasks-store" not in jobs
+    assert not any(secret in jobs for secret in secrets) and "AWS_" not in jobs and "kubetasks-store" not in jobs
 
     # Its grant, replayed by another pod after the run, works until it expires and never after.
     expires = datetime.fromisoformat(seen["expires"].replace("Z", "+00:00"))
@@ -224,7 +233,7 @@ def test_a_task_pod_reaches_only_its_own_result_and_its_grant_expires(namespace,
     replay = result_of(replayed)
     print(f"grant expires {expires.isoformat()}: {json.dumps(replay)}")
     refused_at, refusal = replay["refused"][0]
-    assert refusal == "403 Request has expired", replay
+    assert refusal == ("403 Request has expired" if on_s3 else "403 refused: the grant has expired"), replay
     # Refused for its expiry, not before (X-Amz-Date counts whole seconds, signed just before the Secret's time).
     assert (datetime.fromisoformat(refused_at) - expires).total_seconds() > -2, replay
     assert replay["last ok"] and datetime.fromisoformat(replay["last ok"][0][0]) < expires, replay
