@@ -35,7 +35,7 @@ from tests.integration.test_security import finished, taskrun
 
 pytestmark = pytest.mark.cluster
 MARGIN_SECONDS = 5  # the operator's grant margin here (KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS): expiry comes soon
-MAX_DURATION = 60  # the hostile Task's: its grant expires MAX_DURATION + MARGIN_SECONDS after it is made
+MAX_DURATION = 30  # the hostile Task's: its grant expires MAX_DURATION + MARGIN_SECONDS after it is made
 STORE_OPERATOR_ENV = {"KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS": str(MARGIN_SECONDS)}  # store_backend's operators'
 # The filesystem's grant server has no route for these S3 requests (no listing, no DELETE, no POST).
 FS_UNROUTED = {"own result, DELETE with its PUT grant", "own URL, a multipart upload", "list the bucket, unsigned",
