@@ -24,8 +24,8 @@ def run(name: str, at: int = 0, **spec: Any) -> dict[str, Any]:
     return body
 
 
-def test_a_run_whose_status_write_failed_after_its_job_was_created_still_holds_its_slot():
-    w = World(task(concurrency={"limit": 1}), run("r1", 0), run("r2", 1))
+def start_losing_its_status_write(w: World, name: str) -> None:
+    """Reconciles ``name`` with its first status write refused (a 500): its Job is made, its status not."""
     real = w.api.patch_status
 
     def refuse_once(plural: str, namespace: str, name: str, *args: Any) -> Any:
@@ -34,7 +34,12 @@ def test_a_run_whose_status_write_failed_after_its_job_was_created_still_holds_i
 
     w.api.patch_status = refuse_once  # type: ignore[method-assign]
     with pytest.raises(kube.ApiException):
-        w.reconcile("r1")
+        w.reconcile(name)
+
+
+def test_a_run_whose_status_write_failed_after_its_job_was_created_still_holds_its_slot():
+    w = World(task(concurrency={"limit": 1}), run("r1", 0), run("r2", 1))
+    start_losing_its_status_write(w, "r1")
     assert w.api.created() == ["r1-1"] and w.status("r1").get("phase") is None  # Job made, status not
     w.settle("r2")
     assert w.api.created() == ["r1-1"]  # the Job holds the slot, whatever the status says
@@ -74,15 +79,7 @@ def test_a_retry_backoff_gives_the_slot_up_unless_the_limit_holds_across_waits()
 def test_a_lock_held_across_waits_is_known_from_the_jobs_when_a_status_write_was_lost():
     w = World(task(concurrency={"limit": 1, "holdAcrossWaits": True},
                    retry={"maxAttempts": 2, "minDelay": "1h", "maxDelay": "1h"}), run("r1", 0))
-    real = w.api.patch_status
-
-    def refuse_once(plural: str, namespace: str, name: str, *args: Any) -> Any:
-        w.api.patch_status = real  # type: ignore[method-assign]
-        raise kube.ApiException(status=500, reason="InternalError")
-
-    w.api.patch_status = refuse_once  # type: ignore[method-assign]
-    with pytest.raises(kube.ApiException):
-        w.reconcile("r1")
+    start_losing_its_status_write(w, "r1")
     assert w.api.created() == ["r1-1"] and w.status("r1").get("attempt") is None  # started, its status says not
     w.api.add(run("r2", 1, priority=600))
     w.api.finish_job(NS, "r1-1", ok=False)  # into its retry backoff, still holding the lock
