@@ -159,6 +159,14 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 120, interv
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def holds_until(until: float, check: Callable[[], None], interval: float = 2.0) -> None:
+    """Runs ``check`` (which asserts) at every look until the monotonic time ``until``: what must
+    stay true over a span, where wait_until waits for what must become true."""
+    while time.monotonic() < until:
+        check()
+        time.sleep(interval)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> str:
     """The kubeconfig path of a reachable cluster."""

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import KUBECONFIG, REPO, STORAGE_ENV, cluster_store_env, OperatorProcess, apply, free_port, get, kubectl, token_kubeconfig, wait_until
+from tests.conftest import KUBECONFIG, REPO, STORAGE_ENV, cluster_store_env, OperatorProcess, apply, free_port, get, kubectl, token_kubeconfig, wait_until, holds_until
 from tests.integration.test_taskruns import events, task, taskrun
 
 pytestmark = pytest.mark.cluster
@@ -303,11 +303,11 @@ def test_a_store_down_holds_the_outcomes_until_the_uploads_get_through(namespace
             jobs = json.loads(kubectl("get", "jobs", "-n", namespace, "-l", f"kubetasks.io/run-uid={uid}", "-o",
                                       "json"))["items"]
             assert jobs and jobs[0]["status"].get("succeeded") == 1
-        while time.monotonic() < down_since + 35:  # the store stays down 35 s (past a 30 s recheck): no outcome may be written
+        def no_outcome() -> None:
             for n in names:
                 s = status(namespace, n)
                 assert s.get("phase") == "Running" and not s["attempts"][0].get("log"), s
-            time.sleep(2)
+        holds_until(down_since + 35, no_outcome)  # the store stays down 35 s (past a 30 s recheck)
         for n in names:
             print(f"{n}: {condition(status(namespace, n), 'LogArchived')['message']}")
     finally:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import kubectl, apply, wait_until
+from tests.conftest import kubectl, apply, wait_until, holds_until
 from tests.integration.test_large_results import EXAMPLES, expected
 from tests.integration.test_large_results import task as sdk_task
 from tests.integration.test_log_archive import SMALL, Archiver, archiver, condition, logs, reader, status
@@ -66,11 +66,11 @@ def test_the_store_down_60_s_while_runs_finish_loses_no_run(namespace, patient, 
             return all(condition(status(namespace, n), "LogArchived").get("status") == "Unknown" and "store failed"
                        in condition(status(namespace, n), "LogArchived").get("message", "") for n in quiet)
         wait_until("the quiet runs' outcomes held, their log uploads failing", quiet_held, timeout=OUTAGE - 10)
-        while time.monotonic() < down_at + OUTAGE:  # down 60 s: no outcome may be written meanwhile
+        def all_held() -> None:
             for n in names:
                 s = status(namespace, n)
                 assert held(s), (n, s)
-            time.sleep(2)
+        holds_until(down_at + OUTAGE, all_held)  # down 60 s: no outcome may be written meanwhile
         for n in quiet:
             print(f"{n}: {condition(status(namespace, n), 'LogArchived')['message']}")
     finally:
