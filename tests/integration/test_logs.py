@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kubetasks.core.log_archive import MIN_JOB_TTL
 from tests.conftest import (INSTANCE, KUBECONFIG, KUBECTL, KWOK_PLACEMENT, OperatorProcess, apply, free_port, get,
                             kubectl, scrape, wait_until)
 from tests.integration.test_cli import cli, one_line_error
@@ -94,7 +95,8 @@ def test_a_run_with_no_pod_and_no_kept_log_says_so(namespace, operator):
     assert wait_phase(namespace, "quiet-1", {"Succeeded", "Failed", "TimedOut"}, timeout=120)["phase"] == "Succeeded"
     uid = get("taskrun", "quiet-1", namespace)["metadata"]["uid"]
     wait_until("the Job and its pod deleted by its TTL", lambda: not jobs_of(namespace, uid) and not json.loads(
-        kubectl("get", "pods", "-n", namespace, "-l", f"kubetasks.io/run-uid={uid}", "-o", "json"))["items"], timeout=60)
+        kubectl("get", "pods", "-n", namespace, "-l", f"kubetasks.io/run-uid={uid}", "-o", "json"))["items"],
+        timeout=MIN_JOB_TTL + 60)  # a TTL of 0 is raised to MIN_JOB_TTL when the operator has a store
     assert configmap(namespace, "quiet-1-1-log") is None
     error = one_line_error(cli("logs", "quiet-1", "-n", namespace))
     assert "its pod is gone and the operator kept none" in error
