@@ -103,7 +103,7 @@ def encode_payload(payload: Any) -> str:
 class Report:
     """What an attempt reports when it ends."""
 
-    outcome: str  # "succeeded" | "failed" | "sleeping"
+    outcome: str  # "succeeded" | "failed" | "sleeping" | "waiting" (for the runs its checkpoint names)
     result: Any = None
     error_type: str | None = None
     error_message: str | None = None
@@ -168,7 +168,7 @@ class Report:
         )
 
 
-OUTCOMES = ("succeeded", "failed", "sleeping")
+OUTCOMES = ("succeeded", "failed", "sleeping", "waiting")
 INVALID_REPORT = "InvalidReport"  # a report the runtime would never write (a forged one, say)
 
 
@@ -184,7 +184,10 @@ def _text(value: Any, limit: int) -> str | None:
 #                            "durationSeconds": 0.41, "completedAt": "2025-01-01T00:00:00.000Z"}
 #
 # Durable sleeps are records too, with ``"kind": "sleep"``, ``"wakeAt"`` and ``"startedAt"``;
-# ``completedAt`` stays null until a later attempt finds the wake time passed. A ConfigMap holds
+# ``completedAt`` stays null until a later attempt finds the wake time passed. Durable waits for
+# child runs are ``"kind": "wait"`` with ``"waitingOn"`` (the children's names, written before they
+# are triggered): the operator starts the next attempt once they have all finished, and that
+# attempt completes the record with their outcomes as its result. A ConfigMap holds
 # at most 1 MiB: one record may take RECORD_LIMIT and all data (the payload included) TOTAL_LIMIT.
 
 KEY_PREFIX = "step."
@@ -224,6 +227,7 @@ class Checkpoint:
     # A result kept in the object store (core.step_grants): {"uri", "size", "sha256"}, written as
     # "resultRef" instead of "result"; read back only through the attempt's grant, verified.
     result_ref: dict[str, Any] | None = None
+    waiting_on: tuple[str, ...] | None = None  # a wait's child runs, by name
 
     @property
     def completed(self) -> bool:
@@ -243,6 +247,8 @@ class Checkpoint:
             body["wakeAt"] = format_time(self.wake_at)
         if self.started_at is not None:
             body["startedAt"] = format_time(self.started_at)
+        if self.waiting_on is not None:
+            body["waitingOn"] = list(self.waiting_on)
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -263,9 +269,20 @@ class Checkpoint:
                 wake_at=parse_time(body.get("wakeAt")),
                 started_at=parse_time(body.get("startedAt")),
                 result_ref=body["resultRef"] if isinstance(body.get("resultRef"), dict) else None,
+                waiting_on=_names(body.get("waitingOn")),
             )
         except (ValueError, TypeError):
             return None
+
+
+WAIT_LIMIT = 1000  # child runs one wait may name
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    """A wait's run names as the pod wrote them: the names that could be runs', at most WAIT_LIMIT."""
+    if not isinstance(value, list):
+        return None
+    return tuple(v for v in value if isinstance(v, str) and 0 < len(v) <= 253)[:WAIT_LIMIT]
 
 
 def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
@@ -285,14 +302,16 @@ def parse_checkpoints(data: Mapping[str, str] | None) -> dict[str, Checkpoint]:
 
 
 def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STEPS_LIMIT) -> list[StepRecord]:
-    """The steps to show in TaskRun status, oldest first; pending sleeps last, with their wake
-    time (which also tells the operator an attempt slept when its pod is gone). When there are
+    """The steps to show in TaskRun status, oldest first; pending sleeps and waits last, with their
+    wake time or the runs they wait for (which also tell the operator an attempt slept or waits
+    when its pod is gone). When there are
     more than ``limit`` (the status holds 200), the most recent are kept."""
     records = parse_checkpoints(data).values()
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [
         StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at,
-                   wake_at=None if r.completed else r.wake_at)
+                   wake_at=None if r.completed else r.wake_at,
+                   waiting_on=list(r.waiting_on) if r.waiting_on is not None and not r.completed else None)
         for r in ordered[-limit:] if limit > 0
     ]

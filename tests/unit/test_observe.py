@@ -131,3 +131,20 @@ def test_a_pods_newest_warning_names_what_its_status_does_not():
 def test_a_pull_error_and_its_back_off_are_one_problem_for_a_retry():
     assert same_problem("ErrImagePull", "ImagePullBackOff") and same_problem("Unschedulable", "Unschedulable")
     assert not same_problem("Unschedulable", "ImagePullBackOff") and not same_problem(None, "Unschedulable")
+
+
+def test_an_attempt_that_reported_a_wait_or_left_one_in_its_checkpoint_waits():
+    job = {"metadata": {"name": "r-1", "labels": {"kubetasks.io/attempt": "1"}},
+           "status": {"startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:05Z",
+                      "conditions": [{"type": "Complete", "status": "True"}]}}
+    runtime_pod = {"spec": {"containers": [{"name": "task", "command": ["python", "-m", "kubetasks.runtime"]}]},
+                   "status": {"containerStatuses": [{"name": "task", "state": {"terminated": {
+                       "exitCode": 0, "message": Report("waiting").encode()}}}]}}
+    assert observe_attempt(job, [runtime_pod]).state == "waiting"
+    gone = observe_attempt(job, [])
+    mine = StepRecord(name="fan-out", attempt=1, waiting_on=["a", "b"])
+    assert slept_by_checkpoint(gone, [mine]).state == "waiting"
+    theirs = StepRecord(name="fan-out", attempt=0, waiting_on=["a"])  # left pending by another attempt
+    done = StepRecord(name="fan-out", attempt=1, waiting_on=None,
+                      completed_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert slept_by_checkpoint(gone, [theirs, done]) is gone

@@ -22,6 +22,7 @@ class Phase(StrEnum):
     RUNNING = "Running"
     RETRYING = "Retrying"
     SLEEPING = "Sleeping"
+    WAITING = "Waiting"  # for its child runs (ctx.step.trigger_and_wait): no pod until they finish
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
@@ -117,6 +118,8 @@ class StepRecord(Model):
     duration_seconds: float | None = None
     completed_at: datetime | None = None
     wake_at: datetime | None = Field(default=None, description="When a durable sleep not yet over ends.")
+    waiting_on: list[str] | None = Field(default=None, max_length=1000,
+                                         description="The child runs a durable wait not yet over waits for.")
 
 
 class ErrorInfo(Model):
@@ -144,6 +147,10 @@ class TaskRunStatus(Model):
     superseded_by: str | None = Field(default=None, description="The run of its debounce key that runs instead.")
     waiting_for: WaitingFor | None = Field(
         default=None, description="What keeps it from starting (kubetasks why RUN tells its place and an ETA).")
+    waiting_on: list[str] | None = Field(
+        default=None, max_length=1000,
+        description="While Waiting: the child runs (ctx.step.trigger_and_wait) not finished yet; the next attempt "
+                    "starts when the last one finishes.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     trigger_depth: int | None = Field(

@@ -36,7 +36,7 @@ from kubetasks.core.children import controller_uid
 from kubetasks.core.grants import grant_margin
 from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
-from kubetasks.core.wakeups import after_task_change, phase_of, task_spec_changed, unfinished
+from kubetasks.core.wakeups import after_task_change, parent_to_wake, phase_of, task_spec_changed, unfinished
 
 log = logging.getLogger("kubetasks")
 
@@ -88,6 +88,9 @@ class Operator:
         task = (body.get("spec") or {}).get("taskRef", "")
         if new is not None:
             self.run_queue.add((ns, name), first=old is None)  # a new run: its Job before others' updates
+        parent = parent_to_wake(old, new)
+        if parent is not None:
+            self.run_queue.add((ns, parent))
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.

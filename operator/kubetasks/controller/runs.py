@@ -55,6 +55,7 @@ from kubetasks.core.start_check import Look, judge_start, look_again, more_reads
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
+from kubetasks.core.waits import still_waiting, unseen, waited_for
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -246,8 +247,11 @@ class RunReconciler:
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self.payloads.refusal(run, task)  # a payloadRef not its own, or not there
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
-        if sdk and any(o.state != "active" for o in attempts.values()):
+        waits = run.status.phase == Phase.WAITING or run.spec.cancel
+        if sdk and (waits or any(o.state != "active" for o in attempts.values())):
             world = await self._with_steps(world, uid)
+            names = waited_for(world.steps, max([run.status.attempt, *attempts]))
+            world = replace(world, waiting_on=await self._unfinished_children(run, names))
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
@@ -298,6 +302,27 @@ class RunReconciler:
                 pods[name] = await finished_job_pods(self.cache, self.api, run.namespace, name)
         return await self.results.resolve(run, uid, observe_attempts(
             run.status, jobs, self.cache.gone.get(uid, {}).values(), self.cache.expected_attempts(uid), pods))
+
+    async def _unfinished_children(self, run: TaskRun, names: list[str]) -> list[str]:
+        """Of the runs a wait names, the run's children not finished yet (core.waits); a name the
+        cache does not know (a child created since the watch last spoke) is read first."""
+        known: dict[str, Body | None] = {n: self.cache.runs.get((run.namespace, n)) for n in names}
+        for name in unseen(names, known):
+            known[name] = await self._call("get", kube.TASKRUNS, run.namespace, name)
+        return still_waiting(run.name, names, known)
+
+    async def _cancel_children(self, run: TaskRun, names: list[str]) -> None:
+        """Cancels the children a cancelled run waited for (only its own, each by its uid)."""
+        for name in names:
+            child = self.cache.runs.get((run.namespace, name))
+            if child is None or not unfinished(child) or (child.get("spec") or {}).get("parentRun") != run.name:
+                continue
+            try:
+                await self._call("patch_spec", "taskruns", run.namespace, name,
+                                 {"spec": {"cancel": True}}, uid_of(child))
+            except Exception as e:
+                if not kube.is_status(e, 404, 409, 422):  # gone, or another run now: nothing to cancel
+                    raise
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once
@@ -428,6 +453,8 @@ class RunReconciler:
             self._cancelled[uid] = True
         if plan.stop_job:
             await self._call("delete", kube.JOBS, key[0], plan.stop_job)
+        if plan.cancel_runs:
+            await self._cancel_children(run, plan.cancel_runs)
         if plan.start_attempt and task:
             rejected = await self._start_attempt(run, uid, task, plan)
             if rejected:

@@ -15,7 +15,8 @@ from kubetasks.core.naming import LABEL_ATTEMPT
 from kubetasks.core.results import plain_result, runs_runtime
 from kubetasks.protocol import INVALID_REPORT, Report
 
-State = Literal["active", "succeeded", "failed", "sleeping", "timed_out"]
+State = Literal["active", "succeeded", "failed", "sleeping", "waiting", "timed_out"]
+PAUSED: dict[str, State] = {"sleeping": "sleeping", "waiting": "waiting"}  # report outcomes that end an attempt well
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
                                       **{**base, "report": result})
         if report and report.outcome == "failed":  # exit 0 with a failure report: not the runtime's
             return AttemptObservation(state="failed", completion_time=end, reason=INVALID_REPORT, **base)
-        state: State = "sleeping" if report and report.outcome == "sleeping" else "succeeded"
+        state: State = PAUSED.get(report.outcome, "succeeded") if report else "succeeded"
         return AttemptObservation(state=state, completion_time=end, reason="Completed", **base)
     if failed:
         end = parse_time(failed.get("lastTransitionTime"))
@@ -219,7 +220,8 @@ def slept_by_checkpoint(obs: AttemptObservation, steps: Sequence[StepRecord] | N
                         followed: bool = False) -> AttemptObservation:
     """An attempt whose Job completed but whose report was never read (its pod was gone first:
     garbage-collected, evicted, its node removed) slept when another attempt ``followed`` it (a
-    success ends the run: only a sleep goes on), or when the run's checkpoint holds a sleep not
+    success ends the run: only a sleep goes on); it waits when the checkpoint holds a wait for
+    child runs that this attempt wrote and nobody completed; it slept when the checkpoint holds a sleep not
     yet over that it could have begun: one that wakes after the attempt started. A sleep left
     pending by an earlier attempt and skipped by this one woke before this attempt started (the
     operator starts the next attempt at its wake time): not counted."""
@@ -229,6 +231,8 @@ def slept_by_checkpoint(obs: AttemptObservation, steps: Sequence[StepRecord] | N
         return replace(obs, state="sleeping")  # its wake time is past: only its history entry needs it
     if not steps:
         return obs
+    if any(s.completed_at is None and s.waiting_on is not None and s.attempt == obs.attempt for s in steps):
+        return replace(obs, state="waiting", report=Report(outcome="waiting"))  # it wrote a wait, then ended well
     wakes = [s.wake_at for s in steps if s.completed_at is None and s.wake_at is not None
              and (obs.start_time is None or s.wake_at > obs.start_time)]
     if not wakes:

@@ -8,7 +8,7 @@ and carries out the :class:`Plan`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kubetasks.api.common import ConditionStatus, RetryPolicy
 from kubetasks.api.flow import WaitingFor
@@ -24,6 +24,7 @@ from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
+from kubetasks.core.waits import waiting_message
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
 HISTORY = 20  # attempts kept in status
@@ -57,6 +58,7 @@ class World:
     start_problem: StartProblem | None = None  # what keeps the current attempt's container from starting
     start_deadline: datetime | None = None  # when such an attempt fails instead of waiting on
     refusal: Refusal | None = None  # why this child run may not run (its parent's Task does not allow it)
+    waiting_on: list[str] | None = None  # a waiting run's children not finished yet (core.waits); None: not read
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Plan:
     stop_job: str | None = None  # delete this Job, whose attempt failed before it started
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
+    cancel_runs: list[str] = field(default_factory=list)  # child runs to cancel (before writing the status)
 
 
 def effective_retry(run: TaskRun, task: Task | None) -> RetryPolicy:
@@ -74,8 +77,8 @@ def effective_retry(run: TaskRun, task: Task | None) -> RetryPolicy:
 
 
 def failures(status: TaskRunStatus) -> int:
-    """Attempts that count against maxAttempts: durable sleeps do not."""
-    return sum(1 for a in status.attempts if a.reason not in (None, "Completed", "Sleeping", "Succeeded"))
+    """Attempts that count against maxAttempts: durable sleeps and waits do not."""
+    return sum(1 for a in status.attempts if a.reason not in (None, "Completed", "Sleeping", "Waiting", "Succeeded"))
 
 
 def not_before(run: TaskRun) -> datetime | None:
@@ -101,6 +104,7 @@ def plan_run(world: World) -> Plan:
     if status.phase.finished:
         return plan
     status.waiting_for = None  # said again below while it waits
+    was_waiting, status.waiting_on = status.phase == Phase.WAITING, None
 
     status.attempt = max([status.attempt, *world.attempts])
     world = replace(world, attempts={n: _never_started(world, o) for n, o in world.attempts.items()})
@@ -111,6 +115,7 @@ def plan_run(world: World) -> Plan:
 
     if run.spec.cancel:
         plan.delete_jobs = True
+        plan.cancel_runs = list(world.waiting_on or [])  # the children it waits for go with it
         return _finish(plan, world, Phase.CANCELLED, "Cancelled", "cancelled by request")
 
     if world.duplicate_of is not None and status.attempt == 0:
@@ -127,6 +132,8 @@ def plan_run(world: World) -> Plan:
     if obs is None or obs.state == "active":
         if status.phase in (Phase.RETRYING, Phase.SLEEPING):
             return _after_pause(plan, world)
+        if was_waiting:  # its Job is gone (its TTL): the wait goes on all the same
+            return _after_wait(plan, world)
         # Started: its Job exists (or was just created). A Job that vanishes is observed as lost,
         # never created again under the same attempt number.
         if obs and obs.start_time and not status.start_time:
@@ -146,6 +153,8 @@ def plan_run(world: World) -> Plan:
     if obs.state == "sleeping":
         status.wake_at = obs.report.wake_at if obs.report else now
         return _after_pause(plan, world)
+    if obs.state == "waiting":
+        return _after_wait(plan, world)
     if obs.state == "timed_out":
         limit = f" ({world.task.spec.max_duration})" if world.task else ""
         status.error = ErrorInfo(type="DeadlineExceeded",
@@ -303,6 +312,19 @@ def _after_pause(plan: Plan, world: World) -> Plan:
                     f"attempt {status.attempt + 1} starts at {due.isoformat()}")
 
 
+def _after_wait(plan: Plan, world: World) -> Plan:
+    """Waiting for child runs (core.waits): the next attempt starts once none is left unfinished.
+    No pod waits, and no slot is held (slots are held by Jobs that run)."""
+    status = plan.status
+    if world.waiting_on is None:  # what it waits for was not read: it is, next time
+        plan.requeue_at = world.now + timedelta(seconds=5)
+        return _waiting(plan, world, Phase.WAITING, "Waiting", "waiting for its child runs")
+    if not world.waiting_on:
+        return _start(plan, world, status.attempt + 1)
+    status.waiting_on = list(world.waiting_on)
+    return _waiting(plan, world, Phase.WAITING, "Waiting", waiting_message(world.waiting_on))
+
+
 def _after_failure(plan: Plan, world: World, obs: AttemptObservation, cannot_start: bool = False) -> Plan:
     """A failed attempt: retried by policy, unless retrying cannot help (a permanent exit code, a
     container that ``cannot_start`` or whose reason is a :data:`PERMANENT` start problem)."""
@@ -384,7 +406,8 @@ def _record(status: TaskRunStatus, obs: AttemptObservation) -> None:
         message = printable(obs.message)
     elif obs.dropped_result:
         message = bounded(f"{RESULT_DROPPED}: {obs.dropped_result}")
-    reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "active": None}.get(obs.state, obs.reason)
+    reason = {"succeeded": "Succeeded", "sleeping": "Sleeping", "waiting": "Waiting",
+              "active": None}.get(obs.state, obs.reason)
     known = next((a for a in status.attempts if a.attempt == obs.attempt), None)
     if obs.state == "active" and known is not None and known.job_name == obs.job_name:
         return  # recorded when it started; nothing new until it ends

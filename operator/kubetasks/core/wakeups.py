@@ -45,3 +45,12 @@ def after_task_change(old: Body | None, new: Body | None, runs: Runs) -> list[st
 
 def phase_of(body: Body | None) -> str | None:
     return None if body is None else (body.get("status") or {}).get("phase", Phase.PENDING.value)
+
+
+def parent_to_wake(old: Body | None, new: Body | None) -> str | None:
+    """A child run that finished (or went) wakes its parent, which may be waiting for it (core.waits)."""
+    body = new or old
+    parent = ((body or {}).get("spec") or {}).get("parentRun")
+    if not parent or (old is not None and not unfinished(old)):
+        return None
+    return parent if new is None or not unfinished(new) else None

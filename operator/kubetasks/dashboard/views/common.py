@@ -109,7 +109,7 @@ def task_url(namespace: Any, name: Any) -> str:
 
 _PHASE_CLASS = {"Succeeded": "ok", "Failed": "bad", "TimedOut": "bad", "Cancelled": "warn", "Duplicate": "dim",
                 "Superseded": "dim", "Skipped": "dim",
-                "Running": "run", "Retrying": "warn", "Sleeping": "run", "Pending": "wait", "Delayed": "wait",
+                "Running": "run", "Retrying": "warn", "Sleeping": "run", "Waiting": "run", "Pending": "wait", "Delayed": "wait",
                 "Queued": "wait"}
 
 
