@@ -1,6 +1,7 @@
 """The kubetasks SDK: what task code imports (``from kubetasks import task``).
 
 Declare tasks with :func:`task`, make work durable with ``ctx.step.run`` and ``ctx.step.sleep``,
+wait for child runs without a pod with ``ctx.step.trigger_and_wait``,
 fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(...)``. Task pods run
 ``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
 """
@@ -9,7 +10,7 @@ from kubetasks.api.flow import Debounce
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
-    AbortTaskRun, CheckpointTooLarge, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
+    AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
     InvalidStepKey, PermanentError, ResultTooLarge, RunFailed,
 )
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
@@ -20,6 +21,6 @@ __all__ = [
     "Context", "Steps",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
-    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

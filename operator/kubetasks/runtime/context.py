@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 import typing
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -25,6 +25,8 @@ from kubetasks.runtime.checkpoints import SCOPE_SEPARATOR, Checkpoint, Checkpoin
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
+from kubetasks.runtime.trigger import TaskRef
+from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -183,6 +185,33 @@ class Steps:
         self._used.add(scoped)
         return RESUMED
 
+    # -- waits for child runs -------------------------------------------------------------------
+
+    def trigger_and_wait(self, key: str, task: TaskRef, payload: Any = None, **options: Any) -> Any:
+        """Triggers a run of ``task`` and waits for it without a pod: this attempt ends, the run is
+        Waiting, and the next attempt starts when the child has finished. There, the steps before
+        this one return their checkpoints and this call returns the child's result (validated into
+        the task's return model, if any), or raises :class:`~kubetasks.runtime.errors.ChildFailed`.
+        Options are :func:`~kubetasks.runtime.trigger.trigger`'s, but for ``idempotency_key``: the
+        child's key is made of this run and ``key``, so a retry finds the same child."""
+        return first_result(self._wait(key, task, [payload], False, options))
+
+    def batch_trigger_and_wait(self, key: str, task: TaskRef, payloads: Iterable[Any], **options: Any) -> list[Any]:
+        """:meth:`trigger_and_wait` for one child per payload: their results in order, once all
+        have finished. When any failed, raises the first one's ChildFailed, whose ``results``
+        holds every outcome (the results, and a ChildFailed for each failure)."""
+        items = list(payloads)
+        if not items:
+            return []
+        return all_results(self._wait(key, task, items, True, options))
+
+    def _wait(self, key: str, task: TaskRef, payloads: list[Any], batch: bool, options: dict[str, Any]) -> list[Any]:
+        scoped = self._begin(key)
+        outcomes = wait_for_children(self._checkpoints, scoped, self._run_uid, self._attempt, self._clock(),
+                                     task, payloads, batch, options)
+        self._used.add(scoped)
+        return outcomes
+
     # -- internals ------------------------------------------------------------------------------
 
     def _begin(self, key: str) -> str:
@@ -197,7 +226,7 @@ class Steps:
         if record is None or not record.completed:
             return _MISSING
         if record.kind != "run":
-            raise DuplicateStepKey(f"step key {scoped!r} belongs to a sleep, not a step")
+            raise DuplicateStepKey(f"step key {scoped!r} belongs to a {record.kind}, not a step")
         self._used.add(scoped)
         log.info("step %s: completed in attempt %d, skipped", scoped, record.attempt)
         return revive(record.result, return_annotation(fn))

@@ -25,7 +25,7 @@ from kubetasks import protocol
 from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
-from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested
+from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
 from kubetasks.runtime.step_blobs import read_step_grant
@@ -177,6 +177,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
         value = _call(fn, call_arguments(fn, payload, ctx))
     except SleepRequested as s:
         return outcome.sleeping(s.wake_at)
+    except WaitRequested:
+        return outcome.waiting()
     except SystemExit as e:
         return outcome.exited(e.code)
     except Exception as e:
@@ -233,6 +235,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
             print(report.traceback, file=sys.stderr, end="")
     elif report.outcome == "sleeping" and report.wake_at:
         log.info("sleeping until %s", report.wake_at.isoformat())
+    elif report.outcome == "waiting":
+        log.info("waiting for child runs: the next attempt starts when they have finished")
     else:
         log.info("attempt succeeded")
     write_report(invocation.termination_log, report)

@@ -85,6 +85,28 @@ class RunFailed(Exception):
         super().__init__(f"TaskRun {run} ended {phase}{detail}")
 
 
+class ChildFailed(RunFailed):
+    """A child run a task waited for (``ctx.step.trigger_and_wait``) ended without succeeding. Catch
+    it to go on without that child's result; the parent never runs the child again itself. From
+    ``batch_trigger_and_wait``, ``results`` holds every child's outcome in order: its result, or the
+    ChildFailed of a child that failed."""
+
+    def __init__(self, run: str, phase: str, error: dict[str, Any] | None = None,
+                 results: list[Any] | None = None) -> None:
+        super().__init__(run, phase, error)
+        self.results = results
+
+
+class WaitRequested(BaseException):
+    """Internal: a durable wait for child runs ends the attempt (a BaseException, as
+    :class:`SleepRequested`); the entry point turns it into outcome "waiting"."""
+
+    def __init__(self, key: str, runs: list[str]) -> None:
+        super().__init__(f"step {key!r} waits for {len(runs)} child run(s)")
+        self.key = key
+        self.runs = runs
+
+
 class SleepRequested(BaseException):
     """Internal: a durable sleep ends the attempt. A BaseException so that the ``except Exception``
     blocks of task code do not swallow it; the entry point turns it into outcome "sleeping"."""

@@ -50,6 +50,12 @@ def sleeping(wake_at: datetime) -> Exit:
     return Exit(protocol.EXIT_SUCCESS, Report(outcome="sleeping", wake_at=wake_at))
 
 
+def waiting() -> Exit:
+    """A durable wait for child runs: the attempt ends well; the operator starts the next one when
+    the runs its checkpoint names have finished."""
+    return Exit(protocol.EXIT_SUCCESS, Report(outcome="waiting"))
+
+
 def failed(exc: BaseException, with_traceback: bool = True) -> Exit:
     """Permanent (78) for :class:`PermanentError`, else retryable (1)."""
     code = protocol.EXIT_PERMANENT if isinstance(exc, PermanentError) else protocol.EXIT_RETRYABLE

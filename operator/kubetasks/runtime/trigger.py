@@ -202,46 +202,53 @@ class RunHandle:
         """The TaskRun's status (phase, attempt, result, error...); {} before the operator saw it."""
         return dict(self.get().get("status") or {})
 
+    def look(self) -> tuple[bool, Any, str]:
+        """One look at the run: (finished, its result as JSON data, the name of the run that
+        decided it). A run Superseded (debounce) or Duplicate (idempotency key) is followed to the
+        run that ran in its place. A result kept by reference is read and its sha256 checked
+        (runtime.results). Raises RunFailed when it failed, was cancelled, skipped or timed out."""
+        name, seen = self.name, {self.name}
+        while True:
+            body = self.get(name)
+            status = dict(body.get("status") or {})
+            into = followed(status)
+            if into is not None and into not in seen:
+                log.info("TaskRun %s/%s ended %s: following %s", self.namespace, name, status.get("phase"), into)
+                name = into
+                seen.add(into)
+                continue
+            done, result = finished_result(name, status)
+            if done and status.get("resultRef") is not None:
+                result = result_of(self.namespace, name, status, dict(body.get("metadata") or {}))
+            return done, result, name
+
     def wait(self, timeout: float | None = None, poll_interval: float = 5.0) -> Any:
         """Waits until the run finishes and returns its result (validated into the task's return
-        model, if any; a result kept by reference is read and its sha256 checked first); raises RunFailed when it failed, was cancelled, skipped or timed out, and
-        TimeoutError after ``timeout`` seconds. A run Superseded (debounce) or Duplicate
-        (idempotency key) is followed to the run that ran in its place, and that one's outcome
-        returned. Polls with GET (all a task pod may do), starting fast and backing off to
-        ``poll_interval``."""
+        model, if any); raises RunFailed when it failed, was cancelled, skipped or timed out, and
+        TimeoutError after ``timeout`` seconds (see :meth:`look`). Polls with GET (all a task pod
+        may do), starting fast and backing off to ``poll_interval``. Inside a task,
+        ``ctx.step.trigger_and_wait`` waits without a pod."""
         deadline = None if timeout is None else time.monotonic() + timeout
         granted_by = time.monotonic() + ACCESS_GRACE_SECONDS
-        delay, phase, name, seen = 0.25, None, self.name, {self.name}
+        delay = 0.25
         while True:
             try:
-                body = self.get(name)
-                status = dict(body.get("status") or {})
+                done, result, _ = self.look()
+            except RunFailed:
+                raise
             except Exception as e:
                 # Inside a task pod, the right to read a child is granted by the operator when it
                 # first sees the child: until then (or a cache's lag after the create) 403 or 404.
                 not_yet = _status_of(e) in (403, 404) and time.monotonic() < granted_by
                 if not (_transient(e) or not_yet):
                     raise
-                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, name,
+                log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, self.name,
                             getattr(e, "reason", None) or e)
             else:
-                phase = status.get("phase")
-                into = followed(status)
-                if into is not None and into not in seen:
-                    log.info("TaskRun %s/%s ended %s: following %s", self.namespace, name, phase, into)
-                    name = into
-                    seen.add(into)
-                    delay = 0.25
-                    continue
-                done, result = finished_result(name, status)
                 if done:
-                    if status.get("resultRef") is not None:  # kept elsewhere: read and verified (runtime.results)
-                        result = result_of(self.namespace, name, status, dict(body.get("metadata") or {}))
-                    model = self.task.result_model if self.task is not None else None
-                    return revive(result, model)
+                    return revive(result, self.task.result_model if self.task is not None else None)
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"TaskRun {self.namespace}/{name} did not finish within {timeout}s "
-                                   f"(phase {phase or 'unknown'})")
+                raise TimeoutError(f"TaskRun {self.namespace}/{self.name} did not finish within {timeout}s")
             pause = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
             time.sleep(pause)
             delay = min(delay * 2, poll_interval)
