@@ -1,22 +1,26 @@
 """Task hooks (onSuccess, onFailure, onComplete): which fire for each outcome, what their runs are
-told and named (core.hooks)."""
+told and named (core.hooks), and that the reconciler creates each at most once per run, through
+repeated reconciles, a restart and a failed create (controller.hooks)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import pytest
 
+from kubetasks import kube
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import HookRecord, Phase, TaskRun
+from kubetasks.controller.runs import AFTER_OUTCOME_RETRY
 from kubetasks.core.hooks import (
     fired_by, hook_payload, hooks_due, is_hook_of, is_hook_run, render_hook_run, to_fire,
 )
 from kubetasks.core.naming import (
     ANNOTATION_HOOK_OF, ANNOTATION_HOOK_OF_UID, LABEL_HOOK, LABEL_INSTANCE, MAX_SUBDOMAIN, hook_run_name,
 )
-from tests.unit.test_reconcile_runs import NS, task, taskrun
+from tests.unit.test_reconcile_runs import NS, World, task, taskrun
 
 UID = "0123abcd-0000-4000-8000-000000000000"
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -156,3 +160,225 @@ def test_the_task_fields_are_checked_at_admission():
         node = schema["properties"]["spec"]["properties"][field]
         (rule,) = node["x-kubernetes-validations"]
         assert node["maxLength"] == 253 and f"{field} must name a Task" in rule["message"]
+
+
+# -- the reconciler ------------------------------------------------------------------------------
+
+def failed_world(**task_spec: Any) -> World:
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "0s"}, **task_spec), task("page"), task("audit"),
+              taskrun("r"))
+    w.settle("r")
+    for attempt in (1, 2):
+        w.api.finish_job(NS, f"r-{attempt}", ok=False)
+        w.api.deliver(w.op.cache)
+        w.settle("r")
+    return w
+
+
+def hook_runs(w: World) -> dict[str, dict[str, Any]]:
+    return {k[2]: o for k, o in w.api.objects.items() if k[0] == "TaskRun" and LABEL_HOOK in o["metadata"].get("labels", {})}
+
+
+def requests(w: World) -> list[str]:
+    return [fn for fn, _ in w.api.calls if fn not in ("get_configmap",)]
+
+
+def test_a_run_failing_after_its_retries_fires_on_failure_and_on_complete_once():
+    w = failed_world(onFailure="page", onComplete="audit", onSuccess="celebrate")
+    s = w.status("r")
+    assert s["phase"] == "Failed" and s["attempt"] == 2
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    assert s["hooks"] == [{"kind": "onFailure", "task": "page", "run": hook_run_name("r", uid, "onFailure"), "fired": True},
+                          {"kind": "onComplete", "task": "audit", "run": hook_run_name("r", uid, "onComplete"),
+                           "fired": True}]
+    runs = hook_runs(w)
+    assert sorted(runs) == sorted(h["run"] for h in s["hooks"])
+    assert w.api.created("TaskRun") == [h["run"] for h in s["hooks"]]  # each created once
+    failure = runs[hook_run_name("r", uid, "onFailure")]
+    assert failure["spec"]["taskRef"] == "page" and failure["metadata"]["annotations"][ANNOTATION_HOOK_OF] == "r"
+    assert failure["spec"]["payload"] == {"run": "r", "task": "t", "phase": "Failed", "attempts": 2, "reason": "Failed",
+                                          "error": s["error"]}
+    assert [e[2] for e in w.api.events if e[0] == "r"].count("HookFired") == 2
+
+    # Reconciled again, and by a restarted operator: nothing more, not even a request.
+    w.api.calls.clear()
+    w.settle("r")
+    w.restart()
+    w.settle("r")
+    assert w.api.created("TaskRun") == [h["run"] for h in s["hooks"]]
+    assert not [c for c in requests(w) if c in ("create", "get", "patch_status")], w.api.calls
+
+
+def test_no_hook_fires_before_the_retries_are_spent():
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "0s"}, onFailure="page"), task("page"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] in ("Retrying", "Running") and not hook_runs(w)
+    assert "hooks" not in w.status("r")
+
+
+def test_a_success_fires_on_success_and_on_complete_with_its_result():
+    w = World(task(onSuccess="page", onFailure="audit", onComplete="audit"), task("page"), task("audit"),
+              taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded"
+    runs = hook_runs(w)
+    assert sorted(o["metadata"]["labels"][LABEL_HOOK] for o in runs.values()) == ["onComplete", "onSuccess"]
+    payload = next(o for o in runs.values() if o["spec"]["taskRef"] == "page")["spec"]["payload"]
+    assert payload["phase"] == "Succeeded" and "result" in payload and payload["attempts"] == 1
+
+
+def test_a_hook_created_before_a_crash_is_not_created_again():
+    """The hook run is created, then the operator dies before the status says so: the restarted
+    operator's create is a 409 with its own hook run, which it records."""
+    w = failed_world(onFailure="page")
+    run = w.api.objects[("TaskRun", NS, "r")]
+    run["status"]["hooks"][0]["fired"] = False  # as if the record were never written
+    w.api.relist(w.op.cache)
+    w.restart()
+    w.settle("r")
+    assert w.api.created("TaskRun") == [run["status"]["hooks"][0]["run"]]  # still the one
+    assert w.status("r")["hooks"][0]["fired"] is True
+
+
+def test_a_lost_status_write_after_the_create_is_tried_again_without_a_second_run():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="page"), task("page"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    real = w.api.patch_status
+    refused: list[str] = []
+
+    def refuse_the_hook_record(plural, namespace, name, patch, *args):
+        if set(patch) == {"hooks"} and not refused:
+            refused.append(name)
+            raise kube.ApiException(status=503, reason="Unavailable")
+        return real(plural, namespace, name, patch, *args)
+
+    w.api.patch_status = refuse_the_hook_record
+    w.reconcile("r")  # finishes: Failed, its hooks recorded
+    with pytest.raises(kube.ApiException):
+        w.reconcile("r")  # the hook run is created; its record refused: the queue retries
+    w.settle("r")
+    assert refused == ["r"] and len(w.api.created("TaskRun")) == 1
+    assert w.status("r")["phase"] == "Failed" and w.status("r")["hooks"][0]["fired"] is True
+
+
+def test_an_error_creating_a_hook_run_leaves_the_outcome_as_it_is():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="page", onComplete="audit"), task("page"), taskrun("r"))
+    w.settle("r")
+    real = w.api.create_or_get
+
+    def forbidden(obj):
+        if obj["kind"] == "TaskRun":
+            raise kube.ApiException(status=403, reason="Forbidden")
+        return real(obj)
+
+    w.api.create_or_get = forbidden
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    before = dict(w.status("r"))
+    assert w.reconcile("r") == AFTER_OUTCOME_RETRY  # looked at again later, not failed again
+    assert w.reconcile("r") == AFTER_OUTCOME_RETRY
+    s = w.status("r")
+    assert s == before and s["phase"] == "Failed" and not any(h["fired"] for h in s["hooks"])
+    warnings = [e for e in w.api.events if e[:3] == ("r", "Warning", "HookFailed")]
+    assert len(warnings) == 1 and "403 Forbidden" in warnings[0][3] and "onFailure" in warnings[0][3]
+    assert not hook_runs(w)
+    w.api.create_or_get = real  # the operator is granted create: the hooks fire
+    w.reconcile("r")
+    assert len(hook_runs(w)) == 2 and all(h["fired"] for h in w.status("r")["hooks"])
+
+
+def test_a_transient_error_is_left_to_the_queue_to_retry():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="page"), task("page"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    real = w.api.create_or_get
+    w.api.create_or_get = lambda obj: (_ for _ in ()).throw(kube.ApiException(status=500, reason="Internal"))
+    with pytest.raises(kube.ApiException):
+        w.reconcile("r")
+    assert not [e for e in w.api.events if e[2] == "HookFailed"]
+    w.api.create_or_get = real
+    w.reconcile("r")
+    assert len(hook_runs(w)) == 1
+
+
+def test_a_task_run_holding_the_hook_runs_name_is_not_taken_for_it():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="page"), task("page"), taskrun("r"))
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    w.api.add(taskrun(hook_run_name("r", uid, "onFailure"), "page"))  # someone's run, under the name
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    assert w.reconcile("r") == AFTER_OUTCOME_RETRY
+    (warning,) = [e for e in w.api.events if e[2] == "HookFailed"]
+    assert "not this run's onFailure hook" in warning[3]
+    assert w.status("r")["hooks"][0]["fired"] is False
+
+
+def test_a_task_that_hooks_itself_runs_its_hook_once_and_stops():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="t", onComplete="t"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    hooks = sorted(hook_runs(w))
+    assert len(hooks) == 2
+    for name in hooks:  # the hook runs fail too
+        w.settle(name)
+        job = next(j["metadata"]["name"] for j in w.api.jobs() if j["metadata"]["labels"]["kubetasks.io/run"] == name)
+        w.api.finish_job(NS, job, ok=False)
+        w.api.deliver(w.op.cache)
+        w.settle(name)
+        assert w.status(name)["phase"] == "Failed" and "hooks" not in w.status(name)
+    assert sorted(hook_runs(w)) == hooks  # no hook of a hook
+
+
+def test_a_hook_added_to_the_task_after_a_run_finished_fires_nothing_for_it():
+    w = World(task(retry={"maxAttempts": 1}), task("page"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Failed"
+    w.api.update("Task", NS, "t", spec={"onFailure": "page"})
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    w.restart()
+    w.settle("r")
+    assert not hook_runs(w) and "hooks" not in w.status("r")
+
+
+def test_a_run_failed_by_an_error_fires_its_failure_hooks():
+    w = World(task(onFailure="page"), task("page"), taskrun("r"))
+    asyncio.run(w.op.runs._fail((NS, "r"), RuntimeError("boom")))
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Failed"
+    (hook,) = hook_runs(w).values()
+    assert hook["spec"]["payload"]["error"]["type"] == "ReconcileError"
+
+
+def test_a_run_past_its_retention_fires_its_hooks_before_it_is_deleted():
+    w = World(task(retry={"maxAttempts": 1}, onFailure="page", retention={"ttlSecondsAfterFinished": 1}),
+              task("page"), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")  # finishes; its hooks recorded, not created yet
+    run = w.api.objects[("TaskRun", NS, "r")]
+    run["status"]["completionTime"] = "2020-01-01T00:00:00Z"  # long past its retention
+    w.api.relist(w.op.cache)
+    w.settle("r")
+    assert ("TaskRun", NS, "r") not in w.api.objects and len(hook_runs(w)) == 1
