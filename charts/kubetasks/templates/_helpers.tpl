@@ -64,8 +64,9 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetasks.io"]
   resources: ["taskruns"]
-  # create: cron ticks; patch: cancelling a replaced cron run; delete: retention; trigger (no
-  # such request exists): granted to each run's Role on itself, which RBAC lets only a holder grant
+  # create: cron ticks and hook runs (onSuccess, onFailure, onComplete); patch: cancelling a
+  # replaced cron run; delete: retention; trigger (no such request exists): granted to each run's
+  # Role on itself, which RBAC lets only a holder grant
   verbs: ["get", "list", "watch", "create", "patch", "delete", "trigger"]
 - apiGroups: ["kubetasks.io"]
   # TaskQueues: shared concurrency limits its Tasks name (flow control)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_LABEL, DNS1123_SUBDOMAIN, JSON, LABEL_WORDS, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration,
@@ -51,6 +52,15 @@ class EnvVar(Model):
             ]
         }
     }
+
+
+TaskName = Annotated[str, Field(max_length=253)]
+HOOK_WORDS = ("The operator creates that run (payload {run, task, phase, reason, attempts, and result, resultRef "
+              "or error}); a run that is itself a hook run fires no hooks.")
+
+
+def hook_rule(field: str) -> JsonDict:
+    return rules((matches("self", DNS1123_SUBDOMAIN), f"{field} must name a Task: {SUBDOMAIN_WORDS}"))
 
 
 class Toleration(Model):
@@ -131,6 +141,17 @@ class TaskSpec(Model):
                                                   "with the other Tasks naming it.",
         json_schema_extra=rules((matches("self", DNS1123_SUBDOMAIN), f"queue must name a TaskQueue: {SUBDOMAIN_WORDS}")))
     throttle: Throttle | None = Field(default=None, description="Most starts per period; runs beyond it wait Throttled.")
+    on_success: TaskName | None = Field(
+        default=None, description=f"A Task in this namespace to run once when a run of this Task succeeds. {HOOK_WORDS}",
+        json_schema_extra=hook_rule("onSuccess"))
+    on_failure: TaskName | None = Field(
+        default=None, description="A Task in this namespace to run once when a run of this Task ends Failed (its "
+                                  f"retries spent), TimedOut or Cancelled. {HOOK_WORDS}",
+        json_schema_extra=hook_rule("onFailure"))
+    on_complete: TaskName | None = Field(
+        default=None, description="A Task in this namespace to run once when a run of this Task ends in any way "
+                                  f"but Duplicate, Superseded or Skipped (those never ran). {HOOK_WORDS}",
+        json_schema_extra=hook_rule("onComplete"))
     overlap: Overlap = Field(
         default="queue", description="A new run while another run of its concurrency key is unfinished: queue (waits "
                                      "its turn), skip (ends Skipped), cancelRunning (the older ones are cancelled), "

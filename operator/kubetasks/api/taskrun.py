@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -128,6 +129,19 @@ class ErrorInfo(Model):
     traceback: str | None = None
 
 
+HookKind = Literal["onSuccess", "onFailure", "onComplete"]
+
+
+class HookRecord(Model):
+    """A hook of the run's Task that its outcome fires (core.hooks), decided when it finished."""
+
+    kind: HookKind
+    task: str = Field(description="The Task the hook runs.")
+    run: str = Field(description="The hook run's name: one per finished run and hook, so it is created once.")
+    fired: bool = Field(default=False, description="The hook run has been created (it may have finished and been "
+                                                   "deleted since).")
+
+
 class TaskRunStatus(Model):
     phase: Phase = Phase.PENDING
     attempt: int = 0
@@ -153,6 +167,9 @@ class TaskRunStatus(Model):
                     "starts when the last one finishes.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
+    hooks: Annotated[list[HookRecord], Field(max_length=3)] | None = Field(
+        default=None, description="The Task's onSuccess, onFailure and onComplete that the run's outcome fires, "
+                                  "each with its run's name; written by the operator as the run finishes.")
     trigger_depth: int | None = Field(
         default=None, description="Runs between this one and the root of its trigger chain (its parent's plus one), "
                                   "set by the operator from its parent; unset for a run with no parentRun.")

@@ -54,12 +54,13 @@ def slim_custom(kind: str, api_version: str) -> Any:
     return slim
 
 
-# What the operator still reads of a finished run (Task status, cron history, slots, retention):
+# What the operator still reads of a finished run (Task status, cron history, slots, retention,
+# which of its hooks are still to fire):
 # not its payload, result, error, tags or history, which can be most of its size. (The dashboard
 # keeps a store of its own, in the user's process.)
 _FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "parentRun")
 _FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth",
-                         "supersededBy")
+                         "supersededBy", "hooks")
 
 
 def slim_run(api_version: str) -> Any:

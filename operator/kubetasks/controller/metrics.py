@@ -27,8 +27,11 @@ JOB_START_LATENCY = Histogram("kubetasks_job_start_latency_seconds",
                                                  5, 10, 30))
 QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])
 FINISHED_RUN_ERRORS = Counter("kubetasks_finished_run_errors_total",
-                              "Errors met on finished runs (reaping a Job, deleting the run at its TTL): "
+                              "Errors met on finished runs (reaping a Job, deleting the run at its TTL, creating a hook run): "
                               "each a Warning Event; the run's outcome stands", ["task"])
+HOOK_RUNS = Counter("kubetasks_hook_runs_total",
+                    "Hook runs created for finished runs, by the finished run's Task and the hook "
+                    "(onSuccess, onFailure, onComplete)", ["task", "hook"])
 QUEUED_RUNS = Gauge("kubetasks_queued_runs", "Runs waiting for a concurrency slot", ["task"])
 SLOT_LEAKS_REPAIRED = Counter("kubetasks_slot_leaks_repaired_total",
                               "Slots a run was still counted in after it stopped holding them (a missed change), "

@@ -9,8 +9,9 @@ The order of writes is what makes a crash at any line harmless:
   is known to be able to run (a run refused for its payload never holds a key);
 - a status write names the run's UID and the resourceVersion it was decided from: when another
   run was re-created under the name, or the run changed meanwhile, the API server refuses it
-  (409) and the run is read and decided again. A finished run's status is never rewritten: an
-  error after its outcome (reaping, retention) is a Warning Event and a metric.
+  (409) and the run is read and decided again. A finished run's outcome is never rewritten (only
+  its hooks are marked fired, controller.hooks): an error after its outcome (reaping, retention,
+  a hook) is a Warning Event and a metric.
 Children are the run's by their owner UID: an object holding a name the run would use but owned
 by someone else is never adopted (a Job gets a UID-qualified name instead).
 """
@@ -37,6 +38,7 @@ from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
+from kubetasks.controller.hooks import HookFailed, HookRuns
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.log_archive import LogArchive
 from kubetasks.controller.pods import finished_job_pods
@@ -48,6 +50,7 @@ from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
+from kubetasks.core.hooks import hooks_due
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
@@ -99,6 +102,7 @@ class RunReconciler:
         self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.archive.attach(cache)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
+        self.hooks = HookRuns(self._call, self._write_status, self._event)  # the runs a finished run's Task names
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
@@ -139,13 +143,14 @@ class RunReconciler:
         Job's deletion): a Warning Event (once per error) and a metric, never another outcome:
         its history, its Task's counts and the metrics already tell the one it had."""
         meta, uid = body["metadata"], uid_of(body) or ""
-        message = kube.error_line(error)
+        message = str(error) if isinstance(error, HookFailed) else kube.error_line(error)
+        reason = error.reason if isinstance(error, HookFailed) else "CleanupFailed"
         log.warning("%s/%s (%s): %s (its outcome stands)", meta.get("namespace"), meta.get("name"),
                     (body.get("status") or {}).get("phase"), message)
         metrics.FINISHED_RUN_ERRORS.labels((body.get("spec") or {}).get("taskRef", "")).inc()
         if self._warned_after_outcome.get(uid) != message:
             self._warned_after_outcome[uid] = message
-            await self._event(body, Event("Warning", "CleanupFailed", f"after the run finished: {message}"))
+            await self._event(body, Event("Warning", reason, f"after the run finished: {message}"))
         return AFTER_OUTCOME_RETRY
 
     async def _fail(self, key: Key, error: Exception) -> None:
@@ -178,6 +183,7 @@ class RunReconciler:
             await self._reap(run, uid)
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
+            await self.hooks.fire(key, run, uid, task)  # before its retention may delete it
             return await self._retain(run, uid, task)
         refusal = refuse_namespace(key[0], self.refused_namespaces)
         if refusal and run.status.attempt == 0:  # nothing made there: it fails before its first Job
@@ -459,6 +465,9 @@ class RunReconciler:
             rejected = await self._start_attempt(run, uid, task, plan)
             if rejected:
                 plan = rejected
+        if plan.status.phase.finished and unfinished(body) and not refuse_namespace(key[0], self.refused_namespaces):
+            # Which hooks it fires, decided as it finishes and written with its outcome (core.hooks).
+            plan.status.hooks = hooks_due(run, task or self._task_of(run), plan.status.phase)
         patch = status_patch(old_status, plan.status.to_api())
         if patch and await self._write_status(key, uid, patch, decided_at) is None:
             return None
@@ -479,6 +488,14 @@ class RunReconciler:
             if self._cancelled.get(uid):
                 return RETRY_SOON
         return plan.requeue_at
+
+    def _task_of(self, run: TaskRun) -> Task | None:
+        """The run's Task from the store, where the caller had none at hand (a run failed by an error)."""
+        body = self.cache.tasks.get((run.namespace, run.spec.task_ref))
+        try:
+            return Task.model_validate(body) if body else None
+        except ValidationError:
+            return None
 
     async def _start_attempt(self, run: TaskRun, uid: str, task: Task, plan: Plan) -> Plan | None:
         """Creates what the attempt needs, its Job last; a Plan when the API server refused it."""

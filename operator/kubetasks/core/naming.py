@@ -23,6 +23,10 @@ MANAGER = "kubetasks"
 ANNOTATION_SCHEDULED_AT = "kubetasks.io/scheduled-at"
 # sha256 of (task, idempotency key, payload), set by the SDK's trigger on the runs it names after a key.
 ANNOTATION_TRIGGER = "kubetasks.io/idempotent-trigger"
+# A hook run (core.hooks): which hook made it (onSuccess, onFailure, onComplete), and of which run.
+LABEL_HOOK = "kubetasks.io/hook"
+ANNOTATION_HOOK_OF = "kubetasks.io/hook-of"
+ANNOTATION_HOOK_OF_UID = "kubetasks.io/hook-of-uid"
 
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
 MAX_SUBDOMAIN = 253  # most object names: ConfigMaps, ServiceAccounts, TaskRuns
@@ -114,3 +118,10 @@ def scheduled_run_name(task: str, tick: datetime, task_uid: str | None = None) -
 def idempotent_run_name(task: str, key: str) -> str:
     """Name of a run triggered with an idempotency key: the same key always maps to one object."""
     return fit_name(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])
+
+
+def hook_run_name(run: str, uid: str, kind: str) -> str:
+    """The run a finished run's hook ``kind`` (``onFailure``) creates: ``<run>-<uid8>-on-failure``.
+    One name per run and hook, so a second create (a retry, a restarted operator) is a 409; the
+    UID tells a run re-created under the same name apart, as its hooks fire again."""
+    return fit_name(run, f"-{uid[:8]}-" + "".join(f"-{c.lower()}" if c.isupper() else c for c in kind), MAX_SUBDOMAIN)
