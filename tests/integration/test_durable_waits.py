@@ -27,7 +27,7 @@ def test_a_parent_waits_for_its_children_with_no_pod_and_resumes_with_their_resu
     apply([sdk_task("square", f"{FAN_OUT}:square", retry={"maxAttempts": 1}),
            sdk_task("fan-out", f"{FAN_OUT}:fan_out", allowTrigger=["square"], retry={"maxAttempts": 1})], namespace)
     with JobWatch(namespace) as jobs:
-        apply(taskrun("fan", "fan-out", payload={"numbers": [1, 2, 3], "seconds": 6, "counter": "counter"}),
+        apply(taskrun("fan", "fan-out", payload={"numbers": [1, 2, 3], "seconds": 4, "counter": "counter"}),
               namespace)
         waiting = wait_until("the parent waits for its three children",
                              lambda: (s := status(namespace, "fan")).get("phase") == "Waiting"
