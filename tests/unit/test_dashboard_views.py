@@ -274,6 +274,15 @@ def test_the_attempts_timeline_shows_machine_duration_and_exit_reason():
     assert html.count('class="bar ') == 2
 
 
+def test_every_attempt_after_an_oom_killed_one_shows_the_bigger_machine():
+    body = run("r", phase="Succeeded", attempts=[
+        {"attempt": n, "jobName": f"r-{n}", "startTime": stamp(T0), "completionTime": stamp(T0), "reason": reason}
+        for n, reason in enumerate(["OOMKilled", "Error", "Succeeded"], start=1)])
+    task = {"spec": {"image": "i", "machine": {"preset": "micro"}, "retry": {"outOfMemoryMachine": {"memory": "1Gi"}}}}
+    rows = re.findall(r'<tr data-testid="attempt-row".*?</tr>', views.run_page(body, RunDetails(task=task), NOW), re.S)
+    assert ["1Gi" in row for row in rows] == [False, True, True]
+
+
 def test_a_task_summary_has_next_ticks_success_rate_and_last_run():
     task = {"metadata": {"name": "t", "namespace": "ns"},
             "spec": {"image": "i", "schedule": "*/15 * * * *", "timezone": "Europe/Berlin"}}

@@ -101,8 +101,12 @@ def test_commands_and_plain_images():
 
 def test_oom_retries_can_move_to_a_bigger_machine():
     t, r = objects({"retry": {"outOfMemoryMachine": {"preset": "large-1x"}}})
-    assert machine_for_attempt(r, t, "OOMKilled").preset == "large-1x"
-    assert machine_for_attempt(r, t, "Error") is None
+    assert machine_for_attempt(r, t, ["OOMKilled"]).preset == "large-1x"
+    assert machine_for_attempt(r, t, ["Error"]) is None and machine_for_attempt(r, t, []) is None
+    # Every attempt after an OOMKilled one, not only the next: one that failed otherwise, slept or waited
+    # on the bigger machine does not send the following one back to the small machine.
+    assert machine_for_attempt(r, t, ["OOMKilled", "Error"]).preset == "large-1x"
+    assert machine_for_attempt(r, t, ["Error", "OOMKilled", "Sleeping", "Waiting"]).preset == "large-1x"
 
 
 def test_a_plain_command_gets_no_identity_and_no_token_only_its_payload_file():

@@ -508,8 +508,7 @@ class RunReconciler:
             if attempt == 1 or not plan.status.attempts:
                 for obj in render_run_identity(run, task):
                     await self._create_owned(obj, uid)
-            previous = next((a.reason for a in plan.status.attempts if a.attempt == attempt - 1), None)
-            machine = machine_for_attempt(run, task, previous)
+            machine = machine_for_attempt(run, task, [a.reason for a in plan.status.attempts if a.attempt < attempt])
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
             job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant))  # its pod outlives the upload
             self.cache.expect(uid, attempt)

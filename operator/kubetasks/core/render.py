@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from typing import Any
 
 from kubetasks.api.common import API_VERSION, Machine
@@ -49,10 +51,12 @@ def uses_sdk(task: Task) -> bool:
     return bool(task.spec.entrypoint)
 
 
-def machine_for_attempt(run: TaskRun, task: Task, previous_reason: str | None) -> Machine | None:
-    """The machine of an attempt: after an OOMKilled attempt, the retry policy's bigger machine."""
+def machine_for_attempt(run: TaskRun, task: Task, reasons_before: Iterable[str | None]) -> Machine | None:
+    """The machine of an attempt, from the ends of the attempts before it (``reasons_before``,
+    as status.attempts records them): once one was OOMKilled, every later attempt gets the retry
+    policy's bigger machine, not only the next (a sleep or a wait between them changes nothing)."""
     retry = run.spec.retry or task.spec.retry
-    if previous_reason == "OOMKilled" and retry.out_of_memory_machine:
+    if retry.out_of_memory_machine and "OOMKilled" in reasons_before:
         return retry.out_of_memory_machine
     return run.spec.machine
 

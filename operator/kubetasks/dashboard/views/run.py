@@ -41,12 +41,12 @@ def attempt_machine(run: Body, task: Body | None, attempt: int) -> str:
     from kubetasks.api.taskrun import TaskRun
     from kubetasks.core.render import machine_for_attempt
 
-    previous = next((a.get("reason") for a in _list(_status(run).get("attempts"))
-                     if isinstance(a, dict) and a.get("attempt") == attempt - 1), None)
+    before = [a.get("reason") for a in _list(_status(run).get("attempts"))
+              if isinstance(a, dict) and isinstance(a.get("attempt"), int) and a["attempt"] < attempt]
     try:  # the specs only: a status kubetasks would not write (an unknown phase) does not matter here
         model = TaskRun.model_validate({"spec": _spec(run)})
         task_model = Task.model_validate({"spec": _spec(task)}) if task else None
-        machine = machine_for_attempt(model, task_model, previous) if task_model else model.spec.machine
+        machine = machine_for_attempt(model, task_model, before) if task_model else model.spec.machine
         size = resolve_machine(machine, task_model.spec.machine if task_model else None)
     except Exception:  # odd data: the page still shows the rest
         return "?"
