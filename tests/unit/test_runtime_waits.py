@@ -55,7 +55,7 @@ class Runs:
 
         monkeypatch.setattr(waits, "trigger", trigger)
         monkeypatch.setattr(RunHandle, "look", look)
-        monkeypatch.setattr(waits, "_namespace", lambda options: "ns")
+        monkeypatch.setattr(waits, "_namespace", lambda: "ns")
 
     def names(self) -> list[str]:
         return [n for n, _ in self.created]
@@ -163,6 +163,8 @@ def test_keys_are_checked(runs: Runs):
     ctx = attempt(store, 1)
     with pytest.raises(TypeError, match="idempotency"):
         ctx.step.trigger_and_wait("k", "child", idempotency_key="mine")
+    with pytest.raises(TypeError, match="namespace"):
+        ctx.step.trigger_and_wait("k", "child", namespace="elsewhere")
     ctx.step.run("used", lambda: 1)
     with pytest.raises(DuplicateStepKey):
         attempt(store, 2).step.trigger_and_wait("used", "child")

@@ -44,6 +44,8 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
     if "idempotency_key" in options:
         raise TypeError("trigger_and_wait makes its children's idempotency keys (this run and the step's key): "
                         "pass none")
+    if "namespace" in options:  # a child is a run that names its parent, in the parent's namespace
+        raise TypeError("trigger_and_wait starts its children in the run's own namespace: pass no namespace")
     record = checkpoints.get(scoped)
     if record is not None and record.kind != "wait":
         raise DuplicateStepKey(f"step key {scoped!r} belongs to a {record.kind}, not a trigger_and_wait")
@@ -60,7 +62,7 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
         checkpoints.put(Checkpoint(key=scoped, kind="wait", attempt=attempt, started_at=now, waiting_on=tuple(names)))
         log.info("step %s: waiting for %s: %s", scoped, _children(len(names)), ", ".join(names[:5]))
         raise WaitRequested(scoped, names)
-    namespace = _namespace(options)
+    namespace = _namespace()
     outcomes, pending = [], []
     for name in names:
         found = _read(RunHandle(name, namespace))
@@ -84,10 +86,10 @@ def _children(n: int) -> str:
     return "child run" if n == 1 else f"{n} child runs"
 
 
-def _namespace(options: dict[str, Any]) -> str:
+def _namespace() -> str:
     from kubetasks.runtime.kube import default_namespace
 
-    return str(options.get("namespace") or default_namespace())
+    return default_namespace()
 
 
 def _read(handle: RunHandle) -> dict[str, Any] | None:
