@@ -192,8 +192,9 @@ class Steps:
         Waiting, and the next attempt starts when the child has finished. There, the steps before
         this one return their checkpoints and this call returns the child's result (validated into
         the task's return model, if any), or raises :class:`~kubetasks.runtime.errors.ChildFailed`.
-        Options are :func:`~kubetasks.runtime.trigger.trigger`'s, but for ``idempotency_key``: the
-        child's key is made of this run and ``key``, so a retry finds the same child."""
+        Options are :func:`~kubetasks.runtime.trigger.trigger`'s, but for ``idempotency_key`` (the
+        child's key is made of this run and ``key``, so a retry finds the same child) and
+        ``namespace`` (children run in the parent's)."""
         return first_result(self._wait(key, task, [payload], False, options))
 
     def batch_trigger_and_wait(self, key: str, task: TaskRef, payloads: Iterable[Any], **options: Any) -> list[Any]:
