@@ -42,7 +42,7 @@ browser:  ## Debian's chromium, which the dashboard's browser tests drive (insta
 	hack/chromium.sh
 
 test: venv lint images browser  ## The whole test suite: lint, unit tests and integration tests on the local cluster
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=30
 
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
 	hack/demo.sh
