@@ -137,7 +137,8 @@ def main(n: int, children: int, threads: int) -> dict[str, Any]:
             run = (obj["metadata"].get("labels") or {}).get(LABEL_RUN, "")
             if run.startswith("p-") and "-c" not in run and e["type"] != "DELETED" \
                     and (obj.get("status") or {}).get("phase") in ("Pending", "Running"):
-                active_pods[run].append(int(obj["metadata"]["resourceVersion"]))
+                active_pods[run].append((int(obj["metadata"]["resourceVersion"]),
+                                         f"{obj['metadata']['name']} {obj['status'].get('phase')} ({e['type']})"))
 
         watches = [Watch(kube.CONFIGMAPS, ns, lambda e: pods.seen(e), lists=False),
                    Watch(kube.TASKRUNS, ns, lambda e: run_event(e), lists=False),
@@ -173,13 +174,15 @@ def main(n: int, children: int, threads: int) -> dict[str, Any]:
 
     finished = [p for p in parents if phases.get(p) == "Succeeded"]
     waited = [p for p in parents if p in waiting_since]
-    resumes, pods_while_waiting = [], 0
+    resumes, pods_while_waiting, wrong = [], 0, []
     for p in parents:
         last_child = max((child_done.get(f"{p}-c{i}", 0.0) for i in range(children)), default=0.0)
         if (p, "2") in jobs and last_child:
             resumes.append(1000 * (jobs[(p, "2")] - last_child))
         if p in waiting_since and (p, "2") in job_rv:
-            pods_while_waiting += sum(1 for rv in active_pods[p] if waiting_since[p] < rv < job_rv[(p, "2")])
+            seen = [what for rv, what in active_pods[p] if waiting_since[p] < rv < job_rv[(p, "2")]]
+            pods_while_waiting += len(seen)
+            wrong += [f"{p} (Waiting at revision {waiting_since[p]}, next Job at {job_rv[(p, '2')]}): {w}" for w in seen]
     runs = n * (children + 1)
     result = {
         "parents": n, "children_each": children, "succeeded": len(finished), "waited": len(waited),
@@ -190,11 +193,12 @@ def main(n: int, children: int, threads: int) -> dict[str, Any]:
         "direct_run_added_to_job_p50_ms": round(pct(direct, 50)) if direct else None,
         "requests_per_parent": round(sum(calls.values()) / n, 1),
         "requests_per_run": round(sum(calls.values()) / runs, 2),
-        "wall_s": round(wall, 1), "errors": pods.errors[:5],
+        "wall_s": round(wall, 1), "errors": pods.errors[:5], "pods_while_waiting": wrong[:5],
     }
     print(f"  {len(finished)}/{n} parents Succeeded in {result['wall_s']} s; {len(waited)} were seen Waiting; "
           f"{result['resumed_with_attempt_2']} resumed in a second attempt")
-    print(f"  parent pods Pending or Running while their run was Waiting: {pods_while_waiting} (must be 0)")
+    print(f"  parent pods Pending or Running while their run was Waiting: {pods_while_waiting} (must be 0)"
+          + "".join(f"\n    {w}" for w in wrong[:5]))
     print(f"  last child Succeeded -> parent's next Job ADDED: p50 {result['child_done_to_next_job_p50_ms']} ms, "
           f"p95 {result['child_done_to_next_job_p95_ms']} ms; beside a run created directly (one at a time, "
           f"{len(direct)} runs): TaskRun ADDED -> its Job ADDED p50 {result['direct_run_added_to_job_p50_ms']} ms")

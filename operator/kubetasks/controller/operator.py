@@ -89,8 +89,8 @@ class Operator:
         if new is not None:
             self.run_queue.add((ns, name), first=old is None)  # a new run: its Job before others' updates
         parent = parent_to_wake(old, new)
-        if parent is not None:
-            self.run_queue.add((ns, parent))
+        if parent is not None:  # ahead of status echoes, as a freed slot's next run: it may resume now
+            self.run_queue.add((ns, parent), first=True)
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
