@@ -35,7 +35,7 @@ from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
-from kubetasks.controller.conflicts import write_status
+from kubetasks.controller.conflicts import cancel_run, write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
@@ -319,16 +319,9 @@ class RunReconciler:
 
     async def _cancel_children(self, run: TaskRun, names: list[str]) -> None:
         """Cancels the children a cancelled run waited for (only its own, each by its uid)."""
-        for name in names:
-            child = self.cache.runs.get((run.namespace, name))
-            if child is None or not unfinished(child) or (child.get("spec") or {}).get("parentRun") != run.name:
-                continue
-            try:
-                await self._call("patch_spec", "taskruns", run.namespace, name,
-                                 {"spec": {"cancel": True}}, uid_of(child))
-            except Exception as e:
-                if not kube.is_status(e, 404, 409, 422):  # gone, or another run now: nothing to cancel
-                    raise
+        known = {n: self.cache.runs.get((run.namespace, n)) for n in names}
+        for name in still_waiting(run.name, names, known):
+            await cancel_run(self._call, run.namespace, name, uid_of(known[name]))
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once
