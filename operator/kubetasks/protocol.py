@@ -192,6 +192,12 @@ def _text(value: Any, limit: int) -> str | None:
 
 KEY_PREFIX = "step."
 SCOPE_SEPARATOR = "/"
+# A token's outcome (ctx.step.wait_for_token), written by the operator as a record of this key
+# once the token is completed or timed out: the pod may not read Waitpoints. The wait's own
+# record stays the pod's, completed by the attempt that reads the outcome, as a child wait's is.
+# Not a step: never shown in status. Also how a wait names a token ("waitpoint:<name>"); run
+# names have no ':'.
+TOKEN = "waitpoint:"
 CONFIGMAP_KEY_LIMIT = 253
 RECORD_LIMIT = 256 * 1024
 TOTAL_LIMIT = 900 * 1024
@@ -306,7 +312,7 @@ def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STE
     wake time or the runs they wait for (which also tell the operator an attempt slept or waits
     when its pod is gone). When there are
     more than ``limit`` (the status holds 200), the most recent are kept."""
-    records = parse_checkpoints(data).values()
+    records = [r for r in parse_checkpoints(data).values() if not r.key.startswith(TOKEN)]
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [

@@ -22,11 +22,13 @@ from kubetasks.controller.cache import Cache
 from kubetasks.core.logs import is_kept_log
 
 Body = dict[str, Any]
-WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
+WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs",
+           "Waitpoint": "waitpoints"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
 PLURALS = {"tasks": "Task", "taskqueues": "TaskQueue", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
-           "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
+           "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding",
+           "waitpoints": "Waitpoint"}
 
 
 class FakeApi:

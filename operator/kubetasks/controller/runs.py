@@ -36,6 +36,7 @@ from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import cancel_run, write_status
+from kubetasks.controller.waitpoints import Tokens
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
@@ -58,7 +59,7 @@ from kubetasks.core.start_check import Look, judge_start, look_again, more_reads
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
-from kubetasks.core.waits import still_waiting, unseen, waited_for
+from kubetasks.core.waits import children_in, still_waiting, unseen, waited_for
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -98,6 +99,7 @@ class RunReconciler:
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
+        self.tokens = Tokens(cache, self._call)  # Waitpoints runs wait for (ctx.step.wait_for_token)
         self.payloads = Payloads()  # payloads kept in the store (spec.payloadRef): the operator configures it
         self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.archive.attach(cache)
@@ -253,11 +255,15 @@ class RunReconciler:
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self.payloads.refusal(run, task)  # a payloadRef not its own, or not there
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
+        token_check: datetime | None = None
         waits = run.status.phase == Phase.WAITING or run.spec.cancel
         if sdk and (waits or any(o.state != "active" for o in attempts.values())):
             world = await self._with_steps(world, uid)
-            names = waited_for(world.steps, max([run.status.attempt, *attempts]))
-            world = replace(world, waiting_on=await self._unfinished_children(run, names))
+            attempt = max([run.status.attempt, *attempts])
+            names = waited_for(world.steps, attempt)
+            tokens, token_check = await self.tokens.waiting(run, uid, names, world.now)
+            children = await self._unfinished_children(run, children_in(names))
+            world = replace(world, waiting_on=children + tokens)
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
@@ -294,6 +300,8 @@ class RunReconciler:
             await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
+        if token_check and plan.status.phase == Phase.WAITING:  # a token times out then
+            requeue = min(requeue, token_check) if isinstance(requeue, datetime) else token_check
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 

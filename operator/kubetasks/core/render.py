@@ -175,7 +175,8 @@ def run_account(run: TaskRun, task: Task) -> str | None:
 
 def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     """What a run's pods may do: read their own TaskRun (a payload too large for its file), read and
-    write their own checkpoints, and create TaskRuns only when the Task allows triggering. RBAC
+    write their own checkpoints, create tokens (Waitpoints), and create TaskRuns only when the Task
+    allows triggering. RBAC
     cannot limit ``create`` by taskRef: the operator refuses a child of a Task not in the parent's
     ``allowTrigger`` (core.trigger_policy), and an admission policy in the chart makes a run's pods
     name their own run as ``parentRun``."""
@@ -183,6 +184,10 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
          "verbs": ["get", "update", "patch"]},
         {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [run.name], "verbs": ["get"]},
+        # its tokens (ctx.step.wait_for_token): made by its pods, never read or completed by them;
+        # RBAC cannot limit create by name, and the operator waits only on a token of this run's
+        # name and uid (core.waits.ours), so one made for another run is nobody's.
+        {"apiGroups": ["kubetasks.io"], "resources": ["waitpoints"], "verbs": ["create"]},
     ]
     if task.spec.allow_trigger:
         rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]})

@@ -11,7 +11,7 @@ from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, Memor
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
     AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
-    InvalidStepKey, PermanentError, ResultTooLarge, RunFailed,
+    InvalidStepKey, PermanentError, ResultTooLarge, RunFailed, TokenError, TokenTimeout,
 )
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
@@ -21,6 +21,6 @@ __all__ = [
     "Context", "Steps",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
-    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

@@ -26,6 +26,7 @@ from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
 from kubetasks.runtime.trigger import TaskRef
+from kubetasks.runtime.tokens import make_token, wait_for_token
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
 T = TypeVar("T")
@@ -83,9 +84,12 @@ RESUMED = Resumed()
 class Steps:
     """``ctx.step``: durable steps and sleeps of one attempt."""
 
-    def __init__(self, checkpoints: Checkpoints, run_uid: str, attempt: int, clock: Clock = utcnow) -> None:
+    def __init__(self, checkpoints: Checkpoints, run_uid: str, attempt: int, clock: Clock = utcnow,
+                 run: str = "", namespace: str = "") -> None:
         self._checkpoints = checkpoints
         self._run_uid = run_uid
+        self._run = run or run_uid  # the TaskRun's name (its tokens are named from it)
+        self._namespace = namespace
         self._attempt = attempt
         self._clock = clock
         self._used: set[str] = set()
@@ -213,6 +217,30 @@ class Steps:
         self._used.add(scoped)
         return outcomes
 
+    def wait_for_token(self, key: str, timeout: DurationLike | None = None) -> Any:
+        """Waits without a pod for the token of this step to be completed (``kubetasks complete
+        NAME --data JSON``, by anyone allowed to update ``waitpoints/status``) and returns the data
+        it was completed with. The token is a Waitpoint named :meth:`create_token` ``(key)``, made
+        now unless it was made before; ``timeout`` (seconds, timedelta or "24h") counts from then.
+        Raises :class:`~kubetasks.runtime.errors.TokenTimeout` when it was not completed in time."""
+        scoped = self._begin(key)
+        value = wait_for_token(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid,
+                               self._attempt, self._clock(), timeout)
+        self._used.add(scoped)
+        return value
+
+    def create_token(self, key: str, timeout: DurationLike | None = None) -> str:
+        """Makes the token that ``wait_for_token(key)`` will wait for, ahead of the wait, and
+        returns its name: send it to whoever completes it (a completion that comes before the wait
+        is kept). Idempotent: a retried attempt gets the same name, and the first expiry stands."""
+        scoped = scoped_key(_scope.get(), key)
+        return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())
+
+    def _token_namespace(self) -> str:
+        from kubetasks.runtime.kube import default_namespace
+
+        return self._namespace or default_namespace()
+
     # -- internals ------------------------------------------------------------------------------
 
     def _begin(self, key: str) -> str:
@@ -275,6 +303,7 @@ class Context:
               namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow) -> Context:
         """A context with checkpoints in memory: for calling task functions in tests and scripts.
         Pass the same ``store`` to a second context to see what a retry would do."""
-        steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock)
+        steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock,
+                      run=run_id, namespace=namespace)
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
                    step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"))

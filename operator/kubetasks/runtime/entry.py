@@ -169,7 +169,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
 
     task_id = invocation.task or task_id or fn.__name__
     checkpoints = Checkpoints(store, read_step_grant(grant_dir))  # step outputs above the threshold: the store
-    steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock)
+    steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock,
+                  run=invocation.run, namespace=invocation.namespace)
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
                   payload=payload, step=steps, run_uid=invocation.run_uid,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"))
