@@ -233,7 +233,9 @@ class Checkpoint:
     # A result kept in the object store (core.step_grants): {"uri", "size", "sha256"}, written as
     # "resultRef" instead of "result"; read back only through the attempt's grant, verified.
     result_ref: dict[str, Any] | None = None
-    waiting_on: tuple[str, ...] | None = None  # a wait's child runs, by name
+    waiting_on: tuple[str, ...] | None = None  # a wait's child runs, by name, and tokens (TOKEN + name)
+    any_of: bool = False  # a wait that ends when the first of waiting_on ends, or at timeout_at (wait_any)
+    timeout_at: datetime | None = None
 
     @property
     def completed(self) -> bool:
@@ -255,6 +257,10 @@ class Checkpoint:
             body["startedAt"] = format_time(self.started_at)
         if self.waiting_on is not None:
             body["waitingOn"] = list(self.waiting_on)
+        if self.any_of:
+            body["anyOf"] = True
+        if self.timeout_at is not None:
+            body["timeoutAt"] = format_time(self.timeout_at)
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -276,6 +282,8 @@ class Checkpoint:
                 started_at=parse_time(body.get("startedAt")),
                 result_ref=body["resultRef"] if isinstance(body.get("resultRef"), dict) else None,
                 waiting_on=_names(body.get("waitingOn")),
+                any_of=body.get("anyOf") is True,
+                timeout_at=parse_time(body.get("timeoutAt")),
             )
         except (ValueError, TypeError):
             return None
@@ -318,6 +326,8 @@ def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STE
     return [
         StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at,
                    wake_at=None if r.completed else r.wake_at,
-                   waiting_on=list(r.waiting_on) if r.waiting_on is not None and not r.completed else None)
+                   waiting_on=list(r.waiting_on) if r.waiting_on is not None and not r.completed else None,
+                   any_of=r.any_of and not r.completed or None,
+                   timeout_at=None if r.completed else r.timeout_at)
         for r in ordered[-limit:] if limit > 0
     ]

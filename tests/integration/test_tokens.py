@@ -96,3 +96,26 @@ def test_a_run_waits_for_its_token_with_no_pod_and_the_first_completion_wins(nam
     assert late_token["status"]["phase"] == "TimedOut", late_token
     early_result = results["early"]
     assert early_result["result"]["decision"] == {"approved": "early"}, early_result
+
+
+def test_wait_any_returns_the_first_of_a_token_and_a_child_and_cancels_the_child_left(namespace, operator):
+    apply([sdk_task("square", "kubetasks_examples.fan_out:square", retry={"maxAttempts": 1}),
+           sdk_task("decide", "kubetasks_examples.approval:decide", allowTrigger=["square"],
+                    retry={"maxAttempts": 1})], namespace)
+    apply([taskrun("by-token", "decide", payload={"seconds": 300}),
+           taskrun("by-child", "decide", payload={"seconds": 0})], namespace)
+    waiting = wait_until("by-token waits for its token and its child", lambda: (s := status(
+        namespace, "by-token")).get("phase") == "Waiting" and s, timeout=180)
+    token = next(e for e in waiting["waitingOn"] if e.startswith("waitpoint:")).removeprefix("waitpoint:")
+    [child] = [e for e in waiting["waitingOn"] if not e.startswith("waitpoint:")]
+    done = complete(namespace, token, '"approved"')
+    assert done.returncode == 0, done.stderr
+
+    by_token, by_child = finished(namespace, "by-token"), finished(namespace, "by-child")
+    assert by_token["phase"] == "Succeeded" and by_token["result"] == {  # (the result drops None fields)
+        "kind": "token", "key": "approve", "value": "approved"}, by_token
+    wait_until(f"{child}, no longer waited for, cancelled", lambda: status(namespace, child).get("phase")
+               == "Cancelled", timeout=60)
+    assert by_child["result"] == {"kind": "run", "index": 0, "value": 9}, by_child
+    left = token_name("by-child", get("taskrun", "by-child", namespace)["metadata"]["uid"], "approve")
+    assert (get("waitpoint", left, namespace).get("status") or {}).get("phase", "Waiting") == "Waiting"

@@ -160,3 +160,82 @@ def test_the_runtime_makes_the_token_before_its_wait_and_returns_the_data_the_op
                              result={"token": name, "phase": phase}))
         with pytest.raises(error):
             runtime_tokens.wait_for_token(fresh, "approve", NS, "r", "u", 2, NOW, "1h")
+
+
+# wait_any ------------------------------------------------------------------------------------------
+def step(waiting_on: list[str], any_of: bool = True, timeout_at: datetime | None = None, attempt: int = 1):
+    from kubetasks.api.taskrun import StepRecord
+
+    return StepRecord(name="decide", attempt=attempt, waiting_on=waiting_on, any_of=any_of or None,
+                      timeout_at=timeout_at)
+
+
+def test_a_wait_for_all_waits_while_any_entry_is_pending_and_a_wait_any_until_one_is_not():
+    from kubetasks.core.waits import wait_state
+
+    entries = [TOKEN + "t", "child-a", "child-b"]
+    assert wait_state([step(entries, any_of=False)], 1, ["child-a"], NOW).waiting_on == ["child-a"]
+    waiting = wait_state([step(entries, timeout_at=NOW + timedelta(hours=1))], 1, entries, NOW)
+    assert waiting.waiting_on == entries and waiting.look_again == NOW + timedelta(hours=1) and not waiting.cancel
+    over = wait_state([step(entries)], 1, [TOKEN + "t", "child-b"], NOW)  # child-a finished
+    assert over.waiting_on == [] and over.cancel == ["child-b"], over  # the token is left, the child cancelled
+    timed_out = wait_state([step(entries, timeout_at=NOW)], 1, entries, NOW)
+    assert timed_out.waiting_on == [] and timed_out.cancel == ["child-a", "child-b"]
+    assert wait_state([step(entries, attempt=2)], 1, entries, NOW).waiting_on == []  # another attempt's
+
+
+def test_a_wait_any_ended_by_its_token_cancels_the_child_it_waited_for_and_resumes():
+    w = World(task(entrypoint="app:decide", command=None, retry={"maxAttempts": 1}), task("c"), taskrun("r"))
+    w.settle("r")
+    uid = w.api.objects[("TaskRun", NS, "r")]["metadata"]["uid"]
+    name = token_name("r", uid, "approve")
+    w.api.add(waitpoint(name, "r", uid))
+    w.api.add(taskrun("slow", "c", parentRun="r"))
+    wait = Checkpoint(key="decide", kind="wait", attempt=1, started_at=NOW, any_of=True,
+                      waiting_on=(TOKEN + name, "slow"))
+    w.api.update("ConfigMap", NS, checkpoint_name("r", uid), data={configmap_key("decide"): wait.encode()})
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Waiting" and w.status("r")["waitingOn"] == [TOKEN + name, "slow"]
+    w.api.update("Waitpoint", NS, name, status={"phase": "Completed", "data": "yes"})
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["attempt"] == 2 and w.api.created() == ["r-1", "r-2"]
+    assert w.api.objects[("TaskRun", NS, "slow")]["spec"].get("cancel") is True, "the child no longer waited for"
+    records = parse_checkpoints(w.api.objects[("ConfigMap", NS, checkpoint_name("r", uid))]["data"])
+    assert records[TOKEN + name].result["data"] == "yes"
+
+
+def test_the_runtime_wait_any_returns_what_fired_first_in_the_order_given(monkeypatch):
+    from kubetasks.runtime import any_of
+
+    made, triggered, finished = [], [], {}
+    monkeypatch.setattr(any_of, "make_token", lambda ns, run, uid, key, timeout, now: made.append(key) or "t")
+    monkeypatch.setattr(any_of, "trigger", lambda task, payload, idempotency_key, **o: triggered.append(idempotency_key))
+    monkeypatch.setattr(any_of, "read_child", lambda handle: finished.get(handle.name))
+    checkpoints = Checkpoints(MemoryStore())
+
+    def decide(attempt: int, now: datetime = NOW) -> Any:
+        return any_of.wait_any(checkpoints, "decide", NS, "r", "u", attempt, now, {"approve": "approve"},
+                               [("c", {"n": 1})], "1h", {})
+
+    with pytest.raises(WaitRequested):
+        decide(1)
+    record = checkpoints.get("decide")
+    assert record is not None and record.any_of and record.timeout_at == NOW + timedelta(hours=1)
+    assert made == ["approve"] and triggered == ["u:decide:0"]
+    child = record.waiting_on[1]
+    with pytest.raises(WaitRequested):  # woken with nothing ended and time left: waits on
+        decide(2)
+    finished[child] = {"run": child, "phase": "Succeeded", "result": 4}
+    fired = decide(2)
+    assert (fired.kind, fired.index, fired.value) == ("run", 0, 4)
+    assert decide(3) == fired and len(triggered) == 1  # replayed from the record, nothing made again
+
+    late = Checkpoints(MemoryStore())
+    late.put(Checkpoint(key="decide", kind="wait", attempt=1, any_of=True, timeout_at=NOW, waiting_on=(TOKEN + "x",)))
+    fired = any_of.wait_any(late, "decide", NS, "r", "u", 2, NOW, {"approve": "approve"}, [], None, {})
+    assert fired.kind == "timeout"
+    with pytest.raises(TypeError):
+        any_of.wait_any(Checkpoints(MemoryStore()), "nothing", NS, "r", "u", 1, NOW, {}, [], "1h", {})

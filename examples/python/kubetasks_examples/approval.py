@@ -30,3 +30,16 @@ def approval(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     except TokenTimeout:
         return {"token": token, "decision": None, "timedOut": True, "attempt": ctx.attempt}
     return {"token": token, "decision": decision, "timedOut": False, "attempt": ctx.attempt}
+
+
+@task(id="decide")
+def decide(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The first of an approval and a check run by another task, or a timeout (``wait_any``): the
+    check still running when the approval comes is cancelled. Needs ``allowTrigger: [square]``."""
+    from kubetasks_examples.fan_out import square
+
+    fired = ctx.step.wait_any("decide", tokens=["approve"],
+                              runs=[(square, {"n": 3, "seconds": payload.get("seconds", 0)})],
+                              timeout=payload.get("timeout"))
+    return {"kind": fired.kind, "key": fired.key, "index": fired.index, "value": fired.value,
+            "error": type(fired.error).__name__ if fired.error else None}

@@ -120,7 +120,10 @@ class StepRecord(Model):
     completed_at: datetime | None = None
     wake_at: datetime | None = Field(default=None, description="When a durable sleep not yet over ends.")
     waiting_on: list[str] | None = Field(default=None, max_length=1000,
-                                         description="The child runs a durable wait not yet over waits for.")
+                                         description="The child runs (and waitpoint:<name> tokens) a durable "
+                                                     "wait not yet over waits for.")
+    any_of: bool | None = Field(default=None, description="The wait ends when the first of them ends (wait_any).")
+    timeout_at: datetime | None = Field(default=None, description="When a wait_any not yet over times out.")
 
 
 class ErrorInfo(Model):

@@ -59,7 +59,7 @@ from kubetasks.core.start_check import Look, judge_start, look_again, more_reads
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
-from kubetasks.core.waits import children_in, still_waiting, unseen, waited_for
+from kubetasks.core.waits import children_in, still_waiting, tokens_in, unseen, wait_state, waited_for
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -261,9 +261,15 @@ class RunReconciler:
             world = await self._with_steps(world, uid)
             attempt = max([run.status.attempt, *attempts])
             names = waited_for(world.steps, attempt)
-            tokens, token_check = await self.tokens.waiting(run, uid, names, world.now)
+            tokens, token_check = await self.tokens.pending(run, uid, names, world.now)
             children = await self._unfinished_children(run, children_in(names))
-            world = replace(world, waiting_on=children + tokens)
+            wait = wait_state(world.steps, attempt, children + tokens, world.now)
+            if not wait.waiting_on and tokens_in(names):  # over: the next attempt reads the tokens' outcomes
+                await self.tokens.write_outcomes(run, uid, tokens_in(names), world.now)
+            if wait.cancel:  # a wait_any over: the children it no longer waits for
+                await self._cancel_children(run, wait.cancel)
+            token_check = min(filter(None, (token_check, wait.look_again)), default=None)
+            world = replace(world, waiting_on=wait.waiting_on)
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
@@ -300,7 +306,7 @@ class RunReconciler:
             await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
-        if token_check and plan.status.phase == Phase.WAITING:  # a token times out then
+        if token_check and plan.status.phase == Phase.WAITING:  # a token or a wait_any times out then
             requeue = min(requeue, token_check) if isinstance(requeue, datetime) else token_check
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue

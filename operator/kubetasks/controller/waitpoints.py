@@ -21,7 +21,10 @@ from kubetasks.api.times import format_time
 from kubetasks.controller.cache import Body, Cache
 from kubetasks.controller.conflicts import Call
 from kubetasks.core.naming import checkpoint_name
-from kubetasks.core.waits import expired, next_expiry, ours, token_outcome, tokens_in, tokens_waiting
+from kubetasks.api.waitpoint import FINISHED
+from kubetasks.core.waits import (
+    expired, next_expiry, ours, token_outcome, token_phase, tokens_in, tokens_waiting,
+)
 from kubetasks.protocol import TOKEN, Checkpoint, configmap_key, parse_checkpoints
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,10 @@ class Tokens:
         self.cache = cache
         self.call = call
 
-    async def waiting(self, run: TaskRun, uid: str, names: list[str], now: datetime,
+    async def pending(self, run: TaskRun, uid: str, names: list[str], now: datetime,
                       ) -> tuple[list[str], datetime | None]:
         """Of a wait's entries ``names``, the tokens still to come (as entries), and when the first
-        of them times out; once none is, their outcomes are in the run's checkpoints."""
+        of them times out. A token past its expiry is timed out first."""
         tokens = tokens_in(names)
         if not tokens:
             return [], None
@@ -46,10 +49,7 @@ class Tokens:
             if ours(known[name], run.name, uid):
                 known[name] = await self._time_out(run.namespace, name, known[name] or {}, now)
         pending = tokens_waiting(run.name, uid, tokens, known)
-        if pending:
-            return [TOKEN + n for n in pending], next_expiry(pending, known)
-        await self._write_outcomes(run, uid, tokens, now)
-        return [], None
+        return [TOKEN + n for n in pending], next_expiry(pending, known)
 
     async def _time_out(self, namespace: str, name: str, body: Body, now: datetime) -> Body | None:
         """Writes the token TimedOut as it was read; a completion that landed meanwhile (409) stands."""
@@ -67,13 +67,17 @@ class Tokens:
         log.info("%s/%s: token %s", namespace, name, (answer or {}).get("status", {}).get("phase", "gone"))
         return answer
 
-    async def _write_outcomes(self, run: TaskRun, uid: str, tokens: list[str], now: datetime) -> None:
-        """Writes each token's outcome into the run's checkpoints, once (one already there stands)."""
+    async def write_outcomes(self, run: TaskRun, uid: str, tokens: list[str], now: datetime) -> None:
+        """Writes the outcome of each of ``tokens`` that has one into the run's checkpoints, once
+        (one already there stands), before the run's next attempt starts. A token still Waiting (a
+        wait_any ended by another entry) has none: nobody waits for it any more."""
         configmap = checkpoint_name(run.name, uid)
         records = parse_checkpoints(await self.call("get_configmap_data", run.namespace, configmap))
         data = {}
         for name in [n for n in tokens if TOKEN + n not in records]:
             found = await self.call("get", kube.WAITPOINTS, run.namespace, name)  # whole: the store keeps no data
+            if ours(found, run.name, uid) and token_phase(found) not in FINISHED:
+                continue
             outcome = token_outcome(name, found, run.name, uid)
             record = Checkpoint(key=TOKEN + name, kind="token", attempt=run.status.attempt, completed_at=now,
                                 result=outcome)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,34 @@ def waited_for(steps: Sequence[StepRecord] | None, attempt: int) -> list[str]:
         if step.completed_at is None and step.waiting_on is not None and step.attempt == attempt:
             names.update(dict.fromkeys(step.waiting_on))
     return list(names)
+
+
+@dataclass(frozen=True)
+class WaitState:
+    waiting_on: list[str]  # what the run still waits for: [] when its wait is over
+    cancel: list[str]  # children of a wait_any that is over, not finished: they are cancelled
+    look_again: datetime | None  # a wait_any's timeout
+
+
+def wait_state(steps: Sequence[StepRecord] | None, attempt: int, pending: Sequence[str], now: datetime) -> WaitState:
+    """Of the waits ``attempt`` wrote and nobody completed, what the run still waits for, given the
+    entries ``pending`` (children not finished, tokens not completed). A wait for all
+    (trigger_and_wait, wait_for_token) waits while any of its entries is pending; a wait_any
+    (``anyOf``) is over once one of its entries is not, or at its ``timeoutAt``, and the children
+    it still waits for are cancelled then (its tokens are left: nobody waits for them)."""
+    left, waiting, cancel, wake = set(pending), [], [], None
+    for step in steps or ():
+        if step.completed_at is not None or step.waiting_on is None or step.attempt != attempt:
+            continue
+        still = [n for n in step.waiting_on if n in left]
+        if not step.any_of:
+            waiting += still
+        elif len(still) < len(step.waiting_on) or (step.timeout_at is not None and step.timeout_at <= now):
+            cancel += children_in(still)
+        else:
+            waiting += still
+            wake = step.timeout_at if wake is None or (step.timeout_at and step.timeout_at < wake) else wake
+    return WaitState(list(dict.fromkeys(waiting)), cancel, wake)
 
 
 def unseen(names: Sequence[str], runs: Mapping[str, Body | None]) -> list[str]:

@@ -7,6 +7,7 @@ fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(
 """
 
 from kubetasks.api.flow import Debounce
+from kubetasks.runtime.any_of import Fired
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
@@ -18,7 +19,7 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 
 __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
-    "Context", "Steps",
+    "Context", "Steps", "Fired",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",

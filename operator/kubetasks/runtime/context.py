@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 import typing
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -26,6 +26,7 @@ from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
 from kubetasks.runtime.trigger import TaskRef
+from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import make_token, wait_for_token
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
@@ -235,6 +236,21 @@ class Steps:
         is kept). Idempotent: a retried attempt gets the same name, and the first expiry stands."""
         scoped = scoped_key(_scope.get(), key)
         return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())
+
+    def wait_any(self, key: str, *, tokens: Sequence[str] = (), runs: Sequence[tuple[TaskRef, Any]] = (),
+                 timeout: DurationLike | None = None, **options: Any) -> Fired:
+        """Waits without a pod for the first of ``tokens`` (the keys of this run's tokens, made
+        now unless :meth:`create_token` made them) and ``runs`` (``(task, payload)`` pairs,
+        triggered now as :meth:`trigger_and_wait` does) to end, or for ``timeout``, and returns
+        which one fired (:class:`~kubetasks.runtime.any_of.Fired`: ``kind`` token, run or timeout).
+        The children it no longer waits for are cancelled; the tokens are left. When several had
+        ended by the time the run resumed, the first in the order given fired: tokens, then runs."""
+        scoped = self._begin(key)
+        scope = _scope.get()
+        fired = wait_any(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid, self._attempt,
+                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options)
+        self._used.add(scoped)
+        return fired
 
     def _token_namespace(self) -> str:
         from kubetasks.runtime.kube import default_namespace
