@@ -1,0 +1,45 @@
+"""`kubetasks replay` on the real cluster: a run that failed in its third step is replayed; the
+replay reuses the checkpoints of steps 1 and 2 (their side effects, counted outside the pod, are
+not repeated), runs step 3 again, and the original is left as it was."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kubetasks.core.naming import checkpoint_name
+from tests.conftest import apply, get
+from tests.integration.test_cli import cli
+from tests.integration.test_runtime import counter_with_access, sdk_task
+from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
+
+pytestmark = pytest.mark.cluster
+
+
+def test_a_replay_runs_only_the_step_that_failed_and_leaves_the_original_alone(namespace, operator):
+    apply(counter_with_access(namespace), namespace)
+    apply([sdk_task("replayed", "kubetasks_examples.replayed:replayed", retry={"maxAttempts": 1}),
+           taskrun("orig", "replayed", payload={"counter": "counter"})], namespace)
+    s = wait_phase(namespace, "orig", FINISHED, timeout=120)
+    assert s["phase"] == "Failed" and "step 3 failed" in s["error"]["message"], s
+    original = get("taskrun", "orig", namespace)
+    records = get("configmap", checkpoint_name("orig", original["metadata"]["uid"]), namespace)["data"]
+
+    done = cli("replay", "orig", "-n", namespace)
+    assert done.returncode == 0, done.stderr
+    found = re.match(r"taskrun/(orig-replay-\w+) created: replays orig", done.stdout)
+    assert found, done.stdout
+    replay = found.group(1)
+    r = wait_phase(namespace, replay, FINISHED, timeout=120)
+    assert r["phase"] == "Succeeded", r
+    # steps 1 and 2 return their recorded counts; step 3 ran again (ctx.is_replay let it pass)
+    assert r["result"] == {"counts": [1, 1, 2], "replay": True}
+    assert get("configmap", "counter", namespace)["data"] == {"step-1": "1", "step-2": "1", "step-3": "2"}
+    assert {st["name"]: st["attempt"] for st in r["steps"]} == {"step-1": 1, "step-2": 1, "step-3": 1}
+    spec = get("taskrun", replay, namespace)["spec"]
+    assert spec["replayOf"] == {"name": "orig", "uid": original["metadata"]["uid"], "fresh": False}
+    assert spec["payload"] == {"counter": "counter"}
+    # the original is untouched: its phase and its checkpoints are what they were
+    assert get("taskrun", "orig", namespace)["status"]["phase"] == "Failed"
+    assert get("configmap", checkpoint_name("orig", original["metadata"]["uid"]), namespace)["data"] == records
