@@ -114,3 +114,12 @@ def test_replay_of_one_run(monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "taskrun/orders-abc-replay-q created: replays orders-abc, from step one"
     assert cli.main(["replay", "-n", "ns"]) == 1  # neither a run nor --task
     assert cli.main(["replay", "orders-abc", "--task", "orders", "-n", "ns"]) == 1
+
+
+def test_describe_names_the_original_and_what_was_reused():
+    from kubetasks.cli.describe import describe_lines
+
+    body = replay_taskrun(original(), from_step="one")
+    lines = dict(describe_lines({**body, "metadata": {"name": "orders-abc-replay-q"}}))
+    assert lines["Replay of"] == "orders-abc (uid uid-orders-abc); steps reused: those completed before step one"
+    assert "Replay of" not in dict(describe_lines(original()))
