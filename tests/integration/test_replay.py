@@ -4,14 +4,16 @@ not repeated), runs step 3 again, and the original is left as it was."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from kubetasks.core.naming import checkpoint_name
-from tests.conftest import apply, get
+from tests.conftest import apply, get, kubectl_run, wait_until
 from tests.integration.test_cli import cli
 from tests.integration.test_runtime import counter_with_access, sdk_task
+from tests.integration.test_results import events
 from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
@@ -43,3 +45,13 @@ def test_a_replay_runs_only_the_step_that_failed_and_leaves_the_original_alone(n
     # the original is untouched: its phase and its checkpoints are what they were
     assert get("taskrun", "orig", namespace)["status"]["phase"] == "Failed"
     assert get("configmap", checkpoint_name("orig", original["metadata"]["uid"]), namespace)["data"] == records
+
+    # the API server keeps replayOf as it was created
+    changed = kubectl_run("patch", "taskrun", replay, "-n", namespace, "--type=merge", "-p",
+                          json.dumps({"spec": {"replayOf": {"fresh": True}}}))
+    assert changed.returncode and "replayOf is immutable" in changed.stderr, changed.stderr
+    # a replay of a run that is not there (another uid) fails saying so, with no Job
+    apply(taskrun("lost", "replayed", replayOf={"name": "orig", "uid": "not-its-uid"}), namespace)
+    lost = wait_phase(namespace, "lost", FINISHED, timeout=60)
+    assert lost["phase"] == "Failed" and lost["error"]["type"] == "ReplaySourceMissing" and not lost.get("attempts")
+    wait_until("a ReplaySourceMissing Event", lambda: events(namespace, "lost", "ReplaySourceMissing"), timeout=30)
