@@ -99,6 +99,13 @@ def test_only_the_originals_own_step_blobs_are_copied_and_the_copy_is_the_replay
     assert seeded["c"].result == 3 and blob_copies(records, NS, ORIG_UID, REPLAY_UID, None) == {}
 
 
+def test_only_a_copy_named_as_the_operator_names_them_is_a_replays_own():
+    copy = replayed_path(NS, REPLAY_UID, "s3://x")
+    for forged in (step_path(NS, REPLAY_UID, "replayed-xyz"), copy + "/x", copy.replace(REPLAY_UID, ORIG_UID)):
+        assert judge_step_ref(BlobRef.of(f"{STORE}/{forged}", b"1").to_api(), NS, REPLAY_UID, STORE).path is None
+    assert judge_step_ref(BlobRef.of(f"{STORE}/{copy}", b"1").to_api(), NS, REPLAY_UID, STORE).path == copy
+
+
 def test_copies_of_distinct_blobs_never_share_a_path():
     # a replay of a replay holds both kinds: its own slots and copies it was seeded with
     a = f"{STORE}/{slot_path(NS, ORIG_UID, 1, 0)}"
