@@ -9,17 +9,15 @@ replay's own prefix first, so the records the ConfigMap is created with never na
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobMissing, BlobStore, error_line
+from kubetasks.controller.conflicts import Call
 from kubetasks.controller.queue import Requeue
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.replay import SOURCE_MISSING, blob_copies, reused_records, seed_data
 from kubetasks.core.trigger_policy import Refusal
 
-Call = Callable[..., Awaitable[Any]]
 STORE_RETRY = 5.0  # seconds: the store did not answer; the copies are tried again (they overwrite)
 
 
