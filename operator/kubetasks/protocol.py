@@ -35,6 +35,7 @@ ENV_PAYLOAD_FILE = "KUBETASKS_PAYLOAD_FILE"
 # and anyone who may read Jobs would read it).
 ENV_PAYLOAD = "KUBETASKS_PAYLOAD"
 ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
+ENV_REPLAY_OF = "KUBETASKS_REPLAY_OF"  # a replay's original run (spec.replayOf.name): ctx.is_replay
 # The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
 ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
 

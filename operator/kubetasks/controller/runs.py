@@ -46,6 +46,7 @@ from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
 from kubetasks.controller.payloads import Payloads
+from kubetasks.controller.replay import replay_seed
 from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
@@ -56,6 +57,7 @@ from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
+from kubetasks.core.replay import replay_refusal
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
@@ -254,6 +256,9 @@ class RunReconciler:
             refusal = self.queues.first_reconcile(self.cache.runs.get(key))  # its TaskQueue's maxWaiting
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self.payloads.refusal(run, task)  # a payloadRef not its own, or not there
+        if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None \
+                and run.spec.replay_of:
+            refusal = await self._check_replay(run)  # its original gone, another run now, or of another Task
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
         token_check: datetime | None = None
         waits = run.status.phase == Phase.WAITING or run.spec.cancel
@@ -356,6 +361,16 @@ class RunReconciler:
                 await self._create_owned(obj, uid)
             self.cache.parent_access.add(uid)
         return refusal
+
+    async def _check_replay(self, run: TaskRun) -> Refusal | None:
+        """Why a replay cannot start from its original (core.replay); the API is asked when the
+        cache does not hold the original it names (just created, or of another instance)."""
+        source = run.spec.replay_of
+        assert source is not None
+        original = self.cache.runs.get((run.namespace, source.name))
+        if original is None or uid_of(original) != source.uid:
+            original = await self._call("get", kube.TASKRUNS, run.namespace, source.name)
+        return replay_refusal(run, original)
 
     async def _warn_root(self, run: TaskRun, refusal: Refusal) -> None:
         """The run at the root of a chain that went too deep hears of it: that is where a person looks."""
@@ -513,7 +528,10 @@ class RunReconciler:
             if payload is not None:  # at every attempt: a run begun before it was made gets it too
                 await self._create_owned(payload, uid)
             if attempt == 1 or not plan.status.attempts:
-                for obj in render_run_identity(run, task):
+                seed = await replay_seed(self._call, self.results.store, run, uid) if uses_sdk(task) else {}
+                if isinstance(seed, Refusal):  # its original was deleted since the replay was admitted
+                    return plan_failed(run, datetime.now(timezone.utc), seed.reason, seed.message, plan.status)
+                for obj in render_run_identity(run, task, seed):
                     await self._create_owned(obj, uid)
             machine = machine_for_attempt(run, task, [a.reason for a in plan.status.attempts if a.attempt < attempt])
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs

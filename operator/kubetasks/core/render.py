@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from typing import Any
 
@@ -89,6 +89,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         env.append({"name": protocol.ENV_INSTANCE, "value": labels[LABEL_INSTANCE]})
     if uses_sdk(task):
         env.append({"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))})
+    if run.spec.replay_of is not None:  # ctx.is_replay
+        env.append({"name": protocol.ENV_REPLAY_OF, "value": run.spec.replay_of.name})
     if spec.entrypoint:
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
     env += [e.to_api() for e in spec.env]
@@ -198,14 +200,15 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     return rules
 
 
-def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
+def render_run_identity(run: TaskRun, task: Task, checkpoints: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The objects that give a run's pods the least access that works (see :func:`run_rules`), all
     owned by the TaskRun, so they go when it goes. A Task with its own serviceAccountName gets the
-    Role bound to that account only with ``bindRunRole``; otherwise no Role at all."""
+    Role bound to that account only with ``bindRunRole``; otherwise no Role at all. ``checkpoints``:
+    the records its checkpoint ConfigMap starts with (a replay's, core.replay)."""
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
-                 "data": {}}
+                 "data": dict(checkpoints or {})}
     if not uses_sdk(task):  # a plain command: no checkpoints, no API access
         return []
     account = run_account(run, task)

@@ -313,13 +313,22 @@ class Context:
     step: Steps
     run_uid: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("kubetasks.task"))
+    replay_of: str | None = None  # the run this one replays (`kubetasks replay`), by name
+
+    @property
+    def is_replay(self) -> bool:
+        """True in a run made by ``kubetasks replay``: its steps reused from the original return
+        their recorded results, as a retry's do; the others run again."""
+        return self.replay_of is not None
 
     @classmethod
     def local(cls, payload: Any = None, *, task_id: str = "local", run_id: str = "local", attempt: int = 1,
-              namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow) -> Context:
+              namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow,
+              replay_of: str | None = None) -> Context:
         """A context with checkpoints in memory: for calling task functions in tests and scripts.
         Pass the same ``store`` to a second context to see what a retry would do."""
         steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock,
                       run=run_id, namespace=namespace)
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
-                   step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"))
+                   step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"),
+                   replay_of=replay_of)
