@@ -133,7 +133,7 @@ def test_the_operator_killed_while_a_parent_waits_loses_nothing_and_it_resumes_o
 
     assert not broken, f"the parent ran while it waited: {broken}"
     assert final["phase"] == "Succeeded" and final["result"]["squares"] == [1, 4, 9], final
-    assert sorted(parent_jobs) == ["fan-1", "fan-2", "fan-3"], f"one Job per attempt: {parent_jobs}"
+    assert sorted(parent_jobs) == ["fan-1", "fan-2", "fan-3"], f"one Job per attempt: {parent_jobs}, {final}"
     assert len(child_runs) == 4, f"each child triggered once: {child_runs}"
     counter = json.loads(kubectl("get", "configmap", "counter", "-n", namespace, "-o", "json"))["data"]
     assert counter == {"before": "1"}, f"the step before the waits ran once: {counter}"
