@@ -144,12 +144,41 @@ def guarded(patch: dict[str, Any], uid: str | None, resource_version: str | None
 
 
 def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None,
-                 resource_version: str | None = None) -> dict[str, Any] | None:
-    """Merge-patches the status subresource of the object ``uid`` at ``resource_version``
+                 resource_version: str | None = None, old: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Patches the status subresource of the object ``uid`` at ``resource_version``
     (:func:`guarded`); returns the new object (None when it is gone); 409 when it is not at that
-    version."""
-    return merge_patch(Resource(GROUP, VERSION, plural), namespace, name,
-                       guarded({"status": status}, uid, resource_version), "status")
+    version. ``status`` is a merge patch (null: remove the field). Given ``old``, the whole status
+    it was decided from, at that version, the write is a JSON Patch that sets each field whole
+    (:func:`status_ops`): a merge patch would drop the nulls inside a value (a task's result
+    ``{"decision": null}``) and merge an object into the one before instead of replacing it."""
+    resource = Resource(GROUP, VERSION, plural)
+    if old is None:
+        return merge_patch(resource, namespace, name, guarded({"status": status}, uid, resource_version), "status")
+    ops = status_ops(old, status)
+    if resource_version:  # a precondition, as in a merge patch: 409 when the object is at another version
+        ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+    path = resource.path(namespace, name) + "/status"
+    try:
+        return cast(dict[str, Any], json.loads(
+            _request("PATCH", path, body=ops, content_type="application/json-patch+json").read()))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def status_ops(old: dict[str, Any], patch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON Patch (RFC 6902) operations that make the status ``old`` what the merge patch
+    ``patch`` of its top-level fields says, each field set whole; no status yet: all of it at once."""
+    if not old:
+        return [{"op": "add", "path": "/status", "value": {k: v for k, v in patch.items() if v is not None}}]
+    return [{"op": "remove", "path": f"/status/{_pointer(k)}"} if v is None
+            else {"op": "add", "path": f"/status/{_pointer(k)}", "value": v}
+            for k, v in patch.items() if v is not None or k in old]
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def replace_status(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -112,10 +112,10 @@ def test_wait_any_returns_the_first_of_a_token_and_a_child_and_cancels_the_child
     assert done.returncode == 0, done.stderr
 
     by_token, by_child = finished(namespace, "by-token"), finished(namespace, "by-child")
-    assert by_token["phase"] == "Succeeded" and by_token["result"] == {  # (the result drops None fields)
-        "kind": "token", "key": "approve", "value": "approved"}, by_token
+    assert by_token["phase"] == "Succeeded" and by_token["result"] == {  # nulls kept (a merge patch dropped them)
+        "kind": "token", "key": "approve", "index": None, "value": "approved", "error": None}, by_token
     wait_until(f"{child}, no longer waited for, cancelled", lambda: status(namespace, child).get("phase")
                == "Cancelled", timeout=60)
-    assert by_child["result"] == {"kind": "run", "index": 0, "value": 9}, by_child
+    assert by_child["result"] == {"kind": "run", "key": None, "index": 0, "value": 9, "error": None}, by_child
     left = token_name("by-child", get("taskrun", "by-child", namespace)["metadata"]["uid"], "approve")
     assert (get("waitpoint", left, namespace).get("status") or {}).get("phase", "Waiting") == "Waiting"

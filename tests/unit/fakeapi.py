@@ -67,13 +67,25 @@ class FakeApi:
         return copy.deepcopy(found) if found else None
 
     def patch_status(self, plural: str, namespace: str, name: str, patch: Body, uid: str | None = None,
-                     resource_version: str | None = None) -> Body | None:
+                     resource_version: str | None = None, old: Body | None = None) -> Body | None:
         self.calls.append(("patch_status", (name,)))
         obj = self.objects.get((PLURALS[plural], namespace, name))
         if obj is None:
             return None
         self._check(obj, uid, resource_version, status=True)
-        _merge(obj.setdefault("status", {}), patch)
+        if old is None:
+            _merge(obj.setdefault("status", {}), patch)
+        else:  # a JSON Patch of whole fields (kube.status_ops), as the API server applies it
+            for op in kube.status_ops(old, patch):
+                field = op["path"].removeprefix("/status").lstrip("/")
+                if op["op"] == "add" and not field:
+                    obj["status"] = copy.deepcopy(op["value"])
+                elif "status" not in obj or (op["op"] == "remove" and field not in obj["status"]):
+                    raise kube.ApiException(status=422, reason=f"{op['path']} does not exist")
+                elif op["op"] == "remove":
+                    del obj["status"][field]
+                else:
+                    obj["status"][field] = copy.deepcopy(op["value"])
         return self._modified(obj)
 
     def patch_spec(self, plural: str, namespace: str, name: str, patch: Body, uid: str | None = None,
@@ -241,7 +253,9 @@ def _merge(target: Body, patch: Body) -> None:
     for k, v in patch.items():
         if v is None:
             target.pop(k, None)
-        elif isinstance(v, dict) and isinstance(target.get(k), dict):
+        elif isinstance(v, dict):  # into what is there, or into {}: the nulls inside go either way
+            if not isinstance(target.get(k), dict):
+                target[k] = {}
             _merge(target[k], v)
         else:
             target[k] = copy.deepcopy(v)

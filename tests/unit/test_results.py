@@ -151,3 +151,26 @@ def test_a_plain_commands_result_reaches_the_status_and_a_dropped_one_a_warning_
         assert [e[1] for e in dropped] == (["Warning"] if warned else []), w.api.events
         # The kept log reuses the pod list made for the result.
         assert [a for fn, a in w.api.calls if fn == "list_pods"] == [("job-name=r-1",)]
+
+
+def test_a_result_with_nulls_inside_reaches_the_status_whole():
+    # A merge patch drops the nulls inside a value: {"decision": null} became {} (found by wait_any's test).
+    from tests.unit.test_reconcile_runs import NS, World as Cluster, task, taskrun
+    w = Cluster(task(command=["sh", "-c", "x"]), taskrun("r"))
+    w.settle("r")
+    result = {"decision": None, "nested": {"x": None, "y": [None, {"z": None}]}}
+    w.api.pods["r-1"] = [finished_pod(json.dumps(result))]
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and w.status("r")["result"] == result
+
+
+def test_status_ops_set_fields_whole_and_remove_only_what_was_there():
+    from kubetasks.kube import status_ops
+    assert status_ops({}, {"phase": "Running", "gone": None}) == [{"op": "add", "path": "/status",
+                                                                    "value": {"phase": "Running"}}]
+    assert status_ops({"a/b": 1, "waitingFor": {"reason": "x", "limit": "y"}},
+                      {"a/b": None, "waitingFor": {"reason": "x"}, "never": None}) == [
+        {"op": "remove", "path": "/status/a~1b"},
+        {"op": "add", "path": "/status/waitingFor", "value": {"reason": "x"}}]

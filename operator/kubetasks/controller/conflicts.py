@@ -44,14 +44,16 @@ async def decide_again(api: ModuleType | Any, store: Store, resource: kube.Resou
 
 
 async def write_status(api: ModuleType | Any, store: Store, resource: kube.Resource, key: Key, uid: str,
-                       decided_at: str | None, patch: dict[str, Any]) -> dict[str, Any] | None:
-    """Merge-patches ``patch`` onto the status of the object ``uid`` at ``key`` as it was when the
-    patch was decided (its resourceVersion ``decided_at``), and puts the answer in the store (a
-    write's answer, never behind the watch's back). None when the object is gone; on a 409 it is
-    decided again (:func:`decide_again`); any other error is raised as it is."""
+                       decided_at: str | None, patch: dict[str, Any], old: dict[str, Any] | None = None,
+                       ) -> dict[str, Any] | None:
+    """Patches ``patch`` (a merge patch of status fields) onto the status of the object ``uid`` at
+    ``key`` as it was when the patch was decided (its resourceVersion ``decided_at``), and puts the
+    answer in the store (a write's answer, never behind the watch's back). Given ``old``, the whole
+    status then, each field is set whole (kube.patch_status). None when the object is gone; on a
+    409 it is decided again (:func:`decide_again`); any other error is raised as it is."""
     try:
         updated: dict[str, Any] | None = await asyncio.to_thread(
-            api.patch_status, resource.plural, key[0], key[1], patch, uid, decided_at)
+            api.patch_status, resource.plural, key[0], key[1], patch, uid, decided_at, old)
     except Exception as e:
         if kube.is_conflict(e):
             await decide_again(api, store, resource, key, uid)

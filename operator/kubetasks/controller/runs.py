@@ -208,13 +208,14 @@ class RunReconciler:
         await self._write_status(key, uid, patch, str(body["metadata"].get("resourceVersion") or "") or None)
         raise Requeue(0, "a status the operator did not write was put back")
 
-    async def _write_status(self, key: Key, uid: str, patch: dict[str, Any], decided_at: str | None) -> Body | None:
+    async def _write_status(self, key: Key, uid: str, patch: dict[str, Any], decided_at: str | None,
+                            old: dict[str, Any] | None = None) -> Body | None:
         """Patches the status only onto this run (its uid) as it was decided (its resourceVersion),
         and remembers what it wrote (core.status_trust); None when the run is gone. On a 409 the run
         is decided again on what it is now; after any other error it is not known what the status
         is, so nothing written is remembered (the Jobs judge it, as after a restart)."""
         try:
-            updated = await write_status(self.api, self.cache.runs, kube.TASKRUNS, key, uid, decided_at, patch)
+            updated = await write_status(self.api, self.cache.runs, kube.TASKRUNS, key, uid, decided_at, patch, old)
         except Exception:
             self._written.pop(uid, None)
             raise
@@ -491,7 +492,9 @@ class RunReconciler:
             # Which hooks it fires, decided as it finishes and written with its outcome (core.hooks).
             plan.status.hooks = hooks_due(run, task or self._task_of(run), plan.status.phase)
         patch = status_patch(old_status, plan.status.to_api())
-        if patch and await self._write_status(key, uid, patch, decided_at) is None:
+        # An unfinished run's status is whole in the store: its fields are written whole (a result's nulls kept).
+        whole = old_status if unfinished(body) else None
+        if patch and await self._write_status(key, uid, patch, decided_at, whole) is None:
             return None
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
         for event in plan.events:
