@@ -164,6 +164,16 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any],
     except ApiException as e:
         if e.status == 404:
             return None
+        # The operations meet the object as it is now before the precondition is checked: on an
+        # object re-created or changed since, a field to remove or to add to is not there (422).
+        # That is the 409 a merge patch would have had.
+        if e.status == 422 and resource_version:
+            now = get(resource, namespace, name)
+            if now is None:
+                return None
+            if (now.get("metadata") or {}).get("resourceVersion") != resource_version:
+                raise ApiException(status=409, reason=f"Conflict: {plural} {namespace}/{name} changed since "
+                                                      f"resourceVersion {resource_version}") from e
         raise
 
 
