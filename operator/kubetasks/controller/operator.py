@@ -25,6 +25,7 @@ import kopf
 from kubetasks import blobs, kube
 from kubetasks.api.storage import BlobRef
 from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results
+from kubetasks.controller.metadata import ancestors_to_wake, digest_of
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -70,6 +71,7 @@ class Operator:
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
         self.cache.queues.listeners.append(self.queue_changed)
+        self.runs.metadata.store.listeners.append(self.metadata_changed)
 
     # What a change wakes -------------------------------------------------------------------
     def task_changed(self, old: Body | None, new: Body | None) -> None:
@@ -91,6 +93,8 @@ class Operator:
         parent = parent_to_wake(old, new)
         if parent is not None:  # ahead of status echoes, as a freed slot's next run: it may resume now
             self.run_queue.add((ns, parent), first=True)
+        for ancestor in ancestors_to_wake(self.cache, old, new):  # its ctx.metadata.parent/.root changed
+            self.run_queue.add(ancestor)
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
@@ -103,6 +107,13 @@ class Operator:
         if run is not None:
             self.run_queue.add(key_of(run))
             self._queue_status_later(run)
+
+    def metadata_changed(self, old: Body | None, new: Body | None) -> None:
+        """A run's pod wrote new ctx.metadata (its checkpoint's digest label changed)."""
+        if new is not None and digest_of(new) != digest_of(old):
+            run = self.runs.metadata.run_of(new)
+            if run is not None:
+                self.run_queue.add(key_of(run))
 
     def queue_changed(self, old: Body | None, new: Body | None) -> None:
         if task_spec_changed(old, new):  # not its status write's echo
@@ -162,6 +173,7 @@ class Operator:
                 self.reflectors.append(reflector)
                 reflector.start()
         self.reflectors += self.runs.logs.start(scopes, mine, loop, timing)  # and their budget
+        self.reflectors += self.runs.metadata.start(scopes, f"{LABEL_MANAGED_BY}={MANAGER},{mine}", loop, timing)
         # Not on the pods' first list: until it is in, a finished attempt's pods are listed
         # (controller.pods), and a ClusterRole without `watch` on pods (an older chart's) only
         # costs those lists.

@@ -41,6 +41,7 @@ from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.log_archive import LogArchive
+from kubetasks.controller.metadata import MetadataCopier
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
@@ -85,6 +86,15 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def sooner(requeue: datetime | float | None, seconds: float) -> datetime | float:
+    """The earlier of a reconcile's requeue (a time or a delay in seconds) and ``seconds`` from now."""
+    if requeue is None:
+        return seconds
+    if isinstance(requeue, datetime):
+        return min(requeue, datetime.now(timezone.utc) + timedelta(seconds=seconds))
+    return min(requeue, seconds)
+
+
 class RunReconciler:
     def __init__(self, cache: Cache, api: ModuleType | Any = kube) -> None:
         self.cache = cache
@@ -103,6 +113,7 @@ class RunReconciler:
         self.archive.attach(cache)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self.hooks = HookRuns(self._call, self._write_status, self._event)  # the runs a finished run's Task names
+        self.metadata = MetadataCopier(cache, self._call, self._event)  # ctx.metadata into status.metadata
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
@@ -119,6 +130,7 @@ class RunReconciler:
             self._cancelled.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
             self.payloads.forget(uid_of(old) or "")
+            self.metadata.forget(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -231,6 +243,7 @@ class RunReconciler:
         self.results.forget(uid)
         self.payloads.forget(uid)
         self.archive.forget(uid)
+        self.metadata.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -274,6 +287,8 @@ class RunReconciler:
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         plan = self.archive.hold(run, uid, jobs, pods, plan, world.now)  # may the outcome be written yet?
         body = self.cache.runs.get(key)
+        metadata = None if body is None else await self.metadata.decide(
+            run, uid, plan.status, plan.status.phase.finished, body)
         starting = plan.start_attempt
         if starting and body is not None:
             # Decided with no await between the look at the slots and taking one (flow.try_start):
@@ -282,6 +297,8 @@ class RunReconciler:
             if blocked is not None:
                 plan, starting = plan_run(replace(world, blocked=blocked.waiting_for, blocked_message=blocked.message,
                                                   blocked_until=blocked.until)), None
+        if metadata is not None:
+            metadata.set_on(plan.status)
         try:
             requeue = await self._apply(key, run, uid, task, plan)
         finally:
@@ -294,6 +311,8 @@ class RunReconciler:
             await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
+        if metadata is not None and metadata.due is not None and not plan.status.phase.finished:
+            requeue = sooner(requeue, metadata.due)  # a metadata write held back
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
@@ -438,6 +457,7 @@ class RunReconciler:
 
     async def _with_steps(self, world: World, uid: str) -> World:
         data = await self._call("get_configmap_data", world.run.namespace, checkpoint_name(world.run.name, uid))
+        self.metadata.seen(uid, data)
         if data is None:
             return world
         return World(**{**world.__dict__, "steps": steps_from_configmap(data)})

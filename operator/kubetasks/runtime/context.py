@@ -25,6 +25,7 @@ from kubetasks.runtime.checkpoints import SCOPE_SEPARATOR, Checkpoint, Checkpoin
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
+from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
@@ -269,12 +270,16 @@ class Context:
     step: Steps
     run_uid: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("kubetasks.task"))
+    # status.metadata: ctx.metadata.set("progress", 0.5), .increment, .append; .parent and .root
+    metadata: Metadata = field(default_factory=Metadata.in_memory)
 
     @classmethod
     def local(cls, payload: Any = None, *, task_id: str = "local", run_id: str = "local", attempt: int = 1,
               namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow) -> Context:
         """A context with checkpoints in memory: for calling task functions in tests and scripts.
         Pass the same ``store`` to a second context to see what a retry would do."""
-        steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock)
+        checkpoints = Checkpoints(store if store is not None else MemoryStore())
+        steps = Steps(checkpoints, run_id, attempt, clock)
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
-                   step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"))
+                   step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"),
+                   metadata=Metadata(RunMetadata(checkpoints, flush_seconds=0.0)))
