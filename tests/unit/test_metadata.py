@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
+from kubetasks.api.crd import render_crds
+from kubetasks.cli import main as cli
+from kubetasks.cli.describe import render_describe
+from kubetasks.cli.tables import apply_event, relisted, run_rows
 from kubetasks.controller.runs import sooner
+from kubetasks.dashboard.views import RunDetails, run_page
 from kubetasks.core.metadata import (
     METADATA_LIMIT, MetadataDoc, MetadataError, ancestor_parts, contribute, fold, parse_doc, size_of,
 )
@@ -23,6 +28,8 @@ from kubetasks.runtime.entry import Invocation, run_task
 from kubetasks.runtime.errors import InvalidMetadata, MetadataTooLarge
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from tests.unit.test_reconcile_runs import NS, World, task, taskrun
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
 # -- core ----------------------------------------------------------------------------------------
@@ -278,3 +285,42 @@ def test_the_attempts_end_writes_its_last_metadata_whatever_its_outcome():
                       store)
     assert result.report.outcome == "failed"
     assert written(store)["own"] == {"done": 5}
+
+
+# -- where it is shown ---------------------------------------------------------------------------
+
+def shown_run(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "r", "namespace": NS}, "spec": {"taskRef": "t", "tags": ["nightly", "eu"]},
+            "status": {"phase": "Running", **status}}
+
+
+def test_describe_shows_the_metadata_and_the_tags():
+    text = render_describe(shown_run(metadata={"progress": 0.75, "stage": "upload"}), 100)
+    assert "Metadata:" in text and '"progress": 0.75' in text and '"stage": "upload"' in text
+    assert "Tags:" in text and "nightly, eu" in text
+    assert "Metadata:" not in render_describe(shown_run(), 100)
+
+
+def test_the_dashboard_run_page_shows_the_metadata_escaped():
+    html = run_page(shown_run(metadata={"note": "<b>hi</b>", "progress": 3}), RunDetails(), NOW)
+    section = html[html.index('id="metadata"'):]
+    assert "&lt;b&gt;hi&lt;/b&gt;" in section and "&quot;progress&quot;: 3" in section and "<b>hi" not in section
+    assert 'id="metadata"' not in run_page(shown_run(), RunDetails(), NOW)
+
+
+def test_runs_tag_lists_only_the_runs_with_that_tag():
+    runs = [{"metadata": {"name": n, "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z"},
+             "spec": {"taskRef": "t", "tags": tags}, "status": {}} for n, tags in
+            (("a", ["nightly"]), ("b", []), ("c", ["eu", "nightly"]))]
+    assert [row[0] for row in run_rows(runs, tag="nightly")] == ["a", "c"]
+    assert [row[0] for row in run_rows(runs)] == ["a", "b", "c"]
+    watched = relisted(runs, tag="nightly")
+    untagged = {**runs[0], "spec": {"taskRef": "t", "tags": []}}
+    assert sorted(k[1] for k in apply_event(watched, "MODIFIED", untagged, tag="nightly")) == ["c"]
+    assert cli.build_parser().parse_args(["runs", "--tag", "nightly"]).tag == "nightly"
+
+
+def test_tags_are_capped_at_admission_by_the_crd_schema():
+    spec = render_crds()["kubetasks.io_taskruns.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    tags = spec["properties"]["spec"]["properties"]["tags"]
+    assert tags["maxItems"] == 10 and tags["items"]["maxLength"] == 128

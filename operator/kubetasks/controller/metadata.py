@@ -98,11 +98,11 @@ class MetadataCopier:
 
     async def _own_doc(self, run: TaskRun, uid: str) -> tuple[MetadataDoc | None, str | None]:
         """(the run's own document, why it is refused): read once per digest the informer shows."""
-        labelled = self.store.by("run", uid)
-        digest = digest_of(labelled[0]) if labelled else None
+        name = checkpoint_name(run.name, uid)  # a label another run's pod put on its own ConfigMap counts for nothing
+        digest = next((digest_of(c) for c in self.store.by("run", uid) if c["metadata"].get("name") == name), None)
         known = self._own.get(uid)
         if digest is not None and (known is None or known[0] != digest):
-            data = await self._call("get_configmap_data", run.namespace, checkpoint_name(run.name, uid))
+            data = await self._call("get_configmap_data", run.namespace, name)
             text = (data or {}).get(METADATA_KEY)
             if text and len(text.encode()) > METADATA_LIMIT:
                 return (known[1] if known else None), too_large_message(len(text.encode()))
