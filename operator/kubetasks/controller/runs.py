@@ -52,6 +52,7 @@ from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
 from kubetasks.core.hooks import hooks_due
+from kubetasks.core.metadata import merge_patch
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
@@ -79,9 +80,13 @@ START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt
 AFTER_OUTCOME_RETRY = 300.0
 
 
+# Free-form objects (core.metadata): patched member by member, or a member gone would stay.
+MERGED_FIELDS = ("metadata", "ancestorMetadata")
+
+
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch from one status to another: fields that disappeared are set to null."""
-    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    patch = {k: merge_patch(old.get(k), v) if k in MERGED_FIELDS else v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
 

@@ -35,6 +35,27 @@ def size_of(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without the null members of its objects (lists are kept as they are). Status is
+    written with merge patches, where a null removes a member: a value that holds one would never
+    read back as written (and be written again and again). A list is replaced whole, nulls and all."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new`` (whose objects hold no nulls):
+    a member gone is set to null, an object changed is patched member by member."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if k not in old or old[k] != v:
+            patch[k] = merge_patch(old.get(k), v)
+    return patch
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -120,8 +141,8 @@ def _contributions(value: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(c, dict) or len(c) != 1:
             continue
         (op, v), = c.items()
-        if op == "set" or (op == "inc" and _number(v)) or (op == "append" and isinstance(v, list)):
-            kept[str(key)] = {op: v}
+        if (op == "set" and v is not None) or (op == "inc" and _number(v)) or (op == "append" and isinstance(v, list)):
+            kept[str(key)] = {op: without_nulls(v)}
     return kept
 
 
@@ -136,7 +157,7 @@ def parse_doc(text: str | None) -> MetadataDoc | None:
     if not isinstance(body, dict):
         return None
     own = body.get("own")
-    return MetadataDoc(own=dict(own) if isinstance(own, dict) else {}, parent=_contributions(body.get("parent")),
+    return MetadataDoc(own=without_nulls(own) if isinstance(own, dict) else {}, parent=_contributions(body.get("parent")),
                        root=_contributions(body.get("root")))
 
 

@@ -14,10 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from kubetasks.core.metadata import (
     METADATA_LIMIT, MetadataDoc, MetadataError, appended, contribute, contribution_value, incremented, parse_doc,
+    without_nulls,
 )
 from kubetasks.protocol import METADATA_FLUSH_SECONDS, METADATA_KEY, METADATA_LABEL, metadata_digest
 from kubetasks.runtime.checkpoints import Checkpoints, MemoryStore
@@ -60,23 +62,23 @@ class RunMetadata:
         if not isinstance(key, str) or not key:
             raise InvalidMetadata(f"a metadata key must be a non-empty string, not {key!r}")
         try:
-            value = json.loads(json.dumps(value, allow_nan=False))
+            value = without_nulls(json.loads(json.dumps(value, allow_nan=False)))
         except (TypeError, ValueError) as e:
             raise InvalidMetadata(f"metadata {key!r}: the value must be JSON data ({e})") from None
         with self._lock:
             doc = self._loaded()
+            part = getattr(doc, scope)  # "own", "parent" or "root"
             try:
-                if scope == "own":
-                    old = doc.own.get(key)
-                    new = value if op == "set" else incremented(old, value, key) if op == "inc" \
-                        else appended(old, value, key)
-                    changed = MetadataDoc({**doc.own, key: new}, doc.parent, doc.root)
+                if op == "set" and value is None:  # removes the key: status keeps no nulls (core.metadata)
+                    part = {k: v for k, v in part.items() if k != key}
+                elif scope == "own":
+                    part = {**part, key: value if op == "set" else incremented(part.get(key), value, key)
+                            if op == "inc" else appended(part.get(key), value, key)}
                 else:
-                    part = getattr(doc, scope)
                     part = {**part, key: contribute(part.get(key), op, value, key)}
-                    changed = MetadataDoc(doc.own, **{"parent": doc.parent, "root": doc.root, scope: part})
             except MetadataError as e:
                 raise InvalidMetadata(str(e)) from None
+            changed = replace(doc, **{scope: part})
             size = len(changed.encode().encode())
             if size > METADATA_LIMIT:
                 raise MetadataTooLarge(f"metadata {key!r}: the run's metadata would be {size} bytes; the limit is "
