@@ -366,3 +366,15 @@ def test_a_changed_object_value_replaces_the_old_one_in_status():
     write_doc(w, "r", MetadataDoc(own={"cfg": {"c": 3}}))
     w.settle("r")
     assert w.status("r")["metadata"] == {"cfg": {"c": 3}}
+
+
+def test_the_write_that_finishes_a_run_carries_its_last_metadata_however_recent_the_one_before():
+    w = running("r")
+    w.op.runs.metadata.coalesce_seconds = 3600.0
+    write_doc(w, "r", MetadataDoc(own={"done": 1}))
+    w.settle("r")
+    write_doc(w, "r", MetadataDoc(own={"done": 2}))  # the attempt's last flush, just before it ends
+    w.api.finish_job(NS, "r-1")
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and w.status("r")["metadata"] == {"done": 2}
