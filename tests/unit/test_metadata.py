@@ -19,7 +19,7 @@ from kubetasks.controller.runs import sooner
 from kubetasks.dashboard.views import RunDetails, run_page
 from kubetasks.core.metadata import (
     METADATA_LIMIT, MetadataDoc, MetadataError, ancestor_parts, contribute, fold, merge_patch, parse_doc, size_of,
-    without_nulls,
+    storable,
 )
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.protocol import METADATA_KEY, METADATA_LABEL, metadata_digest
@@ -327,14 +327,18 @@ def test_tags_are_capped_at_admission_by_the_crd_schema():
     assert tags["maxItems"] == 10 and tags["items"]["maxLength"] == 128
 
 
-def test_nulls_are_never_written_so_the_status_reads_back_as_written():
+def test_values_are_written_as_the_status_keeps_them_so_they_read_back_as_written():
     md, store, _ = sdk(flush_seconds=0)
     md.set("cfg", {"a": 1, "b": None, "items": [None, {"c": None}]})
     md.set("gone", 1)
     md.set("gone", None)  # removes it
     md.parent.set("p", 1)
     md.parent.set("p", None)
-    assert written(store) == {"own": {"cfg": {"a": 1, "items": [None, {"c": None}]}}}
+    assert written(store) == {"own": {"cfg": {"a": 1, "items": [None, {}]}}}  # the API server drops them there too
+    md.set("big", 2 ** 64 + 1)  # the API server keeps a float of it
+    md.increment("sum", 2 ** 63 - 1)
+    md.increment("sum")
+    assert written(store)["own"]["big"] == float(2 ** 64 + 1) and isinstance(written(store)["own"]["sum"], float)
     assert parse_doc(json.dumps({"own": {"x": None, "y": {"z": None}}, "parent": {"k": {"set": None}}})) == \
         MetadataDoc(own={"y": {}})
 
@@ -343,7 +347,7 @@ def test_nulls_are_never_written_so_the_status_reads_back_as_written():
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3),
                     max_leaves=12), st.dictionaries(st.text(max_size=2), st.integers(), max_size=3))
 def test_a_merge_patch_of_two_documents_turns_one_into_the_other(new: Any, old: dict[str, Any]):
-    new = without_nulls({"v": new})
+    new = storable({"v": new})
     patched = json.loads(json.dumps(old))
     apply_merge_patch(patched, merge_patch(old, new))
     assert patched == new
@@ -356,7 +360,7 @@ def apply_merge_patch(target: dict[str, Any], patch: Any) -> None:
         elif isinstance(v, dict) and isinstance(target.get(k), dict):
             apply_merge_patch(target[k], v)
         else:
-            target[k] = without_nulls(v) if isinstance(v, dict) else v
+            target[k] = storable(v) if isinstance(v, dict) else v
 
 
 def test_a_changed_object_value_replaces_the_old_one_in_status():

@@ -20,7 +20,9 @@ from typing import Any
 from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.controller.cache import Body, Cache, Key, key_of, run_uid_label
-from kubetasks.core.metadata import METADATA_LIMIT, MetadataDoc, ancestor_parts, fold, parse_doc, size_of, too_large_message
+from kubetasks.core.metadata import (
+    METADATA_LIMIT, MetadataDoc, ancestor_parts, fold, parse_doc, size_of, storable, too_large_message,
+)
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.plan import Event
 from kubetasks.informer.reflector import Reflector, Timing
@@ -143,8 +145,8 @@ class MetadataCopier:
         parts = self.contributions(run)
         if not run.spec.parent_run and own.root:  # the root of its own chain
             parts.append((run.name, own.root))
-        metadata = fold(own.own, parts) or None
-        ancestors = own.ancestors() or None
+        metadata = storable(fold(own.own, parts)) or None  # as the status will read back
+        ancestors = storable(own.ancestors()) or None
         if metadata is not None and size_of(metadata) > METADATA_LIMIT:
             await self._warn(body, uid, too_large_message(size_of(metadata)))
             metadata = status.metadata

@@ -35,17 +35,22 @@ def size_of(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def without_nulls(value: Any) -> Any:
-    """``value`` without the null members of its objects (lists are kept as they are). Status is
-    written with merge patches, where a null removes a member: a value that holds one would never
-    read back as written (and be written again and again). A list is replaced whole, nulls and all."""
+def storable(value: Any) -> Any:
+    """``value`` as the API server keeps it in status, so that it reads back equal to what was
+    written (else it would be written again every second): no null members in objects, at any
+    depth (a merge patch's null removes a member; the server drops them inside lists too), and
+    integers beyond 64 bits as the floats it makes of them. Null list items stay."""
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: storable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 63:
+        return float(value)
     return value
 
 
 def merge_patch(old: Any, new: Any) -> Any:
-    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new`` (whose objects hold no nulls):
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new`` (``storable``: no null members):
     a member gone is set to null, an object changed is patched member by member."""
     if not isinstance(old, dict) or not isinstance(new, dict):
         return new
@@ -142,7 +147,7 @@ def _contributions(value: Any) -> dict[str, dict[str, Any]]:
             continue
         (op, v), = c.items()
         if (op == "set" and v is not None) or (op == "inc" and _number(v)) or (op == "append" and isinstance(v, list)):
-            kept[str(key)] = {op: without_nulls(v)}
+            kept[str(key)] = {op: storable(v)}
     return kept
 
 
@@ -157,7 +162,7 @@ def parse_doc(text: str | None) -> MetadataDoc | None:
     if not isinstance(body, dict):
         return None
     own = body.get("own")
-    return MetadataDoc(own=without_nulls(own) if isinstance(own, dict) else {}, parent=_contributions(body.get("parent")),
+    return MetadataDoc(own=storable(own) if isinstance(own, dict) else {}, parent=_contributions(body.get("parent")),
                        root=_contributions(body.get("root")))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubetasks.core.metadata import (
     METADATA_LIMIT, MetadataDoc, MetadataError, appended, contribute, contribution_value, incremented, parse_doc,
-    without_nulls,
+    storable,
 )
 from kubetasks.protocol import METADATA_FLUSH_SECONDS, METADATA_KEY, METADATA_LABEL, metadata_digest
 from kubetasks.runtime.checkpoints import Checkpoints, MemoryStore
@@ -62,7 +62,7 @@ class RunMetadata:
         if not isinstance(key, str) or not key:
             raise InvalidMetadata(f"a metadata key must be a non-empty string, not {key!r}")
         try:
-            value = without_nulls(json.loads(json.dumps(value, allow_nan=False)))
+            value = storable(json.loads(json.dumps(value, allow_nan=False)))
         except (TypeError, ValueError) as e:
             raise InvalidMetadata(f"metadata {key!r}: the value must be JSON data ({e})") from None
         with self._lock:
@@ -78,7 +78,7 @@ class RunMetadata:
                     part = {**part, key: contribute(part.get(key), op, value, key)}
             except MetadataError as e:
                 raise InvalidMetadata(str(e)) from None
-            changed = replace(doc, **{scope: part})
+            changed = replace(doc, **{scope: storable(part)})  # an increment may pass 64 bits
             size = len(changed.encode().encode())
             if size > METADATA_LIMIT:
                 raise MetadataTooLarge(f"metadata {key!r}: the run's metadata would be {size} bytes; the limit is "
