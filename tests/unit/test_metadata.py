@@ -4,6 +4,7 @@ coalesced writes (runtime.metadata), and the operator copying and folding it int
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -244,9 +245,11 @@ def test_a_changed_contribution_wakes_every_ancestor():
     w = running("root", "p", "c", parents={"p": "root", "c": "p"})
     for name in ("root", "p"):
         w.op.run_queue._queued.discard((NS, name))
+        w.op.run_queue._timers.pop((NS, name), None)
     write_doc(w, "c", MetadataDoc(parent={"done": {"inc": 1}}))
     w.settle("c")
-    assert {(NS, "p"), (NS, "root")} <= w.op.run_queue._queued
+    woken = w.op.run_queue._queued | set(w.op.run_queue._timers)  # at once, or a second later
+    assert {(NS, "p"), (NS, "root")} <= woken
 
 
 def test_an_oversized_document_is_not_copied_and_an_event_says_so():
@@ -382,3 +385,21 @@ def test_the_write_that_finishes_a_run_carries_its_last_metadata_however_recent_
     w.api.deliver(w.op.cache)
     w.settle("r")
     assert w.status("r")["phase"] == "Succeeded" and w.status("r")["metadata"] == {"done": 2}
+
+
+def test_many_children_changing_within_a_second_wake_their_parent_once_a_second_later():
+    w = running("p", "a", "b", parents={"a": "p", "b": "p"})
+
+    async def changes() -> list[Any]:
+        w.op.run_queue._queued.discard((NS, "p"))
+        for child in ("a", "b"):
+            w.api.update("TaskRun", NS, child, status={"ancestorMetadata": {"parent": {"n": {"inc": 1}}}})
+        w.api.deliver(w.op.cache)
+        timers = dict(w.op.run_queue._timers)
+        for _, handle in timers.values():
+            handle.cancel()
+        return [(key, at - asyncio.get_running_loop().time()) for key, (at, _) in timers.items()]
+
+    woken = asyncio.run(changes())
+    assert [key for key, _ in woken] == [(NS, "p")] and 0.5 < woken[0][1] <= 1.0, woken
+    assert (NS, "p") not in w.op.run_queue._queued

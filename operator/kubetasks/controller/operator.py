@@ -25,7 +25,7 @@ import kopf
 from kubetasks import blobs, kube
 from kubetasks.api.storage import BlobRef
 from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results
-from kubetasks.controller.metadata import ancestors_to_wake, digest_of
+from kubetasks.controller.metadata import COALESCE_SECONDS, ancestors_to_wake, digest_of
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -94,7 +94,9 @@ class Operator:
         if parent is not None:  # ahead of status echoes, as a freed slot's next run: it may resume now
             self.run_queue.add((ns, parent), first=True)
         for ancestor in ancestors_to_wake(self.cache, old, new):  # its ctx.metadata.parent/.root changed
-            self.run_queue.add(ancestor)
+            # A second later, once for all the children that changed meanwhile (its writes are
+            # one a second anyway): a fan-out of a thousand children costs a parent no more.
+            self.run_queue.add_after(ancestor, COALESCE_SECONDS)
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
