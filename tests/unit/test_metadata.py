@@ -23,7 +23,7 @@ from kubetasks.core.metadata import (
     storable,
 )
 from kubetasks.core.naming import checkpoint_name
-from kubetasks.protocol import METADATA_KEY, METADATA_LABEL, metadata_digest
+from kubetasks.protocol import METADATA_KEY, METADATA_LABEL, TOTAL_LIMIT, metadata_digest
 from kubetasks.runtime.checkpoints import Checkpoints, MemoryStore
 from kubetasks.runtime.context import Context
 from kubetasks.runtime.entry import Invocation, run_task
@@ -403,3 +403,12 @@ def test_many_children_changing_within_a_second_wake_their_parent_once_a_second_
     woken = asyncio.run(changes())
     assert [key for key, _ in woken] == [(NS, "p")] and 0.5 < woken[0][1] <= 1.0, woken
     assert (NS, "p") not in w.op.run_queue._queued
+
+
+def test_metadata_shares_the_checkpoint_configmaps_room_with_the_steps():
+    store = MemoryStore({"step.big": "x" * (TOTAL_LIMIT - 100 * 1024)})  # steps' records: 800 KiB
+    md = Metadata(RunMetadata(Checkpoints(store), 0))
+    md.set("fits", "y" * (50 * 1024))
+    with pytest.raises(MetadataTooLarge, match="900 KiB"):
+        md.set("does-not", "z" * (60 * 1024))
+    assert md.get("does-not") is None and "does-not" not in written(store)["own"]

@@ -21,7 +21,7 @@ from kubetasks.core.metadata import (
     METADATA_LIMIT, MetadataDoc, MetadataError, appended, contribute, contribution_value, incremented, parse_doc,
     storable,
 )
-from kubetasks.protocol import METADATA_FLUSH_SECONDS, METADATA_KEY, METADATA_LABEL, metadata_digest
+from kubetasks.protocol import METADATA_FLUSH_SECONDS, METADATA_KEY, METADATA_LABEL, TOTAL_LIMIT, metadata_digest
 from kubetasks.runtime.checkpoints import Checkpoints, MemoryStore
 from kubetasks.runtime.errors import InvalidMetadata, MetadataTooLarge
 
@@ -83,6 +83,12 @@ class RunMetadata:
             if size > METADATA_LIMIT:
                 raise MetadataTooLarge(f"metadata {key!r}: the run's metadata would be {size} bytes; the limit is "
                                        f"{METADATA_LIMIT} (256 KiB): keep large data elsewhere")
+            # It shares the checkpoint ConfigMap with the steps' records (protocol.TOTAL_LIMIT in all).
+            old = self._checkpoints.value(METADATA_KEY)
+            total = self._checkpoints.used() + size - (len(old.encode()) if old is not None else -len(METADATA_KEY))
+            if total > TOTAL_LIMIT:
+                raise MetadataTooLarge(f"metadata {key!r}: the run's checkpoints (its steps' records and its "
+                                       f"metadata) would be {total} bytes; the limit is {TOTAL_LIMIT} (900 KiB)")
             self._doc, self._dirty = changed, True
             due = self._last_write + self._flush_seconds - self._clock()
             if due > 0:
