@@ -164,6 +164,14 @@ class BlobStore:
         """The whole blob, verified before it is returned."""
         return b"".join(self.stream(ref))
 
+    def copy(self, source: str, target: str) -> None:
+        """Copies one blob within the store, server-side (no bytes through the operator);
+        BlobMissing when there is no ``source``. Overwrites ``target``: copying again is harmless."""
+        try:
+            obstore.copy(self.store, source, target, overwrite=True)
+        except FileNotFoundError:
+            raise BlobMissing(f"{self.uri(source)} is missing from the store") from None
+
     def delete_prefix(self, prefix: str) -> int:
         """Deletes every blob below ``prefix``; how many there were."""
         paths = [path for path, _, _ in self.listing(prefix)]

@@ -152,6 +152,13 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any],
                        guarded({"status": status}, uid, resource_version), "status")
 
 
+def replace_status(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """PUTs ``body``'s status (RBAC: ``update`` on ``<plural>/status``), only at the resourceVersion
+    ``body`` carries: 409 when the object changed since it was read."""
+    return cast(dict[str, Any], custom().replace_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, body))
+
+
 def get_custom(plural: str, namespace: str, name: str) -> dict[str, Any]:
     return cast(dict[str, Any], custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
 
@@ -285,6 +292,7 @@ class Resource:
 TASKS = Resource(GROUP, VERSION, "tasks")
 TASKRUNS = Resource(GROUP, VERSION, "taskruns")
 TASKQUEUES = Resource(GROUP, VERSION, "taskqueues")
+WAITPOINTS = Resource(GROUP, VERSION, "waitpoints")
 JOBS = Resource("batch", "v1", "jobs")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 CONFIGMAP_METADATA = Resource("", "v1", "configmaps", metadata_only=True)
@@ -414,7 +422,7 @@ def get(resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS,
+RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS, "Waitpoint": WAITPOINTS,
              "ServiceAccount": Resource("", "v1", "serviceaccounts"),
              "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
              "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),

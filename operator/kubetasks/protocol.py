@@ -35,6 +35,7 @@ ENV_PAYLOAD_FILE = "KUBETASKS_PAYLOAD_FILE"
 # and anyone who may read Jobs would read it).
 ENV_PAYLOAD = "KUBETASKS_PAYLOAD"
 ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
+ENV_REPLAY_OF = "KUBETASKS_REPLAY_OF"  # a replay's original run (spec.replayOf.name): ctx.is_replay
 # The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
 ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
 
@@ -206,6 +207,12 @@ def _text(value: Any, limit: int) -> str | None:
 
 KEY_PREFIX = "step."
 SCOPE_SEPARATOR = "/"
+# A token's outcome (ctx.step.wait_for_token), written by the operator as a record of this key
+# once the token is completed or timed out: the pod may not read Waitpoints. The wait's own
+# record stays the pod's, completed by the attempt that reads the outcome, as a child wait's is.
+# Not a step: never shown in status. Also how a wait names a token ("waitpoint:<name>"); run
+# names have no ':'.
+TOKEN = "waitpoint:"
 CONFIGMAP_KEY_LIMIT = 253
 RECORD_LIMIT = 256 * 1024
 TOTAL_LIMIT = 900 * 1024
@@ -241,7 +248,9 @@ class Checkpoint:
     # A result kept in the object store (core.step_grants): {"uri", "size", "sha256"}, written as
     # "resultRef" instead of "result"; read back only through the attempt's grant, verified.
     result_ref: dict[str, Any] | None = None
-    waiting_on: tuple[str, ...] | None = None  # a wait's child runs, by name
+    waiting_on: tuple[str, ...] | None = None  # a wait's child runs, by name, and tokens (TOKEN + name)
+    any_of: bool = False  # a wait that ends when the first of waiting_on ends, or at timeout_at (wait_any)
+    timeout_at: datetime | None = None
 
     @property
     def completed(self) -> bool:
@@ -263,6 +272,10 @@ class Checkpoint:
             body["startedAt"] = format_time(self.started_at)
         if self.waiting_on is not None:
             body["waitingOn"] = list(self.waiting_on)
+        if self.any_of:
+            body["anyOf"] = True
+        if self.timeout_at is not None:
+            body["timeoutAt"] = format_time(self.timeout_at)
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -284,6 +297,8 @@ class Checkpoint:
                 started_at=parse_time(body.get("startedAt")),
                 result_ref=body["resultRef"] if isinstance(body.get("resultRef"), dict) else None,
                 waiting_on=_names(body.get("waitingOn")),
+                any_of=body.get("anyOf") is True,
+                timeout_at=parse_time(body.get("timeoutAt")),
             )
         except (ValueError, TypeError):
             return None
@@ -320,12 +335,14 @@ def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STE
     wake time or the runs they wait for (which also tell the operator an attempt slept or waits
     when its pod is gone). When there are
     more than ``limit`` (the status holds 200), the most recent are kept."""
-    records = parse_checkpoints(data).values()
+    records = [r for r in parse_checkpoints(data).values() if not r.key.startswith(TOKEN)]
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [
         StepRecord(name=r.key, attempt=r.attempt, duration_seconds=r.duration_seconds, completed_at=r.completed_at,
                    wake_at=None if r.completed else r.wake_at,
-                   waiting_on=list(r.waiting_on) if r.waiting_on is not None and not r.completed else None)
+                   waiting_on=list(r.waiting_on) if r.waiting_on is not None and not r.completed else None,
+                   any_of=r.any_of and not r.completed or None,
+                   timeout_at=None if r.completed else r.timeout_at)
         for r in ordered[-limit:] if limit > 0
     ]

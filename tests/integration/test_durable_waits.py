@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import pytest
 
-from tests.conftest import apply, kubectl, wait_until
+from kubetasks.core.children import job_finished
+from tests.conftest import apply, get, kubectl, wait_until
+from tests.integration.test_faults import operator_restored
 from tests.integration.test_flow_control import PodTimeline, RunTimeline, Seen, Timeline
 from tests.integration.test_runtime import counter_with_access, sdk_task
 from tests.integration.test_taskruns import FINISHED, status, taskrun
@@ -44,7 +46,7 @@ def waits_broken(parent: str, runs: list[Seen], jobs: list[Seen], pods: list[See
             broken += [f"pod {p.name} active at revision {p.rv}, inside the wait ({e.rv}, {until})"
                        for p in pods if p.active and e.rv < p.rv < until
                        and (p.obj["metadata"].get("labels") or {}).get("kubetasks.io/run") == parent]
-            waited = (e.obj.get("status") or {}).get("waitingOn") or []
+            waited = [c for c in (e.obj.get("status") or {}).get("waitingOn") or [] if not c.startswith("waitpoint:")]
             broken += [f"Job at revision {until} before child {c} finished ({finished.get(c)})"
                        for c in waited if finished.get(c, until) >= until]
         was_waiting = phase(e) == "Waiting"
@@ -88,3 +90,50 @@ def test_a_parent_waits_for_its_children_with_no_pod_and_resumes_with_their_resu
     assert counter == {"before": "1"}, f"the step before the waits ran once: {counter}"
     children = json.loads(kubectl("get", "taskruns", "-n", namespace, "-l", "kubetasks.io/task=square", "-o", "json"))
     assert len(children["items"]) == 4 and all(c["spec"]["parentRun"] == "fan" for c in children["items"])
+
+
+def test_the_operator_killed_while_a_parent_waits_loses_nothing_and_it_resumes_once(namespace, operator):
+    """SIGKILL while the parent waits, kept down until its children's Jobs have ended (no one
+    sees them finish), then SIGKILL again as the attempt that resumes gets its Job: every child
+    is seen to its end, the parent resumes once per wait, and nothing runs twice."""
+    apply(counter_with_access(namespace), namespace)
+    apply([sdk_task("square", f"{FAN_OUT}:square", retry={"maxAttempts": 1}),
+           sdk_task("fan-out", f"{FAN_OUT}:fan_out", allowTrigger=["square"], retry={"maxAttempts": 1})], namespace)
+    with RunTimeline(namespace) as runs, Timeline(namespace) as jobs, PodTimeline(namespace) as pods, \
+            operator_restored(operator):
+        apply(taskrun("fan", "fan-out", payload={"numbers": [1, 2, 3], "seconds": 4, "counter": "counter"}),
+              namespace)
+        wait_until("the parent waits", lambda: any(e.name == "fan" and phase(e) == "Waiting" for e in runs.log()),
+                   timeout=180, interval=0.05)
+        operator.kill()
+        children = (get("taskrun", "fan", namespace).get("status") or {}).get("waitingOn") or []
+        assert len(children) == 3, children
+
+        def children_jobs_ended() -> bool:
+            ended = {(j.obj["metadata"].get("labels") or {}).get("kubetasks.io/run") for j in jobs.log()
+                     if job_finished(j.obj)}
+            return set(children) <= ended
+        wait_until("the children's Jobs ended, unseen by the operator", children_jobs_ended, timeout=120)
+        assert all(phase(e) != "Succeeded" for e in runs.log() if e.name in children), "no one recorded them"
+        operator.start()
+
+        uid = next(e.uid for e in runs.log() if e.name == "fan")
+        wait_until("the parent resumes", lambda: len([j for j in jobs.starts() if j.owner == uid]) >= 2,
+                   timeout=120, interval=0.02)
+        operator.restart()
+        final = wait_until("the parent finishes", lambda: (s := status(namespace, "fan")).get("phase") in FINISHED
+                           and s, timeout=180)
+        wait_until("the watches saw the parent's end", lambda: any(
+            e.uid == uid and phase(e) in FINISHED for e in runs.log()) and {
+            p.owner for p in pods.log() if phase(p) in ("Succeeded", "Failed")} >= {
+            j.uid for j in jobs.starts() if j.owner == uid}, timeout=30)
+        broken = waits_broken("fan", runs.log(), jobs.log(), pods.log())
+        parent_jobs = [j.name for j in jobs.starts() if j.owner == uid]
+        child_runs = {e.name for e in runs.log() if e.name != "fan"}
+
+    assert not broken, f"the parent ran while it waited: {broken}"
+    assert final["phase"] == "Succeeded" and final["result"]["squares"] == [1, 4, 9], final
+    assert sorted(parent_jobs) == ["fan-1", "fan-2", "fan-3"], f"one Job per attempt: {parent_jobs}, {final}"
+    assert len(child_runs) == 4, f"each child triggered once: {child_runs}"
+    counter = json.loads(kubectl("get", "configmap", "counter", "-n", namespace, "-o", "json"))["data"]
+    assert counter == {"before": "1"}, f"the step before the waits ran once: {counter}"

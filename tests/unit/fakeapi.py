@@ -23,7 +23,8 @@ from kubetasks.core.logs import is_kept_log
 from kubetasks.protocol import METADATA_LABEL
 
 Body = dict[str, Any]
-WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs"}
+WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs",
+           "Waitpoint": "waitpoints"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
 # Kinds that a second informer watches too, with its selector: checkpoints with ctx.metadata.
@@ -37,7 +38,8 @@ def _stores(kind: str, obj: Body) -> list[str]:
         stores.append(ALSO_WATCHED[kind][0])
     return stores
 PLURALS = {"tasks": "Task", "taskqueues": "TaskQueue", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
-           "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding"}
+           "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding",
+           "waitpoints": "Waitpoint"}
 
 
 class FakeApi:

@@ -5,6 +5,7 @@ runs racing for one key or one slot, and a restart with nothing in memory."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -171,6 +172,31 @@ def test_a_restart_between_job_creation_and_status_write_adopts_the_job():
     w.restart()
     w.settle("r")
     assert w.status("r")["attempt"] == 1 and w.api.created() == ["r-1"]
+
+
+def lose_the_next_status_write(w: World, name: str) -> None:
+    """One reconcile whose status write is lost (the operator dies after its other writes)."""
+    before = copy.deepcopy(w.status(name))
+    w.reconcile(name, deliver=False)
+    w.api.objects[("TaskRun", NS, name)]["status"] = before
+
+
+def test_a_restart_between_a_retrys_job_and_its_status_write_adopts_the_job():
+    # Found by SIGKILLing the operator as a waiting parent resumed: the status still said
+    # Retrying (Waiting, Sleeping) for the attempt before, and the next attempt started again.
+    w = World(task(retry={"maxAttempts": 3, "minDelay": "1s", "maxDelay": "1s"}), taskrun("r"))
+    w.settle("r")
+    w.api.finish_job(NS, "r-1", ok=False)
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Retrying"
+    time.sleep(1.1)
+    lose_the_next_status_write(w, "r")
+    assert w.api.created() == ["r-1", "r-2"] and w.status("r")["phase"] == "Retrying"
+    w.restart()
+    w.settle("r")
+    assert w.api.created() == ["r-1", "r-2"] and w.status("r")["phase"] == "Running"
+    assert w.status("r")["attempt"] == 2
 
 
 def test_cancel_deletes_every_job_before_writing_cancelled():

@@ -12,7 +12,7 @@ from kubetasks.core.waits import still_waiting, waited_for, waiting_message
 from kubetasks.core.wakeups import parent_to_wake
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.protocol import Checkpoint, configmap_key
-from tests.unit.test_reconcile_runs import NS, World, task, taskrun
+from tests.unit.test_reconcile_runs import NS, World, lose_the_next_status_write, task, taskrun
 
 
 def child(name: str, parent: str = "p", phase: str | None = None) -> dict[str, Any]:
@@ -134,3 +134,15 @@ def test_a_restart_while_waiting_loses_nothing_and_the_parent_resumes_once():
     w.restart()
     w.settle("p")
     assert w.status("p")["attempt"] == 2 and w.api.created() == ["p-1", "p-2"]
+
+
+def test_a_restart_between_the_resumed_attempts_job_and_its_status_write_adopts_the_job():
+    w = waiting_parent(child("a"), retry={"maxAttempts": 1})
+    w.api.update("TaskRun", NS, "a", status={"phase": "Succeeded"})
+    w.api.deliver(w.op.cache)
+    lose_the_next_status_write(w, "p")
+    assert w.api.created() == ["p-1", "p-2"] and w.status("p")["phase"] == "Waiting"
+    w.restart()
+    w.settle("p")
+    assert w.api.created() == ["p-1", "p-2"], "the resumed attempt runs once"
+    assert w.status("p")["phase"] == "Running" and w.status("p")["attempt"] == 2

@@ -126,11 +126,13 @@ def test_run_identity_grants_only_its_own_checkpoints_and_its_own_run():
     t, r = objects()
     kinds = {o["kind"]: o for o in render_run_identity(r, t)}
     assert set(kinds) == {"ServiceAccount", "ConfigMap", "Role", "RoleBinding"}
-    configmaps, taskruns = kinds["Role"]["rules"]  # no create: this Task allows no triggering
+    configmaps, taskruns, tokens = kinds["Role"]["rules"]  # no create of runs: this Task allows no triggering
     assert configmaps == {"apiGroups": [""], "resources": ["configmaps"],
                           "resourceNames": [kinds["ConfigMap"]["metadata"]["name"]], "verbs": ["get", "update", "patch"]}
     assert taskruns == {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": ["resize-abc"],
                         "verbs": ["get"]}
+    # its tokens: made by its pods, never read or completed by them (no get, no status)
+    assert tokens == {"apiGroups": ["kubetasks.io"], "resources": ["waitpoints"], "verbs": ["create"]}
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u-1" for o in kinds.values())
     assert kinds["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": kinds["ServiceAccount"]["metadata"]["name"],
                                                  "namespace": "ns"}]
@@ -146,11 +148,13 @@ def rules_of(objects_):
 def test_create_on_taskruns_only_when_the_task_allows_triggering():
     t, r = objects({"entrypoint": "app:resize", "allowTrigger": ["thumbnail"]})
     creates = [rule for rule in rules_of(render_run_identity(r, t)) if "create" in rule["verbs"]]
-    assert creates == [{"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]}]
-    assert not any(rule.get("resources") != ["taskruns"] and "create" in rule["verbs"]
-                   for rule in rules_of(render_run_identity(r, t)))
+    assert creates == [{"apiGroups": ["kubetasks.io"], "resources": ["waitpoints"], "verbs": ["create"]},
+                       {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]}]
     everything = [rule for rule in rules_of(render_run_identity(r, t)) if "resourceNames" not in rule]
-    assert everything == creates  # the only rule not limited to named objects: RBAC has none for create
+    assert everything == creates  # the only rules not limited to named objects: RBAC has none for create
+    t, r = objects({"entrypoint": "app:resize"})
+    assert [rule["resources"] for rule in rules_of(render_run_identity(r, t)) if "create" in rule["verbs"]] == [
+        ["waitpoints"]]
 
 
 def test_a_named_service_account_gets_the_run_role_only_when_the_task_opts_in():

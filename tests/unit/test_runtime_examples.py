@@ -55,6 +55,22 @@ def test_steps_resume_after_a_crash_without_repeating_side_effects(capsys):
     assert {k: r.attempt for k, r in parse_checkpoints(store.data).items()} == {"step-1": 1, "step-2": 1, "step-3": 2}
 
 
+def test_replayed_fails_in_step_3_and_its_replay_runs_only_step_3(capsys):
+    from kubetasks.core.replay import reused_records, seed_data
+    from kubetasks.api.taskrun import ReplayOf
+
+    store = MemoryStore()
+    failed = run("replayed:replayed", "{}", store=store)
+    assert failed.code == 1 and "step 3 failed" in failed.report.error_message
+    seeded = MemoryStore(seed_data(reused_records(store.data, ReplayOf(name="ex-1", uid="u")), {}, None))
+    inv = Invocation(entrypoint="kubetasks_examples.replayed:replayed", payload="{}", run="ex-2", run_uid="v",
+                     replay_of="ex-1")
+    again = run_task(inv, seeded, lambda: T0)
+    assert again.report.result == {"counts": [1, 1, 1], "replay": True}
+    effects = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("side effect")]
+    assert effects == ["step-1", "step-2", "step-3", "step-3"]  # steps 1 and 2 once, step 3 in each run
+
+
 def test_sleeper_sleeps_then_resumes():
     store = MemoryStore()
     first = run("sleeper:sleeper", '{"seconds": 5}', store=store)
@@ -70,7 +86,7 @@ def test_typed_validates_the_payload_and_returns_the_model_as_json():
     assert (bad.code, bad.report.error_type) == (78, "InvalidPayload")
 
 
-@pytest.mark.parametrize("name", ["hello", "flaky", "memory", "steps", "sleeper", "typed"])
+@pytest.mark.parametrize("name", ["hello", "flaky", "memory", "steps", "sleeper", "typed", "replayed"])
 def test_examples_render_valid_task_manifests(name):
     import importlib
 

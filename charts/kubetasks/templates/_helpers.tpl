@@ -73,7 +73,12 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   resources: ["taskqueues"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetasks.io"]
-  resources: ["tasks/status", "taskruns/status", "taskqueues/status"]
+  # Waitpoints: the tokens runs wait for. create: granted to each SDK run's Role (its pods make
+  # their tokens), which RBAC lets only a holder grant; status: a token past its expiry is timed out
+  resources: ["waitpoints"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["kubetasks.io"]
+  resources: ["tasks/status", "taskruns/status", "taskqueues/status", "waitpoints/status"]
   verbs: ["patch"]
 - apiGroups: ["kubetasks.io"]
   # OwnerReferencesPermissionEnforcement (OpenShift turns it on): a child whose owner reference

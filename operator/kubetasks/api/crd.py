@@ -19,6 +19,7 @@ from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.flow import TaskQueueSpec, TaskQueueStatus
 from kubetasks.api.task import TaskSpec, TaskStatus
 from kubetasks.api.taskrun import TaskRunSpec, TaskRunStatus
+from kubetasks.api.waitpoint import WaitpointSpec, WaitpointStatus
 
 _KEEP = {
     "type", "format", "description", "default", "enum", "pattern", "minimum", "maximum",
@@ -135,6 +136,13 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
             {"name": "Waiting", "type": "integer", "jsonPath": ".status.waiting"},
             {"name": "Max Waiting", "type": "integer", "jsonPath": ".spec.maxWaiting", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ]),
+        "kubetasks.io_waitpoints.yaml": _crd("Waitpoint", "waitpoints", ["wp"], WaitpointSpec, WaitpointStatus, [
+            {"name": "Run", "type": "string", "jsonPath": ".spec.run"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"},
+            {"name": "Completed", "type": "date", "jsonPath": ".status.completedAt"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ]),
     }

@@ -42,6 +42,28 @@ class Phase(StrEnum):
                         Phase.SUPERSEDED, Phase.SKIPPED)
 
 
+class ReplayOf(Model):
+    """The run a replay (``kubetasks replay``) runs again, and which of its step records it reuses."""
+
+    name: str = Field(min_length=1, max_length=253, description="The original run's name (same namespace).",
+                      json_schema_extra=rules((matches("self", DNS1123_SUBDOMAIN),
+                                               f"replayOf.name must be a run's name: {SUBDOMAIN_WORDS}")))
+    uid: str = Field(min_length=1, max_length=64, description=(
+        "The original run's uid: a run re-created under its name is not it (the replay then fails "
+        "ReplaySourceMissing)."))
+    from_step: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="Reuse only the step records that completed before this step (a scoped key, e.g. "
+                    "\"parent/child\"); it and every step after it run again. Default: every completed step "
+                    "is reused, so the run resumes at the step that failed.")
+    fresh: bool = Field(default=False, description="Reuse no step record: every step runs again.")
+
+    model_config = Model.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [
+            {"rule": "!(has(self.fromStep) && has(self.fresh) && self.fresh)", "message": "set replayOf.fromStep or fresh, not both"}]}
+    }
+
+
 class TaskRunSpec(Model):
     task_ref: str = Field(min_length=1, max_length=253,
                           description="Name of the Task in the same namespace (up to 253 characters). Immutable.",
@@ -86,6 +108,10 @@ class TaskRunSpec(Model):
     parent_run: str | None = Field(default=None, description="The run that triggered this one, if any.")
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Overrides the Task's retention.ttlSecondsAfterFinished; 0 keeps this run.")
+    replay_of: ReplayOf | None = Field(
+        default=None, description="Set by `kubetasks replay`: this run runs another run of the same Task again, "
+                                  "starting from copies of its step records (the original is never written). "
+                                  "Immutable.")
 
     model_config = Model.model_config | {
         "json_schema_extra": {
@@ -102,6 +128,9 @@ class TaskRunSpec(Model):
                 {"rule": "has(self.payloadRef) == has(oldSelf.payloadRef) && "
                          "(!has(self.payloadRef) || self.payloadRef == oldSelf.payloadRef)",
                  "message": "payloadRef is immutable"},
+                {"rule": "has(self.replayOf) == has(oldSelf.replayOf) && "
+                         "(!has(self.replayOf) || self.replayOf == oldSelf.replayOf)",
+                 "message": "replayOf is immutable"},
             ]
         }
     }
@@ -127,7 +156,10 @@ class StepRecord(Model):
     completed_at: datetime | None = None
     wake_at: datetime | None = Field(default=None, description="When a durable sleep not yet over ends.")
     waiting_on: list[str] | None = Field(default=None, max_length=1000,
-                                         description="The child runs a durable wait not yet over waits for.")
+                                         description="The child runs (and waitpoint:<name> tokens) a durable "
+                                                     "wait not yet over waits for.")
+    any_of: bool | None = Field(default=None, description="The wait ends when the first of them ends (wait_any).")
+    timeout_at: datetime | None = Field(default=None, description="When a wait_any not yet over times out.")
 
 
 class ErrorInfo(Model):

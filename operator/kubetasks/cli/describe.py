@@ -45,11 +45,21 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
         ("Superseded by", status.get("supersededBy")),
         ("Idempotency key", spec.get("idempotencyKey")), ("Parent run", spec.get("parentRun")),
         ("Tags", ", ".join(str(t) for t in spec.get("tags") or []) or None),
+        ("Replay of", replay_of(spec.get("replayOf"))),
         ("Cancel requested", "yes" if spec.get("cancel") else None),
         ("Payload", json.dumps(spec["payload"]) if spec.get("payload") is not None else None),
         ("Payload", stored_payload(spec.get("payloadRef"))),
     ]
     return [(k, str(v)) for k, v in fields if v is not None and v != ""]
+
+
+def replay_of(source: Any) -> str | None:
+    """A replay's original, and which of its step records it reused (spec.replayOf)."""
+    if not isinstance(source, dict):
+        return None
+    reused = ("none (fresh)" if source.get("fresh") else f"those completed before step {source['fromStep']}"
+              if source.get("fromStep") else "every completed step")
+    return f"{source.get('name')} (uid {source.get('uid')}); steps reused: {reused}"
 
 
 def stored_payload(ref: Any) -> str | None:

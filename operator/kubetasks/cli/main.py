@@ -7,6 +7,8 @@
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS] [--operator-url URL]
     kubetasks cancel RUN [-n NS]
+    kubetasks replay RUN [--payload JSON] [--from-step NAME | --fresh] [-n NS]
+    kubetasks replay --task TASK [--phase Failed] [--since 24h] [--rate N/s] [-n NS]
     kubetasks why RUN [-n NS] [--operator-url URL]
     kubetasks crds [--write [DIR]]
     kubetasks completion bash|zsh|fish
@@ -35,7 +37,7 @@ from rich.console import Console
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
 from kubetasks.cli.tables import run_rows, runs_table
-from kubetasks.cli import dashboard, why
+from kubetasks.cli import complete, dashboard, replay, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
                                   parse_payload, read_payload)
@@ -164,6 +166,9 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     p = with_namespace(sub.add_parser("cancel", help="cancel a TaskRun"))
     _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
 
+    p = with_namespace(replay.add_parser(sub))
+    _complete_with(next(a for a in p._actions if a.dest == "run"), "taskruns")
+
     p = sub.add_parser("crds", help="print the CRDs generated from the API models, or write them")
     p.add_argument("--write", nargs="?", const="crds", metavar="DIR",
                    help="write the files to DIR (default: crds) instead of printing")
@@ -173,6 +178,8 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     p = with_namespace(why.add_parser(sub))
     _complete_with(next(a for a in p._actions if a.dest == "run"), "taskruns")
     with_namespace(dashboard.add_parser(sub))
+    p = with_namespace(complete.add_parser(sub))
+    _complete_with(next(a for a in p._actions if a.dest == "token"), "waitpoints")
     return parser
 
 
@@ -423,7 +430,7 @@ def kubectl_complete() -> int:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
             "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard,
-            "why": why.cmd_why}
+            "why": why.cmd_why, "complete": complete.cmd_complete, "replay": replay.cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,18 @@ def slim_custom(kind: str, api_version: str) -> Any:
     return slim
 
 
+def slim_waitpoint(api_version: str) -> Any:
+    """A Waitpoint without its completion's data (up to 64 KiB each): read once, when its run resumes."""
+    slim_all = slim_custom("Waitpoint", api_version)
+
+    def slim(body: Body) -> Body:
+        out = slim_all(body)
+        if "status" in out:
+            out["status"] = {k: v for k, v in out["status"].items() if k != "data"}
+        return out
+    return slim
+
+
 # What the operator still reads of a finished run (Task status, cron history, slots, retention,
 # which of its hooks are still to fire):
 # not its payload, result, error, tags or history, which can be most of its size. (The dashboard
@@ -176,6 +188,7 @@ class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
         self.tasks = Store("Task", slim_custom("Task", api_version))
         self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
+        self.waitpoints = Store("Waitpoint", slim_waitpoint(api_version))  # tokens waiting runs wait for
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of,
                                                               "debounce": _debounce_group, "superseded": _superseded_into,
                                                               "overlap": _overlap})

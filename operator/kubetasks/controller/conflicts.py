@@ -12,12 +12,17 @@ object, and it costs requests only when it happens.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, NoReturn
 
 from kubetasks import kube
 from kubetasks.controller.queue import Requeue
 from kubetasks.informer.store import Key, Store, uid_of
+
+# A reconciler's way to the API: ``await call("patch_spec", ...)`` runs that function of kube.py
+# (or of the fake API in the unit tests) off the event loop, with the reconciler's timeout.
+Call = Callable[..., Awaitable[Any]]
 
 # A name that holds another object now: the watch shows it (and wakes its key) soon; looked at
 # again after this long all the same.
@@ -54,3 +59,20 @@ async def write_status(api: ModuleType | Any, store: Store, resource: kube.Resou
     if updated is not None:
         store.written(updated)
     return updated
+
+
+async def cancel_run(call: Call, namespace: str, name: str, uid: str | None,
+                     resource_version: str | None = None) -> bool:
+    """Asks the run ``uid`` at ``name`` to cancel (``spec.cancel``; its own reconcile ends it),
+    only as it was at ``resource_version`` when given. False when nothing of that run's is there to
+    cancel: deleted (404), or the name holds another run now (the uid precondition: 422; without a
+    resourceVersion a 409 can say only that). A 409 on the resourceVersion is the caller's to
+    decide on (:func:`decide_again`)."""
+    try:
+        await call("patch_spec", kube.TASKRUNS.plural, namespace, name, {"spec": {"cancel": True}}, uid,
+                   resource_version)
+    except Exception as e:
+        if kube.is_status(e, 404, 422) or (resource_version is None and kube.is_conflict(e)):
+            return False
+        raise
+    return True

@@ -25,7 +25,7 @@ from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase, TaskRunSpec
 from kubetasks.api.times import parse_time
 from kubetasks.controller.cache import Cache, uid_of
-from kubetasks.controller.conflicts import decide_again
+from kubetasks.controller.conflicts import cancel_run, decide_again
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.core.children import controlled_by
 from kubetasks.core.naming import (
@@ -145,12 +145,9 @@ class Scheduler:
         version): one re-created or changed meanwhile is a conflict, and the Task is decided again."""
         run = self.cache.runs.get((ns, name)) or {}
         uid = uid_of(run) or ""
-        try:
-            await self._call("patch_spec", "taskruns", ns, name, {"spec": {"cancel": True}}, uid,
-                             (run.get("metadata") or {}).get("resourceVersion"))
+        try:  # deleted, or another run under the name by now: nothing of the one seen to cancel
+            await cancel_run(self._call, ns, name, uid, (run.get("metadata") or {}).get("resourceVersion"))
         except Exception as e:
-            if kube.is_status(e, 404):
-                return  # deleted meanwhile: nothing to cancel
             if kube.is_conflict(e):
                 await decide_again(self.api, self.cache.runs, kube.TASKRUNS, (ns, name), uid)
             raise

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from kubetasks import kube
 from kubetasks.api.flow import WaitingFor
 from kubetasks.api.taskrun import Phase
 from kubetasks.controller.cache import Body, Cache, uid_of
+from kubetasks.controller.conflicts import Call, cancel_run
 from kubetasks.core import debounce, overlap
 from kubetasks.core.plan import Event, Plan, World, plan_held
 
 log = logging.getLogger(__name__)
 
-Call = Callable[..., Awaitable[Any]]
 PostEvent = Callable[[Body, Event], Awaitable[None]]
 
 
@@ -74,12 +72,8 @@ class Gates:
 
     async def _cancel(self, ns: str, name: str, uid: str, why: str) -> None:
         """Cancels an older run of the key (overlap: cancelRunning), only the one seen (its uid)."""
-        try:
-            await self._call("patch_spec", "taskruns", ns, name, {"spec": {"cancel": True}}, uid, None)
-        except Exception as e:
-            if kube.is_status(e, 404, 422):
-                return  # deleted, or another run now has the name: nothing of ours to cancel
-            raise
+        if not await cancel_run(self._call, ns, name, uid):
+            return  # deleted, or another run now has the name: nothing of ours to cancel
         log.info("%s/%s: %s", ns, name, why)
         body = self.cache.runs.get((ns, name))
         if body is not None:

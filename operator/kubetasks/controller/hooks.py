@@ -22,6 +22,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import HookRecord, TaskRun
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Key, uid_of
+from kubetasks.controller.conflicts import Call
 from kubetasks.core.hooks import is_hook_of, render_hook_run, to_fire
 from kubetasks.core.plan import Event
 
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 HOOK_FIRED = "HookFired"
 HOOK_FAILED = "HookFailed"
 
-Call = Callable[..., Awaitable[Any]]
 WriteStatus = Callable[[Key, str, dict[str, Any], str | None], Awaitable[Body | None]]
 PostEvent = Callable[[Body, Event], Awaitable[None]]
 

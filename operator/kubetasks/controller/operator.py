@@ -37,7 +37,9 @@ from kubetasks.core.children import controller_uid
 from kubetasks.core.grants import grant_margin
 from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
-from kubetasks.core.wakeups import after_task_change, parent_to_wake, phase_of, task_spec_changed, unfinished
+from kubetasks.core.wakeups import (
+    after_task_change, parent_to_wake, phase_of, run_to_wake_for_token, task_spec_changed, unfinished,
+)
 
 log = logging.getLogger("kubetasks")
 
@@ -72,6 +74,7 @@ class Operator:
         self.cache.jobs.listeners.append(self.job_changed)
         self.cache.queues.listeners.append(self.queue_changed)
         self.runs.metadata.store.listeners.append(self.metadata_changed)
+        self.cache.waitpoints.listeners.append(self.waitpoint_changed)
 
     # What a change wakes -------------------------------------------------------------------
     def task_changed(self, old: Body | None, new: Body | None) -> None:
@@ -116,6 +119,11 @@ class Operator:
             run = self.runs.metadata.run_of(new)
             if run is not None:
                 self.run_queue.add(key_of(run))
+
+    def waitpoint_changed(self, old: Body | None, new: Body | None) -> None:
+        run = run_to_wake_for_token(old, new)
+        if run is not None:  # ahead of status echoes, as a child's end: it may resume now
+            self.run_queue.add((key_of(new or old or {})[0], run), first=True)
 
     def queue_changed(self, old: Body | None, new: Body | None) -> None:
         if task_spec_changed(old, new):  # not its status write's echo
@@ -165,7 +173,7 @@ class Operator:
         loop = asyncio.get_running_loop()
         mine = instance_selector(instance)
         kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.queues, kube.TASKQUEUES, mine),
-                 (self.cache.runs, kube.TASKRUNS, mine),
+                 (self.cache.runs, kube.TASKRUNS, mine), (self.cache.waitpoints, kube.WAITPOINTS, mine),
                  (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"),
                  (self.cache.job_pods, kube.PODS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))  # their pods carry the labels
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces

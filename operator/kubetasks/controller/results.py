@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun, TaskRunStatus
 from kubetasks.controller.cache import Cache
+from kubetasks.controller.conflicts import Call
 from kubetasks.controller.queue import Requeue
 from kubetasks.blobs import BlobError, BlobMissing, BlobStore, error_line as store_error
 from kubetasks import kube
@@ -39,7 +40,6 @@ from kubetasks.protocol import RESULT_CONFIGMAP_LIMIT, Report
 log = logging.getLogger(__name__)
 READ_RETRY = 5.0  # seconds between reads of a result the store could not serve
 READ_DEADLINE = 300.0  # seconds after the attempt's end: then the attempt fails, ResultUnreadable
-Call = Callable[..., Awaitable[Any]]
 
 
 class ResultRefs:

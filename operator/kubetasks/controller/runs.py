@@ -35,7 +35,8 @@ from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
-from kubetasks.controller.conflicts import write_status
+from kubetasks.controller.conflicts import cancel_run, write_status
+from kubetasks.controller.waitpoints import Tokens
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
@@ -46,6 +47,7 @@ from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
 from kubetasks.controller.payloads import Payloads
+from kubetasks.controller.replay import replay_seed
 from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
@@ -57,10 +59,11 @@ from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
 from kubetasks.core.start_check import Look, judge_start, look_again, more_reads, plan_start_check
+from kubetasks.core.replay import replay_refusal
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
-from kubetasks.core.waits import still_waiting, unseen, waited_for
+from kubetasks.core.waits import children_in, still_waiting, tokens_in, unseen, wait_state, waited_for
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -113,6 +116,7 @@ class RunReconciler:
         self._start_checks: dict[str, Look] = {}
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
+        self.tokens = Tokens(cache, self._call)  # Waitpoints runs wait for (ctx.step.wait_for_token)
         self.payloads = Payloads()  # payloads kept in the store (spec.payloadRef): the operator configures it
         self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.archive.attach(cache)
@@ -270,12 +274,25 @@ class RunReconciler:
             refusal = self.queues.first_reconcile(self.cache.runs.get(key))  # its TaskQueue's maxWaiting
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None:
             refusal = await self.payloads.refusal(run, task)  # a payloadRef not its own, or not there
+        if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None \
+                and run.spec.replay_of:
+            refusal = await self._check_replay(run)  # its original gone, another run now, or of another Task
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
+        token_check: datetime | None = None
         waits = run.status.phase == Phase.WAITING or run.spec.cancel
         if sdk and (waits or any(o.state != "active" for o in attempts.values())):
             world = await self._with_steps(world, uid)
-            names = waited_for(world.steps, max([run.status.attempt, *attempts]))
-            world = replace(world, waiting_on=await self._unfinished_children(run, names))
+            attempt = max([run.status.attempt, *attempts])
+            names = waited_for(world.steps, attempt)
+            tokens, token_check = await self.tokens.pending(run, uid, names, world.now)
+            children = await self._unfinished_children(run, children_in(names))
+            wait = wait_state(world.steps, attempt, children + tokens, world.now)
+            if not wait.waiting_on and tokens_in(names):  # over: the next attempt reads the tokens' outcomes
+                await self.tokens.write_outcomes(run, uid, tokens_in(names), world.now)
+            if wait.cancel:  # a wait_any over: the children it no longer waits for
+                await self._cancel_children(run, wait.cancel)
+            token_check = min(filter(None, (token_check, wait.look_again)), default=None)
+            world = replace(world, waiting_on=wait.waiting_on)
         problem, deadline, check_at = await self._start_check(run, task, attempts)
         world = replace(world, start_problem=problem, start_deadline=deadline)
         plan = plan_run(world)
@@ -316,6 +333,8 @@ class RunReconciler:
             await self._drop_access(run, uid, task)
         if check_at and plan.status.phase == Phase.RUNNING:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
+        if token_check and plan.status.phase == Phase.WAITING:  # a token or a wait_any times out then
+            requeue = min(requeue, token_check) if isinstance(requeue, datetime) else token_check
         if metadata is not None and metadata.due is not None and not plan.status.phase.finished:
             requeue = sooner(requeue, metadata.due)  # a metadata write held back
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
@@ -343,16 +362,9 @@ class RunReconciler:
 
     async def _cancel_children(self, run: TaskRun, names: list[str]) -> None:
         """Cancels the children a cancelled run waited for (only its own, each by its uid)."""
-        for name in names:
-            child = self.cache.runs.get((run.namespace, name))
-            if child is None or not unfinished(child) or (child.get("spec") or {}).get("parentRun") != run.name:
-                continue
-            try:
-                await self._call("patch_spec", "taskruns", run.namespace, name,
-                                 {"spec": {"cancel": True}}, uid_of(child))
-            except Exception as e:
-                if not kube.is_status(e, 404, 409, 422):  # gone, or another run now: nothing to cancel
-                    raise
+        known = {n: self.cache.runs.get((run.namespace, n)) for n in names}
+        for name in still_waiting(run.name, names, known):
+            await cancel_run(self._call, run.namespace, name, uid_of(known[name]))
 
     async def _check_parent(self, run: TaskRun, uid: str) -> Refusal | None:
         """Why a child run may not run (its parent's Task does not allow its Task), or None; once
@@ -373,6 +385,16 @@ class RunReconciler:
                 await self._create_owned(obj, uid)
             self.cache.parent_access.add(uid)
         return refusal
+
+    async def _check_replay(self, run: TaskRun) -> Refusal | None:
+        """Why a replay cannot start from its original (core.replay); the API is asked when the
+        cache does not hold the original it names (just created, or of another instance)."""
+        source = run.spec.replay_of
+        assert source is not None
+        original = self.cache.runs.get((run.namespace, source.name))
+        if original is None or uid_of(original) != source.uid:
+            original = await self._call("get", kube.TASKRUNS, run.namespace, source.name)
+        return replay_refusal(run, original)
 
     async def _warn_root(self, run: TaskRun, refusal: Refusal) -> None:
         """The run at the root of a chain that went too deep hears of it: that is where a person looks."""
@@ -531,7 +553,10 @@ class RunReconciler:
             if payload is not None:  # at every attempt: a run begun before it was made gets it too
                 await self._create_owned(payload, uid)
             if attempt == 1 or not plan.status.attempts:
-                for obj in render_run_identity(run, task):
+                seed = await replay_seed(self._call, self.results.store, run, uid) if uses_sdk(task) else {}
+                if isinstance(seed, Refusal):  # its original was deleted since the replay was admitted
+                    return plan_failed(run, datetime.now(timezone.utc), seed.reason, seed.message, plan.status)
+                for obj in render_run_identity(run, task, seed):
                     await self._create_owned(obj, uid)
             machine = machine_for_attempt(run, task, [a.reason for a in plan.status.attempts if a.attempt < attempt])
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs

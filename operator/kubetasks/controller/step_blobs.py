@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobStore
+from kubetasks.controller.conflicts import Call
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.step_grants import judge_step_ref, render_step_grant, slot_paths, step_refs
 
 log = logging.getLogger(__name__)
-Call = Callable[..., Awaitable[Any]]
 
 
 async def step_grant(call: Call, store: BlobStore, run: TaskRun, attempt: int, lifetime: timedelta,

@@ -4,6 +4,7 @@ than duplicates, what it made before."""
 from __future__ import annotations
 
 import hashlib
+import re
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -118,6 +119,15 @@ def scheduled_run_name(task: str, tick: datetime, task_uid: str | None = None) -
 def idempotent_run_name(task: str, key: str) -> str:
     """Name of a run triggered with an idempotency key: the same key always maps to one object."""
     return fit_name(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])
+
+
+def token_name(run: str, uid: str, key: str) -> str:
+    """The Waitpoint of step ``key``'s token in the run ``uid``: ``<run>-<key>-<hash>``, readable
+    (the key's letters and digits, up to 20) and unique per run and key, so the pod that makes it
+    again (a retried attempt) finds its own, and a run re-created under the name makes another."""
+    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")[:20].strip("-")
+    digest = hashlib.sha256(f"{uid}\0{key}".encode()).hexdigest()[:8]
+    return fit_name(run, f"-{slug}-{digest}" if slug else f"-{digest}", MAX_SUBDOMAIN)
 
 
 def hook_run_name(run: str, uid: str, kind: str) -> str:

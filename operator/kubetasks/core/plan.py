@@ -130,9 +130,13 @@ def plan_run(world: World) -> Plan:
 
     obs = world.attempts.get(status.attempt)
     if obs is None or obs.state == "active":
-        if status.phase in (Phase.RETRYING, Phase.SLEEPING):
+        # A Job of an attempt newer than the status says: the next attempt was started and the
+        # status write that says so was lost (the operator died in between). It runs: never
+        # started again under the next number.
+        started_since = obs is not None and status.attempt > run.status.attempt
+        if status.phase in (Phase.RETRYING, Phase.SLEEPING) and not started_since:
             return _after_pause(plan, world)
-        if was_waiting:  # its Job is gone (its TTL): the wait goes on all the same
+        if was_waiting and not started_since:  # its Job is gone (its TTL): the wait goes on all the same
             return _after_wait(plan, world)
         # Started: its Job exists (or was just created). A Job that vanishes is observed as lost,
         # never created again under the same attempt number.

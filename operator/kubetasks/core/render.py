@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from typing import Any
 
@@ -89,6 +89,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         env.append({"name": protocol.ENV_INSTANCE, "value": labels[LABEL_INSTANCE]})
     if uses_sdk(task):
         env.append({"name": protocol.ENV_CHECKPOINTS, "value": checkpoint_name(run.name, uid(run))})
+    if run.spec.replay_of is not None:  # ctx.is_replay
+        env.append({"name": protocol.ENV_REPLAY_OF, "value": run.spec.replay_of.name})
     if spec.entrypoint:
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
     env += [e.to_api() for e in spec.env]
@@ -175,7 +177,8 @@ def run_account(run: TaskRun, task: Task) -> str | None:
 
 def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     """What a run's pods may do: read their own TaskRun (a payload too large for its file), read and
-    write their own checkpoints, and create TaskRuns only when the Task allows triggering. RBAC
+    write their own checkpoints, create tokens (Waitpoints), and create TaskRuns only when the Task
+    allows triggering. RBAC
     cannot limit ``create`` by taskRef: the operator refuses a child of a Task not in the parent's
     ``allowTrigger`` (core.trigger_policy), and an admission policy in the chart makes a run's pods
     name their own run as ``parentRun``."""
@@ -183,6 +186,10 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [checkpoint_name(run.name, uid(run))],
          "verbs": ["get", "update", "patch"]},
         {"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "resourceNames": [run.name], "verbs": ["get"]},
+        # its tokens (ctx.step.wait_for_token): made by its pods, never read or completed by them;
+        # RBAC cannot limit create by name, and the operator waits only on a token of this run's
+        # name and uid (core.waits.ours), so one made for another run is nobody's.
+        {"apiGroups": ["kubetasks.io"], "resources": ["waitpoints"], "verbs": ["create"]},
     ]
     if task.spec.allow_trigger:
         rules.append({"apiGroups": ["kubetasks.io"], "resources": ["taskruns"], "verbs": ["create"]})
@@ -193,14 +200,15 @@ def run_rules(run: TaskRun, task: Task) -> list[dict[str, Any]]:
     return rules
 
 
-def render_run_identity(run: TaskRun, task: Task) -> list[dict[str, Any]]:
+def render_run_identity(run: TaskRun, task: Task, checkpoints: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The objects that give a run's pods the least access that works (see :func:`run_rules`), all
     owned by the TaskRun, so they go when it goes. A Task with its own serviceAccountName gets the
-    Role bound to that account only with ``bindRunRole``; otherwise no Role at all."""
+    Role bound to that account only with ``bindRunRole``; otherwise no Role at all. ``checkpoints``:
+    the records its checkpoint ConfigMap starts with (a replay's, core.replay)."""
     name, ns = run_identity_name(run.name, uid(run)), run.namespace
     meta = {"namespace": ns, "labels": run_labels(run, task.task_id), "ownerReferences": [owner_reference(run)]}
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(run.name, uid(run)), **meta},
-                 "data": {}}
+                 "data": dict(checkpoints or {})}
     if not uses_sdk(task):  # a plain command: no checkpoints, no API access
         return []
     account = run_account(run, task)

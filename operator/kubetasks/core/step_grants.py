@@ -17,10 +17,16 @@ carries:
   them is trusted: a ref is signed only when it names a step slot of this very run in the
   operator's store (never another run's blob, nor another bucket); any other is listed as refused
   with why, so the pod fails saying so rather than returning a wrong value.
+
+A replay (core.replay) starts from copies of its original's records: the operator copies each
+reused blob into the replay's own prefix as ``steps/replayed-<digest>`` (no pod has a slot of
+that name, so none can overwrite it) and the copied record names it, so a replay's pod reaches
+its own run's blobs only, like any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -61,6 +67,15 @@ def slot_paths(namespace: str, run_uid: str, attempt: int, slots: int) -> list[s
     return [slot_path(namespace, run_uid, attempt, i) for i in range(slots)]
 
 
+REPLAYED = "replayed-"
+
+
+def replayed_path(namespace: str, run_uid: str, source_uri: str) -> str:
+    """Where a replay keeps its copy of its original's step blob ``source_uri``: named by a digest
+    of it, so copies of distinct blobs (a replay of a replay has both kinds) never collide."""
+    return step_path(namespace, run_uid, REPLAYED + hashlib.sha256(source_uri.encode()).hexdigest()[:16])
+
+
 @dataclass(frozen=True)
 class StepRef:
     """A step record's ref as judged: the path to sign, or why not."""
@@ -85,12 +100,13 @@ def judge_step_ref(raw: Any, namespace: str, run_uid: str, store_url: str) -> St
         return StepRef(uri=uri[:300] if isinstance(uri, str) else "?", refusal="the record's resultRef is not a ref (uri, size, sha256)")
     base = store_url.rstrip("/") + "/"
     prefix = step_path(namespace, run_uid, "")
-    own = re.compile(re.escape(prefix) + r"attempt-[1-9][0-9]{0,5}-(0|[1-9][0-9]{0,3})")
+    own = re.compile(re.escape(prefix) + r"(attempt-[1-9][0-9]{0,5}-(0|[1-9][0-9]{0,3})|" + REPLAYED + "[0-9a-f]{16})")
     if ref.uri.startswith(base) and own.fullmatch(ref.uri[len(base):]):
         return StepRef(uri=ref.uri, path=ref.uri[len(base):])
     shown = ref.uri if len(ref.uri) <= 200 else ref.uri[:197] + "..."
     return StepRef(uri=ref.uri[:2048], refusal=(
-        f"{shown!r} is not a step output of this run ({base}{prefix}attempt-<n>-<i>): refused, not read"))
+        f"{shown!r} is not a step output of this run ({base}{prefix}attempt-<n>-<i> or {REPLAYED}<digest>): "
+        "refused, not read"))
 
 
 def render_step_grant(puts: list[tuple[str, str]], gets: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -54,3 +54,14 @@ def parent_to_wake(old: Body | None, new: Body | None) -> str | None:
     if not parent or (old is not None and not unfinished(old)):
         return None
     return parent if new is None or not unfinished(new) else None
+
+
+def run_to_wake_for_token(old: Body | None, new: Body | None) -> str | None:
+    """A token (Waitpoint) made, completed, timed out or deleted wakes the run it was made for,
+    which may be waiting for it (core.waits); its status written again the same way wakes none."""
+    body = new or old
+    run = ((body or {}).get("spec") or {}).get("run")
+    phase = lambda b: ((b or {}).get("status") or {}).get("phase")  # noqa: E731
+    if not run or (old is not None and new is not None and phase(old) == phase(new)):
+        return None
+    return str(run)

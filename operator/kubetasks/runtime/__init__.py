@@ -8,11 +8,13 @@ fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(
 """
 
 from kubetasks.api.flow import Debounce
+from kubetasks.runtime.any_of import Fired
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
     AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
-    InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed,
+    InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, TokenError,
+    TokenTimeout,
 )
 from kubetasks.runtime.metadata import Metadata
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
@@ -20,10 +22,10 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 
 __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
-    "Context", "Steps", "Metadata",
+    "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
-    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",
     "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 import typing
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -27,6 +27,8 @@ from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
+from kubetasks.runtime.any_of import Fired, wait_any
+from kubetasks.runtime.tokens import make_token, wait_for_token
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
 T = TypeVar("T")
@@ -84,9 +86,12 @@ RESUMED = Resumed()
 class Steps:
     """``ctx.step``: durable steps and sleeps of one attempt."""
 
-    def __init__(self, checkpoints: Checkpoints, run_uid: str, attempt: int, clock: Clock = utcnow) -> None:
+    def __init__(self, checkpoints: Checkpoints, run_uid: str, attempt: int, clock: Clock = utcnow,
+                 run: str = "", namespace: str = "") -> None:
         self._checkpoints = checkpoints
         self._run_uid = run_uid
+        self._run = run or run_uid  # the TaskRun's name (its tokens are named from it)
+        self._namespace = namespace
         self._attempt = attempt
         self._clock = clock
         self._used: set[str] = set()
@@ -214,6 +219,45 @@ class Steps:
         self._used.add(scoped)
         return outcomes
 
+    def wait_for_token(self, key: str, timeout: DurationLike | None = None) -> Any:
+        """Waits without a pod for the token of this step to be completed (``kubetasks complete
+        NAME --data JSON``, by anyone allowed to update ``waitpoints/status``) and returns the data
+        it was completed with. The token is a Waitpoint named :meth:`create_token` ``(key)``, made
+        now unless it was made before; ``timeout`` (seconds, timedelta or "24h") counts from then.
+        Raises :class:`~kubetasks.runtime.errors.TokenTimeout` when it was not completed in time."""
+        scoped = self._begin(key)
+        value = wait_for_token(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid,
+                               self._attempt, self._clock(), timeout)
+        self._used.add(scoped)
+        return value
+
+    def create_token(self, key: str, timeout: DurationLike | None = None) -> str:
+        """Makes the token that ``wait_for_token(key)`` will wait for, ahead of the wait, and
+        returns its name: send it to whoever completes it (a completion that comes before the wait
+        is kept). Idempotent: a retried attempt gets the same name, and the first expiry stands."""
+        scoped = scoped_key(_scope.get(), key)
+        return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())
+
+    def wait_any(self, key: str, *, tokens: Sequence[str] = (), runs: Sequence[tuple[TaskRef, Any]] = (),
+                 timeout: DurationLike | None = None, **options: Any) -> Fired:
+        """Waits without a pod for the first of ``tokens`` (the keys of this run's tokens, made
+        now unless :meth:`create_token` made them) and ``runs`` (``(task, payload)`` pairs,
+        triggered now as :meth:`trigger_and_wait` does) to end, or for ``timeout``, and returns
+        which one fired (:class:`~kubetasks.runtime.any_of.Fired`: ``kind`` token, run or timeout).
+        The children it no longer waits for are cancelled; the tokens are left. When several had
+        ended by the time the run resumed, the first in the order given fired: tokens, then runs."""
+        scoped = self._begin(key)
+        scope = _scope.get()
+        fired = wait_any(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid, self._attempt,
+                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options)
+        self._used.add(scoped)
+        return fired
+
+    def _token_namespace(self) -> str:
+        from kubetasks.runtime.kube import default_namespace
+
+        return self._namespace or default_namespace()
+
     # -- internals ------------------------------------------------------------------------------
 
     def _begin(self, key: str) -> str:
@@ -270,16 +314,24 @@ class Context:
     step: Steps
     run_uid: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("kubetasks.task"))
+    replay_of: str | None = None  # the run this one replays (`kubetasks replay`), by name
     # status.metadata: ctx.metadata.set("progress", 0.5), .increment, .append; .parent and .root
     metadata: Metadata = field(default_factory=Metadata.in_memory)
 
+    @property
+    def is_replay(self) -> bool:
+        """True in a run made by ``kubetasks replay``: its steps reused from the original return
+        their recorded results, as a retry's do; the others run again."""
+        return self.replay_of is not None
+
     @classmethod
     def local(cls, payload: Any = None, *, task_id: str = "local", run_id: str = "local", attempt: int = 1,
-              namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow) -> Context:
+              namespace: str = "default", store: CheckpointStore | None = None, clock: Clock = utcnow,
+              replay_of: str | None = None) -> Context:
         """A context with checkpoints in memory: for calling task functions in tests and scripts.
         Pass the same ``store`` to a second context to see what a retry would do."""
         checkpoints = Checkpoints(store if store is not None else MemoryStore())
-        steps = Steps(checkpoints, run_id, attempt, clock)
+        steps = Steps(checkpoints, run_id, attempt, clock, run=run_id, namespace=namespace)
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
                    step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"),
-                   metadata=Metadata(RunMetadata(checkpoints, flush_seconds=0.0)))
+                   replay_of=replay_of, metadata=Metadata(RunMetadata(checkpoints, flush_seconds=0.0)))

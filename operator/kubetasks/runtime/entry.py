@@ -53,6 +53,7 @@ class Invocation:
     checkpoints: str | None = None  # ConfigMap name
     termination_log: str = protocol.TERMINATION_MESSAGE_PATH
     payload_file: str | None = None  # set by the operator; no such file: the payload is in the TaskRun only
+    replay_of: str | None = None  # the run this one replays (kubetasks replay), by name
 
 
 def invocation_from_env(env: Mapping[str, str]) -> Invocation:
@@ -72,6 +73,7 @@ def invocation_from_env(env: Mapping[str, str]) -> Invocation:
         checkpoints=env.get(protocol.ENV_CHECKPOINTS) or None,
         termination_log=env.get(ENV_TERMINATION_LOG) or protocol.TERMINATION_MESSAGE_PATH,
         payload_file=env.get(protocol.ENV_PAYLOAD_FILE) or None,
+        replay_of=env.get(protocol.ENV_REPLAY_OF) or None,
     )
 
 
@@ -170,10 +172,11 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
 
     task_id = invocation.task or task_id or fn.__name__
     checkpoints = Checkpoints(store, read_step_grant(grant_dir))  # step outputs above the threshold: the store
-    steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock)
+    steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock,
+                  run=invocation.run, namespace=invocation.namespace)
     metadata = RunMetadata(checkpoints)
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
-                  payload=payload, step=steps, run_uid=invocation.run_uid,
+                  payload=payload, step=steps, run_uid=invocation.run_uid, replay_of=invocation.replay_of,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"), metadata=Metadata(metadata))
     try:
         try:

@@ -106,6 +106,24 @@ class ChildFailed(RunFailed):
         self.results = results
 
 
+class TokenError(Exception):
+    """A token a task waited for (``ctx.step.wait_for_token``) ended without a completion: its
+    Waitpoint was deleted (NotFound), or its data was refused (Refused, over 64 KiB)."""
+
+    def __init__(self, token: str, phase: str, message: str = "") -> None:
+        super().__init__(f"token {token} {phase}" + (f": {message}" if message else ""))
+        self.token = token
+        self.phase = phase
+        self.message = message
+
+
+class TokenTimeout(TokenError):
+    """The token was not completed before its timeout. Catch it to go on without it."""
+
+    def __init__(self, token: str, message: str = "") -> None:
+        super().__init__(token, "TimedOut", message)
+
+
 class WaitRequested(BaseException):
     """Internal: a durable wait for child runs ends the attempt (a BaseException, as
     :class:`SleepRequested`); the entry point turns it into outcome "waiting"."""

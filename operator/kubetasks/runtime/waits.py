@@ -52,7 +52,7 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
     model = task.result_model if isinstance(task, TaskLike) else None
     if record is not None and record.completed:
         log.info("step %s: its %s finished in attempt %d", scoped, _children(len(payloads)), record.attempt)
-        return [_outcome(o, model) for o in (record.result or {}).get("runs", [])]
+        return [child_outcome(o, model) for o in (record.result or {}).get("runs", [])]
     task_id = task_id_of(task)
     keys = child_keys(run_uid, scoped, len(payloads) if batch else None)
     names = [idempotent_run_name(task_id, k) for k in keys]
@@ -65,7 +65,7 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
     namespace = _namespace()
     outcomes, pending = [], []
     for name in names:
-        found = _read(RunHandle(name, namespace))
+        found = read_child(RunHandle(name, namespace))
         if found is None:
             pending.append(name)
         else:
@@ -79,7 +79,7 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
     checkpoints.put(replace(record, attempt=attempt, completed_at=now, result={"runs": outcomes},
                             duration_seconds=max((now - began).total_seconds(), 0.0)))
     log.info("step %s: its %s finished", scoped, _children(len(names)))
-    return [_outcome(o, model) for o in outcomes]
+    return [child_outcome(o, model) for o in outcomes]
 
 
 def _children(n: int) -> str:
@@ -92,7 +92,7 @@ def _namespace() -> str:
     return default_namespace()
 
 
-def _read(handle: RunHandle) -> dict[str, Any] | None:
+def read_child(handle: RunHandle) -> dict[str, Any] | None:
     """A finished child's outcome as the record keeps it, or None while it runs. A child that
     is not there (deleted) ends NotFound."""
     from kubetasks.runtime.trigger import _status_of, _transient
@@ -115,7 +115,7 @@ def _read(handle: RunHandle) -> dict[str, Any] | None:
     return None  # pragma: no cover - the loop returns or raises
 
 
-def _outcome(outcome: dict[str, Any], model: Any) -> Any:
+def child_outcome(outcome: dict[str, Any], model: Any) -> Any:
     if outcome.get("phase") == "Succeeded":
         return revive(outcome.get("result"), model)
     return ChildFailed(str(outcome.get("run")), str(outcome.get("phase")), outcome.get("error"))

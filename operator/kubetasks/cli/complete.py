@@ -1,0 +1,71 @@
+"""``kubetasks complete TOKEN [--data JSON | --data-file PATH] [-n NS]``: completes a token a run
+waits for (``ctx.step.wait_for_token``), as you: RBAC decides (``update`` on ``waitpoints/status``).
+
+The first completion wins (Trigger.dev's rule): the status is written with the resourceVersion it
+was read at, so of two racing completions one lands; the other, and any later one, finds the
+token finished, changes nothing and says so (exit 0: what was asked is done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+
+from kubetasks.api.times import format_time
+from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
+from kubetasks.cli.common import CliError, namespace_of, read_payload
+
+TRIES = 5  # writes lost to a racing writer (409) before giving up
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("complete", help="complete a token a TaskRun waits for (ctx.step.wait_for_token)")
+    p.add_argument("token", metavar="TOKEN", help="the Waitpoint's name (kubectl get waitpoints)")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--data", metavar="JSON", help="what the waiting task receives, as JSON (default: null)")
+    given.add_argument("--data-file", metavar="PATH", help="the same from a JSON file ('-': standard input)")
+    return p
+
+
+def completed(waitpoint: dict[str, Any], data: Any, now: datetime) -> dict[str, Any] | None:
+    """The Waitpoint with its completion, to write as read; None when it has finished already
+    (completed or timed out): the first outcome stands."""
+    status = waitpoint.get("status") or {}
+    if status.get("phase") in FINISHED:
+        return None
+    return {**waitpoint, "status": {**status, "phase": "Completed", "data": data, "completedAt": format_time(now)}}
+
+
+def data_size(data: Any) -> int:
+    return len(json.dumps(data, separators=(",", ":")).encode())
+
+
+def cmd_complete(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from kubetasks import kube
+
+    data = read_payload(args.data, args.data_file) if (args.data or args.data_file) else None
+    if data_size(data) > TOKEN_DATA_LIMIT:
+        raise CliError(f"the data is {data_size(data):,} bytes of JSON, more than a token takes "
+                       f"({TOKEN_DATA_LIMIT:,}): put it in a ConfigMap or an object store and send its name")
+    ns = namespace_of(args)
+    for _ in range(TRIES):
+        waitpoint = kube.get_custom("waitpoints", ns, args.token)
+        update = completed(waitpoint, data, datetime.now(timezone.utc))
+        if update is None:
+            status = waitpoint.get("status") or {}
+            out.print(f"waitpoint/{args.token} was already {str(status.get('phase')).lower()} at "
+                      f"{status.get('completedAt')}: nothing changed", highlight=False)
+            return 0
+        try:
+            kube.replace_status("waitpoints", ns, args.token, update)
+        except Exception as e:
+            if kube.is_conflict(e):
+                continue  # written meanwhile: read it again, it may have finished
+            raise
+        out.print(f"waitpoint/{args.token} completed", highlight=False)
+        return 0
+    raise CliError(f"waitpoint/{args.token} kept changing while it was being completed: try again")
