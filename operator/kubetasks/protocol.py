@@ -74,6 +74,20 @@ GRANT_PAYLOAD_SHA256 = "payload-sha256"
 GRANT_PAYLOAD_SIZE = "payload-size"
 
 
+# ctx.metadata (core.metadata): the pod's document in its checkpoint ConfigMap under METADATA_KEY,
+# flushed at most once a second and when the attempt ends; each flush sets METADATA_LABEL on the
+# ConfigMap to a digest of the document, so the operator watches (metadata only) just the
+# ConfigMaps of runs that use it, and reads one when its digest changes.
+METADATA_KEY = "metadata.json"
+METADATA_LABEL = "kubetasks.io/metadata"
+METADATA_FLUSH_SECONDS = 1.0
+
+
+def metadata_digest(text: str) -> str:
+    """METADATA_LABEL's value for a document: a valid label value that changes with it."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def result_key(attempt: int) -> str:
     """The key of an attempt's result in the run's checkpoint ConfigMap."""
     return f"{RESULT_KEY_PREFIX}{attempt}"

@@ -348,7 +348,8 @@ def test_the_status_policy_ships_by_default_for_the_releases_own_runs_and_operat
         {"key": "kubetasks.io/instance", "operator": "DoesNotExist"}]
     assert '"system:serviceaccount:sys:r-kubetasks"' in spec["matchConditions"][0]["expression"]
     assert [v["expression"].split("has(object.status.")[1].split(")")[0] for v in spec["validations"]] == [
-        "phase", "attempt", "attempts", "result", "resultRef", "error", "triggerDepth", "hooks"]
+        "phase", "attempt", "attempts", "result", "resultRef", "error", "triggerDepth", "hooks", "metadata",
+        "ancestorMetadata"]
     policy, _ = status_policy("instanceID=team-b", "serviceAccount.name=ops", "statusPolicy.extraWriters={alice}")
     assert policy["spec"]["matchConstraints"]["objectSelector"]["matchExpressions"] == [
         {"key": "kubetasks.io/instance", "operator": "In", "values": ["team-b"]}]

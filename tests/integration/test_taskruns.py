@@ -63,7 +63,7 @@ def test_a_run_succeeds(namespace, operator):
     assert res["limits"] == {"cpu": "250m", "memory": "256Mi"}
     assert has_event(namespace, "hello-1", "Succeeded")
     table = kubectl("get", "taskruns", "-n", namespace)
-    assert table.split()[:6] == ["NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "AGE"] and "Succeeded" in table
+    assert table.split()[:7] == ["NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "PROGRESS", "AGE"] and "Succeeded" in table
 
 
 def test_an_operator_killed_mid_burst_neither_loses_nor_duplicates_work(namespace, operator):

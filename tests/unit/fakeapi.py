@@ -20,12 +20,23 @@ from typing import Any
 from kubetasks import kube
 from kubetasks.controller.cache import Cache
 from kubetasks.core.logs import is_kept_log
+from kubetasks.protocol import METADATA_LABEL
 
 Body = dict[str, Any]
 WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs",
            "Waitpoint": "waitpoints"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
+# Kinds that a second informer watches too, with its selector: checkpoints with ctx.metadata.
+ALSO_WATCHED = {"ConfigMap": ("checkpoints", lambda o: METADATA_LABEL in (o["metadata"].get("labels") or {}))}
+
+
+def _stores(kind: str, obj: Body) -> list[str]:
+    """The cache's stores that see ``obj`` (their informers' selectors)."""
+    stores = [WATCHED[kind]] if kind in WATCHED and SELECTED.get(kind, bool)(obj) else []
+    if kind in ALSO_WATCHED and ALSO_WATCHED[kind][1](obj):
+        stores.append(ALSO_WATCHED[kind][0])
+    return stores
 PLURALS = {"tasks": "Task", "taskqueues": "TaskQueue", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
            "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding",
            "waitpoints": "Waitpoint"}
@@ -212,16 +223,17 @@ class FakeApi:
         """The watch catches up: every queued event reaches the stores, in order."""
         pending, self.pending = self.pending, []
         for kind, type_, obj in pending:
-            store = getattr(cache, WATCHED[kind])
-            store.event(type_, store.slim(obj))
+            for name in _stores(kind, obj):
+                store = getattr(cache, name)
+                store.event(type_, store.slim(obj))
 
     def relist(self, cache: Cache) -> None:
         """A relist (410 Gone, resync): the stores become what the server holds now."""
         self.pending = []
-        for kind, store in WATCHED.items():
+        for kind, store in [*WATCHED.items(), *((k, v[0]) for k, v in ALSO_WATCHED.items())]:
             target = getattr(cache, store)
             target.replace([target.slim(copy.deepcopy(o)) for k, o in self.objects.items()
-                            if k[0] == kind and SELECTED.get(kind, bool)(o)])
+                            if k[0] == kind and store in _stores(kind, o)])
 
     def created(self, kind: str = "Job") -> list[str]:
         return [name for k, name in self.made if k == kind]
@@ -244,7 +256,7 @@ class FakeApi:
         return copy.deepcopy(obj)
 
     def _queue(self, kind: str, type_: str, obj: Body) -> None:
-        if kind in WATCHED and SELECTED.get(kind, bool)(obj):
+        if _stores(kind, obj):
             self.pending.append((kind, type_, copy.deepcopy(obj)))
 
 

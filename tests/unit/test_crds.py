@@ -37,8 +37,9 @@ def test_schemas_are_structural():
 def test_printer_columns_and_names():
     crds = render_crds()
     runs = crds["kubetasks.io_taskruns.yaml"]["spec"]
-    assert [c["name"] for c in runs["versions"][0]["additionalPrinterColumns"]][:5] == \
-        ["Task", "Phase", "Attempt", "Waiting", "Age"]
+    columns = runs["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in columns][:6] == ["Task", "Phase", "Attempt", "Waiting", "Progress", "Age"]
+    assert columns[4]["jsonPath"] == ".status.metadata.progress"  # ctx.metadata.set("progress", ...)
     assert runs["names"]["categories"] == ["kubetasks"] and runs["names"]["shortNames"] == ["ktr"]
     tasks = crds["kubetasks.io_tasks.yaml"]["spec"]
     columns = [c["name"] for c in tasks["versions"][0]["additionalPrinterColumns"]]

@@ -125,6 +125,7 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
             {"name": "Waiting", "type": "string", "jsonPath": ".status.waitingFor.reason"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.metadata.progress"},  # ctx.metadata
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
             {"name": "Reason", "type": "string", "priority": 1,

@@ -16,6 +16,10 @@ from kubetasks.api.common import (
 )
 
 
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 128
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     DELAYED = "Delayed"
@@ -86,7 +90,10 @@ class TaskRunSpec(Model):
         default=None, max_length=256,
         description="Of the runs of one Task with the same key, one runs; the others end Duplicate (duplicateOf).",
     )
-    tags: list[str] = Field(default_factory=list, max_length=10)
+    tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_TAGS,
+        description=f"Labels of your own for the run (`kubetasks runs --tag T` lists those with T): at most {MAX_TAGS}, "
+                    f"each at most {MAX_TAG_LENGTH} characters.")
     concurrency_key: ConcurrencyKey | None = Field(
         default=None, description="The key its Task's concurrency.perKey, throttle.perKey and overlap count by "
                                   "(a tenant, a user...). Immutable.")
@@ -202,6 +209,15 @@ class TaskRunStatus(Model):
     hooks: Annotated[list[HookRecord], Field(max_length=3)] | None = Field(
         default=None, description="The Task's onSuccess, onFailure and onComplete that the run's outcome fires, "
                                   "each with its run's name; written by the operator as the run finishes.")
+    metadata: dict[str, JSON] | None = Field(
+        default=None,
+        description="What the task reports with ctx.metadata (progress, counts, notes): at most 256 KiB of JSON, "
+                    "written by the operator from the pod's checkpoint at most once a second, with what its "
+                    "descendants added through ctx.metadata.parent and .root folded in.")
+    ancestor_metadata: dict[str, JSON] | None = Field(
+        default=None,
+        description="What this run added to its ancestors' metadata (ctx.metadata.parent and .root, as "
+                    "{key: {set|inc|append: value}}): the operator folds it into theirs.")
     trigger_depth: int | None = Field(
         default=None, description="Runs between this one and the root of its trigger chain (its parent's plus one), "
                                   "set by the operator from its parent; unset for a run with no parentRun.")

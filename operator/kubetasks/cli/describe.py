@@ -44,6 +44,7 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
         ("Wakes at", status.get("wakeAt")), ("Duplicate of", status.get("duplicateOf")),
         ("Superseded by", status.get("supersededBy")),
         ("Idempotency key", spec.get("idempotencyKey")), ("Parent run", spec.get("parentRun")),
+        ("Tags", ", ".join(str(t) for t in spec.get("tags") or []) or None),
         ("Replay of", replay_of(spec.get("replayOf"))),
         ("Cancel requested", "yes" if spec.get("cancel") else None),
         ("Payload", json.dumps(spec["payload"]) if spec.get("payload") is not None else None),
@@ -160,6 +161,8 @@ def describe_view(run: dict[str, Any], now: datetime | None = None, kept: Any = 
         else:
             shown.append(Text("(not shown here: trigger_and_wait, or the RunHandle's wait(), returns it)", style="dim"))
         parts.append(_section("Result:", Group(*shown)))
+    if status.get("metadata"):  # ctx.metadata, its descendants' additions folded in
+        parts.append(_section("Metadata:", JSON(json.dumps(status["metadata"]))))
     rows: list[tuple[Sequence[str], str]]
     attempts = status.get("attempts") or []
     if attempts:

@@ -147,6 +147,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     p = with_namespace(sub.add_parser("runs", help="list TaskRuns"))
     _complete_with(p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task"), "tasks")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="runs of every namespace")
+    p.add_argument("--tag", metavar="TAG", help="only the runs with this tag (spec.tags)")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("-w", "--watch", action="store_true", help="keep the table current until Ctrl-C")
     shown.add_argument("-o", "--output", choices=["name"], help="name: the runs' names only, one a line")
@@ -273,8 +274,8 @@ def cmd_runs(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.watch:
         from kubetasks.cli.watch import watch_runs
 
-        return watch_runs(namespace, args.task, out)
-    rows = run_rows(kube.list_custom("taskruns", namespace), args.task, with_namespace=every)
+        return watch_runs(namespace, args.task, out, args.tag)
+    rows = run_rows(kube.list_custom("taskruns", namespace), args.task, with_namespace=every, tag=args.tag)
     if args.output == "name":
         out.file.write("".join(f"{row[1 if every else 0]}\n" for row in rows))
         return 0

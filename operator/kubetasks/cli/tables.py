@@ -31,10 +31,16 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]
     )
 
 
+def shown(run: dict[str, Any], task: str | None, tag: str | None = None) -> bool:
+    """Whether a run is of ``task`` and has ``tag`` (either when not given)."""
+    spec = run.get("spec") or {}
+    return (task is None or spec.get("taskRef") == task) and (tag is None or tag in (spec.get("tags") or []))
+
+
 def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datetime | None = None,
-             with_namespace: bool = False) -> list[tuple[str, ...]]:
-    """Rows of the runs (of ``task`` only, when given), oldest first."""
-    chosen = [r for r in runs if task is None or (r.get("spec") or {}).get("taskRef") == task]
+             with_namespace: bool = False, tag: str | None = None) -> list[tuple[str, ...]]:
+    """Rows of the runs (of ``task`` and with ``tag`` only, when given), oldest first."""
+    chosen = [r for r in runs if shown(r, task, tag)]
     chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
                                (r.get("metadata") or {}).get("name") or ""))
     rows = []
@@ -70,23 +76,24 @@ def run_key(run: Mapping[str, Any]) -> RunKey:
 
 
 def apply_event(runs: Mapping[RunKey, dict[str, Any]], kind: str, obj: dict[str, Any],
-                task: str | None = None) -> dict[RunKey, dict[str, Any]]:
+                task: str | None = None, tag: str | None = None) -> dict[RunKey, dict[str, Any]]:
     """The runs a watch shows after one event: ADDED and MODIFIED put the run in (or take it out
     when it is not of ``task``), DELETED takes it out; bookmarks and anything else change nothing.
     A returned dict is new; ``runs`` is left as it was."""
     new = dict(runs)
     key = run_key(obj)
-    if kind in ("ADDED", "MODIFIED") and (task is None or (obj.get("spec") or {}).get("taskRef") == task):
+    if kind in ("ADDED", "MODIFIED") and shown(obj, task, tag):
         new[key] = obj
     elif kind in ("ADDED", "MODIFIED", "DELETED"):
         new.pop(key, None)
     return new
 
 
-def relisted(items: Sequence[dict[str, Any]], task: str | None = None) -> dict[RunKey, dict[str, Any]]:
+def relisted(items: Sequence[dict[str, Any]], task: str | None = None,
+             tag: str | None = None) -> dict[RunKey, dict[str, Any]]:
     """The runs a watch shows after a (re-)list: exactly the listed ones, so what was deleted
     while the watch was broken goes away."""
     runs: dict[RunKey, dict[str, Any]] = {}
     for item in items:
-        runs = apply_event(runs, "ADDED", item, task)
+        runs = apply_event(runs, "ADDED", item, task, tag)
     return runs

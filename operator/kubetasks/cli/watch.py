@@ -52,7 +52,7 @@ def list_and_watch(namespace: str | None, sleep: Callable[[float], None] = time.
             failures += 1
 
 
-def watch_runs(namespace: str | None, task: str | None, out: Console) -> int:
+def watch_runs(namespace: str | None, task: str | None, out: Console, tag: str | None = None) -> int:
     every = namespace is None
     runs: dict[RunKey, dict[str, Any]] = {}
     try:
@@ -63,12 +63,12 @@ def watch_runs(namespace: str | None, task: str | None, out: Console) -> int:
 
             with Live(console=out, get_renderable=view, refresh_per_second=2, vertical_overflow="crop") as live:
                 for kind, obj in list_and_watch(namespace):
-                    runs = relisted(obj, task) if kind == "LIST" else apply_event(runs, kind, obj, task)
+                    runs = relisted(obj, task, tag) if kind == "LIST" else apply_event(runs, kind, obj, task, tag)
                     live.refresh()
         else:
             printed = False
             for kind, obj in list_and_watch(namespace):
-                old, runs = runs, relisted(obj, task) if kind == "LIST" else apply_event(runs, kind, obj, task)
+                old, runs = runs, relisted(obj, task, tag) if kind == "LIST" else apply_event(runs, kind, obj, task, tag)
                 changed = [r for k, r in runs.items() if old.get(k) is not r]
                 if not printed or changed:
                     table = runs_table(run_rows(list(runs.values()) if not printed else changed,

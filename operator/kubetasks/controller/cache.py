@@ -24,7 +24,8 @@ from kubetasks.core.children import controller_uid
 from kubetasks.core.debounce import group_key
 from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
-from kubetasks.core.naming import LABEL_ATTEMPT
+from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_RUN_UID
+from kubetasks.protocol import METADATA_LABEL
 
 __all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
 
@@ -72,7 +73,8 @@ def slim_waitpoint(api_version: str) -> Any:
 # keeps a store of its own, in the user's process.)
 _FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "parentRun")
 _FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth",
-                         "supersededBy", "hooks")
+                         "supersededBy", "hooks",
+                         "ancestorMetadata")  # what it adds to its ancestors' ctx.metadata, counted till they end
 
 
 def slim_run(api_version: str) -> Any:
@@ -114,6 +116,19 @@ def slim_pod(body: Body) -> Body:
             "spec": {**{k: spec[k] for k in ("nodeName",) if k in spec},
                      "containers": [{k: c[k] for k in ("name", "command") if k in c} for c in spec.get("containers") or []]},
             "status": slim}
+
+
+def slim_labelled_checkpoint(body: Body) -> Body:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {**{k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if meta.get(k)},
+                         "labels": {k: labels[k] for k in (METADATA_LABEL, LABEL_RUN_UID) if k in labels}}}
+
+
+def run_uid_label(body: Body) -> list[Any]:
+    uid = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN_UID)
+    return [uid] if uid else []
 
 
 def _job_of_pod(pod: Body) -> list[Key]:
@@ -181,6 +196,8 @@ class Cache:
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
         # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
         self.logs = Store("ConfigMap", slim_kept_log, {"namespace": lambda b: [key_of(b)[0]]})
+        # Checkpoint ConfigMaps that hold ctx.metadata (protocol.METADATA_LABEL): their labels only.
+        self.checkpoints = Store("ConfigMap", slim_labelled_checkpoint, {"run": run_uid_label})
         self.gone: dict[str, dict[str, Body]] = defaultdict(dict)  # run uid -> Job name -> last state
         self.expected: dict[str, dict[int, float]] = defaultdict(dict)  # run uid -> attempt -> deadline
         # Pods of finished attempts (exit codes, termination messages): read once per attempt,

@@ -25,6 +25,7 @@ import kopf
 from kubetasks import blobs, kube
 from kubetasks.api.storage import BlobRef
 from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results
+from kubetasks.controller.metadata import COALESCE_SECONDS, ancestors_to_wake, digest_of
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
 from kubetasks.controller.queue import WorkQueue
@@ -72,6 +73,7 @@ class Operator:
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
         self.cache.queues.listeners.append(self.queue_changed)
+        self.runs.metadata.store.listeners.append(self.metadata_changed)
         self.cache.waitpoints.listeners.append(self.waitpoint_changed)
 
     # What a change wakes -------------------------------------------------------------------
@@ -94,6 +96,10 @@ class Operator:
         parent = parent_to_wake(old, new)
         if parent is not None:  # ahead of status echoes, as a freed slot's next run: it may resume now
             self.run_queue.add((ns, parent), first=True)
+        for ancestor in ancestors_to_wake(self.cache, old, new):  # its ctx.metadata.parent/.root changed
+            # A second later, once for all the children that changed meanwhile (its writes are
+            # one a second anyway): a fan-out of a thousand children costs a parent no more.
+            self.run_queue.add_after(ancestor, COALESCE_SECONDS)
         if phase_of(old) != phase_of(new):
             # A Task's status sums up its runs: a burst of phase changes is written once per
             # batch period (as the Job controller batches its pods' updates), not once each.
@@ -106,6 +112,13 @@ class Operator:
         if run is not None:
             self.run_queue.add(key_of(run))
             self._queue_status_later(run)
+
+    def metadata_changed(self, old: Body | None, new: Body | None) -> None:
+        """A run's pod wrote new ctx.metadata (its checkpoint's digest label changed)."""
+        if new is not None and digest_of(new) != digest_of(old):
+            run = self.runs.metadata.run_of(new)
+            if run is not None:
+                self.run_queue.add(key_of(run))
 
     def waitpoint_changed(self, old: Body | None, new: Body | None) -> None:
         run = run_to_wake_for_token(old, new)
@@ -170,6 +183,7 @@ class Operator:
                 self.reflectors.append(reflector)
                 reflector.start()
         self.reflectors += self.runs.logs.start(scopes, mine, loop, timing)  # and their budget
+        self.reflectors += self.runs.metadata.start(scopes, f"{LABEL_MANAGED_BY}={MANAGER},{mine}", loop, timing)
         # Not on the pods' first list: until it is in, a finished attempt's pods are listed
         # (controller.pods), and a ClusterRole without `watch` on pods (an older chart's) only
         # costs those lists.

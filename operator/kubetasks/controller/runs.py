@@ -42,6 +42,7 @@ from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
 from kubetasks.controller.kept_logs import KeptLogs
 from kubetasks.controller.log_archive import LogArchive
+from kubetasks.controller.metadata import MetadataCopier
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.controller.queue import WOKEN_AT, Requeue, TokenBucket
 from kubetasks.controller.queues import QueueAdmission
@@ -53,6 +54,7 @@ from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
 from kubetasks.core.hooks import hooks_due
+from kubetasks.core.metadata import merge_patch
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
@@ -81,11 +83,24 @@ START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt
 AFTER_OUTCOME_RETRY = 300.0
 
 
+# Free-form objects (core.metadata): patched member by member, or a member gone would stay.
+MERGED_FIELDS = ("metadata", "ancestorMetadata")
+
+
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A merge patch from one status to another: fields that disappeared are set to null."""
-    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    patch = {k: merge_patch(old.get(k), v) if k in MERGED_FIELDS else v for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
+
+
+def sooner(requeue: datetime | float | None, seconds: float) -> datetime | float:
+    """The earlier of a reconcile's requeue (a time or a delay in seconds) and ``seconds`` from now."""
+    if requeue is None:
+        return seconds
+    if isinstance(requeue, datetime):
+        return min(requeue, datetime.now(timezone.utc) + timedelta(seconds=seconds))
+    return min(requeue, seconds)
 
 
 class RunReconciler:
@@ -107,6 +122,7 @@ class RunReconciler:
         self.archive.attach(cache)
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self.hooks = HookRuns(self._call, self._write_status, self._event)  # the runs a finished run's Task names
+        self.metadata = MetadataCopier(cache, self._call, self._event)  # ctx.metadata into status.metadata
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
@@ -123,6 +139,7 @@ class RunReconciler:
             self._cancelled.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
             self.payloads.forget(uid_of(old) or "")
+            self.metadata.forget(uid_of(old) or "")
 
     async def _call(self, fn: str, *args: Any) -> Any:
         return await asyncio.to_thread(getattr(self.api, fn), *args)
@@ -236,6 +253,7 @@ class RunReconciler:
         self.results.forget(uid)
         self.payloads.forget(uid)
         self.archive.forget(uid)
+        self.metadata.forget(uid)
 
     async def _retain(self, run: TaskRun, uid: str, task: Task | None) -> datetime | None:
         """Deletes a finished run once its time is up (its children go with it); else says when."""
@@ -292,6 +310,8 @@ class RunReconciler:
         jobs, pods = self.cache.jobs_of_run(uid), self.cache.pods[uid]  # _apply forgets them when the run ends
         plan = self.archive.hold(run, uid, jobs, pods, plan, world.now)  # may the outcome be written yet?
         body = self.cache.runs.get(key)
+        metadata = None if body is None else await self.metadata.decide(
+            run, uid, plan.status, plan.status.phase.finished, body)
         starting = plan.start_attempt
         if starting and body is not None:
             # Decided with no await between the look at the slots and taking one (flow.try_start):
@@ -300,6 +320,8 @@ class RunReconciler:
             if blocked is not None:
                 plan, starting = plan_run(replace(world, blocked=blocked.waiting_for, blocked_message=blocked.message,
                                                   blocked_until=blocked.until)), None
+        if metadata is not None:
+            metadata.set_on(plan.status)
         try:
             requeue = await self._apply(key, run, uid, task, plan)
         finally:
@@ -314,6 +336,8 @@ class RunReconciler:
             requeue = min(requeue, check_at) if isinstance(requeue, datetime) else check_at
         if token_check and plan.status.phase == Phase.WAITING:  # a token or a wait_any times out then
             requeue = min(requeue, token_check) if isinstance(requeue, datetime) else token_check
+        if metadata is not None and metadata.due is not None and not plan.status.phase.finished:
+            requeue = sooner(requeue, metadata.due)  # a metadata write held back
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
 
@@ -461,6 +485,7 @@ class RunReconciler:
 
     async def _with_steps(self, world: World, uid: str) -> World:
         data = await self._call("get_configmap_data", world.run.namespace, checkpoint_name(world.run.name, uid))
+        self.metadata.seen(uid, data)
         if data is None:
             return world
         return World(**{**world.__dict__, "steps": steps_from_configmap(data)})

@@ -20,10 +20,10 @@ from kubetasks.informer.reflector import DECODE_DEPTH, DECODE_STACK_BYTES, Refle
 from kubetasks.informer.store import Body, Store
 
 # Kept of an object: what the lists and the Task pages read. A run's page reads the whole run from
-# the API server, so the store keeps no payload, result, error, steps or attempts (most of a run's size).
+# the API server, so the store keeps no payload, result, error, steps, attempts or metadata (most of a run's size).
 _META_KEYS = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "labels", "deletionTimestamp")
 _RUN_SPEC_DROPPED = ("payload",)
-_RUN_STATUS_DROPPED = ("result", "error", "steps", "attempts", "checkpoint")
+_RUN_STATUS_DROPPED = ("result", "error", "steps", "attempts", "checkpoint", "metadata", "ancestorMetadata")
 
 
 def slim(body: Body) -> Body:

@@ -1,7 +1,8 @@
 """The kubetasks SDK: what task code imports (``from kubetasks import task``).
 
 Declare tasks with :func:`task`, make work durable with ``ctx.step.run`` and ``ctx.step.sleep``,
-wait for child runs without a pod with ``ctx.step.trigger_and_wait``,
+wait for child runs without a pod with ``ctx.step.trigger_and_wait``, report progress with
+``ctx.metadata`` (status.metadata),
 fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(...)``. Task pods run
 ``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
 """
@@ -12,16 +13,19 @@ from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, Memor
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
     AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
-    InvalidStepKey, PermanentError, ResultTooLarge, RunFailed, TokenError, TokenTimeout,
+    InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, TokenError,
+    TokenTimeout,
 )
+from kubetasks.runtime.metadata import Metadata
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
 
 __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
-    "Context", "Steps", "Fired",
+    "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",
+    "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

@@ -68,8 +68,8 @@ class CheckpointStore(Protocol):
         """All data, read once when the first step runs."""
         ...
 
-    def save(self, key: str, value: str) -> None:
-        """Writes one key, leaving the others as they are."""
+    def save(self, key: str, value: str, labels: Mapping[str, str] | None = None) -> None:
+        """Writes one key, leaving the others as they are (and sets ``labels`` on the ConfigMap)."""
         ...
 
 
@@ -80,14 +80,16 @@ class MemoryStore:
         self.data: dict[str, str] = dict(data or {})
         self.loads = 0
         self.saves: list[str] = []  # keys, in the order they were written
+        self.labels: dict[str, str] = {}
 
     def load(self) -> dict[str, str]:
         self.loads += 1
         return dict(self.data)
 
-    def save(self, key: str, value: str) -> None:
+    def save(self, key: str, value: str, labels: Mapping[str, str] | None = None) -> None:
         self.saves.append(key)
         self.data[key] = value
+        self.labels.update(labels or {})
 
 
 class ConfigMapStore:
@@ -120,12 +122,15 @@ class ConfigMapStore:
             raise
         return dict(cm.data or {})
 
-    def save(self, key: str, value: str) -> None:
+    def save(self, key: str, value: str, labels: Mapping[str, str] | None = None) -> None:
         from kubetasks.runtime.kube import with_retries
 
+        patch: dict[str, Any] = {"data": {key: value}}
+        if labels:
+            patch["metadata"] = {"labels": dict(labels)}
         # A step's work is done when we get here: retry transient API errors rather than lose it.
         with_retries(lambda: self._api().patch_namespaced_config_map(
-            self.name, self.namespace, {"data": {key: value}}, _content_type="application/merge-patch+json"),
+            self.name, self.namespace, patch, _content_type="application/merge-patch+json"),
             f"checkpoint ConfigMap {self.namespace}/{self.name}", self.attempts)
 
 
@@ -170,11 +175,19 @@ class Checkpoints:
         with self._lock:
             return sum(len(k.encode()) + len(v.encode()) for k, v in self._loaded().items())
 
-    def save_value(self, key: str, value: str) -> None:
+    def value(self, key: str) -> str | None:
+        """The text under a key that is not a step's record (the run's metadata: runtime.metadata)."""
+        with self._lock:
+            return self._loaded().get(key)
+
+    def save_value(self, key: str, value: str, labels: Mapping[str, str] | None = None) -> None:
         """Writes one key that is not a step's record (an attempt's result: runtime.results)."""
         with self._lock:
             data = self._loaded()
-            self.store.save(key, value)
+            if labels:
+                self.store.save(key, value, labels)
+            else:
+                self.store.save(key, value)
             data[key] = value
 
     def put(self, record: Checkpoint) -> None:

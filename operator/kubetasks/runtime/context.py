@@ -25,6 +25,7 @@ from kubetasks.runtime.checkpoints import SCOPE_SEPARATOR, Checkpoint, Checkpoin
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
+from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import make_token, wait_for_token
@@ -314,6 +315,8 @@ class Context:
     run_uid: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("kubetasks.task"))
     replay_of: str | None = None  # the run this one replays (`kubetasks replay`), by name
+    # status.metadata: ctx.metadata.set("progress", 0.5), .increment, .append; .parent and .root
+    metadata: Metadata = field(default_factory=Metadata.in_memory)
 
     @property
     def is_replay(self) -> bool:
@@ -327,8 +330,8 @@ class Context:
               replay_of: str | None = None) -> Context:
         """A context with checkpoints in memory: for calling task functions in tests and scripts.
         Pass the same ``store`` to a second context to see what a retry would do."""
-        steps = Steps(Checkpoints(store if store is not None else MemoryStore()), run_id, attempt, clock,
-                      run=run_id, namespace=namespace)
+        checkpoints = Checkpoints(store if store is not None else MemoryStore())
+        steps = Steps(checkpoints, run_id, attempt, clock, run=run_id, namespace=namespace)
         return cls(run_id=run_id, task_id=task_id, attempt=attempt, namespace=namespace, payload=payload,
                    step=steps, run_uid=run_id, logger=logging.getLogger(f"kubetasks.task.{task_id}"),
-                   replay_of=replay_of)
+                   replay_of=replay_of, metadata=Metadata(RunMetadata(checkpoints, flush_seconds=0.0)))

@@ -26,6 +26,7 @@ from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
 from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
+from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
 from kubetasks.runtime.step_blobs import read_step_grant
@@ -173,11 +174,15 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     checkpoints = Checkpoints(store, read_step_grant(grant_dir))  # step outputs above the threshold: the store
     steps = Steps(checkpoints, invocation.run_uid or invocation.run, invocation.attempt, clock,
                   run=invocation.run, namespace=invocation.namespace)
+    metadata = RunMetadata(checkpoints)
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
                   payload=payload, step=steps, run_uid=invocation.run_uid, replay_of=invocation.replay_of,
-                  logger=logging.getLogger(f"kubetasks.task.{task_id}"))
+                  logger=logging.getLogger(f"kubetasks.task.{task_id}"), metadata=Metadata(metadata))
     try:
-        value = _call(fn, call_arguments(fn, payload, ctx))
+        try:
+            value = _call(fn, call_arguments(fn, payload, ctx))
+        finally:
+            _flush_metadata(metadata)
     except SleepRequested as s:
         return outcome.sleeping(s.wake_at)
     except WaitRequested:
@@ -187,6 +192,15 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     except Exception as e:
         return outcome.failed(e)
     return outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+
+
+def _flush_metadata(metadata: RunMetadata) -> None:
+    """The attempt's last metadata, written before it reports (and the operator reads it): a
+    failed write is logged, never the attempt's outcome."""
+    try:
+        metadata.flush()
+    except Exception as e:
+        log.warning("could not write the run's metadata at the attempt's end: %s", e)
 
 
 def result_keeper(invocation: Invocation, checkpoints: Checkpoints, grant_dir: str) -> outcome.Keep:

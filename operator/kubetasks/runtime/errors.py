@@ -39,6 +39,15 @@ class CheckpointTooLarge(PermanentError):
     the step failed. Keep large data elsewhere (object storage, a database) and return a reference."""
 
 
+class InvalidMetadata(PermanentError, ValueError):
+    """A ctx.metadata operation the value cannot take: incrementing a string, appending to a
+    number, a value that is not JSON."""
+
+
+class MetadataTooLarge(InvalidMetadata):
+    """The run's metadata would exceed 256 KiB of JSON: the operation was not applied."""
+
+
 class StepOutputUnavailable(PermanentError):
     """A completed step's output, kept in the object store, cannot be read as it was written
     (missing, changed, or not granted to this attempt): the run fails rather than go on with a

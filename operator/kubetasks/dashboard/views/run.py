@@ -1,4 +1,4 @@
-"""A run's page: attempts, steps, payload and result, error, logs, Events, why it waits."""
+"""A run's page: attempts, steps, metadata, payload and result, error, logs, Events, why it waits."""
 
 from __future__ import annotations
 
@@ -209,6 +209,9 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
              why_section(details.why) if details.why is not None else "",
              '<dl class="facts" id="run-facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
              "<h2>Attempts</h2>", _timeline(run, details, now), "<h2>Steps</h2>", _steps(run)]
+    if isinstance(status.get("metadata"), dict) and status["metadata"]:  # ctx.metadata: live with the page
+        parts.append('<section id="metadata" data-testid="metadata"><h2>Metadata</h2>'
+                     + pretty_json(status["metadata"], "The metadata") + "</section>")
     parts.append('<div class="cols"><section id="payload"><h2>Payload</h2>'
                  + (pretty_json(spec["payload"], "The payload") if spec.get("payload") is not None
                     else _kept_payload(spec["payloadRef"]) if isinstance(spec.get("payloadRef"), dict)
