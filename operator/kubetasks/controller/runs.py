@@ -83,13 +83,16 @@ START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt
 AFTER_OUTCOME_RETRY = 300.0
 
 
-# Free-form objects (core.metadata): patched member by member, or a member gone would stay.
+# Free-form objects (core.metadata): in a merge patch, patched member by member, or a member gone would stay.
 MERGED_FIELDS = ("metadata", "ancestorMetadata")
 
 
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch from one status to another: fields that disappeared are set to null."""
-    patch = {k: merge_patch(old.get(k), v) if k in MERGED_FIELDS else v for k, v in new.items() if old.get(k) != v}
+def status_patch(old: dict[str, Any], new: dict[str, Any], whole: bool = False) -> dict[str, Any]:
+    """The status fields that changed from ``old`` to ``new``; fields that disappeared are null.
+    ``whole``: each changed field as it is now, to be set whole (kube.patch_status with ``old``);
+    else a merge patch, whose free-form objects are patched member by member."""
+    patch = {k: v if whole or k not in MERGED_FIELDS else merge_patch(old.get(k), v)
+             for k, v in new.items() if old.get(k) != v}
     patch.update({k: None for k in old if k not in new})
     return patch
 
@@ -516,9 +519,9 @@ class RunReconciler:
         if plan.status.phase.finished and unfinished(body) and not refuse_namespace(key[0], self.refused_namespaces):
             # Which hooks it fires, decided as it finishes and written with its outcome (core.hooks).
             plan.status.hooks = hooks_due(run, task or self._task_of(run), plan.status.phase)
-        patch = status_patch(old_status, plan.status.to_api())
         # An unfinished run's status is whole in the store: its fields are written whole (a result's nulls kept).
         whole = old_status if unfinished(body) else None
+        patch = status_patch(old_status, plan.status.to_api(), whole=whole is not None)
         if patch and await self._write_status(key, uid, patch, decided_at, whole) is None:
             return None
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
