@@ -47,6 +47,7 @@ test: venv lint images browser  ## The whole test suite: lint, unit tests and in
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
 	hack/demo.sh
 
-bench: venv  ## kubetasks beside plain Jobs, and issue 17 item 10's targets; SIZES="50 300 1000" by default; then flow control, FLOW_RUNS=1000 (needs the cluster)
+bench: venv  ## kubetasks beside plain Jobs, and issue 17 item 10's targets; SIZES="50 300 1000" by default; then flow control, FLOW_RUNS=1000; then durable waits, WAIT_PARENTS=200 (needs the cluster)
 	$(PY) bench/side_by_side.py $(SIZES)
 	$(PY) bench/flow_control.py $(FLOW_RUNS)
+	$(PY) bench/durable_waits.py $(WAIT_PARENTS)
