@@ -317,13 +317,14 @@ def test_with_a_filesystem_store_task_pods_reach_its_grants_and_nothing_more():
 
 
 def test_the_admission_policy_ships_by_default():
-    docs = [d for d in render() if d["metadata"]["name"].endswith("-run-triggers")]
-    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
-    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
-    assert policy["spec"]["failurePolicy"] == "Fail"
-    assert not any(d["kind"].startswith("ValidatingAdmission") and d["metadata"]["name"].endswith("-run-triggers")
-                   for d in render("admissionPolicy.enabled=false"))
+    for suffix in ("-run-triggers", "-run-tokens"):
+        docs = [d for d in render() if d["metadata"]["name"].endswith(suffix)]
+        policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+        binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+        assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert not any(d["kind"].startswith("ValidatingAdmission") and d["metadata"]["name"].endswith(suffix)
+                       for d in render("admissionPolicy.enabled=false"))
 
 
 def test_the_trigger_depth_cap_reaches_the_operator():

@@ -178,6 +178,26 @@ def test_the_admission_policy_binds_a_runs_triggers_to_that_run(secured):
         assert POLICY in impersonated_trigger(secured, parent), parent
 
 
+def test_the_admission_policy_binds_a_runs_tokens_to_that_run(secured):
+    """A run's pods may create Waitpoints (RBAC cannot limit create by name): only for their own run,
+    so none can take the name of another run's token before that run makes it."""
+    def token(run: str) -> str:
+        manifest = {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Waitpoint", "metadata": {"name": f"t-{run}"},
+                    "spec": {"run": run, "runUid": "u", "step": "approve"}}
+        return kubectl_run("create", "-n", secured, "--dry-run=server",
+                           f"--as=system:serviceaccount:{secured}:{PROBE_ACCOUNT}", "-f", "-",
+                           input=yaml.safe_dump(manifest)).stderr
+
+    apply([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "probe-tokens"},
+            "rules": [{"apiGroups": ["kubetasks.io"], "resources": ["waitpoints"], "verbs": ["create"]}]},
+           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "probe-tokens"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe-tokens"},
+            "subjects": [{"kind": "ServiceAccount", "name": PROBE_ACCOUNT, "namespace": secured}]}], secured)
+    wait_until("its own run's token admitted", lambda: token("probe") == "", timeout=30)
+    for run in ("someone-else", "prob", "probe-0123abcd"):
+        assert "may create Waitpoints only with spec.run naming their own run" in token(run), run
+
+
 @pytest.fixture(scope="module")
 def attack(secured: str, operator) -> dict:
     """Runs the hostile task (and one whose Task allows no triggering) against a victim run."""
