@@ -157,13 +157,9 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any],
     ops = status_ops(old, status)
     if resource_version:  # a precondition, as in a merge patch: 409 when the object is at another version
         ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
-    path = resource.path(namespace, name) + "/status"
     try:
-        return cast(dict[str, Any], json.loads(
-            _request("PATCH", path, body=ops, content_type="application/json-patch+json").read()))
+        return _patch(resource, namespace, name, ops, "application/json-patch+json", "status")
     except ApiException as e:
-        if e.status == 404:
-            return None
         # The operations meet the object as it is now before the precondition is checked: on an
         # object re-created or changed since, a field to remove or to add to is not there (422).
         # That is the 409 a merge patch would have had.
@@ -441,10 +437,14 @@ def _quiet_ends(chunks: Iterator[bytes]) -> Iterator[bytes]:
 def merge_patch(resource: Resource, namespace: str, name: str, patch: dict[str, Any],
                 subresource: str = "") -> dict[str, Any] | None:
     """A JSON merge patch; the object as patched, or None when it does not exist."""
+    return _patch(resource, namespace, name, patch, "application/merge-patch+json", subresource)
+
+
+def _patch(resource: Resource, namespace: str, name: str, body: Any, content_type: str,
+           subresource: str = "") -> dict[str, Any] | None:
     path = resource.path(namespace, name) + (f"/{subresource}" if subresource else "")
     try:
-        return cast(dict[str, Any], json.loads(
-            _request("PATCH", path, body=patch, content_type="application/merge-patch+json").read()))
+        return cast(dict[str, Any], json.loads(_request("PATCH", path, body=body, content_type=content_type).read()))
     except ApiException as e:
         if e.status == 404:
             return None

@@ -23,6 +23,18 @@ from kubetasks.api.times import api_time, format_time, parse_time
 
 log = logging.getLogger("kubetasks.protocol")
 
+
+def json_object(text: str | None) -> dict[str, Any] | None:
+    """``text`` read as a JSON object; None when it is empty or anything else. Pods write what is
+    read this way (termination messages, metadata documents): nothing in it is trusted."""
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
 ENV_RUN = "KUBETASKS_RUN"
 ENV_RUN_UID = "KUBETASKS_RUN_UID"
 ENV_NAMESPACE = "KUBETASKS_NAMESPACE"
@@ -155,13 +167,8 @@ class Report:
         """Parses a termination message; None when it is not one of ours (plain commands). The task
         writes it, so nothing in it is trusted: a field of the wrong type or an unknown outcome
         reads as a failure with what could be understood, never as an error of the operator."""
-        if not text:
-            return None
-        try:
-            body = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(body, dict) or body.get("kubetasks") != 1:
+        body = json_object(text)
+        if body is None or body.get("kubetasks") != 1:
             return None
         error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
         outcome, wake_at = body.get("outcome"), api_time(body.get("wakeAt"))

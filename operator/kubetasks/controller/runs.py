@@ -288,11 +288,12 @@ class RunReconciler:
             world = await self._with_steps(world, uid)
             attempt = max([run.status.attempt, *attempts])
             names = waited_for(world.steps, attempt)
-            tokens, token_check = await self.tokens.pending(run, uid, names, world.now)
+            tokens = tokens_in(names)
+            pending, token_check = await self.tokens.pending(run, uid, tokens, world.now)
             children = await self._unfinished_children(run, children_in(names))
-            wait = wait_state(world.steps, attempt, children + tokens, world.now)
-            if not wait.waiting_on and tokens_in(names):  # over: the next attempt reads the tokens' outcomes
-                await self.tokens.write_outcomes(run, uid, tokens_in(names), world.now)
+            wait = wait_state(world.steps, attempt, children + pending, world.now)
+            if not wait.waiting_on and tokens:  # over: the next attempt reads the tokens' outcomes
+                await self.tokens.write_outcomes(run, uid, tokens, world.now)
             if wait.cancel:  # a wait_any over: the children it no longer waits for
                 await self._cancel_children(run, wait.cancel)
             token_check = min(filter(None, (token_check, wait.look_again)), default=None)

@@ -23,7 +23,7 @@ from kubetasks.controller.conflicts import Call
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.api.waitpoint import FINISHED
 from kubetasks.core.waits import (
-    expired, next_expiry, ours, token_outcome, token_phase, tokens_in, tokens_waiting,
+    expired, next_expiry, ours, token_outcome, token_phase, tokens_waiting,
 )
 from kubetasks.protocol import TOKEN, Checkpoint, configmap_key, parse_checkpoints
 
@@ -35,11 +35,10 @@ class Tokens:
         self.cache = cache
         self.call = call
 
-    async def pending(self, run: TaskRun, uid: str, names: list[str], now: datetime,
+    async def pending(self, run: TaskRun, uid: str, tokens: list[str], now: datetime,
                       ) -> tuple[list[str], datetime | None]:
-        """Of a wait's entries ``names``, the tokens still to come (as entries), and when the first
-        of them times out. A token past its expiry is timed out first."""
-        tokens = tokens_in(names)
+        """Of the ``tokens`` a wait names (core.waits.tokens_in), those still to come (as wait
+        entries), and when the first of them times out. A token past its expiry is timed out first."""
         if not tokens:
             return [], None
         known: dict[str, Body | None] = {n: self.cache.waitpoints.get((run.namespace, n)) for n in tokens}

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetasks.protocol import json_object
+
 METADATA_LIMIT = 256 * 1024  # bytes of JSON: of the pod's document, and of a run's status.metadata
 ANCESTORS = ("parent", "root")
 OPS = ("set", "inc", "append")
@@ -153,13 +155,8 @@ def _contributions(value: Any) -> dict[str, dict[str, Any]]:
 
 def parse_doc(text: str | None) -> MetadataDoc | None:
     """The document a pod wrote; None when there is none or it is not one (it is then ignored)."""
-    if not text:
-        return None
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
+    body = json_object(text)
+    if body is None:
         return None
     own = body.get("own")
     return MetadataDoc(own=storable(own) if isinstance(own, dict) else {}, parent=_contributions(body.get("parent")),

@@ -179,6 +179,13 @@ def _status_of(e: BaseException) -> int | None:
     return e.status if isinstance(e, ApiException) else None
 
 
+def retryable(e: BaseException, grace_until: float) -> bool:
+    """A failed read of a run worth trying again: a transient error, or before ``grace_until``
+    (time.monotonic) a 403 or 404. Inside a task pod, the right to read a child is granted by the
+    operator when it first sees the child: until then (or a cache's lag after the create) 403 or 404."""
+    return _transient(e) or (_status_of(e) in (403, 404) and time.monotonic() < grace_until)
+
+
 class RunHandle:
     """A TaskRun that was triggered: its name, status and result."""
 
@@ -237,10 +244,7 @@ class RunHandle:
             except RunFailed:
                 raise
             except Exception as e:
-                # Inside a task pod, the right to read a child is granted by the operator when it
-                # first sees the child: until then (or a cache's lag after the create) 403 or 404.
-                not_yet = _status_of(e) in (403, 404) and time.monotonic() < granted_by
-                if not (_transient(e) or not_yet):
+                if not retryable(e, granted_by):
                     raise
                 log.warning("reading TaskRun %s/%s: %s; retrying", self.namespace, self.name,
                             getattr(e, "reason", None) or e)

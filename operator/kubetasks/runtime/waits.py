@@ -14,6 +14,7 @@ between the two leaves no record; the retry triggers again and finds the same ru
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -95,7 +96,7 @@ def _namespace() -> str:
 def read_child(handle: RunHandle) -> dict[str, Any] | None:
     """A finished child's outcome as the record keeps it, or None while it runs. A child that
     is not there (deleted) ends NotFound."""
-    from kubetasks.runtime.trigger import _status_of, _transient
+    from kubetasks.runtime.trigger import _status_of, retryable
 
     for attempt in range(READ_TRIES):
         try:
@@ -103,9 +104,8 @@ def read_child(handle: RunHandle) -> dict[str, Any] | None:
         except RunFailed as e:
             return {"run": e.run, "phase": e.phase, "error": e.error}
         except Exception as e:
-            status = _status_of(e)
-            if attempt == READ_TRIES - 1 or not (_transient(e) or status in (403, 404)):
-                if status == 404:
+            if attempt == READ_TRIES - 1 or not retryable(e, grace_until=math.inf):
+                if _status_of(e) == 404:
                     return {"run": handle.name, "phase": NOT_FOUND,
                             "error": {"type": NOT_FOUND, "message": "the run was deleted before it was read"}}
                 raise
