@@ -4,6 +4,7 @@ import copy
 
 from hypothesis import given, strategies as st
 
+from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.core.dedup import (CLAIM_PAYLOAD, claim_holder, claim_name, claim_payload, duplicate_message, holds_key,
                                   payload_digest, render_claim)
@@ -124,3 +125,81 @@ def test_a_run_created_directly_with_a_taken_key_and_another_payload_says_so_in_
     # The holder's digest comes with its claim, which each duplicate reads anyway: nothing else is read.
     reads = [(fn, args) for fn, args in w.api.calls[calls:] if fn not in ("patch_status",)]
     assert reads == [("create", ("ConfigMap", render_claim(keyed("b", 0))["metadata"]["name"]))] * 2, reads
+
+
+# -- a key is held for a while: until its holder fails, or its TTL passes -------------------------
+
+def test_a_failed_or_timed_out_holder_releases_its_key_a_succeeded_or_cancelled_one_keeps_it():
+    from datetime import datetime, timezone
+
+    from kubetasks.core.dedup import key_released
+
+    now = datetime(2026, 12, 5, tzinfo=timezone.utc)
+    later = "2026-12-06T00:00:00Z"
+    for phase, released in [("Failed", True), ("TimedOut", True), ("Succeeded", False), ("Cancelled", False),
+                            ("Running", False), ("Queued", False)]:
+        assert key_released({"status": {"phase": phase, "idempotencyKeyExpiresAt": later}}, now) is released, phase
+    assert key_released({"status": {"phase": "Succeeded", "idempotencyKeyExpiresAt": "2026-12-05T00:00:00Z"}}, now)
+    assert not key_released({"status": {}}, now)  # not claimed yet: it holds what it will claim
+
+
+def test_a_keys_expiry_is_its_runs_creation_plus_its_own_ttl_or_its_tasks():
+    from datetime import datetime, timezone
+
+    from kubetasks.api.task import Task
+    from kubetasks.core.dedup import key_expiry
+
+    def of(**spec):
+        return TaskRun.model_validate({"metadata": {"name": "r", "namespace": "ns", "creationTimestamp": "2026-12-01T00:00:00Z"},
+                                       "spec": {"taskRef": "t", **spec}})
+
+    t = Task.model_validate({"metadata": {"name": "t", "namespace": "ns"}, "spec": {"image": "i", "command": ["x"]}})
+    assert key_expiry(of(idempotencyKey="k"), t) == datetime(2026, 12, 31, tzinfo=timezone.utc)  # 720h
+    assert key_expiry(of(idempotencyKey="k", idempotencyKeyTTL="1h"), t) == datetime(2026, 12, 1, 1, tzinfo=timezone.utc)
+    t.spec.idempotency_key_ttl = "2h"
+    assert key_expiry(of(idempotencyKey="k"), t) == datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
+    assert key_expiry(of(), t) is None
+
+
+def _held_then_ended(phase: str, ok: bool, **spec):
+    from tests.unit.test_reconcile_runs import NS, World, task, taskrun
+
+    w = World(task(retry={"maxAttempts": 1}), taskrun("old", idempotencyKey="k", **spec))
+    w.settle("old")
+    assert w.status("old").get("idempotencyKeyExpiresAt")  # shown, for triggers to read
+    w.api.finish_job(NS, "old-1", ok=ok)
+    w.api.deliver(w.op.cache)
+    w.settle("old")
+    assert w.status("old")["phase"] == phase
+    w.api.add(taskrun("new", idempotencyKey="k"))
+    w.api.deliver(w.op.cache)
+    w.settle("new")
+    return w
+
+
+def test_a_run_of_a_key_whose_holder_failed_takes_the_key_over_and_runs():
+    w = _held_then_ended("Failed", ok=False)
+    assert w.status("new")["phase"] == "Running" and "new-1" in w.api.created()
+    assert w.status("new").get("idempotencyKeyExpiresAt")
+    new_uid = w.api.get(kube.TASKRUNS, "ns", "new")["metadata"]["uid"]
+    assert claim_holder(w.api.get(kube.CONFIGMAPS, "ns", claim_name("t", "k"))) == ("new", new_uid)
+
+
+def test_a_run_of_a_key_whose_holder_succeeded_is_a_duplicate_until_the_keys_ttl_passes():
+    w = _held_then_ended("Succeeded", ok=True)
+    assert w.status("new")["phase"] == "Duplicate" and w.status("new")["duplicateOf"] == "old"
+    assert "new-1" not in w.api.created()
+
+
+def test_a_run_of_a_key_past_its_ttl_runs_again():
+    from tests.unit.test_reconcile_runs import NS, World, task, taskrun
+
+    w = World(task(), taskrun("old", idempotencyKey="k"))
+    w.settle("old")
+    w.api.update("TaskRun", NS, "old", status={**w.status("old"), "idempotencyKeyExpiresAt": "2000-01-01T00:00:00Z"})
+    w.api.deliver(w.op.cache)
+    w.api.add(taskrun("new", idempotencyKey="k"))
+    w.api.deliver(w.op.cache)
+    w.settle("new")
+    assert w.status("new")["phase"] == "Running"  # while the old one still runs: its key expired
+    assert w.status("old")["phase"] == "Running"

@@ -212,7 +212,7 @@ def test_the_runtime_wait_any_returns_what_fired_first_in_the_order_given(monkey
 
     made, triggered, finished = [], [], {}
     monkeypatch.setattr(any_of, "make_token", lambda ns, run, uid, key, timeout, now: made.append(key) or "t")
-    monkeypatch.setattr(any_of, "trigger", lambda task, payload, idempotency_key, **o: triggered.append(idempotency_key))
+    monkeypatch.setattr(any_of, "trigger_child", lambda task, payload, key, **o: triggered.append(key))
     monkeypatch.setattr(any_of, "read_child", lambda handle: finished.get(handle.name))
     checkpoints = Checkpoints(MemoryStore())
 

@@ -39,8 +39,8 @@ class Runs:
         self.outcomes: dict[str, tuple[bool, Any] | Exception] = {}
         self.order: list[str] = []  # "trigger" and "put", as they happened
 
-        def trigger(task: Any, payload: Any, *, idempotency_key: str, **options: Any) -> RunHandle:
-            name = idempotent_run_name("child", idempotency_key)
+        def trigger(task: Any, payload: Any, key: str, **options: Any) -> RunHandle:
+            name = idempotent_run_name("child", key)
             if name not in [n for n, _ in self.created]:
                 self.created.append((name, payload))
             self.order.append("trigger")
@@ -53,7 +53,7 @@ class Runs:
                 raise found
             return found[0], found[1], handle.name
 
-        monkeypatch.setattr(waits, "trigger", trigger)
+        monkeypatch.setattr(waits, "trigger_child", trigger)
         monkeypatch.setattr(RunHandle, "look", look)
         monkeypatch.setattr(waits, "_namespace", lambda: "ns")
 

@@ -134,6 +134,11 @@ class TaskSpec(Model):
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
     )
+    idempotency_key_ttl: Duration = Field(
+        default="720h", alias="idempotencyKeyTTL", json_schema_extra=at_most(MAX_RUN_DURATION, positive=True),
+        description="How long a run's idempotency key holds, from the run's creation (720h: 30 days); after it, a run "
+                    "with the same key runs again. A run that fails or times out releases its key at once; "
+                    "succeeded and cancelled runs keep it. A run may set its own (spec.idempotencyKeyTTL).")
     concurrency: Concurrency | None = Field(
         default=None, description="Runs holding a slot at once, in all and per concurrency key; others wait Queued.")
     queue: str | None = Field(

@@ -90,6 +90,10 @@ class TaskRunSpec(Model):
         default=None, max_length=256,
         description="Of the runs of one Task with the same key, one runs; the others end Duplicate (duplicateOf).",
     )
+    idempotency_key_ttl: Duration | None = Field(
+        default=None, alias="idempotencyKeyTTL", json_schema_extra=at_most(MAX_RUN_DURATION, positive=True),
+        description="How long this run holds its idempotency key, from its creation; the Task's "
+                    "idempotencyKeyTTL when unset.")
     tags: list[Annotated[str, Field(max_length=MAX_TAG_LENGTH)]] = Field(
         default_factory=list, max_length=MAX_TAGS,
         description=f"Labels of your own for the run (`kubetasks runs --tag T` lists those with T): at most {MAX_TAGS}, "
@@ -197,6 +201,9 @@ class TaskRunStatus(Model):
     error: ErrorInfo | None = None
     steps: list[StepRecord] = Field(default_factory=list, max_length=200)
     duplicate_of: str | None = Field(default=None, description="The run that holds this run's idempotency key.")
+    idempotency_key_expires_at: datetime | None = Field(
+        default=None, description="When the idempotency key this run holds is released, if it has not failed "
+                                  "first: a run with the same key created after it runs.")
     superseded_by: str | None = Field(default=None, description="The run of its debounce key that runs instead.")
     waiting_for: WaitingFor | None = Field(
         default=None, description="What keeps it from starting (kubetasks why RUN tells its place and an ETA).")

@@ -73,6 +73,7 @@ def slim_waitpoint(api_version: str) -> Any:
 # keeps a store of its own, in the user's process.)
 _FINISHED_SPEC_KEYS = ("taskRef", "idempotencyKey", "cancel", "ttlSecondsAfterFinished", "parentRun")
 _FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "duplicateOf", "triggerDepth",
+                         "idempotencyKeyExpiresAt",  # core.dedup.key_released
                          "supersededBy", "hooks",
                          "ancestorMetadata")  # what it adds to its ancestors' ctx.metadata, counted till they end
 

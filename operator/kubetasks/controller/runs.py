@@ -52,7 +52,7 @@ from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
-from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, render_claim
+from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
 from kubetasks.core.hooks import hooks_due
 from kubetasks.core.metadata import merge_patch
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
@@ -305,9 +305,11 @@ class RunReconciler:
                 and not plan.status.phase.finished:
             # Claimed only by a run that may run: one refused (its payload, its Task, its parent)
             # must not hold the key, which would make the next run of that key a Duplicate of it.
-            held = await self._claim(run, uid)
+            held = await self._claim(run, uid, world.now)
             if held is not None:
                 plan = plan_run(replace(world, duplicate_of=held[0], duplicate_payload=held[1]))
+            elif plan.status.idempotency_key_expires_at is None:  # shown, so that a trigger can tell
+                plan.status.idempotency_key_expires_at = key_expiry(run, task)
         if run.status.attempt == 0 and not attempts and not run.spec.cancel and task is not None \
                 and not plan.status.phase.finished:  # not begun (no Job): after the claim, as a Duplicate ends so
             plan = await self.gates.admit(world, plan)  # debounce and overlap (controller.gates)
@@ -461,9 +463,10 @@ class RunReconciler:
         self._start_checks[name] = look
         return look.seen, check.deadline, again
 
-    async def _claim(self, run: TaskRun, uid: str) -> tuple[str, str | None] | None:
+    async def _claim(self, run: TaskRun, uid: str, now: datetime) -> tuple[str, str | None] | None:
         """None when this run holds its idempotency key; else the name of the run that does, and
-        its payload digest (from the claim)."""
+        its payload digest (from the claim). A key its holder released (core.dedup.key_released)
+        is taken over: its claim is deleted, as it was read, and this run makes its own."""
         if uid in self.cache.claimed:
             return None
         claim = render_claim(run)
@@ -481,9 +484,14 @@ class RunReconciler:
         if holder and (alive is None or uid_of(alive) != holder_uid):
             alive = await self._call("get", kube.TASKRUNS, run.namespace, holder)
         if alive is not None and uid_of(alive) == holder_uid and holds_key(alive, run):
-            return holder, claim_payload(existing)
-        # Its holder is deleted and the garbage collector has not removed the claim yet; or it is
-        # no claim a run of this key made (a squatter's): either way it decides nothing.
+            if not key_released(alive, now):
+                return holder, claim_payload(existing)
+            log.info("TaskRun %s/%s takes over idempotency key %r, released by %s", run.namespace, run.name,
+                     run.spec.idempotency_key, holder)
+        # Its holder released the key (it failed, or the key's TTL passed), or is deleted and the
+        # garbage collector has not removed the claim yet; or it is no claim a run of this key made
+        # (a squatter's). Deleted with its uid as a precondition: of two runs taking it over, one
+        # deletes it, and whichever creates the claim next holds the key.
         await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))
         raise Requeue(0, "removed a claim no live run of this key holds")
 

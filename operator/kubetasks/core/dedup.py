@@ -8,15 +8,23 @@ server, whatever the timing and however many operators there are.
 The claim also holds the digest of its run's payload, so that a run of the same key with another
 payload says so when it ends Duplicate (anyone who may create runs can take a key first), without
 reading the holder or its payload: the claim is read anyway.
+
+A key is held for a while, not for ever (:func:`key_released`): until its holder fails or times
+out, or until its TTL (idempotencyKeyTTL, from the holder's creation) has passed. Then the next
+run of the key takes the claim over, and runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
-from kubetasks.api.taskrun import TaskRun
+from kubetasks.api.durations import parse_duration
+from kubetasks.api.task import Task
+from kubetasks.api.taskrun import Phase, TaskRun
+from kubetasks.api.times import parse_time
 from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name, label_value
 from kubetasks.protocol import canonical
 
@@ -89,3 +97,27 @@ def holds_key(holder: dict[str, Any], run: TaskRun) -> bool:
     that names any other run (one made to look like a claim) decides nothing for this key."""
     spec = holder.get("spec") or {}
     return spec.get("taskRef") == run.spec.task_ref and spec.get("idempotencyKey") == run.spec.idempotency_key
+
+
+# A run that ended so releases its key at once: the key's work was not done (Trigger.dev's rule).
+# Succeeded and Cancelled runs keep it until its TTL.
+RELEASED_BY = frozenset({Phase.FAILED, Phase.TIMED_OUT})
+
+
+def key_expiry(run: TaskRun, task: Task) -> datetime | None:
+    """When ``run``'s hold on its key ends: its creation plus its own idempotencyKeyTTL, or its
+    Task's. None for a run with no key, or not created yet."""
+    created = parse_time(run.metadata.get("creationTimestamp"))
+    if not run.spec.idempotency_key or created is None:
+        return None
+    return created + parse_duration(run.spec.idempotency_key_ttl or task.spec.idempotency_key_ttl)
+
+
+def key_released(holder: dict[str, Any], now: datetime) -> bool:
+    """Whether the run ``holder`` (an object as the API server gives it) no longer holds its key:
+    it failed or timed out, or the time its status gives for the key's release has come."""
+    status = holder.get("status") or {}
+    if status.get("phase") in RELEASED_BY:
+        return True
+    expires = parse_time(status.get("idempotencyKeyExpiresAt"))
+    return expires is not None and now >= expires

@@ -121,6 +121,12 @@ def idempotent_run_name(task: str, key: str) -> str:
     return fit_name(task, "-" + hashlib.sha256(f"{task}\0{key}".encode()).hexdigest()[:10])
 
 
+def successor_run_name(task: str, key: str, released_by: str) -> str:
+    """Name of the run of a key after the run ``released_by`` (its uid) released it (it failed, or
+    the key's TTL passed): one name for every trigger that finds that run, so racing ones make one."""
+    return idempotent_run_name(task, f"{key}\0{released_by}")
+
+
 def token_name(run: str, uid: str, key: str) -> str:
     """The Waitpoint of step ``key``'s token in the run ``uid``: ``<run>-<key>-<hash>``, readable
     (the key's letters and digits, up to 20) and unique per run and key, so the pod that makes it

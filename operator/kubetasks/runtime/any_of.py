@@ -23,7 +23,7 @@ from kubetasks.runtime.checkpoints import Checkpoint, Checkpoints
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.errors import DuplicateStepKey, TokenError, WaitRequested
 from kubetasks.runtime.tokens import make_token, token_result
-from kubetasks.runtime.trigger import RunHandle, TaskLike, TaskRef, task_id_of, trigger
+from kubetasks.runtime.trigger import RunHandle, TaskLike, TaskRef, task_id_of, trigger_child
 from kubetasks.runtime.waits import child_keys, child_outcome, read_child
 
 log = logging.getLogger("kubetasks.runtime")
@@ -64,7 +64,7 @@ def wait_any(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, ru
         for key, scoped_token in tokens.items():
             make_token(namespace, run, run_uid, scoped_token, None, now)
         for (task, payload), key in zip(runs, keys):
-            trigger(task, payload, idempotency_key=key, **options)
+            trigger_child(task, payload, key, **options)
         timeout_at = None if timeout is None else now + timedelta(seconds=seconds_of(timeout))
         checkpoints.put(Checkpoint(key=scoped, kind="wait", attempt=attempt, started_at=now, any_of=True,
                                    timeout_at=timeout_at, waiting_on=(*(TOKEN + n for n in names.values()), *children)))

@@ -16,8 +16,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -27,7 +28,10 @@ from kubetasks.api.common import API_VERSION, GROUP, VERSION, Machine
 from kubetasks.api.machines import machine_of
 from kubetasks.api.taskrun import Phase
 from kubetasks.core.debounce import followed
-from kubetasks.core.naming import ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value
+from kubetasks.core.dedup import key_released
+from kubetasks.core.naming import (
+    ANNOTATION_TRIGGER, LABEL_INSTANCE, LABEL_TASK, idempotent_run_name, label_value, successor_run_name,
+)
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import encode_json, revive, to_json_value
 from kubetasks.runtime.flow import DebounceLike, flow_spec
@@ -87,7 +91,8 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
                      machine: Machine | dict[str, Any] | str | None = None,
                      parent_run: str | None = None, instance: str | None = None,
                      concurrency_key: str | None = None, priority: int | None = None,
-                     debounce: DebounceLike | None = None) -> dict[str, Any]:
+                     debounce: DebounceLike | None = None,
+                     idempotency_key_ttl: DurationLike | None = None) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run, and an annotation holds the digest
     of task, key and payload (see :func:`idempotent_mismatch`). The flow-control options are
@@ -106,6 +111,8 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
         spec["delay"] = duration_string(delay)
     if idempotency_key:
         spec["idempotencyKey"] = idempotency_key
+        if idempotency_key_ttl is not None:
+            spec["idempotencyKeyTTL"] = duration_string(idempotency_key_ttl)
     if tags:
         spec["tags"] = [str(t) for t in tags]
     size = machine_of(machine)
@@ -268,14 +275,23 @@ class RunHandle:
 # -- triggering --------------------------------------------------------------------------------------
 
 def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = None,
-            idempotency_key: str | None = None, tags: Iterable[str] | None = None, namespace: str | None = None,
-            machine: Machine | dict[str, Any] | str | None = None, concurrency_key: str | None = None,
-            priority: int | None = None, debounce: DebounceLike | None = None) -> RunHandle:
+            idempotency_key: str | None = None, idempotency_key_scope: KeyScope | None = None,
+            idempotency_key_ttl: DurationLike | None = None, tags: Iterable[str] | None = None,
+            namespace: str | None = None, machine: Machine | dict[str, Any] | str | None = None,
+            concurrency_key: str | None = None, priority: int | None = None,
+            debounce: DebounceLike | None = None) -> RunHandle:
     """Creates a TaskRun of ``task`` (a @task function or a task id) and returns its handle.
 
-    ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``idempotency_key``: at most
-    one run per task and key; triggering again with the same payload returns the existing run.
-    ``machine``: a preset name or Machine that overrides the Task's.
+    ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``machine``: a preset name
+    or Machine that overrides the Task's.
+
+    ``idempotency_key``: at most one run per task and key. Triggering again returns the key's run
+    (``.wait()`` waits for it, and two callers racing get the one run), until the key is released:
+    its run failed or timed out, or ``idempotency_key_ttl`` (the Task's idempotencyKeyTTL, 30 days,
+    when None) passed since it was created. Then a new run is made. ``idempotency_key_scope``:
+    inside a task, keys are the triggering run's by default (``"run"``): the same key in two runs
+    makes two children. ``"attempt"``: each attempt's own (a retry triggers again). ``"global"``:
+    the key alone, as outside a task.
 
     Flow control (the Task's ``concurrency``, ``throttle`` and ``overlap`` say what they do):
     ``concurrency_key``: the key its Task's per-key limits count by (a tenant, a user).
@@ -287,27 +303,70 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     Raises :class:`IdempotencyConflict` when the key's run name is held by a run that is not this
     trigger's: another task or payload, or not made by ``trigger`` with this key.
     """
+    key = scoped_key(idempotency_key, idempotency_key_scope, os.environ) if idempotency_key else None
+    return _trigger(task, payload, key, True, namespace, delay=delay, idempotency_key_ttl=idempotency_key_ttl,
+                    tags=tags, machine=machine, concurrency_key=concurrency_key, priority=priority,
+                    debounce=debounce)
+
+
+def trigger_child(task: TaskRef, payload: Any, key: str, **options: Any) -> RunHandle:
+    """A durable wait's child (runtime.waits, runtime.any_of), named after ``key`` as given (the
+    run's and the step's already). A child of the key that failed is the child all the same: the
+    wait reads it by that name, and a parent never runs a child again."""
+    return _trigger(task, payload, key, False, None, **options)
+
+
+def _trigger(task: TaskRef, payload: Any, key: str | None, rerun_released: bool, namespace: str | None,
+             **options: Any) -> RunHandle:
     from kubetasks.runtime.kube import default_namespace
 
     task_id = task_id_of(task)
     ns = namespace or default_namespace()
-    body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, delay=delay,
-                            idempotency_key=idempotency_key, tags=tags, machine=machine,
+    body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, idempotency_key=key,
                             parent_run=os.environ.get(protocol.ENV_RUN) or None,
-                            instance=os.environ.get(protocol.ENV_INSTANCE) or None,
-                            concurrency_key=concurrency_key, priority=priority, debounce=debounce)
+                            instance=os.environ.get(protocol.ENV_INSTANCE) or None, **options)
     place_payload(body["spec"], ns)  # a large payload goes to the store (runtime.payloads)
-    name = _create(body, idempotency_key)
+    name = _create(body, key, rerun_released)
     return RunHandle(name, ns, task if isinstance(task, TaskLike) else None)
 
 
-def _create(body: dict[str, Any], key: str | None, tries: int = 3) -> str:
+KeyScope = Literal["run", "attempt", "global"]
+KEY_LIMIT = 256  # characters of spec.idempotencyKey (api.taskrun)
+
+
+def scoped_key(key: str, scope: KeyScope | None, env: Mapping[str, str]) -> str:
+    """The idempotency key a run is given: inside a task (``env`` names its run), the triggering
+    run's own by default, as Trigger.dev scopes them: ``<run uid>/<key>``, or
+    ``<run uid>/<attempt>/<key>`` for ``"attempt"``. ``"global"``, and any key outside a task: as given."""
+    run_uid = env.get(protocol.ENV_RUN_UID)
+    scope = scope or ("run" if run_uid else "global")
+    if scope not in ("run", "attempt", "global"):
+        raise ValueError(f"idempotency_key_scope must be 'run', 'attempt' or 'global', not {scope!r}")
+    if scope == "global":
+        return key
+    if not run_uid:
+        raise ValueError(f"idempotency_key_scope={scope!r} needs a task run to scope the key to: outside a task, "
+                         "keys are global")
+    scoped = f"{run_uid}/{key}" if scope == "run" else f"{run_uid}/{env.get(protocol.ENV_ATTEMPT, '')}/{key}"
+    if len(scoped) > KEY_LIMIT:
+        raise ValueError(f"idempotency key {key[:40]!r}... is {len(scoped)} characters scoped to its {scope} "
+                         f"({scoped[:len(scoped) - len(key)]!r} before it); the limit is {KEY_LIMIT}")
+    return scoped
+
+
+CHAIN_LIMIT = 100  # runs of one key that released it, followed to the one that holds it now
+
+
+def _create(body: dict[str, Any], key: str | None, rerun_released: bool = True, tries: int = 3) -> str:
     """Creates the run; with a key, a run already holding its name is returned only when it is this
-    trigger's (:func:`idempotent_mismatch`)."""
+    trigger's (:func:`idempotent_mismatch`). One that released the key (core.dedup.key_released:
+    it failed, or the key's TTL passed) has a successor, named after it (naming.successor_run_name):
+    that one is created, or returned when a racing trigger made it first."""
     from kubernetes.client.exceptions import ApiException
 
     api, ns = _custom(), body["metadata"]["namespace"]
-    for _ in range(tries):
+    gone = 0
+    for _ in range(CHAIN_LIMIT):
         try:
             created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
         except ApiException as e:
@@ -321,18 +380,28 @@ def _create(body: dict[str, Any], key: str | None, tries: int = 3) -> str:
             existing = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
         except ApiException as e:
             if e.status == 404:
-                continue  # deleted since: create it again
+                gone += 1
+                if gone < tries:
+                    continue  # deleted since: create it again
+                raise IdempotencyConflict(ns, name, task_id, key, f"was deleted and taken again {tries} times "
+                                          "while being triggered") from e
             if e.status == 403:
                 raise IdempotencyConflict(ns, name, task_id, key, "may not be read here, so it cannot be "
                                           "verified as this trigger's run") from e
             raise
+        if rerun_released and key_released(existing, datetime.now(timezone.utc)):
+            body = {**body, "metadata": {**body["metadata"],
+                                         "name": successor_run_name(task_id, key, str(existing["metadata"]["uid"]))}}
+            log.info("TaskRun %s/%s released idempotency key %r (%s): trying %s", ns, name, key,
+                     (existing.get("status") or {}).get("phase"), body["metadata"]["name"])
+            continue
         reason = idempotent_mismatch(existing, body)
         if reason:
             raise IdempotencyConflict(ns, name, task_id, key, reason)
         log.info("TaskRun %s/%s exists for idempotency key %r", ns, name, key)
         return name
     raise IdempotencyConflict(ns, body["metadata"]["name"], body["spec"]["taskRef"], key or "",
-                              f"was deleted and taken again {tries} times while being triggered")
+                              f"is one of {CHAIN_LIMIT} runs of the key that released it")
 
 
 def trigger_and_wait(task: TaskRef, payload: Any = None, *, timeout: float | None = None, **options: Any) -> Any:

@@ -24,7 +24,7 @@ from kubetasks.core.naming import idempotent_run_name
 from kubetasks.runtime.checkpoints import Checkpoint, Checkpoints
 from kubetasks.runtime.encoding import revive
 from kubetasks.runtime.errors import ChildFailed, DuplicateStepKey, RunFailed, WaitRequested
-from kubetasks.runtime.trigger import RunHandle, TaskLike, TaskRef, task_id_of, trigger
+from kubetasks.runtime.trigger import RunHandle, TaskLike, TaskRef, task_id_of, trigger_child
 
 log = logging.getLogger("kubetasks.runtime")
 READ_TRIES = 5  # a child's read that fails (403/404 from a lagging cache, a busy API server) is tried again
@@ -59,7 +59,7 @@ def wait_for_children(checkpoints: Checkpoints, scoped: str, run_uid: str, attem
     names = [idempotent_run_name(task_id, k) for k in keys]
     if record is None:
         for payload, child_key in zip(payloads, keys):
-            trigger(task, payload, idempotency_key=child_key, **options)
+            trigger_child(task, payload, child_key, **options)
         checkpoints.put(Checkpoint(key=scoped, kind="wait", attempt=attempt, started_at=now, waiting_on=tuple(names)))
         log.info("step %s: waiting for %s: %s", scoped, _children(len(names)), ", ".join(names[:5]))
         raise WaitRequested(scoped, names)
