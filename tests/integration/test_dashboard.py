@@ -312,14 +312,20 @@ def test_the_tasks_pages_show_schedules_rates_and_durations(page, shot, runs, ad
     shot(page, "task")
 
 
+def run_names(namespace: str) -> set[str]:
+    listed = json.loads(kubectl("get", "taskruns", "-n", namespace, "-o", "json"))
+    return {r["metadata"]["name"] for r in listed["items"]}
+
+
 def test_actions_are_done_as_the_user(page, shot, runs, admin_url, tmp_path):
-    """Cancel and trigger are done by ``kubetasks dashboard`` with the user's identity: a viewer
-    (read rights only) gets the API server's 403 on the page and changes nothing; the admin's works."""
+    """Cancel, trigger and replay are done by ``kubetasks dashboard`` with the user's identity: a
+    viewer (read rights only) gets the API server's 403 on the page and changes nothing; the admin's works."""
     proxy = Dashboard(kubeconfig=viewer(runs, "nobody", tmp_path / "nobody.kubeconfig"))
     try:
         nobody = proxy.url()
         page.goto(at(nobody, f"/runs/{runs}/sleeper-1"))
         assert "attempt 1 is running" in page.inner_text("#waiting-reason")  # why it is not finished
+        assert page.locator("#replay-button").count() == 0  # not finished: nothing to replay yet
         page.click("#cancel-button")
         result = page.locator("#action-result")
         result.wait_for(state="visible")
@@ -334,6 +340,15 @@ def test_actions_are_done_as_the_user(page, shot, runs, admin_url, tmp_path):
         page.click("#trigger-button")
         result.wait_for(state="visible")
         assert result.get_attribute("data-ok") == "false" and "forbidden" in result.inner_text()
+
+        before = run_names(runs)
+        page.goto(f"{base_of(nobody)}/runs/{runs}/kw-1")
+        page.click("#replay-button")
+        result.wait_for(state="visible")
+        assert result.get_attribute("data-ok") == "false"
+        text = result.inner_text()
+        assert "forbidden" in text and "403" in text and 'cannot create resource "taskruns"' in text, text
+        assert run_names(runs) == before
     finally:
         proxy.stop()
 
@@ -346,20 +361,30 @@ def test_actions_are_done_as_the_user(page, shot, runs, admin_url, tmp_path):
     assert result.get_attribute("data-ok") == "true", result.inner_text()
     wait_until("sleeper-1 Cancelled", lambda: phase(runs, "sleeper-1") == "Cancelled", timeout=60)
 
-    before = {r["metadata"]["name"] for r in json.loads(kubectl("get", "taskruns", "-n", runs, "-o", "json"))["items"]}
+    before = run_names(runs)
     page.goto(f"{base}/tasks/{runs}/kw")
     page.fill("#trigger-payload", json.dumps({"from": "the trigger form"}))
     page.click("#trigger-button")
     result.wait_for(state="visible")
     assert result.get_attribute("data-ok") == "true", result.inner_text()
-    created = wait_until("the triggered run", lambda: {r["metadata"]["name"] for r in json.loads(
-        kubectl("get", "taskruns", "-n", runs, "-o", "json"))["items"]} - before)
+    created = wait_until("the triggered run", lambda: run_names(runs) - before)
     (name,) = created
     triggered = get("taskrun", name, runs)
     assert (triggered["spec"]["taskRef"], triggered["spec"]["payload"]) == ("kw", {"from": "the trigger form"})
     assert triggered["metadata"]["labels"]["kubetasks.io/instance"] == INSTANCE  # the Task's operator runs it
     assert name in result.inner_text()
     wait_until(f"{name} Succeeded", lambda: phase(runs, name) == "Succeeded", timeout=120)
+
+    # Replay: one new run, as `kubetasks replay kw-1` creates it, linked from the result.
+    before = run_names(runs)
+    page.goto(f"{base}/runs/{runs}/kw-1")
+    page.click("#replay-button")
+    result.wait_for(state="visible")
+    assert result.get_attribute("data-ok") == "true", result.inner_text()
+    (replay,) = run_names(runs) - before  # created before the answer came back
+    assert get("taskrun", replay, runs)["spec"]["replayOf"]["name"] == "kw-1"
+    assert replay in result.inner_text()
+    assert page.get_attribute("#action-run-link", "href") == f"/runs/{runs}/{replay}"
 
 
 # ---------------------------------------------------------------- it reads as you

@@ -38,7 +38,8 @@ class FakeKube:
         self._maybe_fail("get")
         if plural == "tasks":
             return {"metadata": {"name": name, "namespace": namespace}, "spec": {"id": "the-id"}}
-        return {"metadata": {"name": name}, "status": {"phase": self.phase} if self.phase else {}}
+        return {"metadata": {"name": name, "uid": f"uid-{name}"}, "spec": {"taskRef": "t", "payload": {"n": 1}},
+                "status": {"phase": self.phase, "steps": [{"name": "one"}]} if self.phase else {}}
 
     def patch_spec(self, plural: str, namespace: str, name: str, patch: dict) -> None:
         self.calls.append(("patch", (plural, namespace, name, patch)))
@@ -107,6 +108,36 @@ def test_trigger_forbidden():
     status, body = dashboard.trigger(FakeKube(fail={"create": forbidden("create", "taskruns")}),
                                      {"namespace": "a", "task": "t"})
     assert status == 403 and 'cannot create resource "taskruns"' in body["message"]
+
+
+def test_replay_creates_the_replay_the_cli_would_as_the_user():
+    kube = FakeKube(phase="Failed")
+    status, body = dashboard.replay(kube, {"namespace": "a", "name": "r", "from_step": "one"})
+    assert (status, body["ok"], body["run"]) == (201, True, {"namespace": "a", "name": "t-x7k2p"})
+    assert body["message"] == "taskrun/t-x7k2p created: replays r"
+    (created,) = [args for verb, args in kube.calls if verb == "create"]
+    plural, ns, run = created
+    assert (plural, ns, run["metadata"]["generateName"]) == ("taskruns", "a", "r-replay-")
+    assert run["spec"] == {"taskRef": "t", "payload": {"n": 1},
+                           "replayOf": {"name": "r", "uid": "uid-r", "fromStep": "one"}}
+    assert dashboard.replay(kube, {"namespace": "a", "name": "r", "from_step": ""})[0] == 201
+    assert "fromStep" not in kube.calls[-1][1][2]["spec"]["replayOf"]  # an empty field: from the step that failed
+
+
+def test_replay_of_an_unfinished_run_or_an_unknown_step_is_a_409_without_a_create():
+    status, body = dashboard.replay(FakeKube(phase="Running"), {"namespace": "a", "name": "r"})
+    assert status == 409 and "is Running: only a finished run can be replayed" in body["message"]
+    kube = FakeKube(phase="Failed")
+    status, body = dashboard.replay(kube, {"namespace": "a", "name": "r", "from_step": "two"})
+    assert status == 409 and "completed no step 'two'" in body["message"]
+    assert not [c for c in kube.calls if c[0] == "create"]
+
+
+def test_replay_forbidden_returns_the_api_servers_403_and_words():
+    status, body = dashboard.replay(FakeKube(phase="Failed", fail={"create": forbidden("create", "taskruns")}),
+                                    {"namespace": "a", "name": "r"})
+    assert (status, body["ok"]) == (403, False) and 'cannot create resource "taskruns"' in body["message"]
+    assert dashboard.replay(FakeKube(), {"name": "r"})[0] == 400
 
 
 # ---------------------------------------------------------------- the command

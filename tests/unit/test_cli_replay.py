@@ -10,9 +10,9 @@ import pytest
 
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.cli import main as cli
-from kubetasks.cli.common import CliError
-from kubetasks.cli.replay import bulk_candidates, check_replayable, parse_rate, replay_name, replay_taskrun
+from kubetasks.cli.replay import bulk_candidates, parse_rate
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK
+from kubetasks.core.replay import NotReplayable, check_replayable, replay_name, replay_taskrun
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
@@ -56,9 +56,9 @@ def test_a_long_name_gives_a_valid_bounded_generate_name():
 
 
 def test_only_a_finished_run_and_a_step_it_completed_can_be_replayed():
-    with pytest.raises(CliError, match="is Running: only a finished run"):
+    with pytest.raises(NotReplayable, match="is Running: only a finished run"):
         check_replayable(original(phase="Running"), None)
-    with pytest.raises(CliError, match="completed no step 'two' .*one"):
+    with pytest.raises(NotReplayable, match="completed no step 'two' .*one"):
         check_replayable(original(), "two")
     check_replayable(original(), "one")
     check_replayable(original(), None)
@@ -114,6 +114,15 @@ def test_replay_of_one_run(monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "taskrun/orders-abc-replay-q created: replays orders-abc, from step one"
     assert cli.main(["replay", "-n", "ns"]) == 1  # neither a run nor --task
     assert cli.main(["replay", "orders-abc", "--task", "orders", "-n", "ns"]) == 1
+
+
+def test_an_unfinished_run_is_refused_in_one_line(monkeypatch, capsys):
+    from kubetasks import kube
+
+    monkeypatch.setattr(kube, "get_custom", lambda plural, ns, name: original(name, phase="Running"))
+    monkeypatch.setattr(kube, "create_custom", lambda plural, ns, body: pytest.fail("created a replay"))
+    assert cli.main(["replay", "orders-abc", "-n", "ns"]) == 1
+    assert "taskrun orders-abc is Running: only a finished run can be replayed" in capsys.readouterr().err
 
 
 def test_describe_names_the_original_and_what_was_reused():

@@ -256,6 +256,20 @@ def test_a_finished_run_has_no_cancel_button_and_an_unfinished_one_says_why_it_w
     assert views.waiting_reason(done, NOW) is None
 
 
+def test_a_finished_run_has_a_replay_button_and_an_unfinished_one_has_none():
+    html = views.run_page(run("r&1", phase="Failed", ns="n<s"), RunDetails(), NOW)
+    assert 'id="replay-button"' in html and 'id="replay-form"' in html and 'data-action="replay"' in html
+    assert 'action="/actions/replay"' in html and "cancel-button" not in html
+    assert '<input type="hidden" name="namespace" value="n&lt;s">' in html  # the fields the action reads
+    assert '<input type="hidden" name="name" value="r&amp;1">' in html
+    for unfinished in ("Running", "Pending", "Retrying", None):
+        html = views.run_page(run("r", phase=unfinished), RunDetails(), NOW)
+        assert "replay-button" not in html and 'id="cancel-button"' in html, unfinished
+    cancelling = run("r", phase="Running")
+    cancelling["spec"]["cancel"] = True
+    assert "replay-button" not in views.run_page(cancelling, RunDetails(), NOW)  # not finished until it stops
+
+
 def test_the_attempts_timeline_shows_machine_duration_and_exit_reason():
     body = run("r", phase="Succeeded", attempts=[
         {"attempt": 1, "jobName": "r-1", "startTime": stamp(T0), "completionTime": stamp(T0 + timedelta(seconds=30)),

@@ -13,6 +13,7 @@ The pages' actions are done here too, as you:
 
     POST /actions/cancel   namespace, name               merge-patch spec.cancel=true
     POST /actions/trigger  namespace, task, payload      create a TaskRun, as ``kubetasks run`` does
+    POST /actions/replay   namespace, name, [from_step]  create a replay of a finished run, as ``kubetasks replay`` does
 
 The JSON answer ``{"ok", "message", "run"}`` carries the API server's status: a 403 tells the user
 what they may not do (the contract is in :mod:`kubetasks.dashboard.server`).
@@ -104,7 +105,27 @@ def trigger(kube: Any, fields: Mapping[str, str]) -> Outcome:
     return 201, {"ok": True, "message": f"taskrun/{name} created", "run": {"namespace": namespace, "name": name}}
 
 
-ACTIONS: dict[str, Callable[[Any, Mapping[str, str]], Outcome]] = {"cancel": cancel, "trigger": trigger}
+def replay(kube: Any, fields: Mapping[str, str]) -> Outcome:
+    """Replays a finished run (``kubetasks replay RUN [--from-step NAME]``): read and created as the user."""
+    from kubetasks.cli.replay import create_replay
+    from kubetasks.core.replay import NotReplayable, check_replayable, replay_taskrun
+
+    try:
+        namespace, name = _required(fields, "namespace", "name")
+        from_step = fields.get("from_step") or None
+        original = kube.get_custom("taskruns", namespace, name)
+        check_replayable(original, from_step)
+        created = create_replay(namespace, replay_taskrun(original, from_step=from_step), kube)
+    except NotReplayable as e:  # the run as it is now (not finished, no such step): as cancel's 409
+        return 409, {"ok": False, "message": str(e)}
+    except Exception as e:
+        return _failure(e)
+    return 201, {"ok": True, "message": f"taskrun/{created} created: replays {name}",
+                 "run": {"namespace": namespace, "name": created}}
+
+
+ACTIONS: dict[str, Callable[[Any, Mapping[str, str]], Outcome]] = {"cancel": cancel, "trigger": trigger,
+                                                                     "replay": replay}
 
 
 # ---------------------------------------------------------------- the command

@@ -19,61 +19,12 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.durations import parse_duration
 from kubetasks.api.times import parse_time
 from kubetasks.cli.common import FINISHED, CliError, namespace_of, parse_payload
-from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, MAX_SUBDOMAIN, fit_name
-from kubetasks.protocol import STATUS_STEPS_LIMIT
+from kubetasks.core.replay import NotReplayable, check_replayable, replay_taskrun
 
-KEPT_SPEC = ("tags", "concurrencyKey", "machine")  # what a replay keeps of its original's spec, with its payload
 DEFAULT_RATE = 2.0  # replays created per second by --task: a burst of runs is the operator's to queue, not ours
-RANDOM_SUFFIX = 5  # characters the API server appends to a generateName
-
-
-def replay_name(original: str) -> str:
-    """The generateName of a replay of ``original``: ``<original>-replay-``, shortened (with a hash
-    of the original's name) so that the API server's suffix keeps it a valid name."""
-    return fit_name(original, "-replay", MAX_SUBDOMAIN - RANDOM_SUFFIX - 1) + "-"
-
-
-def replay_taskrun(original: dict[str, Any], *, payload: Any = None, from_step: str | None = None,
-                   fresh: bool = False, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A new TaskRun that replays ``original`` (the TaskRun object). ``payload``: instead of the
-    original's (None keeps it); ``spec``: more spec fields (idempotency key, delay, priority)."""
-    meta, old = original.get("metadata") or {}, original.get("spec") or {}
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in (LABEL_TASK, LABEL_INSTANCE)}
-    replay_of: dict[str, Any] = {"name": meta["name"], "uid": meta["uid"]}
-    if from_step is not None:
-        replay_of["fromStep"] = from_step
-    if fresh:
-        replay_of["fresh"] = True
-    new: dict[str, Any] = {"taskRef": old["taskRef"], **{k: old[k] for k in KEPT_SPEC if old.get(k) is not None}}
-    if payload is not None:
-        new["payload"] = payload
-    elif old.get("payloadRef") is not None:  # kept in the store: the replay names the same blob
-        new["payloadRef"] = old["payloadRef"]
-    elif old.get("payload") is not None:
-        new["payload"] = old["payload"]
-    new.update(spec or {})
-    new["replayOf"] = replay_of
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
-            "metadata": {"generateName": replay_name(meta["name"]), "labels": labels}, "spec": new}
-
-
-def check_replayable(original: dict[str, Any], from_step: str | None) -> None:
-    """CliError when ``original`` cannot be replayed as asked: not finished, or ``from_step`` is no
-    step it completed (as far as its status, which lists at most 200, can tell)."""
-    name = original["metadata"]["name"]
-    status = original.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    if phase not in FINISHED:
-        raise CliError(f"taskrun {name} is {phase}: only a finished run can be replayed (cancel it first)")
-    steps = [str(s.get("name")) for s in status.get("steps") or []]
-    if from_step is not None and from_step not in steps and len(steps) < STATUS_STEPS_LIMIT:
-        listed = ", ".join(steps[:10]) + (", ..." if len(steps) > 10 else "") if steps else "none"
-        raise CliError(f"taskrun {name} completed no step {from_step!r} (its completed steps: {listed}); without "
-                       "--from-step the replay resumes at the step that failed")
 
 
 def parse_rate(text: str) -> float:
@@ -157,7 +108,10 @@ def cmd_replay(args: argparse.Namespace, out: Console, err: Console,
     ns = namespace_of(args)
     if args.run is not None:
         original = kube.get_custom("taskruns", ns, args.run)
-        check_replayable(original, args.from_step)
+        try:
+            check_replayable(original, args.from_step)
+        except NotReplayable as e:
+            raise CliError(str(e)) from None
         created = create_replay(ns, replay_taskrun(original, payload=payload, from_step=args.from_step,
                                                    fresh=args.fresh, spec=spec))
         how = "every step again" if args.fresh else f"from step {args.from_step}" if args.from_step \
@@ -185,9 +139,10 @@ def cmd_replay(args: argparse.Namespace, out: Console, err: Console,
     return 0
 
 
-def create_replay(namespace: str, body: dict[str, Any]) -> str:
+def create_replay(namespace: str, body: dict[str, Any], api: Any = None) -> str:
     """Creates the replay (a payload over the threshold goes to the operator's store first, as
-    `kubetasks run` does); its name."""
+    `kubetasks run` does); its name. ``api``: :mod:`kubetasks.kube` unless given (the dashboard
+    passes the one it acts with)."""
     from kubetasks import kube
     from kubetasks.runtime.errors import PermanentError
     from kubetasks.runtime.payloads import place_payload
@@ -196,4 +151,4 @@ def create_replay(namespace: str, body: dict[str, Any]) -> str:
         place_payload(body["spec"], namespace, in_pod=False)
     except PermanentError as e:  # PayloadTooLarge, with its limit
         raise CliError(str(e)) from None
-    return str(kube.create_custom("taskruns", namespace, body)["metadata"]["name"])
+    return str((api or kube).create_custom("taskruns", namespace, body)["metadata"]["name"])

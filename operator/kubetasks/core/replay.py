@@ -15,14 +15,73 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from kubetasks.api.taskrun import ReplayOf, TaskRun
+from kubetasks.api.common import GROUP, VERSION
+from kubetasks.api.taskrun import Phase, ReplayOf, TaskRun
+from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, MAX_SUBDOMAIN, fit_name
 from kubetasks.core.step_grants import judge_step_ref, replayed_path
 from kubetasks.core.trigger_policy import Refusal
-from kubetasks.protocol import SCOPE_SEPARATOR, Checkpoint, configmap_key, parse_checkpoints
+from kubetasks.protocol import SCOPE_SEPARATOR, STATUS_STEPS_LIMIT, Checkpoint, configmap_key, parse_checkpoints
 
 SOURCE_MISSING = "ReplaySourceMissing"
 INVALID_REPLAY = "InvalidReplay"
+KEPT_SPEC = ("tags", "concurrencyKey", "machine")  # what a replay keeps of its original's spec, with its payload
+RANDOM_SUFFIX = 5  # characters the API server appends to a generateName
+# Only a finished run is replayed: an unfinished one's step records may still change.
+REPLAYABLE_PHASES = frozenset(p.value for p in Phase if p.finished)
 
+
+class NotReplayable(ValueError):
+    """A run that cannot be replayed as asked; the message says why."""
+
+
+# The new run (built by the CLI and the dashboard alike) ----------------------------------------
+
+def replay_name(original: str) -> str:
+    """The generateName of a replay of ``original``: ``<original>-replay-``, shortened (with a hash
+    of the original's name) so that the API server's suffix keeps it a valid name."""
+    return fit_name(original, "-replay", MAX_SUBDOMAIN - RANDOM_SUFFIX - 1) + "-"
+
+
+def replay_taskrun(original: Mapping[str, Any], *, payload: Any = None, from_step: str | None = None,
+                   fresh: bool = False, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A new TaskRun that replays ``original`` (the TaskRun object). ``payload``: instead of the
+    original's (None keeps it); ``spec``: more spec fields (idempotency key, delay, priority)."""
+    meta, old = original.get("metadata") or {}, original.get("spec") or {}
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in (LABEL_TASK, LABEL_INSTANCE)}
+    replay_of: dict[str, Any] = {"name": meta["name"], "uid": meta["uid"]}
+    if from_step is not None:
+        replay_of["fromStep"] = from_step
+    if fresh:
+        replay_of["fresh"] = True
+    new: dict[str, Any] = {"taskRef": old["taskRef"], **{k: old[k] for k in KEPT_SPEC if old.get(k) is not None}}
+    if payload is not None:
+        new["payload"] = payload
+    elif old.get("payloadRef") is not None:  # kept in the store: the replay names the same blob
+        new["payloadRef"] = old["payloadRef"]
+    elif old.get("payload") is not None:
+        new["payload"] = old["payload"]
+    new.update(spec or {})
+    new["replayOf"] = replay_of
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskRun",
+            "metadata": {"generateName": replay_name(meta["name"]), "labels": labels}, "spec": new}
+
+
+def check_replayable(original: Mapping[str, Any], from_step: str | None) -> None:
+    """NotReplayable when ``original`` cannot be replayed as asked: not finished, or ``from_step``
+    is no step it completed (as far as its status, which lists at most 200, can tell)."""
+    name = original["metadata"]["name"]
+    status = original.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase not in REPLAYABLE_PHASES:
+        raise NotReplayable(f"taskrun {name} is {phase}: only a finished run can be replayed (cancel it first)")
+    steps = [str(s.get("name")) for s in status.get("steps") or []]
+    if from_step is not None and from_step not in steps and len(steps) < STATUS_STEPS_LIMIT:
+        listed = ", ".join(steps[:10]) + (", ..." if len(steps) > 10 else "") if steps else "none"
+        raise NotReplayable(f"taskrun {name} completed no step {from_step!r} (its completed steps: {listed}); "
+                            "without --from-step the replay resumes at the step that failed")
+
+
+# The operator's side: may it start, and from which records ------------------------------------
 
 def replay_refusal(run: TaskRun, original: Mapping[str, Any] | None) -> Refusal | None:
     """Why the replay cannot start from its original (``original``: the run of that name, as the

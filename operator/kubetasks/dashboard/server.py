@@ -33,13 +33,17 @@ Actions (POST, performed as the user by the functions the CLI passes in, see ``k
     ``POST /actions/trigger``  form fields ``namespace``, ``task``, ``payload`` (JSON text, may
                                be empty: no payload): create a TaskRun of that Task (as
                                ``kubetasks run`` does)
+    ``POST /actions/replay``   form fields ``namespace``, ``name``, optional ``from_step``: read the
+                               finished run and create its replay (as ``kubetasks replay`` does,
+                               with :func:`kubetasks.core.replay.replay_taskrun`); 409 when the run
+                               is not finished or completed no such step
 
     Requests are ``application/x-www-form-urlencoded`` (or JSON), sent by the pages' script with
     ``fetch`` and the header ``X-Kubetasks-Action: 1``. The answer is JSON ``{"ok": bool,
     "message": str, "run": {"namespace": ..., "name": ...}}`` (``run``: the run acted on or created;
     absent on failure) with the API server's status code (200/201 done; 400 bad payload JSON; 403
     forbidden, with the API server's message; 404...). The page shows ``message`` in
-    ``#action-result`` (``data-ok`` "true"/"false") and, after a trigger, links the new run.
+    ``#action-result`` (``data-ok`` "true"/"false") and, after a trigger or a replay, links the new run.
 
 Cost: the lists come from the informers' memory (no request per page); a run's page makes one GET,
 one Events list and, per attempt, log reads that :class:`LogReader` bounds; blocking reads run on the

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kubetasks.api.times import api_time as when, human_age  # read and shown as the CLI does
+from kubetasks.core.replay import REPLAYABLE_PHASES
 from kubetasks.core.why import Why
 from kubetasks.dashboard.views.common import (
     Body, FINISHED, _abs_time, _api_time, condition, e, layout, _list, _meta, phase_badge, phase_of, run_seconds,
@@ -192,18 +193,18 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
         if value:
             facts.append((label, f'<a href="{e(run_url(ns, value))}">{e(value)}</a>'))
     waiting = waiting_reason(run, now)
-    cancel = ""
+    action = ""
     if phase not in FINISHED and not spec.get("cancel"):
-        cancel = ('<form method="post" action="/actions/cancel" data-action="cancel" id="cancel-form">'
-                  f'<input type="hidden" name="namespace" value="{e(ns)}">'
-                  f'<input type="hidden" name="name" value="{e(name)}">'
-                  '<button type="submit" class="danger" id="cancel-button">Cancel run</button></form>')
+        action = _run_action("cancel", ns, name, "Cancel run", ' class="danger"')
+    elif phase in REPLAYABLE_PHASES:  # as `kubetasks replay` allows (core.replay.check_replayable)
+        action = _run_action("replay", ns, name, "Replay", ' title="A new run of this one: the steps it completed '
+                             'return their recorded results, the rest run again (kubetasks replay)"')
     error = status.get("error") if isinstance(status.get("error"), dict) else None
     # While the run is not finished its page follows it: the script fetches the page again every
     # few seconds and swaps in the [data-live] parts (it reloads once the run has finished).
     live = f' data-live="{"finished" if phase in FINISHED else "unfinished"}"'
     parts = [f'<div id="run-head"{live}><h1><span id="run-name">{e(name)}</span> {phase_badge(phase)}</h1></div>',
-             cancel, f'<div id="run-body"{live}>',
+             action, f'<div id="run-body"{live}>',
              (f'<p class="waiting" id="waiting-reason" data-testid="waiting-reason">{e(waiting)}</p>'
               if waiting else ""),
              why_section(details.why) if details.why is not None else "",
@@ -232,6 +233,15 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                      + "</div>")
     parts.append("</div>")
     return layout(f"{name}", "".join(parts), "runs")
+
+
+def _run_action(action: str, ns: str, name: str, label: str, attributes: str = "") -> str:
+    """A button that posts the run's namespace and name to ``/actions/<action>`` (the page's script
+    sends it; the server acts as the user)."""
+    return (f'<form method="post" action="/actions/{action}" data-action="{action}" id="{action}-form">'
+            f'<input type="hidden" name="namespace" value="{e(ns)}">'
+            f'<input type="hidden" name="name" value="{e(name)}">'
+            f'<button type="submit"{attributes} id="{action}-button">{label}</button></form>')
 
 
 def _kept_payload(ref: Body) -> str:
