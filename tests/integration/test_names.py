@@ -56,9 +56,19 @@ def test_a_run_named_with_253_characters_succeeds_with_one_job(namespace, operat
         assert len(kept) <= 253 and get("configmap", kept, namespace)["metadata"]["ownerReferences"][0]["uid"] == uid
 
 
-def test_a_cron_task_named_with_253_characters_runs(namespace, operator):
-    apply(task(LONG, "print('tick')", schedule="* * * * *", startingDeadlineSeconds=50), namespace)
+def minutes_from_now(n: int) -> datetime:
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    return now + timedelta(minutes=n)
 
+
+def test_cron_tick_names_a_253_character_tasks_and_a_squatted_one(namespace, operator):
+    """Two cron Tasks in one namespace wait for the same minute's tick (a minute of CI each, apart)."""
+    apply(task(LONG, "print('tick')", schedule="* * * * *", startingDeadlineSeconds=50), namespace)
+    squatted_tick_name_is_not_adopted_and_a_warning_names_it(namespace)
+    a_cron_task_named_with_253_characters_runs(namespace)
+
+
+def a_cron_task_named_with_253_characters_runs(namespace: str) -> None:
     def finished_run() -> dict | None:
         mine = [r for r in runs(namespace) if r["spec"]["taskRef"] == LONG]
         return next((r for r in mine if (r.get("status") or {}).get("phase") in FINISHED), None)
@@ -69,12 +79,7 @@ def test_a_cron_task_named_with_253_characters_runs(namespace, operator):
     assert run["metadata"]["ownerReferences"][0]["uid"] == get("task", LONG, namespace)["metadata"]["uid"]
 
 
-def minutes_from_now(n: int) -> datetime:
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    return now + timedelta(minutes=n)
-
-
-def test_a_squatted_tick_name_is_not_adopted_and_a_warning_names_it(namespace, operator):
+def squatted_tick_name_is_not_adopted_and_a_warning_names_it(namespace: str) -> None:
     # Someone who may create TaskRuns (a task pod, say) takes the names of the next two ticks,
     # with the labels and annotation of scheduled runs and a payload of their own.
     ticks = [minutes_from_now(1), minutes_from_now(2)]

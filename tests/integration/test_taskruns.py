@@ -109,7 +109,9 @@ def test_out_of_memory_is_reported_and_retried(namespace, operator):
 
 
 def test_max_duration_times_out(namespace, operator):
-    apply([task("slow", "import time; time.sleep(300)", maxDuration="5s"), taskrun("slow-1", "slow")], namespace)
+    # maxDuration counts from the Job's start: 15 s lets the container start on a loaded machine (one
+    # not started by then is a failed start, not TimedOut: test_bad_input's x-max-duration saw it at 10 s).
+    apply([task("slow", "import time; time.sleep(300)", maxDuration="15s"), taskrun("slow-1", "slow")], namespace)
     s = wait_phase(namespace, "slow-1", FINISHED)
     assert s["phase"] == "TimedOut" and s["attempt"] == 1 and s["attempts"][0]["reason"] == "DeadlineExceeded"
 
