@@ -146,3 +146,20 @@ def test_a_restart_between_the_resumed_attempts_job_and_its_status_write_adopts_
     w.settle("p")
     assert w.api.created() == ["p-1", "p-2"], "the resumed attempt runs once"
     assert w.status("p")["phase"] == "Running" and w.status("p")["attempt"] == 2
+
+
+def test_a_waiting_parent_reads_its_checkpoints_once_however_many_children_end():
+    children = [child(f"k{i}") for i in range(5)]
+    w = waiting_parent(*children, retry={"maxAttempts": 1})
+    reads = lambda: sum(1 for fn, _ in w.api.calls if fn == "get_configmap")  # noqa: E731
+    before = reads()
+    for i in range(4):  # each child's end wakes the parent, which is still waiting
+        w.api.update("TaskRun", NS, f"k{i}", status={"phase": "Succeeded"})
+        w.api.deliver(w.op.cache)
+        w.settle("p")
+        assert w.status("p")["phase"] == "Waiting"
+    assert reads() - before <= 1, w.api.calls
+    w.api.update("TaskRun", NS, "k4", status={"phase": "Succeeded"})
+    w.api.deliver(w.op.cache)
+    w.settle("p")
+    assert w.status("p")["phase"] == "Running" and w.api.created() == ["p-1", "p-2"]

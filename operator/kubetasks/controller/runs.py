@@ -132,6 +132,9 @@ class RunReconciler:
         self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         self._created_job: dict[str, bool] = {}  # run uid -> this reconcile created its attempt's Job
         self._cancelled: dict[str, bool] = {}  # run uid -> its Jobs were deleted: its pods once more, soon
+        # run uid -> (attempt, its checkpoints) as read while it waits: with no pod, nothing writes
+        # them until it resumes (a Waiting parent is reconciled as each child ends: one read, not one each).
+        self._waiting_steps: dict[str, tuple[int, dict[str, str] | None]] = {}
         cache.runs.listeners.append(self._run_changed)
 
     def _run_changed(self, old: Body | None, new: Body | None) -> None:
@@ -140,6 +143,7 @@ class RunReconciler:
             self._access_left.discard(uid_of(old) or "")
             self._written.pop(uid_of(old) or "", None)
             self._cancelled.pop(uid_of(old) or "", None)
+            self._waiting_steps.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
             self.payloads.forget(uid_of(old) or "")
             self.metadata.forget(uid_of(old) or "")
@@ -293,6 +297,7 @@ class RunReconciler:
             children = await self._unfinished_children(run, children_in(names))
             wait = wait_state(world.steps, attempt, children + pending, world.now)
             if not wait.waiting_on and tokens:  # over: the next attempt reads the tokens' outcomes
+                self._waiting_steps.pop(uid, None)  # they change the checkpoints
                 await self.tokens.write_outcomes(run, uid, tokens, world.now)
             if wait.cancel:  # a wait_any over: the children it no longer waits for
                 await self._cancel_children(run, wait.cancel)
@@ -496,7 +501,15 @@ class RunReconciler:
         raise Requeue(0, "removed a claim no live run of this key holds")
 
     async def _with_steps(self, world: World, uid: str) -> World:
-        data = await self._call("get_configmap_data", world.run.namespace, checkpoint_name(world.run.name, uid))
+        run = world.run
+        waiting = run.status.phase == Phase.WAITING and not run.spec.cancel
+        kept = self._waiting_steps.get(uid) if waiting else self._waiting_steps.pop(uid, None)
+        if kept is not None and kept[0] == run.status.attempt:
+            data = kept[1]
+        else:
+            data = await self._call("get_configmap_data", run.namespace, checkpoint_name(run.name, uid))
+            if waiting:  # read after the attempt that wrote its wait ended (the status says Waiting)
+                self._waiting_steps[uid] = (run.status.attempt, data)
         self.metadata.seen(uid, data)
         if data is None:
             return world
