@@ -78,6 +78,24 @@ _FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "dup
                          "ancestorMetadata")  # what it adds to its ancestors' ctx.metadata, counted till they end
 
 
+def slim_event(api_version: str) -> Any:
+    """A TaskEvent; without its data once dispatched (up to 64 KiB each, held for the retention)."""
+    slim_all = slim_custom("TaskEvent", api_version)
+
+    def slim(body: Body) -> Body:
+        out = slim_all(body)
+        if (out.get("status") or {}).get("dispatchedAt") and "spec" in out:
+            out["spec"] = {k: v for k, v in out["spec"].items() if k != "data"}
+        return out
+    return slim
+
+
+def _events_subscribed(task: Body) -> list[tuple[str, str]]:
+    ns = task["metadata"].get("namespace", "")
+    return sorted({(ns, str(sub.get("event"))) for sub in (task.get("spec") or {}).get("on") or []
+                   if isinstance(sub, dict) and sub.get("event")})
+
+
 def slim_run(api_version: str) -> Any:
     whole = slim_custom("TaskRun", api_version)
 
@@ -187,7 +205,8 @@ def attempt_of(job: Body) -> int:
 
 class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
-        self.tasks = Store("Task", slim_custom("Task", api_version))
+        self.tasks = Store("Task", slim_custom("Task", api_version), {"event": _events_subscribed})
+        self.events = Store("TaskEvent", slim_event(api_version))  # sent events (kubetasks send), until dispatched and expired
         self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
         self.waitpoints = Store("Waitpoint", slim_waitpoint(api_version))  # tokens waiting runs wait for
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of,
@@ -212,6 +231,10 @@ class Cache:
     @property
     def synced(self) -> bool:
         return self.tasks.synced and self.runs.synced and self.jobs.synced
+
+    def subscribers(self, namespace: str, event: str) -> list[Body]:
+        """The Tasks whose spec.on names ``event``."""
+        return self.tasks.by("event", (namespace, event))
 
     def runs_of_task(self, namespace: str, task: str) -> list[Body]:
         return self.runs.by("task", (namespace, task))
