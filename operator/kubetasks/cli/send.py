@@ -10,6 +10,7 @@ done).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ from kubetasks.api.common import API_VERSION
 from kubetasks.api.taskevent import EVENT_DATA_LIMIT, EVENT_ID, EVENT_ID_WORDS, EVENT_NAME, EVENT_NAME_WORDS
 from kubetasks.cli.common import CliError, namespace_of, read_payload
 from kubetasks.core.events import data_size, event_object_name
+from kubetasks.core.naming import LABEL_INSTANCE
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,15 +32,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     given.add_argument("--data-file", metavar="PATH", help="the same from a JSON file ('-': standard input)")
     p.add_argument("--id", metavar="ID", help="the event's id: a resend with the same id starts nothing "
                                               "(default: a new uuid4)")
+    p.add_argument("--instance", metavar="ID", default=os.environ.get("KUBETASKS_INSTANCE_ID") or None,
+                   help="the operator instance that dispatches it (label kubetasks.io/instance; default: "
+                        "$KUBETASKS_INSTANCE_ID, else the default instance)")
     return p
 
 
-def render_event(namespace: str, event: str, id_: str, data: Any) -> dict[str, Any]:
+def render_event(namespace: str, event: str, id_: str, data: Any, instance: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"event": event, "id": id_}
     if data is not None:
         spec["data"] = data
-    return {"apiVersion": API_VERSION, "kind": "TaskEvent",
-            "metadata": {"name": event_object_name(event, id_), "namespace": namespace}, "spec": spec}
+    meta: dict[str, Any] = {"name": event_object_name(event, id_), "namespace": namespace}
+    if instance:  # seen only by the operator started with that id, which starts only its own Tasks
+        meta["labels"] = {LABEL_INSTANCE: instance}
+    return {"apiVersion": API_VERSION, "kind": "TaskEvent", "metadata": meta, "spec": spec}
 
 
 def cmd_send(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -53,7 +60,7 @@ def cmd_send(args: argparse.Namespace, out: Console, err: Console) -> int:
     if data_size(data) > EVENT_DATA_LIMIT:
         raise CliError(f"the data is {data_size(data):,} bytes of JSON, more than an event takes "
                        f"({EVENT_DATA_LIMIT:,}): put it in a ConfigMap or an object store and send its name")
-    body = render_event(namespace_of(args), args.event, id_, data)
+    body = render_event(namespace_of(args), args.event, id_, data, args.instance)
     created, existing = kube.create_or_get(body)
     name = body["metadata"]["name"]
     if not created:

@@ -1,0 +1,68 @@
+"""Events on the cluster: ``kubetasks send`` starts one run of each subscribed Task whose filter
+matches, a resend with the same id starts nothing (counted with a watch on the TaskRuns, not a
+final list), and a filter that does not compile makes its Task Ready=False."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kubetasks.core.events import LABEL_EVENT_ID, event_object_name, event_run_name
+from tests.conftest import KWOK_PLACEMENT, apply, get, wait_until
+from tests.integration.test_cli import cli_env
+from tests.integration.test_flow_control import RunTimeline
+from tests.integration.test_taskruns import task
+
+pytestmark = pytest.mark.cluster
+EVENT = "user.created"
+
+
+def send(namespace: str, event: str, data: str, id_: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kubetasks.cli.main", "send", event, "--data", data, "--id", id_,
+                           "-n", namespace], env=cli_env(), capture_output=True, text=True, timeout=60)
+
+
+def subscriber(name: str, filter_: str | None = None) -> dict:
+    on = {"event": EVENT, **({"filter": filter_} if filter_ else {})}
+    return task(name, "print(1)", on=[on], **KWOK_PLACEMENT)
+
+
+def dispatched(namespace: str, id_: str) -> dict:
+    return wait_until(f"event {id_} dispatched", lambda: (get("taskevent", event_object_name(EVENT, id_), namespace)
+                                                          .get("status") or {}).get("dispatchedAt") and get(
+        "taskevent", event_object_name(EVENT, id_), namespace), timeout=60, interval=0.2)
+
+
+def test_send_starts_each_matching_subscriber_once_and_a_resend_starts_nothing(namespace, operator):
+    apply([subscriber("welcome"), subscriber("pro", 'data.plan == "pro"'), subscriber("free", 'data.plan == "free"'),
+           subscriber("broken", "data.plan ==")], namespace)
+    ready = wait_until("broken is Ready=False", lambda: next(
+        (c for c in (get("task", "broken", namespace).get("status") or {}).get("conditions") or []
+         if c["type"] == "Ready" and c["status"] == "False"), None), timeout=60)
+    assert ready["reason"] == "InvalidFilter" and "spec.on[0] (user.created)" in ready["message"], ready
+
+    with RunTimeline(namespace) as runs:
+        first = send(namespace, EVENT, '{"plan": "pro"}', "u1")
+        assert first.returncode == 0 and "sent" in first.stdout, first.stderr
+        event = dispatched(namespace, "u1")
+        assert sorted(event["status"]["runs"]) == sorted(event_run_name(t, EVENT, "u1") for t in ("welcome", "pro"))
+
+        again = send(namespace, EVENT, '{"plan": "free"}', "u1")
+        assert again.returncode == 0 and "already sent" in again.stdout, (again.stdout, again.stderr)
+        assert get("taskevent", event_object_name(EVENT, "u1"), namespace)["metadata"]["resourceVersion"] == \
+            event["metadata"]["resourceVersion"], "the resend changed nothing"
+        # A later event, dispatched after the resend: once its run is seen, anything the resend
+        # could have started would have been seen too.
+        assert send(namespace, EVENT, '{"plan": "free"}', "u2").returncode == 0
+        marker = event_run_name("free", EVENT, "u2")
+        wait_until(f"{marker} seen", lambda: any(e.name == marker for e in runs.starts()), timeout=60, interval=0.2)
+        started = [e for e in runs.starts() if e.obj["metadata"]["labels"].get(LABEL_EVENT_ID) == "u1"]
+
+    assert sorted(e.obj["spec"]["taskRef"] for e in started) == ["pro", "welcome"], [e.name for e in started]
+    assert all(e.obj["spec"]["payload"] == {"plan": "pro"} for e in started)
+    u2 = dispatched(namespace, "u2")
+    assert sorted(u2["status"]["runs"]) == sorted(event_run_name(t, EVENT, "u2") for t in ("welcome", "free")), \
+        json.dumps(u2["status"])
