@@ -133,6 +133,9 @@ class Operator:
     def event_changed(self, old: Body | None, new: Body | None) -> None:
         if new is not None and old is None:  # sent (or listed at start): its status echoes change nothing
             self.event_queue.add(key_of(new))
+            ns, event = key_of(new)[0], str((new.get("spec") or {}).get("event", ""))
+            for run in self.cache.waiting_for_event(ns, event):  # ctx.step.wait_for_event: it may resume now
+                self.run_queue.add(key_of(run), first=True)
 
     def queue_changed(self, old: Body | None, new: Body | None) -> None:
         if task_spec_changed(old, new):  # not its status write's echo

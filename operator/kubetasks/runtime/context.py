@@ -29,6 +29,7 @@ from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import make_token, wait_for_token
+from kubetasks.runtime.events import ReceivedEvent, wait_for_event
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
 T = TypeVar("T")
@@ -228,6 +229,20 @@ class Steps:
         scoped = self._begin(key)
         value = wait_for_token(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid,
                                self._attempt, self._clock(), timeout)
+        self._used.add(scoped)
+        return value
+
+    def wait_for_event(self, key: str, event: str, match: str | None = None, timeout: DurationLike | None = None,
+                       lookback: DurationLike = 0) -> ReceivedEvent:
+        """Waits without a pod for an event ``event`` (``kubetasks send EVENT``) whose data
+        ``match`` accepts (CEL over ``data``, ``event`` and ``id``; None: any), and returns it
+        (:class:`~kubetasks.runtime.events.ReceivedEvent`: id, event, data, sent_at). Events sent
+        from ``lookback`` (seconds, timedelta or "5m") before this step was first reached count
+        too, oldest first; at a second's grain. The choice is made once: replays return the same
+        event. Raises :class:`~kubetasks.runtime.errors.EventTimeout` when none came within
+        ``timeout`` of the step first being reached."""
+        scoped = self._begin(key)
+        value = wait_for_event(self._checkpoints, scoped, self._attempt, self._clock(), event, match, timeout, lookback)
         self._used.add(scoped)
         return value
 
