@@ -13,8 +13,11 @@ import pytest
 from kubetasks.core.events import LABEL_EVENT_ID, event_object_name, event_run_name
 from tests.conftest import KWOK_PLACEMENT, apply, get, wait_until
 from tests.integration.test_cli import cli_env
-from tests.integration.test_flow_control import RunTimeline
-from tests.integration.test_taskruns import task
+from tests.integration.test_durable_waits import phase, waits_broken
+from tests.integration.test_flow_control import PodTimeline, RunTimeline, Timeline
+from tests.integration.test_runtime import sdk_task
+from tests.integration.test_taskruns import FINISHED, status, task, taskrun
+from tests.integration.test_tokens import finished
 
 pytestmark = pytest.mark.cluster
 EVENT = "user.created"
@@ -66,3 +69,40 @@ def test_send_starts_each_matching_subscriber_once_and_a_resend_starts_nothing(n
     u2 = dispatched(namespace, "u2")
     assert sorted(u2["status"]["runs"]) == sorted(event_run_name(t, EVENT, "u2") for t in ("welcome", "free")), \
         json.dumps(u2["status"])
+
+
+AWAIT_PAYMENT = "kubetasks_examples.events:await_payment"
+
+
+def test_a_run_waits_for_its_event_with_no_pod_and_one_sent_before_it_suspends_is_not_missed(namespace, operator):
+    """``waiter`` waits (Waiting, no pod) until an order.paid event for its order is sent; one for
+    another order does not wake it for good. ``early``'s event is sent while its pod is still on
+    its way to the wait (its ``pause``): the lookback finds it."""
+    apply(sdk_task("await-payment", AWAIT_PAYMENT, retry={"maxAttempts": 1}), namespace)
+    with RunTimeline(namespace) as runs, Timeline(namespace) as jobs, PodTimeline(namespace) as pods:
+        apply([taskrun("waiter", "await-payment", payload={"order": "o-1", "lookback": 0}),
+               taskrun("early", "await-payment", payload={"order": "o-2", "pause": 3, "lookback": 30})], namespace)
+        wait_until("early's pod runs", lambda: status(namespace, "early").get("phase") == "Running", timeout=120,
+                   interval=0.2)
+        assert send(namespace, "order.paid", '{"order": "o-2"}', "pay-o-2").returncode == 0
+        assert not any(phase(e) == "Waiting" for e in runs.log() if e.name == "early"), "sent before it suspends"
+
+        waiting = wait_until("waiter waits for its event", lambda: (s := status(namespace, "waiter")).get(
+            "phase") == "Waiting" and s, timeout=180, interval=0.2)
+        assert [e.split(":")[1] for e in waiting["waitingOn"]] == ["order.paid"], waiting
+        assert send(namespace, "order.paid", '{"order": "o-9"}', "pay-o-9").returncode == 0  # not its order
+        assert send(namespace, "order.paid", '{"order": "o-1", "amount": 5}', "pay-o-1").returncode == 0
+
+        waiter, early = finished(namespace, "waiter"), finished(namespace, "early")
+        uid = get("taskrun", "waiter", namespace)["metadata"]["uid"]
+        wait_until("the watches saw waiter end, and its pods", lambda: any(
+            e.uid == uid and phase(e) in FINISHED for e in runs.log()) and {
+            p.owner for p in pods.log() if phase(p) in ("Succeeded", "Failed")} >= {
+            j.uid for j in jobs.starts() if j.owner == uid}, timeout=30)
+        broken = waits_broken("waiter", runs.log(), jobs.log(), pods.log())
+
+    assert not broken, f"waiter ran while it waited: {broken}"
+    assert waiter["phase"] == "Succeeded" and waiter["result"]["id"] == "pay-o-1", waiter
+    assert waiter["result"]["data"] == {"order": "o-1", "amount": 5}
+    assert [a["reason"] for a in waiter["attempts"]] == ["Waiting", "Succeeded"], waiter["attempts"]
+    assert early["phase"] == "Succeeded" and early["result"]["id"] == "pay-o-2", early
