@@ -168,3 +168,13 @@ def test_an_expired_event_is_deleted():
     assert ("TaskEvent", *key) not in world.api.objects
     fresh = world.send(id_="u2")
     assert isinstance(world.reconcile(fresh), datetime)  # looked at again when it expires
+
+
+def test_the_examples_taskevent_has_the_name_kubetasks_send_gives_it():
+    from pathlib import Path
+
+    import yaml
+
+    docs = yaml.safe_load_all((Path(__file__).resolve().parents[2] / "examples" / "events.yaml").read_text())
+    [event] = [d for d in docs if d and d["kind"] == "TaskEvent"]
+    assert event["metadata"]["name"] == event_object_name(event["spec"]["event"], event["spec"]["id"])

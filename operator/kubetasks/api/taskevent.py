@@ -46,3 +46,11 @@ class TaskEventStatus(Model):
     runs: list[str] = Field(default_factory=list, description="The TaskRuns it started, one per subscribed Task.")
     dispatched_at: datetime | None = Field(default=None, description="When the operator started its runs.")
     message: str | None = Field(default=None, max_length=1024, description="Why it started nothing, if so.")
+
+
+class TaskEvent(Model):
+    api_version: str = "kubetasks.io/v1alpha1"
+    kind: str = "TaskEvent"
+    metadata: dict[str, JSON] = Field(default_factory=dict)
+    spec: TaskEventSpec
+    status: TaskEventStatus = Field(default_factory=TaskEventStatus)
