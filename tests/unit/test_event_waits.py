@@ -62,6 +62,7 @@ class Operator:
                                            "spec": {"taskRef": "t"}})
 
     def send(self, body: dict[str, Any]) -> None:
+        body["metadata"]["uid"] = "uid-" + body["spec"]["id"]
         self.api.objects[("TaskEvent", NS, body["metadata"]["name"])] = body
         self.cache.events.event("ADDED", self.cache.events.slim({**body, "metadata": {**body["metadata"],
                                                                                     "resourceVersion": "1"}}))
@@ -101,6 +102,9 @@ def test_a_wait_waits_for_a_matching_event_then_times_out():
     op.send(taskevent("broken", {"no": "order"}, T0 + timedelta(seconds=2)))  # the match fails on it: no match
     pending, check_at = op.decide(1, T0 + timedelta(seconds=5))
     assert pending == [entry("order.paid", "paid")] and check_at == T0 + timedelta(seconds=60)
+    reads = len([c for c in op.api.calls if c[0] == "get"])
+    assert op.decide(1, T0 + timedelta(seconds=5))[0] == pending
+    assert len([c for c in op.api.calls if c[0] == "get"]) == reads, "the events it refused are not read again"
     with pytest.raises(WaitRequested):  # woken before a choice: it waits on
         wait(op.store, 2, T0 + timedelta(seconds=6), match='data.order == "o-2"', timeout="60s")
     assert op.decide(2, T0 + timedelta(seconds=61)) == ([], None)

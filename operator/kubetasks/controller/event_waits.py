@@ -9,24 +9,28 @@ resumes, once: a record there is the choice, and nothing is chosen again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from datetime import datetime
 
 from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.controller.cache import Cache
+from kubetasks.controller.cache import Cache, uid_of
 from kubetasks.controller.conflicts import Call
 from kubetasks.core.event_waits import accepts, candidates, entry, event_waits, received, timed_out
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.protocol import Checkpoint, configmap_key, parse_checkpoints
 
 log = logging.getLogger(__name__)
+REFUSALS_KEPT = 100_000
 
 
 class EventWaits:
     def __init__(self, cache: Cache, call: Call) -> None:
         self.cache = cache
         self.call = call
+        self._refused: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # (run uid, step key, event uid)
 
     async def pending(self, run: TaskRun, uid: str, attempt: int, now: datetime) -> tuple[list[str], datetime | None]:
         """The entries of the event waits still to come, and when the first of them times out.
@@ -37,10 +41,16 @@ class EventWaits:
         for wait in event_waits(records, attempt):
             outcome: Checkpoint | None = None
             for body in candidates(self.cache.events_named(run.namespace, wait.event), wait):
+                seen = (uid, wait.key, uid_of(body) or "")
+                if seen in self._refused:
+                    continue
                 whole = await self.call("get", kube.TASKEVENTS, run.namespace, body["metadata"]["name"])
-                if whole is not None and accepts(wait, whole):
+                if whole is None or uid_of(whole) != uid_of(body):
+                    continue  # deleted (retention) or sent again since: the watch tells
+                if await asyncio.to_thread(accepts, wait, whole):  # CEL over up to 64 KiB: off the loop
                     outcome = received(wait, whole, attempt, now)
                     break
+                self._refuse(seen)
             if outcome is None and wait.timeout_at is not None and wait.timeout_at <= now:
                 outcome = timed_out(wait, attempt, now)
             if outcome is None:
@@ -52,3 +62,8 @@ class EventWaits:
         if decided:
             await self.call("merge_patch", kube.CONFIGMAPS, run.namespace, configmap, {"data": decided})
         return waiting, check_at
+
+    def _refuse(self, seen: tuple[str, str, str]) -> None:
+        self._refused[seen] = None
+        while len(self._refused) > REFUSALS_KEPT:
+            self._refused.popitem(last=False)
