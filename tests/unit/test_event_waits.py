@@ -116,3 +116,24 @@ def test_a_wait_waits_for_a_matching_event_then_times_out():
 def test_a_match_that_does_not_compile_fails_the_step_at_once():
     with pytest.raises(ValueError, match="does not compile"):
         wait(MemoryStore(), 1, T0, match="data.order ==")
+
+
+def test_wait_any_fires_on_an_event_and_replays_it():
+    op = Operator()
+
+    def first(n: int, now: datetime) -> Any:
+        ctx = Context.local({}, run_id=UID, attempt=n, store=op.store, clock=lambda: now)
+        return ctx.step.wait_any("either", events=[("order.refunded", None), ("order.paid", 'data.order == "o-3"')],
+                                 timeout="1h", lookback="5s")
+
+    with pytest.raises(WaitRequested):
+        first(1, T0)
+    [step] = steps_from_configmap(op.store.data)
+    assert step.any_of and step.waiting_on == [entry("order.refunded", "either#event-0"),
+                                               entry("order.paid", "either#event-1")]
+    op.send(taskevent("p-3", {"order": "o-3"}, T0 - timedelta(seconds=3)))  # within the lookback
+    pending, _ = op.decide(1, T0 + timedelta(seconds=1))
+    assert pending == [entry("order.refunded", "either#event-0")]  # the wait_any is over: core.waits says so
+    fired = first(2, T0 + timedelta(seconds=2))
+    assert (fired.kind, fired.index, fired.value.id) == ("event", 1, "p-3")
+    assert first(3, T0 + timedelta(seconds=3)) == fired

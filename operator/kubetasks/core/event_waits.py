@@ -48,17 +48,24 @@ class EventWait(NamedTuple):
 
 
 def event_waits(records: Mapping[str, Checkpoint], attempt: int) -> list[EventWait]:
-    """The event waits ``attempt`` wrote that are not over (no outcome record yet)."""
+    """The event waits ``attempt`` wrote that are not over (no outcome record yet). A
+    wait_for_event's record holds one (``result``: event, match, since); a wait_any's holds a list
+    (``result.events``, each with its own key), and its timeout is the wait_any's (core.waits)."""
     out = []
     for record in records.values():
         if (record.kind != "wait" or record.completed or record.attempt != attempt or not record.waiting_on
-                or not any(e.startswith(EVENT) for e in record.waiting_on) or outcome_key(record.key) in records):
+                or not any(e.startswith(EVENT) for e in record.waiting_on)):
             continue
         params = record.result if isinstance(record.result, dict) else {}
-        since = parse_time(params.get("since")) or record.started_at
-        if not params.get("event") or since is None:
-            continue
-        out.append(EventWait(record.key, str(params["event"]), params.get("match") or None, since, record.timeout_at))
+        items = params.get("events") if record.any_of else [{**params, "key": record.key}]
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not item.get("event") or not item.get("key"):
+                continue
+            since = parse_time(item.get("since")) or record.started_at
+            if since is None or outcome_key(str(item["key"])) in records:
+                continue
+            out.append(EventWait(str(item["key"]), str(item["event"]), item.get("match") or None, since,
+                                 None if record.any_of else record.timeout_at))
     return out
 
 

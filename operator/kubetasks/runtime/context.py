@@ -254,17 +254,22 @@ class Steps:
         return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())
 
     def wait_any(self, key: str, *, tokens: Sequence[str] = (), runs: Sequence[tuple[TaskRef, Any]] = (),
-                 timeout: DurationLike | None = None, **options: Any) -> Fired:
+                 timeout: DurationLike | None = None, events: Sequence[tuple[str, str | None]] = (),
+                 lookback: DurationLike = 0, **options: Any) -> Fired:
         """Waits without a pod for the first of ``tokens`` (the keys of this run's tokens, made
         now unless :meth:`create_token` made them) and ``runs`` (``(task, payload)`` pairs,
         triggered now as :meth:`trigger_and_wait` does) to end, or for ``timeout``, and returns
         which one fired (:class:`~kubetasks.runtime.any_of.Fired`: ``kind`` token, run or timeout).
         The children it no longer waits for are cancelled; the tokens are left. When several had
-        ended by the time the run resumed, the first in the order given fired: tokens, then runs."""
+        ended by the time the run resumed, the first in the order given fired: tokens, then runs.
+        ``events``: ``(event, match)`` pairs, as :meth:`wait_for_event` takes them (with
+        ``lookback``); one fires (``kind`` event, ``index`` in ``events``) when the operator chose
+        an event for it, after tokens and before runs."""
         scoped = self._begin(key)
         scope = _scope.get()
         fired = wait_any(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid, self._attempt,
-                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options)
+                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options,
+                         list(events), lookback)
         self._used.add(scoped)
         return fired
 

@@ -53,10 +53,7 @@ def wait_for_event(checkpoints: Checkpoints, scoped: str, attempt: int, now: dat
         checkpoints.put(done)
         return event_result(event, done.result)
     if record is None:
-        if match:
-            error = filter_error(match)
-            if error:
-                raise ValueError(f"wait_for_event({event!r}): the match {match!r} does not compile: {error}")
+        check_match(event, match)
         timeout_at = None if timeout is None else now + timedelta(seconds=seconds_of(timeout))
         since = now - timedelta(seconds=seconds_of(lookback))
         checkpoints.put(Checkpoint(key=scoped, kind="wait", attempt=attempt, started_at=now, timeout_at=timeout_at,
@@ -66,6 +63,13 @@ def wait_for_event(checkpoints: Checkpoints, scoped: str, attempt: int, now: dat
     elif record.attempt != attempt:  # woken before the operator chose: the wait goes on
         checkpoints.put(replace(record, attempt=attempt))
     raise WaitRequested(scoped, [event])
+
+
+def check_match(event: str, match: str | None) -> None:
+    """Fails the step at once when ``match`` does not compile: it would never accept an event."""
+    error = filter_error(match) if match else None
+    if error:
+        raise ValueError(f"wait for event {event!r}: the match {match!r} does not compile: {error}")
 
 
 def event_result(event: str, result: Any) -> ReceivedEvent:
