@@ -106,3 +106,14 @@ def test_a_run_waits_for_its_event_with_no_pod_and_one_sent_before_it_suspends_i
     assert waiter["result"]["data"] == {"order": "o-1", "amount": 5}
     assert [a["reason"] for a in waiter["attempts"]] == ["Waiting", "Succeeded"], waiter["attempts"]
     assert early["phase"] == "Succeeded" and early["result"]["id"] == "pay-o-2", early
+
+
+def test_wait_any_ends_on_an_event_sent_while_a_token_is_still_open(namespace, operator):
+    apply(sdk_task("paid-or-approved", "kubetasks_examples.events:paid_or_approved", retry={"maxAttempts": 1}),
+          namespace)
+    apply(taskrun("either", "paid-or-approved", payload={"order": "o-7", "lookback": 0}), namespace)
+    wait_until("either waits", lambda: status(namespace, "either").get("phase") == "Waiting", timeout=180, interval=0.2)
+    assert send(namespace, "order.paid", '{"order": "o-7"}', "pay-o-7").returncode == 0
+    either = finished(namespace, "either")
+    assert either["phase"] == "Succeeded" and either["result"] == {
+        "kind": "event", "key": None, "index": 0, "id": "pay-o-7"}, either

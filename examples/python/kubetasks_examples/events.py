@@ -28,3 +28,13 @@ def await_payment(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
         return {"order": order, "paid": False, "attempt": ctx.attempt}
     return {"order": order, "paid": True, "id": paid.id, "data": paid.data, "sentAt": paid.sent_at,
             "attempt": ctx.attempt}
+
+
+@task(id="paid-or-approved")
+def paid_or_approved(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The first of a payment event for the order and a person's approval (a token), or a timeout."""
+    order = str(payload.get("order", ""))
+    fired = ctx.step.wait_any("either", tokens=["approve"], events=[("order.paid", f"data.order == {order!r}")],
+                              timeout=payload.get("timeout", "1h"), lookback=payload.get("lookback", 60))
+    return {"kind": fired.kind, "key": fired.key, "index": fired.index,
+            "id": fired.value.id if fired.kind == "event" else None}
