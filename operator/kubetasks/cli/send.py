@@ -66,7 +66,7 @@ def cmd_send(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not created:
         runs = ", ".join(((existing or {}).get("status") or {}).get("runs") or []) or "none yet"
         out.print(f"taskevent/{name} ({args.event}, id {id_}) was already sent: nothing changed (runs: {runs})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         return 0
-    out.print(f"taskevent/{name} sent ({args.event}, id {id_})", highlight=False)
+    out.print(f"taskevent/{name} sent ({args.event}, id {id_})", highlight=False, soft_wrap=True)
     return 0
