@@ -178,3 +178,12 @@ def test_the_examples_taskevent_has_the_name_kubetasks_send_gives_it():
     docs = yaml.safe_load_all((Path(__file__).resolve().parents[2] / "examples" / "events.yaml").read_text())
     [event] = [d for d in docs if d and d["kind"] == "TaskEvent"]
     assert event["metadata"]["name"] == event_object_name(event["spec"]["event"], event["spec"]["id"])
+
+
+def test_a_bad_filter_does_not_stop_the_tasks_cron_ticks():
+    body = task_body("nightly", {"event": "user.created", "filter": "data.plan =="})
+    body["spec"]["schedule"] = "0 3 * * *"
+    problem = task_problem(Task.model_validate(body))
+    assert problem is not None and problem.reason == "InvalidFilter" and not problem.stops_schedule
+    body["spec"]["schedule"] = "61 3 * * *"
+    assert task_problem(Task.model_validate(body)).stops_schedule  # a bad schedule is said first, and stops it

@@ -14,11 +14,20 @@ from kubetasks.core.events import subscription_errors
 from kubetasks.core.payload import payload_error, schema_error
 
 
+INVALID_FILTER = "InvalidFilter"
+
+
 class Problem(NamedTuple):
     """What is wrong with a Task: the Ready condition's reason and message."""
 
-    reason: str  # InvalidPayloadSchema, InvalidSpec, InvalidFilter
+    reason: str  # InvalidPayloadSchema, InvalidSpec, INVALID_FILTER
     message: str
+
+    @property
+    def stops_schedule(self) -> bool:
+        """A subscription's filter that does not compile skips that subscription only: the Task's
+        cron ticks (and its other runs) go on."""
+        return self.reason != INVALID_FILTER
 
 
 def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: Problem | None) -> TaskStatus:
@@ -63,6 +72,6 @@ def task_problem(task: Task) -> Problem | None:
                 return Problem("InvalidSpec", f"spec.payload does not match spec.payloadSchema: {error}")
     filters = subscription_errors(task)
     if filters:
-        return Problem("InvalidFilter", "; ".join(filters) + ". Events do not start this Task through that "
+        return Problem(INVALID_FILTER, "; ".join(filters) + ". Events do not start this Task through that "
                                         "subscription until it is fixed (CEL over data, event and id).")
     return None
