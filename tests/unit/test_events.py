@@ -187,3 +187,21 @@ def test_a_bad_filter_does_not_stop_the_tasks_cron_ticks():
     assert problem is not None and problem.reason == "InvalidFilter" and not problem.stops_schedule
     body["spec"]["schedule"] = "61 3 * * *"
     assert task_problem(Task.model_validate(body)).stops_schedule  # a bad schedule is said first, and stops it
+
+
+def test_a_run_refused_for_good_is_skipped_with_a_warning_and_the_others_run(monkeypatch):
+    from kubetasks import kube
+
+    world = World()
+    create = world.api.create_or_get
+
+    def refuse_pro(obj):
+        if obj["spec"].get("taskRef") == "pro":
+            raise kube.ApiException(status=403, reason="Forbidden")
+        return create(obj)
+
+    monkeypatch.setattr(world.api, "create_or_get", refuse_pro)
+    key = world.send()
+    world.reconcile(key)
+    assert [r["spec"]["taskRef"] for r in world.runs()] == ["welcome"]
+    assert any(reason == "RunNotCreated" and "pro" in message for _, _, reason, message in world.api.events)

@@ -90,7 +90,16 @@ class EventReconciler:
     async def _start(self, body: Body, task: Task) -> str | None:
         wanted = render_event_run(task, body)
         name = wanted["metadata"]["name"]
-        created, existing = await self._call("create_or_get", wanted)
+        try:
+            created, existing = await self._call("create_or_get", wanted)
+        except Exception as e:
+            if kube.is_transient(e):
+                raise  # the queue retries with backoff
+            # Refused for good (a 403, a webhook's refusal: a full TaskQueue): the other
+            # subscribers still run, and the event says which did not.
+            await self._warn(body, "RunNotCreated", f"Task {task.name}: the run {name} could not be created: "
+                                                    f"{kube.error_line(e)}"[:1024])
+            return None
         if created or (existing is not None and is_run_of(existing, wanted)):
             return str(name)
         await self._warn(body, "RunNameTaken", f"Task {task.name}: TaskRun {name} holds the name of this event's run "
