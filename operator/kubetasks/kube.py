@@ -328,6 +328,7 @@ TASKS = Resource(GROUP, VERSION, "tasks")
 TASKRUNS = Resource(GROUP, VERSION, "taskruns")
 TASKQUEUES = Resource(GROUP, VERSION, "taskqueues")
 WAITPOINTS = Resource(GROUP, VERSION, "waitpoints")
+TASKEVENTS = Resource(GROUP, VERSION, "taskevents")
 JOBS = Resource("batch", "v1", "jobs")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 CONFIGMAP_METADATA = Resource("", "v1", "configmaps", metadata_only=True)
@@ -461,7 +462,7 @@ def get(resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS, "Waitpoint": WAITPOINTS,
+RESOURCES = {"Job": JOBS, "ConfigMap": CONFIGMAPS, "TaskRun": TASKRUNS, "Task": TASKS, "Waitpoint": WAITPOINTS, "TaskEvent": TASKEVENTS,
              "ServiceAccount": Resource("", "v1", "serviceaccounts"),
              "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
              "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),

@@ -220,6 +220,10 @@ SCOPE_SEPARATOR = "/"
 # Not a step: never shown in status. Also how a wait names a token ("waitpoint:<name>"); run
 # names have no ':'.
 TOKEN = "waitpoint:"
+# An event wait (ctx.step.wait_for_event): its entry in a wait is "taskevent:<event>:<hash of the
+# step key>", and the operator writes the event it chose (or the timeout) as a record of the key
+# EVENT + step key, as a token's outcome. Not a step either.
+EVENT = "taskevent:"
 CONFIGMAP_KEY_LIMIT = 253
 RECORD_LIMIT = 256 * 1024
 TOTAL_LIMIT = 900 * 1024
@@ -342,7 +346,7 @@ def steps_from_configmap(data: Mapping[str, str] | None, limit: int = STATUS_STE
     wake time or the runs they wait for (which also tell the operator an attempt slept or waits
     when its pod is gone). When there are
     more than ``limit`` (the status holds 200), the most recent are kept."""
-    records = [r for r in parse_checkpoints(data).values() if not r.key.startswith(TOKEN)]
+    records = [r for r in parse_checkpoints(data).values() if not r.key.startswith((TOKEN, EVENT))]
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     ordered = sorted(records, key=lambda r: (r.completed_at is None, r.completed_at or epoch, r.key))
     return [

@@ -46,7 +46,7 @@ def waits_broken(parent: str, runs: list[Seen], jobs: list[Seen], pods: list[See
             broken += [f"pod {p.name} active at revision {p.rv}, inside the wait ({e.rv}, {until})"
                        for p in pods if p.active and e.rv < p.rv < until
                        and (p.obj["metadata"].get("labels") or {}).get("kubetasks.io/run") == parent]
-            waited = [c for c in (e.obj.get("status") or {}).get("waitingOn") or [] if not c.startswith("waitpoint:")]
+            waited = [c for c in (e.obj.get("status") or {}).get("waitingOn") or [] if not c.startswith(("waitpoint:", "taskevent:"))]
             broken += [f"Job at revision {until} before child {c} finished ({finished.get(c)})"
                        for c in waited if finished.get(c, until) >= until]
         was_waiting = phase(e) == "Waiting"

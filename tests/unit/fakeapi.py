@@ -24,7 +24,7 @@ from kubetasks.protocol import METADATA_LABEL
 
 Body = dict[str, Any]
 WATCHED = {"Task": "tasks", "TaskQueue": "queues", "TaskRun": "runs", "Job": "jobs", "ConfigMap": "logs",
-           "Waitpoint": "waitpoints"}
+           "Waitpoint": "waitpoints", "TaskEvent": "events"}
 # What the operator's informers select of a kind (a label selector), when not all of it.
 SELECTED = {"ConfigMap": is_kept_log}
 # Kinds that a second informer watches too, with its selector: checkpoints with ctx.metadata.
@@ -39,7 +39,7 @@ def _stores(kind: str, obj: Body) -> list[str]:
     return stores
 PLURALS = {"tasks": "Task", "taskqueues": "TaskQueue", "taskruns": "TaskRun", "jobs": "Job", "configmaps": "ConfigMap",
            "serviceaccounts": "ServiceAccount", "roles": "Role", "rolebindings": "RoleBinding",
-           "waitpoints": "Waitpoint"}
+           "waitpoints": "Waitpoint", "taskevents": "TaskEvent"}
 
 
 class FakeApi:

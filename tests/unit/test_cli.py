@@ -238,12 +238,12 @@ def test_run_wait_follows_a_superseded_run_to_the_one_that_ran(monkeypatch, caps
 def test_crds_prints_every_definition(capsys):
     assert cli.main(["crds"]) == 0
     out = capsys.readouterr().out
-    assert out.count("kind: CustomResourceDefinition") == 4 and "\n---\n" in out
+    assert out.count("kind: CustomResourceDefinition") == 5 and "\n---\n" in out
 
 
 def test_crds_write(tmp_path, capsys):
     assert cli.main(["crds", "--write", str(tmp_path / "out")]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kubetasks.io_taskqueues.yaml", "kubetasks.io_taskruns.yaml", "kubetasks.io_tasks.yaml",
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kubetasks.io_taskevents.yaml", "kubetasks.io_taskqueues.yaml", "kubetasks.io_taskruns.yaml", "kubetasks.io_tasks.yaml",
                                                                              "kubetasks.io_waitpoints.yaml"]
 
 

@@ -8,9 +8,10 @@ import yaml
 
 from kubetasks.api import Task, TaskRun
 from kubetasks.api.flow import TaskQueue
+from kubetasks.api.taskevent import TaskEvent
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-MODELS = {"Task": Task, "TaskRun": TaskRun, "TaskQueue": TaskQueue}
+MODELS = {"Task": Task, "TaskRun": TaskRun, "TaskQueue": TaskQueue, "TaskEvent": TaskEvent}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -78,7 +78,11 @@ pods/exec, no wildcards. Tasks are read only (their status aside).
   resources: ["waitpoints"]
   verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["kubetasks.io"]
-  resources: ["tasks/status", "taskruns/status", "taskqueues/status", "waitpoints/status"]
+  # TaskEvents (kubetasks send): each starts its subscribers' runs; delete: retention (events.retentionSeconds)
+  resources: ["taskevents"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: ["kubetasks.io"]
+  resources: ["tasks/status", "taskruns/status", "taskqueues/status", "waitpoints/status", "taskevents/status"]
   verbs: ["patch"]
 - apiGroups: ["kubetasks.io"]
   # OwnerReferencesPermissionEnforcement (OpenShift turns it on): a child whose owner reference

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.flow import TaskQueueSpec, TaskQueueStatus
 from kubetasks.api.task import TaskSpec, TaskStatus
+from kubetasks.api.taskevent import TaskEventSpec, TaskEventStatus
 from kubetasks.api.taskrun import TaskRunSpec, TaskRunStatus
 from kubetasks.api.waitpoint import WaitpointSpec, WaitpointStatus
 
@@ -143,6 +144,13 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"},
             {"name": "Completed", "type": "date", "jsonPath": ".status.completedAt"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ]),
+        # Not "events": core/v1 Events hold that name (kubectl get events).
+        "kubetasks.io_taskevents.yaml": _crd("TaskEvent", "taskevents", ["kte"], TaskEventSpec, TaskEventStatus, [
+            {"name": "Event", "type": "string", "jsonPath": ".spec.event"},
+            {"name": "ID", "type": "string", "jsonPath": ".spec.id"},
+            {"name": "Runs", "type": "string", "jsonPath": ".status.runs"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ]),
     }

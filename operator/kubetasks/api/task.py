@@ -13,6 +13,7 @@ from kubetasks.api.common import (
     Machine, Model, RetryPolicy, at_most, matches, rules,
 )
 from kubetasks.api.flow import Concurrency, Holder, Overlap, Throttle
+from kubetasks.api.taskevent import EVENT_NAME, EVENT_NAME_WORDS
 from kubetasks.api.images import (
     IMAGE_MESSAGE, IMAGE_NAME, IMAGE_NAME_MESSAGE, IMAGE_REFERENCE, MAX_IMAGE_LENGTH, MAX_IMAGE_NAME_LENGTH,
 )
@@ -28,6 +29,7 @@ MAX_SCHEDULE_LENGTH = 256
 NUL = r"\x00"  # RE2
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_LENGTH = 32768
+MAX_FILTER_LENGTH = 1024  # CEL over an event's data: short, so its cost is bounded by the data's size
 
 
 class EnvVar(Model):
@@ -82,6 +84,18 @@ class Retention(Model):
     history_limit: int = Field(
         default=1000, ge=0,
         description="The newest this many succeeded and this many failed runs are kept, older ones deleted; 0: no limit.")
+
+
+class Subscription(Model):
+    """An event this Task runs on (``kubetasks send``): one run per event sent, its data the payload."""
+
+    event: str = Field(max_length=63, description=f"The event's name: {EVENT_NAME_WORDS}.",
+                       json_schema_extra=rules((matches("self", EVENT_NAME), f"event must be {EVENT_NAME_WORDS}")))
+    filter: str | None = Field(
+        default=None, max_length=MAX_FILTER_LENGTH,
+        description="A CEL expression over the event (data, event, id): the Task runs only when it is true. One "
+                    "that does not compile makes the Task Ready=False (InvalidFilter) and the subscription is "
+                    "skipped; one that fails on an event's data (a missing field) does not match it.")
 
 
 class TaskSpec(Model):
@@ -169,6 +183,8 @@ class TaskSpec(Model):
                     "at most 64 levels deep. A schema that breaks these rules makes the Task Ready=False "
                     "(InvalidPayloadSchema) and its runs fail InvalidTask.")
     retention: Retention = Field(default_factory=Retention, description="How long finished runs are kept.")
+    on: list[Subscription] = Field(default_factory=list, max_length=32,
+                                   description="Events (TaskEvents in this namespace) that each start a run.")
 
     # Cron
     schedule: str | None = Field(

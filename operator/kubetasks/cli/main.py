@@ -37,7 +37,7 @@ from rich.console import Console
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
 from kubetasks.cli.tables import run_rows, runs_table
-from kubetasks.cli import complete, dashboard, replay, why
+from kubetasks.cli import complete, dashboard, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
                                   parse_payload, read_payload)
@@ -180,6 +180,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     with_namespace(dashboard.add_parser(sub))
     p = with_namespace(complete.add_parser(sub))
     _complete_with(next(a for a in p._actions if a.dest == "token"), "waitpoints")
+    with_namespace(send.add_parser(sub))
     return parser
 
 
@@ -430,7 +431,7 @@ def kubectl_complete() -> int:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
             "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard,
-            "why": why.cmd_why, "complete": complete.cmd_complete, "replay": replay.cmd_replay}
+            "why": why.cmd_why, "complete": complete.cmd_complete, "send": send.cmd_send, "replay": replay.cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from kubetasks.core.debounce import group_key
 from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_RUN_UID
-from kubetasks.protocol import METADATA_LABEL
+from kubetasks.protocol import EVENT, METADATA_LABEL
 
 __all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
 
@@ -76,6 +76,37 @@ _FINISHED_STATUS_KEYS = ("phase", "attempt", "startTime", "completionTime", "dup
                          "idempotencyKeyExpiresAt",  # core.dedup.key_released
                          "supersededBy", "hooks",
                          "ancestorMetadata")  # what it adds to its ancestors' ctx.metadata, counted till they end
+
+
+def slim_event(api_version: str) -> Any:
+    """A TaskEvent; without its data once dispatched (up to 64 KiB each, held for the retention)."""
+    slim_all = slim_custom("TaskEvent", api_version)
+
+    def slim(body: Body) -> Body:
+        out = slim_all(body)
+        if (out.get("status") or {}).get("dispatchedAt") and "spec" in out:
+            out["spec"] = {k: v for k, v in out["spec"].items() if k != "data"}
+        return out
+    return slim
+
+
+def _events_subscribed(task: Body) -> list[tuple[str, str]]:
+    ns = task["metadata"].get("namespace", "")
+    return sorted({(ns, str(sub.get("event"))) for sub in (task.get("spec") or {}).get("on") or []
+                   if isinstance(sub, dict) and sub.get("event")})
+
+
+def _event_name(event: Body) -> list[tuple[str, str]]:
+    return [(event["metadata"].get("namespace", ""), str((event.get("spec") or {}).get("event", "")))]
+
+
+def _event_waits(run: Body) -> list[tuple[str, str]]:
+    """The events an unfinished run waits for (its status.waitingOn), by name."""
+    if _finished(run):
+        return []
+    ns = run["metadata"].get("namespace", "")
+    return sorted({(ns, e[len(EVENT):].split(":", 1)[0]) for e in (run.get("status") or {}).get("waitingOn") or []
+                   if isinstance(e, str) and e.startswith(EVENT)})
 
 
 def slim_run(api_version: str) -> Any:
@@ -187,12 +218,13 @@ def attempt_of(job: Body) -> int:
 
 class Cache:
     def __init__(self, api_version: str = "kubetasks.io/v1alpha1") -> None:
-        self.tasks = Store("Task", slim_custom("Task", api_version))
+        self.tasks = Store("Task", slim_custom("Task", api_version), {"event": _events_subscribed})
+        self.events = Store("TaskEvent", slim_event(api_version), {"name": _event_name})  # sent events (kubetasks send), until dispatched and expired
         self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
         self.waitpoints = Store("Waitpoint", slim_waitpoint(api_version))  # tokens waiting runs wait for
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of,
                                                               "debounce": _debounce_group, "superseded": _superseded_into,
-                                                              "overlap": _overlap})
+                                                              "overlap": _overlap, "event_wait": _event_waits})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
         # Kept logs (core.logs): their sizes and ages, for the budget; never their text.
@@ -212,6 +244,17 @@ class Cache:
     @property
     def synced(self) -> bool:
         return self.tasks.synced and self.runs.synced and self.jobs.synced
+
+    def subscribers(self, namespace: str, event: str) -> list[Body]:
+        """The Tasks whose spec.on names ``event``."""
+        return self.tasks.by("event", (namespace, event))
+
+    def events_named(self, namespace: str, event: str) -> list[Body]:
+        return self.events.by("name", (namespace, event))
+
+    def waiting_for_event(self, namespace: str, event: str) -> list[Body]:
+        """The unfinished runs whose status says they wait for ``event`` (ctx.step.wait_for_event)."""
+        return self.runs.by("event_wait", (namespace, event))
 
     def runs_of_task(self, namespace: str, task: str) -> list[Body]:
         return self.runs.by("task", (namespace, task))

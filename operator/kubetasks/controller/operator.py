@@ -17,6 +17,7 @@ import logging
 import os
 import random
 from collections.abc import Iterator
+from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +29,7 @@ from kubetasks.controller import admission_server, grant_server, metrics, metric
 from kubetasks.controller.metadata import COALESCE_SECONDS, ancestors_to_wake, digest_of
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
+from kubetasks.controller.events import EventReconciler
 from kubetasks.controller.queue import WorkQueue
 from kubetasks.controller.queue_status import QueueReconciler
 from kubetasks.informer.reflector import Reflector, Timing
@@ -64,6 +66,8 @@ class Operator:
         self.tasks.flow = self.runs.flow  # a Task's status lists its limit's holders
         self.queue_status = QueueReconciler(self.cache, self.runs.flow, api)
         self.queue_queue = WorkQueue("taskqueues", self.queue_status.reconcile, workers=1)
+        self.events = EventReconciler(self.cache, api)
+        self.event_queue = WorkQueue("taskevents", self.events.reconcile, workers=4)
         self.admission = self.runs.queues  # the admission webhook's memory
         self.reflectors: list[Reflector] = []
         self._resyncs: asyncio.Task[None] | None = None
@@ -75,6 +79,7 @@ class Operator:
         self.cache.queues.listeners.append(self.queue_changed)
         self.runs.metadata.store.listeners.append(self.metadata_changed)
         self.cache.waitpoints.listeners.append(self.waitpoint_changed)
+        self.cache.events.listeners.append(self.event_changed)
 
     # What a change wakes -------------------------------------------------------------------
     def task_changed(self, old: Body | None, new: Body | None) -> None:
@@ -125,6 +130,13 @@ class Operator:
         if run is not None:  # ahead of status echoes, as a child's end: it may resume now
             self.run_queue.add((key_of(new or old or {})[0], run), first=True)
 
+    def event_changed(self, old: Body | None, new: Body | None) -> None:
+        if new is not None and old is None:  # sent (or listed at start): its status echoes change nothing
+            self.event_queue.add(key_of(new))
+            ns, event = key_of(new)[0], str((new.get("spec") or {}).get("event", ""))
+            for run in self.cache.waiting_for_event(ns, event):  # ctx.step.wait_for_event: it may resume now
+                self.run_queue.add(key_of(run), first=True)
+
     def queue_changed(self, old: Body | None, new: Body | None) -> None:
         if task_spec_changed(old, new):  # not its status write's echo
             self.queue_queue.add(key_of(new or old or {}))
@@ -151,6 +163,8 @@ class Operator:
             add(self.task_queue, key)
         for key in self.cache.queues.keys():
             add(self.queue_queue, key)
+        for key in self.cache.events.keys():
+            add(self.event_queue, key)
         for key in self.cache.runs.keys():
             body = self.cache.runs.get(key)
             if body is not None and unfinished(body):
@@ -174,6 +188,7 @@ class Operator:
         mine = instance_selector(instance)
         kinds = ((self.cache.tasks, kube.TASKS, mine), (self.cache.queues, kube.TASKQUEUES, mine),
                  (self.cache.runs, kube.TASKRUNS, mine), (self.cache.waitpoints, kube.WAITPOINTS, mine),
+                 (self.cache.events, kube.TASKEVENTS, mine),
                  (self.cache.jobs, kube.JOBS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"),
                  (self.cache.job_pods, kube.PODS, f"{LABEL_MANAGED_BY}={MANAGER},{mine}"))  # their pods carry the labels
         scopes: list[str | None] = list(namespaces) or [None]  # None: all namespaces
@@ -194,6 +209,7 @@ class Operator:
         self.run_queue.start()
         self.task_queue.start()
         self.queue_queue.start()
+        self.event_queue.start()
         self.resynced()
         self._resyncs = asyncio.create_task(self._resync_every(resync_seconds), name="resync")
         if self.sweeper is not None:
@@ -208,6 +224,7 @@ class Operator:
         await self.run_queue.stop()
         await self.task_queue.stop()
         await self.queue_queue.stop()
+        await self.event_queue.stop()
         await self.runs.logs.stop()
         await self.runs.archive.stop()
 
@@ -265,6 +282,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)
     timing = Timing(relist_seconds=_env_float("KUBETASKS_RELIST_SECONDS", Timing.relist_seconds),
                     watch_seconds=_env_float("KUBETASKS_WATCH_SECONDS", Timing.watch_seconds))
+    OPERATOR.events.retention = timedelta(seconds=_env_float("KUBETASKS_EVENT_RETENTION_SECONDS", 86400))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
     OPERATOR.runs.archive.configure(os.environ, store)

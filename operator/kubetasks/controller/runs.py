@@ -37,6 +37,7 @@ from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import cancel_run, write_status
 from kubetasks.controller.waitpoints import Tokens
+from kubetasks.controller.event_waits import EventWaits
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.gates import Gates
 from kubetasks.controller.hooks import HookFailed, HookRuns
@@ -63,7 +64,7 @@ from kubetasks.core.replay import replay_refusal
 from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
-from kubetasks.core.waits import children_in, still_waiting, tokens_in, unseen, wait_state, waited_for
+from kubetasks.core.waits import children_in, events_in, still_waiting, tokens_in, unseen, wait_state, waited_for
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -120,6 +121,7 @@ class RunReconciler:
         self.logs = KeptLogs(cache, api)  # each finished attempt's log, kept after its pod is gone
         self.results = ResultRefs(self._call, None)  # results kept by reference (the operator sets its store)
         self.tokens = Tokens(cache, self._call)  # Waitpoints runs wait for (ctx.step.wait_for_token)
+        self.event_waits = EventWaits(cache, self._call)  # TaskEvents runs wait for (ctx.step.wait_for_event)
         self.payloads = Payloads()  # payloads kept in the store (spec.payloadRef): the operator configures it
         self.archive = LogArchive(api, logless=self.logs.logless_nodes)  # and whole, in the object store
         self.archive.attach(cache)
@@ -294,6 +296,10 @@ class RunReconciler:
             names = waited_for(world.steps, attempt)
             tokens = tokens_in(names)
             pending, token_check = await self.tokens.pending(run, uid, tokens, world.now)
+            if events_in(names):
+                events, event_check = await self.event_waits.pending(run, uid, attempt, world.now)
+                pending += events
+                token_check = min(filter(None, (token_check, event_check)), default=None)
             children = await self._unfinished_children(run, children_in(names))
             wait = wait_state(world.steps, attempt, children + pending, world.now)
             if not wait.waiting_on and tokens:  # over: the next attempt reads the tokens' outcomes

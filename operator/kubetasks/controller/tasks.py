@@ -49,7 +49,7 @@ class TaskReconciler:
         status = task_status(task, runs, now, problem)
         if self.flow is not None:
             status.holders = task_holders(self.flow, *key)
-        if self.schedule and task.spec.schedule and problem is None:
+        if self.schedule and task.spec.schedule and (problem is None or not problem.stops_schedule):
             status = await self.schedule(task, status, now)
         patch = status_patch(body.get("status") or {}, status.to_api())
         if patch:

@@ -10,14 +10,24 @@ from kubetasks.api.task import Task, TaskStatus
 from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import parse_time
 from kubetasks.core.conditions import condition, set_condition
+from kubetasks.core.events import subscription_errors
 from kubetasks.core.payload import payload_error, schema_error
+
+
+INVALID_FILTER = "InvalidFilter"
 
 
 class Problem(NamedTuple):
     """What is wrong with a Task: the Ready condition's reason and message."""
 
-    reason: str  # InvalidPayloadSchema, InvalidSpec
+    reason: str  # InvalidPayloadSchema, InvalidSpec, INVALID_FILTER
     message: str
+
+    @property
+    def stops_schedule(self) -> bool:
+        """A subscription's filter that does not compile skips that subscription only: the Task's
+        cron ticks (and its other runs) go on."""
+        return self.reason != INVALID_FILTER
 
 
 def task_status(task: Task, runs: list[dict[str, Any]], now: datetime, problem: Problem | None) -> TaskStatus:
@@ -60,4 +70,8 @@ def task_problem(task: Task) -> Problem | None:
             error = payload_error(task.spec.payload_schema, task.spec.payload)
             if error:
                 return Problem("InvalidSpec", f"spec.payload does not match spec.payloadSchema: {error}")
+    filters = subscription_errors(task)
+    if filters:
+        return Problem(INVALID_FILTER, "; ".join(filters) + ". Events do not start this Task through that "
+                                        "subscription until it is fixed (CEL over data, event and id).")
     return None

@@ -29,7 +29,7 @@ from typing import Any
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.api.times import parse_time
 from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
-from kubetasks.protocol import TOKEN
+from kubetasks.protocol import EVENT, TOKEN
 from kubetasks.core.wakeups import unfinished
 
 Body = dict[str, Any]
@@ -91,7 +91,12 @@ def tokens_in(names: Sequence[str]) -> list[str]:
 
 
 def children_in(names: Sequence[str]) -> list[str]:
-    return [n for n in names if not n.startswith(TOKEN)]
+    return [n for n in names if not n.startswith((TOKEN, EVENT))]
+
+
+def events_in(names: Sequence[str]) -> list[str]:
+    """The event waits' entries (core.event_waits.entry) a wait names."""
+    return [n for n in names if n.startswith(EVENT)]
 
 
 def ours(waitpoint: Body | None, run: str, uid: str) -> bool:
@@ -150,13 +155,15 @@ def token_outcome(name: str, waitpoint: Body | None, run: str, uid: str) -> dict
 
 
 def waiting_message(names: Sequence[str]) -> str:
-    children, tokens = children_in(names), tokens_in(names)
+    children, tokens, events = children_in(names), tokens_in(names), events_in(names)
     parts = []
     if children:
         parts.append(f"{len(children)} child run{'s' if len(children) != 1 else ''} to finish: {_shown(children)}")
     if tokens:
         parts.append(f"{len(tokens)} token{'s' if len(tokens) != 1 else ''} to be completed "
                      f"(kubetasks complete NAME): {_shown(tokens)}")
+    if events:
+        parts.append(f"an event (kubetasks send EVENT): {_shown(sorted({e.split(':')[1] for e in events}))}")
     return "waiting for " + "; and for ".join(parts)
 
 

@@ -12,10 +12,11 @@ from kubetasks.runtime.any_of import Fired
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
-    AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, IdempotencyConflict, InvalidPayload, InvalidResult,
+    AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, EventTimeout, IdempotencyConflict, InvalidPayload, InvalidResult,
     InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, TokenError,
     TokenTimeout,
 )
+from kubetasks.runtime.events import ReceivedEvent
 from kubetasks.runtime.metadata import Metadata
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
@@ -26,6 +27,6 @@ __all__ = [
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",
-    "InvalidMetadata", "MetadataTooLarge",
+    "EventTimeout", "ReceivedEvent", "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

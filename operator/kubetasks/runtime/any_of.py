@@ -17,11 +17,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from kubetasks.api.times import format_time
+from kubetasks.core.event_waits import entry, outcome_key
 from kubetasks.core.naming import idempotent_run_name, token_name
 from kubetasks.protocol import TOKEN
 from kubetasks.runtime.checkpoints import Checkpoint, Checkpoints
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.errors import DuplicateStepKey, TokenError, WaitRequested
+from kubetasks.runtime.events import ReceivedEvent, check_match
 from kubetasks.runtime.tokens import make_token, token_result
 from kubetasks.runtime.trigger import RunHandle, TaskLike, TaskRef, task_id_of, trigger_child
 from kubetasks.runtime.waits import child_keys, child_outcome, read_child
@@ -31,11 +34,12 @@ log = logging.getLogger("kubetasks.runtime")
 
 @dataclass(frozen=True)
 class Fired:
-    """What ended a ``wait_any``: a token (``key`` as given), a run (``index`` in ``runs``), or the
-    timeout. ``value`` is the token's data or the run's result; ``error`` the token's TokenError
-    (TokenTimeout) or the run's ChildFailed, when it did not complete or succeed."""
+    """What ended a ``wait_any``: a token (``key`` as given), an event (``index`` in ``events``), a
+    run (``index`` in ``runs``), or the timeout. ``value`` is the token's data, the event (a
+    ReceivedEvent) or the run's result; ``error`` the token's TokenError (TokenTimeout) or the
+    run's ChildFailed, when it did not complete or succeed."""
 
-    kind: Literal["token", "run", "timeout"]
+    kind: Literal["token", "event", "run", "timeout"]
     key: str | None = None
     index: int | None = None
     value: Any = None
@@ -44,9 +48,12 @@ class Fired:
 
 def wait_any(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, run_uid: str, attempt: int,
              now: datetime, tokens: dict[str, str], runs: list[tuple[TaskRef, Any]], timeout: DurationLike | None,
-             options: dict[str, Any]) -> Fired:
-    """``tokens``: each token's key as given -> its scoped key. See the module's docstring."""
-    if not tokens and not runs:
+             options: dict[str, Any], events: list[tuple[str, str | None]] | None = None,
+             lookback: DurationLike = 0) -> Fired:
+    """``tokens``: each token's key as given -> its scoped key; ``events``: (event, match) pairs,
+    as wait_for_event takes them. See the module's docstring."""
+    events = events or []
+    if not tokens and not runs and not events:
         raise TypeError("wait_any needs a token or a run to wait for (to wait for time alone, use ctx.step.sleep)")
     if "idempotency_key" in options or "namespace" in options:
         raise TypeError("wait_any makes its children's idempotency keys and starts them in the run's namespace: "
@@ -60,17 +67,25 @@ def wait_any(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, ru
     names = {key: token_name(run, run_uid, scoped_token) for key, scoped_token in tokens.items()}
     keys = child_keys(run_uid, scoped, len(runs))
     children = [idempotent_run_name(task_id_of(task), key) for (task, _), key in zip(runs, keys)]
+    event_keys = [f"{scoped}#event-{i}" for i in range(len(events))]
+    waited = [entry(event, key) for (event, _), key in zip(events, event_keys)]
     if record is None:
+        for event, match in events:
+            check_match(event, match)
         for key, scoped_token in tokens.items():
             make_token(namespace, run, run_uid, scoped_token, None, now)
         for (task, payload), key in zip(runs, keys):
             trigger_child(task, payload, key, **options)
         timeout_at = None if timeout is None else now + timedelta(seconds=seconds_of(timeout))
+        since = format_time(now - timedelta(seconds=seconds_of(lookback)))
+        params = {"events": [{"key": key, "event": event, "match": match, "since": since}
+                             for (event, match), key in zip(events, event_keys)]} if events else None
         checkpoints.put(Checkpoint(key=scoped, kind="wait", attempt=attempt, started_at=now, any_of=True,
-                                   timeout_at=timeout_at, waiting_on=(*(TOKEN + n for n in names.values()), *children)))
+                                   timeout_at=timeout_at, result=params,
+                                   waiting_on=(*(TOKEN + n for n in names.values()), *waited, *children)))
         log.info("step %s: waiting for the first of %d tokens and %d runs", scoped, len(names), len(children))
         raise WaitRequested(scoped, [*names.values(), *children])
-    fired = _first(checkpoints, names, children, namespace)
+    fired = _first(checkpoints, names, event_keys, children, namespace)
     if fired is None and record.timeout_at is not None and now >= record.timeout_at:
         fired = {"kind": "timeout"}
     if fired is None:  # woken before anything ended: the wait goes on
@@ -84,14 +99,18 @@ def wait_any(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, ru
     return _fired(fired, models)
 
 
-def _first(checkpoints: Checkpoints, names: dict[str, str], children: list[str], namespace: str,
-           ) -> dict[str, Any] | None:
+def _first(checkpoints: Checkpoints, names: dict[str, str], event_keys: list[str], children: list[str],
+           namespace: str) -> dict[str, Any] | None:
     """The first entry, in the order given, that has ended: a token whose outcome the operator
-    wrote, or a child that finished."""
+    wrote, an event it chose, or a child that finished."""
     for key, name in names.items():
         outcome = checkpoints.get(TOKEN + name)
         if outcome is not None and outcome.completed:
             return {"kind": "token", "key": key, "outcome": outcome.result}
+    for index, key in enumerate(event_keys):
+        outcome = checkpoints.get(outcome_key(key))
+        if outcome is not None and outcome.completed and (outcome.result or {}).get("phase") == "Received":
+            return {"kind": "event", "index": index, "outcome": outcome.result}
     for index, name in enumerate(children):
         found = read_child(RunHandle(name, namespace))
         if found is not None:
@@ -107,6 +126,10 @@ def _fired(fired: dict[str, Any], models: list[Any]) -> Fired:
         except TokenError as e:
             return Fired("token", key=fired.get("key"), error=e)
         return Fired("token", key=fired.get("key"), value=data)
+    if kind == "event":
+        got = outcome.get("event") or {}
+        return Fired("event", index=int(fired.get("index") or 0), value=ReceivedEvent(
+            id=str(got.get("id")), event=str(got.get("event")), data=got.get("data"), sent_at=got.get("sentAt")))
     if kind == "run":
         index = int(fired.get("index") or 0)
         value = child_outcome(outcome, models[index] if index < len(models) else None)

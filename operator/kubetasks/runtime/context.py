@@ -29,6 +29,7 @@ from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import make_token, wait_for_token
+from kubetasks.runtime.events import ReceivedEvent, wait_for_event
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
 T = TypeVar("T")
@@ -231,6 +232,20 @@ class Steps:
         self._used.add(scoped)
         return value
 
+    def wait_for_event(self, key: str, event: str, match: str | None = None, timeout: DurationLike | None = None,
+                       lookback: DurationLike = 0) -> ReceivedEvent:
+        """Waits without a pod for an event ``event`` (``kubetasks send EVENT``) whose data
+        ``match`` accepts (CEL over ``data``, ``event`` and ``id``; None: any), and returns it
+        (:class:`~kubetasks.runtime.events.ReceivedEvent`: id, event, data, sent_at). Events sent
+        from ``lookback`` (seconds, timedelta or "5m") before this step was first reached count
+        too, oldest first; at a second's grain. The choice is made once: replays return the same
+        event. Raises :class:`~kubetasks.runtime.errors.EventTimeout` when none came within
+        ``timeout`` of the step first being reached."""
+        scoped = self._begin(key)
+        value = wait_for_event(self._checkpoints, scoped, self._attempt, self._clock(), event, match, timeout, lookback)
+        self._used.add(scoped)
+        return value
+
     def create_token(self, key: str, timeout: DurationLike | None = None) -> str:
         """Makes the token that ``wait_for_token(key)`` will wait for, ahead of the wait, and
         returns its name: send it to whoever completes it (a completion that comes before the wait
@@ -239,17 +254,22 @@ class Steps:
         return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())
 
     def wait_any(self, key: str, *, tokens: Sequence[str] = (), runs: Sequence[tuple[TaskRef, Any]] = (),
-                 timeout: DurationLike | None = None, **options: Any) -> Fired:
+                 timeout: DurationLike | None = None, events: Sequence[tuple[str, str | None]] = (),
+                 lookback: DurationLike = 0, **options: Any) -> Fired:
         """Waits without a pod for the first of ``tokens`` (the keys of this run's tokens, made
         now unless :meth:`create_token` made them) and ``runs`` (``(task, payload)`` pairs,
         triggered now as :meth:`trigger_and_wait` does) to end, or for ``timeout``, and returns
         which one fired (:class:`~kubetasks.runtime.any_of.Fired`: ``kind`` token, run or timeout).
         The children it no longer waits for are cancelled; the tokens are left. When several had
-        ended by the time the run resumed, the first in the order given fired: tokens, then runs."""
+        ended by the time the run resumed, the first in the order given fired: tokens, then runs.
+        ``events``: ``(event, match)`` pairs, as :meth:`wait_for_event` takes them (with
+        ``lookback``); one fires (``kind`` event, ``index`` in ``events``) when the operator chose
+        an event for it, after tokens and before runs."""
         scoped = self._begin(key)
         scope = _scope.get()
         fired = wait_any(self._checkpoints, scoped, self._token_namespace(), self._run, self._run_uid, self._attempt,
-                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options)
+                         self._clock(), {t: scoped_key(scope, t) for t in tokens}, list(runs), timeout, options,
+                         list(events), lookback)
         self._used.add(scoped)
         return fired
 

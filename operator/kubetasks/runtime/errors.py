@@ -124,6 +124,15 @@ class TokenTimeout(TokenError):
         super().__init__(token, "TimedOut", message)
 
 
+class EventTimeout(Exception):
+    """No event matched ``ctx.step.wait_for_event`` before its timeout. Catch it to go on without one."""
+
+    def __init__(self, event: str, message: str = "") -> None:
+        super().__init__(f"event {event} timed out" + (f": {message}" if message else ""))
+        self.event = event
+        self.message = message
+
+
 class WaitRequested(BaseException):
     """Internal: a durable wait for child runs ends the attempt (a BaseException, as
     :class:`SleepRequested`); the entry point turns it into outcome "waiting"."""
