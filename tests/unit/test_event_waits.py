@@ -72,9 +72,9 @@ class Operator:
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": checkpoint_name(RUN, UID), "namespace": NS},
               "data": dict(self.store.data)}
         self.api.objects[("ConfigMap", NS, cm["metadata"]["name"])] = cm
-        result = asyncio.run(self.waits.pending(self.run, UID, attempt, now))
+        waiting, check_at, _ = asyncio.run(self.waits.pending(self.run, UID, attempt, now, dict(cm["data"])))
         self.store.data = dict(self.api.objects[("ConfigMap", NS, cm["metadata"]["name"])]["data"])
-        return result
+        return waiting, check_at
 
 
 def test_an_event_sent_just_before_the_wait_is_chosen_once_and_replayed():

@@ -32,11 +32,13 @@ class EventWaits:
         self.call = call
         self._refused: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # (run uid, step key, event uid)
 
-    async def pending(self, run: TaskRun, uid: str, attempt: int, now: datetime) -> tuple[list[str], datetime | None]:
-        """The entries of the event waits still to come, and when the first of them times out.
-        A wait that an event (or its timeout) ends has that written into the checkpoints first."""
+    async def pending(self, run: TaskRun, uid: str, attempt: int, now: datetime, data: dict[str, str] | None,
+                      ) -> tuple[list[str], datetime | None, bool]:
+        """Of the run's checkpoints ``data``, the entries of the event waits still to come, when the
+        first of them times out, and whether an outcome was written: a wait that an event (or its
+        timeout) ends has that written into the checkpoints first."""
         configmap = checkpoint_name(run.name, uid)
-        records = parse_checkpoints(await self.call("get_configmap_data", run.namespace, configmap))
+        records = parse_checkpoints(data)
         waiting, check_at, decided = [], None, {}
         for wait in event_waits(records, attempt):
             outcome: Checkpoint | None = None
@@ -61,7 +63,7 @@ class EventWaits:
                 log.info("%s/%s: step %s: %s", run.namespace, run.name, wait.key, outcome.result.get("phase"))
         if decided:
             await self.call("merge_patch", kube.CONFIGMAPS, run.namespace, configmap, {"data": decided})
-        return waiting, check_at
+        return waiting, check_at, bool(decided)
 
     def _refuse(self, seen: tuple[str, str, str]) -> None:
         self._refused[seen] = None

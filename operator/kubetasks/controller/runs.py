@@ -297,7 +297,10 @@ class RunReconciler:
             tokens = tokens_in(names)
             pending, token_check = await self.tokens.pending(run, uid, tokens, world.now)
             if events_in(names):
-                events, event_check = await self.event_waits.pending(run, uid, attempt, world.now)
+                data = await self._checkpoints(run, uid)
+                events, event_check, decided = await self.event_waits.pending(run, uid, attempt, world.now, data)
+                if decided:  # written into the checkpoints
+                    self._waiting_steps.pop(uid, None)
                 pending += events
                 token_check = min(filter(None, (token_check, event_check)), default=None)
             children = await self._unfinished_children(run, children_in(names))
@@ -506,16 +509,20 @@ class RunReconciler:
         await self._call("delete", kube.CONFIGMAPS, run.namespace, claim["metadata"]["name"], uid_of(existing))
         raise Requeue(0, "removed a claim no live run of this key holds")
 
-    async def _with_steps(self, world: World, uid: str) -> World:
-        run = world.run
+    async def _checkpoints(self, run: TaskRun, uid: str) -> dict[str, str] | None:
+        """The run's checkpoint ConfigMap's data; while it waits, as first read then (``_waiting_steps``)."""
         waiting = run.status.phase == Phase.WAITING and not run.spec.cancel
         kept = self._waiting_steps.get(uid) if waiting else self._waiting_steps.pop(uid, None)
         if kept is not None and kept[0] == run.status.attempt:
-            data = kept[1]
-        else:
-            data = await self._call("get_configmap_data", run.namespace, checkpoint_name(run.name, uid))
-            if waiting:  # read after the attempt that wrote its wait ended (the status says Waiting)
-                self._waiting_steps[uid] = (run.status.attempt, data)
+            return kept[1]
+        data: dict[str, str] | None = await self._call("get_configmap_data", run.namespace,
+                                                       checkpoint_name(run.name, uid))
+        if waiting:  # read after the attempt that wrote its wait ended (the status says Waiting)
+            self._waiting_steps[uid] = (run.status.attempt, data)
+        return data
+
+    async def _with_steps(self, world: World, uid: str) -> World:
+        data = await self._checkpoints(world.run, uid)
         self.metadata.seen(uid, data)
         if data is None:
             return world
