@@ -230,7 +230,8 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
     for mode in ((), ("watchNamespaces={a}",)):
         docs = render(*mode)
         roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole") and not d["metadata"]["name"].endswith(
-            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller", "-payload-uploader"))]
+            ("-leader-election", "-discovery", "-metrics-auth", "-metrics-reader", "-why-caller", "-payload-uploader",
+             "-event-sender"))]
         assert len(roles) == 1, [r["metadata"]["name"] for r in roles]
         # The roles users are bound to for `kubetasks why` (and logs, results) and for uploading
         # payloads: the operator's Service proxy, nothing else.
@@ -238,6 +239,8 @@ def test_the_operator_holds_no_more_than_it_needs_and_all_it_grants():
         assert [(r["resources"], r["verbs"]) for r in caller["rules"]] == [(["services/proxy"], ["get"])]
         uploader = next(d for d in docs if d["metadata"]["name"].endswith("-payload-uploader"))
         assert [(r["resources"], r["verbs"]) for r in uploader["rules"]] == [(["services/proxy"], ["update"])]
+        sender = next(d for d in docs if d["metadata"]["name"].endswith("-event-sender"))  # kubetasks send
+        assert [(r["resources"], r["verbs"]) for r in sender["rules"]] == [(["taskevents"], ["create", "get"])]
         rules = roles[0]["rules"]
         granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         assert not any("*" in (g, r, v) for g, r, v in granted)
