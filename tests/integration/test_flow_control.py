@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -211,13 +212,18 @@ def cancel(namespace: str, run: str) -> None:
 def test_keys_share_a_limit_fairly_and_never_exceed_it(namespace, operator):
     """3 keys x 6 runs, ``{limit: 2, perKey: 1}``, created key by key (all of a's first): never more
     than 1 per key or 2 in all, and each key's first run starts before any key's third (a FIFO of
-    the runs that fit would start a-1 and a-2 before c-0)."""
+    the runs that fit would start a-1 and a-2 before c-0).
+
+    All are due at one moment (``notBefore``), a while after they are created: fairness is among the
+    runs the operator has seen, and on a loaded machine the first kwok runs could otherwise end
+    before c's were created (a CI run started a-0, a-4, b-0, a-5 before c-0 existed for it)."""
     apply(task("keyed", "print(1)", concurrency={"limit": 2, "perKey": 1}, **KWOK_PLACEMENT), namespace)
     names = [f"{k}-{i}" for k in "abc" for i in range(6)]
+    due = (datetime.now(timezone.utc) + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with Slots(namespace) as slots:
         jobs = slots.jobs
         create({"apiVersion": "v1", "kind": "List", "items": [
-            label(taskrun(n, "keyed", concurrencyKey=n[0])) for n in names]}, namespace)
+            label(taskrun(n, "keyed", concurrencyKey=n[0], notBefore=due)) for n in names]}, namespace)
         wait_all(namespace, names, timeout=180)
         runs = all_runs(namespace)
         created = jobs.seen()
