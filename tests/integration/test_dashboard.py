@@ -119,6 +119,11 @@ class Dashboard:
         self.proc.wait(timeout=10)
         raise AssertionError(f"kubetasks dashboard printed no URL (exit {self.proc.poll()}): {''.join(self.stderr)}")
 
+    def said(self, text: str, timeout: float = 10) -> None:
+        """Waits for ``text`` on its stderr, which a thread of its own reads: a line the dashboard
+        wrote before its URL may not have been read when the URL was."""
+        wait_until(f"the dashboard to say {text!r}", lambda: text in "".join(self.stderr), timeout=timeout)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()  # its SIGTERM handler stops the server and the informers
@@ -412,7 +417,7 @@ def test_a_user_sees_nothing_of_a_namespace_they_may_not_read(page, shot, runs, 
                                             [("", "pods/portforward", "create")]))
         try:
             url = alice.url()
-            assert f"namespace {runs} only" in "".join(alice.stderr)
+            alice.said(f"namespace {runs} only")
             page.goto(at(url, "/"))
             page.wait_for_selector(f'[data-run="{runs}/kw-1"]')
             assert f"namespace {runs} only" in page.inner_text("#scope")
@@ -453,8 +458,8 @@ def test_a_user_who_may_read_no_runs_is_told_so(runs, tmp_path):
     kubectl("create", "serviceaccount", "stranger", "-n", runs)
     stranger = Dashboard(kubeconfig=token_kubeconfig(tmp_path / "stranger.kubeconfig", runs, "stranger"))
     assert stranger.proc.wait(timeout=60) == 1
-    wait_until("its message", lambda: "may not list" in "".join(stranger.stderr), timeout=10)
-    assert f"nor in namespace {runs}" in "".join(stranger.stderr)
+    stranger.said("may not list")
+    stranger.said(f"nor in namespace {runs}")
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
