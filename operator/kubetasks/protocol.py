@@ -35,6 +35,11 @@ def json_object(text: str | None) -> dict[str, Any] | None:
         return None
     return body if isinstance(body, dict) else None
 
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON: what a limit on data stored in an object counts."""
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
 ENV_RUN = "KUBETASKS_RUN"
 ENV_RUN_UID = "KUBETASKS_RUN_UID"
 ENV_NAMESPACE = "KUBETASKS_NAMESPACE"

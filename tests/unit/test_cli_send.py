@@ -49,6 +49,8 @@ def test_send_makes_up_an_id(created):
     (["send", "User.Created"], "is not a dotted name"),
     (["send", "user.created", "--id=bad id"], "is not letters"),
     (["send", "user.created", "--data", '"' + "x" * 70000 + '"'], "more than an event takes"),
+    (["send", "user.created", "--data", "{bad"], "--data is not valid JSON"),  # the option given, not --payload
+    (["send", "user.created", "--data-file", "/no/such/file"], "--data-file /no/such/file: No such file"),
 ])
 def test_send_refuses_before_any_request(created, capsys, argv, words):
     assert cli.main([*argv, "-n", "shop"]) == 1

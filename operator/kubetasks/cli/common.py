@@ -15,6 +15,7 @@ from typing import Any
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
+from kubetasks.protocol import json_size
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -33,16 +34,34 @@ def parse_payload(text: str | None, what: str = "--payload") -> Any:
         raise CliError(f"{what} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
 
 
-def read_payload(text: str | None, path: str | None) -> Any:
-    """The payload of ``--payload JSON`` or ``--payload-file PATH`` (``-``: standard input). A file
-    takes payloads of any size: the command line holds at most 128 KiB in one argument."""
+def read_payload(text: str | None, path: str | None, option: str = "--payload") -> Any:
+    """The payload of ``--payload JSON`` or ``--payload-file PATH`` (``-``: standard input), or of
+    another ``option`` and its ``-file``. A file takes payloads of any size: the command line
+    holds at most 128 KiB in one argument."""
     if path is None:
-        return parse_payload(text)
+        return parse_payload(text, option)
     try:
         data = sys.stdin.read() if path == "-" else Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"--payload-file {path}: {getattr(e, 'strerror', None) or e}") from None
-    return parse_payload(data, f"--payload-file {path}")
+        raise CliError(f"{option}-file {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_payload(data, f"{option}-file {path}")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data JSON | --data-file PATH``, for commands that hand data to the cluster."""
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--data", metavar="JSON", help=f"{what}, as JSON (default: null)")
+    given.add_argument("--data-file", metavar="PATH", help="the same from a JSON file ('-': standard input)")
+
+
+def read_data(args: argparse.Namespace, limit: int, holder: str) -> Any:
+    """The data of ``--data``/``--data-file`` (None when neither is given), refused above ``limit``
+    bytes of JSON, which is what ``holder`` takes."""
+    data = read_payload(args.data, args.data_file, "--data") if (args.data or args.data_file) else None
+    if (size := json_size(data)) > limit:
+        raise CliError(f"the data is {size:,} bytes of JSON, more than {holder} takes ({limit:,}): "
+                       "put it in a ConfigMap or an object store and send its name")
+    return data
 
 
 def new_taskrun(task: dict[str, Any], payload: Any, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:

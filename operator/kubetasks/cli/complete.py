@@ -9,7 +9,6 @@ token finished, changes nothing and says so (exit 0: what was asked is done).
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,7 +16,7 @@ from rich.console import Console
 
 from kubetasks.api.times import format_time
 from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
-from kubetasks.cli.common import CliError, namespace_of, read_payload
+from kubetasks.cli.common import CliError, add_data_arguments, namespace_of, read_data
 
 TRIES = 5  # writes lost to a racing writer (409) before giving up
 
@@ -25,9 +24,7 @@ TRIES = 5  # writes lost to a racing writer (409) before giving up
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("complete", help="complete a token a TaskRun waits for (ctx.step.wait_for_token)")
     p.add_argument("token", metavar="TOKEN", help="the Waitpoint's name (kubectl get waitpoints)")
-    given = p.add_mutually_exclusive_group()
-    given.add_argument("--data", metavar="JSON", help="what the waiting task receives, as JSON (default: null)")
-    given.add_argument("--data-file", metavar="PATH", help="the same from a JSON file ('-': standard input)")
+    add_data_arguments(p, "what the waiting task receives")
     return p
 
 
@@ -40,17 +37,10 @@ def completed(waitpoint: dict[str, Any], data: Any, now: datetime) -> dict[str, 
     return {**waitpoint, "status": {**status, "phase": "Completed", "data": data, "completedAt": format_time(now)}}
 
 
-def data_size(data: Any) -> int:
-    return len(json.dumps(data, separators=(",", ":")).encode())
-
-
 def cmd_complete(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
-    data = read_payload(args.data, args.data_file) if (args.data or args.data_file) else None
-    if data_size(data) > TOKEN_DATA_LIMIT:
-        raise CliError(f"the data is {data_size(data):,} bytes of JSON, more than a token takes "
-                       f"({TOKEN_DATA_LIMIT:,}): put it in a ConfigMap or an object store and send its name")
+    data = read_data(args, TOKEN_DATA_LIMIT, "a token")
     ns = namespace_of(args)
     for _ in range(TRIES):
         waitpoint = kube.get_custom("waitpoints", ns, args.token)

@@ -19,17 +19,15 @@ from rich.console import Console
 
 from kubetasks.api.common import API_VERSION
 from kubetasks.api.taskevent import EVENT_DATA_LIMIT, EVENT_ID, EVENT_ID_WORDS, EVENT_NAME, EVENT_NAME_WORDS
-from kubetasks.cli.common import CliError, namespace_of, read_payload
-from kubetasks.core.events import data_size, event_object_name
+from kubetasks.cli.common import CliError, add_data_arguments, namespace_of, read_data
+from kubetasks.core.events import event_object_name
 from kubetasks.core.naming import LABEL_INSTANCE
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("send", help="send an event (a TaskEvent): the Tasks subscribed to it (spec.on) run")
     p.add_argument("event", metavar="EVENT", help="the event's name, e.g. user.created")
-    given = p.add_mutually_exclusive_group()
-    given.add_argument("--data", metavar="JSON", help="the event's data, as JSON (default: null)")
-    given.add_argument("--data-file", metavar="PATH", help="the same from a JSON file ('-': standard input)")
+    add_data_arguments(p, "the event's data")
     p.add_argument("--id", metavar="ID", help="the event's id: a resend with the same id starts nothing "
                                               "(default: a new uuid4)")
     p.add_argument("--instance", metavar="ID", default=os.environ.get("KUBETASKS_INSTANCE_ID") or None,
@@ -56,10 +54,7 @@ def cmd_send(args: argparse.Namespace, out: Console, err: Console) -> int:
     id_ = args.id or str(uuid.uuid4())
     if len(id_) > 63 or not re.match(EVENT_ID, id_):
         raise CliError(f"the id {id_!r} is not {EVENT_ID_WORDS}")
-    data = read_payload(args.data, args.data_file) if (args.data or args.data_file) else None
-    if data_size(data) > EVENT_DATA_LIMIT:
-        raise CliError(f"the data is {data_size(data):,} bytes of JSON, more than an event takes "
-                       f"({EVENT_DATA_LIMIT:,}): put it in a ConfigMap or an object store and send its name")
+    data = read_data(args, EVENT_DATA_LIMIT, "an event")
     body = render_event(namespace_of(args), args.event, id_, data, args.instance)
     created, existing = kube.create_or_get(body)
     name = body["metadata"]["name"]

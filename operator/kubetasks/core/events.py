@@ -9,7 +9,6 @@ at most a small multiple of the data's size (a comprehension over a list is quad
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskevent import EVENT_DATA_LIMIT
 from kubetasks.api.times import parse_time
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, MAX_SUBDOMAIN, fit_name, instance_of, label_value
+from kubetasks.protocol import json_size
 
 LABEL_EVENT = "kubetasks.io/event"
 LABEL_EVENT_ID = "kubetasks.io/event-id"
@@ -101,10 +101,6 @@ class Subscriber(NamedTuple):
     error: str | None  # the filter failed on this event: no run
 
 
-def data_size(data: Any) -> int:
-    return len(json.dumps(data, separators=(",", ":")).encode())
-
-
 def subscribers(tasks: Iterable[Task], event: str, id_: str, data: Any) -> list[Subscriber]:
     """The Tasks an event starts a run of (error None), and those whose filter failed on it (error
     set), by name. A subscription whose filter does not compile is skipped (its Task says so)."""
@@ -156,7 +152,7 @@ def is_run_of(existing: Body, wanted: Body) -> bool:
 
 def too_large(taskevent: Body) -> str | None:
     data = (taskevent.get("spec") or {}).get("data")
-    size = data_size(data) if data is not None else 0
+    size = json_size(data) if data is not None else 0
     if size > EVENT_DATA_LIMIT:
         return f"its data is {size} bytes, more than {EVENT_DATA_LIMIT}: it starts nothing"
     return None

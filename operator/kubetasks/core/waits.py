@@ -20,7 +20,6 @@ NotFound outcome.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +28,7 @@ from typing import Any
 from kubetasks.api.taskrun import StepRecord
 from kubetasks.api.times import parse_time
 from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
-from kubetasks.protocol import EVENT, TOKEN
+from kubetasks.protocol import EVENT, TOKEN, json_size
 from kubetasks.core.wakeups import unfinished
 
 Body = dict[str, Any]
@@ -146,7 +145,7 @@ def token_outcome(name: str, waitpoint: Body | None, run: str, uid: str) -> dict
     if status.get("message"):
         outcome["message"] = str(status["message"])
     if "data" in status:
-        size = len(json.dumps(status["data"], separators=(",", ":")).encode())
+        size = json_size(status["data"])
         if size > TOKEN_DATA_LIMIT:
             return {**outcome, "phase": "Refused",
                     "message": f"the completion's data is {size:,} bytes of JSON, more than {TOKEN_DATA_LIMIT:,}"}
