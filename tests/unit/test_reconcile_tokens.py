@@ -68,9 +68,12 @@ def test_a_run_waits_for_its_token_with_no_job_and_resumes_with_its_data_once_co
     w.api.update("Waitpoint", NS, name, status={"phase": "Completed", "data": {"approved": True}})
     w.api.deliver(w.op.cache)
     assert (NS, "r") in w.op.run_queue._queued, "the completion woke the run"
+    reads = lambda: sum(1 for fn, _ in w.api.calls if fn == "get_configmap")  # noqa: E731
+    before = reads()
     w.settle("r")
     status = w.status("r")
     assert status["phase"] == "Running" and status["attempt"] == 2 and "waitingOn" not in status, status
+    assert reads() - before <= 1, "the checkpoints are read once, for the steps and the outcome both"
     assert w.api.created() == ["r-1", "r-2"]
     assert outcome(w, uid, name) == {"token": name, "phase": "Completed", "data": {"approved": True}}
     assert [s["name"] for s in w.status("r")["steps"]] == ["approve"], "an outcome is no step"

@@ -290,14 +290,16 @@ class RunReconciler:
         world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
         token_check: datetime | None = None
         waits = run.status.phase == Phase.WAITING or run.spec.cancel
-        if sdk and (waits or any(o.state != "active" for o in attempts.values())):
-            world = await self._with_steps(world, uid)
+        # The steps tell what an ended attempt did (its wait, its sleep): read when the latest ended,
+        # not on every reconcile of a later attempt that is still running.
+        if sdk and (waits or (attempts and attempts[max(attempts)].state != "active")):
+            data = await self._checkpoints(run, uid)  # read once for all that follows
+            world = self._with_steps(world, uid, data)
             attempt = max([run.status.attempt, *attempts])
             names = waited_for(world.steps, attempt)
             tokens = tokens_in(names)
             pending, token_check = await self.tokens.pending(run, uid, tokens, world.now)
             if events_in(names):
-                data = await self._checkpoints(run, uid)
                 events, event_check, decided = await self.event_waits.pending(run, uid, attempt, world.now, data)
                 if decided:  # written into the checkpoints
                     self._waiting_steps.pop(uid, None)
@@ -307,7 +309,7 @@ class RunReconciler:
             wait = wait_state(world.steps, attempt, children + pending, world.now)
             if not wait.waiting_on and tokens:  # over: the next attempt reads the tokens' outcomes
                 self._waiting_steps.pop(uid, None)  # they change the checkpoints
-                await self.tokens.write_outcomes(run, uid, tokens, world.now)
+                await self.tokens.write_outcomes(run, uid, tokens, world.now, data)
             if wait.cancel:  # a wait_any over: the children it no longer waits for
                 await self._cancel_children(run, wait.cancel)
             token_check = min(filter(None, (token_check, wait.look_again)), default=None)
@@ -521,8 +523,7 @@ class RunReconciler:
             self._waiting_steps[uid] = (run.status.attempt, data)
         return data
 
-    async def _with_steps(self, world: World, uid: str) -> World:
-        data = await self._checkpoints(world.run, uid)
+    def _with_steps(self, world: World, uid: str, data: dict[str, str] | None) -> World:
         self.metadata.seen(uid, data)
         if data is None:
             return world

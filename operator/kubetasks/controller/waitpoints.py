@@ -66,12 +66,15 @@ class Tokens:
         log.info("%s/%s: token %s", namespace, name, (answer or {}).get("status", {}).get("phase", "gone"))
         return answer
 
-    async def write_outcomes(self, run: TaskRun, uid: str, tokens: list[str], now: datetime) -> None:
+    async def write_outcomes(self, run: TaskRun, uid: str, tokens: list[str], now: datetime,
+                             checkpoints: dict[str, str] | None) -> None:
         """Writes the outcome of each of ``tokens`` that has one into the run's checkpoints, once
         (one already there stands), before the run's next attempt starts. A token still Waiting (a
-        wait_any ended by another entry) has none: nobody waits for it any more."""
+        wait_any ended by another entry) has none: nobody waits for it any more. ``checkpoints``
+        is the ConfigMap's data as the reconcile read it, after this operator's last write to it
+        (a write drops the copy the reconciler keeps)."""
         configmap = checkpoint_name(run.name, uid)
-        records = parse_checkpoints(await self.call("get_configmap_data", run.namespace, configmap))
+        records = parse_checkpoints(checkpoints)
         data = {}
         for name in [n for n in tokens if TOKEN + n not in records]:
             found = await self.call("get", kube.WAITPOINTS, run.namespace, name)  # whole: the store keeps no data
