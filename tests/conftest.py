@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import secrets
 import socket
 import subprocess
 import sys
@@ -329,8 +330,15 @@ def operator(crds: None, storage_env: dict[str, str],
     """One operator for the session, watching every namespace, acting only on the objects of the
     session's instance (``INSTANCE``): an installed kubetasks may run beside it. With the cluster's
     object store (``storage_env``)."""
-    proc = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log", metrics_port=free_port(),
+    home = tmp_path_factory.mktemp("operator")
+    key = home / "token-url.key"  # signed completion URLs of tokens (controller.token_completion)
+    key.write_text(secrets.token_hex(32))
+    token_port = free_port()
+    proc = OperatorProcess(home / "operator.log", metrics_port=free_port(),
                            env={"KUBETASKS_START_DEADLINE_SECONDS": str(START_DEADLINE_SECONDS),
+                                "KUBETASKS_TOKEN_URL_KEY_FILE": str(key), "KUBETASKS_TOKEN_URL_PORT": str(token_port),
+                                "KUBETASKS_TOKEN_URL_BIND_ADDRESS": "127.0.0.1",
+                                "KUBETASKS_TOKEN_URL_BASE": f"http://127.0.0.1:{token_port}",
                                 "KUBETASKS_STORAGE_SWEEP_SECONDS": str(SWEEP_SECONDS),
                                 "KUBETASKS_STORAGE_SWEEP_GRACE_SECONDS": str(SWEEP_GRACE_SECONDS), **storage_env})
     proc.start()

@@ -89,6 +89,9 @@ GRANT_PAYLOAD_URL = "payload-get-url"
 GRANT_PAYLOAD_URI = "payload-uri"
 GRANT_PAYLOAD_SHA256 = "payload-sha256"
 GRANT_PAYLOAD_SIZE = "payload-size"
+# Signed completion URLs of the run's tokens (core.token_urls), when the operator serves them:
+GRANT_TOKEN_URL_KEY = "token-url-key"  # the run key (hex) the pod signs its tokens' URLs with
+GRANT_TOKEN_URL_BASE = "token-url-base"  # where the operator serves them, as the outside reaches it
 
 
 # ctx.metadata (core.metadata): the pod's document in its checkpoint ConfigMap under METADATA_KEY,

@@ -5,6 +5,7 @@ admission policy it renders."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -476,3 +477,32 @@ def test_the_object_store_values_reach_the_operator():
         done = subprocess.run([HELM, "template", "r", CHART, *[a for s in bad for a in ("--set", s)]],
                               capture_output=True, text=True)
         assert done.returncode and "storage" in done.stderr
+
+
+def test_signed_token_urls_are_off_by_default_and_when_on_their_key_reaches_the_operator_only():
+    assert "token-url" not in json.dumps(render())
+    docs = render("tokens.completionUrl.enabled=true", "tokens.completionUrl.baseUrl=https://tasks.example.com")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETASKS_TOKEN_URL_BASE"] == "https://tasks.example.com" and env["KUBETASKS_TOKEN_URL_PORT"] == "8082"
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-token-url"))
+    assert len(base64.b64decode(secret["data"]["key"])) >= 32
+    assert {"name": "token-url", "secret": {"secretName": secret["metadata"]["name"], "defaultMode": 0o400}} \
+        in pod["volumes"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "token-url")
+    assert env["KUBETASKS_TOKEN_URL_KEY_FILE"] == mount["mountPath"] + "/key" and mount["readOnly"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-tokens"))
+    assert service["spec"]["ports"][0]["targetPort"] == "tokens" and \
+        {"name": "tokens", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    rule = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["ingress"][-1]
+    assert rule == {"ports": [{"port": "tokens", "protocol": "TCP"}]}  # from the outside: the signature decides
+    # The operator reads no Secret for it (mounted), and patches only the tokens' status, as it did.
+    granted = {(g, r, v) for d in docs if d["kind"] in ("Role", "ClusterRole") for rule in d.get("rules") or []
+               for g in rule.get("apiGroups", []) for r in rule.get("resources", []) for v in rule["verbs"]}
+    assert not {("", "secrets", v) for v in ("get", "list", "watch")} & granted
+    assert ("kubetasks.io", "waitpoints/status", "patch") in granted
+    missing = subprocess.run([HELM, "template", "r", str(CHART), "--set", "tokens.completionUrl.enabled=true"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "tokens.completionUrl.baseUrl is required" in missing.stderr

@@ -2,7 +2,8 @@
 a run waiting for a token has no pod; ``kubetasks complete`` resumes it with the data, and a
 second completion changes nothing; a token not completed in time gives the task TokenTimeout;
 one completed before the run suspends is kept; an account without ``update`` on
-``waitpoints/status`` is refused (403). Pods and Jobs are judged from watches in etcd revision
+``waitpoints/status`` is refused (403). A token's signed URL completes it once; a forged or an
+expired one is refused. Pods and Jobs are judged from watches in etcd revision
 order (test_durable_waits.waits_broken)."""
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubetasks.core.naming import token_name
+from kubetasks.core.token_urls import REFUSED, completion_url, run_key
 from tests.conftest import KUBECONFIG, apply, get, kubectl, token_kubeconfig, wait_until
 from tests.integration.test_cli import cli_env
 from tests.integration.test_durable_waits import phase, waits_broken
@@ -119,3 +126,45 @@ def test_wait_any_returns_the_first_of_a_token_and_a_child_and_cancels_the_child
     assert by_child["result"] == {"kind": "run", "key": None, "index": 0, "value": 9, "error": None}, by_child
     left = token_name("by-child", get("taskrun", "by-child", namespace)["metadata"]["uid"], "approve")
     assert (get("waitpoint", left, namespace).get("status") or {}).get("phase", "Waiting") == "Waiting"
+
+
+def post(url: str, data: Any) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_tokens_signed_url_completes_it_once_and_a_forged_or_expired_one_is_refused(namespace, operator):
+    """The operator serves signed completion URLs (the session operator is configured so: see the
+    ``operator`` fixture): the task's token.url completes its token with a POST, once; a URL with
+    a signature changed, or signed for an expiry that has passed, changes nothing."""
+    apply([sdk_task("approval", APPROVAL, retry={"maxAttempts": 1}),
+           taskrun("by-url", "approval", payload={"showUrl": True})], namespace)
+    waiting = wait_until("by-url waits, its URL in its metadata", lambda: (s := status(namespace, "by-url")).get(
+        "phase") == "Waiting" and (s.get("metadata") or {}).get("completionUrl") and s, timeout=180)
+    url = waiting["metadata"]["completionUrl"]
+    token = waiting["waitingOn"][0].removeprefix("waitpoint:")
+    assert f"/tokens/{namespace}/{token}?expires=" in url, url
+    base, query = url.split("?", 1)
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    forged = f"{base}?expires={params['expires']}&sig={params['sig'][:-1]}{'0' if params['sig'][-1] != '0' else '1'}"
+    assert post(forged, {"approved": "mallory"}) == (403, {"error": REFUSED})
+    master = Path(operator.env["KUBETASKS_TOKEN_URL_KEY_FILE"]).read_bytes().strip()
+    uid = get("taskrun", "by-url", namespace)["metadata"]["uid"]
+    past = int(time.time()) - 60  # well signed, for a time that has passed
+    code, said = post(completion_url(base.split("/tokens/")[0], run_key(master, uid), namespace, token, past), 1)
+    assert code == 410 and "expired" in said["error"], said
+    assert (get("waitpoint", token, namespace).get("status") or {}).get("phase", "Waiting") == "Waiting"
+
+    assert post(url, {"approved": "by url"}) == (200, {"completed": True, "phase": "Completed"})
+    version = get("waitpoint", token, namespace)["metadata"]["resourceVersion"]
+    code, said = post(url, {"approved": "twice"})
+    assert code == 200 and said["completed"] is False and "nothing changed" in said["message"], said
+    assert get("waitpoint", token, namespace)["metadata"]["resourceVersion"] == version
+
+    done = finished(namespace, "by-url")
+    assert done["phase"] == "Succeeded" and done["result"]["decision"] == {"approved": "by url"}, done

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from kubetasks.cli.complete import completed
 from kubetasks.core.naming import checkpoint_name, token_name
-from kubetasks.core.waits import TOKEN, token_outcome, waiting_message
+from kubetasks.core.waits import TOKEN, completed_token, token_outcome, waiting_message
 from kubetasks.core.wakeups import run_to_wake_for_token
 from kubetasks.protocol import Checkpoint, configmap_key, parse_checkpoints
 from kubetasks.runtime import TokenError, TokenTimeout
@@ -125,10 +124,10 @@ def test_a_token_wakes_its_run_when_made_finished_or_deleted_and_not_on_the_same
 
 def test_the_first_completion_wins():
     waiting = waitpoint("t", "r", "u")
-    first = completed(waiting, {"ok": 1}, NOW)
+    first = completed_token(waiting, {"ok": 1}, NOW)
     assert first is not None and first["status"]["phase"] == "Completed" and first["status"]["data"] == {"ok": 1}
-    assert completed(first, {"ok": 2}, NOW) is None
-    assert completed(waitpoint("t", "r", "u", phase="TimedOut"), {"ok": 2}, NOW) is None
+    assert completed_token(first, {"ok": 2}, NOW) is None
+    assert completed_token(waitpoint("t", "r", "u", phase="TimedOut"), {"ok": 2}, NOW) is None
 
 
 def test_token_names_are_readable_deterministic_and_per_run():

@@ -22,7 +22,7 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobMissing, BlobStore, StorageConfig
 from kubetasks.controller.results import open_result
 from kubetasks.core.log_archive import SHA256_HEADER
-from kubetasks.core.grants import LONGEST, MARGIN, grant_lifetime, grant_margin, render_child_result_grant, render_result_grant
+from kubetasks.core.grants import LONGEST, MARGIN, grant_lifetime, grant_margin, render_child_result_grant, render_grant, result_grant_data
 from kubetasks.core.naming import checkpoint_name
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import render_job
@@ -104,7 +104,7 @@ def test_grants_expire_after_max_duration_plus_a_margin_and_never_past_what_s3_a
 
 def test_an_attempts_upload_grant_is_a_generated_secret_owned_by_the_run_and_mounted_read_only():
     t, r = objects({"entrypoint": "app:run", "maxDuration": "5m"})
-    secret = render_result_grant(r, "t", 3, "https://put", f"{STORE}/x", 65536, T0)
+    secret = render_grant(r, "t", 3, result_grant_data("https://put", f"{STORE}/x", 65536, T0))
     meta = secret["metadata"]
     assert secret["kind"] == "Secret" and "name" not in meta and meta["generateName"] == "r-3-grant-"
     assert meta["ownerReferences"][0]["uid"] == UID

@@ -6,8 +6,13 @@ run is Waiting, with no pod, until someone runs ``kubetasks complete <token> --d
 ``update`` on ``waitpoints/status``), or the token times out and the task sees ``TokenTimeout``.
 The first completion wins; one made before the run suspended is kept.
 
+Where the operator serves signed completion URLs (the chart's ``tokens.completionUrl``), the
+token's ``url`` completes it with a POST of the data as JSON, for systems that cannot talk to
+Kubernetes.
+
 Payload: ``timeout`` (e.g. "1h", default none), ``pause`` (seconds the pod stays up after making
-the token, before it waits), ``counter`` (a ConfigMap to count the step before the wait in).
+the token, before it waits), ``counter`` (a ConfigMap to count the step before the wait in),
+``showUrl`` (put the token's URL in the run's metadata, for the tests).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ def approval(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     ctx.step.run("before", bump, ctx, payload.get("counter"), "before")
     token = ctx.step.create_token("approve", timeout=payload.get("timeout"))
     print(f"approve with: kubetasks complete {token} -n {ctx.namespace} --data '{{\"approved\": true}}'", flush=True)
+    if token.url and payload.get("showUrl"):  # where the operator serves signed completion URLs
+        # Whoever holds the URL may complete the token: a real task sends it to the approver
+        # (a Slack message, an email), not to the run's metadata, which whoever reads runs sees.
+        ctx.metadata.set("completionUrl", token.url)
     time.sleep(float(payload.get("pause", 0)))  # a completion may come before the wait: it is kept
     try:
         decision = ctx.step.wait_for_token("approve")

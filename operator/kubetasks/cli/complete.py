@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
-from kubetasks.api.times import format_time
-from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
+from kubetasks.api.waitpoint import TOKEN_DATA_LIMIT
 from kubetasks.cli.common import CliError, add_data_arguments, namespace_of, read_data
+from kubetasks.core.waits import completed_token
 
 TRIES = 5  # writes lost to a racing writer (409) before giving up
 
@@ -28,15 +28,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def completed(waitpoint: dict[str, Any], data: Any, now: datetime) -> dict[str, Any] | None:
-    """The Waitpoint with its completion, to write as read; None when it has finished already
-    (completed or timed out): the first outcome stands."""
-    status = waitpoint.get("status") or {}
-    if status.get("phase") in FINISHED:
-        return None
-    return {**waitpoint, "status": {**status, "phase": "Completed", "data": data, "completedAt": format_time(now)}}
-
-
 def cmd_complete(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
@@ -44,7 +35,7 @@ def cmd_complete(args: argparse.Namespace, out: Console, err: Console) -> int:
     ns = namespace_of(args)
     for _ in range(TRIES):
         waitpoint = kube.get_custom("waitpoints", ns, args.token)
-        update = completed(waitpoint, data, datetime.now(timezone.utc))
+        update = completed_token(waitpoint, data, datetime.now(timezone.utc))
         if update is None:
             status = waitpoint.get("status") or {}
             out.print(f"waitpoint/{args.token} was already {str(status.get('phase')).lower()} at "

@@ -25,7 +25,7 @@ import kopf
 
 from kubetasks import blobs, kube
 from kubetasks.api.storage import BlobRef
-from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results
+from kubetasks.controller import admission_server, grant_server, metrics, metrics_server, results, token_completion
 from kubetasks.controller.metadata import COALESCE_SECONDS, ancestors_to_wake, digest_of
 from kubetasks.controller.blob_gc import GRACE_SECONDS, SWEEP_SECONDS, BlobSweeper
 from kubetasks.controller.cache import Body, Cache, Key, key_of
@@ -277,6 +277,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # A filesystem store's presigned URLs are the operator's to serve (every replica: a pod may
     # reach any through the Service, and the key is in the shared store).
     _metrics.append(await grant_server.serve(store, os.environ))
+    # Signed completion URLs of tokens (opt-in): the run key goes into each SDK attempt's grant.
+    OPERATOR.runs.results.token_urls = token_completion.TokenUrls.from_env(os.environ)
+    _metrics.append(await token_completion.serve(OPERATOR.runs.results.token_urls, os.environ, namespaces()))
     # In the background: kopf serves liveness only once startup handlers return, and the first
     # lists of a large cluster take a while.
     resync = _env_float("KUBETASKS_RESYNC_SECONDS", 300)

@@ -29,10 +29,11 @@ from kubetasks.controller.queue import Requeue
 from kubetasks.blobs import BlobError, BlobMissing, BlobStore, error_line as store_error
 from kubetasks import kube
 from kubetasks.api.storage import BlobRef, result_path
-from kubetasks.core.grants import MARGIN, grant_lifetime, render_child_result_grant, render_result_grant
+from kubetasks.core.grants import MARGIN, grant_lifetime, render_child_result_grant, render_grant, result_grant_data
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.render import run_account, uses_sdk
 from kubetasks.controller.step_blobs import step_grant
+from kubetasks.controller.token_completion import TokenUrls
 from kubetasks.core.step_grants import slots_from_env
 from kubetasks.core.result_refs import REFUSED, UNREADABLE, Place, check_bytes, judge_ref
 from kubetasks.protocol import RESULT_CONFIGMAP_LIMIT, Report
@@ -46,6 +47,7 @@ class ResultRefs:
     def __init__(self, call: Call, store: BlobStore | None) -> None:
         self.call = call
         self.store = store
+        self.token_urls: TokenUrls | None = None  # the run key of signed completion URLs, when served
         self.grant_margin = MARGIN  # beyond a Task's maxDuration (KUBETASKS_STORAGE_GRANT_MARGIN_SECONDS)
         self._verified: dict[str, dict[int, AttemptObservation]] = {}  # run uid -> attempt -> judged
         self.step_slots = slots_from_env(os.environ)  # upload slots for large step outputs, per attempt
@@ -106,20 +108,25 @@ class ResultRefs:
 
     async def upload_grant(self, run: TaskRun, task: Task, attempt: int,
                            extra: Callable[[TaskRun, timedelta], dict[str, str]] | None = None) -> str | None:
-        """The Secret (its name) of the attempt's upload grant, made now; None without a store that
-        signs URLs, or for a plain command (its result is its termination message)."""
-        if self.store is None or not uses_sdk(task):
+        """The Secret (its name) of the attempt's grants, made now; None for a plain command (its
+        result is its termination message), or without a store that signs URLs and without
+        signed completion URLs (controller.token_completion)."""
+        if not uses_sdk(task):
             return None
+        data = self.token_urls.grant_data(run) if self.token_urls else {}
         lifetime = grant_lifetime(task.spec.max_duration, self.grant_margin)
         path = result_path(run.namespace, str(run.metadata.get("uid", "")), attempt)
         store = self.store
-        url = await asyncio.to_thread(sign_put, store, path, lifetime)
-        if url is None:
+        url = None if store is None else await asyncio.to_thread(sign_put, store, path, lifetime)
+        if store is not None and url is not None:
+            data.update(result_grant_data(url, store.uri(path), store.config.threshold,
+                                          datetime.now(timezone.utc) + lifetime))
+            if extra:  # the payload's GET (controller.payloads)
+                data.update(await asyncio.to_thread(extra, run, lifetime))
+            data.update(await step_grant(self.call, store, run, attempt, lifetime, self.step_slots))  # step outputs' slots
+        if not data:
             return None
-        more = await asyncio.to_thread(extra, run, lifetime) if extra else {}  # the payload's GET (controller.payloads)
-        more.update(await step_grant(self.call, store, run, attempt, lifetime, self.step_slots))  # step outputs' slots
-        secret = render_result_grant(run, task.task_id, attempt, url, store.uri(path), store.config.threshold,
-                                     datetime.now(timezone.utc) + lifetime, more)
+        secret = render_grant(run, task.task_id, attempt, data)
         try:
             created = await self.call("create", secret)
         except Exception as e:

@@ -48,16 +48,20 @@ def grant_margin(value: str | None) -> timedelta:
     return timedelta(seconds=max(1.0, float(value))) if value else MARGIN
 
 
-def render_result_grant(run: TaskRun, task_id: str, attempt: int, put_url: str, uri: str, threshold: int,
-                        expires: datetime, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Secret an attempt's pod uploads its result with (mounted at protocol.GRANT_DIR);
-    ``extra``: more grants of the attempt (its payload's GET: controller.payloads)."""
+def result_grant_data(put_url: str, uri: str, threshold: int, expires: datetime) -> dict[str, str]:
+    """The upload of an attempt's result, in its grant."""
+    return {protocol.GRANT_PUT_URL: put_url, protocol.GRANT_URI: uri, protocol.GRANT_THRESHOLD: str(threshold),
+            protocol.GRANT_EXPIRES: format_time(expires)}
+
+
+def render_grant(run: TaskRun, task_id: str, attempt: int, data: dict[str, str]) -> dict[str, Any]:
+    """The Secret of an attempt's grants (mounted at protocol.GRANT_DIR): its result's upload, its
+    payload's GET (controller.payloads), its step outputs' slots, its tokens' run key."""
     prefix = fit_name(job_name(run.name, attempt), "-grant-", MAX_GENERATE_PREFIX)
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"generateName": prefix, "namespace": run.namespace, "labels": run_labels(run, task_id),
                          "ownerReferences": [owner_reference(run)]},
-            "stringData": {protocol.GRANT_PUT_URL: put_url, protocol.GRANT_URI: uri,
-                           protocol.GRANT_THRESHOLD: str(threshold), protocol.GRANT_EXPIRES: format_time(expires), **(extra or {})}}
+            "stringData": data}
 
 
 def render_child_result_grant(child: TaskRun, get_url: str, ref: BlobRef, expires: datetime) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from kubetasks.api.taskrun import StepRecord
-from kubetasks.api.times import parse_time
+from kubetasks.api.times import format_time, parse_time
 from kubetasks.api.waitpoint import FINISHED, TOKEN_DATA_LIMIT
 from kubetasks.protocol import EVENT, TOKEN, json_size
 from kubetasks.core.wakeups import unfinished
@@ -103,6 +103,16 @@ def ours(waitpoint: Body | None, run: str, uid: str) -> bool:
     name, another run's pod squatting the name) is not waited for."""
     spec = (waitpoint or {}).get("spec") or {}
     return waitpoint is not None and spec.get("run") == run and spec.get("runUid") == uid
+
+
+def completed_token(waitpoint: Body, data: Any, now: datetime) -> Body | None:
+    """The Waitpoint with its completion, to write as read (with its resourceVersion: of two racing
+    completions one lands); None when it has finished already (completed or timed out): the first
+    outcome stands."""
+    status = waitpoint.get("status") or {}
+    if status.get("phase") in FINISHED:
+        return None
+    return {**waitpoint, "status": {**status, "phase": "Completed", "data": data, "completedAt": format_time(now)}}
 
 
 def token_phase(waitpoint: Body | None) -> str:

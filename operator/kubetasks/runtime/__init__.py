@@ -19,6 +19,7 @@ from kubetasks.runtime.errors import (
 from kubetasks.runtime.events import ReceivedEvent
 from kubetasks.runtime.metadata import Metadata
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
+from kubetasks.runtime.tokens import Token
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
     "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
-    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "TokenError", "TokenTimeout",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "Token", "TokenError", "TokenTimeout",
     "EventTimeout", "ReceivedEvent", "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

@@ -28,7 +28,7 @@ from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequ
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
-from kubetasks.runtime.tokens import make_token, wait_for_token
+from kubetasks.runtime.tokens import Token, make_token, wait_for_token
 from kubetasks.runtime.events import ReceivedEvent, wait_for_event
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
@@ -246,9 +246,10 @@ class Steps:
         self._used.add(scoped)
         return value
 
-    def create_token(self, key: str, timeout: DurationLike | None = None) -> str:
+    def create_token(self, key: str, timeout: DurationLike | None = None) -> Token:
         """Makes the token that ``wait_for_token(key)`` will wait for, ahead of the wait, and
-        returns its name: send it to whoever completes it (a completion that comes before the wait
+        returns it: its name (a str) and ``url``, its signed completion URL when the operator
+        serves them. Send either to whoever completes it (a completion that comes before the wait
         is kept). Idempotent: a retried attempt gets the same name, and the first expiry stands."""
         scoped = scoped_key(_scope.get(), key)
         return make_token(self._token_namespace(), self._run, self._run_uid, scoped, timeout, self._clock())

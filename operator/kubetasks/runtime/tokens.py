@@ -3,7 +3,8 @@
 A token is a Waitpoint (api.waitpoint), named from the run and the step key
 (core.naming.token_name), made by the run's pod with its expiry. A person or an outside system
 completes it with ``kubetasks complete NAME --data JSON`` (RBAC: ``update`` on
-``waitpoints/status``); the first completion wins. Waiting writes a ``wait`` record naming the
+``waitpoints/status``), or, where the operator serves them, with a POST to the token's signed
+``url`` (core.token_urls); the first completion wins. Waiting writes a ``wait`` record naming the
 token and ends the attempt: the run is Waiting, with no pod. The operator ends the wait when the
 token is completed or timed out, and writes its outcome as a record of its own in the run's
 checkpoints (protocol.TOKEN: the pod may not read Waitpoints); the next attempt replays the steps
@@ -17,6 +18,7 @@ import logging
 import os
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from kubetasks import protocol
@@ -24,6 +26,7 @@ from kubetasks.api.common import API_VERSION, GROUP, VERSION
 from kubetasks.api.times import format_time
 from kubetasks.protocol import TOKEN
 from kubetasks.core.naming import LABEL_INSTANCE, token_name
+from kubetasks.core.token_urls import completion_url as signed_url, url_expiry
 from kubetasks.runtime.checkpoints import Checkpoint, Checkpoints
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.errors import DuplicateStepKey, TokenError, TokenTimeout, WaitRequested
@@ -46,9 +49,37 @@ def waitpoint(name: str, namespace: str, run: str, run_uid: str, key: str, expir
     return {"apiVersion": API_VERSION, "kind": "Waitpoint", "metadata": meta, "spec": spec}
 
 
-def make_token(namespace: str, run: str, run_uid: str, key: str, timeout: DurationLike | None, now: datetime) -> str:
+class Token(str):
+    """A token's name (what ``kubetasks complete`` takes), with ``url``: a signed URL that completes
+    it with a POST of the data as JSON, for systems that cannot talk to Kubernetes; None unless the
+    operator serves such URLs (the chart's ``tokens.completionUrl``). Whoever holds the URL may
+    complete the token: send it only to whoever should."""
+
+    url: str | None
+
+    def __new__(cls, name: str, url: str | None = None) -> Token:
+        token = super().__new__(cls, name)
+        token.url = url
+        return token
+
+
+def completion_url(namespace: str, name: str, expires_at: datetime | None, now: datetime,
+                   grant_dir: str = protocol.GRANT_DIR) -> str | None:
+    """The token's signed completion URL, signed with the run key in the attempt's grant (the pod
+    never holds the operator's key); None when the grant has none."""
+    base = Path(grant_dir)
+    try:
+        key = bytes.fromhex((base / protocol.GRANT_TOKEN_URL_KEY).read_text().strip())
+        url_base = (base / protocol.GRANT_TOKEN_URL_BASE).read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return signed_url(url_base, key, namespace, name, url_expiry(now, expires_at))
+
+
+def make_token(namespace: str, run: str, run_uid: str, key: str, timeout: DurationLike | None, now: datetime,
+               grant_dir: str = protocol.GRANT_DIR) -> Token:
     """Creates the token of step ``key`` unless it exists (a retried attempt made it: its name says
-    so, and its expiry stands); returns its name."""
+    so, and its expiry stands); returns it."""
     from kubernetes.client import CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
@@ -65,7 +96,7 @@ def make_token(namespace: str, run: str, run_uid: str, key: str, timeout: Durati
     except ApiException as e:
         if e.status != 409:
             raise
-    return name
+    return Token(name, completion_url(namespace, name, expires, now, grant_dir))
 
 
 def wait_for_token(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, run_uid: str, attempt: int,
