@@ -28,7 +28,7 @@ from rich.console import Console
 
 from kubetasks.cli.common import CliError, namespace_of
 from kubetasks.core.naming import LABEL_INSTANCE
-from kubetasks.core.deploy import FIELD_MANAGER, app_selector, change_of, dry_change_of, labelled, to_prune
+from kubetasks.core.deploy import FIELD_MANAGER, app_selector, change_of, labelled, to_prune
 
 
 def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -107,7 +107,7 @@ def cmd_deploy(args: argparse.Namespace, out: Console, err: Console) -> int:
         name = manifest["metadata"]["name"]
         before = kube.get(kube.TASKS, ns, name)
         after = kube.apply(kube.TASKS, ns, manifest, FIELD_MANAGER, force=True, dry_run=args.dry_run)
-        change = (dry_change_of if args.dry_run else change_of)(before, after)
+        change = change_of(before, after, dry_run=args.dry_run)
         out.print(f"task/{name} {change}{dry}", highlight=False)
     live, _ = kube.list_all(kube.TASKS, ns, label_selector=app_selector(app))
     for name, uid in to_prune(live, (m["metadata"]["name"] for m in manifests)):

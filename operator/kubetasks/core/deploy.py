@@ -32,20 +32,17 @@ def labelled(manifest: dict[str, Any], app: str) -> dict[str, Any]:
     return out
 
 
-def change_of(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+def change_of(before: dict[str, Any] | None, after: dict[str, Any], dry_run: bool = False) -> str:
     """``created``, ``configured`` or ``unchanged``, as kubectl apply says it. An apply whose
-    content the object already holds writes nothing, so its resourceVersion stays the same."""
+    content the object already holds writes nothing, so its resourceVersion stays the same. It
+    moves too when the operator wrote the Task's status between the read and the apply, and a dry
+    run answers the old version whatever it would change: then what a deploy sets (labels and
+    spec) is compared."""
     if before is None:
         return "created"
-    same = before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion")
-    return "unchanged" if same else "configured"
+    if not dry_run and before["metadata"].get("resourceVersion") == after["metadata"].get("resourceVersion"):
+        return "unchanged"
 
-
-def dry_change_of(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
-    """The same for a dry run, which persists nothing and so bumps no resourceVersion: compare
-    what a deploy sets (labels and spec)."""
-    if before is None:
-        return "created"
     def mine(obj: dict[str, Any]) -> tuple[Any, Any]:
         return (obj["metadata"].get("labels") or {}), obj.get("spec")
     return "unchanged" if mine(before) == mine(after) else "configured"
