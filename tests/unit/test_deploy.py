@@ -15,7 +15,7 @@ import yaml
 from kubetasks import kube
 from kubetasks.cli import main as cli
 task_registry = importlib.import_module("kubetasks.runtime.task")  # the module: kubetasks.runtime.task is the decorator
-from kubetasks.core.deploy import app_selector, change_of, labelled, to_prune
+from kubetasks.core.deploy import app_selector, change_of, labelled, other_app, to_prune
 
 
 def obj(name: str, rv: str = "1", uid: str = "u", spec: Any = None, labels: Any = None) -> dict[str, Any]:
@@ -41,6 +41,14 @@ def test_prune_takes_the_live_tasks_the_code_lost_with_their_uid():
     live = [obj("b", uid="ub"), obj("a", uid="ua"), obj("c", uid="uc")]
     assert to_prune(live, ["a"]) == [("b", "ub"), ("c", "uc")]
     assert to_prune(live, ["a", "b", "c"]) == []
+
+
+def test_a_task_of_another_app_is_not_taken_over_but_a_hand_applied_one_is():
+    shop, billing = labelled({}, "shop")["metadata"]["labels"], labelled({}, "billing")["metadata"]["labels"]
+    assert other_app(obj("a", labels=billing), "shop") == "billing"
+    assert other_app(obj("a", labels=shop), "shop") is None
+    assert other_app(obj("a", labels={"x": "y"}), "shop") is None
+    assert other_app(None, "shop") is None
 
 
 def test_labels_name_the_app_and_leave_the_argument_alone():
@@ -165,3 +173,9 @@ def test_deploy_creates_leaves_updates_and_prunes(tmp_path, capsys, monkeypatch)
     assert deploy(v2) == ["task/unit-keep configured", "task/unit-gone pruned"]
     assert api.deleted == [("unit-gone", "uid-unit-gone")]
     assert sorted(api.objects) == ["other", "unit-keep"]
+    # The same code under another app: refused before any write (unit-keep is shop's).
+    rv = api.rv
+    assert cli.main(["deploy", str(v2), "--image", "i:2", "-n", "ns", "--app", "billing"]) == 1
+    assert capsys.readouterr().err.strip() == ("error: already deployed by another app: task/unit-keep (app shop); "
+                                               "deploy it with that --app, or delete it first")
+    assert api.rv == rv

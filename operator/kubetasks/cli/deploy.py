@@ -28,7 +28,7 @@ from rich.console import Console
 
 from kubetasks.cli.common import CliError, namespace_of
 from kubetasks.core.naming import LABEL_INSTANCE
-from kubetasks.core.deploy import FIELD_MANAGER, app_selector, change_of, labelled, to_prune
+from kubetasks.core.deploy import FIELD_MANAGER, app_selector, change_of, labelled, other_app, to_prune
 
 
 def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -103,14 +103,19 @@ def cmd_deploy(args: argparse.Namespace, out: Console, err: Console) -> int:
     ns = namespace_of(args)
     app, manifests = task_manifests(args, ns)
     dry = " (server dry run)" if args.dry_run else ""
+    live = {m["metadata"]["name"]: kube.get(kube.TASKS, ns, m["metadata"]["name"]) for m in manifests}
+    taken = [f"task/{name} (app {owner})" for name, obj in live.items() if (owner := other_app(obj, app))]
+    if taken:  # before any write: a deploy applies all of its Tasks or none
+        raise CliError(f"already deployed by another app: {', '.join(taken)}; deploy it with that --app, "
+                       "or delete it first")
     for manifest in manifests:
         name = manifest["metadata"]["name"]
-        before = kube.get(kube.TASKS, ns, name)
+        before = live[name]
         after = kube.apply(kube.TASKS, ns, manifest, FIELD_MANAGER, force=True, dry_run=args.dry_run)
         change = change_of(before, after, dry_run=args.dry_run)
         out.print(f"task/{name} {change}{dry}", highlight=False)
-    live, _ = kube.list_all(kube.TASKS, ns, label_selector=app_selector(app))
-    for name, uid in to_prune(live, (m["metadata"]["name"] for m in manifests)):
+    deployed, _ = kube.list_all(kube.TASKS, ns, label_selector=app_selector(app))
+    for name, uid in to_prune(deployed, (m["metadata"]["name"] for m in manifests)):
         if not args.dry_run:
             kube.delete(kube.TASKS, ns, name, uid=uid)
         out.print(f"task/{name} pruned{dry}", highlight=False)

@@ -48,6 +48,17 @@ def change_of(before: dict[str, Any] | None, after: dict[str, Any], dry_run: boo
     return "unchanged" if mine(before) == mine(after) else "configured"
 
 
+def other_app(live: dict[str, Any] | None, app: str) -> str | None:
+    """The app another deploy applied the live Task for, if it is not ``app``: a deploy that took
+    it over would move it out of that app's prunes and the next deploy of that app would take it
+    back. Tasks applied by hand (no deploy labels) are taken over."""
+    labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+    owner = labels.get(LABEL_APP)
+    if labels.get(LABEL_DEPLOYED_BY) != FIELD_MANAGER or owner in (None, label_value(app)):
+        return None
+    return str(owner)
+
+
 def to_prune(live: Iterable[dict[str, Any]], wanted: Iterable[str]) -> list[tuple[str, str]]:
     """(name, uid) of each live Task of the app (listed by :func:`app_selector`) that the code no
     longer defines, by name; the uid makes the delete a no-op if the name was re-created since."""
