@@ -148,7 +148,7 @@ build_user() {
   build_python >/dev/null
   base=$(readlink -f "$IMAGES/python.tar")
   rm -rf "$WORK/user" && mkdir -p "$WORK/user"
-  site=/opt/venv/lib/python3.11/site-packages
+  site=/opt/venv/lib/python3.11/site-packages # bookworm's python3 (the python image)
   # The Dockerfile's `pip install -r requirements.txt`: kubetasks from these sources, the rest from PyPI.
   diff_ids=$("${PACK[@]}" layer --out "$WORK/user/kubetasks.tar" "$REPO/operator/kubetasks:$site/kubetasks")
   layers+=(--layer "$WORK/user/kubetasks.tar")
@@ -156,7 +156,7 @@ build_user() {
   grep -vE '^\s*(#|$)|^\s*kubetasks\b' "$dir/requirements.txt" 2>/dev/null | sed 's/#.*//' >"$reqs" || true
   if [ -s "$reqs" ]; then
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-compile --target "$WORK/user/site" \
-      --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp -r "$reqs" >&2
+      --only-binary=:all: --platform "manylinux2014_$(uname -m)" --python-version 3.11 --implementation cp -r "$reqs" >&2
     diff_ids+=$("${PACK[@]}" layer --out "$WORK/user/deps.tar" "$WORK/user/site:$site")
     layers+=(--layer "$WORK/user/deps.tar")
   fi
