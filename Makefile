@@ -12,7 +12,7 @@ help:  ## This list
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[operator,test]'
 	touch $@
 
 venv: $(VENV)/.installed  ## Python environment with kubetasks and its test tools

@@ -3,6 +3,7 @@
 # tarballs under $CACHE/images/ (import them into containerd with hack/images/import.sh).
 #
 #   hack/images/build.sh [pause|python|app|all]...      (default: all)
+#   hack/images/build.sh user DIR [REF]
 #
 #   pause   $PAUSE_IMAGE: a static C pause binary (hack/images/pause.c), nothing else.
 #   python  $PYTHON_IMAGE: Debian $DEBIAN_SUITE minbase + python3 with a venv at /opt/venv holding
@@ -10,6 +11,14 @@
 #   app     localhost/kubetasks/kubetasks:dev-<hash> (and :dev): the python image plus one layer with
 #           operator/kubetasks -> /app/operator/kubetasks and examples -> /app/examples. The hash
 #           covers that layer and the base image id, so the same sources give the same tag.
+#
+#   user    a user's task image, as DIR/Dockerfile describes it (examples/user-image): the python
+#           image (the same Python and kubetasks' dependencies), plus a layer with kubetasks (this
+#           repo's operator/kubetasks, what the Dockerfile's `pip install kubetasks` gives), the
+#           other lines of DIR/requirements.txt pip-installed for the image's platform into its
+#           venv, and DIR/app at /app, the working directory. REF defaults to
+#           localhost/kubetasks/user-<DIR's name>:<hash>; the archive goes to $CACHE/images/user.tar.
+#           With docker, build DIR/Dockerfile itself instead.
 #
 # pause and python archives are cached by a key over their versions and inputs and are only built
 # when missing; `app` is cheap and packs the sources on every call. Stdout gets one image reference
@@ -133,11 +142,49 @@ build_app() {
   echo "$APP_REPO:$tag"
 }
 
+build_user() {
+  local dir=$1 ref=${2:-} base layers=() site diff_ids base_id tag archive reqs
+  [ -f "$dir/Dockerfile" ] && [ -d "$dir/app" ] || die "user: $dir needs a Dockerfile and an app/ directory"
+  build_python >/dev/null
+  base=$(readlink -f "$IMAGES/python.tar")
+  rm -rf "$WORK/user" && mkdir -p "$WORK/user"
+  site=/opt/venv/lib/python3.11/site-packages # bookworm's python3 (the python image)
+  # The Dockerfile's `pip install -r requirements.txt`: kubetasks from these sources, the rest from PyPI.
+  diff_ids=$("${PACK[@]}" layer --out "$WORK/user/kubetasks.tar" "$REPO/operator/kubetasks:$site/kubetasks")
+  layers+=(--layer "$WORK/user/kubetasks.tar")
+  reqs=$WORK/user/requirements.txt
+  grep -vE '^\s*(#|$)|^\s*kubetasks\b' "$dir/requirements.txt" 2>/dev/null | sed 's/#.*//' >"$reqs" || true
+  if [ -s "$reqs" ]; then
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-compile --target "$WORK/user/site" \
+      --only-binary=:all: --platform "manylinux2014_$(uname -m)" --python-version 3.11 --implementation cp -r "$reqs" >&2
+    diff_ids+=$("${PACK[@]}" layer --out "$WORK/user/deps.tar" "$WORK/user/site:$site")
+    layers+=(--layer "$WORK/user/deps.tar")
+  fi
+  diff_ids+=$("${PACK[@]}" layer --out "$WORK/user/app.tar" "$dir/app:/app")
+  layers+=(--layer "$WORK/user/app.tar")
+  base_id=$("${PACK[@]}" inspect "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  tag=$(printf '%s\n%s\n' "$base_id" "$diff_ids" | sha256sum | cut -c1-12)
+  ref=${ref:-localhost/kubetasks/user-$(basename "$(readlink -f "$dir")"):$tag}
+  archive=$IMAGES/user-$tag.tar
+  "${PACK[@]}" archive --out "$archive" --base "$base" "${layers[@]}" --tag "$ref" --workdir /app \
+    --comment "user image from $dir" >/dev/null
+  rm -rf "$WORK/user"
+  ln -sfn "$(basename "$archive")" "$IMAGES/user.tar"
+  ls -1t "$IMAGES"/user-*.tar 2>/dev/null | tail -n +$((APP_KEEP + 1)) | xargs -r rm -f
+  log "$ref: $archive ($(du -h "$archive" | cut -f1))"
+  echo "$ref"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(all)
 mkdir -p "$IMAGES"
 exec 9>"$IMAGES/.lock"
 flock 9
+if [ "${targets[0]}" = user ]; then
+  [ ${#targets[@]} -ge 2 ] || die "usage: build.sh user DIR [REF]"
+  build_user "${targets[1]}" "${targets[2]:-}"
+  exit
+fi
 for t in "${targets[@]}"; do
   case $t in
     pause) build_pause ;;

@@ -10,6 +10,8 @@
     kubetasks replay RUN [--payload JSON] [--from-step NAME | --fresh] [-n NS]
     kubetasks replay --task TASK [--phase Failed] [--since 24h] [--rate N/s] [-n NS]
     kubetasks why RUN [-n NS] [--operator-url URL]
+    kubetasks deploy MODULE --image IMAGE [--app NAME] [--dry-run] [-n NS]
+    kubetasks manifests MODULE --image IMAGE [--app NAME] [-n NS]
     kubetasks crds [--write [DIR]]
     kubetasks completion bash|zsh|fish
 
@@ -37,7 +39,7 @@ from rich.console import Console
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
 from kubetasks.cli.tables import run_rows, runs_table
-from kubetasks.cli import complete, dashboard, replay, send, why
+from kubetasks.cli import complete, dashboard, deploy, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
                                   parse_payload, read_payload)
@@ -181,6 +183,9 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     p = with_namespace(complete.add_parser(sub))
     _complete_with(next(a for a in p._actions if a.dest == "token"), "waitpoints")
     with_namespace(send.add_parser(sub))
+    applied, printed = deploy.add_parsers(sub)
+    with_namespace(applied)
+    with_namespace(printed)
     return parser
 
 
@@ -431,7 +436,8 @@ def kubectl_complete() -> int:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
             "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard,
-            "why": why.cmd_why, "complete": complete.cmd_complete, "send": send.cmd_send, "replay": replay.cmd_replay}
+            "why": why.cmd_why, "complete": complete.cmd_complete, "send": send.cmd_send, "replay": replay.cmd_replay,
+            "deploy": deploy.cmd_deploy, "manifests": deploy.cmd_manifests}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

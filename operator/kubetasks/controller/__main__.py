@@ -35,7 +35,10 @@ import re
 import socket
 import uuid
 
-import kopf
+try:
+    import kopf
+except ImportError:  # `pip install kubetasks` is the SDK and the CLI only
+    raise SystemExit("the kubetasks operator needs kopf: pip install 'kubetasks[operator]'") from None
 
 from kubetasks.controller import leader, operator
 
