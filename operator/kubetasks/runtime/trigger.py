@@ -92,7 +92,7 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
                      parent_run: str | None = None, instance: str | None = None,
                      concurrency_key: str | None = None, priority: int | None = None,
                      debounce: DebounceLike | None = None,
-                     idempotency_key_ttl: DurationLike | None = None) -> dict[str, Any]:
+                     idempotency_key_ttl: DurationLike | None = None, inherit_version: bool = False) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run, and an annotation holds the digest
     of task, key and payload (see :func:`idempotent_mismatch`). The flow-control options are
@@ -120,6 +120,8 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
         spec["machine"] = size.to_api()
     if parent_run:
         spec["parentRun"] = parent_run
+        if inherit_version:  # a child its parent waits for: the parent's version, when the same Task
+            spec["inheritVersion"] = True
     spec.update(flow)
     return {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
 
@@ -312,8 +314,9 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
 def trigger_child(task: TaskRef, payload: Any, key: str, **options: Any) -> RunHandle:
     """A durable wait's child (runtime.waits, runtime.any_of), named after ``key`` as given (the
     run's and the step's already). A child of the key that failed is the child all the same: the
-    wait reads it by that name, and a parent never runs a child again."""
-    return _trigger(task, payload, key, False, None, **options)
+    wait reads it by that name, and a parent never runs a child again. It runs its parent's
+    locked version when it is of the parent's Task (core.version)."""
+    return _trigger(task, payload, key, False, None, inherit_version=True, **options)
 
 
 def _trigger(task: TaskRef, payload: Any, key: str | None, rerun_released: bool, namespace: str | None,
