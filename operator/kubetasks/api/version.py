@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from kubetasks.api.common import Duration, Machine, Model, RetryPolicy
-from kubetasks.api.task import EnvVar, Toleration
+from kubetasks.api.common import JSON, Duration, Machine, Model, RetryPolicy
+from kubetasks.api.task import Toleration
 
 
 class LockedSpec(Model):
@@ -21,7 +21,9 @@ class LockedSpec(Model):
     command: list[str] | None = None
     args: list[str] | None = None
     entrypoint: str | None = None
-    env: list[EnvVar] = Field(default_factory=list)
+    # As the Task had them (EnvVar's wire form), unchecked: their CEL rules, repeated in the run's
+    # status, would exceed the CRD's cost budget, and only the operator writes status.
+    env: list[JSON] = Field(default_factory=list)
     service_account_name: str | None = None
     bind_run_role: bool = False
     retry: RetryPolicy = Field(default_factory=RetryPolicy)

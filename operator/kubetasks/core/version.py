@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubetasks.api.task import Task
+from kubetasks.api.task import EnvVar, Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.api.version import LockedSpec, TaskVersion
 from kubetasks.core.naming import ANNOTATION_TASK_VERSION, LABEL_ATTEMPT
@@ -60,7 +60,8 @@ def spec_hash(spec: LockedSpec) -> str:
 
 def snapshot(task: Task) -> TaskVersion:
     """The version of ``task`` as it is now."""
-    spec = LockedSpec.model_validate({name: getattr(task.spec, name) for name in LockedSpec.model_fields})
+    fields = {name: getattr(task.spec, name) for name in LockedSpec.model_fields}
+    spec = LockedSpec.model_validate({**fields, "env": [e.to_api() for e in task.spec.env]})
     generation = task.metadata.get("generation")
     return TaskVersion(version=image_version(spec.image), spec_hash=spec_hash(spec), spec=spec,
                        generation=generation if isinstance(generation, int) else None)
@@ -70,7 +71,8 @@ def locked_task(task: Task, version: TaskVersion | None) -> Task:
     """``task`` with the fields its run is locked to as they were (unchanged when not locked)."""
     if version is None:
         return task
-    spec = task.spec.model_copy(update={name: getattr(version.spec, name) for name in LockedSpec.model_fields})
+    fields = {name: getattr(version.spec, name) for name in LockedSpec.model_fields}
+    spec = task.spec.model_copy(update={**fields, "env": [EnvVar.model_validate(e) for e in version.spec.env]})
     return task.model_copy(update={"spec": spec})
 
 
