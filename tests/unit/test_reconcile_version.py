@@ -66,3 +66,25 @@ def test_a_waited_child_of_the_same_task_runs_its_parents_version_a_plain_one_th
     w.settle("waited", "plain")
     assert image(w, "waited-1") == "img:1" and w.status("waited")["taskVersion"]["inheritedFrom"] == "p"
     assert image(w, "plain-1") == "img:2"
+
+
+def test_a_version_written_on_a_run_that_never_started_is_not_what_it_runs():
+    # Someone with rights on taskruns/status (not the operator) names an image before the first attempt.
+    w = World(task(), taskrun("r"))
+    forged = {"version": "evil", "specHash": "0" * 16, "spec": {"image": "evil:1", "command": ["sh"]}}
+    w.api.update("TaskRun", NS, "r", status={"taskVersion": forged})
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert image(w, "r-1") == "img:1" and w.status("r")["taskVersion"]["spec"]["image"] == "img:1"
+
+
+def test_a_version_changed_after_the_operator_wrote_it_is_put_back():
+    w = World(task(retry=RETRY), taskrun("r"))
+    w.settle("r")
+    locked = w.status("r")["taskVersion"]
+    w.api.update("TaskRun", NS, "r", status={"taskVersion": {**locked, "spec": {"image": "evil:1"}}})
+    w.api.deliver(w.op.cache)
+    w.settle("r")
+    assert w.status("r")["taskVersion"] == locked
+    fail_and_retry(w, "r-1")
+    assert image(w, "r-2") == "img:1"

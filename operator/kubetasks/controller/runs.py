@@ -277,6 +277,10 @@ class RunReconciler:
 
     async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
+        if run.status.task_version and not run.status.attempt and not self.cache.jobs_of_run(uid):
+            # A version on a run that never started is no lock the operator took (only a status
+            # writer's): the Task's own is locked as it starts, never an image its creator chose.
+            run = run.model_copy(update={"status": run.status.model_copy(update={"task_version": None})})
         version = None if run.status.task_version else self._version_to_lock(run, uid, task)
         if task is not None:  # its attempts run the Task as it was when its first one started (core.version)
             task = locked_task(task, run.status.task_version or version)
