@@ -124,3 +124,20 @@ def test_describe_shows_the_version():
             "status": {"taskVersion": snapshot(task()).to_api()}}
     line = dict(describe_lines(body))["Version"]
     assert line.startswith("a (reg.io/app:a, spec ") and "Task generation 1" in line
+
+
+def test_trigger_and_wait_inside_a_run_asks_for_the_parents_version_trigger_does_not(monkeypatch):
+    from kubetasks import protocol
+    import importlib
+
+    sdk = importlib.import_module("kubetasks.runtime.trigger")
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(sdk, "_create", lambda body, key, rerun: made.append(body) or "child")
+    monkeypatch.setattr(sdk.RunHandle, "wait", lambda self, timeout=None: "done")
+    monkeypatch.setenv(protocol.ENV_RUN, "p")
+    monkeypatch.setenv(protocol.ENV_NAMESPACE, "ns")
+    assert sdk.trigger_and_wait("t", {"n": 1}) == "done"
+    sdk.trigger("t", {"n": 2})
+    assert [b["spec"].get("inheritVersion") for b in made] == [True, None]
+    assert made[0]["spec"]["parentRun"] == "p"

@@ -281,7 +281,7 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
             idempotency_key_ttl: DurationLike | None = None, tags: Iterable[str] | None = None,
             namespace: str | None = None, machine: Machine | dict[str, Any] | str | None = None,
             concurrency_key: str | None = None, priority: int | None = None,
-            debounce: DebounceLike | None = None) -> RunHandle:
+            debounce: DebounceLike | None = None, _waited: bool = False) -> RunHandle:
     """Creates a TaskRun of ``task`` (a @task function or a task id) and returns its handle.
 
     ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``machine``: a preset name
@@ -308,7 +308,7 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     key = scoped_key(idempotency_key, idempotency_key_scope, os.environ) if idempotency_key else None
     return _trigger(task, payload, key, True, namespace, delay=delay, idempotency_key_ttl=idempotency_key_ttl,
                     tags=tags, machine=machine, concurrency_key=concurrency_key, priority=priority,
-                    debounce=debounce)
+                    debounce=debounce, inherit_version=_waited)
 
 
 def trigger_child(task: TaskRef, payload: Any, key: str, **options: Any) -> RunHandle:
@@ -408,8 +408,9 @@ def _create(body: dict[str, Any], key: str | None, rerun_released: bool = True, 
 
 
 def trigger_and_wait(task: TaskRef, payload: Any = None, *, timeout: float | None = None, **options: Any) -> Any:
-    """Triggers a run and waits for its result (see :meth:`RunHandle.wait`)."""
-    return trigger(task, payload, **options).wait(timeout=timeout)
+    """Triggers a run and waits for its result (see :meth:`RunHandle.wait`). Inside a run of the
+    same Task, the child runs its parent's locked version (core.version)."""
+    return trigger(task, payload, _waited=True, **options).wait(timeout=timeout)
 
 
 def batch_trigger(task: TaskRef, payloads: Iterable[Any], *, idempotency_key: str | None = None,
