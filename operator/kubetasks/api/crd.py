@@ -129,6 +129,7 @@ def render_crds() -> dict[str, dict[str, Any]]:
             {"name": "Progress", "type": "string", "jsonPath": ".status.metadata.progress"},  # ctx.metadata
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+            {"name": "Version", "type": "string", "jsonPath": ".status.taskVersion.version"},  # locked image tag
             {"name": "Reason", "type": "string", "priority": 1,
              "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"},
         ], selectable=(".spec.taskRef",)),  # `--field-selector spec.taskRef=NAME`: the runs of a Task

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kubetasks.api.storage import BlobRef
+from kubetasks.api.version import TaskVersion
 from kubetasks.api.flow import MAX_PRIORITY, ConcurrencyKey, Debounce, WaitingFor
 from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_SUBDOMAIN, JSON, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration, Machine, Model,
@@ -110,6 +111,10 @@ class TaskRunSpec(Model):
     retry: RetryPolicy | None = Field(default=None, description="Overrides the Task's retry policy.")
     cancel: bool = Field(default=False, description="Set to true to cancel the run.")
     parent_run: str | None = Field(default=None, description="The run that triggered this one, if any.")
+    inherit_version: bool = Field(
+        default=False, description="Set by the SDK on a child its parent waits for (trigger_and_wait): when the "
+                                   "parent runs the same Task, this run runs the parent's locked version "
+                                   "(status.taskVersion) rather than the Task's latest. Immutable.")
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Overrides the Task's retention.ttlSecondsAfterFinished; 0 keeps this run.")
     replay_of: ReplayOf | None = Field(
@@ -132,6 +137,9 @@ class TaskRunSpec(Model):
                 {"rule": "has(self.payloadRef) == has(oldSelf.payloadRef) && "
                          "(!has(self.payloadRef) || self.payloadRef == oldSelf.payloadRef)",
                  "message": "payloadRef is immutable"},
+                {"rule": "(has(self.inheritVersion) && self.inheritVersion) == "
+                         "(has(oldSelf.inheritVersion) && oldSelf.inheritVersion)",
+                 "message": "inheritVersion is immutable"},
                 {"rule": "has(self.replayOf) == has(oldSelf.replayOf) && "
                          "(!has(self.replayOf) || self.replayOf == oldSelf.replayOf)",
                  "message": "replayOf is immutable"},
@@ -225,6 +233,9 @@ class TaskRunStatus(Model):
         default=None,
         description="What this run added to its ancestors' metadata (ctx.metadata.parent and .root, as "
                     "{key: {set|inc|append: value}}): the operator folds it into theirs.")
+    task_version: TaskVersion | None = Field(
+        default=None, description="The Task version the run is locked to, taken when its first attempt started: "
+                                  "every later attempt, retry and wake-up runs with it, whatever the Task says since.")
     trigger_depth: int | None = Field(
         default=None, description="Runs between this one and the root of its trigger chain (its parent's plus one), "
                                   "set by the operator from its parent; unset for a run with no parentRun.")

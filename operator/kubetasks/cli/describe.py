@@ -37,6 +37,7 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
     fields = [
         ("Name", meta.get("name")), ("Namespace", meta.get("namespace")), ("Task", spec.get("taskRef")),
         ("Phase", status.get("phase") or "Pending"), ("Attempt", status.get("attempt") or 0),
+        ("Version", task_version(status.get("taskVersion"))),
         ("Created", f"{meta.get('creationTimestamp')} ({human_age(meta.get('creationTimestamp'), now)} ago)"
          if meta.get("creationTimestamp") else None),
         ("Started", status.get("startTime")), ("Completed", status.get("completionTime")),
@@ -52,6 +53,18 @@ def describe_lines(run: dict[str, Any], now: datetime | None = None) -> list[tup
         ("Payload", stored_payload(spec.get("payloadRef"))),
     ]
     return [(k, str(v)) for k, v in fields if v is not None and v != ""]
+
+
+def task_version(version: Any) -> str | None:
+    """The Task version the run is locked to (status.taskVersion, core.version): image, spec hash, whence."""
+    if not isinstance(version, dict):
+        return None
+    spec = version.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    origin = (f"its parent {version['inheritedFrom']}'s" if version.get("inheritedFrom")
+              else f"Task generation {version['generation']}" if version.get("generation") is not None else None)
+    return (f"{version.get('version')} ({spec.get('image')}, spec {version.get('specHash')}"
+            + (f", {origin}" if origin else "") + ")")
 
 
 def replay_of(source: Any) -> str | None:

@@ -24,7 +24,8 @@ from kubetasks.core.children import controller_uid
 from kubetasks.core.debounce import group_key
 from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
-from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_RUN_UID
+from kubetasks.core.naming import ANNOTATION_TASK_VERSION, LABEL_ATTEMPT, LABEL_RUN_UID
+from kubetasks.core.version import kept
 from kubetasks.protocol import EVENT, METADATA_LABEL
 
 __all__ = ["Body", "Cache", "Key", "key_of", "uid_of"]
@@ -124,7 +125,11 @@ def slim_run(api_version: str) -> Any:
 
 def slim_job(body: Body) -> Body:
     status = body.get("status") or {}
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(body),
+    meta = _meta(body)
+    version = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TASK_VERSION)
+    if version:  # the version it runs, for a restart that must lock it (core.version), in 2 KiB at most
+        meta["annotations"] = {ANNOTATION_TASK_VERSION: kept(version)}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
             "status": {k: status[k] for k in _JOB_STATUS_KEYS if k in status}}
 
 

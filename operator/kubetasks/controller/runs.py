@@ -33,6 +33,7 @@ from kubetasks import kube
 from kubetasks.api.durations import parse_duration
 from kubetasks.api.task import Retention, Task
 from kubetasks.api.taskrun import Phase, TaskRun, TaskRunSpec, TaskRunStatus
+from kubetasks.api.version import TaskVersion
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, uid_of
 from kubetasks.controller.conflicts import cancel_run, write_status
@@ -65,6 +66,7 @@ from kubetasks.core.retention import expires_at
 from kubetasks.core.trigger_limits import DEPTH_CAP, TRIGGER_DEPTH_EXCEEDED
 from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.waits import children_in, events_in, still_waiting, tokens_in, unseen, wait_state, waited_for
+from kubetasks.core.version import inherited, locked_task, version_from_jobs
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
 from kubetasks.core.render import (
@@ -275,6 +277,13 @@ class RunReconciler:
 
     async def _reconcile(self, key: Key, run: TaskRun, uid: str, task: Task | None) -> datetime | float | None:
         started = asyncio.get_running_loop().time()
+        if run.status.task_version and not run.status.attempt and not self.cache.jobs_of_run(uid):
+            # A version on a run that never started is no lock the operator took (only a status
+            # writer's): the Task's own is locked as it starts, never an image its creator chose.
+            run = run.model_copy(update={"status": run.status.model_copy(update={"task_version": None})})
+        version = None if run.status.task_version else self._version_to_lock(run, uid, task)
+        if task is not None:  # its attempts run the Task as it was when its first one started (core.version)
+            task = locked_task(task, run.status.task_version or version)
         sdk = task is not None and uses_sdk(task)
         attempts = await self._observe(run, uid)
         refusal = None
@@ -287,7 +296,8 @@ class RunReconciler:
         if refusal is None and run.status.attempt == 0 and not run.spec.cancel and task is not None \
                 and run.spec.replay_of:
             refusal = await self._check_replay(run)  # its original gone, another run now, or of another Task
-        world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal)
+        world = World(now=datetime.now(timezone.utc), run=run, task=task, attempts=attempts, refusal=refusal,
+                      version=version)
         token_check: datetime | None = None
         waits = run.status.phase == Phase.WAITING or run.spec.cancel
         # The steps tell what an ended attempt did (its wait, its sleep): read when the latest ended,
@@ -362,6 +372,19 @@ class RunReconciler:
             requeue = sooner(requeue, metadata.due)  # a metadata write held back
         metrics.RECONCILE_SECONDS.labels("taskrun").observe(asyncio.get_running_loop().time() - started)
         return requeue
+
+    def _version_to_lock(self, run: TaskRun, uid: str, task: Task | None) -> TaskVersion | None:
+        """For a run with no version in its status, the one it has to lock (core.version): the one
+        its first Job runs (its status write was lost), else its parent's, when it inherits it;
+        both from the cache, no request. None: the Task as it is when its first attempt starts."""
+        found = version_from_jobs(self.cache.jobs_of_run(uid), task)
+        if found is not None or not run.spec.inherit_version or not run.spec.parent_run:
+            return found
+        body = self.cache.runs.get((run.namespace, run.spec.parent_run))
+        try:
+            return inherited(run, TaskRun.model_validate(body) if body else None)
+        except ValidationError:
+            return None
 
     async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
         """The run's attempts. A finished attempt's pod is read once, for its exit code and
@@ -602,7 +625,8 @@ class RunReconciler:
                     await self._create_owned(obj, uid)
             machine = machine_for_attempt(run, task, [a.reason for a in plan.status.attempts if a.attempt < attempt])
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
-            job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant))  # its pod outlives the upload
+            version = plan.status.task_version  # the Job says which: a restart locks it (core.version)
+            job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant, version=version))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -610,7 +634,8 @@ class RunReconciler:
             if not await self._create_owned(job, uid, required=False):
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
-                qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True, grant=grant))
+                qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True, grant=grant,
+                                                                version=version))
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

@@ -28,6 +28,7 @@ ANNOTATION_TRIGGER = "kubetasks.io/idempotent-trigger"
 LABEL_HOOK = "kubetasks.io/hook"
 ANNOTATION_HOOK_OF = "kubetasks.io/hook-of"
 ANNOTATION_HOOK_OF_UID = "kubetasks.io/hook-of-uid"
+ANNOTATION_TASK_VERSION = "kubetasks.io/task-version"  # on a Job: the locked version it runs (core.version)
 
 MAX_NAME = 63  # Job and pod names end up in label values, which are capped at 63 characters.
 MAX_SUBDOMAIN = 253  # most object names: ConfigMaps, ServiceAccounts, TaskRuns

@@ -15,6 +15,7 @@ from kubetasks.api.flow import WaitingFor
 from kubetasks.api.durations import format_duration, parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
+from kubetasks.api.version import TaskVersion
 from kubetasks.api.times import parse_time
 from kubetasks.core.backoff import next_attempt_at
 from kubetasks.core.children import JOB_LOST
@@ -24,6 +25,7 @@ from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
 from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
 from kubetasks.core.trigger_policy import Refusal
+from kubetasks.core.version import snapshot
 from kubetasks.core.waits import waiting_message
 from kubetasks.core.payload import payload_delivery_error, payload_error, schema_error
 
@@ -59,6 +61,9 @@ class World:
     start_deadline: datetime | None = None  # when such an attempt fails instead of waiting on
     refusal: Refusal | None = None  # why this child run may not run (its parent's Task does not allow it)
     waiting_on: list[str] | None = None  # a waiting run's children not finished yet (core.waits); None: not read
+    # The version to lock when the status has none (core.version): its first Job's, or its parent's.
+    # ``task`` is then that version of the Task already (core.version.locked_task).
+    version: TaskVersion | None = None
 
 
 @dataclass
@@ -107,6 +112,8 @@ def plan_run(world: World) -> Plan:
     was_waiting, status.waiting_on = status.phase == Phase.WAITING, None
 
     status.attempt = max([status.attempt, *world.attempts])
+    if status.attempt and status.task_version is None:  # its first Job's write was lost: the Job tells
+        status.task_version = world.version
     world = replace(world, attempts={n: _never_started(world, o) for n, o in world.attempts.items()})
     for seen in world.attempts.values():
         if seen.reason == JOB_LOST and not any(a.attempt == seen.attempt and a.reason for a in status.attempts):
@@ -245,11 +252,13 @@ def _start(plan: Plan, world: World, attempt: int) -> Plan:
     status.wake_at = None
     status.start_time = status.start_time or world.now.replace(microsecond=0)
     plan.start_attempt = attempt
+    # Locked as the first attempt starts, in the write that records it (core.version).
+    status.task_version = status.task_version or world.version or snapshot(world.task)
     # Recorded with the write that says Running (one status write fewer); the Job's own times
     # replace these when the attempt ends.
     started = AttemptRecord(attempt=attempt, job_name=job_name(world.run.name, attempt),
                             start_time=world.now.replace(microsecond=0),
-                            task_generation=world.task.metadata.get("generation"))  # type: ignore[arg-type]
+                            task_generation=status.task_version.generation)
     status.attempts = sorted([*(a for a in status.attempts if a.attempt != attempt), started],
                              key=lambda a: a.attempt)[-HISTORY:]
     return _waiting(plan, world, Phase.RUNNING, "Running", f"attempt {attempt} is running")

@@ -11,12 +11,14 @@ from kubetasks.api.durations import parse_duration
 from kubetasks.api.machines import resolve_machine
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
+from kubetasks.api.version import TaskVersion
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
     fit_name, instance_of, job_name, label_value, payload_name, result_grant_name, run_identity_name,
 )
 from kubetasks.core.payload import payload_data
 from kubetasks.core.trigger_policy import RUN_IDENTITY, TRIGGER_VERB
+from kubetasks.core.version import job_annotations
 from kubetasks import protocol
 
 RUNTIME_COMMAND = protocol.RUNTIME_COMMAND
@@ -68,10 +70,13 @@ def grant_volume(secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None,
-               qualified: bool = False, grant: str | None = None) -> dict[str, Any]:
+               qualified: bool = False, grant: str | None = None, version: TaskVersion | None = None,
+               ) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible.
     ``qualified``: named with the run's UID, when another object holds the plain name. ``grant``:
-    the Secret of the attempt's upload grant (core.grants), mounted at protocol.GRANT_DIR."""
+    the Secret of the attempt's upload grant (core.grants), mounted at protocol.GRANT_DIR.
+    ``task``: the version the run is locked to (core.version.locked_task), which ``version``
+    names in an annotation."""
     spec = task.spec
     size = resolve_machine(machine, task.spec.machine)
     labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
@@ -153,14 +158,11 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name(run.name, attempt, uid(run) if qualified else None),
-                     "namespace": run.namespace, "labels": labels,
-                     "ownerReferences": [owner_reference(run)]},
-        "spec": job_spec,
-    }
+    metadata: dict[str, Any] = {"name": job_name(run.name, attempt, uid(run) if qualified else None),
+                                "namespace": run.namespace, "labels": labels, "ownerReferences": [owner_reference(run)]}
+    if version is not None:
+        metadata["annotations"] = job_annotations(version)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def run_account(run: TaskRun, task: Task) -> str | None:

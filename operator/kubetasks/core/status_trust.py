@@ -30,7 +30,7 @@ from kubetasks.core.naming import LABEL_ATTEMPT
 Body = dict[str, Any]
 REASON = "StatusForged"
 # What the operator decides from: a write of any of them by someone else is undone.
-GUARDED = ("phase", "attempt", "attempts", "result", "resultRef", "error")
+GUARDED = ("phase", "attempt", "attempts", "result", "resultRef", "error", "taskVersion")
 # What a claimed outcome brings with it, dropped when the outcome is not believed.
 OUTCOME = ("result", "resultRef", "error", "completionTime", "duration")
 

@@ -92,7 +92,7 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
                      parent_run: str | None = None, instance: str | None = None,
                      concurrency_key: str | None = None, priority: int | None = None,
                      debounce: DebounceLike | None = None,
-                     idempotency_key_ttl: DurationLike | None = None) -> dict[str, Any]:
+                     idempotency_key_ttl: DurationLike | None = None, inherit_version: bool = False) -> dict[str, Any]:
     """The TaskRun to create. With an idempotency key its name is derived from the key, so a second
     create with the same key is a 409 rather than a second run, and an annotation holds the digest
     of task, key and payload (see :func:`idempotent_mismatch`). The flow-control options are
@@ -120,6 +120,8 @@ def taskrun_manifest(task_id: str, payload: Any, *, namespace: str, delay: Durat
         spec["machine"] = size.to_api()
     if parent_run:
         spec["parentRun"] = parent_run
+        if inherit_version:  # a child its parent waits for: the parent's version, when the same Task
+            spec["inheritVersion"] = True
     spec.update(flow)
     return {"apiVersion": API_VERSION, "kind": "TaskRun", "metadata": metadata, "spec": spec}
 
@@ -279,7 +281,7 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
             idempotency_key_ttl: DurationLike | None = None, tags: Iterable[str] | None = None,
             namespace: str | None = None, machine: Machine | dict[str, Any] | str | None = None,
             concurrency_key: str | None = None, priority: int | None = None,
-            debounce: DebounceLike | None = None) -> RunHandle:
+            debounce: DebounceLike | None = None, _waited: bool = False) -> RunHandle:
     """Creates a TaskRun of ``task`` (a @task function or a task id) and returns its handle.
 
     ``delay``: start no sooner than this (seconds, timedelta or "5m"). ``machine``: a preset name
@@ -306,14 +308,15 @@ def trigger(task: TaskRef, payload: Any = None, *, delay: DurationLike | None = 
     key = scoped_key(idempotency_key, idempotency_key_scope, os.environ) if idempotency_key else None
     return _trigger(task, payload, key, True, namespace, delay=delay, idempotency_key_ttl=idempotency_key_ttl,
                     tags=tags, machine=machine, concurrency_key=concurrency_key, priority=priority,
-                    debounce=debounce)
+                    debounce=debounce, inherit_version=_waited)
 
 
 def trigger_child(task: TaskRef, payload: Any, key: str, **options: Any) -> RunHandle:
     """A durable wait's child (runtime.waits, runtime.any_of), named after ``key`` as given (the
     run's and the step's already). A child of the key that failed is the child all the same: the
-    wait reads it by that name, and a parent never runs a child again."""
-    return _trigger(task, payload, key, False, None, **options)
+    wait reads it by that name, and a parent never runs a child again. It runs its parent's
+    locked version when it is of the parent's Task (core.version)."""
+    return _trigger(task, payload, key, False, None, inherit_version=True, **options)
 
 
 def _trigger(task: TaskRef, payload: Any, key: str | None, rerun_released: bool, namespace: str | None,
@@ -405,8 +408,9 @@ def _create(body: dict[str, Any], key: str | None, rerun_released: bool = True, 
 
 
 def trigger_and_wait(task: TaskRef, payload: Any = None, *, timeout: float | None = None, **options: Any) -> Any:
-    """Triggers a run and waits for its result (see :meth:`RunHandle.wait`)."""
-    return trigger(task, payload, **options).wait(timeout=timeout)
+    """Triggers a run and waits for its result (see :meth:`RunHandle.wait`). Inside a run of the
+    same Task, the child runs its parent's locked version (core.version)."""
+    return trigger(task, payload, _waited=True, **options).wait(timeout=timeout)
 
 
 def batch_trigger(task: TaskRef, payloads: Iterable[Any], *, idempotency_key: str | None = None,
