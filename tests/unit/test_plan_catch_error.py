@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from hypothesis import given, strategies as st
 
 from kubetasks.api import Phase
@@ -18,9 +19,10 @@ def failed(attempt, code=1, end=NOW, **report):
                report=Report("failed", error_type="RuntimeError", error_message="boom", **report))
 
 
-def test_skip_retrying_fails_the_run_at_once_even_with_attempts_left_and_a_retryable_code():
+@pytest.mark.parametrize("code", [1, 78])  # the runtime exits 78; a Task may not list 78 as permanent
+def test_skip_retrying_fails_the_run_at_once_with_attempts_left_and_says_why(code):
     _, r = advance(run(), task=T)
-    plan, r = advance(r, task=T, attempts={1: failed(1, code=1, skip_retrying=True)})
+    plan, r = advance(r, task=T, attempts={1: failed(1, code=code, skip_retrying=True)})
     assert r.status.phase == Phase.FAILED and plan.start_attempt is None
     assert "catch_error hook chose to skip retrying" in r.status.conditions[0].message
 

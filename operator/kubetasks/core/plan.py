@@ -351,8 +351,8 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation, cannot_sta
     failed = failures(status)
     if cannot_start or permanent or chose_to_stop or not retryable or failed >= policy.max_attempts:
         why = ("not retried: it cannot start until its Task changes" if cannot_start
+               else "not retried: its catch_error hook chose to skip retrying" if chose_to_stop  # exit 78 too
                else "permanent failure" if permanent
-               else "not retried: its catch_error hook chose to skip retrying" if chose_to_stop
                else "not retried" if not retryable
                else f"all {policy.max_attempts} attempts failed")
         reason = JOB_LOST if obs.reason == JOB_LOST else "Failed"
