@@ -77,7 +77,8 @@ def test_a_success_runs_every_hook_once_in_order_and_middleware_sets_locals():
 
     ended = attempt(body, recording(calls), ctx=ctx)
     assert ended.report.outcome == "succeeded" and ended.report.result == {"ok": 1}
-    assert calls == ["mw1", "mw2", "start", "run", "mw2:after", "mw1:after", "success", "complete"]
+    # the middleware wraps everything, the ending hooks included (they may use what it set up)
+    assert calls == ["mw1", "mw2", "start", "run", "success", "complete", "mw2:after", "mw1:after"]
 
 
 def test_a_failure_with_retries_left_calls_catch_error_but_not_on_failure_nor_on_complete():
@@ -151,7 +152,7 @@ def test_errors_of_ending_hooks_are_logged_and_never_change_the_outcome(hook, ca
     with caplog.at_level(logging.WARNING, logger="kubetasks.runtime.lifecycle"):
         ended = attempt(lambda p, c: 7, recording(calls, **{hook: "raise"}))
     assert ended.report.outcome == "succeeded" and ended.report.result == 7
-    assert calls[-2:] == ["success", "complete"]  # the one that raised does not stop the next
+    assert calls[-4:-2] == ["success", "complete"]  # the one that raised does not stop the next
     assert f"{hook} fails" in caplog.text and "the outcome stands" in caplog.text
 
 
@@ -166,15 +167,41 @@ def test_a_durable_sleep_ends_the_pod_without_any_ending_hook():
     assert calls == ["mw1", "mw2", "start"]  # no catch_error, no on_success/on_failure/on_complete
 
 
-def test_middleware_that_calls_next_twice_fails_rather_than_run_the_task_twice():
+def test_middleware_that_calls_next_twice_does_not_run_the_task_twice(caplog):
     runs: list[int] = []
 
     def twice(payload, ctx, next):
         next()
         return next()
 
-    ended = attempt(lambda p, c: runs.append(1), Hooks.of(middleware=twice))
-    assert ended.report.outcome == "failed" and "next() twice" in ended.report.error_message and runs == [1]
+    with caplog.at_level(logging.WARNING):
+        ended = attempt(lambda p, c: runs.append(1) or 5, Hooks.of(middleware=twice))
+    assert ended.report.result == 5 and runs == [1] and "next() twice" in caplog.text
+
+
+def test_once_next_has_returned_or_raised_the_middleware_cannot_change_the_outcome():
+    def swallows(payload, ctx, next):
+        try:
+            return next()
+        except RuntimeError:
+            return "swallowed"
+
+    assert attempt(fails, Hooks.of(middleware=swallows)).report.outcome == "failed"
+
+    def breaks_after(payload, ctx, next):
+        next()
+        raise ValueError("teardown fails")
+
+    assert attempt(lambda p, c: 3, Hooks.of(middleware=breaks_after)).report.result == 3
+    passes_on = attempt(fails, Hooks.of(middleware=lambda p, c, n: n()))
+    assert passes_on.report.error_message == "run fails"  # the task's own error, catch_error's or not
+
+
+def test_middleware_that_never_calls_next_supplies_the_result_and_the_task_does_not_run():
+    calls: list[str] = []
+    hooks = Hooks.of(middleware=lambda p, c, n: "cached", on_success=lambda p, out, c: calls.append(out))
+    ended = attempt(lambda p, c: calls.append("run"), hooks)
+    assert ended.report.result == "cached" and calls == ["cached"]
 
 
 def test_async_hooks_and_tasks_are_awaited():

@@ -188,26 +188,56 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
 
 def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks, invocation: Invocation,
                 checkpoints: Checkpoints, grant_dir: str = protocol.GRANT_DIR, clock: Clock = utcnow) -> Exit:
-    """The task inside its hooks (runtime.lifecycle), and how the attempt ends."""
+    """The task inside its hooks (runtime.lifecycle), and how the attempt ends. The middleware
+    wraps everything: ``next()`` runs on_start_attempt, the task, catch_error and the ending
+    hooks, then returns the task's output or raises its error. The outcome is decided inside;
+    what the middleware does after ``next()`` (swallow, replace or raise) no longer changes it."""
+    decided: list[Exit] = []
+    raised: list[BaseException] = []  # the error that decided it, which middleware may pass on
+
+    def succeeded(value: Any) -> Exit:
+        ended = outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+        if ended.report.outcome == "succeeded":
+            after(hooks, payload, ctx, Outcome(ok=True, output=value), last=True)
+        else:  # the result could not be reported: a failure, with its own last-attempt rule
+            _after_failure(hooks, payload, ctx, ended, RuntimeError(ended.report.error_message or "failed"),
+                           invocation)
+        return ended
+
+    def everything() -> Any:
+        try:
+            for hook in hooks.on_start_attempt:
+                call(hook, payload, ctx)
+            value = call(fn, *call_arguments(fn, payload, ctx))
+        except SystemExit as e:
+            if outcome.exited(e.code).code != protocol.EXIT_SUCCESS:
+                raise  # its code is the Task's to read (permanentExitCodes): no hook guesses at it
+            value = None
+        except Exception as e:
+            decided.append(_failed(payload, e, ctx, hooks, invocation, clock))
+            raised.append(e)
+            raise
+        decided.append(succeeded(value))
+        return value
+
     try:
-        value = wrapped(hooks, payload, ctx, lambda: call(fn, *call_arguments(fn, payload, ctx)))()
+        returned = wrapped(hooks.middleware, payload, ctx, everything)()
     except SleepRequested as s:  # not an end: no catch_error, no on_success/on_failure/on_complete
         return outcome.sleeping(s.wake_at)
     except WaitRequested:
         return outcome.waiting()
     except SystemExit as e:
-        ended = outcome.exited(e.code)
-        if ended.code != protocol.EXIT_SUCCESS:
-            return ended  # its code is the Task's to read (permanentExitCodes): no hook guesses at it
-        value = None
+        return outcome.exited(e.code)
     except Exception as e:
-        return _failed(payload, e, ctx, hooks, invocation, clock)
-    ended = outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
-    if ended.report.outcome == "succeeded":
-        after(hooks, payload, ctx, Outcome(ok=True, output=value), last=True)
-    else:  # the result could not be reported: a failure, with its own last-attempt rule
-        _after_failure(hooks, payload, ctx, ended, RuntimeError(ended.report.error_message or "failed"), invocation)
-    return ended
+        if decided:
+            if not raised or e is not raised[0]:
+                log.warning("middleware raised %s after the attempt's outcome was decided: %s (the outcome stands)",
+                            type(e).__name__, e)
+            return decided[0]
+        return _failed(payload, e, ctx, hooks, invocation, clock)  # middleware failed before next()
+    if decided:
+        return decided[0]
+    return succeeded(returned)  # a middleware that never called next(): its value is the result
 
 
 def _failed(payload: Any, error: Exception, ctx: Context, hooks: Hooks, invocation: Invocation,

@@ -5,11 +5,14 @@ once per process, for every task).
 Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the operator trigger
 *another Task* when the run ends. These run inside the task's own pod, in this order:
 
-1. ``middleware(payload, ctx, next)``, global ones then the task's, each wrapping the rest: call
-   ``next()`` and return what it returns; may set ``ctx.locals``. A throw fails the attempt.
+1. ``middleware(payload, ctx, next)``, global ones then the task's, each wrapping the rest and all
+   of 2-5: call ``next()`` (it returns the task's output or raises its error) and return what it
+   returns; may set ``ctx.locals``. A throw before ``next()`` fails the attempt; once ``next()``
+   has returned or raised, the outcome is decided (and the ending hooks have run): a throw after
+   it is logged, never the outcome.
 2. ``on_start_attempt(payload, ctx)``: a throw fails the attempt.
 3. the task function.
-4. on a failure, ``catch_error(payload, error, ctx)``, the task's then the global ones, until one
+4. on a failure, ``catch_error(payload, error, ctx)``, global ones then the task's, until one
    returns a :class:`CatchResult` (or a dict of its fields, or a replacement exception). None: the
    Task's retry policy decides. Not called for :class:`AbortTaskRun`, which never retries.
 5. when the *run* ends in this attempt: ``on_success(payload, output, ctx)`` or, after the last
@@ -145,15 +148,10 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
     return value
 
 
-def wrapped(hooks: Hooks, payload: Any, ctx: Any, body: Next) -> Next:
-    """``body`` inside the middleware (the first listed outermost) and after on_start_attempt."""
-    def start_then_body() -> Any:
-        for hook in hooks.on_start_attempt:
-            call(hook, payload, ctx)
-        return body()
-
-    chain: Next = start_then_body
-    for mw in reversed(hooks.middleware):
+def wrapped(middleware: list[Middleware], payload: Any, ctx: Any, body: Next) -> Next:
+    """``body`` inside the middleware, the first listed outermost."""
+    chain: Next = body
+    for mw in reversed(middleware):
         chain = _around(mw, payload, ctx, chain)
     return chain
 
