@@ -56,6 +56,17 @@ def test_on_throw_never_retries_what_retrying_cannot_fix():
     assert len(tries) == 1 and slept == []
 
 
+def test_on_throw_refuses_a_coroutine_function_rather_than_not_retry_it():
+    r, slept = retry()
+
+    async def later() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="plain function"):
+        r.on_throw(later)
+    assert slept == []
+
+
 def test_a_context_has_its_retry_and_locals():
     ctx = Context.local()
     assert isinstance(ctx.retry, Retry) and ctx.locals == {}

@@ -10,6 +10,7 @@ never retried. Sleeps go through an injectable function, so tests do not sleep.
 from __future__ import annotations
 
 import email.utils
+import inspect
 import logging
 import re
 import secrets
@@ -145,8 +146,8 @@ class Retry:
     def on_throw(self, fn: Callable[[], T], *, max_attempts: int = 3, factor: float = 2.0,
                  min_delay: DurationLike = 1, max_delay: DurationLike = 30, jitter: bool | float = True,
                  name: str | None = None) -> T:
-        """``fn()``, tried up to ``max_attempts`` times while it raises; returns its value or
-        raises its last error."""
+        """``fn()`` (a plain function), tried up to ``max_attempts`` times while it raises; returns
+        its value or raises its last error. A TypeError (a bug, not a flake) is not retried."""
         rule = Backoff(max_attempts, factor, min_delay, max_delay, jitter)
         rule.policy()  # validates the arguments before the first try
         what = name or getattr(fn, "__name__", "block")
@@ -154,8 +155,12 @@ class Retry:
         while True:
             tries += 1
             try:
-                return fn()
-            except PermanentError:
+                value = fn()
+                if inspect.iscoroutine(value):  # it would "succeed" at once and fail unretried later
+                    value.close()
+                    raise TypeError(f"retry {what}: on_throw takes a plain function, not a coroutine function")
+                return value
+            except (PermanentError, TypeError):
                 raise
             except Exception as e:
                 if tries >= rule.max_attempts:
