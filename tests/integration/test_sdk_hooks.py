@@ -1,4 +1,4 @@
-"""In-pod middleware, lifecycle hooks and retried blocks on the real cluster
+"""In-pod middleware, lifecycle hooks and retried blocks on the real cluster (about 30 s)
 (examples/python/kubetasks_examples/lifecycle.py). Each hook appends "<attempt>:<hook>" to the
 run's metadata, which the operator copies into status.metadata: the order and count of every hook
 over a whole run is read from the API, outside the pods."""
@@ -27,7 +27,8 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
            taskrun("fails-once", "hooked", payload={"succeed_on": 2}),
            taskrun("skips-retrying", "hooked", payload={"succeed_on": 9, "skip": True}),
            taskrun("success-hook-raises", "hooked", payload={"success_hook_raises": True}),
-           taskrun("block", "retried-block", payload={"failures": 2})], namespace)
+           taskrun("block", "retried-block", payload={"failures": 2}),
+           taskrun("always-fails", "hooked", payload={"succeed_on": 9})], namespace)
 
     once = wait_phase(namespace, "fails-once", FINISHED, timeout=120)
     assert once["phase"] == "Succeeded" and once["attempt"] == 2, once
@@ -51,3 +52,9 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
     assert len(block["attempts"]) == 1
     logged = cli("logs", "block", "-n", namespace, "--attempt", "1").stdout
     assert "try 1/5 failed" in logged and "try 2/5 failed" in logged and "try 3/5" not in logged, logged
+
+    # on_failure once, after the last of 3 attempts: the operator told each pod how many may follow
+    spent = wait_phase(namespace, "always-fails", FINISHED, timeout=90)
+    assert spent["phase"] == "Failed" and spent["attempt"] == 3, spent
+    assert spent["metadata"]["hooks"] == (hooks(1, "catch_error") + hooks(2, "catch_error")
+                                          + hooks(3, "catch_error", "on_failure", "on_complete"))
