@@ -52,6 +52,8 @@ ENV_PAYLOAD_FILE = "KUBETASKS_PAYLOAD_FILE"
 # and anyone who may read Jobs would read it).
 ENV_PAYLOAD = "KUBETASKS_PAYLOAD"
 ENV_CHECKPOINTS = "KUBETASKS_CHECKPOINTS"
+# Attempts that may follow a failure of this one (core.plan.retries_left): 0 = the last attempt.
+ENV_RETRIES_LEFT = "KUBETASKS_RETRIES_LEFT"
 ENV_REPLAY_OF = "KUBETASKS_REPLAY_OF"  # a replay's original run (spec.replayOf.name): ctx.is_replay
 # The operator instance the run belongs to (naming.LABEL_INSTANCE): the runs a task triggers carry it too.
 ENV_INSTANCE = "KUBETASKS_INSTANCE_ID"
@@ -147,6 +149,10 @@ class Report:
     # A result kept elsewhere: {"uri", "size", "sha256"} (api.storage.BlobRef) as the task reported
     # it. The operator checks it names this attempt's own place and reads it before believing it.
     result_ref: dict[str, Any] | None = None
+    # What the task's catch_error hook decided for a failed attempt (runtime.lifecycle): fail the
+    # run now, or retry at a time of its choosing; the operator still bounds both (core.plan).
+    skip_retrying: bool = False
+    retry_at: datetime | None = None
 
     def encode(self) -> str:
         body: dict[str, Any] = {"kubetasks": 1, "outcome": self.outcome}
@@ -161,6 +167,8 @@ class Report:
                 body["error"]["traceback"] = self.traceback
         if self.wake_at is not None:
             body["wakeAt"] = self.wake_at.isoformat()
+        if self.outcome == "failed" and (self.skip_retrying or self.retry_at is not None):
+            body["retry"] = {"skip": True} if self.skip_retrying else {"at": self.retry_at.isoformat()}  # type: ignore[union-attr]
         text = json.dumps(body, separators=(",", ":"), default=str)
         if len(text.encode()) > TERMINATION_MESSAGE_LIMIT and "traceback" in body.get("error", {}):
             # The traceback is the one part that may be cut: keep its end, where the error is.
@@ -195,11 +203,23 @@ class Report:
             traceback=_text(error.get("traceback"), TERMINATION_MESSAGE_LIMIT),
             wake_at=wake_at,
             result_ref=ref if outcome == "succeeded" else None,
+            **_retry_decision(body.get("retry") if outcome == "failed" else None),
         )
 
 
 OUTCOMES = ("succeeded", "failed", "sleeping", "waiting")
 INVALID_REPORT = "InvalidReport"  # a report the runtime would never write (a forged one, say)
+
+
+def _retry_decision(value: Any) -> dict[str, Any]:
+    """A failed attempt's ``retry`` as the task wrote it: ``{"skip": true}`` or ``{"at": time}``;
+    anything else (a wrong type, an unreadable time) is no decision, so the Task's policy applies."""
+    if not isinstance(value, dict):
+        return {}
+    if value.get("skip") is True:
+        return {"skip_retrying": True}
+    at = api_time(value.get("at"))
+    return {"retry_at": at} if at is not None else {}
 
 
 def _text(value: Any, limit: int) -> str | None:

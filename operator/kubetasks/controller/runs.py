@@ -68,7 +68,9 @@ from kubetasks.core.trigger_policy import Refusal, refuse_child_run
 from kubetasks.core.waits import children_in, events_in, still_waiting, tokens_in, unseen, wait_state, waited_for
 from kubetasks.core.version import inherited, locked_task, version_from_jobs
 from kubetasks.core.wakeups import unfinished
-from kubetasks.core.plan import Event, Plan, World, plan_failed, plan_run, start_problem_shown
+from kubetasks.core.plan import (
+    Event, Plan, World, effective_retry, plan_failed, plan_run, retries_left, start_problem_shown,
+)
 from kubetasks.core.render import (
     access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
     uses_sdk,
@@ -626,7 +628,9 @@ class RunReconciler:
             machine = machine_for_attempt(run, task, [a.reason for a in plan.status.attempts if a.attempt < attempt])
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
             version = plan.status.task_version  # the Job says which: a restart locks it (core.version)
-            job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant, version=version))  # its pod outlives the upload
+            left = retries_left(effective_retry(run, task), plan.status)
+            job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant, version=version,
+                                                    retries_left=left))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -635,7 +639,7 @@ class RunReconciler:
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
                 qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True, grant=grant,
-                                                                version=version))
+                                                                version=version, retries_left=left))
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

@@ -32,7 +32,7 @@ from kubetasks.core.payload import payload_delivery_error, payload_error, schema
 HISTORY = 20  # attempts kept in status
 SUCCEEDED = "Succeeded"
 RESULT_DROPPED = "ResultDropped"
-__all__ = ["Event", "Plan", "World", "plan_run", "plan_failed", "plan_held", "start_problem_shown"]
+__all__ = ["Event", "Plan", "World", "plan_run", "plan_failed", "plan_held", "start_problem_shown", "retries_left"]
 
 
 @dataclass(frozen=True)
@@ -355,20 +355,42 @@ def _after_failure(plan: Plan, world: World, obs: AttemptObservation, cannot_sta
                              traceback=bounded(report.traceback, TRACEBACK_LIMIT, keep_end=True) if report and report.traceback else None)
     cannot_start = cannot_start or (obs.exit_code is None and obs.reason in PERMANENT)
     permanent = obs.exit_code in policy.permanent_exit_codes
+    chose_to_stop = report is not None and report.skip_retrying  # the task's catch_error (runtime.lifecycle)
     retryable = (obs.reason if obs.reason == "OOMKilled" else "Error") in policy.retry_on
     failed = failures(status)
-    if cannot_start or permanent or not retryable or failed >= policy.max_attempts:
+    if cannot_start or permanent or chose_to_stop or not retryable or failed >= policy.max_attempts:
         why = ("not retried: it cannot start until its Task changes" if cannot_start
-               else "permanent failure" if permanent else "not retried" if not retryable
+               else "not retried: its catch_error hook chose to skip retrying" if chose_to_stop  # exit 78 too
+               else "permanent failure" if permanent
+               else "not retried" if not retryable
                else f"all {policy.max_attempts} attempts failed")
         reason = JOB_LOST if obs.reason == JOB_LOST else "Failed"
         return _finish(plan, world, Phase.FAILED, reason, f"{status.error.message} ({why})", end=obs.completion_time)
     if status.next_retry_at is None or plan.status.phase != Phase.RETRYING:
         failed_at = obs.completion_time or world.now
-        status.next_retry_at = next_attempt_at(policy, failed, failed_at, seed=str(world.run.metadata.get("uid", "")))
+        status.next_retry_at = (chosen_retry_at(report.retry_at, failed_at) if report and report.retry_at
+                                else next_attempt_at(policy, failed, failed_at, seed=str(world.run.metadata.get("uid", ""))))
         delay = format_duration(status.next_retry_at - failed_at)
         plan.events.append(Event("Warning", "AttemptFailed", f"{status.error.message}; retrying in {delay}"))
     return _after_pause(plan, world)
+
+
+# A retry time the task chose (catch_error's retry_at or retry_delay) is the task's word, so it is
+# bounded: never before the failure, never more than a day after it (a forged or mistaken
+# far-future time would park the run out of sight; a day covers any rate limit's reset).
+CHOSEN_RETRY_LIMIT = timedelta(days=1)
+
+
+def chosen_retry_at(retry_at: datetime, failed_at: datetime) -> datetime:
+    return min(max(retry_at, failed_at), failed_at + CHOSEN_RETRY_LIMIT)
+
+
+def retries_left(policy: RetryPolicy, status: TaskRunStatus) -> int:
+    """How many attempts may still follow a failure of the attempt being started: 0 tells its pod
+    this attempt is the last (its on_failure hooks run when it fails; runtime.lifecycle)."""
+    if "Error" not in policy.retry_on:
+        return 0
+    return max(policy.max_attempts - failures(status) - 1, 0)
 
 
 def _waiting(plan: Plan, world: World, phase: Phase, reason: str, message: str) -> Plan:

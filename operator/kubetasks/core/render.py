@@ -71,7 +71,7 @@ def grant_volume(secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None,
                qualified: bool = False, grant: str | None = None, version: TaskVersion | None = None,
-               ) -> dict[str, Any]:
+               retries_left: int | None = None) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible.
     ``qualified``: named with the run's UID, when another object holds the plain name. ``grant``:
     the Secret of the attempt's upload grant (core.grants), mounted at protocol.GRANT_DIR.
@@ -98,6 +98,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         env.append({"name": protocol.ENV_REPLAY_OF, "value": run.spec.replay_of.name})
     if spec.entrypoint:
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
+    if retries_left is not None:  # whether this attempt is the last: the SDK's on_failure hooks
+        env.append({"name": protocol.ENV_RETRIES_LEFT, "value": str(retries_left)})
     env += [e.to_api() for e in spec.env]
     container: dict[str, Any] = {
         "name": "task",

@@ -3,7 +3,8 @@
 Declare tasks with :func:`task`, make work durable with ``ctx.step.run`` and ``ctx.step.sleep``,
 wait for child runs without a pod with ``ctx.step.trigger_and_wait``, report progress with
 ``ctx.metadata`` (status.metadata),
-fail for good with :class:`AbortTaskRun`, and start runs with ``my_task.trigger(...)``. Task pods run
+fail for good with :class:`AbortTaskRun`, wrap attempts in middleware and lifecycle hooks
+(:mod:`kubetasks.runtime.lifecycle`), retry a block inside an attempt with ``ctx.retry``, and start runs with ``my_task.trigger(...)``. Task pods run
 ``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
 """
 
@@ -12,11 +13,15 @@ from kubetasks.runtime.any_of import Fired
 from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, MemoryStore, steps_from_configmap
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
-    AbortTaskRun, CheckpointTooLarge, ChildFailed, DuplicateStepKey, EventTimeout, IdempotencyConflict, InvalidPayload, InvalidResult,
+    AbortTaskRun, AbortTaskRunError, CheckpointTooLarge, ChildFailed, DuplicateStepKey, EventTimeout, IdempotencyConflict, InvalidPayload, InvalidResult,
     InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, TokenError,
     TokenTimeout,
 )
 from kubetasks.runtime.events import ReceivedEvent
+from kubetasks.runtime.lifecycle import (
+    CatchResult, Outcome, catch_error, middleware, on_complete, on_failure, on_start_attempt, on_success,
+)
+from kubetasks.runtime.retry import Backoff, Headers, Retry, backoff
 from kubetasks.runtime.metadata import Metadata
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.tokens import Token
@@ -26,7 +31,9 @@ __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
-    "AbortTaskRun", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
+    "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "CatchResult",
+    "Outcome", "Retry", "Backoff", "Headers", "backoff",
+    "AbortTaskRun", "AbortTaskRunError", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "Token", "TokenError", "TokenTimeout",
     "EventTimeout", "ReceivedEvent", "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",

@@ -26,6 +26,7 @@ from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
 from kubetasks.runtime.errors import DuplicateStepKey, InvalidStepKey, SleepRequested
 from kubetasks.runtime.metadata import Metadata, RunMetadata
+from kubetasks.runtime.retry import Retry
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import Token, make_token, wait_for_token
@@ -338,6 +339,10 @@ class Context:
     replay_of: str | None = None  # the run this one replays (`kubetasks replay`), by name
     # status.metadata: ctx.metadata.set("progress", 0.5), .increment, .append; .parent and .root
     metadata: Metadata = field(default_factory=Metadata.in_memory)
+    # What middleware hands to the task and its hooks (a client, a connection): this attempt's only
+    locals: dict[str, Any] = field(default_factory=dict)
+    # Blocks retried inside the attempt: ctx.retry.on_throw(fn), ctx.retry.fetch(url)
+    retry: Retry = field(default_factory=Retry)
 
     @property
     def is_replay(self) -> bool:

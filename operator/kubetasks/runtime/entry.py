@@ -8,9 +8,7 @@ termination message and an exit code (0 success or durable sleep, 1 retry, 78 fa
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -25,7 +23,9 @@ from kubetasks import protocol
 from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
-from kubetasks.runtime.errors import InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
+from kubetasks.runtime import lifecycle
+from kubetasks.runtime.errors import AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
+from kubetasks.runtime.lifecycle import Hooks, Outcome, after, call, global_hooks, wrapped
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
@@ -54,6 +54,9 @@ class Invocation:
     termination_log: str = protocol.TERMINATION_MESSAGE_PATH
     payload_file: str | None = None  # set by the operator; no such file: the payload is in the TaskRun only
     replay_of: str | None = None  # the run this one replays (kubetasks replay), by name
+    # Attempts that may follow a failure of this one; None (a local run, an older operator): this
+    # one is taken as the last, so on_failure hooks run when it fails.
+    retries_left: int | None = None
 
 
 def invocation_from_env(env: Mapping[str, str]) -> Invocation:
@@ -74,11 +77,19 @@ def invocation_from_env(env: Mapping[str, str]) -> Invocation:
         termination_log=env.get(ENV_TERMINATION_LOG) or protocol.TERMINATION_MESSAGE_PATH,
         payload_file=env.get(protocol.ENV_PAYLOAD_FILE) or None,
         replay_of=env.get(protocol.ENV_REPLAY_OF) or None,
+        retries_left=_number(env.get(protocol.ENV_RETRIES_LEFT)),
     )
 
 
-def load_entrypoint(spec: str | None) -> tuple[Callable[..., Any], type[BaseModel] | None, str | None]:
-    """(function, payload model, task id) named by ``module:function``. A module that is missing
+def _number(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def load_entrypoint(spec: str | None) -> tuple[Callable[..., Any], type[BaseModel] | None, str | None, Hooks]:
+    """(function, payload model, task id, its own hooks) named by ``module:function``. A module that is missing
     or names nothing callable is a permanent error; errors raised while importing it are not."""
     if not spec or spec.count(":") != 1:
         raise InvalidEntrypoint(f"{protocol.ENV_ENTRYPOINT} must be 'module:function', not {spec!r}")
@@ -91,10 +102,10 @@ def load_entrypoint(spec: str | None) -> tuple[Callable[..., Any], type[BaseMode
         raise
     target = getattr(module, attr, None)
     if isinstance(target, TaskDefinition):
-        return target.fn, target.payload_model, target.id
+        return target.fn, target.payload_model, target.id, target.hooks
     if target is None or not callable(target) or isinstance(target, type):
         raise InvalidEntrypoint(f"entry point {spec!r}: module {module_name!r} has no function {attr!r}")
-    return target, payload_model_of(target), None
+    return target, payload_model_of(target), None, Hooks()
 
 
 def describe_validation_error(error: ValidationError, limit: int = 5) -> str:
@@ -149,21 +160,11 @@ def parse_payload(text: str | None, model: type[BaseModel] | None) -> Any:
         raise InvalidPayload(f"payload does not match {model.__name__}: {describe_validation_error(e)}") from None
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    value = fn(*args)
-    if inspect.isawaitable(value):
-        async def wait() -> Any:
-            return await value
-
-        value = asyncio.run(wait())
-    return value
-
-
 def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcnow,
              read_run: RunReader = kube.read_taskrun, grant_dir: str = protocol.GRANT_DIR) -> Exit:
     """Runs one attempt and decides how it ends. Never raises (but for KeyboardInterrupt)."""
     try:
-        fn, model, task_id = load_entrypoint(invocation.entrypoint)
+        fn, model, task_id, own_hooks = load_entrypoint(invocation.entrypoint)
         payload = parse_payload(payload_text(invocation, read_run, grant_dir), model)
     except (InvalidEntrypoint, InvalidPayload, PayloadUnavailable) as e:
         return outcome.failed(e, with_traceback=False)
@@ -178,20 +179,92 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     ctx = Context(run_id=invocation.run, task_id=task_id, attempt=invocation.attempt, namespace=invocation.namespace,
                   payload=payload, step=steps, run_uid=invocation.run_uid, replay_of=invocation.replay_of,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"), metadata=Metadata(metadata))
+    hooks = global_hooks().then(own_hooks)  # read now: the module registered its global hooks on import
     try:
+        return run_attempt(fn, payload, ctx, hooks, invocation, checkpoints, grant_dir, clock)
+    finally:
+        _flush_metadata(metadata)  # after every hook: what they recorded is the operator's to read
+
+
+def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks, invocation: Invocation,
+                checkpoints: Checkpoints, grant_dir: str = protocol.GRANT_DIR, clock: Clock = utcnow) -> Exit:
+    """The task inside its hooks (runtime.lifecycle), and how the attempt ends. The middleware
+    wraps everything: ``next()`` runs on_start_attempt, the task, catch_error and the ending
+    hooks, then returns the task's output or raises its error. The outcome is decided inside;
+    what the middleware does after ``next()`` (swallow, replace or raise) no longer changes it."""
+    decided: list[Exit] = []
+    raised: list[BaseException] = []  # the error that decided it, which middleware may pass on
+
+    def succeeded(value: Any) -> Exit:
+        ended = outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+        if ended.report.outcome == "succeeded":
+            after(hooks, payload, ctx, Outcome(ok=True, output=value), last=True)
+        else:  # the result could not be reported: a failure, with its own last-attempt rule
+            _after_failure(hooks, payload, ctx, ended, RuntimeError(ended.report.error_message or "failed"),
+                           invocation)
+        return ended
+
+    def everything() -> Any:
         try:
-            value = _call(fn, call_arguments(fn, payload, ctx))
-        finally:
-            _flush_metadata(metadata)
-    except SleepRequested as s:
+            for hook in hooks.on_start_attempt:
+                call(hook, payload, ctx)
+            value = call(fn, *call_arguments(fn, payload, ctx))
+        except SystemExit as e:
+            if outcome.exited(e.code).code != protocol.EXIT_SUCCESS:
+                raise  # its code is the Task's to read (permanentExitCodes): no hook guesses at it
+            value = None
+        except Exception as e:
+            decided.append(_failed(payload, e, ctx, hooks, invocation, clock))
+            raised.append(e)
+            raise
+        decided.append(succeeded(value))
+        return value
+
+    try:
+        returned = wrapped(hooks.middleware, payload, ctx, everything)()
+    except SleepRequested as s:  # not an end: no catch_error, no on_success/on_failure/on_complete
         return outcome.sleeping(s.wake_at)
     except WaitRequested:
         return outcome.waiting()
     except SystemExit as e:
         return outcome.exited(e.code)
     except Exception as e:
-        return outcome.failed(e)
-    return outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+        if decided:
+            if not raised or e is not raised[0]:
+                log.warning("middleware raised %s after the attempt's outcome was decided: %s (the outcome stands)",
+                            type(e).__name__, e)
+            return decided[0]
+        return _failed(payload, e, ctx, hooks, invocation, clock)  # middleware failed before next()
+    if decided:
+        return decided[0]
+    return succeeded(returned)  # a middleware that never called next(): its value is the result
+
+
+def _failed(payload: Any, error: Exception, ctx: Context, hooks: Hooks, invocation: Invocation,
+            clock: Clock) -> Exit:
+    """A failed attempt: catch_error's decision (none for AbortTaskRun), then the report."""
+    decision = None if isinstance(error, AbortTaskRun) else lifecycle.decide(hooks, payload, error, ctx)
+    reported = decision.error if decision is not None and decision.error is not None else error
+    ended = outcome.failed(reported)
+    if decision is not None and decision.skip_retrying:
+        ended = outcome.not_retried(ended)
+    elif decision is not None:
+        try:
+            at = decision.when(clock())
+        except (TypeError, ValueError) as e:
+            log.warning("catch_error asked for a retry time that is not one (%s): the retry policy applies", e)
+            at = None
+        if at is not None:
+            ended = outcome.retried_at(ended, at)
+    _after_failure(hooks, payload, ctx, ended, reported, invocation)
+    return ended
+
+
+def _after_failure(hooks: Hooks, payload: Any, ctx: Context, ended: Exit, error: BaseException,
+                   invocation: Invocation) -> None:
+    last = (ended.code == protocol.EXIT_PERMANENT or ended.report.skip_retrying
+            or invocation.retries_left is None or invocation.retries_left <= 0)
+    after(hooks, payload, ctx, Outcome(ok=False, error=error), last=last)
 
 
 def _flush_metadata(metadata: RunMetadata) -> None:

@@ -18,6 +18,9 @@ class AbortTaskRun(PermanentError):
     """Raise to fail the run now, without further retries: ``raise AbortTaskRun("no such user")``."""
 
 
+AbortTaskRunError = AbortTaskRun  # Trigger.dev's name for it
+
+
 class InvalidPayload(PermanentError):
     """The payload does not match the task's payload model; the task function is never called."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import traceback as tb
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -64,6 +64,17 @@ def failed(exc: BaseException, with_traceback: bool = True) -> Exit:
         message = message[: MESSAGE_LIMIT - 3] + "..."
     trace = format_traceback(exc) if with_traceback and exc.__traceback__ else None
     return Exit(code, Report(outcome="failed", error_type=type(exc).__name__, error_message=message, traceback=trace))
+
+
+def not_retried(ended: Exit) -> Exit:
+    """A failure whose catch_error hook chose to skip retrying: permanent (78), and said so in the
+    report, so a Task whose permanentExitCodes lack 78 fails it at once all the same."""
+    return Exit(protocol.EXIT_PERMANENT, replace(ended.report, skip_retrying=True))
+
+
+def retried_at(ended: Exit, at: datetime) -> Exit:
+    """A failure whose catch_error hook chose when the next attempt starts."""
+    return Exit(ended.code, replace(ended.report, retry_at=at))
 
 
 def format_traceback(exc: BaseException) -> str:

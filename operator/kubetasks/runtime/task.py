@@ -22,6 +22,9 @@ from kubetasks.api.task import TaskSpec
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import model_type
+from kubetasks.runtime.lifecycle import (
+    CatchHook, CompleteHook, FailureHook, Hooks, Middleware, StartHook, SuccessHook,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,7 +85,13 @@ class TaskDefinition(Generic[P, R]):
                  retry: RetryPolicy | dict[str, Any] | int | None = None,
                  machine: Machine | dict[str, Any] | str | None = None,
                  max_duration: DurationLike | None = None,
-                 payload: type[BaseModel] | None = None) -> None:
+                 payload: type[BaseModel] | None = None,
+                 middleware: Middleware | list[Middleware] | None = None,
+                 on_start_attempt: StartHook | list[StartHook] | None = None,
+                 catch_error: CatchHook | list[CatchHook] | None = None,
+                 on_success: SuccessHook | list[SuccessHook] | None = None,
+                 on_failure: FailureHook | list[FailureHook] | None = None,
+                 on_complete: CompleteHook | list[CompleteHook] | None = None) -> None:
         functools.update_wrapper(self, fn)  # first: it copies fn.__dict__ over ours
         self.fn = fn
         self.id = id or default_task_id(fn)
@@ -92,6 +101,9 @@ class TaskDefinition(Generic[P, R]):
         self.machine = machine_of(machine)
         self.max_duration = duration_string(max_duration) if max_duration is not None else None
         self.payload_model = payload_model_of(fn, payload)
+        # In-pod hooks (runtime.lifecycle), not the Task's spec.onSuccess (which runs another Task)
+        self.hooks = Hooks.of(middleware=middleware, on_start_attempt=on_start_attempt, catch_error=catch_error,
+                              on_success=on_success, on_failure=on_failure, on_complete=on_complete)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -188,20 +200,29 @@ def task(fn: Callable[P, R], /) -> TaskDefinition[P, R]: ...
 @typing.overload
 def task(*, id: str | None = None, retry: RetryPolicy | dict[str, Any] | int | None = None,
          machine: Machine | dict[str, Any] | str | None = None, max_duration: DurationLike | None = None,
-         payload: type[BaseModel] | None = None) -> Callable[[Callable[P, R]], TaskDefinition[P, R]]: ...
+         payload: type[BaseModel] | None = None,
+         middleware: Middleware | list[Middleware] | None = None,
+         on_start_attempt: StartHook | list[StartHook] | None = None,
+         catch_error: CatchHook | list[CatchHook] | None = None,
+         on_success: SuccessHook | list[SuccessHook] | None = None,
+         on_failure: FailureHook | list[FailureHook] | None = None,
+         on_complete: CompleteHook | list[CompleteHook] | None = None,
+         ) -> Callable[[Callable[P, R]], TaskDefinition[P, R]]: ...
 
 
 def task(fn: Callable[..., Any] | None = None, /, *, id: str | None = None,
          retry: RetryPolicy | dict[str, Any] | int | None = None,
          machine: Machine | dict[str, Any] | str | None = None, max_duration: DurationLike | None = None,
-         payload: type[BaseModel] | None = None) -> Any:
+         payload: type[BaseModel] | None = None, **hooks: Any) -> Any:
     """Declares a task: ``@task`` or ``@task(id="send-email", retry=5, machine="small-2x",
     max_duration="10m", payload=Email)``. The function takes ``(payload, ctx)`` (or fewer) and may
-    be async; ``id`` defaults to the function name with dashes."""
+    be async; ``id`` defaults to the function name with dashes. ``middleware``, ``on_start_attempt``,
+    ``catch_error``, ``on_success``, ``on_failure`` and ``on_complete`` take a function or a list of
+    them: in-pod hooks around each attempt (runtime.lifecycle)."""
 
     def decorate(f: Callable[P, R]) -> TaskDefinition[P, R]:
         definition = TaskDefinition(f, id=id, retry=retry, machine=machine, max_duration=max_duration,
-                                    payload=payload)
+                                    payload=payload, **hooks)
         register(definition)
         return definition
 

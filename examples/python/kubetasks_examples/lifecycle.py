@@ -1,0 +1,82 @@
+"""Middleware, lifecycle hooks and retried blocks (runtime.lifecycle, runtime.retry).
+
+Every hook appends ``"<attempt>:<hook>"`` to the run's metadata under ``hooks`` (status.metadata),
+so the order and count of the hooks of a whole run can be read from the TaskRun after it ended.
+
+``hooked`` fails while ``ctx.attempt < payload["succeed_on"]``; ``{"skip": true}`` makes its
+catch_error skip retrying; ``{"success_hook_raises": true}`` makes its on_success raise (the run
+still succeeds). ``retried_block`` calls a block that fails ``payload["failures"]`` times inside
+one attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetasks.runtime import CatchResult, Context, Outcome, middleware, task
+
+
+def record(ctx: Context, hook: str) -> None:
+    ctx.metadata.append("hooks", f"{ctx.attempt}:{hook}")
+
+
+@middleware  # global: wraps every task of this process
+def timing(payload: Any, ctx: Context, next: Any) -> Any:
+    record(ctx, "global-middleware")
+    return next()
+
+
+def connect(payload: Any, ctx: Context, next: Any) -> Any:
+    ctx.locals["client"] = "a client made once per attempt"  # what the task and the hooks share
+    record(ctx, "middleware")
+    return next()
+
+
+def start(payload: Any, ctx: Context) -> None:
+    record(ctx, "on_start_attempt")
+
+
+def catch(payload: dict[str, Any], error: BaseException, ctx: Context) -> CatchResult | None:
+    record(ctx, "catch_error")
+    if payload.get("skip"):
+        return CatchResult(skip_retrying=True)
+    return None  # the Task's retry policy decides
+
+
+def succeeded(payload: dict[str, Any], output: Any, ctx: Context) -> None:
+    record(ctx, "on_success")
+    if payload.get("success_hook_raises"):
+        raise RuntimeError("on_success fails on purpose: the run succeeds all the same")
+
+
+def failed(payload: dict[str, Any], error: BaseException, ctx: Context) -> None:
+    record(ctx, "on_failure")
+
+
+def completed(payload: dict[str, Any], outcome: Outcome, ctx: Context) -> None:
+    record(ctx, "on_complete")
+
+
+@task(id="hooked", retry={"maxAttempts": 3, "minDelay": "1s", "maxDelay": "2s"}, middleware=connect,
+      on_start_attempt=start, catch_error=catch, on_success=succeeded, on_failure=failed, on_complete=completed)
+def hooked(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    record(ctx, "run")
+    assert ctx.locals["client"]
+    if ctx.attempt < int(payload.get("succeed_on", 1)):
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+@task(id="retried-block")
+def retried_block(payload: dict[str, Any], ctx: Context) -> dict[str, int]:
+    tries = 0
+
+    def flaky_call() -> str:
+        nonlocal tries
+        tries += 1
+        if tries <= int(payload.get("failures", 2)):
+            raise ConnectionError(f"try {tries} fails on purpose")
+        return "ok"
+
+    ctx.retry.on_throw(flaky_call, max_attempts=5, min_delay=0.1, max_delay=0.5)
+    return {"tries": tries, "attempt": ctx.attempt}

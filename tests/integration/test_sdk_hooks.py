@@ -1,0 +1,60 @@
+"""In-pod middleware, lifecycle hooks and retried blocks on the real cluster (about 30 s)
+(examples/python/kubetasks_examples/lifecycle.py). Each hook appends "<attempt>:<hook>" to the
+run's metadata, which the operator copies into status.metadata: the order and count of every hook
+over a whole run is read from the API, outside the pods."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import apply
+from tests.integration.test_cli import cli
+from tests.integration.test_runtime import sdk_task
+from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
+
+pytestmark = pytest.mark.cluster
+MODULE = "kubetasks_examples.lifecycle"
+EACH = ["global-middleware", "middleware", "on_start_attempt", "run"]
+
+
+def hooks(attempt: int, *ending: str) -> list[str]:
+    return [f"{attempt}:{h}" for h in [*EACH, *ending]]
+
+
+def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_attempt(namespace, operator):
+    apply([sdk_task("hooked", f"{MODULE}:hooked", retry={"maxAttempts": 3, "minDelay": "1s", "maxDelay": "1s"}),
+           sdk_task("retried-block", f"{MODULE}:retried_block", retry={"maxAttempts": 1}),
+           taskrun("fails-once", "hooked", payload={"succeed_on": 2}),
+           taskrun("skips-retrying", "hooked", payload={"succeed_on": 9, "skip": True}),
+           taskrun("success-hook-raises", "hooked", payload={"success_hook_raises": True}),
+           taskrun("block", "retried-block", payload={"failures": 2}),
+           taskrun("always-fails", "hooked", payload={"succeed_on": 9})], namespace)
+
+    once = wait_phase(namespace, "fails-once", FINISHED, timeout=120)
+    assert once["phase"] == "Succeeded" and once["attempt"] == 2, once
+    # attempt 1 failed with attempts left: catch_error, but no on_failure nor on_complete
+    assert once["metadata"]["hooks"] == hooks(1, "catch_error") + hooks(2, "on_success", "on_complete")
+
+    skipped = wait_phase(namespace, "skips-retrying", FINISHED, timeout=60)
+    assert skipped["phase"] == "Failed" and skipped["attempt"] == 1, skipped  # maxAttempts is 3
+    assert "skip retrying" in skipped["conditions"][0]["message"]
+    assert skipped["metadata"]["hooks"] == hooks(1, "catch_error", "on_failure", "on_complete")
+
+    raised = wait_phase(namespace, "success-hook-raises", FINISHED, timeout=60)
+    assert raised["phase"] == "Succeeded" and raised["attempt"] == 1, raised
+    assert raised["metadata"]["hooks"] == hooks(1, "on_success", "on_complete")  # on_complete ran all the same
+    logged = cli("logs", "success-hook-raises", "-n", namespace, "--attempt", "1").stdout
+    assert "WARNING" in logged and "on_success fails on purpose" in logged and "the outcome stands" in logged, logged
+
+    block = wait_phase(namespace, "block", FINISHED, timeout=60)
+    assert block["phase"] == "Succeeded" and block["attempt"] == 1, block
+    assert block["result"] == {"tries": 3, "attempt": 1}  # two failed tries, then success, in one attempt
+    assert len(block["attempts"]) == 1
+    logged = cli("logs", "block", "-n", namespace, "--attempt", "1").stdout
+    assert "try 1/5 failed" in logged and "try 2/5 failed" in logged and "try 3/5" not in logged, logged
+
+    # on_failure once, after the last of 3 attempts: the operator told each pod how many may follow
+    spent = wait_phase(namespace, "always-fails", FINISHED, timeout=90)
+    assert spent["phase"] == "Failed" and spent["attempt"] == 3, spent
+    assert spent["metadata"]["hooks"] == (hooks(1, "catch_error") + hooks(2, "catch_error")
+                                          + hooks(3, "catch_error", "on_failure", "on_complete"))
