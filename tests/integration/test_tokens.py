@@ -148,15 +148,16 @@ def test_a_tokens_signed_url_completes_it_once_and_a_forged_or_expired_one_is_re
         "phase") == "Waiting" and (s.get("metadata") or {}).get("completionUrl") and s, timeout=180)
     url = waiting["metadata"]["completionUrl"]
     token = waiting["waitingOn"][0].removeprefix("waitpoint:")
-    assert f"/tokens/{namespace}/{token}?expires=" in url, url
+    uid = get("taskrun", "by-url", namespace)["metadata"]["uid"]
+    assert f"/tokens/{namespace}/{token}?run={uid}&expires=" in url, url
     base, query = url.split("?", 1)
     params = dict(p.split("=", 1) for p in query.split("&"))
-    forged = f"{base}?expires={params['expires']}&sig={params['sig'][:-1]}{'0' if params['sig'][-1] != '0' else '1'}"
+    forged = f"{base}?run={params['run']}&expires={params['expires']}&sig={params['sig'][:-1]}" \
+             f"{'0' if params['sig'][-1] != '0' else '1'}"
     assert post(forged, {"approved": "mallory"}) == (403, {"error": REFUSED})
     master = Path(operator.env["KUBETASKS_TOKEN_URL_KEY_FILE"]).read_bytes().strip()
-    uid = get("taskrun", "by-url", namespace)["metadata"]["uid"]
     past = int(time.time()) - 60  # well signed, for a time that has passed
-    code, said = post(completion_url(base.split("/tokens/")[0], run_key(master, uid), namespace, token, past), 1)
+    code, said = post(completion_url(base.split("/tokens/")[0], run_key(master, uid), uid, namespace, token, past), 1)
     assert code == 410 and "expired" in said["error"], said
     assert (get("waitpoint", token, namespace).get("status") or {}).get("phase", "Waiting") == "Waiting"
 

@@ -1,10 +1,11 @@
 """Signed completion URLs of tokens, served (opt-in; core.token_urls has the scheme).
 
-``POST <base>/tokens/<namespace>/<name>?expires=..&sig=..`` with the data as a JSON body (none:
+``POST <base>/tokens/<namespace>/<name>?run=..&expires=..&sig=..`` with the data as a JSON body (none:
 null) completes the token, as ``kubetasks complete`` does: the first completion wins, and a later
 one changes nothing and says so (200 both, ``completed`` true or false). A request whose signature
-is not for exactly that token and expiry, signed with the run key of the run that made it, is
-refused (403) before anything is written; an expired one says so (410).
+is not for exactly that token and expiry, signed with the run key of the run it names, is refused
+(403) before anything is read; so is one for a token that run did not make; an expired one says
+so (410).
 
 On when ``KUBETASKS_TOKEN_URL_BASE`` (where the outside reaches this port: the chart's Service
 behind the user's Ingress) and ``KUBETASKS_TOKEN_URL_KEY_FILE`` (the master key, from a Secret
@@ -30,7 +31,7 @@ from kubetasks.api.taskrun import TaskRun
 from kubetasks.api.waitpoint import TOKEN_DATA_LIMIT
 from kubetasks.controller.metrics_server import start_site
 from kubetasks.core.render import uid
-from kubetasks.core.token_urls import KEY_BYTES, PREFIX, REFUSED, url_refusal, run_key
+from kubetasks.core.token_urls import KEY_BYTES, PREFIX, REFUSED, run_key, signature_refusal, token_refusal
 from kubetasks.core.waits import completed_token
 from kubetasks.protocol import GRANT_TOKEN_URL_BASE, GRANT_TOKEN_URL_KEY
 
@@ -73,17 +74,23 @@ class CompletionServer:
     async def complete(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         query = request.rel_url.query
-        expires, sig = query.getall("expires", []), query.getall("sig", [])
+        run, expires, sig = (query.getall(k, []) for k in ("run", "expires", "sig"))
+        run_uid = run[0] if len(run) == 1 else None
         if self.namespaces and namespace not in self.namespaces:
             return _answer(403, {"error": REFUSED})
+        # The signature first: a forged request costs an HMAC, never an API request.
+        refused = signature_refusal(self.urls.master, namespace, name, run_uid, expires[0] if len(expires) == 1 else None,
+                                    sig[0] if len(sig) == 1 else None, time.time())
+        if refused is not None:
+            return _answer(refused[0], {"error": refused[1]})
+        assert run_uid is not None
         try:
             waitpoint = await asyncio.to_thread(kube.get, kube.WAITPOINTS, namespace, name)
         except Exception as e:  # noqa: BLE001  (a malformed name is refused by the API server: 4xx)
             if kube.is_status(e, 400, 403, 422):
                 return _answer(403, {"error": REFUSED})
             raise
-        refused = url_refusal(self.urls.master, waitpoint, namespace, name, expires[0] if len(expires) == 1 else None,
-                              sig[0] if len(sig) == 1 else None, time.time())
+        refused = token_refusal(waitpoint, run_uid)
         if refused is not None:
             return _answer(refused[0], {"error": refused[1]})
         try:
@@ -110,7 +117,7 @@ class CompletionServer:
                 written = None
             if written is None:  # written meanwhile (or gone): read it again, it may have finished
                 waitpoint = await asyncio.to_thread(kube.get, kube.WAITPOINTS, namespace, name)
-                if waitpoint is None:
+                if token_refusal(waitpoint, run_uid) is not None:  # gone, or re-made by another run
                     return _answer(403, {"error": REFUSED})
                 continue
             log.info("waitpoint %s/%s completed by its URL", namespace, name)

@@ -63,7 +63,7 @@ class Token(str):
         return token
 
 
-def completion_url(namespace: str, name: str, expires_at: datetime | None, now: datetime,
+def completion_url(run_uid: str, namespace: str, name: str, expires_at: datetime | None, now: datetime,
                    grant_dir: str = protocol.GRANT_DIR) -> str | None:
     """The token's signed completion URL, signed with the run key in the attempt's grant (the pod
     never holds the operator's key); None when the grant has none."""
@@ -73,7 +73,7 @@ def completion_url(namespace: str, name: str, expires_at: datetime | None, now: 
         url_base = (base / protocol.GRANT_TOKEN_URL_BASE).read_text().strip()
     except (OSError, ValueError):
         return None
-    return signed_url(url_base, key, namespace, name, url_expiry(now, expires_at))
+    return signed_url(url_base, key, run_uid, namespace, name, url_expiry(now, expires_at))
 
 
 def make_token(namespace: str, run: str, run_uid: str, key: str, timeout: DurationLike | None, now: datetime,
@@ -96,7 +96,7 @@ def make_token(namespace: str, run: str, run_uid: str, key: str, timeout: Durati
     except ApiException as e:
         if e.status != 409:
             raise
-    return Token(name, completion_url(namespace, name, expires, now, grant_dir))
+    return Token(name, completion_url(run_uid, namespace, name, expires, now, grant_dir))
 
 
 def wait_for_token(checkpoints: Checkpoints, scoped: str, namespace: str, run: str, run_uid: str, attempt: int,
