@@ -140,13 +140,13 @@ class DevRunner:
                 except Exception as e:
                     if not kube.is_transient(e):
                         raise
-                    self.err.print(f"[dev] watch: {kube.error_line(e)}; again in 2s", highlight=False)
+                    self._say(f"watch: {kube.error_line(e)}; again in 2s", error=True)
                     time.sleep(2)
                     version = None
         except KeyboardInterrupt:
             self.stopping.set()
-            self.out.print("[dev] stopped: a run whose attempt was cut short is retried (by its Task's policy) "
-                           "when kubetasks dev runs again", highlight=False)
+            self._say("stopped: a run whose attempt was cut short is retried (by its Task's policy) "
+                      "when kubetasks dev runs again")
 
     def _seen(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -172,7 +172,7 @@ class DevRunner:
             try:
                 wait = self._step(name, uid, seen)
             except Exception as e:  # the API away, say: the run is decided again, as a requeue would
-                self.err.print(f"[dev] taskrun/{name}: {kube.error_line(e)}; again in 2s", highlight=False)
+                self._say(f"taskrun/{name}: {kube.error_line(e)}; again in 2s", error=True)
                 wait = 2.0
             if wait is None:
                 return
@@ -220,7 +220,7 @@ class DevRunner:
             self._event(body, event.type, event.reason, event.message)
         if plan.status.phase.finished:
             shown = f": {plan.status.error.message}" if plan.status.error else ""
-            self.out.print(f"[dev] taskrun/{name} {plan.status.phase.value}{shown}", highlight=False, markup=False)
+            self._say(f"taskrun/{name} {plan.status.phase.value}{shown}")
             return None
         if plan.start_attempt and task is not None:
             obs = self._attempt(run, task, plan.start_attempt, retries_left(effective_retry(run, task), plan.status),
@@ -238,11 +238,10 @@ class DevRunner:
         job = render_job(run, task, attempt, retries_left=left)
         env, missing = attempt_env(job)
         if missing:
-            self.err.print(f"[dev] taskrun/{run.name}: not set in dev mode (valueFrom): {', '.join(missing)}",
-                           highlight=False)
+            self._say(f"taskrun/{run.name}: not set in dev mode (valueFrom): {', '.join(missing)}", error=True)
         changed = self._changed_files()
         if changed:
-            self.out.print(f"[dev] reloaded: {', '.join(changed)} changed", highlight=False)
+            self._say(f"reloaded: {', '.join(changed)} changed")
         limit = parse_duration(task.spec.max_duration).total_seconds() if task.spec.max_duration else None
         with tempfile.TemporaryDirectory(prefix="kubetasks-dev-") as tmp:
             payload = payload_data(run.spec.payload).get(protocol.PAYLOAD_KEY)
@@ -253,7 +252,7 @@ class DevRunner:
             env[ENV_TERMINATION_LOG] = str(report)
             path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH", "")) if p)
             started = datetime.now(timezone.utc)
-            self.out.print(f"[dev] taskrun/{run.name} attempt {attempt} ({task.task_id}) starts", highlight=False)
+            self._say(f"taskrun/{run.name} attempt {attempt} ({task.task_id}) starts")
             process = subprocess.Popen([sys.executable, "-m", "kubetasks.runtime"], cwd=self.root,
                                        env={**os.environ, **env, "PYTHONPATH": path})
             self._event(body, "Normal", "DevAttempt", f"attempt {attempt} runs in kubetasks dev on {self.host} "
@@ -266,7 +265,7 @@ class DevRunner:
                               datetime.now(timezone.utc).replace(microsecond=0), process.returncode, text, timed_out)
         if obs.state == "succeeded" and obs.report is not None and obs.report.result_ref is not None:
             obs = self._read_ref(run, obs)
-        self.out.print(f"[dev] taskrun/{run.name} attempt {attempt}: {obs.state}", highlight=False)
+        self._say(f"taskrun/{run.name} attempt {attempt}: {obs.state}")
         return obs
 
     def _wait(self, process: subprocess.Popen[bytes], run: TaskRun, limit: float | None) -> bool:
@@ -308,13 +307,17 @@ class DevRunner:
             data = None if text is None else text.encode()
         return with_result_ref(obs, judged, data)
 
+    def _say(self, text: str, error: bool = False) -> None:
+        """A line of the dev log, between the attempts' own output (which goes to this terminal)."""
+        (self.err if error else self.out).print(f"[dev] {text}", highlight=False, markup=False)
+
     def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         from kubetasks import kube
 
         try:
             kube.post_event(body, type_, reason, message)
         except Exception as e:  # an Event is a courtesy, as the operator's
-            self.err.print(f"[dev] could not post event {reason}: {kube.error_line(e)}", highlight=False)
+            self._say(f"could not post event {reason}: {kube.error_line(e)}", error=True)
 
     def _file_times(self) -> dict[Path, float]:
         return {f: f.stat().st_mtime for f in self.files if f.exists()}
