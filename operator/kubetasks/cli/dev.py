@@ -14,7 +14,8 @@ checkpoints (the run's ConfigMap), results and errors are the real ones, in the 
 
 Not in dev mode: durable waits (children, tokens, events) fail the run, saying so; a Task's
 ``valueFrom`` variables are left out (named as they are); machine sizes are not enforced;
-payloads and results in the object store need the operator. ``--context`` is refused, since the
+flow control, idempotency keys, a replay's checkpoints, a Task's hook runs and retention are the
+operator's; payloads and results in the object store need the operator. ``--context`` is refused, since the
 attempts' processes read the kubeconfig's current context.
 """
 
@@ -34,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from kubetasks import protocol
@@ -115,6 +117,7 @@ class DevRunner:
         self._lock = threading.Lock()
         self._drivers: dict[str, threading.Thread] = {}  # run uid -> its thread
         self._changed: dict[str, threading.Event] = {}  # run uid -> set when the watch shows it changed
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}  # run uid -> its attempt's process, while it runs
         self._mtimes = self._file_times()
 
     def serve(self) -> None:
@@ -133,8 +136,8 @@ class DevRunner:
                             self._seen(body)
                     for kind, body in kube.watch(kube.TASKRUNS, self.namespace, selector, version, 300):
                         version = (body.get("metadata") or {}).get("resourceVersion") or version
-                        if kind in ("ADDED", "MODIFIED"):
-                            self._seen(body)
+                        if kind in ("ADDED", "MODIFIED", "DELETED"):
+                            self._seen(body, deleted=kind == "DELETED")
                 except kube.Gone:
                     version = None
                 except Exception as e:
@@ -145,18 +148,22 @@ class DevRunner:
                     version = None
         except KeyboardInterrupt:
             self.stopping.set()
+            with self._lock:
+                running = list(self._processes.values())
+            for process in running:  # not left behind: the threads that wait for them end with this process
+                _stop(process)
             self._say("stopped: a run whose attempt was cut short is retried (by its Task's policy) "
                       "when kubetasks dev runs again")
 
-    def _seen(self, body: dict[str, Any]) -> None:
+    def _seen(self, body: dict[str, Any], deleted: bool = False) -> None:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
-        if not uid or (body.get("status") or {}).get("phase") in FINISHED:
-            return
         with self._lock:
             thread = self._drivers.get(uid)
             if thread is not None and thread.is_alive():
-                self._changed[uid].set()
+                self._changed[uid].set()  # its thread looks again now (a cancel, a deletion)
+                return
+            if not uid or deleted or (body.get("status") or {}).get("phase") in FINISHED:
                 return
             self._changed[uid] = threading.Event()
             thread = threading.Thread(target=self._drive, args=(str(meta["name"]), uid), daemon=True,
@@ -171,6 +178,9 @@ class DevRunner:
         while not self.stopping.is_set():
             try:
                 wait = self._step(name, uid, seen)
+            except ValidationError as e:  # a run or Task the API models refuse: no retry mends it
+                self._say(f"taskrun/{name}: cannot be run: {e}", error=True)
+                return
             except Exception as e:  # the API away, say: the run is decided again, as a requeue would
                 self._say(f"taskrun/{name}: {kube.error_line(e)}; again in 2s", error=True)
                 wait = 2.0
@@ -255,9 +265,15 @@ class DevRunner:
             self._say(f"taskrun/{run.name} attempt {attempt} ({task.task_id}) starts")
             process = subprocess.Popen([sys.executable, "-m", "kubetasks.runtime"], cwd=self.root,
                                        env={**os.environ, **env, "PYTHONPATH": path})
+            with self._lock:
+                self._processes[str(run.metadata.get("uid"))] = process
             self._event(body, "Normal", "DevAttempt", f"attempt {attempt} runs in kubetasks dev on {self.host} "
                                                       f"(pid {process.pid}, instance {self.instance}): no Job")
-            timed_out = self._wait(process, run, limit)
+            try:
+                timed_out = self._wait(process, run, limit)
+            finally:
+                with self._lock:
+                    self._processes.pop(str(run.metadata.get("uid")), None)
             text = report.read_text(encoding="utf-8") if report.exists() else None
         if self.stopping.is_set():
             return None
