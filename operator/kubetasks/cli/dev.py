@@ -15,8 +15,8 @@ checkpoints (the run's ConfigMap), results and errors are the real ones, in the 
 Not in dev mode: durable waits (children, tokens, events) fail the run, saying so; a Task's
 ``valueFrom`` variables are left out (named as they are); machine sizes are not enforced;
 flow control, idempotency keys, a replay's checkpoints, a Task's hook runs and retention are the
-operator's; payloads and results in the object store need the operator. ``--context`` is refused, since the
-attempts' processes read the kubeconfig's current context.
+operator's; payloads and results in the object store need the operator. ``--context`` is refused:
+the attempts' processes read the kubeconfig's current context.
 """
 
 from __future__ import annotations
@@ -305,7 +305,12 @@ class DevRunner:
                 return False
             if self._changed[uid].is_set():
                 self._changed[uid].clear()
-                now = kube.get(kube.TASKRUNS, run.namespace, run.name)
+                try:
+                    now = kube.get(kube.TASKRUNS, run.namespace, run.name)
+                except Exception as e:  # the API away: the attempt goes on, and the run is read again
+                    self._say(f"taskrun/{run.name}: {kube.error_line(e)}", error=True)
+                    self._changed[uid].set()
+                    continue
                 if now is None or now["metadata"].get("uid") != uid or (now.get("spec") or {}).get("cancel"):
                     _stop(process)
                     return False
