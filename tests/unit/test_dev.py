@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -177,7 +181,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, api: FakeApi) -> None:
 
 
 def runner() -> cli_dev.DevRunner:
-    quiet = Console(file=open("/dev/null", "w"))
+    quiet = Console(file=io.StringIO())
     r = cli_dev.DevRunner("ns", INSTANCE, Path("."), [], quiet, quiet)
     r._changed["run-uid"] = threading.Event()
     return r
@@ -242,3 +246,31 @@ def test_dev_refuses_a_context_an_operator_instance_and_a_task_it_would_take(tmp
     assert capsys.readouterr().err.strip() == ("error: another instance runs task/dev-unit-greet (instance default): "
                                                "kubetasks dev would take it over; use a namespace of your own (-n)")
     assert applied == []
+
+
+def test_an_attempt_is_stopped_when_its_run_is_cancelled_or_its_max_duration_passes(monkeypatch):
+    cancelled = run_body()
+    cancelled["spec"]["cancel"] = True
+    monkeypatch.setattr(kube, "get", lambda resource, ns, name: cancelled)
+    dev = runner()
+    run = TaskRun.model_validate(run_body())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dev._changed["run-uid"].set()  # the watch saw the run change
+    started = time.monotonic()
+    assert dev._wait(sleeper, run, None) is False
+    assert sleeper.returncode is not None and time.monotonic() - started < 10
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert dev._wait(sleeper, run, 0.2) is True  # maxDuration: timed out
+    assert sleeper.returncode is not None
+
+
+def test_an_api_error_while_an_attempt_runs_leaves_it_running(monkeypatch):
+    def away(resource: Any, ns: str, name: str) -> Any:
+        raise ApiException(status=503, reason="Service Unavailable")
+
+    monkeypatch.setattr(kube, "get", away)
+    dev = runner()
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    dev._changed["run-uid"].set()
+    assert dev._wait(quick, TaskRun.model_validate(run_body()), None) is False
+    assert quick.returncode == 0  # it ended on its own, not stopped
