@@ -23,7 +23,7 @@ import kubetasks.runtime
 from kubetasks import task, trigger
 from kubetasks.runtime.trigger import RunHandle
 from kubetasks.runtime import entry
-from kubetasks.cli import main, deploy
+from kubetasks.cli import main, deploy, dev
 main.build_parser()
 print("ok")
 """

@@ -48,20 +48,24 @@ def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     return deploy, manifests
 
 
+def module_root(module: str) -> tuple[Path, str]:
+    """(the directory MODULE is imported from, its module name): a file's own directory and its
+    stem, else the current directory and the dotted name."""
+    path = Path(module)
+    if module.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise CliError(f"no file {module}")
+        return path.resolve().parent, path.stem
+    return Path.cwd(), module
+
+
 def import_tasks(module: str) -> tuple[str, list[Any]]:
     """(module name, its TaskDefinitions in id order) after importing MODULE: its own tasks and
     those of the modules its import loads (a package's submodules, say)."""
     from kubetasks.runtime.task import registered_tasks
 
-    path = Path(module)
-    if module.endswith(".py") or path.is_file():
-        if not path.is_file():
-            raise CliError(f"no file {module}")
-        sys.path.insert(0, str(path.resolve().parent))
-        name = path.stem
-    else:
-        sys.path.insert(0, str(Path.cwd()))
-        name = module
+    root, name = module_root(module)
+    sys.path.insert(0, str(root))
     before = set(sys.modules)
     try:
         importlib.import_module(name)

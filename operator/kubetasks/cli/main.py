@@ -12,6 +12,7 @@
     kubetasks why RUN [-n NS] [--operator-url URL]
     kubetasks deploy MODULE --image IMAGE [--app NAME] [--dry-run] [-n NS]
     kubetasks manifests MODULE --image IMAGE [--app NAME] [-n NS]
+    kubetasks dev MODULE [--instance ID] [-n NS]
     kubetasks crds [--write [DIR]]
     kubetasks completion bash|zsh|fish
 
@@ -39,7 +40,7 @@ from rich.console import Console
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
 from kubetasks.cli.tables import run_rows, runs_table
-from kubetasks.cli import complete, dashboard, deploy, replay, send, why
+from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
                                   parse_payload, read_payload)
@@ -186,6 +187,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     applied, printed = deploy.add_parsers(sub)
     with_namespace(applied)
     with_namespace(printed)
+    with_namespace(dev.add_parser(sub))
     return parser
 
 
@@ -437,7 +439,7 @@ def kubectl_complete() -> int:
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "describe": cmd_describe, "logs": cmd_logs,
             "cancel": cmd_cancel, "crds": cmd_crds, "completion": cmd_completion, "dashboard": dashboard.cmd_dashboard,
             "why": why.cmd_why, "complete": complete.cmd_complete, "send": send.cmd_send, "replay": replay.cmd_replay,
-            "deploy": deploy.cmd_deploy, "manifests": deploy.cmd_manifests}
+            "deploy": deploy.cmd_deploy, "manifests": deploy.cmd_manifests, "dev": dev.cmd_dev}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from kubetasks.controller.cache import Cache, Key, uid_of
 from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.queues import holders
-from kubetasks.controller.runs import status_patch
+from kubetasks.core.status_patch import status_patch
 from kubetasks.core.queues import queue_status
 
 

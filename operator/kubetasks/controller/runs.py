@@ -56,7 +56,7 @@ from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
 from kubetasks.core.hooks import hooks_due
-from kubetasks.core.metadata import merge_patch
+from kubetasks.core.status_patch import status_patch
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
 from kubetasks.core.observe import AttemptObservation, StartProblem
 from kubetasks.core.status_trust import REASON as FORGED, judge_status
@@ -86,20 +86,6 @@ START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt
 # A finished run whose cleanup failed (a Job reaped, the run deleted at its TTL) is looked at
 # again this long after: its outcome stands meanwhile, and one request per run this often is cheap.
 AFTER_OUTCOME_RETRY = 300.0
-
-
-# Free-form objects (core.metadata): in a merge patch, patched member by member, or a member gone would stay.
-MERGED_FIELDS = ("metadata", "ancestorMetadata")
-
-
-def status_patch(old: dict[str, Any], new: dict[str, Any], whole: bool = False) -> dict[str, Any]:
-    """The status fields that changed from ``old`` to ``new``; fields that disappeared are null.
-    ``whole``: each changed field as it is now, to be set whole (kube.patch_status with ``old``);
-    else a merge patch, whose free-form objects are patched member by member."""
-    patch = {k: v if whole or k not in MERGED_FIELDS else merge_patch(old.get(k), v)
-             for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
-    return patch
 
 
 def sooner(requeue: datetime | float | None, seconds: float) -> datetime | float:

@@ -17,7 +17,7 @@ from kubetasks.controller.cache import Cache, Key, uid_of
 from kubetasks.controller.conflicts import write_status
 from kubetasks.controller.flow import FlowControl
 from kubetasks.controller.queues import task_holders
-from kubetasks.controller.runs import status_patch
+from kubetasks.core.status_patch import status_patch
 from kubetasks.core.conditions import get_condition
 from kubetasks.core.retention import beyond_history
 from kubetasks.core.task_status import task_problem, task_status
