@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import FINISHED_PHASES, KWOK_PLACEMENT, REPO, VERSIONS, kubectl, kubectl_run, label
+from tests.conftest import (FINISHED_PHASES, KWOK_PLACEMENT, REPO, VERSIONS, get, kubectl, kubectl_run, label,
+                            wait_until)
 
 pytestmark = pytest.mark.cluster
 
@@ -266,12 +267,17 @@ def unprintable(value: Any) -> list[str]:
 
 def submit(namespace: str, result: Result) -> None:
     result.created_at = time.monotonic()
-    for doc in manifests(result.case):
+    docs = manifests(result.case)
+    for doc in docs:
         refused = create(namespace, doc, (result.case.get("gen") or {}).get("payload_depth", 0),
                          result.case.get("via", "create"))
         if refused is not None:
             result.refused = refused
             return
+        if result.case.get("in_order") and doc["kind"] == "TaskRun" and doc is not docs[-1]:
+            name = doc["metadata"]["name"]
+            wait_until(f"{name} has a phase (its key claimed)",
+                       lambda: (get("taskrun", name, namespace).get("status") or {}).get("phase"), timeout=60)
     update = result.case.get("update")
     if update:
         done = kubectl_run("patch", "taskrun", result.run_name, "-n", namespace, "--type", "merge",
