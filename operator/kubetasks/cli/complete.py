@@ -16,9 +16,7 @@ from rich.console import Console
 
 from kubetasks.api.waitpoint import TOKEN_DATA_LIMIT
 from kubetasks.cli.common import CliError, add_data_arguments, namespace_of, read_data
-from kubetasks.core.waits import completed_token
-
-TRIES = 5  # writes lost to a racing writer (409) before giving up
+from kubetasks.core.waits import COMPLETION_TRIES, completed_token, nothing_changed
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -33,13 +31,11 @@ def cmd_complete(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     data = read_data(args, TOKEN_DATA_LIMIT, "a token")
     ns = namespace_of(args)
-    for _ in range(TRIES):
+    for _ in range(COMPLETION_TRIES):
         waitpoint = kube.get_custom("waitpoints", ns, args.token)
         update = completed_token(waitpoint, data, datetime.now(timezone.utc))
         if update is None:
-            status = waitpoint.get("status") or {}
-            out.print(f"waitpoint/{args.token} was already {str(status.get('phase')).lower()} at "
-                      f"{status.get('completedAt')}: nothing changed", highlight=False)
+            out.print(f"waitpoint/{args.token} was {nothing_changed(waitpoint)}", highlight=False)
             return 0
         try:
             kube.replace_status("waitpoints", ns, args.token, update)

@@ -50,7 +50,8 @@ from kubetasks.core.dev import (DEV_IMAGE, attempt_env, dev_instance, instance_p
 from kubetasks.core.naming import checkpoint_name, instance_selector
 from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.payload import payload_data
-from kubetasks.core.plan import World, effective_retry, plan_run, retries_left
+from kubetasks.core.backoff import effective_retry
+from kubetasks.core.plan import World, plan_run, retries_left
 from kubetasks.core.render import render_job, render_run_identity, uses_sdk
 from kubetasks.core.result_refs import judge_ref
 from kubetasks.core.status_patch import status_patch

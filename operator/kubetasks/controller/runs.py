@@ -54,6 +54,7 @@ from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
+from kubetasks.core.backoff import effective_retry
 from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
 from kubetasks.core.hooks import hooks_due
 from kubetasks.core.status_patch import status_patch
@@ -69,7 +70,7 @@ from kubetasks.core.waits import children_in, events_in, still_waiting, tokens_i
 from kubetasks.core.version import inherited, locked_task, version_from_jobs
 from kubetasks.core.wakeups import unfinished
 from kubetasks.core.plan import (
-    Event, Plan, World, effective_retry, plan_failed, plan_run, retries_left, start_problem_shown,
+    Event, Plan, World, plan_failed, plan_run, retries_left, start_problem_shown,
 )
 from kubetasks.core.render import (
     access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,

@@ -32,11 +32,10 @@ from kubetasks.api.waitpoint import TOKEN_DATA_LIMIT
 from kubetasks.controller.metrics_server import start_site
 from kubetasks.core.render import uid
 from kubetasks.core.token_urls import KEY_BYTES, PREFIX, REFUSED, run_key, signature_refusal, token_refusal
-from kubetasks.core.waits import completed_token
+from kubetasks.core.waits import COMPLETION_TRIES, completed_token, nothing_changed
 from kubetasks.protocol import GRANT_TOKEN_URL_BASE, GRANT_TOKEN_URL_KEY
 
 log = logging.getLogger(__name__)
-TRIES = 5  # completions lost to a racing writer (409) before giving up
 _HEADERS = {"Cache-Control": "no-store"}
 
 
@@ -98,14 +97,12 @@ class CompletionServer:
             data = json.loads(text) if text.strip() else None
         except (ValueError, UnicodeDecodeError):
             return _answer(400, {"error": "the body is not JSON"})
-        for _ in range(TRIES):
+        for _ in range(COMPLETION_TRIES):
             assert waitpoint is not None
             update = completed_token(waitpoint, data, datetime.now(timezone.utc))
             if update is None:
-                status = waitpoint.get("status") or {}
-                return _answer(200, {"completed": False, "phase": status.get("phase"),
-                                     "message": f"already {str(status.get('phase')).lower()} at "
-                                                f"{status.get('completedAt')}: nothing changed"})
+                return _answer(200, {"completed": False, "phase": (waitpoint.get("status") or {}).get("phase"),
+                                     "message": nothing_changed(waitpoint)})
             meta = waitpoint["metadata"]
             try:  # at the version read (the operator may patch a token's status, not update it)
                 written = await asyncio.to_thread(kube.patch_status, "waitpoints", namespace, name, update["status"],

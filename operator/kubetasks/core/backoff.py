@@ -7,6 +7,13 @@ from datetime import datetime, timedelta
 
 from kubetasks.api.common import RetryPolicy
 from kubetasks.api.durations import parse_duration
+from kubetasks.api.task import Task
+from kubetasks.api.taskrun import TaskRun
+
+
+def effective_retry(run: TaskRun, task: Task | None) -> RetryPolicy:
+    """The run's own retry policy, else its Task's."""
+    return run.spec.retry or (task.spec.retry if task else RetryPolicy())
 
 
 def retry_delay(policy: RetryPolicy, failures: int, seed: str = "") -> timedelta:

@@ -17,7 +17,7 @@ from kubetasks.api.task import Task
 from kubetasks.api.taskrun import AttemptRecord, ErrorInfo, Phase, StepRecord, TaskRun, TaskRunStatus
 from kubetasks.api.version import TaskVersion
 from kubetasks.api.times import parse_time
-from kubetasks.core.backoff import next_attempt_at
+from kubetasks.core.backoff import effective_retry, next_attempt_at
 from kubetasks.core.children import JOB_LOST
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.dedup import duplicate_message
@@ -75,10 +75,6 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     requeue_at: datetime | None = None
     cancel_runs: list[str] = field(default_factory=list)  # child runs to cancel (before writing the status)
-
-
-def effective_retry(run: TaskRun, task: Task | None) -> RetryPolicy:
-    return run.spec.retry or (task.spec.retry if task else RetryPolicy())
 
 
 def failures(status: TaskRunStatus) -> int:

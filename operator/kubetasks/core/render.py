@@ -12,6 +12,7 @@ from kubetasks.api.machines import resolve_machine
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.api.version import TaskVersion
+from kubetasks.core.backoff import effective_retry
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
     fit_name, instance_of, job_name, label_value, payload_name, result_grant_name, run_identity_name,
@@ -57,7 +58,7 @@ def machine_for_attempt(run: TaskRun, task: Task, reasons_before: Iterable[str |
     """The machine of an attempt, from the ends of the attempts before it (``reasons_before``,
     as status.attempts records them): once one was OOMKilled, every later attempt gets the retry
     policy's bigger machine, not only the next (a sleep or a wait between them changes nothing)."""
-    retry = run.spec.retry or task.spec.retry
+    retry = effective_retry(run, task)
     if retry.out_of_memory_machine and "OOMKilled" in reasons_before:
         return retry.out_of_memory_machine
     return run.spec.machine

@@ -105,6 +105,9 @@ def ours(waitpoint: Body | None, run: str, uid: str) -> bool:
     return waitpoint is not None and spec.get("run") == run and spec.get("runUid") == uid
 
 
+COMPLETION_TRIES = 5  # completions lost to a racing writer (409) before giving up
+
+
 def completed_token(waitpoint: Body, data: Any, now: datetime) -> Body | None:
     """The Waitpoint with its completion, to write as read (with its resourceVersion: of two racing
     completions one lands); None when it has finished already (completed or timed out): the first
@@ -113,6 +116,12 @@ def completed_token(waitpoint: Body, data: Any, now: datetime) -> Body | None:
     if status.get("phase") in FINISHED:
         return None
     return {**waitpoint, "status": {**status, "phase": "Completed", "data": data, "completedAt": format_time(now)}}
+
+
+def nothing_changed(waitpoint: Body) -> str:
+    """What a completion of a token that has finished already says (:func:`completed_token`)."""
+    status = waitpoint.get("status") or {}
+    return f"already {str(status.get('phase')).lower()} at {status.get('completedAt')}: nothing changed"
 
 
 def token_phase(waitpoint: Body | None) -> str:
