@@ -303,3 +303,9 @@ def test_wait_follows_a_superseded_or_duplicate_run_to_the_one_that_ran(monkeypa
     runs["d3"] = {"phase": "Skipped"}
     with pytest.raises(trig.RunFailed, match="d3 ended Skipped"):
         trig.RunHandle("d1", "ns").wait()
+
+
+def test_a_misspelt_task_option_is_refused_not_ignored():
+    with pytest.raises(TypeError, match="retires"):
+        @task(id="spelt", retires=3)
+        def spelt(payload: object) -> None: ...

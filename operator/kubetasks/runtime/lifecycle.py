@@ -97,10 +97,10 @@ class Hooks:
 
     def then(self, other: Hooks) -> Hooks:
         """These hooks, then ``other``'s, for every kind."""
-        return Hooks(**{name: [*getattr(self, name), *getattr(other, name)] for name in _KINDS})
+        return Hooks(**{name: [*getattr(self, name), *getattr(other, name)] for name in HOOK_KINDS})
 
 
-_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete")
+HOOK_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete")
 _global = Hooks()
 
 
@@ -133,7 +133,7 @@ def global_hooks() -> Hooks:
 
 def clear_global_hooks() -> None:
     """Forgets every global hook (for tests)."""
-    for kind in _KINDS:
+    for kind in HOOK_KINDS:
         getattr(_global, kind).clear()
 
 

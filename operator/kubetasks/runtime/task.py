@@ -12,7 +12,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 
@@ -23,7 +23,7 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import model_type
 from kubetasks.runtime.lifecycle import (
-    CatchHook, CompleteHook, FailureHook, Hooks, Middleware, StartHook, SuccessHook,
+    HOOK_KINDS, CatchHook, CompleteHook, FailureHook, Hooks, Middleware, StartHook, SuccessHook,
 )
 
 P = ParamSpec("P")
@@ -78,32 +78,41 @@ def _retry_policy(retry: RetryPolicy | dict[str, Any] | int | None) -> RetryPoli
     return RetryPolicy.model_validate(retry)
 
 
+class TaskOptions(TypedDict, total=False):
+    """What ``@task(...)`` takes, stated once for the decorator and TaskDefinition."""
+
+    id: str | None
+    retry: RetryPolicy | dict[str, Any] | int | None
+    machine: Machine | dict[str, Any] | str | None
+    max_duration: DurationLike | None
+    payload: type[BaseModel] | None
+    middleware: Middleware | list[Middleware] | None
+    on_start_attempt: StartHook | list[StartHook] | None
+    catch_error: CatchHook | list[CatchHook] | None
+    on_success: SuccessHook | list[SuccessHook] | None
+    on_failure: FailureHook | list[FailureHook] | None
+    on_complete: CompleteHook | list[CompleteHook] | None
+
+
 class TaskDefinition(Generic[P, R]):
     """A task function with its id and Task settings. Calling it calls the function."""
 
-    def __init__(self, fn: Callable[P, R], *, id: str | None = None,
-                 retry: RetryPolicy | dict[str, Any] | int | None = None,
-                 machine: Machine | dict[str, Any] | str | None = None,
-                 max_duration: DurationLike | None = None,
-                 payload: type[BaseModel] | None = None,
-                 middleware: Middleware | list[Middleware] | None = None,
-                 on_start_attempt: StartHook | list[StartHook] | None = None,
-                 catch_error: CatchHook | list[CatchHook] | None = None,
-                 on_success: SuccessHook | list[SuccessHook] | None = None,
-                 on_failure: FailureHook | list[FailureHook] | None = None,
-                 on_complete: CompleteHook | list[CompleteHook] | None = None) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
+        unknown = sorted(set(options) - set(TaskOptions.__annotations__))
+        if unknown:  # a typo is no silent default (mypy says so before this runs)
+            raise TypeError(f"@task got unexpected keyword argument(s): {', '.join(unknown)}")
         functools.update_wrapper(self, fn)  # first: it copies fn.__dict__ over ours
         self.fn = fn
-        self.id = id or default_task_id(fn)
+        self.id = options.get("id") or default_task_id(fn)
         if not re.fullmatch(DNS1123_LABEL, self.id) or len(self.id) > 63:
             raise ValueError(f"task id {self.id!r} is not a DNS-1123 label (a-z, 0-9 and '-', at most 63 characters)")
-        self.retry = _retry_policy(retry)
-        self.machine = machine_of(machine)
+        self.retry = _retry_policy(options.get("retry"))
+        self.machine = machine_of(options.get("machine"))
+        max_duration = options.get("max_duration")
         self.max_duration = duration_string(max_duration) if max_duration is not None else None
-        self.payload_model = payload_model_of(fn, payload)
+        self.payload_model = payload_model_of(fn, options.get("payload"))
         # In-pod hooks (runtime.lifecycle), not the Task's spec.onSuccess (which runs another Task)
-        self.hooks = Hooks.of(middleware=middleware, on_start_attempt=on_start_attempt, catch_error=catch_error,
-                              on_success=on_success, on_failure=on_failure, on_complete=on_complete)
+        self.hooks = Hooks.of(**{kind: options.get(kind) for kind in HOOK_KINDS})
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -198,22 +207,10 @@ def task(fn: Callable[P, R], /) -> TaskDefinition[P, R]: ...
 
 
 @typing.overload
-def task(*, id: str | None = None, retry: RetryPolicy | dict[str, Any] | int | None = None,
-         machine: Machine | dict[str, Any] | str | None = None, max_duration: DurationLike | None = None,
-         payload: type[BaseModel] | None = None,
-         middleware: Middleware | list[Middleware] | None = None,
-         on_start_attempt: StartHook | list[StartHook] | None = None,
-         catch_error: CatchHook | list[CatchHook] | None = None,
-         on_success: SuccessHook | list[SuccessHook] | None = None,
-         on_failure: FailureHook | list[FailureHook] | None = None,
-         on_complete: CompleteHook | list[CompleteHook] | None = None,
-         ) -> Callable[[Callable[P, R]], TaskDefinition[P, R]]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], TaskDefinition[P, R]]: ...
 
 
-def task(fn: Callable[..., Any] | None = None, /, *, id: str | None = None,
-         retry: RetryPolicy | dict[str, Any] | int | None = None,
-         machine: Machine | dict[str, Any] | str | None = None, max_duration: DurationLike | None = None,
-         payload: type[BaseModel] | None = None, **hooks: Any) -> Any:
+def task(fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]) -> Any:
     """Declares a task: ``@task`` or ``@task(id="send-email", retry=5, machine="small-2x",
     max_duration="10m", payload=Email)``. The function takes ``(payload, ctx)`` (or fewer) and may
     be async; ``id`` defaults to the function name with dashes. ``middleware``, ``on_start_attempt``,
@@ -221,8 +218,7 @@ def task(fn: Callable[..., Any] | None = None, /, *, id: str | None = None,
     them: in-pod hooks around each attempt (runtime.lifecycle)."""
 
     def decorate(f: Callable[P, R]) -> TaskDefinition[P, R]:
-        definition = TaskDefinition(f, id=id, retry=retry, machine=machine, max_duration=max_duration,
-                                    payload=payload, **hooks)
+        definition = TaskDefinition(f, **options)
         register(definition)
         return definition
 
