@@ -113,3 +113,45 @@ def test_a_caller_that_did_not_sample_gets_no_spans() -> None:
     meta = {**META, "annotations": {ANNOTATION_TRACEPARENT: CALLER[:-2] + "00"}}
     done = TaskRunStatus(phase=Phase.SUCCEEDED, completion_time=at(2))
     assert transition_spans(meta, "t", TaskRunStatus(), done) == []
+
+
+def test_with_no_endpoint_nothing_imports_opentelemetry(tmp_path) -> None:
+    """No endpoint: the operator's Tracing, a pod's attempt and steps, and trigger()'s look at the
+    caller's context cost no OpenTelemetry import (a fresh interpreter, so nothing was loaded before)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+from kubetasks.controller.tracing import Tracing
+from kubetasks.runtime import tracing
+t = Tracing(); t.configure({})
+assert not t.enabled and t.job_env(None, 1, "t") == {}
+with tracing.attempt_span({"TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "a", {}) as ended:
+    with tracing.step_span("s"):
+        ended(None)
+assert tracing.caller_annotations() == {}
+loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+assert not loaded, loaded
+"""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(repo / "operator")}, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_trigger_carries_the_current_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from kubetasks.runtime.tracing import caller_annotations, env_annotations
+
+    assert caller_annotations() == {}  # no current span
+    with TracerProvider().get_tracer("t").start_as_current_span("caller") as span:
+        context = span.get_span_context()
+        notes = caller_annotations()
+    flags = int(context.trace_flags)  # sampled, and OpenTelemetry's random-trace-id bit
+    assert flags & 1 and notes == {ANNOTATION_TRACEPARENT: f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"}
+    assert env_annotations({"TRACEPARENT": CALLER, "TRACESTATE": "k=v"}) == {
+        ANNOTATION_TRACEPARENT: CALLER, ANNOTATION_TRACESTATE: "k=v"}
+    assert env_annotations({}) == {}
