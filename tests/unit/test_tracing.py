@@ -155,3 +155,15 @@ def test_trigger_carries_the_current_span() -> None:
     assert env_annotations({"TRACEPARENT": CALLER, "TRACESTATE": "k=v"}) == {
         ANNOTATION_TRACEPARENT: CALLER, ANNOTATION_TRACESTATE: "k=v"}
     assert env_annotations({}) == {}
+
+
+def test_the_operators_cache_keeps_a_runs_trace_context() -> None:
+    from kubetasks.controller.cache import slim_run
+
+    body = {"metadata": {**META, "annotations": {**META["annotations"], "other": "x" * 1000,
+                                                 ANNOTATION_TRACESTATE: "k=v"}},
+            "spec": {"taskRef": "t"}, "status": {"phase": "Running"}}
+    kept = slim_run("kubetasks.io/v1alpha1")(body)
+    assert kept["metadata"]["annotations"] == {ANNOTATION_TRACEPARENT: CALLER, ANNOTATION_TRACESTATE: "k=v"}
+    assert run_trace(kept["metadata"]) == run_trace(body["metadata"])
+    assert "annotations" not in slim_run("kubetasks.io/v1alpha1")({"metadata": {"name": "r"}, "spec": {}})["metadata"]

@@ -22,6 +22,7 @@ from kubetasks.api.taskrun import Phase, TaskRunStatus
 
 ANNOTATION_TRACEPARENT = "kubetasks.io/traceparent"
 ANNOTATION_TRACESTATE = "kubetasks.io/tracestate"
+TRACE_ANNOTATIONS = (ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE)
 ENV_TRACEPARENT = "TRACEPARENT"  # OpenTelemetry's environment carrier (also read by `kubetasks run`)
 ENV_TRACESTATE = "TRACESTATE"
 # Either turns tracing on (OpenTelemetry's own variables, read by its exporter as well).
