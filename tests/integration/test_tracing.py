@@ -235,3 +235,30 @@ def test_kubetasks_run_carries_traceparent(namespace: str, traced_operator: str,
     root = wait_until("the run's span under the CLI caller's", run_span, timeout=60)
     assert root["references"][0]["spanID"] == caller
 
+
+
+def test_a_child_triggered_in_a_step_hangs_under_that_step(namespace: str, traced_operator: str, jaeger: Jaeger,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    apply(sdk_task("traced", ENTRYPOINT, allowTrigger=["traced"]), namespace, traced_operator)
+    name, trace_id, _ = trigger_in_span(caller_tracer(jaeger.otlp), namespace, traced_operator, {"child": True},
+                                        monkeypatch)
+    parent = wait_phase(namespace, name, FINISHED, timeout=120)
+    assert parent["phase"] == "Succeeded", parent
+    child_name = parent["result"]["child"]
+    assert wait_phase(namespace, child_name, FINISHED, timeout=120)["phase"] == "Succeeded"
+    assert get("taskrun", child_name, namespace)["metadata"]["annotations"][ANNOTATION_TRACEPARENT].split("-")[1] \
+        == trace_id  # the step's context, carried by trigger() in the pod
+
+    def arrived() -> list[dict[str, Any]]:
+        spans = jaeger.trace(trace_id)
+        assert sum(s["operationName"] == "taskrun traced" for s in spans) == 2, [s["operationName"] for s in spans]
+        return spans
+
+    spans = wait_until("the parent's and the child's runs in one trace", arrived, timeout=60)
+    by_id = {s["spanID"]: s for s in spans}
+    (notify,) = [s for s in spans if s["operationName"] == "step notify"]
+    runs = [s for s in spans if s["operationName"] == "taskrun traced"]
+    parents = sorted(by_id[s["references"][0]["spanID"]]["operationName"] for s in runs)
+    assert parents == ["handle request", "step notify"], parents
+    (child_run,) = [s for s in runs if s["references"][0]["spanID"] == notify["spanID"]]
+    assert {t["key"]: t["value"] for t in child_run["tags"]}["kubetasks.run"] == child_name

@@ -4,7 +4,8 @@ attempt (``task traced``) and per step (``step fetch``, ``step total``). Nothing
 tracing: the operator turns it on for the pod when an OTLP endpoint is configured.
 
 With ``payload["fail_once"]`` attempt 1 fails after its first step, so the trace shows two attempts
-and the retry skipping the step that completed.
+and the retry skipping the step that completed. With ``payload["child"]`` a step triggers a child
+run of this task (its Task needs ``allowTrigger: [traced]``): the child's run hangs under that step.
 """
 
 from __future__ import annotations
@@ -29,4 +30,7 @@ def traced(payload: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
     if payload.get("fail_once") and ctx.attempt == 1:
         raise RuntimeError("attempt 1 fails on purpose, after its first step")
     total = ctx.step.run("total", add, items)
-    return {"total": total, "attempt": ctx.attempt}
+    result: dict[str, Any] = {"total": total, "attempt": ctx.attempt}
+    if payload.get("child"):  # trigger() carries the current span, this step's, into the child run
+        result["child"] = ctx.step.run("notify", lambda: traced.trigger({"count": 1}).id)
+    return result
