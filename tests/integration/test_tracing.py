@@ -101,16 +101,24 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def traced_operator(crds: None, jaeger: Jaeger, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An operator instance of its own that exports to Jaeger; its instance id."""
+def traced_process(crds: None, jaeger: Jaeger, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[tuple[str, OperatorProcess]]:
+    """An operator instance of its own that exports to Jaeger: its instance id and process."""
     instance = f"{INSTANCE}-tr-{uuid.uuid4().hex[:6]}"
     proc = OperatorProcess(tmp_path_factory.mktemp("traced") / "operator.log", metrics_port=free_port(),
                            env={"KUBETASKS_INSTANCE_ID": instance, "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp,
                                 "OTEL_BSP_SCHEDULE_DELAY": "200"})  # ms: spans leave within the test's patience
     proc.start()
-    yield instance
+    yield instance, proc
     proc.stop()
     print(f"traced operator log: {proc.log_path}")
+
+
+@pytest.fixture
+def traced_operator(traced_process: tuple[str, OperatorProcess]) -> str:
+    if traced_process[1].proc is None or traced_process[1].proc.poll() is not None:
+        traced_process[1].start()  # a test killed it
+    return traced_process[0]
 
 
 def caller_tracer(endpoint: str | None) -> Any:
@@ -262,3 +270,35 @@ def test_a_child_triggered_in_a_step_hangs_under_that_step(namespace: str, trace
     assert parents == ["handle request", "step notify"], parents
     (child_run,) = [s for s in runs if s["references"][0]["spanID"] == notify["spanID"]]
     assert {t["key"]: t["value"] for t in child_run["tags"]}["kubetasks.run"] == child_name
+
+
+def test_an_operator_killed_mid_run_emits_each_span_once(namespace: str, traced_process: tuple[str, OperatorProcess],
+                                                         jaeger: Jaeger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILLed while the attempt runs, its wait and admission already exported: the restarted
+    operator decides the run again from its status and Jobs and adds the attempt and the run,
+    with the ids they were always to have, and nothing twice."""
+    instance, proc = traced_process
+    apply(sdk_task("traced", ENTRYPOINT), namespace, instance)
+    name, trace_id, _ = trigger_in_span(caller_tracer(jaeger.otlp), namespace, instance, {"seconds": 8}, monkeypatch)
+    wait_phase(namespace, name, "Running", timeout=60)
+    wait_until("the wait and admission spans", lambda: {"kubetasks.wait", "kubetasks.admission"}
+               <= {s["operationName"] for s in jaeger.trace(trace_id)}, timeout=30)
+    proc.restart()  # SIGKILL, then a new process
+    done = wait_phase(namespace, name, FINISHED, timeout=120)
+    assert done["phase"] == "Succeeded" and done["attempt"] == 1, done
+    uid = get("taskrun", name, namespace)["metadata"]["uid"]
+    wanted = {"handle request": 1, "taskrun traced": 1, "kubetasks.wait": 1, "kubetasks.admission": 1,
+              "kubetasks.attempt": 1, "task traced": 1, "step fetch": 1, "step total": 1}
+
+    def arrived() -> list[dict[str, Any]]:
+        spans = jaeger.trace(trace_id)
+        counts = {n: sum(s["operationName"] == n for s in spans) for n in wanted}
+        assert counts == wanted, counts
+        return spans
+
+    spans = wait_until(f"the spans of trace {trace_id}", arrived, timeout=60)
+    ids = {s["operationName"]: s["spanID"] for s in spans}
+    assert (ids["taskrun traced"], ids["kubetasks.attempt"]) == (f"{span_id(uid, 'run'):016x}",
+                                                                 f"{span_id(uid, 'attempt', 1):016x}")
+    pod = next(s for s in spans if s["operationName"] == "task traced")
+    assert pod["references"][0]["spanID"] == ids["kubetasks.attempt"]

@@ -10,12 +10,14 @@ run of this task (its Task needs ``allowTrigger: [traced]``): the child's run ha
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kubetasks.runtime import Context, task
 
 
-def fetch(count: int) -> list[int]:
+def fetch(count: int, seconds: float = 0) -> list[int]:
+    time.sleep(seconds)  # a slow fetch, when asked: the trace shows where the time went
     return list(range(count))
 
 
@@ -26,7 +28,7 @@ def add(items: list[int]) -> int:
 @task(id="traced", retry=2)
 def traced(payload: dict[str, Any] | None, ctx: Context) -> dict[str, Any]:
     payload = payload or {}
-    items = ctx.step.run("fetch", fetch, int(payload.get("count", 3)))
+    items = ctx.step.run("fetch", fetch, int(payload.get("count", 3)), float(payload.get("seconds", 0)))
     if payload.get("fail_once") and ctx.attempt == 1:
         raise RuntimeError("attempt 1 fails on purpose, after its first step")
     total = ctx.step.run("total", add, items)
