@@ -217,7 +217,8 @@ def test_an_operator_with_no_endpoint_adds_nothing(namespace: str, operator: Ope
     run = get("taskrun", name, namespace)
     assert run["metadata"]["annotations"][ANNOTATION_TRACEPARENT] == header  # carried all the same
     (env,) = jobs_env(namespace, run["metadata"]["uid"])
-    assert not {"TRACEPARENT", "TRACESTATE", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} & set(env), env
+    assert not {"TRACEPARENT", "TRACESTATE", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_SERVICE_NAME"} & set(env), env
     assert jaeger.trace(trace_id) == []  # neither the operator nor the pod exported a span
 
 

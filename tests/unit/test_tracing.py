@@ -53,10 +53,10 @@ def test_a_run_joins_its_callers_trace_and_an_untraced_one_gets_its_own() -> Non
 
 def test_the_pod_continues_under_the_operators_attempt_span() -> None:
     trace = run_trace(META)
-    env = job_env(trace, 2, "http://collector:4318", "send-email")
+    env = job_env(trace, 2, ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"), "send-email")
     assert env[ENV_TRACEPARENT] == f"00-{trace.trace_id:032x}-{span_id('uid-1', 'attempt', 2):016x}-01"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318" and env["OTEL_SERVICE_NAME"] == "send-email"
-    assert job_env(RunTrace("u", 1, 2, sampled=False), 1, "http://c", "t") == {}  # the caller did not sample it
+    assert job_env(RunTrace("u", 1, 2, sampled=False), 1, ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"), "t") == {}  # the caller did not sample it
 
 
 def test_ids_depend_on_the_run_and_the_part_only() -> None:
@@ -167,3 +167,16 @@ def test_the_operators_cache_keeps_a_runs_trace_context() -> None:
     assert kept["metadata"]["annotations"] == {ANNOTATION_TRACEPARENT: CALLER, ANNOTATION_TRACESTATE: "k=v"}
     assert run_trace(kept["metadata"]) == run_trace(body["metadata"])
     assert "annotations" not in slim_run("kubetasks.io/v1alpha1")({"metadata": {"name": "r"}, "spec": {}})["metadata"]
+
+
+def test_pods_get_the_endpoint_under_the_operators_variable() -> None:
+    from kubetasks.controller.tracing import Tracing
+
+    whole = "http://collector:4318/v1/traces"  # a traces endpoint is the whole URL: no path is added to it
+    tracing = Tracing()
+    tracing.configure({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": whole})
+    env = tracing.job_env(run_trace(META), 1, "t")
+    assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == whole and "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+    tracing.configure({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": whole, "KUBETASKS_TRACING_POD_ENDPOINT": "http://node:4318"})
+    assert tracing.job_env(run_trace(META), 1, "t")["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://node:4318"
+    tracing.shutdown()

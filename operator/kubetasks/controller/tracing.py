@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubetasks.core.tracing import ENV_POD_ENDPOINT, RunTrace, SpanPlan, endpoint, job_env
+from kubetasks.core.tracing import ENV_POD_ENDPOINT, RunTrace, SpanPlan, endpoint, endpoint_variable, job_env
 
 log = logging.getLogger(__name__)
 SERVICE = "kubetasks-operator"
@@ -20,7 +20,7 @@ SERVICE = "kubetasks-operator"
 class Tracing:
     def __init__(self) -> None:
         self.endpoint: str | None = None
-        self.pod_endpoint: str | None = None
+        self.pod_endpoint: tuple[str, str] | None = None  # the variable task pods get, and its value
         self._processor: Any = None
         self._resource: Any = None
 
@@ -42,10 +42,11 @@ class Tracing:
                         "(pip install 'kubetasks[tracing]'): no spans (%s)", e)
             self.endpoint = None
             return
-        self.pod_endpoint = env.get(ENV_POD_ENDPOINT) or self.endpoint
+        pods = env.get(ENV_POD_ENDPOINT)
+        self.pod_endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", pods) if pods else endpoint_variable(env)
         self._resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE})
         self._processor = BatchSpanProcessor(OTLPSpanExporter())
-        log.info("tracing: spans go to %s (task pods: %s)", self.endpoint, self.pod_endpoint)
+        log.info("tracing: spans go to %s (task pods: %s)", self.endpoint, self.pod_endpoint[1] if self.pod_endpoint else "")
 
     def job_env(self, trace: RunTrace, attempt: int, service: str) -> dict[str, str]:
         """The variables an attempt's pod continues the trace with; none when tracing is off."""

@@ -27,7 +27,8 @@ ENV_TRACEPARENT = "TRACEPARENT"  # OpenTelemetry's environment carrier (also rea
 ENV_TRACESTATE = "TRACESTATE"
 # Either turns tracing on (OpenTelemetry's own variables, read by its exporter as well).
 ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-# The endpoint task pods export to, when it is not the operator's (an operator outside the cluster).
+# The endpoint task pods export to, when it is not the operator's (an operator outside the cluster):
+# a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT.
 ENV_POD_ENDPOINT = "KUBETASKS_TRACING_POD_ENDPOINT"
 MAX_TRACESTATE = 512  # W3C: vendors may drop a tracestate longer than this
 
@@ -63,7 +64,14 @@ def parse_traceparent(text: str | None) -> TraceParent | None:
 
 def endpoint(env: Mapping[str, str]) -> str | None:
     """The OTLP endpoint the environment configures; None: tracing is off."""
-    return next((env[name] for name in ENDPOINT_ENVS if env.get(name)), None)
+    found = endpoint_variable(env)
+    return found[1] if found else None
+
+
+def endpoint_variable(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the variable, its value) that configures the endpoint: a ..._TRACES_ENDPOINT is the whole
+    URL (exporters add no /v1/traces to it), so pods get it under the same name."""
+    return next(((name, env[name]) for name in ENDPOINT_ENVS if env.get(name)), None)
 
 
 def trace_annotations(traceparent: str | None, tracestate: str | None = None) -> dict[str, str]:
@@ -113,11 +121,12 @@ def run_trace(metadata: Mapping[str, object]) -> RunTrace:
     return RunTrace(uid, caller.trace_id, caller.span_id, caller.sampled, notes.get(ANNOTATION_TRACESTATE))
 
 
-def job_env(trace: RunTrace, attempt: int, otlp_endpoint: str, service: str) -> dict[str, str]:
-    """What an attempt's pod needs to continue the trace; nothing for a trace its caller did not sample."""
+def job_env(trace: RunTrace, attempt: int, otlp_endpoint: tuple[str, str], service: str) -> dict[str, str]:
+    """What an attempt's pod needs to continue the trace (``otlp_endpoint``: the variable and its
+    value, as endpoint_variable gives them); nothing for a trace its caller did not sample."""
     if not trace.sampled:
         return {}
-    env = {ENV_TRACEPARENT: trace.attempt_parent(attempt), "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+    env = {ENV_TRACEPARENT: trace.attempt_parent(attempt), otlp_endpoint[0]: otlp_endpoint[1],
            "OTEL_SERVICE_NAME": service}
     if trace.tracestate:
         env[ENV_TRACESTATE] = trace.tracestate
