@@ -27,7 +27,7 @@ k8s_ldflags() {
   echo "$f"
 }
 
-components=${*:-etcd kubernetes helm kwok seaweedfs}
+components=${*:-etcd kubernetes helm kwok seaweedfs jaeger}
 for c in $components; do
   case $c in
     etcd) build "$ETCD_BIN" "$REPO/hack/cluster/gomod/etcd" \
@@ -40,6 +40,8 @@ for c in $components; do
     kwok) build "$KWOK_BIN" - "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" ;;
     # Only the weed command; no cgo (lib.sh), no VCS stamping, no debug info.
     seaweedfs) build "$SEAWEEDFS_BIN" "$REPO/hack/cluster/gomod/seaweedfs" "" github.com/seaweedfs/seaweedfs/weed ;;
+    # The v2 all-in-one (OTLP in, in-memory store, query API); only the tests use it.
+    jaeger) build "$JAEGER_BIN" "$REPO/hack/cluster/gomod/jaeger" "" github.com/jaegertracing/jaeger/cmd/jaeger ;;
     *) die "unknown component $c" ;;
   esac
 done

@@ -12,6 +12,7 @@ ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
 KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
 SEAWEEDFS_BIN=$CACHE/bin/seaweedfs-$SEAWEEDFS_VERSION
+JAEGER_BIN=$CACHE/bin/jaeger-$JAEGER_VERSION
 export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 # sum.golang.org is unreachable here; the committed go.sum files pin module hashes instead.
 export GOSUMDB=${GOSUMDB:-off}

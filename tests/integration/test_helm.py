@@ -479,6 +479,22 @@ def test_the_object_store_values_reach_the_operator():
         assert done.returncode and "storage" in done.stderr
 
 
+def test_tracing_is_off_by_default_and_its_endpoints_reach_the_operator():
+    from kubetasks.core.tracing import ENV_POD_ENDPOINT, endpoint
+
+    def env(*sets: str) -> dict[str, str]:
+        spec = next(d for d in render(*sets) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+        return {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+
+    assert endpoint(env()) is None and ENV_POD_ENDPOINT not in env()
+    on = env("tracing.otlpEndpoint=http://jaeger.tracing:4318", "tracing.podEndpoint=http://10.0.0.5:4318")
+    assert endpoint(on) == "http://jaeger.tracing:4318" and on[ENV_POD_ENDPOINT] == "http://10.0.0.5:4318"
+    assert ENV_POD_ENDPOINT not in env("tracing.podEndpoint=http://10.0.0.5:4318")  # no endpoint: no tracing
+    done = subprocess.run([HELM, "template", "r", CHART, "--set", "tracing.otlpEndpoint=jaeger:4318"],
+                          capture_output=True, text=True)
+    assert done.returncode and "otlpEndpoint" in done.stderr  # a URL, with its scheme
+
+
 def test_signed_token_urls_are_off_by_default_and_when_on_their_key_reaches_the_operator_only():
     assert "token-url" not in json.dumps(render())
     docs = render("tokens.completionUrl.enabled=true", "tokens.completionUrl.baseUrl=https://tasks.example.com")

@@ -1,5 +1,5 @@
-"""The base install (``pip install kubetasks``) has no kopf or obstore: the SDK, the trigger and
-the CLI, every command's parser built, import neither (tests/integration/test_packaging.py installs
+"""The base install (``pip install kubetasks``) has no kopf or obstore (nor OpenTelemetry, the
+extra [tracing]): the SDK, the trigger and the CLI, every command's parser built, import none (tests/integration/test_packaging.py installs
 it for real; this is the quick check, in a process where importing them fails)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("kopf", "obstore"):
+        if name.split(".")[0] in ("kopf", "obstore", "opentelemetry"):
             raise ImportError(f"{name} is not in the base install")
 
 sys.meta_path.insert(0, Refuse())
@@ -25,6 +25,8 @@ from kubetasks.runtime.trigger import RunHandle
 from kubetasks.runtime import entry
 from kubetasks.cli import main, deploy, dev
 main.build_parser()
+from kubetasks.runtime.tracing import caller_annotations
+assert caller_annotations() == {}  # no OpenTelemetry loaded: no current span, nothing imported
 print("ok")
 """
 

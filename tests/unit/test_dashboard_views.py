@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
+from kubetasks.core.tracing import run_trace
 from kubetasks.dashboard import views
 from kubetasks.dashboard.views import RunDetails, RunQuery, parse_query, select_runs
 
@@ -440,3 +441,15 @@ def test_a_result_kept_by_reference_shows_its_size_and_digest():
     html = views.run_page(run, RunDetails(), NOW)
     assert 'data-testid="result-ref"' in html and "20,000,000 bytes" in html and "ab" * 32 in html
     assert "No result." not in html
+
+
+def test_a_runs_page_links_its_trace():
+    traced = run("r", phase="Succeeded")
+    traced["metadata"].update(uid="u-1", annotations={
+        "kubetasks.io/traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    html = views.run_page(traced, RunDetails(trace_url="http://jaeger:16686/trace/{traceId}"), NOW)
+    assert '<a href="http://jaeger:16686/trace/0af7651916cd43dd8448eb211c80319c" data-testid="trace-id"' in html
+    plain = views.run_page(traced, RunDetails(), NOW)  # no template: the id alone
+    assert '<code data-testid="trace-id">0af7651916cd43dd8448eb211c80319c</code>' in plain and "jaeger" not in plain
+    untraced = run("r", phase="Succeeded")  # no caller's context: the run's own trace (core.tracing.run_trace)
+    assert f"{run_trace(untraced['metadata']).trace_id:032x}" in views.run_page(untraced, RunDetails(), NOW)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import webbrowser
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-open", action="store_true", help="print the URL only; do not open a browser")
     p.add_argument("--operator-url", metavar="URL",
                    help="where a waiting run's page asks the operator why it waits, as you (as `kubetasks why`)")
+    p.add_argument("--trace-url", metavar="TEMPLATE", default=os.environ.get("KUBETASKS_TRACE_URL", ""),
+                   help="link a run's page to its trace: {traceId} is replaced, e.g. "
+                        "http://jaeger:16686/trace/{traceId} (default: $KUBETASKS_TRACE_URL)")
     return p
 
 
@@ -147,7 +151,8 @@ def cmd_dashboard(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise CliError(str(e)) from None
     informers = Informers(scope, args.selector)
     token = secrets.token_urlsafe(24)
-    app = server.make_app(informers, token, kube, ACTIONS, why=lambda ns, name: ask_why(ns, name, args.operator_url))
+    app = server.make_app(informers, token, kube, ACTIONS, why=lambda ns, name: ask_why(ns, name, args.operator_url),
+                          trace_url=args.trace_url)
 
     def announce(port: int) -> None:
         url = f"http://127.0.0.1:{port}/?token={token}"

@@ -224,12 +224,16 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
     from kubetasks.runtime.errors import PermanentError
     from kubetasks.runtime.payloads import place_payload
+    from kubetasks.runtime.tracing import env_annotations
 
     payload = read_payload(args.payload, args.payload_file)
     flow = flow_options(args)  # before any request: a bad flag creates nothing
     ns = _namespace(args)
     task = kube.get_custom("tasks", ns, args.task)  # a clear 404 first
     body = new_taskrun(task, payload, flow)
+    traced = env_annotations(os.environ)  # TRACEPARENT: the caller's span (OpenTelemetry's env carrier)
+    if traced:
+        body["metadata"]["annotations"] = traced
     try:
         place_payload(body["spec"], ns, in_pod=False)  # over the threshold: to the operator's store
     except PermanentError as e:  # PayloadTooLarge, with its limit

@@ -25,6 +25,7 @@ from kubetasks.core.debounce import group_key
 from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
 from kubetasks.core.naming import ANNOTATION_TASK_VERSION, LABEL_ATTEMPT, LABEL_RUN_UID
+from kubetasks.core.tracing import TRACE_ANNOTATIONS
 from kubetasks.core.version import kept
 from kubetasks.protocol import EVENT, METADATA_LABEL
 
@@ -115,6 +116,10 @@ def slim_run(api_version: str) -> Any:
 
     def slim(body: Body) -> Body:
         out: Body = whole(body)
+        notes = (body.get("metadata") or {}).get("annotations") or {}
+        traced = {k: notes[k] for k in TRACE_ANNOTATIONS if isinstance(notes.get(k), str) and len(notes[k]) <= 1024}
+        if traced:  # the caller's trace context (core.tracing), in 2 KiB at most
+            out["metadata"]["annotations"] = traced
         if _finished(out):
             spec, status = out.get("spec") or {}, out.get("status") or {}
             out["spec"] = {k: spec[k] for k in _FINISHED_SPEC_KEYS if k in spec}

@@ -288,6 +288,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.events.retention = timedelta(seconds=_env_float("KUBETASKS_EVENT_RETENTION_SECONDS", 86400))
     OPERATOR.runs.start_deadline = _env_float("KUBETASKS_START_DEADLINE_SECONDS", OPERATOR.runs.start_deadline)
     OPERATOR.runs.logs.configure(os.environ)
+    OPERATOR.runs.tracing.configure(os.environ)
     OPERATOR.runs.archive.configure(os.environ, store)
     OPERATOR.runs.max_trigger_depth = int(os.environ.get("KUBETASKS_MAX_TRIGGER_DEPTH") or OPERATOR.runs.max_trigger_depth)
     OPERATOR.runs.refused_namespaces = refused_namespaces(os.environ.get("KUBETASKS_REFUSED_NAMESPACES"))
@@ -339,4 +340,5 @@ async def cleanup(**_: Any) -> None:
         if runner is not None:
             await runner.cleanup()
     await OPERATOR.stop()
+    OPERATOR.runs.tracing.shutdown()  # the spans still batched
 

@@ -77,7 +77,9 @@ from kubetasks.core.render import (
     uses_sdk,
 )
 from kubetasks.controller.access import drop_access
+from kubetasks.controller.tracing import Tracing
 from kubetasks.controller.triggers import root_run, runaway
+from kubetasks.core.tracing import run_trace, transition_spans
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ class RunReconciler:
         self.gates = Gates(cache, self._call, self._event)  # debounce and overlap, before the first attempt
         self.hooks = HookRuns(self._call, self._write_status, self._event)  # the runs a finished run's Task names
         self.metadata = MetadataCopier(cache, self._call, self._event)  # ctx.metadata into status.metadata
+        self.tracing = Tracing()  # spans over OTLP, when the operator configures an endpoint
         self._warned_after_outcome: dict[str, str] = {}  # run uid -> the error last posted as an Event
         self.max_trigger_depth = DEPTH_CAP  # the operator's cap on every Task's maxTriggerDepth
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
@@ -573,6 +576,8 @@ class RunReconciler:
         if patch and await self._write_status(key, uid, patch, decided_at, whole) is None:
             return None
         self.cache.settle(uid, {a.job_name for a in plan.status.attempts if a.reason})
+        if self.tracing.enabled:  # after the write that records them: each transition's spans once
+            self.tracing.emit(transition_spans(run.metadata, run.spec.task_ref, run.status, plan.status))
         for event in plan.events:
             await self._event(body, event)
         metrics.attempts_finished(run.spec.task_ref, old_status, plan.status)
@@ -616,8 +621,9 @@ class RunReconciler:
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
             version = plan.status.task_version  # the Job says which: a restart locks it (core.version)
             left = retries_left(effective_retry(run, task), plan.status)
+            traced = self.tracing.job_env(run_trace(run.metadata), attempt, task.task_id)  # {} when off
             job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant, version=version,
-                                                    retries_left=left))  # its pod outlives the upload
+                                                    retries_left=left, trace_env=traced))  # its pod outlives the upload
             self.cache.expect(uid, attempt)
             self._created_job[uid] = True  # sent: its expectation (and slot) stands until the watch tells
             if attempt == 1 and WOKEN_AT.get():  # woken by the queue (not a test's direct call)
@@ -626,7 +632,7 @@ class RunReconciler:
                 log.warning("%s/%s: Job %s belongs to another owner; naming attempt %d's Job with the run's UID",
                             run.namespace, run.name, job["metadata"]["name"], attempt)
                 qualified = self.archive.keep_pods(render_job(run, task, attempt, machine, qualified=True, grant=grant,
-                                                                version=version, retries_left=left))
+                                                                version=version, retries_left=left, trace_env=traced))
                 await self._create_owned(qualified, uid)
                 for record in plan.status.attempts:  # the status names the Job that exists
                     if record.attempt == attempt:

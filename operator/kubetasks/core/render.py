@@ -72,12 +72,13 @@ def grant_volume(secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None = None,
                qualified: bool = False, grant: str | None = None, version: TaskVersion | None = None,
-               retries_left: int | None = None) -> dict[str, Any]:
+               retries_left: int | None = None, trace_env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: kubetasks owns retries, so every attempt is visible.
     ``qualified``: named with the run's UID, when another object holds the plain name. ``grant``:
     the Secret of the attempt's upload grant (core.grants), mounted at protocol.GRANT_DIR.
     ``task``: the version the run is locked to (core.version.locked_task), which ``version``
-    names in an annotation."""
+    names in an annotation. ``trace_env``: TRACEPARENT and the OTLP endpoint (core.tracing.job_env),
+    before the Task's own env, which may override them."""
     spec = task.spec
     size = resolve_machine(machine, task.spec.machine)
     labels = {**run_labels(run, task.task_id), LABEL_ATTEMPT: str(attempt)}
@@ -101,6 +102,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         env.append({"name": protocol.ENV_ENTRYPOINT, "value": spec.entrypoint})
     if retries_left is not None:  # whether this attempt is the last: the SDK's on_failure hooks
         env.append({"name": protocol.ENV_RETRIES_LEFT, "value": str(retries_left)})
+    env += [{"name": k, "value": v} for k, v in (trace_env or {}).items()]
     env += [e.to_api() for e in spec.env]
     container: dict[str, Any] = {
         "name": "task",

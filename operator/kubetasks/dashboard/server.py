@@ -95,6 +95,7 @@ ACTIONS = web.AppKey("actions", dict)
 CLOCK = web.AppKey("clock", object)
 TOKEN = web.AppKey("token", str)
 WHY = web.AppKey("why", object)  # (namespace, name) -> operator_client.Answer; None: not asked
+TRACE_URL = web.AppKey("trace_url", str)  # a run's trace page, {traceId} in it; "": the id alone
 
 
 def cookie_name(port: int) -> str:
@@ -207,7 +208,8 @@ async def run_page(request: web.Request) -> web.Response:
     run = await _read_run(request, ns, name)
     api: Any = request.app[API]
     reader = request.app[LOGS]
-    details = views.RunDetails(task=request.app[INFORMERS].tasks.get((ns, (run.get("spec") or {}).get("taskRef") or "")))
+    details = views.RunDetails(task=request.app[INFORMERS].tasks.get((ns, (run.get("spec") or {}).get("taskRef") or "")),
+                               trace_url=request.app[TRACE_URL])
     uid = (run.get("metadata") or {}).get("uid")
     selector = f"involvedObject.uid={uid}" if uid else f"involvedObject.kind=TaskRun,involvedObject.name={name}"
     attempts = [a for a in ((run.get("status") or {}).get("attempts") or [])
@@ -326,15 +328,17 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
 def make_app(informers: Informers, token: str, api: Any = kube, actions: Mapping[str, Action] | None = None,
              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
              logs: LogReader | None = None, threads: int = READ_THREADS,
-             why: Callable[[str, str], Any] | None = None) -> web.Application:
+             why: Callable[[str, str], Any] | None = None, trace_url: str = "") -> web.Application:
     """The dashboard over ``informers`` (the user's lists and watches); ``api``
     (:mod:`kubetasks.kube`, with the user's kubeconfig) for the reads a run's page needs beyond
     them and for ``actions``; ``why`` asks the operator why a waiting run waits
-    (:func:`kubetasks.operator_client.ask_why`). Only requests with ``token`` (or its cookie) are served."""
+    (:func:`kubetasks.operator_client.ask_why`); ``trace_url`` links a run's trace (``{traceId}``
+    replaced). Only requests with ``token`` (or its cookie) are served."""
     app = web.Application(middlewares=[guard])
     app[INFORMERS], app[API], app[CLOCK], app[TOKEN] = informers, api, clock, token
     app[ACTIONS] = dict(actions or {})
     app[WHY] = why
+    app[TRACE_URL] = trace_url
     app[LOGS] = logs or LogReader(api)
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dashboard")
 

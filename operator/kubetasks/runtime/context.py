@@ -30,6 +30,7 @@ from kubetasks.runtime.retry import Retry
 from kubetasks.runtime.trigger import TaskRef
 from kubetasks.runtime.any_of import Fired, wait_any
 from kubetasks.runtime.tokens import Token, make_token, wait_for_token
+from kubetasks.runtime.tracing import step_span
 from kubetasks.runtime.events import ReceivedEvent, wait_for_event
 from kubetasks.runtime.waits import all_results, first_result, wait_for_children
 
@@ -130,9 +131,10 @@ class Steps:
         token = _scope.set(tuple(scoped.split(SCOPE_SEPARATOR)))
         started = time.monotonic()
         try:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = _run_awaitable(value, scoped)
+            with step_span(scoped):
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = _run_awaitable(value, scoped)
         finally:
             _scope.reset(token)
         return typing.cast(T, self._complete(scoped, fn, value, started))
@@ -147,9 +149,10 @@ class Steps:
         token = _scope.set(tuple(scoped.split(SCOPE_SEPARATOR)))
         started = time.monotonic()
         try:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await value
+            with step_span(scoped):
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
         finally:
             _scope.reset(token)
         return typing.cast(T, self._complete(scoped, fn, value, started))

@@ -23,7 +23,7 @@ from kubetasks import protocol
 from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
-from kubetasks.runtime import lifecycle
+from kubetasks.runtime import lifecycle, tracing
 from kubetasks.runtime.errors import AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
 from kubetasks.runtime.lifecycle import Hooks, Outcome, after, call, global_hooks, wrapped
 from kubetasks.runtime.metadata import Metadata, RunMetadata
@@ -317,8 +317,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         log.info("%s is not set: steps are checkpointed in memory only", protocol.ENV_CHECKPOINTS)
         store = MemoryStore()
     log.info("run %s attempt %d: %s", invocation.run, invocation.attempt, invocation.entrypoint)
-    result = run_task(invocation, store)
-    report = result.report
+    attributes: dict[str, str | int] = {"kubetasks.run": invocation.run, "kubetasks.namespace": invocation.namespace,
+                                        "kubetasks.task": invocation.task, "kubetasks.attempt": invocation.attempt}
+    with tracing.attempt_span(os.environ if env is None else env, f"task {invocation.task or invocation.run}",
+                              attributes) as ended:
+        result = run_task(invocation, store)
+        report = result.report
+        ended(f"{report.error_type}: {report.error_message}" if report.outcome == "failed" else None)
     if report.outcome == "failed":
         log.error("attempt failed (exit %d): %s: %s", result.code, report.error_type, report.error_message)
         if report.traceback:

@@ -38,6 +38,7 @@ from kubetasks.runtime.flow import DebounceLike, flow_spec
 from kubetasks.runtime.payloads import place_payload
 from kubetasks.runtime.errors import IdempotencyConflict, RunFailed
 from kubetasks.runtime.results import result_of
+from kubetasks.runtime.tracing import caller_annotations
 
 log = logging.getLogger("kubetasks.runtime")
 
@@ -328,6 +329,9 @@ def _trigger(task: TaskRef, payload: Any, key: str | None, rerun_released: bool,
     body = taskrun_manifest(task_id, payload_of(task, payload), namespace=ns, idempotency_key=key,
                             parent_run=os.environ.get(protocol.ENV_RUN) or None,
                             instance=os.environ.get(protocol.ENV_INSTANCE) or None, **options)
+    traced = caller_annotations()  # the caller's span, when it has one (runtime.tracing)
+    if traced:
+        body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), **traced}
     place_payload(body["spec"], ns)  # a large payload goes to the store (runtime.payloads)
     name = _create(body, key, rerun_released)
     return RunHandle(name, ns, task if isinstance(task, TaskLike) else None)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from kubetasks.api.times import api_time as when, human_age  # read and shown as the CLI does
 from kubetasks.core.replay import REPLAYABLE_PHASES
+from kubetasks.core.tracing import run_trace
 from kubetasks.core.why import Why
 from kubetasks.dashboard.views.common import (
     Body, FINISHED, _abs_time, _api_time, condition, e, layout, _list, _meta, phase_badge, phase_of, run_seconds,
@@ -33,6 +34,7 @@ class RunDetails:
     logs: dict[int, AttemptLog] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be read
     why: Why | None = None  # why a waiting run waits: the operator's live answer, or its status
+    trace_url: str = ""  # a template with {traceId} (--trace-url, KUBETASKS_TRACE_URL): the trace's page
 
 
 def attempt_machine(run: Body, task: Body | None, attempt: int) -> str:
@@ -192,6 +194,9 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                               ("duplicateOf", "Duplicate of", status.get("duplicateOf"))):
         if value:
             facts.append((label, f'<a href="{e(run_url(ns, value))}">{e(value)}</a>'))
+    trace = _trace(meta, details.trace_url)
+    if trace:
+        facts.append(("Trace", trace))
     waiting = waiting_reason(run, now)
     action = ""
     if phase not in FINISHED and not spec.get("cancel"):
@@ -233,6 +238,18 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
                      + "</div>")
     parts.append("</div>")
     return layout(f"{name}", "".join(parts), "runs")
+
+
+def _trace(meta: Body, template: str) -> str:
+    """The run's trace id (core.tracing: its caller's, or its own when none traced it), linked
+    through ``template`` when there is one."""
+    if not meta.get("uid"):
+        return ""
+    trace_id = f"{run_trace(meta).trace_id:032x}"
+    if not template:
+        return f'<code data-testid="trace-id">{e(trace_id)}</code>'
+    url = template.replace("{traceId}", trace_id)
+    return f'<a href="{e(url)}" data-testid="trace-id" rel="noopener" target="_blank"><code>{e(trace_id)}</code></a>'
 
 
 def _run_action(action: str, ns: str, name: str, label: str, attributes: str = "") -> str:
