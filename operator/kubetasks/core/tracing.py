@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kubetasks.api.taskrun import Phase, TaskRunStatus
+from kubetasks.api.times import api_time
 
 ANNOTATION_TRACEPARENT = "kubetasks.io/traceparent"
 ANNOTATION_TRACESTATE = "kubetasks.io/tracestate"
@@ -192,10 +193,4 @@ def transition_spans(metadata: Mapping[str, object], task: str, old: TaskRunStat
 
 
 def _created(metadata: Mapping[str, object]) -> datetime | None:
-    value = metadata.get("creationTimestamp")
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
-    except ValueError:
-        return None
+    return api_time(metadata.get("creationTimestamp"))
