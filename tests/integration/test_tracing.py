@@ -52,6 +52,14 @@ class Jaeger:
             raise
         return [s for t in data for s in t["spans"]]
 
+    def counted(self, trace_id: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
+        """The trace's spans, if it holds exactly ``wanted`` of each name; else AssertionError
+        (for wait_until: it asks again)."""
+        spans = self.trace(trace_id)
+        counts = {n: sum(s["operationName"] == n for s in spans) for n in wanted}
+        assert counts == wanted, counts
+        return spans
+
 
 @pytest.fixture(scope="module")
 def jaeger(cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
@@ -173,14 +181,8 @@ def test_a_triggered_task_joins_its_callers_trace(namespace: str, traced_operato
 
     wanted = {"handle request": 1, "taskrun traced": 1, "kubetasks.wait": 1, "kubetasks.admission": 1,
               "kubetasks.attempt": 2, "task traced": 2, "step fetch": 1, "step total": 1}
-
-    def arrived() -> list[dict[str, Any]]:
-        spans = jaeger.trace(trace_id)
-        counts = {n: sum(s["operationName"] == n for s in spans) for n in wanted}
-        assert counts == wanted, counts
-        return spans
-
-    spans = wait_until(f"the spans of trace {trace_id} in Jaeger", arrived, timeout=60)
+    spans = wait_until(f"the spans of trace {trace_id} in Jaeger", lambda: jaeger.counted(trace_id, wanted),
+                       timeout=60)
     by_id = {s["spanID"]: s for s in spans}
 
     def parent(span: dict[str, Any]) -> dict[str, Any] | None:
@@ -290,14 +292,7 @@ def test_an_operator_killed_mid_run_emits_each_span_once(namespace: str, traced_
     uid = get("taskrun", name, namespace)["metadata"]["uid"]
     wanted = {"handle request": 1, "taskrun traced": 1, "kubetasks.wait": 1, "kubetasks.admission": 1,
               "kubetasks.attempt": 1, "task traced": 1, "step fetch": 1, "step total": 1}
-
-    def arrived() -> list[dict[str, Any]]:
-        spans = jaeger.trace(trace_id)
-        counts = {n: sum(s["operationName"] == n for s in spans) for n in wanted}
-        assert counts == wanted, counts
-        return spans
-
-    spans = wait_until(f"the spans of trace {trace_id}", arrived, timeout=60)
+    spans = wait_until(f"the spans of trace {trace_id}", lambda: jaeger.counted(trace_id, wanted), timeout=60)
     ids = {s["operationName"]: s["spanID"] for s in spans}
     assert (ids["taskrun traced"], ids["kubetasks.attempt"]) == (f"{span_id(uid, 'run'):016x}",
                                                                  f"{span_id(uid, 'attempt', 1):016x}")

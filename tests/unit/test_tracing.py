@@ -127,7 +127,7 @@ import sys
 from kubetasks.controller.tracing import Tracing
 from kubetasks.runtime import tracing
 t = Tracing(); t.configure({})
-assert not t.enabled and t.job_env(None, 1, "t") == {}
+assert not t.enabled and t.job_env({}, 1, "t") == {}
 with tracing.attempt_span({"TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "a", {}) as ended:
     with tracing.step_span("s"):
         ended(None)
@@ -175,8 +175,8 @@ def test_pods_get_the_endpoint_under_the_operators_variable() -> None:
     whole = "http://collector:4318/v1/traces"  # a traces endpoint is the whole URL: no path is added to it
     tracing = Tracing()
     tracing.configure({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": whole})
-    env = tracing.job_env(run_trace(META), 1, "t")
+    env = tracing.job_env(META, 1, "t")
     assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == whole and "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
     tracing.configure({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": whole, "KUBETASKS_TRACING_POD_ENDPOINT": "http://node:4318"})
-    assert tracing.job_env(run_trace(META), 1, "t")["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://node:4318"
+    assert tracing.job_env(META, 1, "t")["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://node:4318"
     tracing.shutdown()

@@ -79,7 +79,7 @@ from kubetasks.core.render import (
 from kubetasks.controller.access import drop_access
 from kubetasks.controller.tracing import Tracing
 from kubetasks.controller.triggers import root_run, runaway
-from kubetasks.core.tracing import run_trace, transition_spans
+from kubetasks.core.tracing import transition_spans
 from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
@@ -621,7 +621,7 @@ class RunReconciler:
             grant = await self.results.upload_grant(run, task, attempt, self.payloads.grant_data)  # presigned URLs
             version = plan.status.task_version  # the Job says which: a restart locks it (core.version)
             left = retries_left(effective_retry(run, task), plan.status)
-            traced = self.tracing.job_env(run_trace(run.metadata), attempt, task.task_id)  # {} when off
+            traced = self.tracing.job_env(run.metadata, attempt, task.task_id)  # {} when off
             job = self.archive.keep_pods(render_job(run, task, attempt, machine, grant=grant, version=version,
                                                     retries_left=left, trace_env=traced))  # its pod outlives the upload
             self.cache.expect(uid, attempt)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubetasks.core.tracing import ENV_POD_ENDPOINT, RunTrace, SpanPlan, endpoint, endpoint_variable, job_env
+from kubetasks.core.tracing import ENV_POD_ENDPOINT, SpanPlan, endpoint, endpoint_variable, job_env, run_trace
 
 log = logging.getLogger(__name__)
 SERVICE = "kubetasks-operator"
@@ -48,11 +48,12 @@ class Tracing:
         self._processor = BatchSpanProcessor(OTLPSpanExporter())
         log.info("tracing: spans go to %s (task pods: %s)", self.endpoint, self.pod_endpoint[1] if self.pod_endpoint else "")
 
-    def job_env(self, trace: RunTrace, attempt: int, service: str) -> dict[str, str]:
-        """The variables an attempt's pod continues the trace with; none when tracing is off."""
+    def job_env(self, run: Mapping[str, Any], attempt: int, service: str) -> dict[str, str]:
+        """The variables an attempt's pod continues its run's trace with (``run``: its metadata);
+        none when tracing is off, and then the trace is not even worked out."""
         if self.pod_endpoint is None:
             return {}
-        return job_env(trace, attempt, self.pod_endpoint, service)
+        return job_env(run_trace(run), attempt, self.pod_endpoint, service)
 
     def emit(self, spans: list[SpanPlan]) -> None:
         if not spans or self._processor is None:

@@ -153,7 +153,7 @@ def transition_spans(metadata: Mapping[str, object], task: str, old: TaskRunStat
     """The spans the write from ``old`` to ``new`` completes: each exactly at the transition that
     records its end, so one status write emits it once."""
     trace = run_trace(metadata)
-    created = _created(metadata)
+    created = api_time(metadata.get("creationTimestamp"))
     if not trace.sampled or created is None:
         return []
     uid, run_id = trace.uid, span_id(trace.uid, "run")
@@ -191,6 +191,3 @@ def transition_spans(metadata: Mapping[str, object], task: str, old: TaskRunStat
                           parent=trace.parent_id, error=None if new.phase == Phase.SUCCEEDED else message))
     return spans
 
-
-def _created(metadata: Mapping[str, object]) -> datetime | None:
-    return api_time(metadata.get("creationTimestamp"))
