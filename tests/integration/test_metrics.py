@@ -38,5 +38,10 @@ def test_runs_attempts_queues_reconciles_and_api_requests_are_measured(namespace
     assert value(m, attempts, f"{attempts}_count", task="metrics-ok", reason="Succeeded") == 1
     assert value(m, "kubetasks_run_duration_seconds", "kubetasks_run_duration_seconds_count", task="metrics-ok") == 1
     assert value(m, "kubetasks_reconcile_seconds", "kubetasks_reconcile_seconds_count", kind="taskrun") > 0
-    assert value(m, "kubetasks_api_requests", "kubetasks_api_requests_total", method="POST", resource="jobs") >= 3
+    posts = value(m, "kubetasks_api_requests", "kubetasks_api_requests_total", method="POST", resource="jobs")
+    assert posts >= 3
+    took = "kubetasks_api_request_duration_seconds"  # each request timed, the watches left out
+    assert posts - 2 <= value(m, took, f"{took}_count", method="POST", resource="jobs") <= posts  # less any in flight
+    assert value(m, took, f"{took}_count", method="GET", resource="jobs") < value(
+        m, "kubetasks_api_requests", "kubetasks_api_requests_total", method="GET", resource="jobs")
     assert "kubetasks_queue_depth" in m and "kubetasks_queued_runs" in m
