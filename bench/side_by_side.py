@@ -152,10 +152,10 @@ class ControlPlane:
         delta, serving = requests - self.requests, busy - self.busy
         cpu = {c: cpu_seconds(component_pid(c)) - v for c, v in self.cpu.items()}
         top = ", ".join(f"{k} {v / n:.2f}" for k, v in delta.most_common(8))
-        # A create's mean time inside kube-apiserver (admission, etcd): a floor under any latency
-        # that needs the create, whoever sends it.
-        creates = ", ".join(f"{k} {1000 * serving[k] / delta[k]:.0f} ms" for k in ("POST jobs", "POST taskruns")
-                            if delta[k])
+        # A write's mean time inside kube-apiserver (admission, etcd): a floor under any latency
+        # that needs it, whoever sends it.
+        writes = ("POST jobs", "POST taskruns", "PATCH taskruns/status")
+        creates = ", ".join(f"{k} {1000 * serving[k] / delta[k]:.0f} ms" for k in writes if delta[k])
         print(f"  control plane per {what}: {sum(delta.values()) / n:.1f} API requests ({top}); "
               f"apiserver serving {1000 * sum(serving.values()) / n:.0f} ms; CPU ms "
               + ", ".join(f"{c} {1000 * v / n:.0f}" for c, v in cpu.items())
