@@ -29,23 +29,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.side_by_side import KUBECONFIG, KWOK_PLACEMENT, POD, RESOURCES, Watch, burst, pct  # noqa: E402
+from bench.side_by_side import KUBECONFIG, Watch, burst, create_job, pct  # noqa: E402
 from tests.conftest import kubectl  # noqa: E402
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)
 from kubetasks import kube  # noqa: E402
 
 LOADS = ("none", "runs", "runs+status", "runs+events", "owned", "owned-noblock", "slow-watcher")
-
-
-def job(ns: str, name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": ns}
-    if owner:
-        meta["ownerReferences"] = [owner]
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {
-        "backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {"spec": {
-            "restartPolicy": "Never", **KWOK_PLACEMENT,
-            "containers": [{"name": "task", **POD, "resources": {"requests": RESOURCES, "limits": RESOURCES}}]}}}}
 
 
 def run(ns: str, name: str) -> dict[str, Any]:
@@ -89,7 +79,7 @@ def one_load(load: str, n: int) -> None:
                         kube.post_event(body, "Normal", f"Probe{i}", "an Event like a run's")
             beside = threading.Thread(target=burst, args=(n, 8, runs_load), kwargs={"prefix": "r"})
             beside.start()
-        created = burst(n, 8, lambda name: kube.create_or_get(job(ns, f"job-{name}", owners.get(name))), prefix="r")
+        created = burst(n, 8, create_job(ns, owners), prefix="r")
         if beside:
             beside.join()
         deadline = time.monotonic() + 60

@@ -155,11 +155,11 @@ class ControlPlane:
         # A write's mean time inside kube-apiserver (admission, etcd): a floor under any latency
         # that needs it, whoever sends it.
         writes = ("POST jobs", "POST taskruns", "PATCH taskruns/status")
-        creates = ", ".join(f"{k} {1000 * serving[k] / delta[k]:.0f} ms" for k in writes if delta[k])
+        writes_ms = ", ".join(f"{k} {1000 * serving[k] / delta[k]:.0f} ms" for k in writes if delta[k])
         print(f"  control plane per {what}: {sum(delta.values()) / n:.1f} API requests ({top}); "
               f"apiserver serving {1000 * sum(serving.values()) / n:.0f} ms; CPU ms "
               + ", ".join(f"{c} {1000 * v / n:.0f}" for c, v in cpu.items())
-              + f"; mean time in kube-apiserver: {creates}")
+              + f"; mean time in kube-apiserver: {writes_ms}")
         return {"requests": round(sum(delta.values()) / n, 1), "cpu_ms": round(1000 * sum(cpu.values()) / n)}
 
 
@@ -201,10 +201,14 @@ def reconcile_count(metrics: dict[str, list]) -> float:
                if s.name.endswith("_count") and s.labels.get("kind") == "taskrun")
 
 
-def create_job(ns: str) -> Any:
+def create_job(ns: str, owners: dict[str, dict[str, Any]] | None = None) -> Any:
+    """Creates Job job-NAME, owned by owners[NAME] where that is given (an ownerReference)."""
     def create(name: str) -> None:
+        meta: dict[str, Any] = {"name": f"job-{name}", "namespace": ns}
+        if owners and name in owners:
+            meta["ownerReferences"] = [owners[name]]
         kube.create_or_get({
-            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"job-{name}", "namespace": ns},
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 600, "template": {"spec": {
                 "restartPolicy": "Never", **KWOK_PLACEMENT,
                 "containers": [{"name": "task", **POD, "resources": {"requests": RESOURCES, "limits": RESOURCES}}]}}}})
