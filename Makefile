@@ -41,8 +41,15 @@ unit: venv  ## Unit tests only (no cluster)
 browser:  ## Debian's chromium, which the dashboard's browser tests drive (installed when missing)
 	hack/chromium.sh
 
+# The tests wait on the cluster far more than they compute: TEST_WORKERS sessions share it, each with
+# an operator instance of its own, and a module stays on one worker (its module fixtures are made
+# once). Those marked serial disturb every session, so they run after, alone. Both parts always run.
+TEST_WORKERS ?= 2
 test: venv lint images browser  ## The whole test suite: lint, unit tests and integration tests on the local cluster
-	$(PY) -m pytest tests -q --durations=30
+	status=0; \
+	$(PY) -m pytest tests -q -m "not serial" -n $(TEST_WORKERS) --dist loadfile --durations=30 || status=$$?; \
+	$(PY) -m pytest tests -q -m serial --durations=10 || status=$$?; \
+	exit $$status
 
 demo: venv  ## Fresh machine to a finished sample TaskRun: cluster, image, helm install, run
 	hack/demo.sh

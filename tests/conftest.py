@@ -51,6 +51,9 @@ REQUIRE_CLUSTER = bool(os.environ.get("CI") or os.environ.get("KUBETASKS_REQUIRE
 # and TaskRuns labelled with it, so an installed kubetasks (`make demo`) keeps serving its own
 # objects beside the tests and never touches theirs. In os.environ for the SDK and CLI the tests run.
 INSTANCE = os.environ.setdefault("KUBETASKS_INSTANCE_ID", f"tests-{uuid.uuid4().hex[:8]}")
+if _worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each pytest-xdist worker is a session of its own: its operator, its runs, its store prefix.
+    INSTANCE = os.environ["KUBETASKS_INSTANCE_ID"] = f"{INSTANCE}-{_worker}"
 INSTANCE_LABEL = "kubetasks.io/instance"
 
 

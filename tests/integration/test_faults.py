@@ -31,7 +31,7 @@ from tests.conftest import (
 )
 from tests.integration.test_taskruns import has_event, status, task, taskrun
 
-pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+pytestmark = [pytest.mark.cluster, pytest.mark.faults, pytest.mark.serial]  # pauses and restarts kube-apiserver
 
 GROUP, VERSION = "kubetasks.io", "v1alpha1"
 TERMINAL = FINISHED_PHASES | {"Duplicate"}

@@ -16,7 +16,7 @@ from kubetasks.controller.leader import LEASE_SECONDS, RENEW_DEADLINE_SECONDS
 from tests.conftest import (VERSIONS, OperatorProcess, apply, free_port, kubectl, lease_holder, paused,
                             run_until_finished, wait_until)
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.serial]  # pauses kube-apiserver
 IDENTITY = re.compile(r"standing by for the Lease \S+ as (\S+)")
 HELLO = {"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "hello"},
          "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never",
