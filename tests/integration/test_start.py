@@ -80,8 +80,10 @@ def test_time_spent_not_starting_is_not_a_timeout(namespace, operator):
     started, which fails with the reason it could not start, not TimedOut; it is retried (the
     retry, from the same Task with the same problem, fails when the problem is seen), and the run
     fails, never TimedOut."""
+    # 20 s, under the start deadline (45 s), and long enough for a busy kubelet to report the pull
+    # error: at 8 s, with another session sharing the cluster, a retry's pod was still being created.
     apply([task("slow-start", "print('never')", image=UNREACHABLE, imagePullPolicy="IfNotPresent",
-                maxDuration="8s", retry={"maxAttempts": 2, "minDelay": "1s"}),
+                maxDuration="20s", retry={"maxAttempts": 2, "minDelay": "1s"}),
            taskrun("slow-start-1", "slow-start")], namespace)
     s = wait_phase(namespace, "slow-start-1", {"Failed", "TimedOut", "Succeeded"}, timeout=START_DEADLINE_SECONDS + 60)
     assert s["phase"] == "Failed" and s["attempt"] == 2, s
