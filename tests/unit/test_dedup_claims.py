@@ -1,12 +1,13 @@
 """Idempotency claims: a ConfigMap that holds a claim's name counts only when a run made it."""
 
 import copy
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, strategies as st
 
 from kubetasks import kube
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.core.dedup import (CLAIM_PAYLOAD, claim_holder, claim_name, claim_payload, duplicate_message, holds_key,
+from kubetasks.core.dedup import (CLAIM_ORDER_WINDOW, CLAIM_PAYLOAD, claim_holder, claims_first, claim_name, claim_payload, duplicate_message, holds_key,
                                   payload_digest, render_claim)
 from kubetasks.protocol import canonical
 
@@ -203,3 +204,31 @@ def test_a_run_of_a_key_past_its_ttl_runs_again():
     w.settle("new")
     assert w.status("new")["phase"] == "Running"  # while the old one still runs: its key expired
     assert w.status("old")["phase"] == "Running"
+
+
+CREATED = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
+NOW = CREATED + timedelta(seconds=5)
+
+
+def unclaimed(name: str, version: int, second: int = 0, **status: object) -> dict:
+    return {"metadata": {"name": name, "uid": f"u-{name}", "resourceVersion": str(version),
+                         "creationTimestamp": f"2026-12-06T12:00:{second:02d}Z"},
+            "spec": {"taskRef": "t", "idempotencyKey": "k"}, "status": status}
+
+
+def test_a_run_waits_for_the_run_of_its_key_created_before_it_in_the_same_second_or_earlier():
+    a, b, c = unclaimed("zz", 10), unclaimed("aa", 11), unclaimed("mm", 5, second=1)
+    assert claims_first(a, [a, b, c], set(), NOW) is None  # the first: by resourceVersion, never by name
+    assert claims_first(b, [a, b, c], set(), NOW) == "zz"
+    assert claims_first(c, [c, b, a], set(), NOW) == "zz"  # an earlier second first, whatever its version
+
+
+def test_a_run_claims_at_once_when_the_key_is_held_or_the_earlier_run_decided_or_is_too_old():
+    a, b = unclaimed("a", 10), unclaimed("b", 11)
+    assert claims_first(b, [a, b], {"u-a"}, NOW) is None  # a claimed (this operator saw it)
+    assert claims_first(b, [unclaimed("a", 12, idempotencyKeyExpiresAt="2026-12-07T12:00:00Z"), b], set(), NOW) is None
+    assert claims_first(b, [unclaimed("a", 10, attempt=1), b], set(), NOW) is None  # it began: it claimed long ago
+    cancelled = {**a, "spec": {**a["spec"], "cancel": True}}
+    assert claims_first(b, [cancelled, b], set(), NOW) is None
+    assert claims_first(b, [a, b], set(), CREATED + CLAIM_ORDER_WINDOW) is None  # stuck: it holds no one up
+    assert claims_first(b, [a, b], set(), CREATED + CLAIM_ORDER_WINDOW - timedelta(seconds=1)) == "a"

@@ -192,6 +192,13 @@ def _debounce_group(run: Body) -> list[tuple[str, str, str]]:
     return [key] if key else []
 
 
+def _key_group(run: Body) -> list[tuple[str, str, str]]:
+    spec = run.get("spec") or {}
+    key = spec.get("idempotencyKey")
+    return [(run["metadata"].get("namespace", ""), spec.get("taskRef", ""), str(key))] \
+        if key and not _finished(run) else []
+
+
 def _superseded_into(run: Body) -> list[Key]:
     into = (run.get("status") or {}).get("supersededBy")
     return [(run["metadata"].get("namespace", ""), into)] if into else []
@@ -233,7 +240,7 @@ class Cache:
         self.queues = Store("TaskQueue", slim_custom("TaskQueue", api_version))  # shared limits (flow control)
         self.waitpoints = Store("Waitpoint", slim_waitpoint(api_version))  # tokens waiting runs wait for
         self.runs = Store("TaskRun", slim_run(api_version), {"task": _task_of, "uid": _uid, "parent": _parent_of,
-                                                              "debounce": _debounce_group, "superseded": _superseded_into,
+                                                              "debounce": _debounce_group, "key": _key_group, "superseded": _superseded_into,
                                                               "overlap": _overlap, "event_wait": _event_waits})
         self.jobs = Store("Job", slim_job, {"owner": _owner_of})
         self.job_pods = Store("Pod", slim_pod, {"job": _job_of_pod})
@@ -272,6 +279,10 @@ class Cache:
     def debounce_group(self, namespace: str, task: str, key: str) -> list[Body]:
         """The unfinished runs of a Task with this debounce key (core.debounce)."""
         return self.runs.by("debounce", (namespace, task, key))
+
+    def with_key(self, namespace: str, task: str, key: str) -> list[Body]:
+        """The unfinished runs of a Task with this idempotency key (core.dedup.claims_first)."""
+        return self.runs.by("key", (namespace, task, key))
 
     def superseded_into(self, namespace: str, run: str) -> list[Body]:
         """The runs superseded by ``run`` (their status.supersededBy)."""

@@ -55,7 +55,7 @@ from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
 from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
 from kubetasks.core.backoff import effective_retry
-from kubetasks.core.dedup import claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
+from kubetasks.core.dedup import claims_first, claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
 from kubetasks.core.hooks import hooks_due
 from kubetasks.core.status_patch import status_patch
 from kubetasks.core.naming import LABEL_RUN_UID, checkpoint_name
@@ -84,6 +84,7 @@ from kubetasks.protocol import steps_from_configmap
 
 log = logging.getLogger(__name__)
 RETRY_SOON = 2.0  # seconds: waiting for the garbage collector, or for a claim to settle
+CLAIM_ORDER_RETRY = 0.2  # seconds: waiting for a run of the same key, created first, to claim it
 POD_READS_PER_SECOND = 5.0  # start checks in all: a saturated cluster's slow starts are no reason to add load
 START_DEADLINE = 300.0  # seconds (KUBETASKS_START_DEADLINE_SECONDS): an attempt not started by then fails
 # A finished run whose cleanup failed (a Job reaped, the run deleted at its TTL) is looked at
@@ -500,6 +501,11 @@ class RunReconciler:
         is taken over: its claim is deleted, as it was read, and this run makes its own."""
         if uid in self.cache.claimed:
             return None
+        assert run.spec.idempotency_key is not None
+        rivals = self.cache.with_key(run.namespace, run.spec.task_ref, run.spec.idempotency_key)
+        first = claims_first({"metadata": run.metadata}, rivals, self.cache.claimed, now)
+        if first is not None:
+            raise Requeue(CLAIM_ORDER_RETRY, f"waits for {first}, created before it with its idempotency key, to claim it")
         claim = render_claim(run)
         created, existing = await self._call("create_or_get", claim)
         if created:

@@ -1,9 +1,12 @@
 """Idempotency keys, decided once by the API server: the first run to create the key's claim
 (a ConfigMap with a name derived from the Task and key) is the one that runs.
 
-Sorting the runs one has seen cannot decide this: two runs created at the same moment may each
-see only itself. Create-if-absent of one deterministically named object is arbitrated by the API
-server, whatever the timing and however many operators there are.
+Sorting the runs one has seen cannot decide this alone: two runs created at the same moment may
+each see only itself. Create-if-absent of one deterministically named object is arbitrated by the
+API server, whatever the timing and however many operators there are. But reconciles run in
+parallel, so of runs of one key that the operator does see together (a file of them applied, a
+burst of triggers), a run waits while one created before it has yet to claim, for half a minute
+at most (:func:`claims_first`): the first created holds the key, as a user reading the file expects.
 
 The claim also holds the digest of its run's payload, so that a run of the same key with another
 payload says so when it ends Duplicate (anyone who may create runs can take a key first), without
@@ -18,19 +21,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from collections.abc import Container, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubetasks.api.durations import parse_duration
 from kubetasks.api.task import Task
 from kubetasks.api.taskrun import Phase, TaskRun
-from kubetasks.api.times import parse_time
+from kubetasks.api.times import api_time, parse_time
+from kubetasks.core.debounce import UNSTAMPED
 from kubetasks.core.naming import LABEL_MANAGED_BY, LABEL_TASK, MANAGER, fit_name, label_value
 from kubetasks.protocol import canonical
 
 LABEL_CLAIM = "kubetasks.io/idempotency-claim"
 CLAIM_PAYLOAD = "payloadSha256"  # the claim's key for its run's payload digest
 SHOWN = 12  # hex digits of a digest shown in a message
+# How long a run waits for one of its key created before it to claim the key: past it, a claim
+# that cannot be made (its reconcile keeps failing) holds no one else up.
+CLAIM_ORDER_WINDOW = timedelta(seconds=30)
 
 
 def claim_name(task_ref: str, key: str) -> str:
@@ -121,3 +129,35 @@ def key_released(holder: dict[str, Any], now: datetime) -> bool:
         return True
     expires = parse_time(status.get("idempotencyKeyExpiresAt"))
     return expires is not None and now >= expires
+
+
+def _created(run: dict[str, Any]) -> tuple[datetime, int]:
+    """The order the API server created runs in: creationTimestamp, in whole seconds, then the
+    resourceVersion, which for a run yet to claim is still its creation's (nothing writes a run
+    before its claim; a run written since goes later in its second)."""
+    meta = run.get("metadata") or {}
+    version = str(meta.get("resourceVersion", ""))
+    return api_time(meta.get("creationTimestamp")) or UNSTAMPED, int(version) if version.isdigit() else 0
+
+
+def claims_first(run: dict[str, Any], rivals: Iterable[dict[str, Any]], claimed: Container[str],
+                 now: datetime) -> str | None:
+    """The name of the run ``run`` waits for before it claims its key, or None to claim now.
+
+    ``rivals`` are the unfinished runs of its Task and key that the operator knows of; ``claimed``
+    the uids of runs known to have claimed. It waits for a rival created before it, at most
+    CLAIM_ORDER_WINDOW ago, that has yet to claim, while no run is known to hold the key (once
+    one does, the claim answers at once: a burst of one key is no chain of waits)."""
+    me = _created(run)
+    first: tuple[tuple[datetime, int], str] | None = None
+    for rival in rivals:
+        meta, status = rival.get("metadata") or {}, rival.get("status") or {}
+        if meta.get("uid") == (run.get("metadata") or {}).get("uid"):
+            continue
+        if meta.get("uid") in claimed or status.get("idempotencyKeyExpiresAt"):
+            return None
+        created = _created(rival)
+        if created < me and not status.get("attempt") and not (rival.get("spec") or {}).get("cancel") \
+                and now - created[0] < CLAIM_ORDER_WINDOW and (first is None or created < first[0]):
+            first = created, str(meta.get("name", ""))
+    return first[1] if first else None
