@@ -250,10 +250,7 @@ def run_until_finished(namespace: str, name: str, task_ref: str, timeout: float 
     return wait_until(f"{name} finished", finished, timeout=timeout)
 
 
-# The session operator's: a pod that cannot start fails its attempt this soon. Longer than the
-# fault suite's 30 s API server pause, and than a pod waits for room on the one real node while
-# two test sessions share it (at 45 s, a run of test_tokens was failed as Unschedulable).
-START_DEADLINE_SECONDS = 90
+START_DEADLINE_SECONDS = 45  # the session operator's: a pod that cannot start fails its attempt this soon (longer than the fault suite's 30 s API server pause)
 
 
 class OperatorProcess:

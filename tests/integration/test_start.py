@@ -80,7 +80,7 @@ def test_time_spent_not_starting_is_not_a_timeout(namespace, operator):
     started, which fails with the reason it could not start, not TimedOut; it is retried (the
     retry, from the same Task with the same problem, fails when the problem is seen), and the run
     fails, never TimedOut."""
-    # 20 s, under the start deadline (START_DEADLINE_SECONDS), and long enough for a busy kubelet to report the pull
+    # 20 s, under the start deadline (45 s), and long enough for a busy kubelet to report the pull
     # error: at 8 s, with another session sharing the cluster, a retry's pod was still being created.
     apply([task("slow-start", "print('never')", image=UNREACHABLE, imagePullPolicy="IfNotPresent",
                 maxDuration="20s", retry={"maxAttempts": 2, "minDelay": "1s"}),
