@@ -73,6 +73,20 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(schema, schema.get("$defs", {}))
 
 
+def unchecked(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without its CEL rules, for status: the API server runs every rule of the object
+    on every status write (regexes compiled again each time, as its CEL programs track cost), while
+    only the operator writes status, from input its rules already checked (a run's locked Task
+    version repeats the Task's spec). Types, patterns and bounds stay."""
+    out = {k: v for k, v in schema.items() if k != "x-kubernetes-validations"}
+    if "properties" in out:
+        out["properties"] = {name: unchecked(prop) for name, prop in out["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = unchecked(out[key])
+    return out
+
+
 def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status: type[BaseModel],
          columns: list[dict[str, Any]], selectable: tuple[str, ...] = ()) -> dict[str, Any]:
     version: dict[str, Any] = {
@@ -89,7 +103,7 @@ def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status
                 "kind": {"type": "string"},
                 "metadata": {"type": "object"},
                 "spec": model_schema(spec),
-                "status": model_schema(status),
+                "status": unchecked(model_schema(status)),
             },
         }},
     }
