@@ -12,7 +12,8 @@ kubetasks_job_start_latency_seconds histogram), its Job POST's round trip
 (kubetasks_api_request_duration_seconds) and what is left, the Job's watch event, beside that
 event's delay after a plain Job's POST; the operator's API requests per run by verb and
 resource, its CPU per run, reconciles per run and peak RSS; TaskRun creates/s with the operator
-stopped and working. Then a table of item 10's targets beside the values, per size, with ok/FAIL.
+stopped and working; per phase, how long kube-controller-manager's own client rate limiter held
+its requests (when that grows, the Job controller sets the pace of both). Then a table of item 10's targets beside the values, per size, with ok/FAIL.
 The targets are ratios within one run: the development VM's 2 cores are shared, and absolute
 figures move with whatever else runs.
 
@@ -34,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
-from tests.conftest import INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, scrape  # noqa: E402
+from tests.conftest import CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, scrape  # noqa: E402
 MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
@@ -146,11 +147,13 @@ class ControlPlane:
     def __init__(self) -> None:
         self.requests, self.busy = apiserver_requests()
         self.cpu = {c: cpu_seconds(component_pid(c)) for c in CONTROL_PLANE}
+        self.throttled = controller_manager_throttled()
 
     def report(self, what: str, n: int) -> dict[str, float]:
         requests, busy = apiserver_requests()
         delta, serving = requests - self.requests, busy - self.busy
         cpu = {c: cpu_seconds(component_pid(c)) - v for c, v in self.cpu.items()}
+        throttled = controller_manager_throttled() - self.throttled
         top = ", ".join(f"{k} {v / n:.2f}" for k, v in delta.most_common(8))
         # A write's mean time inside kube-apiserver (admission, etcd): a floor under any latency
         # that needs it, whoever sends it.
@@ -159,8 +162,28 @@ class ControlPlane:
         print(f"  control plane per {what}: {sum(delta.values()) / n:.1f} API requests ({top}); "
               f"apiserver serving {1000 * sum(serving.values()) / n:.0f} ms; CPU ms "
               + ", ".join(f"{c} {1000 * v / n:.0f}" for c, v in cpu.items())
-              + f"; mean time in kube-apiserver: {writes_ms}")
+              + f"; mean time in kube-apiserver: {writes_ms}; kube-controller-manager's requests held by "
+              f"its own client QPS limit {1000 * throttled / n:.0f} ms")
         return {"requests": round(sum(delta.values()) / n, 1), "cpu_ms": round(1000 * sum(cpu.values()) / n)}
+
+
+def controller_manager_throttled() -> float:
+    """Seconds kube-controller-manager's requests have waited on its client-side rate limiter
+    (--kube-api-qps): when this grows with the burst, the Job controller, not the API server or
+    the CPU, sets the pace of plain Jobs and TaskRuns' Jobs alike."""
+    import ssl
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    context = ssl.create_default_context(cafile=str(CLUSTER_DIR / "pki" / "ca.crt"))
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
+    context.load_cert_chain(CLUSTER_DIR / "pki" / "admin.crt", CLUSTER_DIR / "pki" / "admin.key")
+    with urllib.request.urlopen("https://127.0.0.1:10257/metrics", context=context, timeout=10) as response:
+        text = response.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "rest_client_rate_limiter_duration_seconds_sum")
 
 
 def pct(values: list[float], p: float) -> float:
