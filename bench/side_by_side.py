@@ -13,9 +13,9 @@ kubetasks_job_start_latency_seconds histogram), its Job POST's round trip
 event's delay after a plain Job's POST; the operator's API requests per run by verb and
 resource, its CPU per run, reconciles per run and peak RSS; TaskRun creates/s with the operator
 stopped and working; per phase, how long kube-controller-manager's own client rate limiter held
-its requests (when that grows, the Job controller sets the pace of both). Then a table of item 10's targets beside the values, per size, with ok/FAIL.
-The targets are ratios within one run: the development VM's 2 cores are shared, and absolute
-figures move with whatever else runs.
+its requests (when that grows, the Job controller sets the pace of both). Then a table of item
+10's targets beside the values, per size, with ok/FAIL. The targets are ratios within one run:
+the development VM's 2 cores are shared, and absolute figures move with whatever else runs.
 
 Usage: python bench/side_by_side.py [N ...] [--threads 8]   (needs `make cluster-up`; starts its own operator)
 """
