@@ -124,6 +124,10 @@ def test_cancel_stops_a_running_run(namespace, operator):
     s = wait_phase(namespace, "long-1", FINISHED)
     assert s["phase"] == "Cancelled"
     wait_until("the job is gone", lambda: not kubectl("get", "jobs", "-n", namespace, "-o", "name").strip())
+    # Its process stops at the SIGTERM: its pod is gone well before the 30 s grace period ends
+    # (as PID 1, `python3 -c` would ignore the SIGTERM and wait for the SIGKILL).
+    wait_until("the pod is gone", lambda: not kubectl("get", "pods", "-n", namespace, "-o", "name").strip(),
+               timeout=20)
 
 
 def test_a_delayed_run_does_not_start_early(namespace, operator):

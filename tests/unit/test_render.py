@@ -94,6 +94,14 @@ def test_pods_run_as_non_root_with_a_read_only_root():
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"] == {"drop": ["ALL"]}
 
 
+def test_the_task_is_not_pid_1_so_a_sigterm_stops_it():
+    # PID 1 ignores the signals it has no handler for: a plain `python -c` would outlive its
+    # cancel or its maxDuration by the 30 s grace period.
+    for spec in ({"entrypoint": "app:resize"}, {"command": ["python3", "-c", "import time; time.sleep(300)"]}):
+        t, r = objects(spec)
+        assert render_job(r, t, 1)["spec"]["template"]["spec"]["shareProcessNamespace"] is True
+
+
 def test_commands_and_plain_images():
     t, r = objects({"command": ["sh", "-c", "exit 3"]})
     assert render_job(r, t, 1)["spec"]["template"]["spec"]["containers"][0]["command"] == ["sh", "-c", "exit 3"]

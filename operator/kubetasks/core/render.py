@@ -131,6 +131,10 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
             "spec": {
                 "restartPolicy": "Never",
                 "enableServiceLinks": False,
+                # The task is not PID 1, which the kernel spares every signal it has no handler
+                # for: a SIGTERM (cancel, maxDuration, eviction) stops it at once, not 30 s later
+                # at the SIGKILL, while its pod holds its CPU and its run waits for the pod to go.
+                "shareProcessNamespace": True,
                 "securityContext": {"runAsUser": TASK_UID, "runAsGroup": TASK_UID, "fsGroup": TASK_UID,
                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [container],
