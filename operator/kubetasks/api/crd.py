@@ -22,39 +22,40 @@ from kubetasks.api.taskevent import TaskEventSpec, TaskEventStatus
 from kubetasks.api.taskrun import TaskRunSpec, TaskRunStatus
 from kubetasks.api.waitpoint import WaitpointSpec, WaitpointStatus
 
-_KEEP = {
+_KEEP = frozenset({
     "type", "format", "description", "default", "enum", "pattern", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
     "items", "properties", "required", "additionalProperties",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
-}
+})
 
 
-def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """Converts one pydantic JSON Schema node into a structural OpenAPI v3 node."""
+def structural(schema: dict[str, Any], defs: dict[str, Any], keep: frozenset[str] = _KEEP) -> dict[str, Any]:
+    """Converts one pydantic JSON Schema node into a structural OpenAPI v3 node, with the keywords
+    in ``keep``."""
     if "$ref" in schema:
         target = defs[schema["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
-        return structural(merged, defs)
+        return structural(merged, defs, keep)
     if "anyOf" in schema:
         branches = [b for b in schema["anyOf"] if b.get("type") != "null"]
         if len(branches) == 1:
             rest = {k: v for k, v in schema.items() if k != "anyOf"}
             if rest.get("default", ...) is None:
                 del rest["default"]
-            return structural({**branches[0], **rest}, defs)
+            return structural({**branches[0], **rest}, defs, keep)
     if schema.get("x-kubernetes-preserve-unknown-fields"):
-        keep: dict[str, Any] = {k: schema[k] for k in ("description", "type") if k in schema}
-        return {**keep, "x-kubernetes-preserve-unknown-fields": True}
+        kept: dict[str, Any] = {k: schema[k] for k in ("description", "type") if k in schema}
+        return {**kept, "x-kubernetes-preserve-unknown-fields": True}
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key not in _KEEP:
+        if key not in keep:
             continue
         if key == "properties":
-            value = {name: structural(prop, defs) for name, prop in value.items()}
+            value = {name: structural(prop, defs, keep) for name, prop in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            value = structural(value, defs)
+            value = structural(value, defs, keep)
         out[key] = value
     if "properties" in out:
         out.setdefault("type", "object")
@@ -68,23 +69,16 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+def model_schema(model: type[BaseModel], keep: frozenset[str] = _KEEP) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True)
-    return structural(schema, schema.get("$defs", {}))
+    return structural(schema, schema.get("$defs", {}), keep)
 
 
-def unchecked(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema without its CEL rules, for status: the API server runs every rule of the object
-    on every status write (regexes compiled again each time, as its CEL programs track cost), while
-    only the operator writes status, from input its rules already checked (a run's locked Task
-    version repeats the Task's spec). Types, patterns and bounds stay."""
-    out = {k: v for k, v in schema.items() if k != "x-kubernetes-validations"}
-    if "properties" in out:
-        out["properties"] = {name: unchecked(prop) for name, prop in out["properties"].items()}
-    for key in ("items", "additionalProperties"):
-        if isinstance(out.get(key), dict):
-            out[key] = unchecked(out[key])
-    return out
+# Status without its CEL rules: the API server runs every rule of the object on every status
+# write (regexes compiled again each time, as its CEL programs track cost), while only the
+# operator writes status, from input its rules already checked (a run's locked Task version
+# repeats the Task's spec). Types, patterns and bounds stay.
+_STATUS_KEEP = _KEEP - {"x-kubernetes-validations"}
 
 
 def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status: type[BaseModel],
@@ -103,7 +97,7 @@ def _crd(kind: str, plural: str, short: list[str], spec: type[BaseModel], status
                 "kind": {"type": "string"},
                 "metadata": {"type": "object"},
                 "spec": model_schema(spec),
-                "status": unchecked(model_schema(status)),
+                "status": model_schema(status, _STATUS_KEEP),
             },
         }},
     }
