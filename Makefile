@@ -42,11 +42,10 @@ browser:  ## Debian's chromium, which the dashboard's browser tests drive (insta
 	hack/chromium.sh
 
 # TEST_WORKERS sessions share the cluster, each with an operator instance of its own, and a module
-# stays on one worker (its module fixtures are made once). Two fit the one real node (2 CPUs) since
-# a cancelled or timed-out task's pod stops at its SIGTERM (it used to hold its CPU 30 s longer);
-# TEST_WORKERS=1 if a smaller machine makes runs wait past their start deadline. Those marked
+# stays on one worker (its module fixtures are made once). 1 by default: the pods of two sessions
+# outgrow the one real node (2 CPUs), and a run then waits past its start deadline. Those marked
 # serial disturb every session, so they run after, alone. Both parts always run.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 1
 test: venv lint images browser  ## The whole test suite: lint, unit tests and integration tests on the local cluster
 	status=0; \
 	$(PY) -m pytest tests -q -m "not serial" -n $(TEST_WORKERS) --dist loadfile --durations=30 || status=$$?; \
