@@ -139,7 +139,8 @@ wait_for "default service account" 60 kubectl get serviceaccount default -n defa
 if [ "$KWOK_NODES" -gt 0 ]; then
   start kwok kwok --kubeconfig="$STATE/kwok.kubeconfig" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-ip="$NODE_IP" --node-port=10247 --cidr=10.0.0.1/24 --server-address=127.0.0.1:10247
+    --node-ip="$NODE_IP" --node-port=10247 --cidr=10.0.0.1/24 --server-address=127.0.0.1:10247 \
+    --node-lease-duration-seconds=40
   for i in $(seq 0 $((KWOK_NODES - 1))); do
     kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
