@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
+from kubetasks.api.times import parse_time
 from tests.conftest import KWOK_PLACEMENT, TASK_IMAGE, VERSIONS, apply, get, kubectl, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -39,6 +41,21 @@ def test_one_real_node_and_the_kwok_nodes_are_ready(cluster):
     assert real[0]["status"]["nodeInfo"]["kubeletVersion"] == VERSIONS["K8S_VERSION"]
     assert fake and all(ready[n["metadata"]["name"]] for n in fake)
     assert all(t["key"] == "kwok.x-k8s.io/node" for n in fake for t in n["spec"]["taints"])
+
+
+def test_every_node_heartbeats_by_lease(cluster):
+    """Without a Lease, a kwok node's only heartbeat was a status update about every 47 s, past the
+    node controller's 40 s grace: it went NotReady once a minute, and each time every pod on it was
+    marked NotReady with an Event per pod, load and noise in every test and bench."""
+    nodes = {n["metadata"]["name"] for n in json.loads(kubectl("get", "nodes", "-o", "json"))["items"]}
+    leases = {item["metadata"]["name"]: item["spec"] for item in json.loads(
+        kubectl("get", "leases", "-n", "kube-node-lease", "-o", "json"))["items"]}
+    assert nodes <= set(leases), f"nodes without a Lease: {sorted(nodes - set(leases))}"
+    now = datetime.now(timezone.utc)
+    renewed = {n: parse_time(leases[n].get("renewTime")) for n in nodes}
+    stale = {n: t for n, t in renewed.items()
+             if t is None or (now - t).total_seconds() > leases[n]["leaseDurationSeconds"]}
+    assert not stale, f"Leases not renewed within their duration: {stale}"
 
 
 def test_a_python_job_completes_and_its_logs_are_readable(namespace):
