@@ -42,10 +42,10 @@ browser:  ## Debian's chromium, which the dashboard's browser tests drive (insta
 	hack/chromium.sh
 
 # TEST_WORKERS sessions share the cluster, each with an operator instance of its own, and a module
-# stays on one worker (its module fixtures are made once). 1 by default: the pods of two sessions
-# outgrow the one real node (2 CPUs), and a run then waits past its start deadline. Those marked
-# serial disturb every session, so they run after, alone. Both parts always run.
-TEST_WORKERS ?= 1
+# stays on one worker (its module fixtures are made once). Those marked serial disturb every
+# session (kube-apiserver paused or restarted, the one real node's 2 CPUs filled), so they run
+# after, alone. Both parts always run.
+TEST_WORKERS ?= 2
 test: venv lint images browser  ## The whole test suite: lint, unit tests and integration tests on the local cluster
 	status=0; \
 	$(PY) -m pytest tests -q -m "not serial" -n $(TEST_WORKERS) --dist loadfile --durations=30 || status=$$?; \

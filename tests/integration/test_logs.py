@@ -154,6 +154,7 @@ def data_bytes(configmap: dict[str, Any]) -> int:
     return sum(len(v.encode()) for v in (configmap.get("data") or {}).values())
 
 
+@pytest.mark.serial  # 40 pods at once fill the one real node: another session's pods would wait past their start deadline
 def test_kept_logs_stay_within_the_namespace_budget_and_the_oldest_are_evicted(namespace, tmp_path: Path):
     """200 runs on the real node each print 1 MiB; 16 KiB of each is kept (the default), under a
     1 MiB budget: the ConfigMaps' data, measured, stay within it, and those gone are the oldest."""

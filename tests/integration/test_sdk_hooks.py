@@ -33,16 +33,16 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
     once = wait_phase(namespace, "fails-once", FINISHED, timeout=120)
     assert once["phase"] == "Succeeded" and once["attempt"] == 2, once
     # attempt 1 failed with attempts left: catch_error, but no on_failure nor on_complete
-    assert once["metadata"]["hooks"] == hooks(1, "catch_error") + hooks(2, "on_success", "on_complete")
+    assert once["metadata"]["hooks"] == hooks(1, "catch_error") + hooks(2, "on_success", "on_complete"), once
 
     skipped = wait_phase(namespace, "skips-retrying", FINISHED, timeout=60)
     assert skipped["phase"] == "Failed" and skipped["attempt"] == 1, skipped  # maxAttempts is 3
     assert "skip retrying" in skipped["conditions"][0]["message"]
-    assert skipped["metadata"]["hooks"] == hooks(1, "catch_error", "on_failure", "on_complete")
+    assert skipped["metadata"]["hooks"] == hooks(1, "catch_error", "on_failure", "on_complete"), skipped
 
     raised = wait_phase(namespace, "success-hook-raises", FINISHED, timeout=60)
     assert raised["phase"] == "Succeeded" and raised["attempt"] == 1, raised
-    assert raised["metadata"]["hooks"] == hooks(1, "on_success", "on_complete")  # on_complete ran all the same
+    assert raised["metadata"]["hooks"] == hooks(1, "on_success", "on_complete"), raised  # on_complete ran all the same
     logged = cli("logs", "success-hook-raises", "-n", namespace, "--attempt", "1").stdout
     assert "WARNING" in logged and "on_success fails on purpose" in logged and "the outcome stands" in logged, logged
 
@@ -57,4 +57,4 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
     spent = wait_phase(namespace, "always-fails", FINISHED, timeout=90)
     assert spent["phase"] == "Failed" and spent["attempt"] == 3, spent
     assert spent["metadata"]["hooks"] == (hooks(1, "catch_error") + hooks(2, "catch_error")
-                                          + hooks(3, "catch_error", "on_failure", "on_complete"))
+                                          + hooks(3, "catch_error", "on_failure", "on_complete")), spent
