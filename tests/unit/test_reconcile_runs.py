@@ -409,6 +409,30 @@ def test_a_pod_that_cannot_start_is_said_in_status_then_fails_its_attempt_at_the
     assert "did not start" in status["attempts"][0]["message"]
 
 
+def test_a_start_stopped_at_the_deadline_stays_a_failed_start_when_its_status_write_is_lost():
+    """The operator deletes the Job of an attempt that never started, then writes why; if that
+    write is lost (it dies, or meets a 409), the Job is gone when it decides again: the attempt
+    is still the failed start the status showed, not JobLost, so a retry that shows the same
+    problem fails at once (found in a CI run, under load)."""
+    w = World(task(retry={"maxAttempts": 2, "minDelay": "1s"}), taskrun("r"))
+    w.op.runs.start_deadline = 60
+    w.reconcile("r")
+    w.api.pods["r-1"] = [waiting_pod("ImagePullBackOff", 'Back-off pulling image "nope:1"')]
+    age_job(w, "r-1", 20)
+    w.reconcile("r")
+    assert w.status("r")["conditions"][0]["reason"] == "ImagePullBackOff"
+    age_job(w, "r-1", 61)
+    lose_the_next_status_write(w, "r")
+    assert ("Job", NS, "r-1") not in w.api.objects and w.status("r")["phase"] == "Running"
+    w.api.deliver(w.op.cache)
+    w.restart()
+    w.settle("r")
+    status = w.status("r")
+    assert status["attempts"][0]["reason"] == "ImagePullBackOff", status["attempts"]
+    assert "had not started when its Job was deleted" in status["attempts"][0]["message"]
+    assert "JobLost" not in [e[2] for e in w.api.events]
+
+
 def test_a_started_attempt_is_never_checked_for_its_start():
     w = World(task(), taskrun("r"))
     w.op.runs.start_deadline = 1

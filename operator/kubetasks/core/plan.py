@@ -171,21 +171,24 @@ def plan_run(world: World) -> Plan:
 
 
 def _never_started(world: World, obs: AttemptObservation) -> AttemptObservation:
-    """An attempt its Job's deadline (maxDuration) ended, once its pod is gone, as what it was: a
-    failed start when the status showed its container not starting, or the last look saw it on
-    its way (``world.start_problem``), or the status already recorded it so (this reconcile and
-    every later one: a retry is then what follows, never TimedOut)."""
+    """An attempt that never started, as what it was: a failed start, not TimedOut nor JobLost.
+    Its Job's deadline (maxDuration) ended it, once its pod is gone; or its Job is gone (the
+    operator deletes it at the start deadline, and its status write may be lost after that: it
+    died, or met a conflict). Known when the status showed its container not starting, or the
+    last look saw it on its way (``world.start_problem``), or the status already recorded it so
+    (this reconcile and every later one: a retry is then what follows)."""
     run = world.run
-    if obs.state != "timed_out":
+    lost = obs.reason == JOB_LOST
+    if obs.state != "timed_out" and not lost:
         return obs
     known = next((a for a in run.status.attempts if a.attempt == obs.attempt), None)
-    if known is not None and known.reason not in (None, "DeadlineExceeded") and known.exit_code is None:
+    if known is not None and known.reason not in (None, "DeadlineExceeded", JOB_LOST) and known.exit_code is None:
         return replace(obs, state="failed", reason=known.reason, message=known.message)
     waited = (start_problem_shown(run) or world.start_problem) if obs.attempt == run.status.attempt else None
     if waited is None:
         return obs
-    return replace(obs, state="failed", reason=waited.reason,
-                   message=f"its container did not start before maxDuration ({waited.reason})")
+    what = "had not started when its Job was deleted" if lost else "did not start before maxDuration"
+    return replace(obs, state="failed", reason=waited.reason, message=f"its container {what} ({waited.reason})")
 
 
 def plan_failed(run: TaskRun, now: datetime, reason: str, message: str, status: TaskRunStatus | None = None) -> Plan:
