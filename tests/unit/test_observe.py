@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 
 from kubetasks.api import StepRecord
 from kubetasks.core.observe import (
-    event_problem, job_ending, job_ready, observe_attempt, pod_not_created, same_problem, slept_by_checkpoint,
-    start_problem,
+    JOB_UID_LABEL, event_problem, job_ending, job_ready, observe_attempt, pod_not_created, same_problem,
+    slept_by_checkpoint, start_problem, succeeded_pod,
 )
 from kubetasks.protocol import Report
 
@@ -148,3 +148,33 @@ def test_an_attempt_that_reported_a_wait_or_left_one_in_its_checkpoint_waits():
     done = StepRecord(name="fan-out", attempt=1, waiting_on=None,
                       completed_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     assert slept_by_checkpoint(gone, [theirs, done]) is gone
+
+
+def ended_pod(job_uid: str, phase: str = "Succeeded", exit_code: int = 0, message: str = "") -> dict:
+    return {"metadata": {"name": "r-1-abcde", "labels": {"job-name": "r-1", JOB_UID_LABEL: job_uid}},
+            "spec": {"containers": [{"name": "task", "command": ["python3", "-c", "print(1)"]}]},
+            "status": {"phase": phase, "containerStatuses": [{"name": "task", "state": {"terminated": {
+                "exitCode": exit_code, "message": message, "startedAt": "2026-01-01T00:00:01Z",
+                "finishedAt": "2026-01-01T00:00:03Z"}}}]}}
+
+
+def test_a_pod_that_succeeded_ends_its_attempt_before_the_job_says_so():
+    """One pod, backoffLimit 0: the pod's success is the attempt's, a second or more before the
+    Job controller writes Complete. Only the Job's own pod, by uid, counts."""
+    job = {"metadata": {"name": "r-1", "uid": "job-uid", "labels": {"kubetasks.io/attempt": "1"}},
+           "status": {"active": 1, "startTime": "2026-01-01T00:00:00Z"}}
+    done = observe_attempt(job, [ended_pod("job-uid", message='{"n": 1}')])
+    assert (done.state, done.reason, done.exit_code) == ("succeeded", "Completed", 0)
+    assert done.completion_time == datetime(2026, 1, 1, 0, 0, 3, tzinfo=timezone.utc)  # the container's end
+    assert done.report == Report(outcome="succeeded", result={"n": 1})  # a plain command's result, as from a Complete Job
+    assert succeeded_pod(job, [ended_pod("job-uid")]) is not None
+    # a pod of a deleted Job of the same name, a failed pod, a pod with no uid label: the Job decides
+    assert observe_attempt(job, [ended_pod("old-job-uid")]).state == "active"
+    assert observe_attempt(job, [ended_pod("job-uid", phase="Failed", exit_code=1)]).state == "active"
+    unlabelled = ended_pod("job-uid")
+    unlabelled["metadata"]["labels"].pop(JOB_UID_LABEL)
+    assert observe_attempt(job, [unlabelled]).state == "active"
+    # the Job's own end, when it has one, is what counts
+    failed = {**job, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                                "lastTransitionTime": "2026-01-01T00:05:00Z"}]}}
+    assert observe_attempt(failed, [ended_pod("job-uid")]).state == "timed_out"

@@ -16,6 +16,7 @@ from kubetasks.controller.operator import Operator
 from kubetasks.controller.queue import Requeue
 from kubetasks.core.start_check import START_CHECK
 from kubetasks.core.naming import LABEL_ATTEMPT, LABEL_MANAGED_BY, LABEL_RUN, MANAGER, checkpoint_name
+from kubetasks.core.observe import JOB_UID_LABEL
 from kubetasks.protocol import Checkpoint, configmap_key
 from tests.unit.fakeapi import FakeApi
 
@@ -209,6 +210,45 @@ def test_cancel_deletes_every_job_before_writing_cancelled():
     order = [fn for fn, _ in w.api.calls if fn in ("delete_jobs", "patch_status")]
     assert order == ["delete_jobs", "patch_status"]
     assert w.status("r")["phase"] == "Cancelled" and not w.api.jobs()
+
+
+ENDED = (datetime.now(timezone.utc) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_pod(w: World, job: str, phase: str, job_uid: str | None = None, message: str = "") -> dict[str, Any]:
+    """A pod of ``job`` (of the Job of that name now, unless ``job_uid``), as the pod informer sees it."""
+    uid = job_uid or w.api.objects[("Job", NS, job)]["metadata"]["uid"]
+    state = {"terminated": {"exitCode": 0, "message": message, "finishedAt": ENDED}} if phase == "Succeeded" else {}
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": f"{job}-{uid[:5]}", "namespace": NS, "uid": f"pod-{uid}", "resourceVersion": "1",
+                        "labels": {"job-name": job, JOB_UID_LABEL: uid}},
+           "spec": {"containers": [{"name": "task", "command": ["true"]}]},
+           "status": {"phase": phase, "containerStatuses": [{"name": "task", "state": state}]}}
+    w.op.cache.job_pods.event("ADDED", w.op.cache.job_pods.slim(pod))
+    return pod
+
+
+def test_a_run_succeeds_when_its_pod_does_before_its_job_says_so():
+    """The Job controller writes Complete a second or more after the pod ends (it batches pod
+    updates, then writes its status three times): the run's outcome is the pod's, at once, from
+    the pod informer, and its Job, still without Complete, is not taken for a running one."""
+    w = World(task(), taskrun("r"))
+    w.settle("r")
+    job_pod(w, "r-1", "Succeeded", job_uid="a-deleted-job-of-that-name")
+    w.settle("r")
+    assert w.status("r")["phase"] == "Running"  # another Job's pod ends nothing
+    w.op.run_queue._queued.clear()
+    job_pod(w, "r-1", "Succeeded", message="42")
+    assert (NS, "r") in w.op.run_queue._queued  # woken by the pod's end
+    w.reconcile("r")
+    status = w.status("r")
+    assert (status["phase"], status["result"], status["completionTime"]) == ("Succeeded", 42, ENDED)
+    w.settle("r")
+    assert [fn for fn, _ in w.api.calls if fn in ("delete_jobs", "list_pods")] == []  # its Job left to end on its own
+    w.api.finish_job(NS, "r-1")
+    w.restart()  # nothing in memory: its Job, Complete now, confirms the success (core.status_trust)
+    w.settle("r")
+    assert w.status("r")["phase"] == "Succeeded" and w.api.created() == ["r-1"]
 
 
 def test_a_finished_run_that_still_owns_a_running_job_deletes_it():

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given, strategies as st
 
 from kubetasks.core.naming import LABEL_ATTEMPT
+from kubetasks.core.observe import JOB_UID_LABEL
 from kubetasks.core.status_trust import GUARDED, judge_status
 
 UID = "u-1"
@@ -67,6 +68,20 @@ def test_with_nothing_in_memory_what_the_jobs_confirm_or_cannot_tell_is_believed
     # Other outcomes are the operator's decisions as a Job goes: Cancelled, TimedOut, a failed start.
     assert judge_status({**RUNNING, "phase": "Cancelled"}, None, UID, [job(1)]) is None
     assert judge_status(None, None, UID, []) is None
+
+
+def test_a_success_its_pod_confirms_before_its_job_does_is_believed():
+    """The operator writes Succeeded from the attempt's succeeded pod, a second or more before the
+    Job says Complete (core.observe.succeeded_pod): a restart in between must not undo it."""
+    done = {**FORGED, "result": 42}
+    pod = {"metadata": {"labels": {JOB_UID_LABEL: "job-uid"}}, "status": {"phase": "Succeeded"}}
+    running = job(1)
+    running["metadata"]["uid"] = "job-uid"
+    assert judge_status(done, None, UID, [running], {"r-1": [pod]}) is None
+    # a pod still running, or one of another Job of that name, confirms nothing
+    assert judge_status(done, None, UID, [running], {"r-1": [{**pod, "status": {"phase": "Running"}}]}) is not None
+    other = {**pod, "metadata": {"labels": {JOB_UID_LABEL: "old-job-uid"}}}
+    assert judge_status(done, None, UID, [running], {"r-1": [other]}) is not None
 
 
 statuses = st.fixed_dictionaries({}, optional={

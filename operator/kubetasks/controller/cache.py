@@ -20,10 +20,11 @@ from typing import Any
 
 from kubetasks.api.taskrun import Phase
 from kubetasks.informer.store import Body, Key, Store, key_of, uid_of
-from kubetasks.core.children import controller_uid
+from kubetasks.core.children import attempt_ended, controller_uid
 from kubetasks.core.debounce import group_key
 from kubetasks.core.overlap import overlap_key
 from kubetasks.core.logs import slim_kept_log
+from kubetasks.core.observe import JOB_UID_LABEL
 from kubetasks.core.naming import ANNOTATION_TASK_VERSION, LABEL_ATTEMPT, LABEL_RUN_UID
 from kubetasks.core.tracing import TRACE_ANNOTATIONS
 from kubetasks.core.version import kept
@@ -140,8 +141,8 @@ def slim_job(body: Body) -> Body:
 
 def slim_pod(body: Body) -> Body:
     """What is read of a pod, in a fraction of its size (a day of finished Jobs' pods is held):
-    its Job's name, its node, its containers' commands (whether it speaks the runtime's protocol,
-    core.results), phase and container states, and whether it is scheduled."""
+    its Job's name and uid, its node, its containers' commands (whether it speaks the runtime's
+    protocol, core.results), phase and container states, and whether it is scheduled."""
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     labels = meta.get("labels") or {}
     job = labels.get(JOB_NAME_LABEL) or labels.get(f"batch.kubernetes.io/{JOB_NAME_LABEL}")
@@ -154,7 +155,8 @@ def slim_pod(body: Body) -> Body:
                               for c in slim["conditions"] if c.get("type") == "PodScheduled"]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {**{k: meta[k] for k in _POD_META_KEYS if meta.get(k) is not None},
-                         "labels": {JOB_NAME_LABEL: job} if job else {}},
+                         "labels": {k: v for k, v in ((JOB_NAME_LABEL, job), (JOB_UID_LABEL, labels.get(JOB_UID_LABEL)))
+                                    if v}},
             "spec": {**{k: spec[k] for k in ("nodeName",) if k in spec},
                      "containers": [{k: c[k] for k in ("name", "command") if k in c} for c in spec.get("containers") or []]},
             "status": slim}
@@ -301,6 +303,16 @@ class Cache:
 
     def pods_of_job(self, namespace: str, job: str) -> list[Body]:
         return self.job_pods.by("job", (namespace, job))
+
+    def job_of(self, pod: Body) -> Body | None:
+        """The Job a pod of ``job_pods`` belongs to, as the store has it."""
+        keys = _job_of_pod(pod)
+        return self.jobs.get(keys[0]) if keys else None
+
+    def attempt_ended(self, job: Body) -> bool:
+        """Its Job ended, or its pod succeeded, as the informers show (core.children)."""
+        meta = job["metadata"]
+        return attempt_ended(job, self.pods_of_job(meta.get("namespace", ""), meta.get("name", "")))
 
     def run_by_uid(self, uid: str) -> Body | None:
         found = self.runs.by("uid", uid)

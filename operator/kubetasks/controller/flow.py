@@ -31,7 +31,7 @@ from kubetasks.api.task import TaskSpec
 from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import parse_time
 from kubetasks.controller import metrics
-from kubetasks.controller.cache import JOB_NAME_LABEL, Body, Cache, Key, key_of, uid_of
+from kubetasks.controller.cache import Body, Cache, Key, key_of, uid_of
 from kubetasks.core.children import controller_uid, job_finished
 from kubetasks.core.flow import Limit, Pass, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
@@ -389,7 +389,7 @@ class FlowControl:
         if new is None or _status(new).get("phase") not in POD_ENDED or \
                 (old is not None and _status(old).get("phase") in POD_ENDED):
             return  # only a pod's end can end its attempt's hold before its Job says so
-        job = self.cache.jobs.get((new["metadata"].get("namespace", ""), (new["metadata"].get("labels") or {}).get(JOB_NAME_LABEL, "")))
+        job = self.cache.job_of(new)
         if job is not None:
             self._job_changed(None, job)
 

@@ -24,7 +24,6 @@ from kubetasks.controller.cache import Body, Cache, uid_of
 from kubetasks.controller.log_configmaps import ConfigMapLogs, log_budget_bytes
 from kubetasks.controller.pods import finished_job_pods
 from kubetasks.informer.reflector import Reflector, Timing
-from kubetasks.core.children import job_finished
 from kubetasks.core.logs import (DEFAULT_KEEP_BYTES, MAX_KEEP_BYTES, LoglessNodes, last_pod, lines_to_fill, log_tail,
                                  log_window, read_again)
 
@@ -95,7 +94,7 @@ class KeptLogs:
         recorded = {a.job_name for a in run.status.attempts if a.reason}
         for job in jobs:
             name = job["metadata"]["name"]
-            if name in done or not job_finished(job):
+            if name in done or not self.cache.attempt_ended(job):
                 continue
             done.add(name)
             try:

@@ -39,7 +39,6 @@ from kubetasks.api.storage import BlobRef, log_path
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobStore, error_line as store_error
 from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
-from kubetasks.core.children import job_finished
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
                                         failure_message, held_job_ttl, job_ttl,
@@ -115,7 +114,7 @@ class LogArchive:
         finished = []
         for job in jobs:
             attempt = attempt_of(job)
-            if not attempt or not job_finished(job):
+            if not attempt or self.cache is None or not self.cache.attempt_ended(job):
                 continue
             finished.append(attempt)
             if attempt not in recorded and (uid, attempt) not in self.uploads:

@@ -76,6 +76,7 @@ class Operator:
         self.cache.tasks.listeners.append(self.task_changed)
         self.cache.runs.listeners.append(self.run_changed)
         self.cache.jobs.listeners.append(self.job_changed)
+        self.cache.job_pods.listeners.append(self.pod_changed)
         self.cache.queues.listeners.append(self.queue_changed)
         self.runs.metadata.store.listeners.append(self.metadata_changed)
         self.cache.waitpoints.listeners.append(self.waitpoint_changed)
@@ -117,6 +118,17 @@ class Operator:
         if run is not None:
             self.run_queue.add(key_of(run))
             self._queue_status_later(run)
+
+    def pod_changed(self, old: Body | None, new: Body | None) -> None:
+        """A pod that succeeded ends its attempt a second or more before its Job says so
+        (core.observe.succeeded_pod): its run is looked at now."""
+        def phase(pod: Body | None) -> str | None:
+            return ((pod or {}).get("status") or {}).get("phase")
+        if new is None or phase(new) != "Succeeded" or phase(old) == "Succeeded":
+            return
+        job = self.cache.job_of(new)
+        if job is not None:
+            self.job_changed(None, job)
 
     def metadata_changed(self, old: Body | None, new: Body | None) -> None:
         """A run's pod wrote new ctx.metadata (its checkpoint's digest label changed)."""

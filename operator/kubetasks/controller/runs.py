@@ -53,7 +53,7 @@ from kubetasks.controller.replay import replay_seed
 from kubetasks.controller.results import ResultRefs
 from kubetasks.core.reach import refuse_namespace
 from kubetasks.core.api_errors import api_error_message
-from kubetasks.core.children import controlled_by, controller_uid, job_finished, observe_attempts
+from kubetasks.core.children import controlled_by, controller_uid, observe_attempts
 from kubetasks.core.backoff import effective_retry
 from kubetasks.core.dedup import claims_first, claim_holder, claim_payload, holds_key, key_expiry, key_released, render_claim
 from kubetasks.core.hooks import hooks_due
@@ -220,7 +220,9 @@ class RunReconciler:
         """Goes on only with a status the operator wrote: one someone else wrote (core.status_trust) is
         reported and written back as it should be, and the run decided again from that write
         (the store keeps a run it took for finished without most of its spec)."""
-        forged = judge_status(body.get("status"), self._written.get(uid), uid, self.cache.jobs_of_run(uid))
+        jobs = self.cache.jobs_of_run(uid)
+        pods = {j["metadata"]["name"]: self.cache.pods_of_job(key[0], j["metadata"]["name"]) for j in jobs}
+        forged = judge_status(body.get("status"), self._written.get(uid), uid, jobs, pods)
         if forged is None:
             return
         log.warning("%s/%s: %s", key[0], key[1], forged.message)
@@ -246,7 +248,7 @@ class RunReconciler:
 
     async def _reap(self, run: TaskRun, uid: str) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
-        active = [j for j in self.cache.jobs_of_run(uid) if not job_finished(j)
+        active = [j for j in self.cache.jobs_of_run(uid) if not self.cache.attempt_ended(j)
                   and not j["metadata"].get("deletionTimestamp")]
         if active:
             log.info("%s/%s is %s but owns running Jobs %s: deleting them", run.namespace, run.name,
@@ -380,13 +382,14 @@ class RunReconciler:
             return None
 
     async def _observe(self, run: TaskRun, uid: str) -> dict[int, AttemptObservation]:
-        """The run's attempts. A finished attempt's pod is read once, for its exit code and
-        termination message (a plain command's result too); the kept log reuses the read."""
+        """The run's attempts. An ended attempt's pod (its Job finished, or the pod succeeded
+        first: core.observe.succeeded_pod) is read once, for its exit code and termination message
+        (a plain command's result too); the kept log reuses the read."""
         jobs = self.cache.jobs_of_run(uid)
         pods = self.cache.pods[uid]
         for job in jobs:
             name = job["metadata"]["name"]
-            if job_finished(job) and name not in pods:
+            if name not in pods and self.cache.attempt_ended(job):
                 pods[name] = await finished_job_pods(self.cache, self.api, run.namespace, name)
         return await self.results.resolve(run, uid, observe_attempts(
             run.status, jobs, self.cache.gone.get(uid, {}).values(), self.cache.expected_attempts(uid), pods))

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubetasks.api.taskrun import Phase, TaskRunStatus
-from kubetasks.core.observe import AttemptObservation, observe_attempt
+from kubetasks.core.observe import AttemptObservation, observe_attempt, succeeded_pod
 
 Body = dict[str, Any]
 JOB_LOST = "JobLost"
@@ -40,6 +40,17 @@ def job_succeeded(job: Body) -> bool:
     """The Job ended Complete."""
     return any(c.get("status") == "True" and c.get("type") == "Complete"
                for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def attempt_ended(job: Body, pods: list[Body]) -> bool:
+    """The attempt is over: its Job ended, or its pod succeeded (``pods``: the Job's, from the pod
+    informer), which ends it before the Job says so (core.observe.succeeded_pod)."""
+    return job_finished(job) or succeeded_pod(job, pods) is not None
+
+
+def attempt_succeeded(job: Body, pods: list[Body]) -> bool:
+    """The attempt succeeded: its Job is Complete, or its pod succeeded."""
+    return job_succeeded(job) or succeeded_pod(job, pods) is not None
 
 
 def pods_ended(pods: Iterable[Body]) -> bool:

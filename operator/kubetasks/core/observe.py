@@ -175,10 +175,28 @@ def job_ready(job: dict[str, Any]) -> bool:
     return bool(status.get("ready") or status.get("succeeded") or _condition(job, "Complete"))
 
 
+# The Job controller's label on each pod it makes (1.27+): the uid of the Job, not only its name.
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+def succeeded_pod(job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Job's pod that ended Succeeded, if any. An attempt's Job has one pod and backoffLimit 0
+    (core.render), so that pod's success is the attempt's: the Job's Complete follows, a second
+    or more later (the Job controller batches pod updates for a second, then writes its status
+    three times under its client's rate limit). Only the Job's own pods count, matched by the uid
+    their label carries: a deleted Job of the same name had pods of that name too."""
+    uid = (job.get("metadata") or {}).get("uid")
+    return next((p for p in pods if uid and ((p.get("metadata") or {}).get("labels") or {}).get(JOB_UID_LABEL) == uid
+                 and (p.get("status") or {}).get("phase") == "Succeeded"), None)
+
+
 def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptObservation:
     meta = job.get("metadata") or {}
     status = job.get("status") or {}
     attempt = int((meta.get("labels") or {}).get(LABEL_ATTEMPT, "0"))
+    complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
+    succeeded = None if complete or failed else succeeded_pod(job, pods)  # over before its Job says so
+    pods = [succeeded] if succeeded is not None else pods
     term = _terminated(pods)
     exit_code = term.get("exitCode") if term else None
     text = term.get("message") if term else None
@@ -188,9 +206,9 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
     base = dict(attempt=attempt, job_name=meta.get("name", ""), start_time=parse_time(status.get("startTime")),
                 exit_code=exit_code, report=report, message=(raw_message or "").strip()[-1024:] or None)
 
-    complete, failed = _condition(job, "Complete"), _condition(job, "Failed")
-    if complete:
-        end = parse_time(status.get("completionTime")) or parse_time(complete.get("lastTransitionTime"))
+    if complete or succeeded is not None:
+        end = (parse_time(status.get("completionTime")) or parse_time(complete.get("lastTransitionTime"))
+               if complete else parse_time((term or {}).get("finishedAt")))
         if term and not runtime:
             plain = plain_result(text)
             if plain.dropped:

@@ -7,8 +7,9 @@ the fields it decides from (:data:`GUARDED`) before it acts on them:
 - against the status it last wrote itself (kept in memory by the controller): any difference is
   someone else's write, and the status it wrote is restored;
 - with nothing in memory (after a restart, or a run it never wrote), against the run's Jobs: a
-  ``Succeeded`` without an attempt, or whose attempt's Job has not succeeded, or with a later
-  attempt still running, is not the operator's (it writes Succeeded only from a Complete Job).
+  ``Succeeded`` without an attempt, or whose attempt's Job has not succeeded (nor its pod), or
+  with a later attempt still running, is not the operator's (it writes Succeeded only from a
+  Complete Job or its succeeded pod).
   The status is then taken back to before the claimed outcome, and the Jobs decide.
 
 Either way the Jobs decide what follows (core.plan), as after any status the operator wrote.
@@ -18,12 +19,12 @@ status the operator once wrote can be put back, and that one is restored too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.children import controller_uid, job_finished, job_succeeded
+from kubetasks.core.children import attempt_ended, attempt_succeeded, controller_uid
 from kubetasks.core.echo import bounded
 from kubetasks.core.naming import LABEL_ATTEMPT
 
@@ -85,20 +86,24 @@ def _attempt_of(job: Body) -> int:
         return 0
 
 
-def _jobs_deny(status: Body, jobs: list[Body]) -> str | None:
+def _jobs_deny(status: Body, jobs: list[Body], pods: Mapping[str, list[Body]]) -> str | None:
     """Why the run's Jobs contradict its status, or None. Only a claimed success is checked: the
-    operator writes Succeeded from a Complete Job alone, while other ends (Cancelled, TimedOut, a
-    start that failed) are its decisions, made as a Job goes away."""
+    operator writes Succeeded from a Complete Job or its succeeded pod alone, while other ends
+    (Cancelled, TimedOut, a start that failed) are its decisions, made as a Job goes away."""
+
+    def of(job: Body) -> list[Body]:
+        return list(pods.get((job.get("metadata") or {}).get("name", ""), []))
+
     if status.get("phase") != "Succeeded":
         return None
     attempt = _attempt(status)
     if attempt <= 0:
         return "it says Succeeded but no attempt has run"
     mine = [j for j in jobs if _attempt_of(j) == attempt]
-    if mine and not any(job_succeeded(j) for j in mine):
-        running = not any(job_finished(j) for j in mine)
+    if mine and not any(attempt_succeeded(j, of(j)) for j in mine):
+        running = not any(attempt_ended(j, of(j)) for j in mine)
         return f"it says Succeeded but the Job of attempt {attempt} {'is still running' if running else 'failed'}"
-    later = sorted(_attempt_of(j) for j in jobs if _attempt_of(j) > attempt and not job_finished(j)
+    later = sorted(_attempt_of(j) for j in jobs if _attempt_of(j) > attempt and not attempt_ended(j, of(j))
                    and not (j.get("metadata") or {}).get("deletionTimestamp"))
     if later:
         return f"it says Succeeded at attempt {attempt} but the Job of attempt {later[-1]} is still running"
@@ -112,11 +117,13 @@ def _before_outcome(status: Body) -> Body:
     return {**kept, "attempt": attempt, "phase": "Running" if attempt else "Pending"}
 
 
-def judge_status(seen: Body | None, written: Body | None, uid: str, jobs: Iterable[Body]) -> Forged | None:
+def judge_status(seen: Body | None, written: Body | None, uid: str, jobs: Iterable[Body],
+                 pods: Mapping[str, list[Body]] | None = None) -> Forged | None:
     """None when the run's status (``seen``) can be believed; else what to decide from instead.
 
     ``written`` is the status this operator last wrote for the run (None when it has written none
-    since it started); ``jobs`` are the Jobs of the run (only those its ``uid`` controls count).
+    since it started); ``jobs`` are the Jobs of the run (only those its ``uid`` controls count);
+    ``pods`` their pods, by Job name.
     """
     seen = seen or {}
     if written is not None:
@@ -128,7 +135,7 @@ def judge_status(seen: Body | None, written: Body | None, uid: str, jobs: Iterab
             f"{written.get('phase') or 'Pending'}, attempt {written.get('attempt') or 0}): the status it wrote "
             "is restored and the run's Jobs decide; only the operator writes a run's status "
             "(to stop a run, set spec.cancel: true)"))
-    why = _jobs_deny(seen, [j for j in jobs if controller_uid(j) == uid])
+    why = _jobs_deny(seen, [j for j in jobs if controller_uid(j) == uid], pods or {})
     if why is None:
         return None
     restored = _before_outcome(seen)
