@@ -21,8 +21,8 @@ class LockedSpec(Model):
     command: list[str] | None = None
     args: list[str] | None = None
     entrypoint: str | None = None
-    # As the Task had them (EnvVar's wire form), unchecked: their CEL rules, repeated in the run's
-    # status, would exceed the CRD's cost budget, and only the operator writes status.
+    # As the Task had them (EnvVar's wire form), unchecked: the Task's schema checked them when it
+    # was admitted, and only the operator writes status (which has no CEL rules: api.crd).
     env: list[JSON] = Field(default_factory=list)
     service_account_name: str | None = None
     bind_run_role: bool = False
