@@ -77,11 +77,11 @@ def test_a_success_its_pod_confirms_before_its_job_does_is_believed():
     pod = {"metadata": {"labels": {JOB_UID_LABEL: "job-uid"}}, "status": {"phase": "Succeeded"}}
     running = job(1)
     running["metadata"]["uid"] = "job-uid"
-    assert judge_status(done, None, UID, [running], {"r-1": [pod]}) is None
+    assert judge_status(done, None, UID, [running], lambda j: [pod]) is None
     # a pod still running, or one of another Job of that name, confirms nothing
-    assert judge_status(done, None, UID, [running], {"r-1": [{**pod, "status": {"phase": "Running"}}]}) is not None
+    assert judge_status(done, None, UID, [running], lambda j: [{**pod, "status": {"phase": "Running"}}]) is not None
     other = {**pod, "metadata": {"labels": {JOB_UID_LABEL: "old-job-uid"}}}
-    assert judge_status(done, None, UID, [running], {"r-1": [other]}) is not None
+    assert judge_status(done, None, UID, [running], lambda j: [other]) is not None
 
 
 statuses = st.fixed_dictionaries({}, optional={

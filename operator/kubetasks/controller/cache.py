@@ -304,6 +304,11 @@ class Cache:
     def pods_of_job(self, namespace: str, job: str) -> list[Body]:
         return self.job_pods.by("job", (namespace, job))
 
+    def pods_of(self, job: Body) -> list[Body]:
+        """A Job's pods, as the pod informer has them."""
+        meta = job["metadata"]
+        return self.pods_of_job(meta.get("namespace", ""), meta.get("name", ""))
+
     def job_of(self, pod: Body) -> Body | None:
         """The Job a pod of ``job_pods`` belongs to, as the store has it."""
         keys = _job_of_pod(pod)
@@ -311,8 +316,7 @@ class Cache:
 
     def attempt_ended(self, job: Body) -> bool:
         """Its Job ended, or its pod succeeded, as the informers show (core.children)."""
-        meta = job["metadata"]
-        return attempt_ended(job, self.pods_of_job(meta.get("namespace", ""), meta.get("name", "")))
+        return attempt_ended(job, self.pods_of(job))
 
     def run_by_uid(self, uid: str) -> Body | None:
         found = self.runs.by("uid", uid)

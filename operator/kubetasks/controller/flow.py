@@ -32,14 +32,13 @@ from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import parse_time
 from kubetasks.controller import metrics
 from kubetasks.controller.cache import Body, Cache, Key, key_of, uid_of
-from kubetasks.core.children import controller_uid, job_finished
+from kubetasks.core.children import POD_ENDED, controller_uid, job_finished, pod_turned, pods_ended
 from kubetasks.core.flow import Limit, Pass, Waiter, admission_pass, domain_of, group_of, limits_for, order_of, throttle_room
 from kubetasks.core.wakeups import task_spec_changed, unfinished
 from kubetasks.core.why import slot_eta
 
 log = logging.getLogger(__name__)
 SLOT_REASONS = ("TaskLimit", "KeyLimit", "QueueLimit", "Throttled")
-POD_ENDED = ("Succeeded", "Failed")
 RELEASES_KEPT = 50  # per limit: the service rate an ETA is told from
 
 
@@ -162,8 +161,8 @@ class FlowControl:
         a second later: its sync batches pods' updates)."""
         if job_finished(job) or job["metadata"].get("deletionTimestamp"):
             return False
-        pods = self.cache.pods_of_job(job["metadata"].get("namespace", ""), job["metadata"]["name"])
-        return not pods or not all(_status(p).get("phase") in POD_ENDED for p in pods)
+        pods = self.cache.pods_of(job)
+        return not pods_ended(pods)
 
     def _refresh(self, body: Body | None, uid: str) -> bool:
         """Brings the run's slots and its place in line up to date; True when it gave a slot up
@@ -386,10 +385,9 @@ class FlowControl:
             self._wake_domain(self.limits_of(run)[0])
 
     def _pod_changed(self, old: Body | None, new: Body | None) -> None:
-        if new is None or _status(new).get("phase") not in POD_ENDED or \
-                (old is not None and _status(old).get("phase") in POD_ENDED):
+        if not pod_turned(old, new, POD_ENDED):
             return  # only a pod's end can end its attempt's hold before its Job says so
-        job = self.cache.job_of(new)
+        job = self.cache.job_of(new or {})
         if job is not None:
             self._job_changed(None, job)
 

@@ -35,7 +35,7 @@ from kubetasks.controller.queue_status import QueueReconciler
 from kubetasks.informer.reflector import Reflector, Timing
 from kubetasks.controller.runs import RunReconciler
 from kubetasks.controller.tasks import TaskReconciler
-from kubetasks.core.children import controller_uid
+from kubetasks.core.children import controller_uid, pod_turned
 from kubetasks.core.grants import grant_margin
 from kubetasks.core.reach import refused_namespaces
 from kubetasks.core.naming import LABEL_MANAGED_BY, MANAGER, instance_selector
@@ -122,11 +122,9 @@ class Operator:
     def pod_changed(self, old: Body | None, new: Body | None) -> None:
         """A pod that succeeded ends its attempt a second or more before its Job says so
         (core.observe.succeeded_pod): its run is looked at now."""
-        def phase(pod: Body | None) -> str | None:
-            return ((pod or {}).get("status") or {}).get("phase")
-        if new is None or phase(new) != "Succeeded" or phase(old) == "Succeeded":
+        if not pod_turned(old, new, {"Succeeded"}):
             return
-        job = self.cache.job_of(new)
+        job = self.cache.job_of(new or {})
         if job is not None:
             self.job_changed(None, job)
 

@@ -220,9 +220,8 @@ class RunReconciler:
         """Goes on only with a status the operator wrote: one someone else wrote (core.status_trust) is
         reported and written back as it should be, and the run decided again from that write
         (the store keeps a run it took for finished without most of its spec)."""
-        jobs = self.cache.jobs_of_run(uid)
-        pods = {j["metadata"]["name"]: self.cache.pods_of_job(key[0], j["metadata"]["name"]) for j in jobs}
-        forged = judge_status(body.get("status"), self._written.get(uid), uid, jobs, pods)
+        forged = judge_status(body.get("status"), self._written.get(uid), uid, self.cache.jobs_of_run(uid),
+                              self.cache.pods_of)
         if forged is None:
             return
         log.warning("%s/%s: %s", key[0], key[1], forged.message)

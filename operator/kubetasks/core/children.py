@@ -16,6 +16,7 @@ from kubetasks.core.observe import AttemptObservation, observe_attempt, succeede
 
 Body = dict[str, Any]
 JOB_LOST = "JobLost"
+POD_ENDED = frozenset({"Succeeded", "Failed"})
 
 
 def controller_uid(body: Body) -> str | None:
@@ -53,11 +54,22 @@ def attempt_succeeded(job: Body, pods: list[Body]) -> bool:
     return job_succeeded(job) or succeeded_pod(job, pods) is not None
 
 
+def pod_phase(pod: Body | None) -> str | None:
+    return ((pod or {}).get("status") or {}).get("phase")
+
+
+def pod_turned(old: Body | None, new: Body | None, phases: Iterable[str]) -> bool:
+    """A pod's watch event that brings it into one of ``phases``: ``new`` is in one, ``old`` (None
+    when the pod is first seen) was not. Each transition is acted on once, not at every update."""
+    phases = frozenset(phases)
+    return new is not None and pod_phase(new) in phases and pod_phase(old) not in phases
+
+
 def pods_ended(pods: Iterable[Body]) -> bool:
     """Whether there are pods and each has ended (Succeeded or Failed): what a finished Job's pods
     show once a pod watch has caught up with them (the Job's own event can come first)."""
-    phases = [(p.get("status") or {}).get("phase") for p in pods]
-    return bool(phases) and all(phase in ("Succeeded", "Failed") for phase in phases)
+    phases = [pod_phase(p) for p in pods]
+    return bool(phases) and all(phase in POD_ENDED for phase in phases)
 
 
 def observe_attempts(status: TaskRunStatus, jobs: Iterable[Body], gone: Iterable[Body] = (),

@@ -19,7 +19,7 @@ status the operator once wrote can be put back, and that one is restored too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +86,10 @@ def _attempt_of(job: Body) -> int:
         return 0
 
 
-def _jobs_deny(status: Body, jobs: list[Body], pods: Mapping[str, list[Body]]) -> str | None:
+def _jobs_deny(status: Body, jobs: list[Body], of: Callable[[Body], list[Body]]) -> str | None:
     """Why the run's Jobs contradict its status, or None. Only a claimed success is checked: the
     operator writes Succeeded from a Complete Job or its succeeded pod alone, while other ends
     (Cancelled, TimedOut, a start that failed) are its decisions, made as a Job goes away."""
-
-    def of(job: Body) -> list[Body]:
-        return list(pods.get((job.get("metadata") or {}).get("name", ""), []))
-
     if status.get("phase") != "Succeeded":
         return None
     attempt = _attempt(status)
@@ -118,12 +114,12 @@ def _before_outcome(status: Body) -> Body:
 
 
 def judge_status(seen: Body | None, written: Body | None, uid: str, jobs: Iterable[Body],
-                 pods: Mapping[str, list[Body]] | None = None) -> Forged | None:
+                 pods_of: Callable[[Body], list[Body]] = lambda job: []) -> Forged | None:
     """None when the run's status (``seen``) can be believed; else what to decide from instead.
 
     ``written`` is the status this operator last wrote for the run (None when it has written none
     since it started); ``jobs`` are the Jobs of the run (only those its ``uid`` controls count);
-    ``pods`` their pods, by Job name.
+    ``pods_of`` a Job's pods (looked up only when the status is not the operator's own).
     """
     seen = seen or {}
     if written is not None:
@@ -135,7 +131,7 @@ def judge_status(seen: Body | None, written: Body | None, uid: str, jobs: Iterab
             f"{written.get('phase') or 'Pending'}, attempt {written.get('attempt') or 0}): the status it wrote "
             "is restored and the run's Jobs decide; only the operator writes a run's status "
             "(to stop a run, set spec.cancel: true)"))
-    why = _jobs_deny(seen, [j for j in jobs if controller_uid(j) == uid], pods or {})
+    why = _jobs_deny(seen, [j for j in jobs if controller_uid(j) == uid], pods_of)
     if why is None:
         return None
     restored = _before_outcome(seen)
