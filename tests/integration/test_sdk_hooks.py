@@ -1,16 +1,19 @@
-"""In-pod middleware, lifecycle hooks and retried blocks on the real cluster (about 30 s)
+"""In-pod middleware, lifecycle hooks and retried blocks on the real cluster (about 45 s)
 (examples/python/kubetasks_examples/lifecycle.py). Each hook appends "<attempt>:<hook>" to the
 run's metadata, which the operator copies into status.metadata: the order and count of every hook
-over a whole run is read from the API, outside the pods."""
+over a whole run is read from the API, outside the pods. A cancelled run's hooks print instead."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.conftest import apply
+from kubetasks.core.naming import LABEL_RUN
+from tests.conftest import KUBECONFIG, KUBECTL, apply, kubectl, wait_until
 from tests.integration.test_cli import cli
 from tests.integration.test_runtime import sdk_task
-from tests.integration.test_taskruns import FINISHED, taskrun, wait_phase
+from tests.integration.test_taskruns import FINISHED, status, taskrun, wait_phase
 
 pytestmark = pytest.mark.cluster
 MODULE = "kubetasks_examples.lifecycle"
@@ -58,3 +61,24 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
     assert spent["phase"] == "Failed" and spent["attempt"] == 3, spent
     assert spent["metadata"]["hooks"] == (hooks(1, "catch_error") + hooks(2, "catch_error")
                                           + hooks(3, "catch_error", "on_failure", "on_complete")), spent
+
+
+def test_a_cancelled_run_runs_its_on_cancel_hooks_in_its_pod(namespace, operator):
+    """spec.cancel deletes the attempt's Job; the pod's SIGTERM interrupts the task, whose finally
+    block runs, then the on_cancel hooks (global, then the task's), within the grace period. What
+    the container printed is read as it prints, from the kubelet."""
+    apply([sdk_task("cancellable", f"{MODULE}:cancellable"), taskrun("cancel-me", "cancellable")], namespace)
+    wait_until("the task runs", lambda: "1:run" in ((status(namespace, "cancel-me").get("metadata") or {})
+                                                     .get("hooks") or []), timeout=90)
+    log = subprocess.Popen([KUBECTL, "--kubeconfig", KUBECONFIG, "logs", "-f", "-n", namespace, "-l", f"{LABEL_RUN}=cancel-me"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        kubectl("patch", "taskrun", "cancel-me", "-n", namespace, "--type", "merge", "-p", '{"spec": {"cancel": true}}')
+        assert wait_phase(namespace, "cancel-me", "Cancelled", timeout=30)["attempt"] == 1
+        printed, _ = log.communicate(timeout=30)  # the container ended: its log ends
+    finally:
+        log.kill()
+    lines = [line for line in printed.splitlines() if line[:2] == "1:"]
+    # no catch_error, on_failure nor on_complete: they print nothing, and were not called
+    assert lines == ["1:finally", "1:global-on_cancel", "1:on_cancel"], printed
+    assert "the run was cancelled: on_cancel hooks run" in printed and "Traceback" not in printed, printed

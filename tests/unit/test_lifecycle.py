@@ -19,7 +19,7 @@ from kubetasks.runtime.lifecycle import Hooks, global_hooks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "python"))
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete")
+KINDS = lifecycle.HOOK_KINDS
 
 
 @pytest.fixture(autouse=True)

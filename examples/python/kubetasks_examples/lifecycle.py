@@ -6,14 +6,16 @@ so the order and count of the hooks of a whole run can be read from the TaskRun 
 ``hooked`` fails while ``ctx.attempt < payload["succeed_on"]``; ``{"skip": true}`` makes its
 catch_error skip retrying; ``{"success_hook_raises": true}`` makes its on_success raise (the run
 still succeeds). ``retried_block`` calls a block that fails ``payload["failures"]`` times inside
-one attempt.
+one attempt. ``cancellable`` runs until it is cancelled; its ``finally`` block and its on_cancel
+hooks print a line each (a cancelled run has ended: its pod may no longer write its metadata).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from kubetasks.runtime import CatchResult, Context, Outcome, middleware, task
+from kubetasks.runtime import CatchResult, Context, Outcome, middleware, on_cancel, task
 
 
 def record(ctx: Context, hook: str) -> None:
@@ -80,3 +82,22 @@ def retried_block(payload: dict[str, Any], ctx: Context) -> dict[str, int]:
 
     ctx.retry.on_throw(flaky_call, max_attempts=5, min_delay=0.1, max_delay=0.5)
     return {"tries": tries, "attempt": ctx.attempt}
+
+
+@on_cancel  # global: for every task of this process
+def release(payload: Any, ctx: Context) -> None:
+    print(f"{ctx.attempt}:global-on_cancel", flush=True)
+
+
+def cancelled(payload: Any, ctx: Context) -> None:
+    print(f"{ctx.attempt}:on_cancel", flush=True)  # e.g. stop what was started elsewhere, release a lease
+
+
+@task(id="cancellable", on_cancel=cancelled)
+def cancellable(payload: Any, ctx: Context) -> None:
+    record(ctx, "run")
+    try:
+        while True:
+            time.sleep(1)  # the work: a SIGTERM interrupts it (kubetasks.runtime.Stopped)
+    finally:
+        print(f"{ctx.attempt}:finally", flush=True)

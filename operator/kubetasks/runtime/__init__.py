@@ -14,12 +14,12 @@ from kubetasks.runtime.checkpoints import CheckpointStore, ConfigMapStore, Memor
 from kubetasks.runtime.context import Context, Steps
 from kubetasks.runtime.errors import (
     AbortTaskRun, AbortTaskRunError, CheckpointTooLarge, ChildFailed, DuplicateStepKey, EventTimeout, IdempotencyConflict, InvalidPayload, InvalidResult,
-    InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, TokenError,
+    InvalidMetadata, InvalidStepKey, MetadataTooLarge, PermanentError, ResultTooLarge, RunFailed, Stopped, TokenError,
     TokenTimeout,
 )
 from kubetasks.runtime.events import ReceivedEvent
 from kubetasks.runtime.lifecycle import (
-    CatchResult, Outcome, catch_error, middleware, on_complete, on_failure, on_start_attempt, on_success,
+    CatchResult, Outcome, catch_error, middleware, on_cancel, on_complete, on_failure, on_start_attempt, on_success,
 )
 from kubetasks.runtime.retry import Backoff, Headers, Retry, backoff
 from kubetasks.runtime.metadata import Metadata
@@ -31,10 +31,10 @@ __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
-    "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "CatchResult",
+    "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel", "CatchResult",
     "Outcome", "Retry", "Backoff", "Headers", "backoff",
     "AbortTaskRun", "AbortTaskRunError", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
-    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "ChildFailed", "Token", "TokenError", "TokenTimeout",
+    "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "Stopped", "ChildFailed", "Token", "TokenError", "TokenTimeout",
     "EventTimeout", "ReceivedEvent", "InvalidMetadata", "MetadataTooLarge",
     "CheckpointStore", "ConfigMapStore", "MemoryStore", "steps_from_configmap",
 ]

@@ -24,19 +24,21 @@ from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
 from kubetasks.runtime import lifecycle, tracing
-from kubetasks.runtime.errors import AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, WaitRequested
+from kubetasks.runtime.errors import (
+    AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, Stopped, WaitRequested,
+)
 from kubetasks.runtime.lifecycle import Hooks, Outcome, after, call, global_hooks, wrapped
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
 from kubetasks.runtime.step_blobs import read_step_grant
+from kubetasks.runtime.stopping import RunReader, run_cancelled, sigterm_stops
 from kubetasks.runtime.payloads import PayloadUnavailable, fetch_payload, no_grant_error, read_payload_grant
 from kubetasks.runtime.task import TaskDefinition, call_arguments, payload_model_of
 
 log = logging.getLogger("kubetasks.runtime")
 
 ENV_TERMINATION_LOG = "KUBETASKS_TERMINATION_LOG"  # where to write the report; for tests and local runs
-RunReader = Callable[[str, str], Mapping[str, Any]]  # (namespace, name) -> the TaskRun
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     try:
         fn, model, task_id, own_hooks = load_entrypoint(invocation.entrypoint)
         payload = parse_payload(payload_text(invocation, read_run, grant_dir), model)
-    except (InvalidEntrypoint, InvalidPayload, PayloadUnavailable) as e:
+    except (InvalidEntrypoint, InvalidPayload, PayloadUnavailable, Stopped) as e:
         return outcome.failed(e, with_traceback=False)
     except Exception as e:  # the module raised while being imported, or reading the TaskRun failed: may pass
         return outcome.failed(e)
@@ -180,23 +182,38 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
                   payload=payload, step=steps, run_uid=invocation.run_uid, replay_of=invocation.replay_of,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"), metadata=Metadata(metadata))
     hooks = global_hooks().then(own_hooks)  # read now: the module registered its global hooks on import
+    uid = invocation.run_uid if invocation.run_uid not in ("", invocation.run) else None  # else: no uid to compare
+    asked: list[bool] = []  # whether the run was cancelled, once a SIGTERM made it a question
+
+    def cancelled() -> bool:
+        if not asked:
+            asked.append(run_cancelled(read_run, invocation.namespace, invocation.run, uid))
+        return asked[0]
+
     try:
-        return run_attempt(fn, payload, ctx, hooks, invocation, checkpoints, grant_dir, clock)
+        return run_attempt(fn, payload, ctx, hooks, invocation, checkpoints, grant_dir, clock, cancelled)
+    except Stopped as e:  # between the task's end and its outcome
+        return outcome.failed(e, with_traceback=False)
     finally:
-        _flush_metadata(metadata)  # after every hook: what they recorded is the operator's to read
+        if not any(asked):  # a cancelled run has ended: the operator took its pods' access
+            _flush_metadata(metadata)  # after every hook: what they recorded is the operator's to read
 
 
 def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks, invocation: Invocation,
-                checkpoints: Checkpoints, grant_dir: str = protocol.GRANT_DIR, clock: Clock = utcnow) -> Exit:
+                checkpoints: Checkpoints, grant_dir: str = protocol.GRANT_DIR, clock: Clock = utcnow,
+                cancelled: Callable[[], bool] = lambda: False) -> Exit:
     """The task inside its hooks (runtime.lifecycle), and how the attempt ends. The middleware
     wraps everything: ``next()`` runs on_start_attempt, the task, catch_error and the ending
     hooks, then returns the task's output or raises its error. The outcome is decided inside;
-    what the middleware does after ``next()`` (swallow, replace or raise) no longer changes it."""
+    what the middleware does after ``next()`` (swallow, replace or raise) no longer changes it,
+    nor does a SIGTERM (runtime.stopping) that comes after the task returned. A SIGTERM before
+    that stops the attempt: on_cancel when ``cancelled()`` says the run was."""
     decided: list[Exit] = []
     raised: list[BaseException] = []  # the error that decided it, which middleware may pass on
 
     def succeeded(value: Any) -> Exit:
         ended = outcome.succeeded(value, keep=result_keeper(invocation, checkpoints, grant_dir))
+        decided.append(ended)  # before the hooks: a SIGTERM during them does not undo it
         if ended.report.outcome == "succeeded":
             after(hooks, payload, ctx, Outcome(ok=True, output=value), last=True)
         else:  # the result could not be reported: a failure, with its own last-attempt rule
@@ -217,7 +234,7 @@ def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks
             decided.append(_failed(payload, e, ctx, hooks, invocation, clock))
             raised.append(e)
             raise
-        decided.append(succeeded(value))
+        succeeded(value)
         return value
 
     try:
@@ -228,6 +245,8 @@ def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks
         return outcome.waiting()
     except SystemExit as e:
         return outcome.exited(e.code)
+    except Stopped as e:
+        return decided[0] if decided else _stopped(e, payload, ctx, hooks, cancelled)
     except Exception as e:
         if decided:
             if not raised or e is not raised[0]:
@@ -238,6 +257,16 @@ def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks
     if decided:
         return decided[0]
     return succeeded(returned)  # a middleware that never called next(): its value is the result
+
+
+def _stopped(error: Stopped, payload: Any, ctx: Context, hooks: Hooks, cancelled: Callable[[], bool]) -> Exit:
+    """An attempt stopped by SIGTERM: on_cancel when its run was cancelled (or deleted). A failure
+    all the same, for the operator, which has decided the run's end (Cancelled, TimedOut) or a
+    retry (an evicted pod) from the Job."""
+    if cancelled():
+        log.info("the run was cancelled: on_cancel hooks run")
+        lifecycle.cancelled(hooks, payload, ctx)
+    return outcome.failed(error, with_traceback=False)
 
 
 def _failed(payload: Any, error: Exception, ctx: Context, hooks: Hooks, invocation: Invocation,
@@ -272,7 +301,7 @@ def _flush_metadata(metadata: RunMetadata) -> None:
     failed write is logged, never the attempt's outcome."""
     try:
         metadata.flush()
-    except Exception as e:
+    except (Exception, Stopped) as e:
         log.warning("could not write the run's metadata at the attempt's end: %s", e)
 
 
@@ -306,6 +335,20 @@ def _configure_logging() -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _log_end(result: Exit) -> None:
+    report = result.report
+    if report.outcome == "failed":
+        log.error("attempt failed (exit %d): %s: %s", result.code, report.error_type, report.error_message)
+        if report.traceback:
+            print(report.traceback, file=sys.stderr, end="")
+    elif report.outcome == "sleeping" and report.wake_at:
+        log.info("sleeping until %s", report.wake_at.isoformat())
+    elif report.outcome == "waiting":
+        log.info("waiting for child runs: the next attempt starts when they have finished")
+    else:
+        log.info("attempt succeeded")
+
+
 def main(env: Mapping[str, str] | None = None) -> int:
     """Runs the attempt described by ``env`` (default: the process environment); the exit code."""
     _configure_logging()
@@ -319,20 +362,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
     log.info("run %s attempt %d: %s", invocation.run, invocation.attempt, invocation.entrypoint)
     attributes: dict[str, str | int] = {"kubetasks.run": invocation.run, "kubetasks.namespace": invocation.namespace,
                                         "kubetasks.task": invocation.task, "kubetasks.attempt": invocation.attempt}
-    with tracing.attempt_span(os.environ if env is None else env, f"task {invocation.task or invocation.run}",
-                              attributes) as ended:
-        result = run_task(invocation, store)
-        report = result.report
-        ended(f"{report.error_type}: {report.error_message}" if report.outcome == "failed" else None)
-    if report.outcome == "failed":
-        log.error("attempt failed (exit %d): %s: %s", result.code, report.error_type, report.error_message)
-        if report.traceback:
-            print(report.traceback, file=sys.stderr, end="")
-    elif report.outcome == "sleeping" and report.wake_at:
-        log.info("sleeping until %s", report.wake_at.isoformat())
-    elif report.outcome == "waiting":
-        log.info("waiting for child runs: the next attempt starts when they have finished")
-    else:
-        log.info("attempt succeeded")
-    write_report(invocation.termination_log, report)
+    with sigterm_stops() as attempt_ended:  # to its report: a SIGTERM after the outcome waits for it
+        with tracing.attempt_span(os.environ if env is None else env, f"task {invocation.task or invocation.run}",
+                                  attributes) as ended:
+            result = run_task(invocation, store)
+            attempt_ended()
+            report = result.report
+            ended(f"{report.error_type}: {report.error_message}" if report.outcome == "failed" else None)
+        _log_end(result)
+        write_report(invocation.termination_log, report)
     return result.code

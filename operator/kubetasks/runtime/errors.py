@@ -10,6 +10,13 @@ from datetime import datetime
 from typing import Any
 
 
+class Stopped(BaseException):
+    """The pod was told to stop (SIGTERM): its run was cancelled or deleted, its maxDuration passed,
+    or Kubernetes moved the pod. Raised in the task's main thread, once; a BaseException, as
+    KeyboardInterrupt, so that ``except Exception`` in task code does not swallow it and the
+    attempt ends within the pod's grace period (``finally`` blocks and on_cancel hooks run)."""
+
+
 class PermanentError(Exception):
     """Base of errors that retrying cannot fix: the attempt exits with 78 and the run fails."""
 

@@ -19,6 +19,18 @@ Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the o
    attempt only, ``on_failure(payload, error, ctx)``; then ``on_complete(payload, outcome, ctx)``.
    Their errors are logged as warnings and never change the outcome.
 
+6. when the pod is told to stop (SIGTERM) because the run was cancelled (``spec.cancel``, a
+   cancelled parent, an overlap that cancels the running run) or deleted:
+   ``on_cancel(payload, ctx)``, within the pod's grace period: 5 s after a cancel (the operator's
+   kube.STOP_GRACE_SECONDS, which frees the attempt's resources soon), 30 s after a delete. The task is
+   interrupted by :class:`~kubetasks.runtime.errors.Stopped` (a BaseException, as
+   KeyboardInterrupt: ``except Exception`` does not catch it, ``finally`` blocks run); no
+   catch_error, no on_success/on_failure/on_complete then. Errors are logged. The run has ended:
+   the operator has taken the pod's access, so checkpoints and metadata are no longer written
+   (the hook's own clients and credentials reach what it must release). As Trigger.dev's
+   onCancel, it is not called for a run cancelled while no pod runs it (queued, sleeping), nor when
+   the pod stops for another reason (maxDuration, an eviction): the task is interrupted all the same.
+
 A durable sleep or wait ends the pod without ending the attempt's work: no catch_error, no
 on_success/on_failure/on_complete then. The pod that resumes runs middleware and on_start_attempt
 again (they run once per pod, i.e. once per attempt as the operator counts them: a resume is a new
@@ -46,6 +58,7 @@ CatchHook = Callable[[Any, BaseException, Any], Any]
 SuccessHook = Callable[[Any, Any, Any], Any]
 FailureHook = Callable[[Any, BaseException, Any], Any]
 CompleteHook = Callable[[Any, "Outcome", Any], Any]
+CancelHook = Callable[[Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ class Hooks:
     on_success: list[SuccessHook] = field(default_factory=list)
     on_failure: list[FailureHook] = field(default_factory=list)
     on_complete: list[CompleteHook] = field(default_factory=list)
+    on_cancel: list[CancelHook] = field(default_factory=list)
 
     @classmethod
     def of(cls, **given: Any) -> Hooks:
@@ -100,7 +114,7 @@ class Hooks:
         return Hooks(**{name: [*getattr(self, name), *getattr(other, name)] for name in HOOK_KINDS})
 
 
-HOOK_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete")
+HOOK_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel")
 _global = Hooks()
 
 
@@ -125,6 +139,7 @@ catch_error = _registrar("catch_error")
 on_success = _registrar("on_success")
 on_failure = _registrar("on_failure")
 on_complete = _registrar("on_complete")
+on_cancel = _registrar("on_cancel")
 
 
 def global_hooks() -> Hooks:
@@ -208,10 +223,23 @@ def after(hooks: Hooks, payload: Any, ctx: Any, outcome: Outcome, last: bool) ->
         else [("on_failure", h, outcome.error) for h in hooks.on_failure])
     ending += [("on_complete", h, outcome) for h in hooks.on_complete]
     for kind, hook, arg in ending:
-        try:
-            call(hook, payload, arg, ctx)
-        except Exception as e:
-            line = f"{kind} hook {getattr(hook, '__name__', hook)!r} raised {type(e).__name__}: {e} (the outcome stands)"
-            log.warning("%s", line, exc_info=True)
-            problems.append(line)
+        problem = _tolerated(kind, hook, payload, arg, ctx)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def cancelled(hooks: Hooks, payload: Any, ctx: Any) -> list[str]:
+    """The on_cancel hooks, in order; errors are logged and returned (as lines), never raised."""
+    return [p for hook in hooks.on_cancel if (p := _tolerated("on_cancel", hook, payload, ctx))]
+
+
+def _tolerated(kind: str, hook: Callable[..., Any], *args: Any) -> str | None:
+    """Calls a hook whose errors cannot change the outcome; what it raised, as a logged line, or None."""
+    try:
+        call(hook, *args)
+    except Exception as e:
+        line = f"{kind} hook {getattr(hook, '__name__', hook)!r} raised {type(e).__name__}: {e} (the outcome stands)"
+        log.warning("%s", line, exc_info=True)
+        return line
+    return None
