@@ -82,3 +82,11 @@ def test_a_cancelled_run_runs_its_on_cancel_hooks_in_its_pod(namespace, operator
     # no catch_error, on_failure nor on_complete: they print nothing, and were not called
     assert lines == ["1:finally", "1:global-on_cancel", "1:on_cancel"], printed
     assert "the run was cancelled: on_cancel hooks run" in printed and "Traceback" not in printed, printed
+
+
+def test_a_durable_sleep_calls_on_wait_in_the_pod_it_ends_and_on_resume_in_the_next(namespace, operator):
+    apply([sdk_task("napper", f"{MODULE}:napper"), taskrun("naps", "napper")], namespace)
+    done = wait_phase(namespace, "naps", FINISHED, timeout=90)
+    assert done["phase"] == "Succeeded" and done["attempt"] == 2, done  # the resumed pod is attempt 2
+    assert done["metadata"]["hooks"] == ["1:global-middleware", "1:run", "1:on_wait:sleep:nap",
+                                         "2:global-middleware", "2:run", "2:on_resume:sleep:nap", "2:after"], done

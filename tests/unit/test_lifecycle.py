@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubetasks import protocol
-from kubetasks.runtime import AbortTaskRun, AbortTaskRunError, CatchResult, Context, MemoryStore
+from kubetasks.runtime import AbortTaskRun, AbortTaskRunError, CatchResult, Context, MemoryStore, task
 from kubetasks.runtime import lifecycle
 from kubetasks.runtime.checkpoints import Checkpoints
 from kubetasks.runtime.entry import Invocation, invocation_from_env, run_attempt, run_task
@@ -165,6 +165,59 @@ def test_a_durable_sleep_ends_the_pod_without_any_ending_hook():
     ended = attempt(sleeps, recording(calls))
     assert ended.report.outcome == "sleeping"
     assert calls == ["mw1", "mw2", "start"]  # no catch_error, no on_success/on_failure/on_complete
+
+
+NAPS: list[str] = []  # what naps and its hooks did, in order
+
+
+def _wait_hook(name):
+    return lambda payload, wait, ctx: NAPS.append(f"{ctx.attempt}:{name}:{wait.kind}:{wait.key}:{wait.until:%M}")
+
+
+def _unwinds(payload, ctx, next):
+    try:
+        return next()
+    finally:
+        NAPS.append(f"{ctx.attempt}:mw:finally")
+
+
+@task(id="lifecycle-naps", middleware=_unwinds, on_wait=[_wait_hook("on_wait"), lambda *a: 1 / 0],
+      on_resume=_wait_hook("on_resume"))
+def naps(payload, ctx):
+    NAPS.append(f"{ctx.attempt}:run")
+    ctx.step.sleep("nap", 60)
+    ctx.step.sleep("over", 0)  # no wait: its end is now
+    NAPS.append(f"{ctx.attempt}:after")
+    return "done"
+
+
+def test_on_wait_runs_as_the_pod_ends_for_a_wait_and_on_resume_where_it_goes_on(caplog):
+    """A durable sleep over two pods (one store, as the run's ConfigMap): on_wait in the first,
+    after the middleware unwound; on_resume in the second, as the sleep returns, before the rest of
+    the task. A sleep already over when reached waited for nothing: neither hook."""
+    NAPS.clear()
+    store = MemoryStore()
+    first = run_task(Invocation(entrypoint=f"{__name__}:naps", payload="{}", attempt=1), store, lambda: NOW)
+    assert first.report.outcome == "sleeping"
+    later = NOW + timedelta(minutes=2)
+    second = run_task(Invocation(entrypoint=f"{__name__}:naps", payload="{}", attempt=2), store, lambda: later)
+    assert second.report.outcome == "succeeded"
+    assert NAPS == ["1:run", "1:mw:finally", "1:on_wait:sleep:nap:01",
+                    "2:run", "2:on_resume:sleep:nap:01", "2:after", "2:mw:finally"]
+    assert "on_wait hook" in caplog.text and "ZeroDivisionError" in caplog.text  # logged; the next ran
+
+
+def test_a_wait_for_runs_tells_on_wait_what_it_waits_for():
+    from kubetasks.runtime.errors import WaitRequested
+
+    seen = []
+
+    def waits(payload, ctx):
+        raise WaitRequested("children", ["child-a", "child-b"])
+
+    ended = attempt(waits, Hooks.of(on_wait=lambda payload, wait, ctx: seen.append(wait)))
+    assert ended.report.outcome == "waiting"
+    assert seen == [lifecycle.Wait("wait", "children", on=("child-a", "child-b"))]
 
 
 def test_middleware_that_calls_next_twice_does_not_run_the_task_twice(caplog):

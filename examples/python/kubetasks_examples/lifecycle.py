@@ -8,6 +8,7 @@ catch_error skip retrying; ``{"success_hook_raises": true}`` makes its on_succes
 still succeeds). ``retried_block`` calls a block that fails ``payload["failures"]`` times inside
 one attempt. ``cancellable`` runs until it is cancelled; its ``finally`` block and its on_cancel
 hooks print a line each (a cancelled run has ended: its pod may no longer write its metadata).
+``napper`` sleeps durably for a second: on_wait in the pod that ends for it, on_resume in the next.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubetasks.runtime import CatchResult, Context, Outcome, middleware, on_cancel, task
+from kubetasks.runtime import CatchResult, Context, Outcome, Wait, middleware, on_cancel, task
 
 
 def record(ctx: Context, hook: str) -> None:
@@ -101,3 +102,18 @@ def cancellable(payload: Any, ctx: Context) -> None:
             time.sleep(1)  # the work: a SIGTERM interrupts it (kubetasks.runtime.Stopped)
     finally:
         print(f"{ctx.attempt}:finally", flush=True)
+
+
+def waits(payload: Any, wait: Wait, ctx: Context) -> None:
+    record(ctx, f"on_wait:{wait.kind}:{wait.key}")  # e.g. close a connection the sleep would leave idle
+
+
+def resumes(payload: Any, wait: Wait, ctx: Context) -> None:
+    record(ctx, f"on_resume:{wait.kind}:{wait.key}")
+
+
+@task(id="napper", on_wait=waits, on_resume=resumes)
+def napper(payload: Any, ctx: Context) -> None:
+    record(ctx, "run")
+    ctx.step.sleep("nap", 1)
+    record(ctx, "after")

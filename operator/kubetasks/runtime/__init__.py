@@ -19,7 +19,8 @@ from kubetasks.runtime.errors import (
 )
 from kubetasks.runtime.events import ReceivedEvent
 from kubetasks.runtime.lifecycle import (
-    CatchResult, Outcome, catch_error, middleware, on_cancel, on_complete, on_failure, on_start_attempt, on_success,
+    CatchResult, Outcome, Wait, catch_error, middleware, on_cancel, on_complete, on_failure, on_resume, on_start_attempt,
+    on_success, on_wait,
 )
 from kubetasks.runtime.retry import Backoff, Headers, Retry, backoff
 from kubetasks.runtime.metadata import Metadata
@@ -31,7 +32,8 @@ __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps", "Fired", "Metadata",
     "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
-    "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel", "CatchResult",
+    "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel", "on_wait", "on_resume",
+    "Wait", "CatchResult",
     "Outcome", "Retry", "Backoff", "Headers", "backoff",
     "AbortTaskRun", "AbortTaskRunError", "PermanentError", "CheckpointTooLarge", "DuplicateStepKey", "IdempotencyConflict", "InvalidPayload",
     "InvalidResult", "InvalidStepKey", "ResultTooLarge", "RunFailed", "Stopped", "ChildFailed", "Token", "TokenError", "TokenTimeout",

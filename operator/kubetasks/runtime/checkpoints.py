@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -136,6 +136,13 @@ class ConfigMapStore:
 
 # -- the run's view of its checkpoints -----------------------------------------------------------------
 
+def resumes(before: Checkpoint | None, after: Checkpoint) -> bool:
+    """Whether writing ``after`` over ``before`` completes a sleep or wait that ended an earlier
+    attempt's pod (one that ends where it began ended none)."""
+    return (before is not None and before.kind in ("sleep", "wait") and not before.completed
+            and after.completed and after.attempt > before.attempt)
+
+
 class Checkpoints:
     """The checkpoints of one attempt: loaded once (on first use, so tasks without steps never
     call the API), then kept in step with every write. Thread-safe."""
@@ -146,6 +153,7 @@ class Checkpoints:
         self._lock = threading.RLock()
         self._data: dict[str, str] | None = None
         self._records: dict[str, Checkpoint] = {}
+        self.resumed: Callable[[Checkpoint], object] | None = None  # a wait that ended an earlier pod, done
 
     def _loaded(self) -> dict[str, str]:
         if self._data is None:
@@ -201,4 +209,6 @@ class Checkpoints:
             check_fits(data, cm_key, value, record.key)
             self.store.save(cm_key, value)
             data[cm_key] = value
-            self._records[record.key] = record
+            before, self._records[record.key] = self._records.get(record.key), record
+        if self.resumed is not None and resumes(before, record):
+            self.resumed(record)

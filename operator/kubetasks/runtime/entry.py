@@ -27,7 +27,7 @@ from kubetasks.runtime import lifecycle, tracing
 from kubetasks.runtime.errors import (
     AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, Stopped, WaitRequested,
 )
-from kubetasks.runtime.lifecycle import Hooks, Outcome, after, call, global_hooks, wrapped
+from kubetasks.runtime.lifecycle import Hooks, Outcome, Wait, after, call, global_hooks, wrapped
 from kubetasks.runtime.metadata import Metadata, RunMetadata
 from kubetasks.runtime.outcome import Exit
 from kubetasks.runtime.results import keep_result, read_grant
@@ -182,6 +182,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
                   payload=payload, step=steps, run_uid=invocation.run_uid, replay_of=invocation.replay_of,
                   logger=logging.getLogger(f"kubetasks.task.{task_id}"), metadata=Metadata(metadata))
     hooks = global_hooks().then(own_hooks)  # read now: the module registered its global hooks on import
+    checkpoints.resumed = lambda record: lifecycle.waited(hooks, payload, Wait(
+        record.kind, record.key, until=record.wake_at or record.timeout_at, on=record.waiting_on or ()), ctx, "on_resume")
     uid = invocation.run_uid if invocation.run_uid not in ("", invocation.run) else None  # else: no uid to compare
     asked: list[bool] = []  # whether the run was cancelled, once a SIGTERM made it a question
 
@@ -240,8 +242,10 @@ def run_attempt(fn: Callable[..., Any], payload: Any, ctx: Context, hooks: Hooks
     try:
         returned = wrapped(hooks.middleware, payload, ctx, everything)()
     except SleepRequested as s:  # not an end: no catch_error, no on_success/on_failure/on_complete
+        lifecycle.waited(hooks, payload, Wait("sleep", s.key, until=s.wake_at), ctx)
         return outcome.sleeping(s.wake_at)
-    except WaitRequested:
+    except WaitRequested as w:
+        lifecycle.waited(hooks, payload, Wait("wait", w.key, on=tuple(w.runs)), ctx)
         return outcome.waiting()
     except SystemExit as e:
         return outcome.exited(e.code)

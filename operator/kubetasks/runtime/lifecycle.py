@@ -32,7 +32,10 @@ Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the o
    the pod stops for another reason (maxDuration, an eviction): the task is interrupted all the same.
 
 A durable sleep or wait ends the pod without ending the attempt's work: no catch_error, no
-on_success/on_failure/on_complete then. The pod that resumes runs middleware and on_start_attempt
+on_success/on_failure/on_complete then, but ``on_wait(payload, wait, ctx)`` as the pod ends for it
+(after the task's ``finally`` blocks and the middleware have unwound), and
+``on_resume(payload, wait, ctx)`` in the pod that goes on, when that step returns (its
+:class:`Wait`: what it waited for). Their errors are logged. The pod that resumes runs middleware and on_start_attempt
 again (they run once per pod, i.e. once per attempt as the operator counts them: a resume is a new
 attempt number), so middleware is where per-process resources (clients, connections) belong.
 """
@@ -59,6 +62,7 @@ SuccessHook = Callable[[Any, Any, Any], Any]
 FailureHook = Callable[[Any, BaseException, Any], Any]
 CompleteHook = Callable[[Any, "Outcome", Any], Any]
 CancelHook = Callable[[Any, Any], Any]
+WaitHook = Callable[[Any, "Wait", Any], Any]
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,16 @@ class Outcome:
     error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class Wait:
+    """A durable sleep or wait, as on_wait and on_resume hooks receive it."""
+
+    kind: str  # "sleep", or "wait": for child runs, tokens or events (or the first of them)
+    key: str  # its step's key
+    until: datetime | None = None  # when a sleep ends, or a wait times out
+    on: tuple[str, ...] = ()  # what a wait waits for: child runs by name, tokens, events
+
+
 @dataclass
 class Hooks:
     """One set of hooks: a task's own, or the process's global ones."""
@@ -103,6 +117,8 @@ class Hooks:
     on_failure: list[FailureHook] = field(default_factory=list)
     on_complete: list[CompleteHook] = field(default_factory=list)
     on_cancel: list[CancelHook] = field(default_factory=list)
+    on_wait: list[WaitHook] = field(default_factory=list)
+    on_resume: list[WaitHook] = field(default_factory=list)
 
     @classmethod
     def of(cls, **given: Any) -> Hooks:
@@ -114,7 +130,8 @@ class Hooks:
         return Hooks(**{name: [*getattr(self, name), *getattr(other, name)] for name in HOOK_KINDS})
 
 
-HOOK_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel")
+HOOK_KINDS = ("middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel",
+              "on_wait", "on_resume")
 _global = Hooks()
 
 
@@ -140,6 +157,8 @@ on_success = _registrar("on_success")
 on_failure = _registrar("on_failure")
 on_complete = _registrar("on_complete")
 on_cancel = _registrar("on_cancel")
+on_wait = _registrar("on_wait")
+on_resume = _registrar("on_resume")
 
 
 def global_hooks() -> Hooks:
@@ -232,6 +251,11 @@ def after(hooks: Hooks, payload: Any, ctx: Any, outcome: Outcome, last: bool) ->
 def cancelled(hooks: Hooks, payload: Any, ctx: Any) -> list[str]:
     """The on_cancel hooks, in order; errors are logged and returned (as lines), never raised."""
     return [p for hook in hooks.on_cancel if (p := _tolerated("on_cancel", hook, payload, ctx))]
+
+
+def waited(hooks: Hooks, payload: Any, wait: Wait, ctx: Any, kind: str = "on_wait") -> list[str]:
+    """The on_wait (or on_resume) hooks, in order; errors are logged and returned, never raised."""
+    return [p for hook in getattr(hooks, kind) if (p := _tolerated(kind, hook, payload, wait, ctx))]
 
 
 def _tolerated(kind: str, hook: Callable[..., Any], *args: Any) -> str | None:

@@ -23,7 +23,7 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 from kubetasks.runtime.durations import DurationLike, duration_string
 from kubetasks.runtime.encoding import model_type
 from kubetasks.runtime.lifecycle import (
-    HOOK_KINDS, CancelHook, CatchHook, CompleteHook, FailureHook, Hooks, Middleware, StartHook, SuccessHook,
+    HOOK_KINDS, CancelHook, CatchHook, CompleteHook, FailureHook, Hooks, Middleware, StartHook, SuccessHook, WaitHook,
 )
 
 P = ParamSpec("P")
@@ -93,6 +93,8 @@ class TaskOptions(TypedDict, total=False):
     on_failure: FailureHook | list[FailureHook] | None
     on_complete: CompleteHook | list[CompleteHook] | None
     on_cancel: CancelHook | list[CancelHook] | None
+    on_wait: WaitHook | list[WaitHook] | None
+    on_resume: WaitHook | list[WaitHook] | None
 
 
 class TaskDefinition(Generic[P, R]):
@@ -215,8 +217,9 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]
     """Declares a task: ``@task`` or ``@task(id="send-email", retry=5, machine="small-2x",
     max_duration="10m", payload=Email)``. The function takes ``(payload, ctx)`` (or fewer) and may
     be async; ``id`` defaults to the function name with dashes. ``middleware``, ``on_start_attempt``,
-    ``catch_error``, ``on_success``, ``on_failure``, ``on_complete`` and ``on_cancel`` take a function or a list of
-    them: in-pod hooks around each attempt (runtime.lifecycle)."""
+    ``catch_error``, ``on_success``, ``on_failure``, ``on_complete``, ``on_cancel``, ``on_wait`` and
+    ``on_resume`` take a function or a list of them: in-pod hooks around each attempt
+    (runtime.lifecycle)."""
 
     def decorate(f: Callable[P, R]) -> TaskDefinition[P, R]:
         definition = TaskDefinition(f, **options)
