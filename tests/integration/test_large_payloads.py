@@ -206,6 +206,11 @@ def refuses_who_may_not_create_taskruns(namespace: str, proc: OperatorProcess, s
     kubectl("create", "rolebinding", binding, "-n", "default", f"--role={binding}",
             f"--serviceaccount={namespace}:elsewhere")
     try:
+        # The API server's authorizer sees a new binding a moment later; a refusal asked for before
+        # then would be the operator's to remember.
+        wait_until("the binding is in force", lambda: kubectl_run(
+            "auth", "can-i", "create", "taskruns.kubetasks.io", "-n", "default",
+            f"--as=system:serviceaccount:{namespace}:elsewhere").stdout.strip() == "yes", timeout=30)
         status, body = upload(proc, "default", b'{"a": 1}', elsewhere)
         assert status == 404 and "does not serve" in body["message"], body
     finally:
