@@ -513,22 +513,20 @@ def create_or_get(obj: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
     return False, get(resource, meta["namespace"], meta["name"])
 
 
-STOP_GRACE_SECONDS = 5  # a cancelled attempt's pods get this long after SIGTERM
-
-
-def delete_jobs(namespace: str, label_selector: str) -> None:
+def delete_jobs(namespace: str, label_selector: str, grace_seconds: int) -> None:
     """Deletes every Job that matches and their pods, each in one request. The pods are deleted
-    too, with a short grace period: the garbage collector would give them their own (30 s)."""
+    too, with the cancel's grace period (core.render.cancel_grace_seconds): the garbage collector
+    would give them their own."""
     options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
-               "gracePeriodSeconds": STOP_GRACE_SECONDS}
+               "gracePeriodSeconds": grace_seconds}
     _request("DELETE", JOBS.path(namespace), {"labelSelector": label_selector}, body=options)
-    delete_pods(namespace, label_selector)
+    delete_pods(namespace, label_selector, grace_seconds)
 
 
-def delete_pods(namespace: str, label_selector: str) -> None:
-    """Deletes every pod that matches, with the short grace period of a cancel (a pod already
+def delete_pods(namespace: str, label_selector: str, grace_seconds: int) -> None:
+    """Deletes every pod that matches, with the grace period of a cancel (a pod already
     terminating with a longer one gets the shorter)."""
-    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": STOP_GRACE_SECONDS}
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace_seconds}
     _request("DELETE", Resource("", "v1", "pods").path(namespace), {"labelSelector": label_selector}, body=options)
 
 

@@ -63,25 +63,39 @@ def test_hooks_run_in_order_once_per_attempt_and_a_block_retries_inside_its_atte
                                           + hooks(3, "catch_error", "on_failure", "on_complete")), spent
 
 
-def test_a_cancelled_run_runs_its_on_cancel_hooks_in_its_pod(namespace, operator):
+def test_a_cancelled_run_runs_its_on_cancel_hooks_in_its_pod_within_its_stop_grace_period(namespace, operator):
     """spec.cancel deletes the attempt's Job; the pod's SIGTERM interrupts the task, whose finally
-    block runs, then the on_cancel hooks (global, then the task's), within the grace period. What
-    the container printed is read as it prints, from the kubelet."""
-    apply([sdk_task("cancellable", f"{MODULE}:cancellable"), taskrun("cancel-me", "cancellable")], namespace)
-    wait_until("the task runs", lambda: "1:run" in ((status(namespace, "cancel-me").get("metadata") or {})
-                                                     .get("hooks") or []), timeout=90)
-    log = subprocess.Popen([KUBECTL, "--kubeconfig", KUBECONFIG, "logs", "-f", "-n", namespace, "-l", f"{LABEL_RUN}=cancel-me"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    block runs, then the on_cancel hooks (global, then the task's), within the grace period: the
+    Task's stopGracePeriod, else 5 s. Each run's on_cancel takes 6 s. What the containers printed is
+    read as they print, from the kubelet."""
+    apply([sdk_task("cancellable", f"{MODULE}:cancellable", stopGracePeriod="20s"),
+           sdk_task("cancellable-short", f"{MODULE}:cancellable"),
+           taskrun("cancel-me", "cancellable", payload={"linger": 6}),
+           taskrun("cut-short", "cancellable-short", payload={"linger": 6})], namespace)
+    runs = ("cancel-me", "cut-short")
+    for run in runs:
+        wait_until(f"{run} runs", lambda: "1:run" in ((status(namespace, run).get("metadata") or {})
+                                                       .get("hooks") or []), timeout=90)
+    logs = {run: subprocess.Popen([KUBECTL, "--kubeconfig", KUBECONFIG, "logs", "-f", "-n", namespace,
+                                   "-l", f"{LABEL_RUN}={run}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for run in runs}
+    printed = {}
     try:
-        kubectl("patch", "taskrun", "cancel-me", "-n", namespace, "--type", "merge", "-p", '{"spec": {"cancel": true}}')
-        assert wait_phase(namespace, "cancel-me", "Cancelled", timeout=30)["attempt"] == 1
-        printed, _ = log.communicate(timeout=30)  # the container ended: its log ends
+        for run in runs:
+            kubectl("patch", "taskrun", run, "-n", namespace, "--type", "merge", "-p", '{"spec": {"cancel": true}}')
+        for run in runs:
+            assert wait_phase(namespace, run, "Cancelled", timeout=30)["attempt"] == 1
+            printed[run], _ = logs[run].communicate(timeout=40)  # the container ended: its log ends
     finally:
-        log.kill()
-    lines = [line for line in printed.splitlines() if line[:2] == "1:"]
+        for log in logs.values():
+            log.kill()
+    lines = {run: [line for line in printed[run].splitlines() if line[:2] == "1:"] for run in runs}
     # no catch_error, on_failure nor on_complete: they print nothing, and were not called
-    assert lines == ["1:finally", "1:global-on_cancel", "1:on_cancel"], printed
-    assert "the run was cancelled: on_cancel hooks run" in printed and "Traceback" not in printed, printed
+    assert lines["cancel-me"] == ["1:finally", "1:global-on_cancel", "1:on_cancel"], printed["cancel-me"]
+    assert "the run was cancelled: on_cancel hooks run" in printed["cancel-me"], printed["cancel-me"]
+    assert "Traceback" not in printed["cancel-me"], printed["cancel-me"]
+    # killed 5 s after its SIGTERM, in the middle of its 6 s on_cancel
+    assert lines["cut-short"] == ["1:finally", "1:global-on_cancel"], printed["cut-short"]
 
 
 def test_a_durable_sleep_calls_on_wait_in_the_pod_it_ends_and_on_resume_in_the_next(namespace, operator):

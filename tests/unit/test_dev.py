@@ -257,10 +257,10 @@ def test_an_attempt_is_stopped_when_its_run_is_cancelled_or_its_max_duration_pas
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dev._changed["run-uid"].set()  # the watch saw the run change
     started = time.monotonic()
-    assert dev._wait(sleeper, run, None) is False
+    assert dev._wait(sleeper, run, None, 5) is False
     assert sleeper.returncode is not None and time.monotonic() - started < 10
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert dev._wait(sleeper, run, 0.2) is True  # maxDuration: timed out
+    assert dev._wait(sleeper, run, 0.2, 5) is True  # maxDuration: timed out
     assert sleeper.returncode is not None
 
 
@@ -272,5 +272,5 @@ def test_an_api_error_while_an_attempt_runs_leaves_it_running(monkeypatch):
     dev = runner()
     quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     dev._changed["run-uid"].set()
-    assert dev._wait(quick, TaskRun.model_validate(run_body()), None) is False
+    assert dev._wait(quick, TaskRun.model_validate(run_body()), None, 5) is False
     assert quick.returncode == 0  # it ended on its own, not stopped

@@ -597,3 +597,16 @@ def test_a_cancelled_runs_pods_are_deleted_once_more_a_moment_after_its_jobs():
     w.reconcile("r")
     w.reconcile("r")
     assert [fn for fn, _ in w.api.calls].count("delete_pods") == 1  # once, not at every look
+    assert w.api.graces == [5, 5]  # the Job's pods, then once more: a cancel's short grace period
+
+
+def test_a_cancel_gives_the_pods_the_grace_period_of_the_version_the_run_is_locked_to():
+    w = World(task(stopGracePeriod="40s"), taskrun("r"))
+    w.settle("r")
+    w.api.update("Task", NS, "t", spec={"image": "img:1", "command": ["true"], "stopGracePeriod": "2s"})
+    w.api.update("TaskRun", NS, "r", spec={"cancel": True})
+    w.api.deliver(w.op.cache)
+    w.reconcile("r")
+    w.reconcile("r")  # its pods once more, the Task read as it is now: the locked version still says
+    assert w.status("r")["phase"] == "Cancelled"
+    assert w.api.graces == [40, 40]  # as its pod was made: on_cancel's time, whatever the Task says since

@@ -3,7 +3,7 @@ import json
 from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
 from kubetasks.core.render import (
-    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    CANCEL_GRACE_SECONDS, access_to_drop, cancel_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
 )
 
 
@@ -100,6 +100,15 @@ def test_the_task_is_not_pid_1_so_a_sigterm_stops_it():
     for spec in ({"entrypoint": "app:resize"}, {"command": ["python3", "-c", "import time; time.sleep(300)"]}):
         t, r = objects(spec)
         assert render_job(r, t, 1)["spec"]["template"]["spec"]["shareProcessNamespace"] is True
+
+
+def test_a_stop_grace_period_is_the_pods_and_the_cancels():
+    t, r = objects({"entrypoint": "app:resize", "stopGracePeriod": "1m30s"})
+    assert render_job(r, t, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
+    assert cancel_grace_seconds(t.spec) == 90
+    t, r = objects()  # unset: Kubernetes' default for the pod, a short one for a cancel
+    assert "terminationGracePeriodSeconds" not in render_job(r, t, 1)["spec"]["template"]["spec"]
+    assert cancel_grace_seconds(t.spec) == cancel_grace_seconds(None) == CANCEL_GRACE_SECONDS == 5
 
 
 def test_commands_and_plain_images():

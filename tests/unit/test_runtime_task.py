@@ -31,7 +31,7 @@ class Sent(BaseModel):
     message_id: str
 
 
-@task(id="send-email", retry=5, machine="small-2x", max_duration=600, payload=None)
+@task(id="send-email", retry=5, machine="small-2x", max_duration=600, stop_grace_period="30s", payload=None)
 def send_email(payload: Email, ctx) -> Sent:
     return Sent(message_id=f"<{payload.to}>")
 
@@ -101,7 +101,7 @@ def test_task_manifest_is_a_valid_task_with_the_payload_schema():
     spec = manifest["spec"]
     assert spec["entrypoint"] == f"{__name__}:send_email"
     assert spec["retry"] == {"maxAttempts": 5} and spec["machine"] == {"preset": "small-2x"}
-    assert spec["maxDuration"] == "600s" and spec["concurrency"] == {"limit": 4}
+    assert spec["maxDuration"] == "600s" and spec["concurrency"] == {"limit": 4} and spec["stopGracePeriod"] == "30s"
     assert spec["payloadSchema"]["required"] == ["to"]
     assert TaskSpec.model_validate(spec).entrypoint == spec["entrypoint"]
     assert resize_images.to_task_manifest("img:1", entrypoint="app.jobs:resize")["spec"] == {

@@ -7,7 +7,8 @@ so the order and count of the hooks of a whole run can be read from the TaskRun 
 catch_error skip retrying; ``{"success_hook_raises": true}`` makes its on_success raise (the run
 still succeeds). ``retried_block`` calls a block that fails ``payload["failures"]`` times inside
 one attempt. ``cancellable`` runs until it is cancelled; its ``finally`` block and its on_cancel
-hooks print a line each (a cancelled run has ended: its pod may no longer write its metadata).
+hooks print a line each (a cancelled run has ended: its pod may no longer write its metadata);
+its on_cancel takes ``payload["linger"]`` seconds.
 ``napper`` sleeps durably for a second: on_wait in the pod that ends for it, on_resume in the next.
 """
 
@@ -91,7 +92,8 @@ def release(payload: Any, ctx: Context) -> None:
 
 
 def cancelled(payload: Any, ctx: Context) -> None:
-    print(f"{ctx.attempt}:on_cancel", flush=True)  # e.g. stop what was started elsewhere, release a lease
+    time.sleep(float((payload or {}).get("linger", 0)))  # e.g. stop what was started elsewhere, release a lease
+    print(f"{ctx.attempt}:on_cancel", flush=True)
 
 
 @task(id="cancellable", on_cancel=cancelled)

@@ -12,6 +12,7 @@ from kubetasks.api.common import (
     APPLY_ADVICE, DNS1123_LABEL, DNS1123_SUBDOMAIN, JSON, LABEL_WORDS, MAX_RUN_DURATION, SUBDOMAIN_WORDS, Condition, Duration,
     Machine, Model, RetryPolicy, at_most, matches, rules,
 )
+MAX_STOP_GRACE = "1h"
 from kubetasks.api.flow import Concurrency, Holder, Overlap, Throttle
 from kubetasks.api.taskevent import EVENT_NAME, EVENT_NAME_WORDS
 from kubetasks.api.images import (
@@ -145,6 +146,12 @@ class TaskSpec(Model):
     max_duration: Duration | None = Field(
         default=None, json_schema_extra=at_most(MAX_RUN_DURATION, positive=True),
         description=f"An attempt running longer is killed: TimedOut. More than 0s, at most {MAX_RUN_DURATION}.")
+    stop_grace_period: Duration | None = Field(
+        default=None, json_schema_extra=at_most(MAX_STOP_GRACE, positive=True),
+        description="How long an attempt's pod has after SIGTERM before it is killed: a cancel (its on_cancel hooks "
+                    "run within it), maxDuration, an eviction; its pods' terminationGracePeriodSeconds. Unset: 5s "
+                    "after a cancel, so that a cancelled run frees its resources soon, and Kubernetes' 30s "
+                    f"otherwise. More than 0s, at most {MAX_STOP_GRACE}.")
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
     )

@@ -31,6 +31,7 @@ class LockedSpec(Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     max_duration: Duration | None = None
+    stop_grace_period: Duration | None = None
     ttl_seconds_after_finished: int | None = None
 
 

@@ -52,7 +52,7 @@ from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.payload import payload_data
 from kubetasks.core.backoff import effective_retry
 from kubetasks.core.plan import World, plan_run, retries_left
-from kubetasks.core.render import render_job, render_run_identity, uses_sdk
+from kubetasks.core.render import CANCEL_GRACE_SECONDS, cancel_grace_seconds, render_job, render_run_identity, uses_sdk
 from kubetasks.core.result_refs import judge_ref
 from kubetasks.core.status_patch import status_patch
 from kubetasks.core.version import locked_task
@@ -61,7 +61,6 @@ from kubetasks.runtime.entry import ENV_TERMINATION_LOG  # where a local attempt
 
 IDLE_SECONDS = 30.0  # a run with nothing due is looked at again this often (or as soon as it changes)
 POLL_SECONDS = 0.5  # how often a running attempt's run is checked for a cancel or its deadline
-STOP_GRACE_SECONDS = 5.0  # as the operator gives a cancelled pod (kube.STOP_GRACE_SECONDS)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -152,7 +151,7 @@ class DevRunner:
             with self._lock:
                 running = list(self._processes.values())
             for process in running:  # not left behind: the threads that wait for them end with this process
-                _stop(process)
+                _stop(process, CANCEL_GRACE_SECONDS)
             self._say("stopped: a run whose attempt was cut short is retried (by its Task's policy) "
                       "when kubetasks dev runs again")
 
@@ -271,7 +270,7 @@ class DevRunner:
             self._event(body, "Normal", "DevAttempt", f"attempt {attempt} runs in kubetasks dev on {self.host} "
                                                       f"(pid {process.pid}, instance {self.instance}): no Job")
             try:
-                timed_out = self._wait(process, run, limit)
+                timed_out = self._wait(process, run, limit, cancel_grace_seconds(task.spec))
             finally:
                 with self._lock:
                     self._processes.pop(str(run.metadata.get("uid")), None)
@@ -285,9 +284,10 @@ class DevRunner:
         self._say(f"taskrun/{run.name} attempt {attempt}: {obs.state}")
         return obs
 
-    def _wait(self, process: subprocess.Popen[bytes], run: TaskRun, limit: float | None) -> bool:
-        """Waits for the attempt's process; stops it when its run is cancelled, its maxDuration
-        passes (True) or this process stops."""
+    def _wait(self, process: subprocess.Popen[bytes], run: TaskRun, limit: float | None, grace: int) -> bool:
+        """Waits for the attempt's process; stops it (SIGTERM, then SIGKILL after ``grace``
+        seconds, as the operator's cancel) when its run is cancelled, its maxDuration passes
+        (True) or this process stops."""
         from kubetasks import kube
 
         deadline = time.monotonic() + limit if limit else None
@@ -299,10 +299,10 @@ class DevRunner:
             except subprocess.TimeoutExpired:
                 pass
             if deadline is not None and time.monotonic() >= deadline:
-                _stop(process)
+                _stop(process, grace)
                 return True
             if self.stopping.is_set():
-                _stop(process)
+                _stop(process, grace)
                 return False
             if self._changed[uid].is_set():
                 self._changed[uid].clear()
@@ -313,7 +313,7 @@ class DevRunner:
                     self._changed[uid].set()
                     continue
                 if now is None or now["metadata"].get("uid") != uid or (now.get("spec") or {}).get("cancel"):
-                    _stop(process)
+                    _stop(process, grace)
                     return False
 
     def _read_ref(self, run: TaskRun, obs: AttemptObservation) -> AttemptObservation:
@@ -352,10 +352,10 @@ class DevRunner:
         return changed
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], grace: int) -> None:
     process.terminate()
     try:
-        process.wait(STOP_GRACE_SECONDS)
+        process.wait(grace)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()

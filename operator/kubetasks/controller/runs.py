@@ -73,7 +73,7 @@ from kubetasks.core.plan import (
     Event, Plan, World, plan_failed, plan_run, retries_left, start_problem_shown,
 )
 from kubetasks.core.render import (
-    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    access_to_drop, cancel_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
     uses_sdk,
 )
 from kubetasks.controller.access import drop_access
@@ -128,7 +128,8 @@ class RunReconciler:
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
         self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         self._created_job: dict[str, bool] = {}  # run uid -> this reconcile created its attempt's Job
-        self._cancelled: dict[str, bool] = {}  # run uid -> its Jobs were deleted: its pods once more, soon
+        # run uid -> its Jobs were deleted, with this grace period: its pods once more, soon
+        self._cancelled: dict[str, int] = {}
         # run uid -> (attempt, its checkpoints) as read while it waits: with no pod, nothing writes
         # them until it resumes (a Waiting parent is reconciled as each child ends: one read, not one each).
         self._waiting_steps: dict[str, tuple[int, dict[str, str] | None]] = {}
@@ -203,9 +204,10 @@ class RunReconciler:
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
-            if self._cancelled.pop(uid, False):  # once, a moment after its Jobs were deleted: see _apply
-                await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}")
-            await self._reap(run, uid)
+            grace = self._cancelled.pop(uid, None)  # once, a moment after its Jobs were deleted: see _apply
+            if grace is not None:  # (the store keeps no locked version of a finished run: the grace given then)
+                await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}", grace)
+            await self._reap(run, uid, task)
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
             await self.hooks.fire(key, run, uid, task)  # before its retention may delete it
@@ -245,14 +247,14 @@ class RunReconciler:
             self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
         return updated
 
-    async def _reap(self, run: TaskRun, uid: str) -> None:
+    async def _reap(self, run: TaskRun, uid: str, task: Task | None) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
         active = [j for j in self.cache.jobs_of_run(uid) if not self.cache.attempt_ended(j)
                   and not j["metadata"].get("deletionTimestamp")]
         if active:
             log.info("%s/%s is %s but owns running Jobs %s: deleting them", run.namespace, run.name,
                      run.status.phase, [j["metadata"]["name"] for j in active])
-            await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
+            await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}", _grace(run, task))
         self.cache.forget(uid)
         self.logs.forget(uid)
         self.results.forget(uid)
@@ -562,11 +564,12 @@ class RunReconciler:
             raise Requeue(0, "the run changed while it was being decided")
         old_status = body.get("status") or {}
         if plan.delete_jobs:
-            await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
+            grace = _grace(run, task)
+            await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}", grace)
             # A pod the Job controller was creating as its Job was deleted lands after the pods'
             # delete, and the garbage collector gives it its full grace period (30 s): its pods are
             # deleted once more, RETRY_SOON later (the reconcile that follows the outcome).
-            self._cancelled[uid] = True
+            self._cancelled[uid] = grace
         if plan.stop_job:
             await self._call("delete", kube.JOBS, key[0], plan.stop_job)
         if plan.cancel_runs:
@@ -599,7 +602,7 @@ class RunReconciler:
             if unfinished(body):  # it finishes now: its access objects go (after its log is kept)
                 self._access_left.add(uid)
                 await self.results.finished(run, plan.status, self.cache)  # its parent's grant to read its result
-            if self._cancelled.get(uid):
+            if uid in self._cancelled:
                 return RETRY_SOON
         return plan.requeue_at
 
@@ -674,3 +677,10 @@ class RunReconciler:
         except Exception as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", event.reason, body["metadata"].get("name"),
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def _grace(run: TaskRun, task: Task | None) -> int:
+    """A cancelled attempt's pods' grace period: the version the run is locked to says, which its
+    pods were made from, else the Task as it is (core.render.cancel_grace_seconds)."""
+    locked = run.status.task_version
+    return cancel_grace_seconds(locked.spec if locked else task.spec if task else None)

@@ -9,9 +9,9 @@ from typing import Any
 from kubetasks.api.common import API_VERSION, Machine
 from kubetasks.api.durations import parse_duration
 from kubetasks.api.machines import resolve_machine
-from kubetasks.api.task import Task
+from kubetasks.api.task import Task, TaskSpec
 from kubetasks.api.taskrun import TaskRun
-from kubetasks.api.version import TaskVersion
+from kubetasks.api.version import LockedSpec, TaskVersion
 from kubetasks.core.backoff import effective_retry
 from kubetasks.core.naming import (
     LABEL_ATTEMPT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_RUN, LABEL_RUN_UID, LABEL_TASK, MANAGER, checkpoint_name,
@@ -27,6 +27,17 @@ TASK_UID = 65532
 PAYLOAD_VOLUME = "kubetasks-payload"
 GRANT_VOLUME = "kubetasks-grant"
 MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
+
+
+CANCEL_GRACE_SECONDS = 5  # a cancelled attempt's pods after SIGTERM, when the Task sets no stopGracePeriod
+
+
+def cancel_grace_seconds(spec: TaskSpec | LockedSpec | None) -> int:
+    """Seconds a cancelled attempt's pods get between SIGTERM and SIGKILL: the Task's
+    stopGracePeriod (its pods' terminationGracePeriodSeconds too), else CANCEL_GRACE_SECONDS."""
+    if spec is None or not spec.stop_grace_period:
+        return CANCEL_GRACE_SECONDS
+    return max(1, int(parse_duration(spec.stop_grace_period).total_seconds()))
 
 
 def owner_reference(run: TaskRun) -> dict[str, Any]:
@@ -163,6 +174,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         pod_spec["nodeSelector"] = spec.node_selector
     if spec.tolerations:
         pod_spec["tolerations"] = [t.to_api() for t in spec.tolerations]
+    if spec.stop_grace_period:
+        pod_spec["terminationGracePeriodSeconds"] = cancel_grace_seconds(spec)
     if spec.max_duration:
         job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
     if spec.ttl_seconds_after_finished is not None:

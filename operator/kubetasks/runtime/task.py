@@ -85,6 +85,7 @@ class TaskOptions(TypedDict, total=False):
     retry: RetryPolicy | dict[str, Any] | int | None
     machine: Machine | dict[str, Any] | str | None
     max_duration: DurationLike | None
+    stop_grace_period: DurationLike | None
     payload: type[BaseModel] | None
     middleware: Middleware | list[Middleware] | None
     on_start_attempt: StartHook | list[StartHook] | None
@@ -113,6 +114,8 @@ class TaskDefinition(Generic[P, R]):
         self.machine = machine_of(options.get("machine"))
         max_duration = options.get("max_duration")
         self.max_duration = duration_string(max_duration) if max_duration is not None else None
+        grace = options.get("stop_grace_period")  # the time on_cancel hooks have (Task.spec.stopGracePeriod)
+        self.stop_grace_period = duration_string(grace) if grace is not None else None
         self.payload_model = payload_model_of(fn, options.get("payload"))
         # In-pod hooks (runtime.lifecycle), not the Task's spec.onSuccess (which runs another Task)
         self.hooks = Hooks.of(**{kind: options.get(kind) for kind in HOOK_KINDS})
@@ -171,6 +174,8 @@ class TaskDefinition(Generic[P, R]):
             fields["machine"] = self.machine
         if self.max_duration is not None:
             fields["max_duration"] = self.max_duration
+        if self.stop_grace_period is not None:
+            fields["stop_grace_period"] = self.stop_grace_period
         if self.payload_model is not None:
             fields["payload_schema"] = self.payload_model.model_json_schema()
         task_spec = TaskSpec.model_validate({**fields, **spec})
