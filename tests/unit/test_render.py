@@ -106,8 +106,8 @@ def test_a_stop_grace_period_is_the_pods_and_the_cancels():
     t, r = objects({"entrypoint": "app:resize", "stopGracePeriod": "1m30s"})
     assert render_job(r, t, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
     assert cancel_grace_seconds(t.spec) == 90
-    t, r = objects()  # unset: Kubernetes' default for the pod, a short one for a cancel
-    assert "terminationGracePeriodSeconds" not in render_job(r, t, 1)["spec"]["template"]["spec"]
+    t, r = objects()  # unset: short, for the pod as for a cancel (the garbage collector's delete gives the pod's)
+    assert render_job(r, t, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5
     assert cancel_grace_seconds(t.spec) == cancel_grace_seconds(None) == CANCEL_GRACE_SECONDS == 5
 
 

@@ -149,9 +149,8 @@ class TaskSpec(Model):
     stop_grace_period: Duration | None = Field(
         default=None, json_schema_extra=at_most(MAX_STOP_GRACE, positive=True),
         description="How long an attempt's pod has after SIGTERM before it is killed: a cancel (its on_cancel hooks "
-                    "run within it), maxDuration, an eviction; its pods' terminationGracePeriodSeconds. Unset: 5s "
-                    "after a cancel, so that a cancelled run frees its resources soon, and Kubernetes' 30s "
-                    f"otherwise. More than 0s, at most {MAX_STOP_GRACE}.")
+                    "run within it), maxDuration, an eviction; its pods' terminationGracePeriodSeconds. Unset: 5s, "
+                    f"so that a cancelled run frees its resources soon. More than 0s, at most {MAX_STOP_GRACE}.")
     ttl_seconds_after_finished: int | None = Field(
         default=86400, ge=0, description="Finished attempts' Jobs (and their logs) are deleted after this long."
     )

@@ -22,7 +22,7 @@ Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the o
 6. when the pod is told to stop (SIGTERM) because the run was cancelled (``spec.cancel``, a
    cancelled parent, an overlap that cancels the running run) or deleted:
    ``on_cancel(payload, ctx)``, within the pod's grace period: the Task's ``stopGracePeriod``,
-   else 5 s after a cancel (which frees the attempt's resources soon), 30 s after a delete. The task is
+   else 5 s (which frees a cancelled attempt's resources soon). The task is
    interrupted by :class:`~kubetasks.runtime.errors.Stopped` (a BaseException, as
    KeyboardInterrupt: ``except Exception`` does not catch it, ``finally`` blocks run); no
    catch_error, no on_success/on_failure/on_complete then. Errors are logged. The run has ended:
