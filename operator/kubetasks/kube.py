@@ -515,7 +515,7 @@ def create_or_get(obj: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
 
 def delete_jobs(namespace: str, label_selector: str, grace_seconds: int) -> None:
     """Deletes every Job that matches and their pods, each in one request. The pods are deleted
-    too, with the cancel's grace period (core.render.cancel_grace_seconds): the garbage collector
+    too, with the cancel's grace period (core.render.stop_grace_seconds): the garbage collector
     would give them their own."""
     options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
                "gracePeriodSeconds": grace_seconds}

@@ -3,7 +3,7 @@ import json
 from kubetasks import protocol
 from kubetasks.api import Task, TaskRun
 from kubetasks.core.render import (
-    CANCEL_GRACE_SECONDS, access_to_drop, cancel_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    STOP_GRACE_SECONDS, access_to_drop, stop_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
 )
 
 
@@ -105,10 +105,10 @@ def test_the_task_is_not_pid_1_so_a_sigterm_stops_it():
 def test_a_stop_grace_period_is_the_pods_and_the_cancels():
     t, r = objects({"entrypoint": "app:resize", "stopGracePeriod": "1m30s"})
     assert render_job(r, t, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
-    assert cancel_grace_seconds(t.spec) == 90
+    assert stop_grace_seconds(t.spec) == 90
     t, r = objects()  # unset: short, for the pod as for a cancel (the garbage collector's delete gives the pod's)
     assert render_job(r, t, 1)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5
-    assert cancel_grace_seconds(t.spec) == cancel_grace_seconds(None) == CANCEL_GRACE_SECONDS == 5
+    assert stop_grace_seconds(t.spec) == stop_grace_seconds(None) == STOP_GRACE_SECONDS == 5
 
 
 def test_commands_and_plain_images():

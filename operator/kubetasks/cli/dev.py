@@ -52,7 +52,7 @@ from kubetasks.core.observe import AttemptObservation
 from kubetasks.core.payload import payload_data
 from kubetasks.core.backoff import effective_retry
 from kubetasks.core.plan import World, plan_run, retries_left
-from kubetasks.core.render import CANCEL_GRACE_SECONDS, cancel_grace_seconds, render_job, render_run_identity, uses_sdk
+from kubetasks.core.render import STOP_GRACE_SECONDS, stop_grace_seconds, render_job, render_run_identity, uses_sdk
 from kubetasks.core.result_refs import judge_ref
 from kubetasks.core.status_patch import status_patch
 from kubetasks.core.version import locked_task
@@ -151,7 +151,7 @@ class DevRunner:
             with self._lock:
                 running = list(self._processes.values())
             for process in running:  # not left behind: the threads that wait for them end with this process
-                _stop(process, CANCEL_GRACE_SECONDS)
+                _stop(process, STOP_GRACE_SECONDS)
             self._say("stopped: a run whose attempt was cut short is retried (by its Task's policy) "
                       "when kubetasks dev runs again")
 
@@ -270,7 +270,7 @@ class DevRunner:
             self._event(body, "Normal", "DevAttempt", f"attempt {attempt} runs in kubetasks dev on {self.host} "
                                                       f"(pid {process.pid}, instance {self.instance}): no Job")
             try:
-                timed_out = self._wait(process, run, limit, cancel_grace_seconds(task.spec))
+                timed_out = self._wait(process, run, limit, stop_grace_seconds(task.spec))
             finally:
                 with self._lock:
                     self._processes.pop(str(run.metadata.get("uid")), None)

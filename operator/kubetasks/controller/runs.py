@@ -73,7 +73,7 @@ from kubetasks.core.plan import (
     Event, Plan, World, plan_failed, plan_run, retries_left, start_problem_shown,
 )
 from kubetasks.core.render import (
-    access_to_drop, cancel_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    access_to_drop, stop_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
     uses_sdk,
 )
 from kubetasks.controller.access import drop_access
@@ -681,6 +681,6 @@ class RunReconciler:
 
 def _grace(run: TaskRun, task: Task | None) -> int:
     """A cancelled attempt's pods' grace period: the version the run is locked to says, which its
-    pods were made from, else the Task as it is (core.render.cancel_grace_seconds)."""
+    pods were made from, else the Task as it is (core.render.stop_grace_seconds)."""
     locked = run.status.task_version
-    return cancel_grace_seconds(locked.spec if locked else task.spec if task else None)
+    return stop_grace_seconds(locked.spec if locked else task.spec if task else None)

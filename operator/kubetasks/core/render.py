@@ -29,14 +29,14 @@ GRANT_VOLUME = "kubetasks-grant"
 MAX_SUBDOMAIN = 253  # a Role's or RoleBinding's name
 
 
-CANCEL_GRACE_SECONDS = 5  # an attempt's pods after SIGTERM, when the Task sets no stopGracePeriod
+STOP_GRACE_SECONDS = 5  # an attempt's pods after SIGTERM, when the Task sets no stopGracePeriod
 
 
-def cancel_grace_seconds(spec: TaskSpec | LockedSpec | None) -> int:
+def stop_grace_seconds(spec: TaskSpec | LockedSpec | None) -> int:
     """Seconds an attempt's pods get between SIGTERM and SIGKILL (their terminationGracePeriodSeconds
-    and the operator's cancel deletes): the Task's stopGracePeriod, else CANCEL_GRACE_SECONDS."""
+    and the operator's cancel deletes): the Task's stopGracePeriod, else STOP_GRACE_SECONDS."""
     if spec is None or not spec.stop_grace_period:
-        return CANCEL_GRACE_SECONDS
+        return STOP_GRACE_SECONDS
     return max(1, int(parse_duration(spec.stop_grace_period).total_seconds()))
 
 
@@ -176,7 +176,7 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         pod_spec["tolerations"] = [t.to_api() for t in spec.tolerations]
     # The pod's own too, not only the operator's cancel deletes: the garbage collector deletes the
     # pods of a deleted Job with the pod's, and may do so before the operator's delete lands.
-    pod_spec["terminationGracePeriodSeconds"] = cancel_grace_seconds(spec)
+    pod_spec["terminationGracePeriodSeconds"] = stop_grace_seconds(spec)
     if spec.max_duration:
         job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
     if spec.ttl_seconds_after_finished is not None:
