@@ -41,6 +41,38 @@ node_ip() {
   [ -n "$ip" ] || ip=$(hostname -I | awk '{print $1}')
   echo "$ip"
 }
+CONTAINERD_SOCK=/run/containerd/containerd.sock
+# What pods leave on this node: containers (they outlive the kubelet), mounts (secret/projected
+# volumes, sandbox /dev/shm, rootfs), network namespaces, the bridge, kube-proxy's and CNI's
+# iptables rules and the IPs reserved. down.sh removes them; so does up.sh before it starts a new
+# cluster, since one whose processes were all killed at once (its machine's session ended) left them.
+remove_pod_containers() {
+  [ -S "$CONTAINERD_SOCK" ] || return 0
+  local id
+  for id in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+  done
+  for _ in $(seq 25); do [ -z "$(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null | head -1)" ] && break; sleep 0.2; done
+  for id in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
+  done
+  for id in $(ctr --address "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io containers delete "$id" >/dev/null 2>&1 || true
+  done
+}
+remove_pod_mounts_and_network() {
+  { grep -oE " ($STATE|/run/containerd)[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  ip link del kt0 2>/dev/null || true
+  local ns table
+  for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
+  for table in nat filter mangle; do
+    iptables-save -t $table 2>/dev/null | grep -qE 'KUBE-|CNI-' || continue
+    iptables-save -t $table | grep -vE 'KUBE-|CNI-' | iptables-restore -T $table 2>/dev/null || true
+  done
+  rm -rf /var/lib/cni/networks/kubetasks
+}
+# port_owner <port>: the process that listens on a TCP port, empty when none does
+port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -oE 'users:\(\("[^"]*",pid=[0-9]+' | sed 's/users:((//' | head -1 || true; }
 running() { local f=$STATE/pids/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 # start <name> <command...>: runs a component in the background, logging to $STATE/logs/<name>.log
 start() {

@@ -12,9 +12,23 @@ export NODE_NAME NODE_IP
 POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 KWOK_NODES=${KUBETASKS_KWOK_NODES:-3}
-CONTAINERD_SOCK=/run/containerd/containerd.sock
+
+# Another cluster on this machine (another checkout's, or one whose state dir was removed) would
+# keep this one's ports and containerd, and answer the readiness checks below in its place.
+running etcd || for port in 2379 6443 10250; do
+  owner=$(port_owner "$port")
+  [ -z "$owner" ] || die "port $port is taken by $owner: another local cluster? Stop it with its own hack/cluster/down.sh"
+done
+running containerd || ! ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1 \
+  || die "a containerd not started here serves $CONTAINERD_SOCK: another local cluster? Stop it with its own hack/cluster/down.sh"
+
+# A new cluster (no etcd data yet) owns no pod on this machine: whatever pods left here is another,
+# gone, cluster's. A cluster restarted on its own state finds its pods as after a reboot.
+fresh=1
+[ -d "$STATE/etcd/member" ] && fresh=0
 
 "$REPO/hack/cluster/deps.sh"
+[ $fresh = 0 ] || remove_pod_mounts_and_network
 "$REPO/hack/cluster/build.sh"
 "$REPO/hack/images/build.sh" pause python
 
@@ -92,6 +106,7 @@ write "$STATE/cni/net.d/10-kubetasks.conflist" <<JSON
 JSON
 start containerd containerd --config "$STATE/containerd.toml" --address "$CONTAINERD_SOCK"
 wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
+[ $fresh = 0 ] || remove_pod_containers  # containerd keeps its containers on disk
 CONTAINERD_ADDRESS=$CONTAINERD_SOCK "$REPO/hack/images/import.sh" pause python
 
 write "$STATE/kubelet.yaml" <<YAML
