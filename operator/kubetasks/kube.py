@@ -513,21 +513,19 @@ def create_or_get(obj: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
     return False, get(resource, meta["namespace"], meta["name"])
 
 
-def delete_jobs(namespace: str, label_selector: str, grace_seconds: int) -> None:
+def delete_jobs(namespace: str, label_selector: str) -> None:
     """Deletes every Job that matches and their pods, each in one request. The pods are deleted
-    too, with the cancel's grace period (core.render.stop_grace_seconds): the garbage collector
-    would give them their own."""
-    options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
-               "gracePeriodSeconds": grace_seconds}
+    at once rather than when the garbage collector gets to them; each gets its own grace period
+    (the Task's stopGracePeriod, core.render.stop_grace_seconds), whoever deletes it."""
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
     _request("DELETE", JOBS.path(namespace), {"labelSelector": label_selector}, body=options)
-    delete_pods(namespace, label_selector, grace_seconds)
+    delete_pods(namespace, label_selector)
 
 
-def delete_pods(namespace: str, label_selector: str, grace_seconds: int) -> None:
-    """Deletes every pod that matches, with the grace period of a cancel (a pod already
-    terminating with a longer one gets the shorter)."""
-    options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace_seconds}
-    _request("DELETE", Resource("", "v1", "pods").path(namespace), {"labelSelector": label_selector}, body=options)
+def delete_pods(namespace: str, label_selector: str) -> None:
+    """Deletes every pod that matches, each with its own grace period."""
+    _request("DELETE", Resource("", "v1", "pods").path(namespace), {"labelSelector": label_selector},
+             body={"kind": "DeleteOptions", "apiVersion": "v1"})
 
 
 def delete(resource: Resource, namespace: str, name: str, uid: str | None = None) -> None:

@@ -47,7 +47,6 @@ class FakeApi:
         self.objects: dict[tuple[str, str, str], Body] = {}
         self.pending: list[tuple[str, str, Body]] = []  # (kind, type, object) not yet delivered
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.graces: list[int] = []  # the grace period of each delete_jobs and delete_pods, in order
         self.events: list[tuple[str, str, str, str]] = []  # (object name, type, reason, message)
         self.made: list[tuple[str, str]] = []  # (kind, name) of every object the reconcilers created
         self.pods: dict[str, list[Body]] = {}  # by Job name: what the kubelet reports
@@ -110,17 +109,15 @@ class FakeApi:
         _merge(obj, patch)
         self._modified(obj)
 
-    def delete_jobs(self, namespace: str, label_selector: str, grace_seconds: int) -> None:
+    def delete_jobs(self, namespace: str, label_selector: str) -> None:
         self.calls.append(("delete_jobs", (label_selector,)))
-        self.graces.append(grace_seconds)
         k, v = label_selector.split("=")
         for key, obj in list(self.objects.items()):
             if key[0] == "Job" and key[1] == namespace and (obj["metadata"].get("labels") or {}).get(k) == v:
                 self.remove(key)
 
-    def delete_pods(self, namespace: str, label_selector: str, grace_seconds: int) -> None:
+    def delete_pods(self, namespace: str, label_selector: str) -> None:
         self.calls.append(("delete_pods", (label_selector,)))
-        self.graces.append(grace_seconds)
 
     def delete(self, resource: kube.Resource, namespace: str, name: str, uid: str | None = None) -> None:
         self.calls.append(("delete", (resource.plural, name)))

@@ -73,7 +73,7 @@ from kubetasks.core.plan import (
     Event, Plan, World, plan_failed, plan_run, retries_left, start_problem_shown,
 )
 from kubetasks.core.render import (
-    access_to_drop, stop_grace_seconds, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
+    access_to_drop, machine_for_attempt, render_job, render_parent_access, render_payload, render_run_identity,
     uses_sdk,
 )
 from kubetasks.controller.access import drop_access
@@ -128,8 +128,7 @@ class RunReconciler:
         self._access_left: set[str] = set()  # uids of finished runs whose access objects are still to delete
         self._written: dict[str, Body] = {}  # run uid -> the status this process last wrote (core.status_trust)
         self._created_job: dict[str, bool] = {}  # run uid -> this reconcile created its attempt's Job
-        # run uid -> its Jobs were deleted, with this grace period: its pods once more, soon
-        self._cancelled: dict[str, int] = {}
+        self._cancelled: set[str] = set()  # uids of runs whose Jobs were deleted: their pods once more, soon
         # run uid -> (attempt, its checkpoints) as read while it waits: with no pod, nothing writes
         # them until it resumes (a Waiting parent is reconciled as each child ends: one read, not one each).
         self._waiting_steps: dict[str, tuple[int, dict[str, str] | None]] = {}
@@ -140,7 +139,7 @@ class RunReconciler:
             self._warned_after_outcome.pop(uid_of(old) or "", None)
             self._access_left.discard(uid_of(old) or "")
             self._written.pop(uid_of(old) or "", None)
-            self._cancelled.pop(uid_of(old) or "", None)
+            self._cancelled.discard(uid_of(old) or "")
             self._waiting_steps.pop(uid_of(old) or "", None)
             self.results.forget(uid_of(old) or "")
             self.payloads.forget(uid_of(old) or "")
@@ -204,9 +203,9 @@ class RunReconciler:
         task_body = self.cache.tasks.get((key[0], run.spec.task_ref))
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
-            grace = self._cancelled.pop(uid, None)  # once, a moment after its Jobs were deleted: see _apply
-            if grace is not None:  # (the store keeps no locked version of a finished run: the grace given then)
-                await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}", grace)
+            if uid in self._cancelled:  # once, a moment after its Jobs were deleted: see _apply
+                self._cancelled.discard(uid)
+                await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}")
             await self._reap(run, uid, task)
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
@@ -254,7 +253,7 @@ class RunReconciler:
         if active:
             log.info("%s/%s is %s but owns running Jobs %s: deleting them", run.namespace, run.name,
                      run.status.phase, [j["metadata"]["name"] for j in active])
-            await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}", _grace(run, task))
+            await self._call("delete_jobs", run.namespace, f"{LABEL_RUN_UID}={uid}")
         self.cache.forget(uid)
         self.logs.forget(uid)
         self.results.forget(uid)
@@ -564,12 +563,11 @@ class RunReconciler:
             raise Requeue(0, "the run changed while it was being decided")
         old_status = body.get("status") or {}
         if plan.delete_jobs:
-            grace = _grace(run, task)
-            await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}", grace)
+            await self._call("delete_jobs", key[0], f"{LABEL_RUN_UID}={uid}")
             # A pod the Job controller was creating as its Job was deleted lands after the pods'
-            # delete, and the garbage collector gives it its full grace period (30 s): its pods are
+            # delete, and would stop only when the garbage collector gets to it: its pods are
             # deleted once more, RETRY_SOON later (the reconcile that follows the outcome).
-            self._cancelled[uid] = grace
+            self._cancelled.add(uid)
         if plan.stop_job:
             await self._call("delete", kube.JOBS, key[0], plan.stop_job)
         if plan.cancel_runs:
@@ -677,10 +675,3 @@ class RunReconciler:
         except Exception as e:  # an Event is a courtesy: never fail a reconcile over one
             log.warning("could not post event %s on %s: %s", event.reason, body["metadata"].get("name"),
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
-def _grace(run: TaskRun, task: Task | None) -> int:
-    """A cancelled attempt's pods' grace period: the version the run is locked to says, which its
-    pods were made from, else the Task as it is (core.render.stop_grace_seconds)."""
-    locked = run.status.task_version
-    return stop_grace_seconds(locked.spec if locked else task.spec if task else None)
