@@ -206,7 +206,7 @@ class RunReconciler:
             if uid in self._cancelled:  # once, a moment after its Jobs were deleted: see _apply
                 self._cancelled.discard(uid)
                 await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}")
-            await self._reap(run, uid, task)
+            await self._reap(run, uid)
             if uid in self._access_left:  # deleting them failed when it finished: again
                 await self._drop_access(run, uid, task)
             await self.hooks.fire(key, run, uid, task)  # before its retention may delete it
@@ -246,7 +246,7 @@ class RunReconciler:
             self._written[uid] = self.cache.runs.slim(updated).get("status") or {}  # as the store shows it
         return updated
 
-    async def _reap(self, run: TaskRun, uid: str, task: Task | None) -> None:
+    async def _reap(self, run: TaskRun, uid: str) -> None:
         """A finished run owns no running Job (a cancel that raced a start, say)."""
         active = [j for j in self.cache.jobs_of_run(uid) if not self.cache.attempt_ended(j)
                   and not j["metadata"].get("deletionTimestamp")]

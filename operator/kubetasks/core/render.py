@@ -33,8 +33,9 @@ STOP_GRACE_SECONDS = 5  # an attempt's pods after SIGTERM, when the Task sets no
 
 
 def stop_grace_seconds(spec: TaskSpec | LockedSpec | None) -> int:
-    """Seconds an attempt's pods get between SIGTERM and SIGKILL (their terminationGracePeriodSeconds
-    and the operator's cancel deletes): the Task's stopGracePeriod, else STOP_GRACE_SECONDS."""
+    """Seconds an attempt's pods get between SIGTERM and SIGKILL (their terminationGracePeriodSeconds,
+    which every delete of them gives: the operator's, the garbage collector's, an eviction's): the
+    Task's stopGracePeriod, else STOP_GRACE_SECONDS."""
     if spec is None or not spec.stop_grace_period:
         return STOP_GRACE_SECONDS
     return max(1, int(parse_duration(spec.stop_grace_period).total_seconds()))
@@ -174,8 +175,8 @@ def render_job(run: TaskRun, task: Task, attempt: int, machine: Machine | None =
         pod_spec["nodeSelector"] = spec.node_selector
     if spec.tolerations:
         pod_spec["tolerations"] = [t.to_api() for t in spec.tolerations]
-    # The pod's own too, not only the operator's cancel deletes: the garbage collector deletes the
-    # pods of a deleted Job with the pod's, and may do so before the operator's delete lands.
+    # The pod's own, so that whoever deletes it (the operator on a cancel, the garbage collector
+    # after its Job, which may come first) gives it the same time: the deletes set none.
     pod_spec["terminationGracePeriodSeconds"] = stop_grace_seconds(spec)
     if spec.max_duration:
         job_spec["activeDeadlineSeconds"] = max(1, int(parse_duration(spec.max_duration).total_seconds()))
