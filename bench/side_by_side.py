@@ -349,7 +349,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                   f"p90 {pct(reaction, 90):.0f}, p99 {pct(reaction, 99):.0f}")
         own = histogram_p50(metrics_before, metrics_after, "kubetasks_job_start_latency_seconds")
         if own:
-            print(f"operator's own wake-up -> Job POST sent (kubetasks_job_start_latency_seconds): "
+            print(f"operator's own event read -> Job POST sent (kubetasks_job_start_latency_seconds): "
                   f"p50 {1000 * own[0]:.0f} ms ({own[1]} first attempts)")
         job_post = histogram_p50(metrics_before, metrics_after, "kubetasks_api_request_duration_seconds",
                                  method="POST", resource="jobs")

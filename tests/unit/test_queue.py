@@ -148,3 +148,30 @@ def test_first_keys_go_ahead_of_the_rest_and_each_key_is_still_reconciled_once()
 
     asyncio.run(main())
     assert seen == ["c", "a", "b"]
+
+
+def test_a_key_queued_by_a_watch_event_was_woken_when_the_reflector_read_the_event():
+    """The hand-off from the reflector's thread to the loop counts in the run's start latency."""
+    from kubetasks.controller.queue import WOKEN_AT
+    from kubetasks.informer import reflector
+
+    woken: dict[str, float] = {}
+
+    async def reconcile(key: str) -> None:
+        woken[key] = WOKEN_AT.get()
+
+    async def main() -> tuple[float, float]:
+        q: WorkQueue[str] = WorkQueue("test", reconcile, workers=1)
+        q.start()
+        read = time.monotonic() - 0.25  # read off the wire a while before the loop applied it
+        reflector._apply_event(lambda: q.add("by-event"), read)
+        queued = time.monotonic()
+        q.add("otherwise")  # no event being applied (a timer, a freed slot found later): now
+        while len(woken) < 2:
+            await asyncio.sleep(0.01)
+        await q.stop()
+        return read, queued
+
+    read, queued = asyncio.run(main())
+    assert woken["by-event"] == read
+    assert queued <= woken["otherwise"] < queued + 1

@@ -85,7 +85,7 @@ def run(script: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch, timing: 
     clock = Clock()
     monkeypatch.setattr(reflector_module, "time", clock)
     api = FakeKube(clock, script)
-    store = store or Store("X")
+    store = Store("X") if store is None else store  # an empty Store is falsy
     loop = asyncio.new_event_loop()
     try:
         reflector = Reflector(store, kube.TASKRUNS, "ns", "", loop, timing, api=api)
@@ -128,6 +128,17 @@ def test_events_reach_the_store_and_the_watch_resumes_after_the_last_one(monkeyp
                          ("watch", [("DELETED", obj("b", 13))], 5, None)], monkeypatch)
     assert watched_from(api) == ["10", "12"]
     assert store.keys() == [("ns", "a")] and store.get(("ns", "a"))["metadata"]["resourceVersion"] == "12"
+
+
+def test_listeners_know_when_the_event_they_apply_was_read_and_no_one_else_does(monkeypatch):
+    """What the operator's "event seen -> Job POST sent" starts from: the read, not the loop's turn."""
+    store = Store("X")
+    seen: list[float] = []
+    store.listeners.append(lambda old, new: seen.append(reflector_module.seen_at()))
+    run([("list", [obj("a", 1)], 10), ("watch", [], 7, None), ("watch", [("ADDED", obj("b", 11))], 5, None)],
+        monkeypatch, store=store)
+    assert seen == [0.0, 1007.0]  # a list's replace is no event; the event was read at 1007, after the quiet watch
+    assert reflector_module.seen_at() == 0.0
 
 
 @pytest.mark.parametrize("gone", [kube.Gone("too old resource version: 5 (20)"),  # an ERROR event, code 410

@@ -18,11 +18,12 @@ ATTEMPT_DURATION = Histogram("kubetasks_attempt_duration_seconds", "Wall time of
                              buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600))
 RECONCILE_SECONDS = Histogram("kubetasks_reconcile_seconds", "Time to reconcile one object", ["kind"],
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-# A first attempt's Job: from the wake-up that let it start (the TaskRun's watch event reaching the
-# work queue, or the timer or slot that admitted it) to its POST being sent. The API server's own
-# time to create it, and the watch that shows it, come after.
+# A first attempt's Job: from the wake-up that let it start (the TaskRun's watch event as the
+# reflector read it off the wire, or the timer, or the event that freed its slot) to its POST being
+# sent: the hand-off to the event loop, the queue and the reconcile. The API server's own time to
+# create it, and the watch that shows it, come after.
 JOB_START_LATENCY = Histogram("kubetasks_job_start_latency_seconds",
-                              "Wake-up of a run (its event, timer or slot) to its first Job's POST being sent",
+                              "Wake-up of a run (its watch event as read, a timer, a freed slot) to its first Job's POST being sent",
                               ["task"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                                  5, 10, 30))
 QUEUE_DEPTH = Gauge("kubetasks_queue_depth", "Keys waiting in the operator's work queues", ["queue"])

@@ -23,11 +23,14 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
+from kubetasks.informer.reflector import seen_at
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 When = datetime | float | None
-# In a reconcile: when (time.monotonic()) its key was queued, by the event or timer that woke it.
+# In a reconcile: when (time.monotonic()) the event or timer that woke its key came: a watch
+# event from when the reflector read it (before the hand-off to the loop), else when it was queued.
 WOKEN_AT: ContextVar[float] = ContextVar("woken_at", default=0.0)
 
 
@@ -70,7 +73,7 @@ class WorkQueue(Generic[K]):
     def add(self, key: K, first: bool = False) -> None:
         """Queues the key. ``first``: ahead of the keys queued without it (a new run, whose Job
         waits on this reconcile, before status updates of runs already going)."""
-        self._woken.setdefault(key, time.monotonic())
+        self._woken.setdefault(key, seen_at() or time.monotonic())
         if key in self._processing:
             self._dirty.add(key)
         elif key not in self._queued or (first and key not in self._first):

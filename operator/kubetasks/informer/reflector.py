@@ -44,6 +44,25 @@ DECODE_DEPTH = 25_000  # frames: JSON nested as deep as the API server takes, wi
 DECODE_STACK_BYTES = 32 * 2**20  # address space reserved, not memory used (10,000 levels take < 8 MiB)
 
 
+_seen_at = 0.0  # see seen_at()
+
+
+def seen_at() -> float:
+    """While a store applies a watch event (in its listeners, on the loop): when the reflector
+    read that event off the wire (time.monotonic()), so that a latency can start where the
+    operator first saw the change, before its hand-off to the loop. 0.0 at any other time."""
+    return _seen_at
+
+
+def _apply_event(fn: Callable[..., None], seen: float, *args: Any) -> None:
+    global _seen_at
+    _seen_at = seen
+    try:
+        fn(*args)
+    finally:
+        _seen_at = 0.0
+
+
 @dataclass(frozen=True)
 class Timing:
     """When a reflector lists and how long its watches last (seconds)."""
@@ -147,7 +166,7 @@ class Reflector:
             events += 1
             self.version = (obj.get("metadata") or {}).get("resourceVersion") or self.version
             if type_ != "BOOKMARK":
-                self._deliver(self.store.event, type_, self.store.slim(obj))
+                self._deliver(_apply_event, self.store.event, time.monotonic(), type_, self.store.slim(obj))
         return events > 0 or time.monotonic() - began >= SHORT_WATCH_SECONDS
 
     def _deliver(self, fn: Callable[..., None], *args: Any) -> None:
