@@ -524,7 +524,7 @@ def delete_jobs(namespace: str, label_selector: str) -> None:
 
 def delete_pods(namespace: str, label_selector: str) -> None:
     """Deletes every pod that matches, each with its own grace period."""
-    _request("DELETE", Resource("", "v1", "pods").path(namespace), {"labelSelector": label_selector},
+    _request("DELETE", PODS.path(namespace), {"labelSelector": label_selector},
              body={"kind": "DeleteOptions", "apiVersion": "v1"})
 
 

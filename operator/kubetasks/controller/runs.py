@@ -204,7 +204,7 @@ class RunReconciler:
         task = Task.model_validate(task_body) if task_body else None
         if run.status.phase.finished:
             if uid in self._cancelled:  # once, a moment after its Jobs were deleted: see _apply
-                self._cancelled.discard(uid)
+                self._cancelled.remove(uid)
                 await self._call("delete_pods", run.namespace, f"{LABEL_RUN_UID}={uid}")
             await self._reap(run, uid)
             if uid in self._access_left:  # deleting them failed when it finished: again
