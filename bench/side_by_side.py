@@ -10,9 +10,10 @@ their ratio; each plain Job POST's round trip; TaskRun ADDED -> its Job ADDED (l
 times of watch events, not 1 s creationTimestamps) and the operator's own share of it (its
 kubetasks_job_start_latency_seconds histogram), its Job POST's round trip
 (kubetasks_api_request_duration_seconds) and what is left, the Job's watch event, beside that
-event's delay after a plain Job's POST; the operator's API requests per run by verb and
-resource, its CPU per run, reconciles per run and peak RSS; TaskRun creates/s with the operator
-stopped and working; per phase, how long kube-controller-manager's own client rate limiter held
+event's delay after a plain Job's POST, and how much of it kube-apiserver alone holds (from the
+Job's create on a watch on etcd itself to its ADDED on a kube-apiserver watch); the operator's
+API requests per run by verb and resource, its CPU per run, reconciles per run and peak RSS;
+TaskRun creates/s with the operator stopped and working; per phase, how long kube-controller-manager's own client rate limiter held
 its requests (when that grows, the Job controller sets the pace of both). Then a table of item
 10's targets beside the values, per size, with ok/FAIL. The targets are ratios within one run:
 the development VM's 2 cores are shared, and absolute figures move with whatever else runs.
@@ -23,11 +24,13 @@ Usage: python bench/side_by_side.py [N ...] [--threads 8]   (needs `make cluster
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from kubetasks import kube  # noqa: E402
 
 POD = {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never", "command": ["true"]}
 RESOURCES = {"cpu": "10m", "memory": "32Mi"}
+ETCD = "http://127.0.0.1:2379"  # the local cluster's etcd (hack/cluster/up.sh)
 
 
 def client() -> Any:
@@ -104,6 +108,37 @@ class Watch:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class EtcdWatch:
+    """Local monotonic time at which each object created under an etcd key prefix reached a watch
+    on etcd itself (its JSON gateway). Beside a kube-apiserver watch's time for the same object,
+    what kube-apiserver adds between its storage and its watchers (its watch cache)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.seen: dict[str, float] = {}
+        key = prefix.encode()
+        end = key[:-1] + bytes([key[-1] + 1])  # the prefix's range
+        request = {"create_request": {"key": base64.b64encode(key).decode(),
+                                      "range_end": base64.b64encode(end).decode()}}
+        self._stream = urllib.request.urlopen(urllib.request.Request(
+            f"{ETCD}/v3/watch", data=json.dumps(request).encode()), timeout=3600)
+        self._stream.readline()  # etcd's "created": the watch is on before the burst
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            for line in self._stream:
+                now = time.monotonic()
+                for event in json.loads(line).get("result", {}).get("events") or []:
+                    kv = event.get("kv") or {}
+                    if kv.get("create_revision") == kv.get("mod_revision"):  # a create, not an update
+                        self.seen.setdefault(base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1], now)
+        except (OSError, ValueError):
+            pass  # stopped
+
+    def stop(self) -> None:
+        self._stream.close()
 
 
 def condition(obj: dict[str, Any], type_: str) -> bool:
@@ -277,6 +312,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                      if condition(e["object"], "Complete") else None)
         jobs_seen = Watch(kube.JOBS, ns, lambda e: e["object"]["metadata"]["name"] if e["type"] == "ADDED" else None,
                           lists=False)
+        jobs_in_etcd = EtcdWatch(f"/registry/jobs/{ns}/")
         plane = ControlPlane()
         created_jobs = burst(n, threads, create_job(ns))
         start = min(s for s, _ in created_jobs.values())
@@ -289,6 +325,8 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         # (the operator, this bench) sees a Job, here with no TaskRun work beside it.
         delivery = [1000 * (jobs_seen.seen[f"job-{j}"] - r) for j, (_, r) in created_jobs.items()
                     if f"job-{j}" in jobs_seen.seen]
+        plain_cache = [1000 * (t - jobs_in_etcd.seen[name]) for name, t in jobs_seen.seen.items()
+                       if name in jobs_in_etcd.seen]
 
         # TaskRuns.
         kube.create_or_get({
@@ -301,8 +339,16 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
             time.sleep(0.1)  # the operator has seen the Task: the burst measures runs, not start-up
         metrics_before, cpu_before = scrape(port), cpu_seconds(op.proc.pid)
         before = api_requests(metrics_before)
-        job_added = Watch(kube.JOBS, ns, lambda e: (e["object"]["metadata"].get("labels") or {}).get(
-            "kubetasks.io/run") if e["type"] == "ADDED" else None, lists=False)
+        job_of_run: dict[str, str] = {}
+
+        def run_of_new_job(event: dict[str, Any]) -> str | None:
+            meta = event["object"]["metadata"]
+            run = (meta.get("labels") or {}).get("kubetasks.io/run") if event["type"] == "ADDED" else None
+            if run:
+                job_of_run.setdefault(run, meta["name"])
+            return run
+
+        job_added = Watch(kube.JOBS, ns, run_of_new_job, lists=False)
 
         run_added = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
                           if e["type"] == "ADDED" else None, lists=False)
@@ -323,7 +369,10 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         created = {name: r for name, (_, r) in times.items()}
         succeeded.wait(n, max(900, 2 * n))
         job_added.wait(n, 10)
+        jobs_in_etcd.stop()
         sampling.set()
+        run_cache = [1000 * (job_added.seen[r] - jobs_in_etcd.seen[j]) for r, j in job_of_run.items()
+                     if r in job_added.seen and j in jobs_in_etcd.seen]
         runs_wall = max(succeeded.seen.values(), default=start) - start
         latency = [1000 * (job_added.seen[r] - created[r]) for r in created if r in job_added.seen]
         metrics_after = scrape(port)
@@ -360,6 +409,12 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
             print(f"  of its p50: operator {1000 * own[0]:.0f} ms, Job POST {1000 * job_post[0]:.0f} ms "
                   f"(kubetasks_api_request_duration_seconds), the Job's watch event after its POST ~{rest:.0f} ms "
                   f"(plain Jobs alone: p50 {pct(delivery, 50):.0f} ms)")
+        if run_cache and plain_cache:
+            # Who holds the Job's event: from its create on an etcd watch to its ADDED on a
+            # kube-apiserver watch is kube-apiserver alone (its watch cache), no client in it.
+            print(f"  a Job's create on an etcd watch -> its ADDED on a kube-apiserver watch (ms): "
+                  f"p50 {pct(run_cache, 50):.0f}, p90 {pct(run_cache, 90):.0f} "
+                  f"(plain Jobs alone: p50 {pct(plain_cache, 50):.0f}, p90 {pct(plain_cache, 90):.0f})")
         print(f"operator API requests per run: {sum(calls.values()) / n:.2f} "
               f"({', '.join(f'{k} {v / n:.2f}' for k, v in calls.most_common())})")
         reconciles = reconcile_count(metrics_after) - reconcile_count(metrics_before)
@@ -375,6 +430,8 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                   "operator_p50_ms": round(1000 * own[0], 1) if own else None,
                   "operator_job_post_p50_ms": round(1000 * job_post[0], 1) if job_post else None,
                   "job_delivery_p50_ms": round(pct(delivery, 50), 1) if delivery else None,
+                  "etcd_to_watch_p50_ms": round(pct(run_cache, 50), 1) if run_cache else None,
+                  "plain_etcd_to_watch_p50_ms": round(pct(plain_cache, 50), 1) if plain_cache else None,
                   "p50_ms": round(pct(latency, 50)) if latency else None,
                   "p99_ms": round(pct(latency, 99)) if latency else None,
                   "requests_per_run": round(sum(calls.values()) / n, 2),
@@ -397,6 +454,9 @@ def _targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
          None if size not in (50, 300) or added is None else added <= 2 * post, "<= 2x POST (50, 300)"),
         ("  of which the operator's own p50", "-" if r.get("operator_p50_ms") is None
          else f"{r['operator_p50_ms']:.0f} ms", None, "histogram"),
+        ("  its Job's create, etcd -> kube-apiserver watch", "-" if r.get("etcd_to_watch_p50_ms") is None
+         else f"{r['etcd_to_watch_p50_ms']:.0f} ms (plain {r['plain_etcd_to_watch_p50_ms']:.0f})", None,
+         "kube-apiserver alone"),
         ("all done, TaskRuns / Jobs", f"{r['ratio']:.2f}x", r["ratio"] <= 1.1, "<= 1.1x"),
         ("operator API requests per run", f"{r['requests_per_run']:.2f}", r["requests_per_run"] <= 4, "<= 4"),
         ("TaskRun creates, operator working / stopped",
