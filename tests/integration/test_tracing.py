@@ -78,7 +78,9 @@ def jaeger(cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[J
                                              "exporters": ["jaeger_storage_exporter"]}},
                     "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "info"}}},
         "extensions": {"jaeger_storage": {"backends": {"memory": {"memory": {"max_traces": 10000}}}},
-                       "jaeger_query": {"storage": {"traces": "memory"},
+                       # enable_tracing: its own spans would go to localhost:4317, where nothing
+                       # listens, and its shutdown would wait on their export (27 s once, past the 20 below)
+                       "jaeger_query": {"enable_tracing": False, "storage": {"traces": "memory"},
                                         "http": {"endpoint": f"127.0.0.1:{query_port}"},
                                         "grpc": {"endpoint": f"127.0.0.1:{query_grpc}"}}},
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"{host}:{otlp_port}"}}}},
