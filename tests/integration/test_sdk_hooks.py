@@ -104,3 +104,13 @@ def test_a_durable_sleep_calls_on_wait_in_the_pod_it_ends_and_on_resume_in_the_n
     assert done["phase"] == "Succeeded" and done["attempt"] == 2, done  # the resumed pod is attempt 2
     assert done["metadata"]["hooks"] == ["1:global-middleware", "1:run", "1:on_wait:sleep:nap",
                                          "2:global-middleware", "2:run", "2:on_resume:sleep:nap", "2:after"], done
+
+
+def test_async_middleware_hooks_and_steps_share_one_event_loop_in_the_pod(namespace, operator):
+    apply([sdk_task("async-hooked", f"{MODULE}:async_hooked"), taskrun("async", "async-hooked")], namespace)
+    done = wait_phase(namespace, "async", FINISHED, timeout=90)
+    assert done["phase"] == "Succeeded", done
+    # the client its async middleware made served its async on_start_attempt, the task and a step
+    assert done["result"] == {"step": "got a step", "task": "got the task"}, done
+    assert done["metadata"]["hooks"] == ["1:global-middleware", "1:async-middleware", "1:async-on_start_attempt",
+                                         "1:run", "1:async-middleware:after"], done

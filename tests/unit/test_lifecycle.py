@@ -320,3 +320,17 @@ def test_the_example_records_each_hook_once_per_attempt_in_the_runs_metadata():
     each = ["global-middleware", "middleware", "on_start_attempt", "run"]
     assert hooks_of(store) == ([f"1:{h}" for h in [*each, "catch_error"]]
                                + [f"2:{h}" for h in [*each, "on_success", "on_complete"]])
+
+
+def test_the_async_example_shares_its_middlewares_client_with_its_hook_task_and_step():
+    import kubetasks_examples.lifecycle as example
+
+    if example.timing not in global_hooks().middleware:
+        lifecycle.middleware(example.timing)
+    store = MemoryStore()
+    inv = Invocation(entrypoint="kubetasks_examples.lifecycle:async_hooked", payload="{}", run="a", run_uid="u",
+                     attempt=1, retries_left=0)
+    ended = run_task(inv, store, lambda: NOW)
+    assert ended.report.result == {"step": "got a step", "task": "got the task"}, ended.report
+    assert hooks_of(store) == ["1:global-middleware", "1:async-middleware", "1:async-on_start_attempt", "1:run",
+                               "1:async-middleware:after"]

@@ -124,6 +124,10 @@ def exits(payload, ctx):
     sys.exit(payload)
 
 
+async def exits_async(payload, ctx):  # SystemExit out of the attempt's event loop (runtime.bridge)
+    sys.exit(payload)
+
+
 def long_message(payload, ctx):
     raise RuntimeError("y" * 10_000)
 
@@ -271,8 +275,9 @@ def test_except_exception_does_not_swallow_a_sleep():
 
 @pytest.mark.parametrize("code, exit_code, outcome", [(0, 0, "succeeded"), (None, 0, "succeeded"),
                                                       (3, 3, "failed"), ("bye", 1, "failed")])
-def test_sys_exit_keeps_its_code(code, exit_code, outcome):
-    result = run("exits", code)
+@pytest.mark.parametrize("function", ["exits", "exits_async"])
+def test_sys_exit_keeps_its_code(code, exit_code, outcome, function):
+    result = run(function, code)
     assert (result.code, result.report.outcome) == (exit_code, outcome)
 
 

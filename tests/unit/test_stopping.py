@@ -132,9 +132,24 @@ async def run_async(payload, ctx):
 '''
 
 
+# The same tasks inside an async middleware (runtime.bridge: it runs on the attempt's event loop,
+# in a thread of its own, and hands the task back to the main thread, where SIGTERM lands).
+TASK_IN_ASYNC_MIDDLEWARE = TASK + '''
+from kubetasks.runtime import middleware
+
+@middleware
+async def closing(payload, ctx, next):
+    try:
+        return await next()
+    finally:
+        print("middleware finally ran", file=sys.stderr)
+'''
+
+
+@pytest.mark.parametrize("source", [TASK, TASK_IN_ASYNC_MIDDLEWARE], ids=["plain", "in-async-middleware"])
 @pytest.mark.parametrize("function", ["run", "run_async"])
-def test_a_sigterm_stops_the_task_at_once_and_its_report_says_so(tmp_path, function):
-    (tmp_path / "sleepy.py").write_text(TASK)
+def test_a_sigterm_stops_the_task_at_once_and_its_report_says_so(tmp_path, function, source):
+    (tmp_path / "sleepy.py").write_text(source)
     ready, log = tmp_path / "ready", tmp_path / "termination-log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(tmp_path)]),
            protocol.ENV_ENTRYPOINT: f"sleepy:{function}", protocol.ENV_PAYLOAD: f'{{"ready": "{ready}"}}',
@@ -150,6 +165,7 @@ def test_a_sigterm_stops_the_task_at_once_and_its_report_says_so(tmp_path, funct
     _, err = proc.communicate(timeout=20)  # not the sleep's 60 s
     assert proc.returncode == protocol.EXIT_RETRYABLE, err
     assert "finally ran" in err and "swallowed" not in err, err
+    assert ("middleware finally ran" in err) == (source is TASK_IN_ASYNC_MIDDLEWARE), err
     assert "on_cancel ran" not in err and "could not read TaskRun" in err, err  # cannot tell: no hook
     report = Report.decode(log.read_text())
     assert report.outcome == "failed" and report.error_type == "Stopped", report

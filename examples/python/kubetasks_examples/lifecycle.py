@@ -10,10 +10,14 @@ one attempt. ``cancellable`` runs until it is cancelled; its ``finally`` block a
 hooks print a line each (a cancelled run has ended: its pod may no longer write its metadata);
 its on_cancel takes ``payload["linger"]`` seconds.
 ``napper`` sleeps durably for a second: on_wait in the pod that ends for it, on_resume in the next.
+``async_hooked`` is all ``async def``: its middleware makes a client bound to the event loop it was
+made on (as aiohttp's and asyncpg's are), which its on_start_attempt, the task and an async step
+use, inside the global sync middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -119,3 +123,37 @@ def napper(payload: Any, ctx: Context) -> None:
     record(ctx, "run")
     ctx.step.sleep("nap", 1)
     record(ctx, "after")
+
+
+class LoopClient:
+    """Stands in for an async client (aiohttp, asyncpg): usable only on the event loop that made it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def get(self, what: str) -> str:
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("this client belongs to another event loop")
+        await asyncio.sleep(0)
+        return f"got {what}"
+
+
+async def async_connect(payload: Any, ctx: Context, next: Any) -> Any:
+    ctx.locals["client"] = LoopClient()
+    record(ctx, "async-middleware")
+    try:
+        return await next()
+    finally:
+        record(ctx, "async-middleware:after")
+
+
+async def async_start(payload: Any, ctx: Context) -> None:
+    await ctx.locals["client"].get("its first page")
+    record(ctx, "async-on_start_attempt")
+
+
+@task(id="async-hooked", middleware=async_connect, on_start_attempt=async_start)
+async def async_hooked(payload: Any, ctx: Context) -> dict[str, str]:
+    record(ctx, "run")
+    step = await ctx.step.run_async("fetch", ctx.locals["client"].get, "a step")
+    return {"step": step, "task": await ctx.locals["client"].get("the task")}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+from kubetasks.runtime import bridge
 from kubetasks.runtime.checkpoints import SCOPE_SEPARATOR, Checkpoint, Checkpoints, CheckpointStore, MemoryStore
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.encoding import revive, round_trip
@@ -313,14 +314,12 @@ class Steps:
 
 
 def _run_awaitable(awaitable: Awaitable[T], scoped: str) -> T:
-    """Runs an async step function from sync code, on a loop of its own."""
+    """Runs an async step function from sync code, on the attempt's event loop (runtime.bridge),
+    where its async hooks and middleware run too."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        async def wait() -> T:
-            return await awaitable
-
-        return asyncio.run(wait())
+        return bridge.run(awaitable)
     if inspect.iscoroutine(awaitable):
         awaitable.close()
     raise TypeError(f"step {scoped!r}: the step function is async and an event loop is running: "

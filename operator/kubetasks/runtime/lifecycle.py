@@ -6,8 +6,8 @@ Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the o
 *another Task* when the run ends. These run inside the task's own pod, in this order:
 
 1. ``middleware(payload, ctx, next)``, global ones then the task's, each wrapping the rest and all
-   of 2-5: call ``next()`` (it returns the task's output or raises its error) and return what it
-   returns; may set ``ctx.locals``. A throw before ``next()`` fails the attempt; once ``next()``
+   of 2-5: call ``next()`` (``await next()`` in an ``async def`` one; it returns the task's output
+   or raises its error) and return what it returns; may set ``ctx.locals``. A throw before ``next()`` fails the attempt; once ``next()``
    has returned or raised, the outcome is decided (and the ending hooks have run): a throw after
    it is logged, never the outcome.
 2. ``on_start_attempt(payload, ctx)``: a throw fails the attempt.
@@ -38,11 +38,13 @@ on_success/on_failure/on_complete then, but ``on_wait(payload, wait, ctx)`` as t
 :class:`Wait`: what it waited for). Their errors are logged. The pod that resumes runs middleware and on_start_attempt
 again (they run once per pod, i.e. once per attempt as the operator counts them: a resume is a new
 attempt number), so middleware is where per-process resources (clients, connections) belong.
+
+Any of them may be ``async def``: an attempt's async code all runs on one event loop, its sync
+code in the main thread (runtime.bridge).
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Mapping
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from kubetasks.runtime import bridge
 from kubetasks.runtime.durations import DurationLike, seconds_of
 
 log = logging.getLogger("kubetasks.runtime.lifecycle")
@@ -172,13 +175,11 @@ def clear_global_hooks() -> None:
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Calls a hook or the task, sync or async."""
+    """Calls a hook or the task, sync or async: async ones all on the attempt's one event loop
+    (runtime.bridge), so that what one makes (a client) serves the others."""
     value = fn(*args)
     if inspect.isawaitable(value):
-        async def wait() -> Any:
-            return await value
-
-        value = asyncio.run(wait())
+        value = bridge.run(value)
     return value
 
 
@@ -198,6 +199,10 @@ def _around(mw: Middleware, payload: Any, ctx: Any, inner: Next) -> Next:
         if called:  # no hook (nor the task) runs twice for one attempt
             raise RuntimeError(f"middleware {getattr(mw, '__name__', mw)!r} called next() twice")
         called = True
+        if bridge.on_loop():  # an async middleware's `await next()`: the rest runs in the waiting thread
+            handed = bridge.hand_back(inner)
+            handed.__qualname__ = "next"  # type: ignore[attr-defined]  # "coroutine 'next' was never awaited"
+            return handed
         return inner()
 
     return lambda: call(mw, payload, ctx, next_)

@@ -1,0 +1,153 @@
+"""One event loop for a task's async code, whoever calls it: the task, its steps, its hooks and its
+middleware.
+
+An async client (aiohttp, asyncpg, an SDK's) belongs to the loop that made it, so a client made in
+an async hook or middleware must be used on that loop. ``asyncio.run`` for each call would give
+every hook and step a loop of its own, and an async middleware's ``await next()`` could not run
+the task at all (a loop cannot be run inside itself). Here:
+
+- the attempt's sync code runs in the thread that called it: the main thread, where SIGTERM raises
+  Stopped (runtime.stopping);
+- its async code runs on one event loop, in a thread of its own started at the first coroutine;
+- :func:`run` hands a coroutine to that loop and waits for it; while it waits it runs, in its own
+  thread, what the loop hands back with :func:`hand_back`: an async middleware's ``await next()``
+  runs the rest of the attempt (sync hooks, sync middleware, the task) there.
+
+Each side sees the other's context variables (a copy, taken as the work is handed over), as an
+``await`` would: a span or scope set around ``next()`` holds inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import queue
+import threading
+import typing
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+# Where the loop hands work back: the inbox of each run() waiting, the innermost last (runs nest:
+# an async middleware's next() runs the task, which may be async too).
+_waiting: list[queue.SimpleQueue[Callable[[], None] | None]] = []
+
+
+class _Escaped(Exception):
+    """SystemExit or KeyboardInterrupt raised by a coroutine, carried out of the loop's thread,
+    which they would otherwise end (asyncio lets them through), to be raised again by :func:`run`."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _the_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _thread is None or not _thread.is_alive():
+            loop = asyncio.new_event_loop()
+            _thread = threading.Thread(target=loop.run_forever, name="kubetasks-async", daemon=True)
+            _thread.start()
+            _loop = loop
+        return _loop
+
+
+def on_loop() -> bool:
+    """Whether this is the attempt's loop, running the caller."""
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
+async def _settled(awaitable: Awaitable[Any]) -> Any:
+    try:
+        value = await awaitable
+        while inspect.isawaitable(value):  # `return next()` in an async middleware: its value, not its future
+            value = await value
+        return value
+    except (SystemExit, KeyboardInterrupt) as e:
+        raise _Escaped(e) from None
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Runs ``awaitable`` to its end on the attempt's loop and returns its value (or raises its
+    error), from sync code: not from the loop itself, which would wait for itself. An exception
+    raised in this thread meanwhile (Stopped, at a SIGTERM) cancels the coroutine, waits for it
+    to unwind (its ``finally`` blocks), and is raised."""
+    if on_loop():
+        raise RuntimeError("kubetasks.runtime.bridge.run called from the attempt's own event loop")
+    loop, context = _the_loop(), contextvars.copy_context()
+    inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()  # None: the coroutine ended
+    done: Future[Any] = Future()
+    started: Future[asyncio.Task[Any]] = Future()
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            done.set_exception(asyncio.CancelledError())
+        elif task.exception() is not None:
+            done.set_exception(task.exception())
+        else:
+            done.set_result(task.result())
+        inbox.put(None)
+
+    def start() -> None:
+        task = loop.create_task(_settled(awaitable), context=context)
+        task.add_done_callback(finished)
+        started.set_result(task)
+
+    _waiting.append(inbox)
+    try:
+        loop.call_soon_threadsafe(start)
+        try:
+            _serve(inbox)
+        except BaseException:
+            loop.call_soon_threadsafe(started.result().cancel)
+            _serve(inbox)  # until it has unwound
+            raise
+    finally:
+        _waiting.remove(inbox)
+    try:
+        return typing.cast(T, done.result())
+    except _Escaped as e:
+        raise e.error from None
+
+
+def _serve(inbox: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    """Runs what the loop hands back until the coroutine has ended."""
+    while (work := inbox.get()) is not None:
+        work()
+
+
+async def hand_back(fn: Callable[[], T]) -> T:
+    """Awaited in a coroutine on the attempt's loop: ``fn()`` run in the thread that waits for the
+    loop (see :func:`run`). Its exceptions, Stopped included, are raised here. Handed over only
+    when awaited: a ``next()`` an async middleware never awaits runs nothing, later or ever."""
+    loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value = context.run(fn)
+        except BaseException as e:  # noqa: B036 - Stopped too: the coroutine decides what it means
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    _waiting[-1].put(work)
+    return await future
