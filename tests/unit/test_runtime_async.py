@@ -159,3 +159,30 @@ def test_a_next_called_but_never_awaited_never_runs_the_task_later():
 
     ended = attempt(lambda p, c: ran.append("task"), Hooks.of(middleware=drops, on_success=on_success))
     assert ended.report.result == "cached" and ran == ["success cached"]
+
+
+def test_async_and_sync_middleware_nest_in_any_order_around_an_async_task():
+    calls: list[str] = []
+
+    def named(name, is_async):
+        if is_async:
+            async def mw(payload, ctx, next):
+                calls.append(name)
+                value = await next()
+                calls.append(f"{name}:after")
+                return value
+        else:
+            def mw(payload, ctx, next):
+                calls.append(name)
+                value = next()
+                calls.append(f"{name}:after")
+                return value
+        return mw
+
+    async def body(payload, ctx):
+        calls.append("task")
+        return await ctx.locals.setdefault("client", Client()).get("x")
+
+    chain = [named("a1", True), named("s1", False), named("a2", True), named("s2", False)]
+    assert attempt(body, Hooks.of(middleware=chain)).report.result == "got x"
+    assert calls == ["a1", "s1", "a2", "s2", "task", "s2:after", "a2:after", "s1:after", "a1:after"]

@@ -34,9 +34,10 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
-# Where the loop hands work back: the inbox of each run() waiting, the innermost last (runs nest:
-# an async middleware's next() runs the task, which may be async too).
-_waiting: list[queue.SimpleQueue[Callable[[], None] | None]] = []
+Inbox = queue.SimpleQueue[Callable[[], None] | None]  # work handed back; None: the coroutine ended
+# In a coroutine's context: the inbox of the run() that started it, where its hand_back()s go (runs
+# nest: an async middleware's next() runs the task, which may be async too, in another run()).
+_inbox: contextvars.ContextVar[Inbox] = contextvars.ContextVar("kubetasks_bridge_inbox")
 
 
 class _Escaped(Exception):
@@ -84,8 +85,8 @@ def run(awaitable: Awaitable[T]) -> T:
     to unwind (its ``finally`` blocks), and is raised."""
     if on_loop():
         raise RuntimeError("kubetasks.runtime.bridge.run called from the attempt's own event loop")
-    loop, context = _the_loop(), contextvars.copy_context()
-    inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()  # None: the coroutine ended
+    loop, context, inbox = _the_loop(), contextvars.copy_context(), Inbox()
+    context.run(_inbox.set, inbox)
     done: Future[Any] = Future()
     started: Future[asyncio.Task[Any]] = Future()
 
@@ -103,24 +104,20 @@ def run(awaitable: Awaitable[T]) -> T:
         task.add_done_callback(finished)
         started.set_result(task)
 
-    _waiting.append(inbox)
+    loop.call_soon_threadsafe(start)
     try:
-        loop.call_soon_threadsafe(start)
-        try:
-            _serve(inbox)
-        except BaseException:
-            loop.call_soon_threadsafe(started.result().cancel)
-            _serve(inbox)  # until it has unwound
-            raise
-    finally:
-        _waiting.remove(inbox)
+        _serve(inbox)
+    except BaseException:
+        loop.call_soon_threadsafe(started.result().cancel)
+        _serve(inbox)  # until it has unwound
+        raise
     try:
         return typing.cast(T, done.result())
     except _Escaped as e:
         raise e.error from None
 
 
-def _serve(inbox: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+def _serve(inbox: Inbox) -> None:
     """Runs what the loop hands back until the coroutine has ended."""
     while (work := inbox.get()) is not None:
         work()
@@ -149,5 +146,5 @@ async def hand_back(fn: Callable[[], T]) -> T:
         else:
             loop.call_soon_threadsafe(settle, value, None)
 
-    _waiting[-1].put(work)
+    _inbox.get().put(work)
     return await future

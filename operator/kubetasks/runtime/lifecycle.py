@@ -7,9 +7,9 @@ Not the Task's ``spec.onSuccess``/``onFailure``/``onComplete``: those make the o
 
 1. ``middleware(payload, ctx, next)``, global ones then the task's, each wrapping the rest and all
    of 2-5: call ``next()`` (``await next()`` in an ``async def`` one; it returns the task's output
-   or raises its error) and return what it returns; may set ``ctx.locals``. A throw before ``next()`` fails the attempt; once ``next()``
-   has returned or raised, the outcome is decided (and the ending hooks have run): a throw after
-   it is logged, never the outcome.
+   or raises its error) and return what it returns; may set ``ctx.locals``. A throw before
+   ``next()`` fails the attempt; once ``next()`` has returned or raised, the outcome is decided
+   (and the ending hooks have run): a throw after it is logged, never the outcome.
 2. ``on_start_attempt(payload, ctx)``: a throw fails the attempt.
 3. the task function.
 4. on a failure, ``catch_error(payload, error, ctx)``, global ones then the task's, until one
