@@ -257,6 +257,9 @@ def test_kubeconfig_and_context_flags_choose_the_default_namespace(tmp_path, mon
                      {"name": "two", "context": {"cluster": "c", "user": "u", "namespace": "ns-two"}}]}))
     monkeypatch.setenv("KUBECONFIG", "/nonexistent")
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    from kubetasks import kube
+
+    monkeypatch.setattr(kube, "_context", kube._context)  # --context sets it: put back for later tests
     parse = cli.build_parser().parse_args
     for argv, expected in [(["runs", "--kubeconfig", str(config)], "ns-one"),
                            (["--kubeconfig", str(config), "runs", "--context", "two"], "ns-two"),
