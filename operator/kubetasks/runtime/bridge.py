@@ -34,7 +34,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
-Inbox = queue.SimpleQueue[Callable[[], None] | None]  # work handed back; None: the coroutine ended
+Inbox = queue.SimpleQueue[Callable[[], None] | asyncio.Task[Any]]  # work handed back, then the ended task
 # In a coroutine's context: the inbox of the run() that started it, where its hand_back()s go (runs
 # nest: an async middleware's next() runs the task, which may be async too, in another run()).
 _inbox: contextvars.ContextVar[Inbox] = contextvars.ContextVar("kubetasks_bridge_inbox")
@@ -87,40 +87,31 @@ def run(awaitable: Awaitable[T]) -> T:
         raise RuntimeError("kubetasks.runtime.bridge.run called from the attempt's own event loop")
     loop, context, inbox = _the_loop(), contextvars.copy_context(), Inbox()
     context.run(_inbox.set, inbox)
-    done: Future[Any] = Future()
     started: Future[asyncio.Task[Any]] = Future()
-
-    def finished(task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            done.set_exception(asyncio.CancelledError())
-        elif task.exception() is not None:
-            done.set_exception(task.exception())
-        else:
-            done.set_result(task.result())
-        inbox.put(None)
 
     def start() -> None:
         task = loop.create_task(_settled(awaitable), context=context)
-        task.add_done_callback(finished)
+        task.add_done_callback(inbox.put)
         started.set_result(task)
 
     loop.call_soon_threadsafe(start)
     try:
-        _serve(inbox)
+        task = _serve(inbox)
     except BaseException:
         loop.call_soon_threadsafe(started.result().cancel)
         _serve(inbox)  # until it has unwound
         raise
     try:
-        return typing.cast(T, done.result())
+        return typing.cast(T, task.result())  # its value, its error, or CancelledError
     except _Escaped as e:
         raise e.error from None
 
 
-def _serve(inbox: Inbox) -> None:
-    """Runs what the loop hands back until the coroutine has ended."""
-    while (work := inbox.get()) is not None:
-        work()
+def _serve(inbox: Inbox) -> asyncio.Task[Any]:
+    """Runs what the loop hands back until the coroutine has ended; its task, done."""
+    while not isinstance(item := inbox.get(), asyncio.Task):
+        item()
+    return item
 
 
 async def hand_back(fn: Callable[[], T]) -> T:
