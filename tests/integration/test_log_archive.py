@@ -38,9 +38,10 @@ from tests.integration.test_taskruns import events, task, taskrun
 pytestmark = pytest.mark.cluster
 
 LINES, WIDTH = 104_857, 1000  # 104,857,000 bytes: 100 MiB of numbered lines
-# Over about 13 s: the kubelet rotates a running container's log past 10 MiB (containerLogMaxSize's
-# default), looking every 10 s, and serves only the current file after the end. Followed while it
-# runs, the log is whole all the same.
+# Over about 13 s, from its first second: the kubelet rotates a running container's log past 10 MiB
+# (containerLogMaxSize's default), looking every 10 s, and serves only the current file after the
+# end, or to a follow begun after a rotation. Followed from its container's start, the log is whole
+# all the same.
 BIG = f"""
 import sys, time
 out, block = sys.stdout.buffer, []
@@ -259,7 +260,10 @@ def test_a_100_mb_log_is_archived_whole_and_printed_after_its_pod_is_gone(namesp
     pods = pods_of(namespace, uid)
     assert pods, "the outcome was written before the attempt's pod was gone: it is still there"
     ref = s["attempts"][0].get("log") or {}
-    assert s["phase"] == "Succeeded" and condition(s, "LogArchived").get("status") == "True", s
+    archived = condition(s, "LogArchived")
+    assert s["phase"] == "Succeeded" and archived.get("status") == "True", s
+    # Asked for while the pod waited to start: the follow began at its first byte, and says so.
+    assert "read from after its container started" not in archived["message"], archived
     away = rotated(namespace, pods[0])
     assert (ref.get("size"), ref.get("sha256")) == (size, sha256), (ref, "rotated by the kubelet:", away)
     assert away, "the kubelet rotated none of the log: the case of a rotated log was not shown"

@@ -170,9 +170,11 @@ class FakeApi:
         return copy.deepcopy(self._modified(obj))
 
     def stream_log(self, namespace: str, pod: str, follow: bool = False) -> Any:
-        """The whole log, in chunks, as the kubelet streams it."""
+        """The whole log, in chunks, as the kubelet streams it (a list: one answer per request)."""
         self.calls.append(("stream_log", (pod, follow)))
         found = self.logs.get(pod)
+        if isinstance(found, list):
+            found = found.pop(0) if len(found) > 1 else found[0]
         if found is None:
             raise kube.ApiException(status=404, reason="NotFound")
         if isinstance(found, Exception):

@@ -8,9 +8,12 @@ import asyncio
 import re
 from pathlib import Path
 
+from kubetasks import kube
 from kubetasks.api.storage import BlobRef, log_path
 from kubetasks.blobs import BlobStore, StorageConfig
-from tests.unit.test_logs import World, finish
+from kubetasks.controller import log_archive
+from kubetasks.controller.cache import slim_pod
+from tests.unit.test_logs import World, calls, finish
 from tests.unit.test_reconcile_runs import NS, task, taskrun
 
 LOG = b"".join(b"line %d\n" % i for i in range(100))
@@ -56,6 +59,78 @@ def test_the_outcome_is_written_once_the_whole_log_is_archived(tmp_path):
     assert w.op.runs.archive.store.get(ref) == LOG  # type: ignore[union-attr]
     opened, chunks = w.op.runs.archive.open(NS, "r", 1)
     assert opened == ref and b"".join(chunks) == LOG
+    # Read at its end, not followed: what the kubelet may have rotated away is said to be missing.
+    assert "the log of attempt 1 was read from after its container started" in condition(w)["message"]
+
+
+def bound(state: str) -> dict:
+    """Attempt 1's pod as the informer has it: bound to a node, its container in ``state``."""
+    return slim_pod({"metadata": {"name": "r-1-pod", "namespace": NS, "uid": "pod-uid", "resourceVersion": "1",
+                                  "labels": {"job-name": "r-1"}},
+                     "spec": {"nodeName": "node-a", "containers": [{"name": "task"}]},
+                     "status": {"phase": "Pending" if state == "waiting" else "Running",
+                                "containerStatuses": [{"name": "task", "state": {state: {}}}]}})
+
+
+WAITING = kube.ApiException(status=400, reason="Bad Request")
+WAITING.body = '{"message": "container \\"task\\" in pod \\"r-1-pod\\" is waiting to start: ContainerCreating"}'
+
+
+def test_a_bound_pods_log_is_followed_from_before_its_container_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_archive, "ATTACH_FIRST", 0.01)
+    w = archiving(tmp_path)
+    w.api.logs["r-1-pod"] = [WAITING, WAITING, LOG]  # the kubelet: waiting, waiting, then the whole log
+
+    async def scenario() -> None:
+        await reconcile(w)
+        w.op.cache.job_pods.event("ADDED", bound("waiting"))  # bound, its container not started
+        await uploads_done(w)
+        finish(w, "r-1", ok=True, log=LOG)
+        await reconcile(w)
+    asyncio.run(scenario())
+    s = w.status("r")
+    assert s["phase"] == "Succeeded" and condition(w)["status"] == "True", s
+    assert condition(w)["message"] == "every attempt's log that could be read is in the object store"
+    assert w.op.runs.archive.store.get(BlobRef.model_validate(s["attempts"][0]["log"])) == LOG  # type: ignore[union-attr]
+    # Asked three times while bound, following; never read again at the end; no node taken for logless.
+    assert [c for c in calls(w, "stream_log")] == [("r-1-pod", True)] * 3
+    assert not w.op.runs.archive.logless.quiet("node-a", 0)
+
+
+def test_a_follow_begun_after_its_container_ran_says_it_may_lack_the_start(tmp_path):
+    w = archiving(tmp_path)
+    w.api.logs["r-1-pod"] = LOG  # taken at once: the container already ran (an operator restarted, say)
+
+    async def scenario() -> None:
+        await reconcile(w)
+        w.op.cache.job_pods.event("ADDED", bound("running"))
+        await uploads_done(w)
+        finish(w, "r-1", ok=True, log=LOG)
+        await reconcile(w)
+    asyncio.run(scenario())
+    assert w.status("r")["phase"] == "Succeeded" and condition(w)["status"] == "True"
+    assert "the log of attempt 1 was read from after its container started" in condition(w)["message"]
+    assert calls(w, "stream_log") == [("r-1-pod", True)]
+
+
+def test_a_pod_that_ends_before_its_container_is_followed_is_read_at_its_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(log_archive, "ATTACH_FIRST", 0.01)
+    w = archiving(tmp_path)
+    w.api.logs["r-1-pod"] = [WAITING, LOG]
+
+    async def scenario() -> None:
+        await reconcile(w)
+        w.op.cache.job_pods.event("ADDED", bound("waiting"))
+        w.op.cache.job_pods.event("MODIFIED", {**bound("terminated"), "metadata": {
+            **bound("terminated")["metadata"], "resourceVersion": "2"}})  # ended before it was asked again
+        await uploads_done(w)
+        finish(w, "r-1", ok=True, log=LOG)
+        await reconcile(w)
+        await uploads_done(w)
+        await reconcile(w)
+    asyncio.run(scenario())
+    assert w.status("r")["phase"] == "Succeeded" and w.status("r")["attempts"][0]["log"]["size"] == len(LOG)
+    assert calls(w, "stream_log") == [("r-1-pod", True), ("r-1-pod", False)]
 
 
 def test_a_store_down_holds_the_outcome_and_one_down_past_the_deadline_gives_up_with_a_reason(tmp_path):

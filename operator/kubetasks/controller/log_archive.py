@@ -10,10 +10,14 @@ a ``LogArchived`` condition saying what it waits for. An upload's end wakes the 
 
 The kubelet serves only a container's current log file: one it rotated away while the container
 ran (past its containerLogMaxSize, 10 MiB by default, checked every 10 s) is not in a read after
-the end. So an attempt's log is followed from when its container runs (the pod informer says so)
-until it ends, which the kubelet's follow does across rotations: at most FOLLOWERS at once, each a
-thread of its own and one stream. An attempt not followed (too many at once, a restart, a follow
-cut) is read when it ends, at most UPLOADS_AT_ONCE at a time. Either way the log is read in chunks
+the end, nor in a follow that starts after the rotation. So an attempt's log is followed from its
+container's start until it ends, which the kubelet's follow does across rotations: asked for as soon
+as the pod is bound to a node, and again while the kubelet answers that the container waits to start
+(its own view: nothing waits for the pod's status to reach the API server and the informer). At
+most FOLLOWERS at once, each a thread of its own and one stream. An attempt not followed (too many
+at once, a restart, a follow cut) is read when it ends, at most UPLOADS_AT_ONCE at a time; such a
+log, and one whose container already ran when its follow began, may lack what the kubelet rotated
+away before: the LogArchived condition says so. Either way the log is read in chunks
 and written as a multipart upload, never whole in memory. A store that refuses is tried again with backoff; past the deadline the upload fails for
 good, and the outcome is written with ``LogArchived=False`` and a Warning Event. A log that cannot
 be read (the pod gone, a node that gives none, as kwok's) is nothing the store could mend: no wait.
@@ -50,6 +54,10 @@ from kubetasks.core.plan import Event, Plan
 log = logging.getLogger(__name__)
 UPLOADS_AT_ONCE = 2  # each holds a thread, a kubelet stream and a multipart upload's parts
 FOLLOWERS = 8  # running attempts whose logs are followed at once (more are read when they end)
+# While the kubelet says a bound pod's container waits to start: ask again after 0.2, 0.4 ... 1 s,
+# for at most ATTACH_DEADLINE (an image pull, say); then it is read when it ends, or followed when
+# the informer shows it running.
+ATTACH_FIRST, ATTACH_MAX, ATTACH_DEADLINE = 0.2, 1.0, 300.0
 RECHECK = 30.0  # seconds between looks at a run whose outcome waits for its log
 
 
@@ -60,6 +68,11 @@ def upload_deadline(value: str | None) -> float:
 
 class SourceFailed(Exception):
     """The pod's log could not be read (not the store's fault)."""
+
+
+class NotStarted(SourceFailed):
+    """The kubelet has no log yet: the pod's container waits to start (or the kubelet has yet to
+    see the pod)."""
 
 
 class LogArchive:
@@ -79,7 +92,7 @@ class LogArchive:
         self.cache: Cache | None = None
 
     def attach(self, cache: Cache) -> None:
-        """Follows each attempt's log from when its container runs (the pods' informer)."""
+        """Follows each attempt's log from when its pod is bound (the pods' informer)."""
         self.cache = cache
         cache.job_pods.listeners.append(self._pod_changed)
         cache.runs.listeners.append(self._run_changed)
@@ -154,9 +167,10 @@ class LogArchive:
             if shown is None or shown.reason != FAILED:
                 plan.events.append(Event("Warning", FAILED, message))
         elif any(a.log for a in plan.status.attempts) or shown is not None:
+            late = [a for (u_id, a), u in sorted(self.uploads.items())
+                    if u_id == uid and u.state == State.ARCHIVED and not u.from_start]
             plan.status.conditions = set_condition(plan.status.conditions, condition(
-                CONDITION, "True", "Archived", "every attempt's log that could be read is in the object store",
-                now, plan.status.observed_generation))
+                CONDITION, "True", "Archived", archived_message(late), now, plan.status.observed_generation))
         return plan
 
     def keep_pods(self, job: Body) -> Body:
@@ -235,8 +249,9 @@ class LogArchive:
 
     # Following a running attempt -----------------------------------------------------------------
     def _pod_changed(self, old: Body | None, new: Body | None) -> None:
-        if self.store is None or self.cache is None or new is None or not _running(new) \
-                or (old is not None and _running(old)) or self._following >= FOLLOWERS:
+        """A pod bound to a node whose container has not ended: its log is followed from the start."""
+        if self.store is None or self.cache is None or new is None or not (new.get("spec") or {}).get("nodeName") \
+                or _ended(new) or self._following >= FOLLOWERS:
             return
         meta = new["metadata"]
         job = self.cache.jobs.get((meta.get("namespace", ""), (meta.get("labels") or {}).get("job-name", "")))
@@ -244,7 +259,7 @@ class LogArchive:
             return
         uid, attempt = str((job["metadata"].get("labels") or {}).get(LABEL_RUN_UID) or ""), attempt_of(job)
         run = self.cache.run_by_uid(uid)
-        node = (new.get("spec") or {}).get("nodeName") or ""
+        node = new["spec"]["nodeName"]
         if run is None or (uid, attempt) in self.uploads or self.logless.quiet(node, self.clock()):
             return
         self.uploads[(uid, attempt)] = Upload(self.clock())
@@ -255,20 +270,37 @@ class LogArchive:
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, key: Key, uid: str, attempt: int, pod: str, node: str) -> None:
-        started = self.clock()
+        started, delay, waited = self.clock(), ATTACH_FIRST, False
         try:
-            ref = await in_daemon_thread(self._copy, key[0], pod, log_path(key[0], uid, attempt), node, True)
+            while True:
+                try:
+                    ref = await in_daemon_thread(self._copy, key[0], pod, log_path(key[0], uid, attempt), node, True)
+                    break
+                except NotStarted:
+                    if self.clock() - started >= ATTACH_DEADLINE or self._pod_ended(key[0], pod):
+                        raise
+                    waited = True
+                    await asyncio.sleep(delay)
+                    delay = min(ATTACH_MAX, delay * 2)
         except Exception as e:  # the store, the kubelet or the API server: read again once it ends
             self.uploads.pop((uid, attempt), None)
             log.info("%s/%s: following the log of attempt %d failed (%s): it is read when the attempt ends", *key,
                      attempt, kube.error_line(e, 300))
         else:
+            # Asked before its container ran: the kubelet's follow began at the log's first byte.
             self.refs[(uid, attempt)] = ref
-            self.uploads[(uid, attempt)] = Upload(started, state=State.ARCHIVED)
-            log.info("%s/%s: the log of attempt %d archived as it ran: %d bytes", *key, attempt, ref.size)
+            self.uploads[(uid, attempt)] = Upload(started, state=State.ARCHIVED, from_start=waited)
+            log.info("%s/%s: the log of attempt %d archived as it ran: %d bytes%s", *key, attempt, ref.size,
+                     "" if waited else " (its container already ran when the follow began)")
         finally:
             self._following -= 1
         self._ended(key, uid)
+
+    def _pod_ended(self, namespace: str, pod: str) -> bool:
+        """Whether the informer shows ``pod`` gone or its container ended: no follow to wait for."""
+        assert self.cache is not None
+        found = self.cache.job_pods.get((namespace, pod))
+        return found is None or _ended(found)
 
     # Reading (the operator's /logs endpoint, for a caller allowed to get the run) ---------------------
     def open(self, namespace: str, name: str, attempt: int) -> tuple[BlobRef, Iterator[bytes]]:
@@ -293,30 +325,58 @@ class LogArchive:
         """In a thread: the pod's log, chunk by chunk, into the store."""
         assert self.store is not None
         failure: list[Exception] = []
+        try:  # the request and its first chunk: a refusal is the kubelet's, before any upload begins
+            source = self.api.stream_log(namespace, pod, follow)
+            head = [next(source, b"")]
+        except Exception as e:
+            if follow and _not_started(e):
+                raise NotStarted(f"pod {pod}'s container has not started: {kube.error_line(e, 300)}") from e
+            raise self._source_failed(e, pod, node) from e
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from self.api.stream_log(namespace, pod, follow)
+                yield from head
+                yield from source
             except Exception as e:
                 failure.append(e)
                 raise
         try:
             ref = self.store.put(path, chunks())
-        except Exception as e:
+        except Exception:
             if failure:
-                source = failure[0]
-                if kube.is_status(source, 404):
-                    raise SourceFailed(f"pod {pod} is gone") from source
-                self.logless.failed(node, getattr(source, "status", None), self.clock())
-                raise SourceFailed(f"reading pod {pod}'s log failed: {kube.error_line(source, 300)}") from source
-            raise e
+                raise self._source_failed(failure[0], pod, node) from failure[0]
+            raise
         self.logless.read(node)
         return ref
 
+    def _source_failed(self, e: Exception, pod: str, node: str) -> SourceFailed:
+        if kube.is_status(e, 404):
+            return SourceFailed(f"pod {pod} is gone")
+        self.logless.failed(node, getattr(e, "status", None), self.clock())
+        return SourceFailed(f"reading pod {pod}'s log failed: {kube.error_line(e, 300)}")
 
 
-def _running(pod: Body) -> bool:
-    return any("running" in (cs.get("state") or {}) for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+
+def _ended(pod: Body) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") in ("Succeeded", "Failed") or any(
+        "terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or [])
+
+
+def _not_started(e: Exception) -> bool:
+    """Whether a log request was refused because the pod's container has not started (400, "waiting
+    to start"), or because its kubelet has not seen the pod yet (404: the informer says it exists)."""
+    return kube.is_status(e, 404) or kube.is_status(e, 400) and "waiting to start" in kube.error_line(e)
+
+
+def archived_message(late: list[int]) -> str:
+    """The LogArchived=True condition's message; ``late``: the attempts whose log was read only from
+    after their container started (at their end, or followed late)."""
+    message = "every attempt's log that could be read is in the object store"
+    if late:
+        message += (f"; the log of attempt {', '.join(map(str, late))} was read from after its container "
+                    f"started: what the kubelet rotated away before (past its containerLogMaxSize) is not in it")
+    return message
 
 
 T = TypeVar("T")

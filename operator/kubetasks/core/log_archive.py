@@ -42,6 +42,7 @@ class Upload:
     state: State = State.UPLOADING
     error: str = ""  # the last failure, for the reason shown
     last_failure: float | None = None  # when the store last refused
+    from_start: bool = False  # archived from the log's first byte (followed from before its container ran)
 
 
 @dataclass(frozen=True)
