@@ -113,4 +113,4 @@ def test_async_middleware_hooks_and_steps_share_one_event_loop_in_the_pod(namesp
     # the client its async middleware made served its async on_start_attempt, the task and a step
     assert done["result"] == {"step": "got a step", "task": "got the task"}, done
     assert done["metadata"]["hooks"] == ["1:global-middleware", "1:async-middleware", "1:async-on_start_attempt",
-                                         "1:run", "1:async-middleware:after"], done
+                                         "1:run", "1:async-middleware:after", "1:async-heartbeat:closed"], done

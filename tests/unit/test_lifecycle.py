@@ -333,4 +333,4 @@ def test_the_async_example_shares_its_middlewares_client_with_its_hook_task_and_
     ended = run_task(inv, store, lambda: NOW)
     assert ended.report.result == {"step": "got a step", "task": "got the task"}, ended.report
     assert hooks_of(store) == ["1:global-middleware", "1:async-middleware", "1:async-on_start_attempt", "1:run",
-                               "1:async-middleware:after"]
+                               "1:async-middleware:after", "1:async-heartbeat:closed"]

@@ -5,15 +5,17 @@ and its steps, and sync code still runs in the thread that started the attempt."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
 
-from kubetasks.runtime import Context, MemoryStore
+from kubetasks.runtime import Context, MemoryStore, bridge, task
 from kubetasks.runtime.checkpoints import Checkpoints
-from kubetasks.runtime.entry import Invocation, run_attempt
+from kubetasks.runtime.entry import Invocation, run_attempt, run_task
 from kubetasks.runtime.lifecycle import Hooks
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -186,3 +188,51 @@ def test_async_and_sync_middleware_nest_in_any_order_around_an_async_task():
     chain = [named("a1", True), named("s1", False), named("a2", True), named("s2", False)]
     assert attempt(body, Hooks.of(middleware=chain)).report.result == "got x"
     assert calls == ["a1", "s1", "a2", "s2", "task", "s2:after", "a2:after", "s1:after", "a1:after"]
+
+
+# What async hooks leave running: it lasts the attempt, and the attempt's end unwinds it ----------
+
+BEATS: list[str] = []
+
+
+async def _start_heartbeat(payload, ctx):
+    async def heartbeat():
+        try:
+            while True:
+                BEATS.append("beat")
+                await asyncio.sleep(0.01)
+        finally:
+            BEATS.append("closed")  # as a client's close, or a last flush
+    ctx.locals["heartbeat"] = asyncio.get_running_loop().create_task(heartbeat())
+
+
+@task(id="beats", on_start_attempt=_start_heartbeat)
+async def beats(payload, ctx):
+    await asyncio.sleep(0.05)
+    return {"closed_while_it_ran": "closed" in BEATS}
+
+
+def test_what_an_async_hook_leaves_running_lasts_the_attempt_and_is_unwound_before_it_reports():
+    BEATS.clear()
+    ended = run_task(Invocation(entrypoint=f"{__name__}:beats", payload="{}"), MemoryStore(), lambda: NOW)
+    assert ended.report.outcome == "succeeded" and ended.report.result == {"closed_while_it_ran": False}
+    assert "beat" in BEATS and BEATS[-1] == "closed"  # cancelled at the end, its finally run
+    assert bridge._loop is None  # the loop is gone: the next attempt in this process starts another
+    assert run_task(Invocation(entrypoint=f"{__name__}:beats", payload="{}"), MemoryStore(),
+                    lambda: NOW).report.outcome == "succeeded"
+
+
+def test_a_task_that_will_not_unwind_is_left_after_the_timeout(caplog):
+    async def stubborn():
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(1)
+
+    async def start(payload, ctx):
+        asyncio.get_running_loop().create_task(stubborn())
+
+    assert attempt(lambda p, c: "ok", Hooks.of(on_start_attempt=start)).report.result == "ok"
+    started = time.monotonic()
+    bridge.close(timeout=0.2)
+    assert time.monotonic() - started < 2
+    assert "1 of the tasks left on the event loop did not end within 0 s" in caplog.text

@@ -12,7 +12,8 @@ its on_cancel takes ``payload["linger"]`` seconds.
 ``napper`` sleeps durably for a second: on_wait in the pod that ends for it, on_resume in the next.
 ``async_hooked`` is all ``async def``: its middleware makes a client bound to the event loop it was
 made on (as aiohttp's and asyncpg's are), which its on_start_attempt, the task and an async step
-use, inside the global sync middleware.
+use, inside the global sync middleware; its on_start_attempt leaves a heartbeat running on the
+loop, which the attempt's end cancels (its ``finally`` records it).
 """
 
 from __future__ import annotations
@@ -150,6 +151,15 @@ async def async_connect(payload: Any, ctx: Context, next: Any) -> Any:
 async def async_start(payload: Any, ctx: Context) -> None:
     await ctx.locals["client"].get("its first page")
     record(ctx, "async-on_start_attempt")
+    ctx.locals["heartbeat"] = asyncio.get_running_loop().create_task(heartbeat(ctx))  # left running
+
+
+async def heartbeat(ctx: Context) -> None:
+    """Runs until cancelled, as a client's keep-alive would: the attempt's end does that."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        record(ctx, "async-heartbeat:closed")
 
 
 @task(id="async-hooked", middleware=async_connect, on_start_attempt=async_start)

@@ -15,6 +15,10 @@ the task at all (a loop cannot be run inside itself). Here:
 
 Each side sees the other's context variables (a copy, taken as the work is handed over), as an
 ``await`` would: a span or scope set around ``next()`` holds inside it.
+
+A task a hook leaves running on the loop (a heartbeat, a client's reader) keeps running through
+the attempt; at its end :func:`close` cancels what is left and waits for it to unwind, as
+``asyncio.run`` does when its coroutine returns.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 import queue
 import threading
 import typing
@@ -30,6 +35,8 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT = 5.0  # seconds the tasks left on the loop have to unwind at the attempt's end
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -139,3 +146,39 @@ async def hand_back(fn: Callable[[], T]) -> T:
 
     _inbox.get().put(work)
     return await future
+
+
+def close(timeout: float = CLOSE_TIMEOUT) -> None:
+    """The attempt is over: the tasks still on its loop are cancelled and waited for (their
+    ``finally`` blocks, a client's close), async generators are closed, and the loop stops, as
+    ``asyncio.run`` ends. One that has not unwound within ``timeout`` seconds is left to the
+    process's exit. A next coroutine starts a new loop."""
+    global _loop, _thread
+    with _lock:
+        loop, thread, _loop, _thread = _loop, _thread, None, None
+    if loop is None or thread is None or not thread.is_alive():
+        return
+
+    async def wind_down() -> int:
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        ended, stuck = await asyncio.wait(left, timeout=timeout) if left else (set(), set())
+        for task in ended:
+            if not task.cancelled() and task.exception() is not None:
+                error = task.exception()
+                log.warning("a task left on the event loop failed as the attempt ended: %s: %s",
+                            type(error).__name__, error, exc_info=error)
+        await loop.shutdown_asyncgens()
+        return len(stuck)
+
+    try:
+        stuck = asyncio.run_coroutine_threadsafe(wind_down(), loop).result()
+        if stuck:
+            log.warning("%d of the tasks left on the event loop did not end within %.0f s of the attempt's end",
+                        stuck, timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()

@@ -8,6 +8,7 @@ termination message and an exit code (0 success or durable sleep, 1 retry, 78 fa
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -23,7 +24,7 @@ from kubetasks import protocol
 from kubetasks.runtime import kube, outcome
 from kubetasks.runtime.checkpoints import Checkpoints, CheckpointStore, ConfigMapStore, MemoryStore
 from kubetasks.runtime.context import Clock, Context, Steps, utcnow
-from kubetasks.runtime import lifecycle, tracing
+from kubetasks.runtime import bridge, lifecycle, tracing
 from kubetasks.runtime.errors import (
     AbortTaskRun, InvalidEntrypoint, InvalidPayload, SleepRequested, Stopped, WaitRequested,
 )
@@ -197,6 +198,8 @@ def run_task(invocation: Invocation, store: CheckpointStore, clock: Clock = utcn
     except Stopped as e:  # between the task's end and its outcome
         return outcome.failed(e, with_traceback=False)
     finally:
+        with contextlib.suppress(Stopped):  # a SIGTERM now: the outcome stands, and is reported
+            bridge.close()  # what async hooks left running ends before the attempt reports
         if not any(asked):  # a cancelled run has ended: the operator took its pods' access
             _flush_metadata(metadata)  # after every hook: what they recorded is the operator's to read
 
