@@ -136,8 +136,8 @@ class EtcdWatch:
                     kv = event.get("kv") or {}
                     if kv.get("create_revision") == kv.get("mod_revision"):  # a create, not an update
                         self.seen.setdefault(base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1], now)
-        except (OSError, ValueError):
-            pass  # stopped
+        except (OSError, ValueError, AttributeError):
+            pass  # stopped: closed under the reader (http.client then drops its file: AttributeError)
 
     def stop(self) -> None:
         self._stream.close()
