@@ -53,7 +53,7 @@ from kubetasks.core.plan import Event, Plan
 
 log = logging.getLogger(__name__)
 UPLOADS_AT_ONCE = 2  # each holds a thread, a kubelet stream and a multipart upload's parts
-FOLLOWERS = 8  # running attempts whose logs are followed at once (more are read when they end)
+FOLLOWERS = 8  # attempts whose logs are followed at once, from when bound (more are read when they end)
 # While the kubelet says a bound pod's container waits to start: ask again after 0.2, 0.4 ... 1 s,
 # for at most ATTACH_DEADLINE (an image pull, say); then it is read when it ends, or followed when
 # the informer shows it running.
@@ -247,7 +247,7 @@ class LogArchive:
             await asyncio.sleep(max(0.0, step.at - self.clock()))
         self._ended(key, uid)
 
-    # Following a running attempt -----------------------------------------------------------------
+    # Following an attempt from its start -------------------------------------------------------------
     def _pod_changed(self, old: Body | None, new: Body | None) -> None:
         """A pod bound to a node whose container has not ended: its log is followed from the start."""
         if self.store is None or self.cache is None or new is None or not (new.get("spec") or {}).get("nodeName") \
@@ -354,7 +354,6 @@ class LogArchive:
             return SourceFailed(f"pod {pod} is gone")
         self.logless.failed(node, getattr(e, "status", None), self.clock())
         return SourceFailed(f"reading pod {pod}'s log failed: {kube.error_line(e, 300)}")
-
 
 
 def _ended(pod: Body) -> bool:
