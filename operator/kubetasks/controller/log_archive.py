@@ -43,6 +43,7 @@ from kubetasks.api.storage import BlobRef, log_path
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.blobs import BlobStore, error_line as store_error
 from kubetasks.controller.cache import Body, Cache, Key, attempt_of, key_of
+from kubetasks.core.children import POD_ENDED, pod_phase
 from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.log_archive import (CONDITION, DEFAULT_DEADLINE, FAILED, State, Upload, after_store_failure,
                                         failure_message, held_job_ttl, job_ttl,
@@ -357,9 +358,8 @@ class LogArchive:
 
 
 def _ended(pod: Body) -> bool:
-    status = pod.get("status") or {}
-    return status.get("phase") in ("Succeeded", "Failed") or any(
-        "terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or [])
+    return pod_phase(pod) in POD_ENDED or any(
+        "terminated" in (cs.get("state") or {}) for cs in (pod.get("status") or {}).get("containerStatuses") or [])
 
 
 def _not_started(e: Exception) -> bool:
