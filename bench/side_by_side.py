@@ -13,7 +13,9 @@ kubetasks_job_start_latency_seconds histogram), its Job POST's round trip
 event's delay after a plain Job's POST, and how much of it kube-apiserver alone holds (from the
 Job's create on a watch on etcd itself to its ADDED on a kube-apiserver watch); the operator's
 API requests per run by verb and resource, its CPU per run, reconciles per run and peak RSS;
-TaskRun creates/s with the operator stopped and working; per phase, how long
+TaskRun creates/s with the operator stopped and working; beside them, what Kubernetes' own
+Job controller does on the same machine (plain Job ADDED -> its Pod ADDED, and Job creates/s with
+kube-controller-manager stopped and working); per phase, how long
 kube-controller-manager's own client rate limiter held its requests (when that grows, the Job
 controller sets the pace of both). Then a table of item
 10's targets beside the values, per size, with ok/FAIL. The targets are ratios within one run:
@@ -39,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.throughput import api_requests, apiserver_requests, bench_namespace, cpu_seconds, rss_mib  # noqa: E402
-from tests.conftest import CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, scrape  # noqa: E402
+from tests.conftest import CLUSTER_DIR, INSTANCE, INSTANCE_LABEL, KWOK_PLACEMENT, KUBECONFIG, VERSIONS, component_pid, kubectl, kubectl_run, paused, scrape  # noqa: E402
 MINE = {INSTANCE_LABEL: INSTANCE}  # the bench operator's instance: an installed kubetasks keeps out
 
 os.environ.setdefault("KUBECONFIG", KUBECONFIG)  # before kubetasks.kube loads its configuration
@@ -260,6 +262,12 @@ def reconcile_count(metrics: dict[str, list]) -> float:
                if s.name.endswith("_count") and s.labels.get("kind") == "taskrun")
 
 
+def job_of_new_pod(event: dict[str, Any]) -> str | None:
+    """The Job of a pod just made (its Job controller's label)."""
+    labels = event["object"]["metadata"].get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") if event["type"] == "ADDED" else None
+
+
 def create_job(ns: str, owners: dict[str, dict[str, Any]] | None = None) -> Any:
     """Creates Job job-NAME, owned by owners[NAME] where that is given (an ownerReference)."""
     def create(name: str) -> None:
@@ -307,6 +315,17 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         for w in watches:
             w.stop()
         wait_no_runs(ns)
+        # The same for Kubernetes' own: Job creates with kube-controller-manager stopped (no pod is
+        # made), deleted before it goes on. Beside the Job burst below, with its cascade working,
+        # it says what share of the create rate a controller's work leaves on this machine.
+        watches = [Watch(kube.JOBS, ns, lambda e: None, lists=False) for _ in range(2)]
+        with paused("kube-controller-manager"):
+            idle_jobs = burst(n, threads, create_job(ns), prefix="idle-")
+            kube.delete_jobs(ns, "")  # Background: gone at once, there are no pods to wait for
+            while kube.list_page(kube.JOBS, ns, limit=1)["items"]:
+                time.sleep(0.2)
+        for w in watches:
+            w.stop()
         op.start()
 
         # Plain Jobs.
@@ -315,6 +334,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         jobs_seen = Watch(kube.JOBS, ns, lambda e: e["object"]["metadata"]["name"] if e["type"] == "ADDED" else None,
                           lists=False)
         jobs_in_etcd = EtcdWatch(f"/registry/jobs/{ns}/")
+        pods_seen = Watch(kube.PODS, ns, job_of_new_pod, lists=False)
         plane = ControlPlane()
         created_jobs = burst(n, threads, create_job(ns))
         start = min(s for s, _ in created_jobs.values())
@@ -323,6 +343,10 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         print(f"{len(done.seen)}/{n} plain Jobs Complete after {jobs_wall:.1f}s")
         jobs_plane = plane.report("Job", n)
         jobs_seen.stop()
+        pods_seen.stop()
+        # The Job controller's own reaction, what TaskRun ADDED -> Job ADDED is to the operator.
+        job_controller = [1000 * (pods_seen.seen[name] - t) for name, t in jobs_seen.seen.items()
+                          if name in pods_seen.seen]
         # A Job's POST returned -> its ADDED on a watch: what the API server adds before anyone
         # (the operator, this bench) sees a Job, here with no TaskRun work beside it.
         delivery = [1000 * (jobs_seen.seen[f"job-{j}"] - r) for j, (_, r) in created_jobs.items()
@@ -351,6 +375,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
             return run
 
         job_added = Watch(kube.JOBS, ns, run_of_new_job, lists=False)
+        pod_added = Watch(kube.PODS, ns, job_of_new_pod, lists=False)
 
         run_added = Watch(kube.TASKRUNS, ns, lambda e: e["object"]["metadata"]["name"]
                           if e["type"] == "ADDED" else None, lists=False)
@@ -371,6 +396,10 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
         created = {name: r for name, (_, r) in times.items()}
         succeeded.wait(n, max(900, 2 * n))
         job_added.wait(n, 10)
+        pod_added.stop()
+        # The Job controller's reaction in this burst, beside the operator's: the same load on both.
+        loaded_controller = [1000 * (pod_added.seen[j] - job_added.seen[r]) for r, j in job_of_run.items()
+                             if r in job_added.seen and j in pod_added.seen]
         jobs_in_etcd.stop()
         sampling.set()
         run_cache = [1000 * (job_added.seen[r] - jobs_in_etcd.seen[j]) for r, j in job_of_run.items()
@@ -398,6 +427,10 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
             # to its Job's, a Job create and a watch delivery included.
             print(f"TaskRun ADDED -> Job ADDED, both on a watch (ms): p50 {pct(reaction, 50):.0f}, "
                   f"p90 {pct(reaction, 90):.0f}, p99 {pct(reaction, 99):.0f}")
+        if job_controller and loaded_controller:
+            print(f"  Kubernetes' Job controller, Job ADDED -> its Pod ADDED, both on a watch (ms): plain Jobs "
+                  f"p50 {pct(job_controller, 50):.0f}, p90 {pct(job_controller, 90):.0f}; in this burst "
+                  f"p50 {pct(loaded_controller, 50):.0f}, p90 {pct(loaded_controller, 90):.0f}")
         own = histogram_p50(metrics_before, metrics_after, "kubetasks_job_start_latency_seconds")
         if own:
             print(f"operator's own event read -> Job POST sent (kubetasks_job_start_latency_seconds): "
@@ -424,11 +457,14 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
               f"peak RSS {peak[0]:.0f} MiB")
         stopped, working = rate(idle), rate(times)
         print(f"TaskRun creates/s: {stopped:.0f} with the operator stopped, {working:.0f} with it working; "
-              f"plain Job creates/s (their controllers working): {rate(created_jobs):.0f}")
+              f"plain Job creates/s: {rate(idle_jobs):.0f} with kube-controller-manager stopped, "
+              f"{rate(created_jobs):.0f} with it working")
         result = {"n": n, "jobs_s": round(jobs_wall, 2), "taskruns_s": round(runs_wall, 2),
                   "ratio": round(runs_wall / jobs_wall, 2),
                   "job_post_p50_ms": round(pct(post, 50), 1),
                   "added_p50_ms": round(pct(reaction, 50)) if reaction else None,
+                  "job_controller_p50_ms": round(pct(job_controller, 50)) if job_controller else None,
+                  "loaded_job_controller_p50_ms": round(pct(loaded_controller, 50)) if loaded_controller else None,
                   "operator_p50_ms": round(1000 * own[0], 1) if own else None,
                   "operator_job_post_p50_ms": round(1000 * job_post[0], 1) if job_post else None,
                   "job_delivery_p50_ms": round(pct(delivery, 50), 1) if delivery else None,
@@ -439,6 +475,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
                   "requests_per_run": round(sum(calls.values()) / n, 2),
                   "creates_stopped_per_s": round(stopped, 1), "creates_working_per_s": round(working, 1),
                   "job_creates_per_s": round(rate(created_jobs), 1),
+                  "job_creates_stopped_per_s": round(rate(idle_jobs), 1),
                   "cpu_ms_per_run": round(1000 * cpu / n, 1), "reconciles_per_run": round(reconciles / n, 1), "peak_rss_mib": round(peak[0])}
         print(json.dumps(result))
         ns_gone = ns
@@ -449,6 +486,7 @@ def one_size(n: int, threads: int) -> dict[str, Any]:
 # Item 10's targets (issue 17): (label, how a result meets it, the target as said).
 def _targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
     added, post = r.get("added_p50_ms"), r["job_post_p50_ms"]
+    kcm, loaded = r.get("job_controller_p50_ms"), r.get("loaded_job_controller_p50_ms")
     size = r["n"]
     rows: list[tuple[str, str, bool | None, str]] = [
         ("plain Job POST round trip p50", f"{post:.0f} ms", None, ""),
@@ -460,13 +498,17 @@ def _targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
          "-" if r.get("etcd_to_watch_p50_ms") is None or r.get("plain_etcd_to_watch_p50_ms") is None
          else f"{r['etcd_to_watch_p50_ms']:.0f} ms (plain {r['plain_etcd_to_watch_p50_ms']:.0f})", None,
          "kube-apiserver alone"),
+        ("  Job controller: Job ADDED -> Pod ADDED p50", "-" if kcm is None or loaded is None
+         else f"{loaded} ms ({loaded / post:.1f}x; alone {kcm})", None, "for comparison"),
         ("all done, TaskRuns / Jobs", f"{r['ratio']:.2f}x", r["ratio"] <= 1.1, "<= 1.1x"),
         ("operator API requests per run", f"{r['requests_per_run']:.2f}", r["requests_per_run"] <= 4, "<= 4"),
         ("TaskRun creates, operator working / stopped",
          f"{r['creates_working_per_s'] / r['creates_stopped_per_s']:.0%} "
          f"({r['creates_working_per_s']:.0f}/{r['creates_stopped_per_s']:.0f} per s)",
          r["creates_working_per_s"] >= 0.8 * r["creates_stopped_per_s"], ">= 80%"),
-        ("  plain Job creates (their cascade working)", f"{r['job_creates_per_s']:.0f} per s", None, "for comparison"),
+        ("  Job creates, controllers working / stopped",
+         f"{r['job_creates_per_s'] / r['job_creates_stopped_per_s']:.0%} "
+         f"({r['job_creates_per_s']:.0f}/{r['job_creates_stopped_per_s']:.0f} per s)", None, "for comparison"),
     ]
     return rows
 
