@@ -95,15 +95,20 @@ def test_dev_runs_the_module_on_this_machine_and_an_edit_changes_the_next_run(op
             uid = get("taskrun", run, namespace)["metadata"]["uid"]
             assert kubectl("get", "jobs", "-n", namespace, "-l", f"kubetasks.io/run-uid={uid}", "-o", "name") == ""
     finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(15)
-        except subprocess.TimeoutExpired:
-            dev.kill()
+        stop(dev)
         jobs.terminate()
     made, _ = jobs.communicate(timeout=15)
     assert made.strip() == "", f"Jobs were made for dev runs: {made}"
     assert dev.returncode == 0, dev_log(log)
+
+
+def stop(dev: subprocess.Popen[Any]) -> None:
+    """Ctrl-C, as a developer stops it; killed when it has not ended 15 s later."""
+    dev.send_signal(signal.SIGINT)
+    try:
+        dev.wait(15)
+    except subprocess.TimeoutExpired:
+        dev.kill()
 
 
 def dev_log(log: Any) -> str:

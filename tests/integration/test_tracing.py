@@ -6,18 +6,22 @@ A function of this test process, in a span of its own, triggers a task with step
 the caller's span, the operator's run, wait, admission and attempt spans, and the pods' attempt
 and step spans arrive under one trace id, each under its parent. A run of an operator with no
 endpoint carries its caller's context all the same, and its Job gets no tracing environment.
+``kubetasks dev`` running the same task on this machine gives the same trace.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +30,10 @@ import yaml
 from kubetasks.core.naming import LABEL_RUN_UID
 from kubetasks.core.tracing import ANNOTATION_TRACEPARENT, span_id
 from tests.conftest import (
-    CACHE, INSTANCE, REQUIRE_CLUSTER, VERSIONS, OperatorProcess, apply, free_port, get, kubectl, node_ip, wait_until,
+    CACHE, INSTANCE, REPO, REQUIRE_CLUSTER, VERSIONS, OperatorProcess, apply, free_port, get, kubectl, node_ip,
+    wait_until,
 )
+from tests.integration.test_dev import dev_log, stop
 from tests.integration.test_runtime import sdk_task
 from tests.integration.test_taskruns import FINISHED, wait_phase
 
@@ -41,8 +47,9 @@ class Jaeger:
     otlp: str  # http://<node address>:<port>, where this host and task pods send spans
     query: str  # http://127.0.0.1:<port>, the query API
 
-    def trace(self, trace_id: str) -> list[dict[str, Any]]:
-        """The spans Jaeger holds for ``trace_id`` (none yet: [])."""
+    def trace(self, trace_id: str, processes: bool = False) -> list[dict[str, Any]]:
+        """The spans Jaeger holds for ``trace_id`` (none yet: []); with ``processes``, each with
+        its process (its ``serviceName``) under ``"process"``."""
         try:
             with urllib.request.urlopen(f"{self.query}/api/traces/{trace_id}", timeout=5) as r:
                 data = json.load(r)["data"]
@@ -50,7 +57,7 @@ class Jaeger:
             if e.code == 404:
                 return []
             raise
-        return [s for t in data for s in t["spans"]]
+        return [{**s, "process": t["processes"][s["processID"]]} if processes else s for t in data for s in t["spans"]]
 
     def counted(self, trace_id: str, wanted: dict[str, int]) -> list[dict[str, Any]]:
         """The trace's spans, if it holds exactly ``wanted`` of each name; else AssertionError
@@ -181,6 +188,16 @@ def test_a_triggered_task_joins_its_callers_trace(namespace: str, traced_operato
     assert envs[2]["TRACEPARENT"] == f"00-{trace_id}-{span_id(uid, 'attempt', 2):016x}-01", envs[2]
     assert envs[2]["OTEL_EXPORTER_OTLP_ENDPOINT"] == jaeger.otlp
 
+    first, pod1 = failed_once_trace(jaeger, trace_id, caller, uid)
+    tags = {t["key"]: t["value"] for t in first["tags"]}
+    assert tags["otel.status_code"] == "ERROR" and tags["kubetasks.attempt"] == 1, tags
+    pod_tags = {t["key"]: t["value"] for t in pod1["tags"]}
+    assert pod_tags["otel.status_code"] == "ERROR" and "on purpose" in pod_tags["otel.status_description"]
+
+
+def failed_once_trace(jaeger: Jaeger, trace_id: str, caller: str, uid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Waits for the whole trace of a traced run that failed once (``fail_once``) and asserts its
+    spans hang as docs/tracing.md says; attempt 1's span from the operator's side and the pod's."""
     wanted = {"handle request": 1, "taskrun traced": 1, "kubetasks.wait": 1, "kubetasks.admission": 1,
               "kubetasks.attempt": 2, "task traced": 2, "step fetch": 1, "step total": 1}
     spans = wait_until(f"the spans of trace {trace_id} in Jaeger", lambda: jaeger.counted(trace_id, wanted),
@@ -206,10 +223,36 @@ def test_a_triggered_task_joins_its_callers_trace(namespace: str, traced_operato
     assert parent(pod1) is first and parent(pod2) is second  # each pod's attempt under the operator's
     (fetch,), (total,) = named("step fetch"), named("step total")
     assert parent(fetch) is pod1 and parent(total) is pod2  # attempt 2 skipped the step attempt 1 completed
-    tags = {t["key"]: t["value"] for t in first["tags"]}
-    assert tags["otel.status_code"] == "ERROR" and tags["kubetasks.attempt"] == 1, tags
-    pod_tags = {t["key"]: t["value"] for t in pod1["tags"]}
-    assert pod_tags["otel.status_code"] == "ERROR" and "on purpose" in pod_tags["otel.status_description"]
+    return first, pod1
+
+
+def test_kubetasks_dev_traces_as_the_operator_does(namespace: str, jaeger: Jaeger, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same task, run by ``kubetasks dev`` on this machine with no Job: the same trace, the
+    run's spans from the CLI (service kubetasks-dev), the attempts' from their processes."""
+    instance = f"dev-tr-{uuid.uuid4().hex[:6]}"
+    log = (tmp_path / "dev.log").open("w+")
+    dev = subprocess.Popen([sys.executable, "-m", "kubetasks.cli.main", "dev", "kubetasks_examples.traced",
+                            "--instance", instance, "-n", namespace], cwd=REPO / "examples" / "python",
+                           stdout=log, stderr=subprocess.STDOUT,
+                           env={**os.environ, "PYTHONPATH": str(REPO / "operator"),
+                                "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp, "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    try:
+        wait_until("the dev instance's Task", lambda: "traced" in kubectl(
+            "get", "tasks", "-n", namespace, "-l", f"kubetasks.io/instance={instance}", "-o", "name", check=False))
+        name, trace_id, header = trigger_in_span(caller_tracer(jaeger.otlp), namespace, instance, {"fail_once": True},
+                                                 monkeypatch)
+        done = wait_phase(namespace, name, FINISHED, timeout=120)
+        assert done["phase"] == "Succeeded" and done["attempt"] == 2, (done, dev_log(log))
+        uid = get("taskrun", name, namespace)["metadata"]["uid"]
+        assert jobs_env(namespace, uid) == []  # run here, not by an operator
+        first, pod1 = failed_once_trace(jaeger, trace_id, header.split("-")[2], uid)
+        services = {s["operationName"]: s["process"]["serviceName"] for s in jaeger.trace(trace_id, processes=True)}
+        assert services["taskrun traced"] == services["kubetasks.attempt"] == "kubetasks-dev", services
+        assert services["task traced"] == "traced", services
+    finally:
+        stop(dev)
+    assert dev.returncode == 0, dev_log(log)
 
 
 def test_an_operator_with_no_endpoint_adds_nothing(namespace: str, operator: OperatorProcess, jaeger: Jaeger,

@@ -124,7 +124,7 @@ def test_with_no_endpoint_nothing_imports_opentelemetry(tmp_path) -> None:
 
     code = """
 import sys
-from kubetasks.controller.tracing import Tracing
+from kubetasks.otlp import Tracing
 from kubetasks.runtime import tracing
 t = Tracing(); t.configure({})
 assert not t.enabled and t.job_env({}, 1, "t") == {}
@@ -170,7 +170,7 @@ def test_the_operators_cache_keeps_a_runs_trace_context() -> None:
 
 
 def test_pods_get_the_endpoint_under_the_operators_variable() -> None:
-    from kubetasks.controller.tracing import Tracing
+    from kubetasks.otlp import Tracing
 
     whole = "http://collector:4318/v1/traces"  # a traces endpoint is the whole URL: no path is added to it
     tracing = Tracing()

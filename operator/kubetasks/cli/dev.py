@@ -11,6 +11,9 @@ how it reloads: an edited file is what the next attempt imports, with no watcher
 (each attempt says "reloaded" when a task file changed since the one before). Each run is decided
 by the operator's state machine (core.plan), so retries and their delays, durable sleeps,
 checkpoints (the run's ConfigMap), results and errors are the real ones, in the run's status.
+With an OTLP endpoint in its environment (``OTEL_EXPORTER_OTLP_ENDPOINT``, docs/tracing.md) it
+traces as the operator does: the run's, wait, admission and attempt spans from it (service
+``kubetasks-dev``), each attempt's and step's from the attempt's process, under one trace.
 
 Not in dev mode: durable waits (children, tokens, events) fail the run, saying so; a Task's
 ``valueFrom`` variables are left out (named as they are); machine sizes are not enforced;
@@ -55,7 +58,9 @@ from kubetasks.core.plan import World, plan_run, retries_left
 from kubetasks.core.render import STOP_GRACE_SECONDS, stop_grace_seconds, render_job, render_run_identity, uses_sdk
 from kubetasks.core.result_refs import judge_ref
 from kubetasks.core.status_patch import status_patch
+from kubetasks.core.tracing import transition_spans
 from kubetasks.core.version import locked_task
+from kubetasks.otlp import Tracing
 from kubetasks.protocol import steps_from_configmap
 from kubetasks.runtime.entry import ENV_TERMINATION_LOG  # where a local attempt writes its report
 
@@ -119,6 +124,8 @@ class DevRunner:
         self._changed: dict[str, threading.Event] = {}  # run uid -> set when the watch shows it changed
         self._processes: dict[str, subprocess.Popen[bytes]] = {}  # run uid -> its attempt's process, while it runs
         self._mtimes = self._file_times()
+        self.tracing = Tracing(service="kubetasks-dev", scope="kubetasks.cli.dev")  # off without an endpoint
+        self.tracing.configure(os.environ)
 
     def serve(self) -> None:
         """Lists the instance's runs, then watches them, until Ctrl-C. Unfinished runs already
@@ -154,6 +161,8 @@ class DevRunner:
                 _stop(process, STOP_GRACE_SECONDS)
             self._say("stopped: a run whose attempt was cut short is retried (by its Task's policy) "
                       "when kubetasks dev runs again")
+        finally:
+            self.tracing.shutdown()  # what is batched leaves before this process does
 
     def _seen(self, body: dict[str, Any], deleted: bool = False) -> None:
         meta = body.get("metadata") or {}
@@ -226,6 +235,8 @@ class DevRunner:
             if written is None:
                 return None
             body = written
+            # After the write that records them, as the operator does: each transition's spans once.
+            self.tracing.emit(transition_spans(run.metadata, run.spec.task_ref, run.status, plan.status))
         for event in plan.events:
             self._event(body, event.type, event.reason, event.message)
         if plan.status.phase.finished:
@@ -245,7 +256,8 @@ class DevRunner:
     def _attempt(self, run: TaskRun, task: Task, attempt: int, left: int, body: dict[str, Any]
                  ) -> AttemptObservation | None:
         """Runs one attempt as a process; what it did (None: this process is stopping)."""
-        job = render_job(run, task, attempt, retries_left=left)
+        traced = self.tracing.job_env(run.metadata, attempt, task.task_id)  # {} when off
+        job = render_job(run, task, attempt, retries_left=left, trace_env=traced)
         env, missing = attempt_env(job)
         if missing:
             self._say(f"taskrun/{run.name}: not set in dev mode (valueFrom): {', '.join(missing)}", error=True)

@@ -77,7 +77,7 @@ from kubetasks.core.render import (
     uses_sdk,
 )
 from kubetasks.controller.access import drop_access
-from kubetasks.controller.tracing import Tracing
+from kubetasks.otlp import Tracing
 from kubetasks.controller.triggers import root_run, runaway
 from kubetasks.core.tracing import transition_spans
 from kubetasks.protocol import steps_from_configmap

@@ -1,4 +1,5 @@
-"""The operator's spans (core.tracing decides them), exported over OTLP when an endpoint is configured.
+"""The spans core.tracing decides for a run, exported over OTLP when an endpoint is configured: the
+operator's, and ``kubetasks dev``'s when it runs the attempts in the operator's place.
 
 Spans are built whole, with the ids and times core.tracing chose, and handed to a batching
 processor: nothing is held open across reconciles, so a restart loses no span state. With no
@@ -18,7 +19,8 @@ SERVICE = "kubetasks-operator"
 
 
 class Tracing:
-    def __init__(self) -> None:
+    def __init__(self, service: str = SERVICE, scope: str = "kubetasks.controller") -> None:
+        self.service, self.scope = service, scope  # who the spans say they come from
         self.endpoint: str | None = None
         self.pod_endpoint: tuple[str, str] | None = None  # the variable task pods get, and its value
         self._processor: Any = None
@@ -44,7 +46,7 @@ class Tracing:
             return
         pods = env.get(ENV_POD_ENDPOINT)
         self.pod_endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", pods) if pods else endpoint_variable(env)
-        self._resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE})
+        self._resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or self.service})
         self._processor = BatchSpanProcessor(OTLPSpanExporter())
         log.info("tracing: spans go to %s (task pods: %s)", self.endpoint, self.pod_endpoint[1] if self.pod_endpoint else "")
 
@@ -62,7 +64,7 @@ class Tracing:
         from opentelemetry.sdk.trace import ReadableSpan
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        scope = InstrumentationScope("kubetasks.controller")
+        scope = InstrumentationScope(self.scope)
         flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
         for s in spans:
             context = trace.SpanContext(s.trace_id, s.span_id, is_remote=False, trace_flags=flags)
