@@ -452,4 +452,8 @@ def test_a_runs_page_links_its_trace():
     plain = views.run_page(traced, RunDetails(), NOW)  # no template: the id alone
     assert '<code data-testid="trace-id">0af7651916cd43dd8448eb211c80319c</code>' in plain and "jaeger" not in plain
     untraced = run("r", phase="Succeeded")  # no caller's context: the run's own trace (core.tracing.run_trace)
-    assert f"{run_trace(untraced['metadata']).trace_id:032x}" in views.run_page(untraced, RunDetails(), NOW)
+    own = f"{run_trace(untraced['metadata']).trace_id:032x}"
+    linked = views.run_page(untraced, RunDetails(trace_url="http://jaeger:16686/trace/{traceId}"), NOW)
+    assert f'<a href="http://jaeger:16686/trace/{own}" data-testid="trace-id"' in linked
+    # With no trace page and no caller's trace, nothing says that id names any span: none is shown.
+    assert own not in views.run_page(untraced, RunDetails(), NOW)

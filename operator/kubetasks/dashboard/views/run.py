@@ -8,7 +8,7 @@ from datetime import datetime
 
 from kubetasks.api.times import api_time as when, human_age  # read and shown as the CLI does
 from kubetasks.core.replay import REPLAYABLE_PHASES
-from kubetasks.core.tracing import run_trace
+from kubetasks.core.tracing import ANNOTATION_TRACEPARENT, run_trace
 from kubetasks.core.why import Why
 from kubetasks.dashboard.views.common import (
     Body, FINISHED, _abs_time, _api_time, condition, e, layout, _list, _meta, phase_badge, phase_of, run_seconds,
@@ -242,8 +242,10 @@ def run_page(run: Body, details: RunDetails, now: datetime) -> str:
 
 def _trace(meta: Body, template: str) -> str:
     """The run's trace id (core.tracing: its caller's, or its own when none traced it), linked
-    through ``template`` when there is one."""
-    if not meta.get("uid"):
+    through ``template`` when there is one. A run no caller traced, with no trace page to link,
+    shows none: its own id names spans only where the operator exports them, which the page
+    cannot tell (with ``--trace-url`` the user says it does)."""
+    if not meta.get("uid") or not (template or (meta.get("annotations") or {}).get(ANNOTATION_TRACEPARENT)):
         return ""
     trace_id = f"{run_trace(meta).trace_id:032x}"
     if not template:
