@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, TASK_IMAGE, VERSIONS, apply, wait_until
+from tests.conftest import KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, TASK_IMAGE, VERSIONS, apply, get, wait_until
 from tests.integration.test_runtime import sdk_task
 from tests.integration.test_taskruns import status, task, taskrun, wait_phase
 
@@ -72,6 +72,30 @@ def test_run_wait_list_describe_logs_and_cancel(namespace, operator):
     wait_until(f"{sleepy} Cancelled", lambda: status(namespace, sleepy).get("phase") == "Cancelled", timeout=60)
     assert "already finished (Cancelled)" in one_line_error(cli("cancel", sleepy, "-n", namespace))
     assert "timed out after 2s" in one_line_error(cli("run", "sleepy", "--wait", "--timeout", "2", "-n", namespace))
+
+
+def test_cancel_by_task_and_tag_cancels_every_unfinished_match(namespace, operator):
+    runs = {"t1": ["nightly"], "t2": ["nightly", "eu"], "u1": []}
+    apply([{"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleepy"},
+            "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never",
+                     "command": ["python3", "-c", "import time; time.sleep(600)"], "machine": {"preset": "micro"}}},
+           *[{"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskRun", "metadata": {"name": name},
+              "spec": {"taskRef": "sleepy", "tags": tags}} for name, tags in runs.items()]], namespace)
+
+    done = cli("cancel", "--task", "sleepy", "--tag", "nightly", "-n", namespace)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["taskrun/t1 cancel requested", "taskrun/t2 cancel requested",
+                                        "2 cancels requested (of sleepy tagged nightly)"], done.stdout
+    for name in ("t1", "t2"):
+        wait_until(f"{name} Cancelled", lambda: status(namespace, name).get("phase") == "Cancelled", timeout=60)
+    untagged = get("taskrun", "u1", namespace)
+    assert not untagged["spec"]["cancel"] and untagged.get("status", {}).get("phase") != "Cancelled", untagged
+
+    done = cli("cancel", "--task", "sleepy", "-n", namespace)  # the rest: the finished two are not asked again
+    assert done.stdout.splitlines() == ["taskrun/u1 cancel requested", "1 cancel requested (of sleepy)"], done.stdout
+    wait_until("u1 Cancelled", lambda: status(namespace, "u1").get("phase") == "Cancelled", timeout=60)
+    done = cli("cancel", "--task", "sleepy", "-n", namespace)
+    assert done.returncode == 0 and "No unfinished runs of sleepy to cancel." in done.stderr, done
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(namespace, crds):

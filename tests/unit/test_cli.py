@@ -115,7 +115,7 @@ def test_describe_lines():
     (["describe", "r"], {"command": "describe", "run": "r"}),
     (["logs", "r"], {"attempt": None, "follow": False}),
     (["logs", "r", "--attempt", "2", "-f"], {"attempt": 2, "follow": True}),
-    (["cancel", "r", "--namespace", "x"], {"command": "cancel", "run": "r", "namespace": "x"}),
+    (["cancel", "r", "--namespace", "x"], {"command": "cancel", "run": ["r"], "namespace": "x", "task": None, "tag": None}),
     (["crds"], {"write": None}),
     (["crds", "--write"], {"write": "crds"}),
     (["crds", "--write", "out"], {"write": "out"}),
@@ -328,3 +328,62 @@ def test_kubectl_plugin_completion_speaks_cobra(argv, expected):
     done = subprocess.run([sys.executable, "-c", "from kubetasks.cli.main import kubectl_complete; kubectl_complete()",
                            *argv], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, expected), done.stderr
+
+
+def _runs_to_cancel() -> list[dict]:
+    def run(name: str, task: str, phase: str | None, created: str, tags: list[str] | None = None,
+            cancel: bool = False) -> dict:
+        return {"metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"taskRef": task, "tags": tags or [], **({"cancel": True} if cancel else {})},
+                "status": {"phase": phase} if phase else {}}
+
+    return [run("b", "sync", "Running", "2026-12-07T10:00:02Z", ["nightly"]),
+            run("a", "sync", None, "2026-12-07T10:00:01Z"),  # just created: no status yet
+            run("c", "sync", "Succeeded", "2026-12-07T10:00:00Z", ["nightly"]),
+            run("d", "sync", "Queued", "2026-12-07T10:00:03Z", ["nightly"], cancel=True),  # asked already
+            run("e", "mail", "Sleeping", "2026-12-07T10:00:04Z", ["nightly"])]
+
+
+def test_cancel_candidates_are_the_unfinished_matching_runs_not_yet_asked():
+    runs = _runs_to_cancel()
+    assert cli.cancel_candidates(runs, "sync", None) == ["a", "b"]  # oldest first
+    assert cli.cancel_candidates(runs, None, "nightly") == ["b", "e"]
+    assert cli.cancel_candidates(runs, "sync", "nightly") == ["b"]
+    assert cli.cancel_candidates(runs, "other", None) == []
+
+
+def test_cancel_by_task_patches_each_match_and_says_how_many(monkeypatch, capsys):
+    from kubetasks import kube
+
+    patched = []
+    monkeypatch.setattr(kube, "list_custom", lambda plural, ns: _runs_to_cancel())
+    monkeypatch.setattr(kube, "patch_spec", lambda plural, ns, name, patch: patched.append((ns, name, patch)))
+    assert cli.main(["cancel", "--task", "sync", "-n", "ns"]) == 0
+    assert patched == [("ns", "a", {"spec": {"cancel": True}}), ("ns", "b", {"spec": {"cancel": True}})]
+    assert capsys.readouterr().out.splitlines() == [
+        "taskrun/a cancel requested", "taskrun/b cancel requested", "2 cancels requested (of sync)"]
+    assert cli.main(["cancel", "--tag", "none", "-n", "ns"]) == 0 and len(patched) == 2
+    assert capsys.readouterr().err.strip() == "No unfinished runs tagged none to cancel."
+
+
+def test_cancel_of_several_names_cancels_the_unfinished_and_names_the_rest(monkeypatch, capsys):
+    from kubetasks import kube
+
+    runs = {r["metadata"]["name"]: r for r in _runs_to_cancel()}
+    patched = []
+    monkeypatch.setattr(kube, "get_custom", lambda plural, ns, name: runs[name])
+    monkeypatch.setattr(kube, "patch_spec", lambda plural, ns, name, patch: patched.append(name))
+    assert cli.main(["cancel", "c", "b", "a", "-n", "ns"]) == 1
+    assert patched == ["b", "a"]  # the finished one stopped neither
+    captured = capsys.readouterr()
+    assert captured.err == "error: taskrun c already finished (Succeeded)\n"
+    assert captured.out.splitlines() == ["taskrun/b cancel requested", "taskrun/a cancel requested"]
+
+
+@pytest.mark.parametrize("argv", [["cancel"], ["cancel", "r", "--task", "sync"]])
+def test_cancel_takes_names_or_a_filter(argv, monkeypatch, capsys):
+    from kubetasks import kube
+
+    monkeypatch.setattr(kube, "patch_spec", lambda *a: pytest.fail("nothing is to be cancelled"))
+    assert cli.main([*argv, "-n", "ns"]) == 1
+    assert "name the runs to cancel, or give --task TASK or --tag TAG" in capsys.readouterr().err

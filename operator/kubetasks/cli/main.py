@@ -6,7 +6,8 @@
     kubetasks runs [TASK] [-n NS | -A] [-w | -o name]
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS] [--operator-url URL]
-    kubetasks cancel RUN [-n NS]
+    kubetasks cancel RUN [RUN ...] [-n NS]
+    kubetasks cancel --task TASK | --tag TAG [-n NS]
     kubetasks replay RUN [--payload JSON] [--from-step NAME | --fresh] [-n NS]
     kubetasks replay --task TASK [--phase Failed] [--since 24h] [--rate N/s] [-n NS]
     kubetasks why RUN [-n NS] [--operator-url URL]
@@ -31,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from rich.console import Console
 
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
-from kubetasks.cli.tables import run_rows, runs_table
+from kubetasks.cli.tables import run_rows, runs_table, shown
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
@@ -166,8 +167,13 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
                    help="reach the operator here for archived logs (default: $KUBETASKS_OPERATOR_URL, else the "
                         "API server's proxy to its Service)")
 
-    p = with_namespace(sub.add_parser("cancel", help="cancel a TaskRun"))
-    _complete_with(p.add_argument("run", metavar="RUN"), "taskruns")
+    p = with_namespace(sub.add_parser("cancel", help="cancel TaskRuns: by name, or every unfinished run of a Task or tag",
+                                      description="Asks the operator to cancel each named run, or every unfinished "
+                                                  "run of the namespace that matches --task and --tag (both, when "
+                                                  "both are given). A run already finished is not changed."))
+    _complete_with(p.add_argument("run", metavar="RUN", nargs="*", help="the runs to cancel"), "taskruns")
+    _complete_with(p.add_argument("--task", metavar="TASK", help="every unfinished run of this Task"), "tasks")
+    p.add_argument("--tag", metavar="TAG", help="every unfinished run with this tag (spec.tags)")
 
     p = with_namespace(replay.add_parser(sub))
     _complete_with(next(a for a in p._actions if a.dest == "run"), "taskruns")
@@ -389,13 +395,40 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
 
     ns = _namespace(args)
-    run = get_run(ns, args.run)
-    phase = (run.get("status") or {}).get("phase") or "Pending"
-    if phase in FINISHED:
-        raise CliError(f"taskrun {args.run} already finished ({phase})")
-    kube.patch_spec("taskruns", ns, args.run, {"spec": {"cancel": True}})
-    out.print(f"taskrun/{args.run} cancel requested", highlight=False)
+    if bool(args.run) == bool(args.task or args.tag):
+        raise CliError("name the runs to cancel, or give --task TASK or --tag TAG (not both ways)")
+    if not args.run:
+        chosen = cancel_candidates(kube.list_custom("taskruns", ns), args.task, args.tag)
+        which = " ".join(filter(None, (f"of {args.task}" if args.task else "", f"tagged {args.tag}" if args.tag else "")))
+        if not chosen:
+            err.print(f"No unfinished runs {which} to cancel.", highlight=False)
+            return 0
+        for name in chosen:
+            kube.patch_spec("taskruns", ns, name, {"spec": {"cancel": True}})
+            out.print(f"taskrun/{name} cancel requested", highlight=False)
+        out.print(f"{len(chosen)} cancel{'' if len(chosen) == 1 else 's'} requested ({which})", highlight=False)
+        return 0
+    finished = []
+    for name in args.run:  # each named run, as kubectl delete does: one already finished stops no other
+        phase = (get_run(ns, name).get("status") or {}).get("phase") or "Pending"
+        if phase in FINISHED:
+            finished.append(f"taskrun {name} already finished ({phase})")
+            continue
+        kube.patch_spec("taskruns", ns, name, {"spec": {"cancel": True}})
+        out.print(f"taskrun/{name} cancel requested", highlight=False)
+    if finished:
+        raise CliError("; ".join(finished))
     return 0
+
+
+def cancel_candidates(runs: Iterable[dict[str, Any]], task: str | None, tag: str | None) -> list[str]:
+    """The names of the unfinished runs of ``task`` with ``tag`` (either when not given) that no
+    one asked to cancel yet, oldest first: the same command twice requests each cancel once."""
+    chosen = [r for r in runs if shown(r, task, tag) and not (r.get("spec") or {}).get("cancel")
+              and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
+    chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
+                               (r.get("metadata") or {}).get("name") or ""))
+    return [str(r["metadata"]["name"]) for r in chosen]
 
 
 def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:
