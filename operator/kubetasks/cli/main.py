@@ -40,7 +40,7 @@ from rich.console import Console
 
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
-from kubetasks.cli.tables import run_rows, runs_table, shown
+from kubetasks.cli.tables import oldest_first, run_rows, runs_table, shown
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
@@ -424,11 +424,8 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cancel_candidates(runs: Iterable[dict[str, Any]], task: str | None, tag: str | None) -> list[str]:
     """The names of the unfinished runs of ``task`` with ``tag`` (either when not given) that no
     one asked to cancel yet, oldest first: the same command twice requests each cancel once."""
-    chosen = [r for r in runs if shown(r, task, tag) and not (r.get("spec") or {}).get("cancel")
-              and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
-    chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
-                               (r.get("metadata") or {}).get("name") or ""))
-    return [str(r["metadata"]["name"]) for r in chosen]
+    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shown(r, task, tag)
+            and not (r.get("spec") or {}).get("cancel") and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
 
 
 def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -3,7 +3,7 @@ keeps them current. Pure: plain dicts in, rows and rich renderables out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,14 +37,17 @@ def shown(run: dict[str, Any], task: str | None, tag: str | None = None) -> bool
     return (task is None or spec.get("taskRef") == task) and (tag is None or tag in (spec.get("tags") or []))
 
 
+def oldest_first(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs by creation, then name (creationTimestamp has whole seconds)."""
+    return sorted(runs, key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
+                                       (r.get("metadata") or {}).get("name") or ""))
+
+
 def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datetime | None = None,
              with_namespace: bool = False, tag: str | None = None) -> list[tuple[str, ...]]:
     """Rows of the runs (of ``task`` and with ``tag`` only, when given), oldest first."""
-    chosen = [r for r in runs if shown(r, task, tag)]
-    chosen.sort(key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
-                               (r.get("metadata") or {}).get("name") or ""))
     rows = []
-    for r in chosen:
+    for r in oldest_first(r for r in runs if shown(r, task, tag)):
         row = run_row(r, now)
         rows.append(((r.get("metadata") or {}).get("namespace", ""), *row) if with_namespace else row)
     return rows
