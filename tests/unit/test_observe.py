@@ -59,7 +59,8 @@ def test_a_container_killed_before_it_ran_never_started():
     job = {"metadata": {"name": "r-1", "labels": {"kubetasks.io/attempt": "1"}},
            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                                       "lastTransitionTime": "2026-01-01T00:05:00Z"}]}}
-    assert observe_attempt(job, [killed]).reason == "NotStarted"
+    never = observe_attempt(job, [killed])
+    assert (never.state, never.reason, never.exit_code) == ("failed", "NotStarted", None)  # 137 was the kubelet's
 
 
 def test_a_job_past_its_deadline_is_ending_and_its_pods_say_nothing_of_a_start():

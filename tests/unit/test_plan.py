@@ -362,6 +362,26 @@ def test_an_attempt_ended_by_maxduration_before_it_started_is_retried_then_never
     assert plan.start_attempt == 2 and r.status.phase == Phase.RUNNING
 
 
+def test_a_start_problem_the_status_showed_names_an_attempt_whose_killed_pod_no_longer_does():
+    """CI's case: the pull error showed while the attempt waited; at maxDuration the kubelet
+    killed the container that never ran, and its pod said only NotStarted (exit code 137)."""
+    from kubetasks.core.observe import StartProblem
+
+    t = task(retry={"maxAttempts": 2, "minDelay": "1s"}, maxDuration="20s")
+    _, r = advance(run(), task=t)
+    _, r = advance(r, task=t, attempts={1: obs(1, "active")}, start_problem=StartProblem("ErrImagePull", "no such host"))
+    killed = {1: obs(1, "failed", reason="NotStarted", message="its container was still being created")}
+    plan, r = advance(r, task=t, attempts=killed)
+    assert r.status.phase == Phase.RETRYING and r.status.attempts[0].reason == "ErrImagePull", r.status.attempts
+    assert "did not start before maxDuration (ErrImagePull)" in r.status.error.message
+    plan, r = advance(r, task=t, attempts=killed)  # the next look at the same Job: what it recorded holds
+    assert r.status.attempts[0].reason == "ErrImagePull" and plan.events == []
+    # nothing shown while it waited: a start that failed all the same, said so
+    _, fresh = advance(run(), task=t)
+    _, fresh = advance(fresh, task=t, attempts=killed)
+    assert fresh.status.attempts[0].reason == "NotStarted" and fresh.status.phase == Phase.RETRYING
+
+
 def test_a_retry_of_a_start_that_failed_fails_at_first_sight_unless_its_task_changed():
     from kubetasks.api import Task
     from kubetasks.core.observe import StartProblem

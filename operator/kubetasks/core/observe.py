@@ -225,9 +225,10 @@ def observe_attempt(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptO
         end = parse_time(failed.get("lastTransitionTime"))
         if failed.get("reason") == "DeadlineExceeded":
             if pods and not started(pods):  # maxDuration counts what ran: this never started
-                problem = start_problem(pods) or NEVER_STARTED
+                problem = start_problem(pods) or NEVER_STARTED  # the run's status may know better (plan)
+                # A container killed before it ran has the kubelet's 137, not an exit of its own.
                 return AttemptObservation(state="failed", completion_time=end, reason=problem.reason,
-                                          **{**base, "message": problem.message[-1024:] or None})
+                                          **{**base, "exit_code": None, "message": problem.message[-1024:] or None})
             return AttemptObservation(state="timed_out", completion_time=end, reason="DeadlineExceeded", **base)
         reason = (term or {}).get("reason") or "Error"
         return AttemptObservation(state="failed", completion_time=end, reason=reason, **base)

@@ -23,7 +23,9 @@ from kubetasks.core.conditions import condition, get_condition, set_condition
 from kubetasks.core.dedup import duplicate_message
 from kubetasks.core.echo import bounded, printable
 from kubetasks.core.naming import job_name
-from kubetasks.core.observe import PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint
+from kubetasks.core.observe import (
+    NEVER_STARTED, PERMANENT, AttemptObservation, StartProblem, same_problem, slept_by_checkpoint,
+)
 from kubetasks.core.trigger_policy import Refusal
 from kubetasks.core.version import snapshot
 from kubetasks.core.waits import waiting_message
@@ -176,10 +178,12 @@ def _never_started(world: World, obs: AttemptObservation) -> AttemptObservation:
     operator deletes it at the start deadline, and its status write may be lost after that: it
     died, or met a conflict). Known when the status showed its container not starting, or the
     last look saw it on its way (``world.start_problem``), or the status already recorded it so
-    (this reconcile and every later one: a retry is then what follows)."""
+    (this reconcile and every later one: a retry is then what follows). Its pod, when still
+    there, may no longer say why (the kubelet killed a container that never ran: NotStarted)."""
     run = world.run
     lost = obs.reason == JOB_LOST
-    if obs.state != "timed_out" and not lost:
+    unexplained = obs.state == "failed" and obs.reason == NEVER_STARTED.reason
+    if obs.state != "timed_out" and not lost and not unexplained:
         return obs
     known = next((a for a in run.status.attempts if a.attempt == obs.attempt), None)
     if known is not None and known.reason not in (None, "DeadlineExceeded", JOB_LOST) and known.exit_code is None:
