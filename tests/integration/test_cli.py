@@ -74,7 +74,7 @@ def test_run_wait_list_describe_logs_and_cancel(namespace, operator):
     assert "timed out after 2s" in one_line_error(cli("run", "sleepy", "--wait", "--timeout", "2", "-n", namespace))
 
 
-def test_cancel_by_task_and_tag_cancels_every_unfinished_match(namespace, operator):
+def test_cancel_and_runs_by_task_tag_and_phase(namespace, operator):
     runs = {"t1": ["nightly"], "t2": ["nightly", "eu"], "u1": []}
     apply([{"apiVersion": "kubetasks.io/v1alpha1", "kind": "Task", "metadata": {"name": "sleepy"},
             "spec": {"image": VERSIONS["PYTHON_IMAGE"], "imagePullPolicy": "Never",
@@ -91,11 +91,27 @@ def test_cancel_by_task_and_tag_cancels_every_unfinished_match(namespace, operat
     untagged = get("taskrun", "u1", namespace)
     assert not untagged["spec"]["cancel"] and untagged.get("status", {}).get("phase") != "Cancelled", untagged
 
-    done = cli("cancel", "--task", "sleepy", "-n", namespace)  # the rest: the finished two are not asked again
-    assert done.stdout.splitlines() == ["taskrun/u1 cancel requested", "1 cancel requested (of sleepy)"], done.stdout
+    assert cli("runs", "sleepy", "--phase", "Cancelled", "-n", namespace, "-o", "name").stdout == "t1\nt2\n"
+    assert cli("runs", "--phase", "active", "--since", "1h", "-n", namespace, "-o", "name").stdout == "u1\n"
+
+    wait_until("u1 Running", lambda: status(namespace, "u1").get("phase") == "Running", timeout=60)
+    done = cli("cancel", "--task", "sleepy", "--phase", "Queued", "-n", namespace)
+    assert done.returncode == 0 and "No unfinished runs of sleepy in phase Queued to cancel." in done.stderr, done
+    done = cli("cancel", "--task", "sleepy", "--phase", "Running", "-n", namespace)  # the finished two: not asked again
+    assert done.stdout.splitlines() == ["taskrun/u1 cancel requested",
+                                        "1 cancel requested (of sleepy in phase Running)"], done.stdout
     wait_until("u1 Cancelled", lambda: status(namespace, "u1").get("phase") == "Cancelled", timeout=60)
     done = cli("cancel", "--task", "sleepy", "-n", namespace)
     assert done.returncode == 0 and "No unfinished runs of sleepy to cancel." in done.stderr, done
+    assert cli("runs", "--phase", "active", "-n", namespace, "-o", "name").stdout == ""
+
+    # The tagged two again, by tag: their replays keep the tag, and a second call replays nothing more.
+    done = cli("replay", "--tag", "nightly", "--phase", "Cancelled", "--rate", "10/s", "-n", namespace)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "2 replays created", (done.stdout, done.stderr)
+    done = cli("replay", "--tag", "nightly", "--phase", "Cancelled", "-n", namespace)
+    assert "No Cancelled runs tagged nightly in the last 24h to replay." in done.stderr, done
+    done = cli("cancel", "--tag", "nightly", "-n", namespace)
+    assert done.stdout.splitlines()[-1] == "2 cancels requested (tagged nightly)", done.stdout
 
 
 def test_errors_are_one_line_with_a_non_zero_exit(namespace, crds):
@@ -212,26 +228,38 @@ def test_runs_watch_keeps_a_live_table(namespace, operator):
 
 
 def test_runs_watch_piped_prints_a_line_per_change(namespace, operator):
+    """Beside it, a watch of one phase shows the run only once it is in that phase."""
     apply(task("quick", "pass", **KWOK_PLACEMENT), namespace)
-    proc = subprocess.Popen([sys.executable, "-m", "kubetasks.cli.main", "runs", "-w", "-n", namespace],
-                            env=cli_env(120), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
+    watches = {"all": [], "succeeded": ["--phase", "Succeeded"]}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "kubetasks.cli.main", "runs", "-w", "-n", namespace, *flags],
+                                    env=cli_env(120), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, flags in watches.items()}
+    lines: dict[str, list[str]] = {name: [] for name in procs}
 
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
+    def read(name: str) -> None:
+        stdout = procs[name].stdout
+        assert stdout is not None
+        for line in stdout:
+            lines[name].append(line)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=read, args=(name,), daemon=True) for name in procs]
+    for reader in readers:
+        reader.start()
     try:
-        wait_until("the header", lambda: any(line.split()[:2] == ["NAME", "TASK"] for line in lines), timeout=60)
+        for name in procs:
+            wait_until(f"the header ({name})", lambda: any(line.split()[:2] == ["NAME", "TASK"] for line in lines[name]),
+                       timeout=60)
         apply(taskrun("piped", "quick"), namespace)
-        wait_until("the run's last change", lambda: any(re.match(r"piped\s+quick\s+Succeeded", x) for x in lines),
-                   timeout=120)
-        # Earlier changes of the run came first, each on a line of its own.
-        assert any(re.match(r"piped\s+quick\s+(Pending|Running)", line) for line in lines), lines
+        for name in procs:
+            wait_until(f"the run's last change ({name})",
+                       lambda: any(re.match(r"piped\s+quick\s+Succeeded", x) for x in lines[name]), timeout=120)
+        # Earlier changes of the run came first, each on a line of its own; not in the phase's watch.
+        assert any(re.match(r"piped\s+quick\s+(Pending|Running)", line) for line in lines["all"]), lines
+        rows = {tuple(line.split()[:3]) for line in lines["succeeded"] if line.strip()} - {("NAME", "TASK", "PHASE")}
+        assert rows == {("piped", "quick", "Succeeded")}, lines
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+        for reader in readers:
+            reader.join(timeout=10)

@@ -55,9 +55,25 @@ def test_run_rows_filter_by_task_and_sort_oldest_first():
     runs = [taskrun("b", created=ago(seconds=10)), taskrun("other", task="x", created=ago(seconds=50)),
             taskrun("a", created=ago(seconds=40))]
     assert [r[0] for r in tables.run_rows(runs, now=NOW)] == ["other", "a", "b"]
-    assert [r[0] for r in tables.run_rows(runs, "hello", now=NOW)] == ["a", "b"]
-    assert tables.run_rows(runs, "x", now=NOW, with_namespace=True)[0][:2] == ("ns", "other")
+    assert [r[0] for r in tables.run_rows(runs, tables.run_filter("hello"), now=NOW)] == ["a", "b"]
+    assert tables.run_rows(runs, tables.run_filter("x"), now=NOW, with_namespace=True)[0][:2] == ("ns", "other")
     assert len(tables.RUN_COLUMNS) == len(tables.run_rows(runs, now=NOW)[0])
+
+
+def test_run_filter_by_phase_phase_group_and_creation():
+    runs = [taskrun("new", created=ago(seconds=10)), taskrun("queued", created=ago(minutes=5), phase="Queued"),
+            taskrun("failed", created=ago(hours=2), phase="Failed"), taskrun("done", created=ago(days=2), phase="Succeeded")]
+
+    def names(**kw):
+        return [r[0] for r in tables.run_rows(runs, tables.run_filter(**kw), now=NOW)]
+
+    assert names(phase="Failed") == ["failed"]
+    assert names(phase="Pending") == ["new"]  # no status yet reads as Pending, as the table shows it
+    assert names(phase="active") == ["queued", "new"]
+    assert names(phase="finished") == ["done", "failed"]
+    assert names(created_after=NOW - timedelta(hours=1)) == ["queued", "new"]
+    assert names(phase="finished", created_after=NOW - timedelta(days=1)) == ["failed"]
+    assert names(task="hello", phase="Running") == []
 
 
 def test_job_for_attempt_defaults_to_the_latest_and_uses_recorded_names():
@@ -121,6 +137,9 @@ def test_describe_lines():
     (["crds", "--write", "out"], {"write": "out"}),
     (["runs", "-w"], {"watch": True, "output": None}),
     (["runs", "hello", "-o", "name"], {"task": "hello", "output": "name", "watch": False}),
+    (["runs", "--phase", "Failed", "--since", "24h"], {"phase": "Failed", "since": "24h", "tag": None}),
+    (["runs", "--phase", "active"], {"phase": "active", "since": None}),
+    (["cancel", "--task", "t", "--phase", "Queued"], {"run": [], "task": "t", "phase": "Queued"}),
     (["completion", "fish"], {"command": "completion", "shell": "fish"}),
     # kubectl's flags, as a plugin gets them: before the command or after it, the later winning.
     (["-n", "a", "runs"], {"namespace": "a", "kubeconfig": None, "context": None}),
@@ -136,7 +155,7 @@ def test_parsing(argv, expected):
 @pytest.mark.parametrize("argv", [
     [], ["run"], ["logs", "r", "--attempt", "0"], ["logs", "r", "--attempt", "x"],
     ["run", "t", "--timeout", "-1"], ["nope"], ["runs", "-w", "-o", "name"], ["runs", "-o", "wide"],
-    ["completion", "tcsh"], ["completion"],
+    ["completion", "tcsh"], ["completion"], ["runs", "--phase", "failed"], ["cancel", "--task", "t", "--phase", "Failed"],
 ])
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -280,6 +299,23 @@ def test_runs_prints_names_only_with_output_name(monkeypatch, capsys):
     assert capsys.readouterr().out == "a\nb\n"
 
 
+def test_runs_filters_by_phase_and_age_and_refuses_a_bad_age(monkeypatch, capsys):
+    from kubetasks import kube
+
+    monkeypatch.setattr(kube, "list_custom", lambda plural, namespace: [
+        taskrun("old", created=ago(days=3), phase="Failed"), taskrun("new", phase="Failed"),
+        taskrun("ok", phase="Succeeded"), taskrun("q", phase="Queued")])
+    monkeypatch.setattr(cli, "datetime", type("Clock", (), {"now": staticmethod(lambda tz=None: NOW)}))
+    assert cli.main(["runs", "-n", "ns", "--phase", "Failed", "-o", "name"]) == 0
+    assert capsys.readouterr().out == "old\nnew\n"
+    assert cli.main(["runs", "-n", "ns", "--phase", "Failed", "--since", "24h", "-o", "name"]) == 0
+    assert capsys.readouterr().out == "new\n"
+    assert cli.main(["runs", "-n", "ns", "--phase", "active", "-o", "name"]) == 0
+    assert capsys.readouterr().out == "q\n"
+    assert cli.main(["runs", "-n", "ns", "--since", "a while"]) == 1
+    assert capsys.readouterr().err.startswith("error: --since: ")
+
+
 def test_bash_completion_loads_and_completes_commands_and_options():
     """The script `kubetasks completion bash` prints, sourced in bash, asks this very program."""
     import os
@@ -346,10 +382,15 @@ def _runs_to_cancel() -> list[dict]:
 
 def test_cancel_candidates_are_the_unfinished_matching_runs_not_yet_asked():
     runs = _runs_to_cancel()
-    assert cli.cancel_candidates(runs, "sync", None) == ["a", "b"]  # oldest first
-    assert cli.cancel_candidates(runs, None, "nightly") == ["b", "e"]
-    assert cli.cancel_candidates(runs, "sync", "nightly") == ["b"]
-    assert cli.cancel_candidates(runs, "other", None) == []
+    def candidates(task=None, tag=None, phase=None):
+        return cli.cancel_candidates(runs, tables.run_filter(task, tag, phase))
+
+    assert candidates("sync") == ["a", "b"]  # oldest first
+    assert candidates(tag="nightly") == ["b", "e"]
+    assert candidates("sync", "nightly") == ["b"]
+    assert candidates("other") == []
+    assert candidates("sync", phase="Pending") == ["a"] and candidates(tag="nightly", phase="Sleeping") == ["e"]
+    assert candidates("sync", phase="Queued") == []  # d was asked already
 
 
 def test_cancel_by_task_patches_each_match_and_says_how_many(monkeypatch, capsys):
@@ -364,6 +405,9 @@ def test_cancel_by_task_patches_each_match_and_says_how_many(monkeypatch, capsys
         "taskrun/a cancel requested", "taskrun/b cancel requested", "2 cancels requested (of sync)"]
     assert cli.main(["cancel", "--tag", "none", "-n", "ns"]) == 0 and len(patched) == 2
     assert capsys.readouterr().err.strip() == "No unfinished runs tagged none to cancel."
+    assert cli.main(["cancel", "--task", "sync", "--phase", "Running", "-n", "ns"]) == 0
+    assert patched[2:] == [("ns", "b", {"spec": {"cancel": True}})]
+    assert capsys.readouterr().out.splitlines()[-1] == "1 cancel requested (of sync in phase Running)"
 
 
 def test_cancel_of_several_names_cancels_the_unfinished_and_names_the_rest(monkeypatch, capsys):
@@ -380,10 +424,14 @@ def test_cancel_of_several_names_cancels_the_unfinished_and_names_the_rest(monke
     assert captured.out.splitlines() == ["taskrun/b cancel requested", "taskrun/a cancel requested"]
 
 
-@pytest.mark.parametrize("argv", [["cancel"], ["cancel", "r", "--task", "sync"]])
-def test_cancel_takes_names_or_a_filter(argv, monkeypatch, capsys):
+@pytest.mark.parametrize("argv, said", [
+    (["cancel"], "name the runs to cancel, or give --task TASK or --tag TAG"),
+    (["cancel", "r", "--task", "sync"], "name the runs to cancel, or give --task TASK or --tag TAG"),
+    (["cancel", "r", "--phase", "Queued"], "--phase chooses among the runs of --task or --tag"),
+])
+def test_cancel_takes_names_or_a_filter(argv, said, monkeypatch, capsys):
     from kubetasks import kube
 
     monkeypatch.setattr(kube, "patch_spec", lambda *a: pytest.fail("nothing is to be cancelled"))
     assert cli.main([*argv, "-n", "ns"]) == 1
-    assert "name the runs to cancel, or give --task TASK or --tag TAG" in capsys.readouterr().err
+    assert said in capsys.readouterr().err

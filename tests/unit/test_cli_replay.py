@@ -11,6 +11,7 @@ import pytest
 from kubetasks.api.taskrun import TaskRun
 from kubetasks.cli import main as cli
 from kubetasks.cli.replay import bulk_candidates, parse_rate
+from kubetasks.cli.tables import run_filter
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK
 from kubetasks.core.replay import NotReplayable, check_replayable, replay_name, replay_taskrun
 
@@ -75,8 +76,16 @@ def test_bulk_picks_the_tasks_runs_in_the_phase_and_window_each_once():
     runs = [original("old", ago=90_000), original("b", ago=60), original("a", ago=120),
             original("ok", phase="Succeeded"), original("other", taskRef="billing"),
             original("done", ago=30), original("done-replay-1", phase="Running", replayOf={"name": "done", "uid": "uid-done"})]
-    chosen = bulk_candidates(runs, "orders", "Failed", timedelta(hours=24), NOW)
+    chosen = bulk_candidates(runs, run_filter("orders", phase="Failed"), timedelta(hours=24), NOW)
     assert [r["metadata"]["name"] for r in chosen] == ["a", "b"]  # oldest first; "done" is replayed already
+
+
+def test_bulk_picks_by_tag_of_any_task_or_of_one():
+    runs = [original("a", ago=60, tags=["eu"]), original("b", ago=30), original("c", ago=20, taskRef="billing", tags=["eu"])]
+    day = timedelta(hours=24)
+    assert [r["metadata"]["name"] for r in bulk_candidates(runs, run_filter(tag="eu", phase="Failed"), day, NOW)] \
+        == ["a", "c"]
+    assert [r["metadata"]["name"] for r in bulk_candidates(runs, run_filter("orders", "eu", "Failed"), day, NOW)] == ["a"]
 
 
 def test_bulk_replay_is_paced_and_prints_what_it_created(monkeypatch, capsys):
@@ -114,6 +123,8 @@ def test_replay_of_one_run(monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "taskrun/orders-abc-replay-q created: replays orders-abc, from step one"
     assert cli.main(["replay", "-n", "ns"]) == 1  # neither a run nor --task
     assert cli.main(["replay", "orders-abc", "--task", "orders", "-n", "ns"]) == 1
+    assert cli.main(["replay", "orders-abc", "--tag", "eu", "-n", "ns"]) == 1
+    assert "or give --task TASK or --tag TAG" in capsys.readouterr().err
 
 
 def test_an_unfinished_run_is_refused_in_one_line(monkeypatch, capsys):

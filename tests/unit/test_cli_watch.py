@@ -11,7 +11,7 @@ from urllib3.exceptions import ProtocolError
 
 from kubetasks import kube
 from kubetasks.cli import watch
-from kubetasks.cli.tables import apply_event, relisted, run_rows, runs_table
+from kubetasks.cli.tables import apply_event, relisted, run_filter, run_rows, runs_table
 
 
 def run(name: str, phase: str = "Pending", task: str = "hello", ns: str = "ns", created: str = "2025-01-01T12:00:00Z",
@@ -40,12 +40,24 @@ def test_events_add_update_in_place_and_remove_rows():
 
 
 def test_runs_of_other_tasks_and_namespaces_stay_apart():
-    runs = relisted([run("a"), run("x", task="other")], task="hello")
+    hello = run_filter("hello")
+    runs = relisted([run("a"), run("x", task="other")], hello)
     assert list(runs) == [("ns", "a")]
-    runs = apply_event(runs, "ADDED", run("y", task="other"), task="hello")
+    runs = apply_event(runs, "ADDED", run("y", task="other"), hello)
     assert list(runs) == [("ns", "a")]
     both = apply_event(relisted([run("a")]), "ADDED", run("a", ns="ns2"))
     assert sorted(both) == [("ns", "a"), ("ns2", "a")]
+
+
+def test_a_run_enters_and_leaves_a_phase_filtered_watch_as_its_phase_changes():
+    """kubectl get -w with a field selector: a run shows while it is in the phase asked for."""
+    failed = run_filter(phase="Failed")
+    runs = relisted([run("a", "Running"), run("b", "Failed")], failed)
+    assert list(runs) == [("ns", "b")]
+    runs = apply_event(runs, "MODIFIED", run("a", "Failed"), failed)
+    assert sorted(runs) == [("ns", "a"), ("ns", "b")]
+    runs = apply_event(runs, "MODIFIED", run("b", "Retrying"), failed)  # replayed in place, say: no longer Failed
+    assert list(runs) == [("ns", "a")]
 
 
 def test_a_relist_replaces_every_row():

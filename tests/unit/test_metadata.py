@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 from kubetasks.api.crd import render_crds
 from kubetasks.cli import main as cli
 from kubetasks.cli.describe import render_describe
-from kubetasks.cli.tables import apply_event, relisted, run_rows
+from kubetasks.cli.tables import apply_event, relisted, run_filter, run_rows
 from kubetasks.controller.runs import sooner
 from kubetasks.dashboard.views import RunDetails, run_page
 from kubetasks.core.metadata import (
@@ -316,11 +316,12 @@ def test_runs_tag_lists_only_the_runs_with_that_tag():
     runs = [{"metadata": {"name": n, "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z"},
              "spec": {"taskRef": "t", "tags": tags}, "status": {}} for n, tags in
             (("a", ["nightly"]), ("b", []), ("c", ["eu", "nightly"]))]
-    assert [row[0] for row in run_rows(runs, tag="nightly")] == ["a", "c"]
+    nightly = run_filter(tag="nightly")
+    assert [row[0] for row in run_rows(runs, nightly)] == ["a", "c"]
     assert [row[0] for row in run_rows(runs)] == ["a", "b", "c"]
-    watched = relisted(runs, tag="nightly")
+    watched = relisted(runs, nightly)
     untagged = {**runs[0], "spec": {"taskRef": "t", "tags": []}}
-    assert sorted(k[1] for k in apply_event(watched, "MODIFIED", untagged, tag="nightly")) == ["c"]
+    assert sorted(k[1] for k in apply_event(watched, "MODIFIED", untagged, nightly)) == ["c"]
     assert cli.build_parser().parse_args(["runs", "--tag", "nightly"]).tag == "nightly"
 
 

@@ -18,6 +18,8 @@ from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label
 from kubetasks.protocol import json_size
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
+UNFINISHED_PHASES = tuple(p.value for p in Phase if not p.finished)
+RUN_PHASES = (*(p.value for p in Phase), "active", "finished")  # as the dashboard's phase filter takes them
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

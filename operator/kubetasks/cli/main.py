@@ -3,13 +3,13 @@
     kubetasks run TASK --payload JSON [-n NS] [--wait] [--timeout SECONDS]
                   [--concurrency-key KEY] [--priority SECONDS]
                   [--debounce-key KEY --debounce-delay D --debounce-max-delay D [--debounce-mode MODE]]
-    kubetasks runs [TASK] [-n NS | -A] [-w | -o name]
+    kubetasks runs [TASK] [-n NS | -A] [--tag TAG] [--phase PHASE] [--since DURATION] [-w | -o name]
     kubetasks describe RUN [-n NS]
     kubetasks logs RUN [--attempt N] [-f] [-n NS] [--operator-url URL]
     kubetasks cancel RUN [RUN ...] [-n NS]
-    kubetasks cancel --task TASK | --tag TAG [-n NS]
+    kubetasks cancel --task TASK | --tag TAG [--phase PHASE] [-n NS]
     kubetasks replay RUN [--payload JSON] [--from-step NAME | --fresh] [-n NS]
-    kubetasks replay --task TASK [--phase Failed] [--since 24h] [--rate N/s] [-n NS]
+    kubetasks replay --task TASK | --tag TAG [--phase Failed] [--since 24h] [--rate N/s] [-n NS]
     kubetasks why RUN [-n NS] [--operator-url URL]
     kubetasks deploy MODULE --image IMAGE [--app NAME] [--dry-run] [-n NS]
     kubetasks manifests MODULE --image IMAGE [--app NAME] [-n NS]
@@ -33,18 +33,20 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from kubetasks.api.durations import parse_duration
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
-from kubetasks.cli.tables import oldest_first, run_rows, runs_table, shown
+from kubetasks.cli.tables import RunFilter, filter_words, oldest_first, run_filter, run_rows, runs_table
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
-from kubetasks.cli.common import (FINISHED, CliError, current_namespace, format_error, new_taskrun,  # noqa: F401
-                                  parse_payload, read_payload)
+from kubetasks.cli.common import (FINISHED, RUN_PHASES, UNFINISHED_PHASES, CliError,  # noqa: F401
+                                  current_namespace, format_error, new_taskrun, parse_payload, read_payload)
 from kubetasks.cli.common import namespace_of as _namespace, one_line as _one_line
 
 
@@ -152,6 +154,9 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     _complete_with(p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task"), "tasks")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="runs of every namespace")
     p.add_argument("--tag", metavar="TAG", help="only the runs with this tag (spec.tags)")
+    p.add_argument("--phase", choices=RUN_PHASES, metavar="PHASE",
+                   help="only the runs in this phase (Queued, Failed...), or 'active' or 'finished'")
+    p.add_argument("--since", metavar="DURATION", help="only the runs created within this long, e.g. 24h")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("-w", "--watch", action="store_true", help="keep the table current until Ctrl-C")
     shown.add_argument("-o", "--output", choices=["name"], help="name: the runs' names only, one a line")
@@ -174,6 +179,8 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     _complete_with(p.add_argument("run", metavar="RUN", nargs="*", help="the runs to cancel"), "taskruns")
     _complete_with(p.add_argument("--task", metavar="TASK", help="every unfinished run of this Task"), "tasks")
     p.add_argument("--tag", metavar="TAG", help="every unfinished run with this tag (spec.tags)")
+    p.add_argument("--phase", choices=UNFINISHED_PHASES, metavar="PHASE",
+                   help="only the unfinished runs in this phase (Queued, Running...), with --task or --tag")
 
     p = with_namespace(replay.add_parser(sub))
     _complete_with(next(a for a in p._actions if a.dest == "run"), "taskruns")
@@ -289,11 +296,16 @@ def cmd_runs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     every = args.all_namespaces
     namespace = None if every else _namespace(args)
+    try:
+        since = parse_duration(args.since) if args.since else None
+    except ValueError as e:
+        raise CliError(f"--since: {e}") from None
+    shows = run_filter(args.task, args.tag, args.phase, datetime.now(timezone.utc) - since if since else None)
     if args.watch:
         from kubetasks.cli.watch import watch_runs
 
-        return watch_runs(namespace, args.task, out, args.tag)
-    rows = run_rows(kube.list_custom("taskruns", namespace), args.task, with_namespace=every, tag=args.tag)
+        return watch_runs(namespace, out, shows)
+    rows = run_rows(kube.list_custom("taskruns", namespace), shows, with_namespace=every)
     if args.output == "name":
         out.file.write("".join(f"{row[1 if every else 0]}\n" for row in rows))
         return 0
@@ -397,9 +409,11 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     ns = _namespace(args)
     if bool(args.run) == bool(args.task or args.tag):
         raise CliError("name the runs to cancel, or give --task TASK or --tag TAG (not both ways)")
+    if args.run and args.phase:
+        raise CliError("--phase chooses among the runs of --task or --tag, not among named runs")
     if not args.run:
-        chosen = cancel_candidates(kube.list_custom("taskruns", ns), args.task, args.tag)
-        which = " ".join(filter(None, (f"of {args.task}" if args.task else "", f"tagged {args.tag}" if args.tag else "")))
+        chosen = cancel_candidates(kube.list_custom("taskruns", ns), run_filter(args.task, args.tag, args.phase))
+        which = filter_words(args.task, args.tag, args.phase)
         if not chosen:
             err.print(f"No unfinished runs {which} to cancel.", highlight=False)
             return 0
@@ -421,10 +435,10 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def cancel_candidates(runs: Iterable[dict[str, Any]], task: str | None, tag: str | None) -> list[str]:
-    """The names of the unfinished runs of ``task`` with ``tag`` (either when not given) that no
-    one asked to cancel yet, oldest first: the same command twice requests each cancel once."""
-    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shown(r, task, tag)
+def cancel_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter) -> list[str]:
+    """The names of the unfinished runs that ``shows`` keeps and no one asked to cancel yet,
+    oldest first: the same command twice requests each cancel once."""
+    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shows(r)
             and not (r.get("spec") or {}).get("cancel") and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
 
 

@@ -1,7 +1,7 @@
 """``kubetasks replay``: run a finished run again, from copies of its step records (core.replay).
 
     kubetasks replay RUN [--payload JSON] [--from-step NAME | --fresh] [-n NS]
-    kubetasks replay --task TASK [--phase Failed] [--since 24h] [--rate 2/s] [-n NS]
+    kubetasks replay --task TASK | --tag TAG [--phase Failed] [--since 24h] [--rate 2/s] [-n NS]
 
 A replay is a new TaskRun with ``spec.replayOf`` (the original's name and uid): the operator seeds
 its checkpoints before its first attempt, so by default only the step that failed, and what
@@ -22,6 +22,7 @@ from rich.console import Console
 from kubetasks.api.durations import parse_duration
 from kubetasks.api.times import parse_time
 from kubetasks.cli.common import FINISHED, CliError, namespace_of, parse_payload
+from kubetasks.cli.tables import RunFilter, filter_words, run_filter
 from kubetasks.core.replay import NotReplayable, check_replayable, replay_taskrun
 
 DEFAULT_RATE = 2.0  # replays created per second by --task: a burst of runs is the operator's to queue, not ours
@@ -40,19 +41,18 @@ def parse_rate(text: str) -> float:
     return rate
 
 
-def bulk_candidates(runs: Iterable[dict[str, Any]], task: str, phase: str, since: timedelta,
+def bulk_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter, since: timedelta,
                     now: datetime) -> list[dict[str, Any]]:
-    """The runs of ``task`` in ``phase`` that finished (or, unfinished, were created) within
-    ``since`` of ``now``, oldest first; a run some listed run already replays is left out, so the
-    same command run twice replays each run once."""
+    """The runs ``shows`` keeps (of a Task, a tag, in a phase) that finished (or, unfinished, were
+    created) within ``since`` of ``now``, oldest first; a run some listed run already replays is
+    left out, so the same command run twice replays each run once."""
     runs = list(runs)
     replayed = {((r.get("spec") or {}).get("replayOf") or {}).get("uid") for r in runs}
     chosen = []
     for run in runs:
         status, meta = run.get("status") or {}, run.get("metadata") or {}
         when = parse_time(status.get("completionTime")) or parse_time(meta.get("creationTimestamp"))
-        if (run.get("spec") or {}).get("taskRef") == task and status.get("phase") == phase \
-                and when is not None and now - when <= since and meta.get("uid") not in replayed:
+        if shows(run) and when is not None and now - when <= since and meta.get("uid") not in replayed:
             chosen.append((when, meta.get("name", ""), run))
     return [run for _, _, run in sorted(chosen, key=lambda c: (c[0], c[1]))]
 
@@ -71,8 +71,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key", metavar="KEY", help="the replay's idempotency key (none by default)")
     p.add_argument("--delay", metavar="DURATION", help="start no sooner than this long after creation, e.g. 5m")
     p.add_argument("--priority", type=int, metavar="SECONDS", help="seconds ahead in line, -86400 to 86400")
-    bulk = p.add_argument_group("many runs", "replay every run of a Task that matches, instead of RUN")
+    bulk = p.add_argument_group("many runs", "replay every run of a Task (or tag) that matches, instead of RUN")
     bulk.add_argument("--task", metavar="TASK", help="replay the runs of this Task")
+    bulk.add_argument("--tag", metavar="TAG", help="replay the runs with this tag (spec.tags), of --task or any Task")
     bulk.add_argument("--phase", default="Failed", choices=FINISHED, help="in this phase (default Failed)")
     bulk.add_argument("--since", default="24h", metavar="DURATION",
                       help="that finished within this long (default 24h)")
@@ -101,8 +102,8 @@ def cmd_replay(args: argparse.Namespace, out: Console, err: Console,
                sleep: Callable[[float], None] = time.sleep) -> int:
     from kubetasks import kube
 
-    if (args.run is None) == (args.task is None):
-        raise CliError("name a run to replay, or --task TASK to replay its matching runs")
+    if (args.run is None) == (args.task is None and args.tag is None):
+        raise CliError("name a run to replay, or give --task TASK or --tag TAG to replay the matching runs")
     spec = extra_spec(args)
     payload = parse_payload(args.payload)
     ns = namespace_of(args)
@@ -122,9 +123,11 @@ def cmd_replay(args: argparse.Namespace, out: Console, err: Console,
         since = parse_duration(args.since)
     except ValueError as e:
         raise CliError(f"--since: {e}") from None
-    chosen = bulk_candidates(kube.list_custom("taskruns", ns), args.task, args.phase, since, datetime.now(timezone.utc))
+    chosen = bulk_candidates(kube.list_custom("taskruns", ns), run_filter(args.task, args.tag, args.phase), since,
+                             datetime.now(timezone.utc))
     if not chosen:
-        err.print(f"No {args.phase} runs of {args.task} in the last {args.since} to replay.", highlight=False)
+        err.print(f"No {args.phase} runs {filter_words(args.task, args.tag)} in the last {args.since} to replay.",
+                  highlight=False)
         return 0
     start = time.monotonic()
     for i, original in enumerate(chosen):

@@ -3,7 +3,7 @@ keeps them current. Pure: plain dicts in, rows and rich renderables out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,10 +31,27 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> tuple[str, ...]
     )
 
 
-def shown(run: dict[str, Any], task: str | None, tag: str | None = None) -> bool:
-    """Whether a run is of ``task`` and has ``tag`` (either when not given)."""
-    spec = run.get("spec") or {}
-    return (task is None or spec.get("taskRef") == task) and (tag is None or tag in (spec.get("tags") or []))
+RunFilter = Callable[[dict[str, Any]], bool]
+
+
+def run_filter(task: str | None = None, tag: str | None = None, phase: str | None = None,
+               created_after: datetime | None = None) -> RunFilter:
+    """Which runs are shown: of ``task``, with ``tag``, in ``phase`` (a phase, "active" or
+    "finished"), created at or after ``created_after`` (each when given). The dashboard's runs
+    list filters the same way, with the same function."""
+    from kubetasks.dashboard.views.runs import RunQuery, matches  # not at import: Tab completion needs none of it
+
+    return matches(RunQuery(task=task or "", tag=tag or "", phase=phase or "", after=created_after)) or every_run
+
+
+def every_run(run: dict[str, Any]) -> bool:
+    return True
+
+
+def filter_words(task: str | None, tag: str | None, phase: str | None = None) -> str:
+    """The filter as a sentence says it: "of sync tagged nightly in phase Queued"."""
+    return " ".join(filter(None, (f"of {task}" if task else "", f"tagged {tag}" if tag else "",
+                                  f"in phase {phase}" if phase else "")))
 
 
 def oldest_first(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -43,11 +60,11 @@ def oldest_first(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                                        (r.get("metadata") or {}).get("name") or ""))
 
 
-def run_rows(runs: Sequence[dict[str, Any]], task: str | None = None, now: datetime | None = None,
-             with_namespace: bool = False, tag: str | None = None) -> list[tuple[str, ...]]:
-    """Rows of the runs (of ``task`` and with ``tag`` only, when given), oldest first."""
+def run_rows(runs: Sequence[dict[str, Any]], shows: RunFilter = every_run, now: datetime | None = None,
+             with_namespace: bool = False) -> list[tuple[str, ...]]:
+    """Rows of the runs that ``shows`` keeps, oldest first."""
     rows = []
-    for r in oldest_first(r for r in runs if shown(r, task, tag)):
+    for r in oldest_first(r for r in runs if shows(r)):
         row = run_row(r, now)
         rows.append(((r.get("metadata") or {}).get("namespace", ""), *row) if with_namespace else row)
     return rows
@@ -79,24 +96,23 @@ def run_key(run: Mapping[str, Any]) -> RunKey:
 
 
 def apply_event(runs: Mapping[RunKey, dict[str, Any]], kind: str, obj: dict[str, Any],
-                task: str | None = None, tag: str | None = None) -> dict[RunKey, dict[str, Any]]:
+                shows: RunFilter = every_run) -> dict[RunKey, dict[str, Any]]:
     """The runs a watch shows after one event: ADDED and MODIFIED put the run in (or take it out
-    when it is not of ``task``), DELETED takes it out; bookmarks and anything else change nothing.
-    A returned dict is new; ``runs`` is left as it was."""
+    when ``shows`` no longer keeps it: a run that left the phase asked for), DELETED takes it out;
+    bookmarks and anything else change nothing. A returned dict is new; ``runs`` is left as it was."""
     new = dict(runs)
     key = run_key(obj)
-    if kind in ("ADDED", "MODIFIED") and shown(obj, task, tag):
+    if kind in ("ADDED", "MODIFIED") and shows(obj):
         new[key] = obj
     elif kind in ("ADDED", "MODIFIED", "DELETED"):
         new.pop(key, None)
     return new
 
 
-def relisted(items: Sequence[dict[str, Any]], task: str | None = None,
-             tag: str | None = None) -> dict[RunKey, dict[str, Any]]:
+def relisted(items: Sequence[dict[str, Any]], shows: RunFilter = every_run) -> dict[RunKey, dict[str, Any]]:
     """The runs a watch shows after a (re-)list: exactly the listed ones, so what was deleted
     while the watch was broken goes away."""
     runs: dict[RunKey, dict[str, Any]] = {}
     for item in items:
-        runs = apply_event(runs, "ADDED", item, task, tag)
+        runs = apply_event(runs, "ADDED", item, shows)
     return runs

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from kubetasks import kube
-from kubetasks.cli.tables import RunKey, apply_event, relisted, run_rows, runs_table
+from kubetasks.cli.tables import RunFilter, RunKey, apply_event, every_run, relisted, run_rows, runs_table
 
 # The server ends each watch after this long (it is then resumed): a proxy in between that
 # drops quiet connections does no harm.
@@ -52,7 +52,7 @@ def list_and_watch(namespace: str | None, sleep: Callable[[float], None] = time.
             failures += 1
 
 
-def watch_runs(namespace: str | None, task: str | None, out: Console, tag: str | None = None) -> int:
+def watch_runs(namespace: str | None, out: Console, shows: RunFilter = every_run) -> int:
     every = namespace is None
     runs: dict[RunKey, dict[str, Any]] = {}
     try:
@@ -63,12 +63,12 @@ def watch_runs(namespace: str | None, task: str | None, out: Console, tag: str |
 
             with Live(console=out, get_renderable=view, refresh_per_second=2, vertical_overflow="crop") as live:
                 for kind, obj in list_and_watch(namespace):
-                    runs = relisted(obj, task, tag) if kind == "LIST" else apply_event(runs, kind, obj, task, tag)
+                    runs = relisted(obj, shows) if kind == "LIST" else apply_event(runs, kind, obj, shows)
                     live.refresh()
         else:
             printed = False
             for kind, obj in list_and_watch(namespace):
-                old, runs = runs, relisted(obj, task, tag) if kind == "LIST" else apply_event(runs, kind, obj, task, tag)
+                old, runs = runs, relisted(obj, shows) if kind == "LIST" else apply_event(runs, kind, obj, shows)
                 changed = [r for k, r in runs.items() if old.get(k) is not r]
                 if not printed or changed:
                     table = runs_table(run_rows(list(runs.values()) if not printed else changed,
