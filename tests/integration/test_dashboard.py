@@ -392,6 +392,30 @@ def test_actions_are_done_as_the_user(page, shot, runs, admin_url, tmp_path):
     assert page.get_attribute("#action-run-link", "href") == f"/runs/{runs}/{replay}"
 
 
+def test_the_runs_list_cancels_every_unfinished_run_its_filter_matches(page, shot, runs, admin_url):
+    """As `kubetasks cancel --tag bulk`: every page's matches, after the user confirms; a run of
+    another tag is left alone. Delayed runs: unfinished, and no pod."""
+    apply([{**run(name, "kw"), "spec": {"taskRef": "kw", "delay": "1h", "tags": tags}}
+           for name, tags in (("bulk-1", ["bulk"]), ("bulk-2", ["bulk"]), ("bulk-other", ["other"]))], runs)
+    for name in ("bulk-1", "bulk-2", "bulk-other"):
+        wait_until(f"{name} Delayed", lambda: phase(runs, name) == "Delayed", timeout=60)
+    page.goto(at(admin_url, f"/?namespace={runs}&tag=bulk&limit=1"))  # one row a page: the button covers them all
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("#cancel-matching-button")
+    result = page.locator("#action-result")
+    result.wait_for(state="visible")
+    assert result.get_attribute("data-ok") == "true", result.inner_text()
+    assert result.inner_text() == "2 cancels requested (tagged bulk)"
+    assert asked == [f"Cancel every unfinished run tagged bulk in {runs}?"]
+    shot(page, "cancel-matching")
+    for name in ("bulk-1", "bulk-2"):
+        wait_until(f"{name} Cancelled", lambda: phase(runs, name) == "Cancelled", timeout=60)
+    other = get("taskrun", "bulk-other", runs)
+    assert not other["spec"].get("cancel") and other["status"]["phase"] == "Delayed", other
+    kubectl("delete", "taskrun", "bulk-other", "-n", runs)
+
+
 # ---------------------------------------------------------------- it reads as you
 
 def http_get(url: str) -> tuple[int, str]:

@@ -25,9 +25,15 @@ def test_parsing():
 class FakeKube:
     """What the actions call on kubetasks.kube, with a per-verb error to raise."""
 
-    def __init__(self, phase: str | None = "Running", fail: dict[str, ApiException] | None = None) -> None:
-        self.phase, self.fail = phase, fail or {}
+    def __init__(self, phase: str | None = "Running", fail: dict[str, ApiException] | None = None,
+                 runs: list[dict] | None = None) -> None:
+        self.phase, self.fail, self.runs = phase, fail or {}, runs or []
         self.calls: list[tuple[str, Any]] = []
+
+    def list_custom(self, plural: str, namespace: str) -> list[dict]:
+        self.calls.append(("list", (plural, namespace)))
+        self._maybe_fail("list")
+        return self.runs
 
     def _maybe_fail(self, verb: str) -> None:
         if verb in self.fail:
@@ -77,6 +83,47 @@ def test_cancel_forbidden_returns_the_api_servers_403_and_words():
     status, body = dashboard.cancel(kube, {"namespace": "a", "name": "r"})
     assert (status, body["ok"]) == (403, False)
     assert 'cannot patch resource "taskruns"' in body["message"]
+
+
+def _runs() -> list[dict]:
+    def run(name: str, task: str, phase: str | None, tags: list[str], created: str, **spec: Any) -> dict:
+        return {"metadata": {"name": name, "namespace": "a", "creationTimestamp": f"2026-12-07T10:00:0{created}Z"},
+                "spec": {"taskRef": task, "tags": tags, **spec}, "status": {"phase": phase} if phase else {}}
+
+    return [run("q2", "sync", "Queued", ["eu"], "2"), run("q1", "sync", "Queued", [], "1"),
+            run("r", "sync", "Running", ["eu"], "3"), run("done", "sync", "Failed", ["eu"], "4"),
+            run("asked", "sync", "Queued", ["eu"], "5", cancel=True), run("other", "mail", None, ["eu"], "6")]
+
+
+def test_cancel_matching_patches_every_unfinished_run_the_filter_keeps():
+    kube = FakeKube(runs=_runs())
+    status, body = dashboard.cancel_matching(kube, {"namespace": "a", "task": "sync", "phase": "Queued"})
+    assert (status, body) == (200, {"ok": True, "message": "2 cancels requested (of sync in phase Queued)"})
+    assert [c[1][2] for c in kube.calls if c[0] == "patch"] == ["q1", "q2"]  # oldest first; "asked" was asked
+    kube = FakeKube(runs=_runs())
+    status, body = dashboard.cancel_matching(kube, {"namespace": "a", "tag": "eu"})
+    assert [c[1][2] for c in kube.calls if c[0] == "patch"] == ["q2", "r", "other"] and "tagged eu" in body["message"]
+    status, body = dashboard.cancel_matching(FakeKube(runs=_runs()), {"namespace": "a", "task": "none"})
+    assert (status, body["message"]) == (200, "No unfinished runs of none to cancel.")
+
+
+def test_cancel_matching_needs_a_namespace_and_a_task_or_tag_and_says_what_it_did_before_an_error():
+    for fields in ({"namespace": "a"}, {"namespace": "a", "phase": "Queued"}, {"task": "sync"},
+                   {"namespace": "a", "task": "sync", "after": "soon"}):
+        kube = FakeKube(runs=_runs())
+        assert dashboard.cancel_matching(kube, fields)[0] == 400 and not kube.calls, fields
+
+    class Flaky(FakeKube):
+        def patch_spec(self, plural: str, namespace: str, name: str, patch: dict) -> None:
+            if name == "q2":
+                raise forbidden("patch", "taskruns")
+            super().patch_spec(plural, namespace, name, patch)
+
+    status, body = dashboard.cancel_matching(Flaky(runs=_runs()), {"namespace": "a", "task": "sync"})
+    assert status == 403 and body["message"].startswith("1 cancel requested, then: ") and "cannot patch" in body["message"]
+    status, body = dashboard.cancel_matching(FakeKube(fail={"list": forbidden("list", "taskruns")}),
+                                             {"namespace": "a", "tag": "eu"})
+    assert status == 403 and "cannot list" in body["message"]
 
 
 def test_actions_need_their_fields():

@@ -126,6 +126,23 @@ def test_a_page_of_10000_runs_is_selected_by_tag_and_phase_and_rendered():
     assert html.count('data-testid="run-row"') == views.DEFAULT_LIMIT
 
 
+def test_a_filter_of_a_task_or_tag_in_one_namespace_offers_to_cancel_what_it_matches():
+    def page(params: dict, namespaces=("ns0", "ns1")) -> str:
+        query = parse_query(params)
+        return views.runs_page(select_runs([], query), query, ["t1"], list(namespaces), NOW)
+
+    html = page({"namespace": "ns1", "task": "t1", "phase": "Queued", "cursor": "a123", "limit": "20"})
+    form = html[html.index('<form method="post" action="/actions/cancel-matching"'):]
+    form = form[:form.index("</form>")]
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+    assert fields == {"namespace": "ns1", "task": "t1", "phase": "Queued"}  # every page's runs, not this page's
+    assert 'data-confirm="Cancel every unfinished run of t1 in phase Queued in ns1?"' in form
+    assert 'name="namespace" value="ns0"' in page({"tag": "eu"}, namespaces=["ns0"])  # the one namespace there is
+    for params in ({"namespace": "ns1"}, {"namespace": "ns1", "phase": "Queued"}, {"tag": "eu"},
+                   {"namespace": "ns1", "task": "t1", "phase": "finished"}, {"namespace": "ns1", "task": "t1", "phase": "Failed"}):
+        assert "cancel-matching" not in page(params), params  # a whole namespace, an unknown one, or nothing to cancel
+
+
 def test_an_unreadable_cursor_shows_the_newest_and_says_so():
     runs = many(10)
     page = select_runs(runs, RunQuery(cursor="garbage!"))

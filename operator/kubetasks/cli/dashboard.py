@@ -94,6 +94,38 @@ def cancel(kube: Any, fields: Mapping[str, str]) -> Outcome:
     return 200, {"ok": True, "message": f"taskrun/{name} cancel requested", "run": {"namespace": namespace, "name": name}}
 
 
+def cancel_matching(kube: Any, fields: Mapping[str, str]) -> Outcome:
+    """Requests cancellation of every unfinished run of a namespace that the runs list's filter
+    keeps (``kubetasks cancel --task T --tag G --phase P``), listed and patched as the user. A
+    Task or a tag is required, as the CLI requires it: one click never cancels a whole namespace."""
+    from kubetasks.cli.tables import cancel_candidates, every_run
+    from kubetasks.dashboard.views import filter_words, matches, parse_query
+
+    query = parse_query(fields)
+    if query.errors:
+        return 400, {"ok": False, "message": "; ".join(query.errors)}
+    if not query.namespace or not (query.task or query.tag):
+        return 400, {"ok": False, "message": "give a namespace, and a Task or a tag, to cancel the runs they match"}
+    which = filter_words(query.task, query.tag, query.phase)
+    done: list[str] = []
+
+    def requested() -> str:
+        return f"{len(done)} cancel{'' if len(done) == 1 else 's'} requested"
+
+    try:
+        for name in cancel_candidates(kube.list_custom("taskruns", query.namespace), matches(query) or every_run):
+            kube.patch_spec("taskruns", query.namespace, name, {"spec": {"cancel": True}})
+            done.append(name)
+    except Exception as e:
+        status, body = _failure(e)
+        if done:  # what was asked before the error stays asked: say so
+            body = {**body, "message": f"{requested()}, then: {body['message']}"}
+        return status, body
+    if not done:
+        return 200, {"ok": True, "message": f"No unfinished runs {which} to cancel."}
+    return 200, {"ok": True, "message": f"{requested()} ({which})"}
+
+
 def trigger(kube: Any, fields: Mapping[str, str]) -> Outcome:
     """Creates a TaskRun of a Task with a JSON payload (``kubetasks run``), as the user."""
     from kubetasks.cli.common import new_taskrun, parse_payload
@@ -128,8 +160,8 @@ def replay(kube: Any, fields: Mapping[str, str]) -> Outcome:
                  "run": {"namespace": namespace, "name": created}}
 
 
-ACTIONS: dict[str, Callable[[Any, Mapping[str, str]], Outcome]] = {"cancel": cancel, "trigger": trigger,
-                                                                     "replay": replay}
+ACTIONS: dict[str, Callable[[Any, Mapping[str, str]], Outcome]] = {
+    "cancel": cancel, "cancel-matching": cancel_matching, "trigger": trigger, "replay": replay}
 
 
 # ---------------------------------------------------------------- the command

@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from rich.console import Console
 from kubetasks.api.durations import parse_duration
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
-from kubetasks.cli.tables import RunFilter, filter_words, oldest_first, run_filter, run_rows, runs_table
+from kubetasks.cli.tables import cancel_candidates, run_filter, run_rows, runs_table  # noqa: F401
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, RUN_PHASES, UNFINISHED_PHASES, CliError,  # noqa: F401
@@ -405,6 +405,7 @@ def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
+    from kubetasks.dashboard.views.runs import filter_words
 
     ns = _namespace(args)
     if bool(args.run) == bool(args.task or args.tag):
@@ -434,12 +435,6 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise CliError("; ".join(finished))
     return 0
 
-
-def cancel_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter) -> list[str]:
-    """The names of the unfinished runs that ``shows`` keeps and no one asked to cancel yet,
-    oldest first: the same command twice requests each cancel once."""
-    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shows(r)
-            and not (r.get("spec") or {}).get("cancel") and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
 
 
 def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:

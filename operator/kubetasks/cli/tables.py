@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from kubetasks.api.times import human_age
+from kubetasks.cli.common import FINISHED
 
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "AGE", "DURATION")  # kubectl get taskruns' order
 RunKey = tuple[str, str]  # (namespace, name)
@@ -48,16 +49,17 @@ def every_run(run: dict[str, Any]) -> bool:
     return True
 
 
-def filter_words(task: str | None, tag: str | None, phase: str | None = None) -> str:
-    """The filter as a sentence says it: "of sync tagged nightly in phase Queued"."""
-    return " ".join(filter(None, (f"of {task}" if task else "", f"tagged {tag}" if tag else "",
-                                  f"in phase {phase}" if phase else "")))
-
-
 def oldest_first(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs by creation, then name (creationTimestamp has whole seconds)."""
     return sorted(runs, key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
                                        (r.get("metadata") or {}).get("name") or ""))
+
+
+def cancel_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter) -> list[str]:
+    """The names of the unfinished runs that ``shows`` keeps and no one asked to cancel yet,
+    oldest first: the same command twice requests each cancel once."""
+    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shows(r)
+            and not (r.get("spec") or {}).get("cancel") and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
 
 
 def run_rows(runs: Sequence[dict[str, Any]], shows: RunFilter = every_run, now: datetime | None = None,

@@ -30,6 +30,9 @@ Actions (POST, performed as the user by the functions the CLI passes in, see ``k
 
     ``POST /actions/cancel``   form fields ``namespace``, ``name``: merge-patch the TaskRun's
                                ``spec.cancel: true``
+    ``POST /actions/cancel-matching``  the runs list's filter fields (``namespace`` and ``task``
+                               or ``tag`` required; ``phase``, ``after``, ``before``): the same
+                               patch of every unfinished run they match (``kubetasks cancel --task``)
     ``POST /actions/trigger``  form fields ``namespace``, ``task``, ``payload`` (JSON text, may
                                be empty: no payload): create a TaskRun of that Task (as
                                ``kubetasks run`` does)

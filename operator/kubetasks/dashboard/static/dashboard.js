@@ -82,6 +82,7 @@ function actionForms() {
   for (const form of document.querySelectorAll("form[data-action]")) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
+      if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
       const button = form.querySelector("button");
       if (button) button.disabled = true;
       try {
@@ -93,7 +94,7 @@ function actionForms() {
         let answer;
         try { answer = await response.json(); } catch (err) { answer = { message: await response.text() }; }
         showResult(response.ok && answer.ok !== false, answer.message || response.statusText, answer.run);
-        if (response.ok && form.dataset.action === "cancel") setTimeout(() => location.reload(), 1500);
+        if (response.ok && form.dataset.action.startsWith("cancel")) setTimeout(() => location.reload(), 1500);
       } catch (err) {
         showResult(false, "the request failed: " + err);
       } finally {

@@ -229,7 +229,30 @@ def runs_page(page: RunPage, query: RunQuery, task_names: Iterable[str], namespa
     live = query.url("/api/runs")
     body = (f'<h1>Runs <span class="count" id="runs-total" data-testid="runs-total">{page.total}</span>'
             '<span id="live-status" class="live" title="updated every 2 s">live</span></h1>'
-            + form + _errors(page.errors) + pager + runs_table(page.items, now, live_url=live))
+            + form + _cancel_matching(query, namespaces) + _errors(page.errors) + pager
+            + runs_table(page.items, now, live_url=live))
     return layout("Runs", body, "runs", scope)
+
+
+def filter_words(task: str | None, tag: str | None, phase: str | None = None) -> str:
+    """A filter as a sentence says it: "of sync tagged nightly in phase Queued" (the CLI's too)."""
+    return " ".join(filter(None, (f"of {task}" if task else "", f"tagged {tag}" if tag else "",
+                                  f"in phase {phase}" if phase else "")))
+
+
+def _cancel_matching(query: RunQuery, namespaces: Iterable[str]) -> str:
+    """A button that cancels every unfinished run the filter keeps, on every page, in one
+    namespace (``kubetasks cancel --task T --tag G --phase P``). Only for a Task or a tag, as the
+    CLI asks: one click never cancels a whole namespace."""
+    names = sorted(set(namespaces))
+    namespace = query.namespace or (names[0] if len(names) == 1 else "")
+    if not namespace or not (query.task or query.tag) or query.phase == "finished" or query.phase in FINISHED:
+        return ""
+    fields = query.params(namespace=namespace, limit="", cursor="")
+    what = filter_words(query.task, query.tag, query.phase)
+    return (f'<form method="post" action="/actions/cancel-matching" data-action="cancel-matching" '
+            f'id="cancel-matching-form" data-confirm="{e(f"Cancel every unfinished run {what} in {namespace}?")}">'
+            + "".join(f'<input type="hidden" name="{e(k)}" value="{e(v)}">' for k, v in fields.items())
+            + f'<button type="submit" id="cancel-matching-button">Cancel every unfinished run {e(what)}</button></form>')
 
 
