@@ -99,7 +99,8 @@ def cancel_matching(kube: Any, fields: Mapping[str, str]) -> Outcome:
     keeps (``kubetasks cancel --task T --tag G --phase P``), listed and patched as the user. A
     Task or a tag is required, as the CLI requires it: one click never cancels a whole namespace."""
     from kubetasks.cli.tables import cancel_candidates, every_run
-    from kubetasks.dashboard.views import filter_words, matches, parse_query
+    from kubetasks.core.run_filter import filter_words
+    from kubetasks.dashboard.views import matches, parse_query
 
     query = parse_query(fields)
     if query.errors:

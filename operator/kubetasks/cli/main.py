@@ -42,6 +42,7 @@ from rich.console import Console
 from kubetasks.api.durations import parse_duration
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
+from kubetasks.core.run_filter import filter_words
 from kubetasks.cli.tables import cancel_candidates, run_filter, run_rows, runs_table  # noqa: F401
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
@@ -405,8 +406,6 @@ def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
-    from kubetasks.dashboard.views.runs import filter_words
-
     ns = _namespace(args)
     if bool(args.run) == bool(args.task or args.tag):
         raise CliError("name the runs to cancel, or give --task TASK or --tag TAG (not both ways)")

@@ -23,6 +23,7 @@ from kubetasks.api.durations import parse_duration
 from kubetasks.api.times import parse_time
 from kubetasks.cli.common import FINISHED, CliError, namespace_of, parse_payload
 from kubetasks.cli.tables import RunFilter, run_filter
+from kubetasks.core.run_filter import filter_words
 from kubetasks.core.replay import NotReplayable, check_replayable, replay_taskrun
 
 DEFAULT_RATE = 2.0  # replays created per second by --task: a burst of runs is the operator's to queue, not ours
@@ -126,8 +127,6 @@ def cmd_replay(args: argparse.Namespace, out: Console, err: Console,
     chosen = bulk_candidates(kube.list_custom("taskruns", ns), run_filter(args.task, args.tag, args.phase), since,
                              datetime.now(timezone.utc))
     if not chosen:
-        from kubetasks.dashboard.views.runs import filter_words
-
         err.print(f"No {args.phase} runs {filter_words(args.task, args.tag)} in the last {args.since} to replay.",
                   highlight=False)
         return 0

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from kubetasks.api.times import human_age
 from kubetasks.cli.common import FINISHED
+from kubetasks.core.run_filter import oldest_first, run_test
 
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "AGE", "DURATION")  # kubectl get taskruns' order
 RunKey = tuple[str, str]  # (namespace, name)
@@ -38,23 +39,13 @@ RunFilter = Callable[[dict[str, Any]], bool]
 def run_filter(task: str | None = None, tag: str | None = None, phase: str | None = None,
                created_after: datetime | None = None) -> RunFilter:
     """Which runs are shown: of ``task``, with ``tag``, in ``phase`` (a phase, "active" or
-    "finished"), created at or after ``created_after`` (each when given). The dashboard's runs
-    list filters the same way, with the same function."""
-    if not (task or tag or phase or created_after):
-        return every_run
-    from kubetasks.dashboard.views.runs import RunQuery, matches  # only when it filters: a plain list needs none of it
-
-    return matches(RunQuery(task=task or "", tag=tag or "", phase=phase or "", after=created_after)) or every_run
+    "finished"), created at or after ``created_after`` (each when given), as the dashboard's
+    runs list and the SDK's ``list_runs`` filter them (:mod:`kubetasks.core.run_filter`)."""
+    return run_test(task=task or "", tag=tag or "", phase=phase or "", after=created_after) or every_run
 
 
 def every_run(run: dict[str, Any]) -> bool:
     return True
-
-
-def oldest_first(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs by creation, then name (creationTimestamp has whole seconds)."""
-    return sorted(runs, key=lambda r: ((r.get("metadata") or {}).get("creationTimestamp") or "",
-                                       (r.get("metadata") or {}).get("name") or ""))
 
 
 def cancel_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter) -> list[str]:

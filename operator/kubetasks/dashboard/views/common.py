@@ -24,7 +24,6 @@ PHASES = tuple(p.value for p in Phase)
 FINISHED = frozenset(p.value for p in Phase if p.finished)
 FAILED = frozenset((Phase.FAILED.value, Phase.TIMED_OUT.value))
 WAITING = frozenset((Phase.PENDING.value, Phase.DELAYED.value, Phase.QUEUED.value))
-PHASE_GROUPS = ("active", "finished")  # phase filter values besides the phases themselves
 RECENT_RUNS = 100  # a Task's success rate is over its newest this many finished runs
 CHART_RUNS = 30  # bars in a Task's chart of recent durations
 NEXT_TICKS = 5

@@ -12,8 +12,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from kubetasks.api.times import parse_time
+from kubetasks.core.run_filter import PHASE_GROUPS, filter_words, run_test
 from kubetasks.dashboard.views.common import (
-    Body, FINISHED, PHASE_GROUPS, PHASES, SortKey, UTC, _api_time, e, layout, _list, _meta, phase_of, run_seconds,
+    Body, FINISHED, PHASES, SortKey, UTC, _api_time, e, layout, _list, _meta, phase_of, run_seconds,
     runs_table, sort_key, _spec, _status)
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -88,38 +89,8 @@ def decode_cursor(cursor: str) -> tuple[str, SortKey] | None:
 
 def matches(query: RunQuery) -> Callable[[Body], bool] | None:
     """A predicate for runs that pass the query's filters (paging aside); None when all do."""
-    after = _api_time(query.after) if query.after else None
-    before = _api_time(query.before) if query.before else None
-    phase = query.phase
-    if not (query.namespace or query.task or phase or query.tag or after or before):
-        return None
-
-    def test(run: Body) -> bool:
-        meta = _meta(run)
-        if query.namespace and meta.get("namespace") != query.namespace:
-            return False
-        spec = _spec(run)
-        if query.task and spec.get("taskRef") != query.task:
-            return False
-        if phase:
-            current = phase_of(run)
-            if phase == "active":
-                if current in FINISHED:
-                    return False
-            elif phase == "finished":
-                if current not in FINISHED:
-                    return False
-            elif current != phase:
-                return False
-        if query.tag and query.tag not in _list(spec.get("tags")):
-            return False
-        created = str(meta.get("creationTimestamp") or "")
-        if after and created < after:
-            return False
-        if before and created >= before:
-            return False
-        return True
-    return test
+    return run_test(task=query.task, tag=query.tag, phase=query.phase, namespace=query.namespace,
+                    after=query.after, before=query.before)
 
 
 def _first(pair: tuple[SortKey, Body]) -> SortKey:
@@ -232,12 +203,6 @@ def runs_page(page: RunPage, query: RunQuery, task_names: Iterable[str], namespa
             + form + _cancel_matching(query, namespaces) + _errors(page.errors) + pager
             + runs_table(page.items, now, live_url=live))
     return layout("Runs", body, "runs", scope)
-
-
-def filter_words(task: str | None, tag: str | None, phase: str | None = None) -> str:
-    """A filter as a sentence says it: "of sync tagged nightly in phase Queued" (the CLI's too)."""
-    return " ".join(filter(None, (f"of {task}" if task else "", f"tagged {tag}" if tag else "",
-                                  f"in phase {phase}" if phase else "")))
 
 
 def _cancel_matching(query: RunQuery, namespaces: Iterable[str]) -> str:
