@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SDK = {"task", "Context", "AbortTaskRun", "RunHandle", "trigger", "trigger_and_wait", "batch_trigger",
+_SDK = {"task", "Context", "AbortTaskRun", "RunHandle", "trigger", "trigger_and_wait", "batch_trigger", "list_runs",
         "Debounce"}
 
 

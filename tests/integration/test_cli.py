@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kubetasks import list_runs
 from tests.conftest import KUBECONFIG, KUBECTL, KWOK_PLACEMENT, REPO, TASK_IMAGE, VERSIONS, apply, get, wait_until
 from tests.integration.test_runtime import sdk_task
 from tests.integration.test_taskruns import status, task, taskrun, wait_phase
@@ -92,6 +93,8 @@ def test_cancel_and_runs_by_task_tag_and_phase(namespace, operator):
     assert not untagged["spec"]["cancel"] and untagged.get("status", {}).get("phase") != "Cancelled", untagged
 
     assert cli("runs", "sleepy", "--phase", "Cancelled", "-n", namespace, "-o", "name").stdout == "t1\nt2\n"
+    cancelled = list_runs("sleepy", phase="Cancelled", namespace=namespace)  # the SDK, with the same filter
+    assert [h.name for h in cancelled] == ["t1", "t2"] and cancelled[0].status()["phase"] == "Cancelled"
     assert cli("runs", "--phase", "active", "--since", "1h", "-n", namespace, "-o", "name").stdout == "u1\n"
 
     wait_until("u1 Running", lambda: status(namespace, "u1").get("phase") == "Running", timeout=60)
@@ -110,6 +113,8 @@ def test_cancel_and_runs_by_task_tag_and_phase(namespace, operator):
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "2 replays created", (done.stdout, done.stderr)
     done = cli("replay", "--tag", "nightly", "--phase", "Cancelled", "-n", namespace)
     assert "No Cancelled runs tagged nightly in the last 24h to replay." in done.stderr, done
+    replays = [h.name for h in list_runs(tag="nightly", phase="active", since="1h", namespace=namespace)]
+    assert len(replays) == 2 and all(r.startswith(("t1-replay-", "t2-replay-")) for r in replays), replays
     done = cli("cancel", "--tag", "nightly", "-n", namespace)
     assert done.stdout.splitlines()[-1] == "2 cancels requested (tagged nightly)", done.stdout
 

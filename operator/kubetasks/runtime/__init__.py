@@ -4,7 +4,8 @@ Declare tasks with :func:`task`, make work durable with ``ctx.step.run`` and ``c
 wait for child runs without a pod with ``ctx.step.trigger_and_wait``, report progress with
 ``ctx.metadata`` (status.metadata),
 fail for good with :class:`AbortTaskRun`, wrap attempts in middleware and lifecycle hooks
-(:mod:`kubetasks.runtime.lifecycle`), retry a block inside an attempt with ``ctx.retry``, and start runs with ``my_task.trigger(...)``. Task pods run
+(:mod:`kubetasks.runtime.lifecycle`), retry a block inside an attempt with ``ctx.retry``, start runs with ``my_task.trigger(...)``
+and find them with :func:`list_runs`. Task pods run
 ``python -m kubetasks.runtime`` (see :mod:`kubetasks.runtime.entry`).
 """
 
@@ -24,6 +25,7 @@ from kubetasks.runtime.lifecycle import (
 )
 from kubetasks.runtime.retry import Backoff, Headers, Retry, backoff
 from kubetasks.runtime.metadata import Metadata
+from kubetasks.runtime.runs import list_runs
 from kubetasks.runtime.task import TaskDefinition, get_task, registered_tasks, task
 from kubetasks.runtime.tokens import Token
 from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger_and_wait
@@ -31,7 +33,7 @@ from kubetasks.runtime.trigger import RunHandle, batch_trigger, trigger, trigger
 __all__ = [
     "task", "TaskDefinition", "get_task", "registered_tasks",
     "Context", "Steps", "Fired", "Metadata",
-    "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "Debounce",
+    "trigger", "trigger_and_wait", "batch_trigger", "RunHandle", "list_runs", "Debounce",
     "middleware", "on_start_attempt", "catch_error", "on_success", "on_failure", "on_complete", "on_cancel", "on_wait", "on_resume",
     "Wait", "CatchResult",
     "Outcome", "Retry", "Backoff", "Headers", "backoff",
