@@ -43,7 +43,7 @@ from kubetasks.api.durations import parse_duration
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
 from kubetasks.core.run_filter import filter_words
-from kubetasks.cli.tables import cancel_candidates, run_filter, run_rows, runs_table  # noqa: F401
+from kubetasks.cli.tables import cancel_candidates, run_filter, run_rows, runs_table
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
 from kubetasks.cli.common import (FINISHED, RUN_PHASES, UNFINISHED_PHASES, CliError,  # noqa: F401
@@ -406,6 +406,7 @@ def cmd_logs(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     from kubetasks import kube
+
     ns = _namespace(args)
     if bool(args.run) == bool(args.task or args.tag):
         raise CliError("name the runs to cancel, or give --task TASK or --tag TAG (not both ways)")
@@ -433,7 +434,6 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
     if finished:
         raise CliError("; ".join(finished))
     return 0
-
 
 
 def cmd_crds(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -19,8 +19,7 @@ PAGE = 500  # runs a list request asks for at once: a namespace of 10,000 runs i
 
 
 def list_runs(task: TaskRef | None = None, *, tag: str | None = None, phase: str | None = None,
-              since: DurationLike | None = None, namespace: str | None = None,
-              now: datetime | None = None) -> list[RunHandle]:
+              since: DurationLike | None = None, namespace: str | None = None) -> list[RunHandle]:
     """The runs of ``task`` (a @task function or a task id), tagged ``tag``, in ``phase`` (a phase
     such as "Failed" or "Queued", or "active" for every unfinished one, "finished" for every
     finished one), created within ``since`` (seconds, a timedelta or "24h") of now, each filter
@@ -35,7 +34,7 @@ def list_runs(task: TaskRef | None = None, *, tag: str | None = None, phase: str
     if phase is not None and phase not in PHASES:
         raise ValueError(f"phase: {phase!r} is none of {', '.join(PHASES)}")
     task_id = task_id_of(task) if task is not None else ""
-    after = (now or datetime.now(timezone.utc)) - timedelta(seconds=seconds_of(since)) if since is not None else None
+    after = datetime.now(timezone.utc) - timedelta(seconds=seconds_of(since)) if since is not None else None
     test = run_test(task=task_id, tag=tag or "", phase=phase or "", after=after)
     ns = namespace or default_namespace()
     found = [run for run in _every_run(ns) if test is None or test(run)]

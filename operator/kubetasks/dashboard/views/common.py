@@ -16,12 +16,12 @@ from urllib.parse import quote
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import api_time as when, format_time, human_age  # read and shown as the CLI does
+from kubetasks.core.run_filter import FINISHED
 
 
 Body = dict[str, Any]
 UTC = timezone.utc
 PHASES = tuple(p.value for p in Phase)
-FINISHED = frozenset(p.value for p in Phase if p.finished)
 FAILED = frozenset((Phase.FAILED.value, Phase.TIMED_OUT.value))
 WAITING = frozenset((Phase.PENDING.value, Phase.DELAYED.value, Phase.QUEUED.value))
 RECENT_RUNS = 100  # a Task's success rate is over its newest this many finished runs
