@@ -14,13 +14,11 @@ from typing import Any
 
 from kubetasks.api.common import GROUP, VERSION
 from kubetasks.api.taskrun import Phase
-from kubetasks.core.run_filter import PHASE_GROUPS
 from kubetasks.core.naming import LABEL_INSTANCE, LABEL_TASK, instance_of, label_value
 from kubetasks.protocol import json_size
 
 FINISHED = tuple(p.value for p in Phase if p.finished)
 UNFINISHED_PHASES = tuple(p.value for p in Phase if not p.finished)
-RUN_PHASES = (*(p.value for p in Phase), *PHASE_GROUPS)  # as the dashboard's phase filter takes them
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

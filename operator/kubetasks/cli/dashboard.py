@@ -81,11 +81,11 @@ def _required(fields: Mapping[str, str], *names: str) -> list[str]:
 def cancel(kube: Any, fields: Mapping[str, str]) -> Outcome:
     """Requests cancellation of a run (``kubetasks cancel``): spec.cancel=true, as the user."""
     from kubetasks.cli.common import FINISHED
+    from kubetasks.core.run_filter import phase_of
 
     try:
         namespace, name = _required(fields, "namespace", "name")
-        run = kube.get_custom("taskruns", namespace, name)
-        phase = (run.get("status") or {}).get("phase") or "Pending"
+        phase = phase_of(kube.get_custom("taskruns", namespace, name))
         if phase in FINISHED:
             return 409, {"ok": False, "message": f"taskrun {name} already finished ({phase})"}
         kube.patch_spec("taskruns", namespace, name, {"spec": {"cancel": True}})
@@ -98,7 +98,7 @@ def cancel_matching(kube: Any, fields: Mapping[str, str]) -> Outcome:
     """Requests cancellation of every unfinished run of a namespace that the runs list's filter
     keeps (``kubetasks cancel --task T --tag G --phase P``), listed and patched as the user. A
     Task or a tag is required, as the CLI requires it: one click never cancels a whole namespace."""
-    from kubetasks.cli.tables import cancel_candidates, every_run
+    from kubetasks.cli.tables import cancel_candidates, cancels_requested, every_run
     from kubetasks.core.run_filter import filter_words
     from kubetasks.dashboard.views import matches, parse_query
 
@@ -110,9 +110,6 @@ def cancel_matching(kube: Any, fields: Mapping[str, str]) -> Outcome:
     which = filter_words(query.task, query.tag, query.phase)
     done: list[str] = []
 
-    def requested() -> str:
-        return f"{len(done)} cancel{'' if len(done) == 1 else 's'} requested"
-
     try:
         for name in cancel_candidates(kube.list_custom("taskruns", query.namespace), matches(query) or every_run):
             kube.patch_spec("taskruns", query.namespace, name, {"spec": {"cancel": True}})
@@ -120,11 +117,11 @@ def cancel_matching(kube: Any, fields: Mapping[str, str]) -> Outcome:
     except Exception as e:
         status, body = _failure(e)
         if done:  # what was asked before the error stays asked: say so
-            body = {**body, "message": f"{requested()}, then: {body['message']}"}
+            body = {**body, "message": f"{cancels_requested(len(done))}, then: {body['message']}"}
         return status, body
     if not done:
         return 200, {"ok": True, "message": f"No unfinished runs {which} to cancel."}
-    return 200, {"ok": True, "message": f"{requested()} ({which})"}
+    return 200, {"ok": True, "message": f"{cancels_requested(len(done))} ({which})"}
 
 
 def trigger(kube: Any, fields: Mapping[str, str]) -> Outcome:

@@ -42,11 +42,11 @@ from rich.console import Console
 from kubetasks.api.durations import parse_duration
 from kubetasks.cli.describe import describe_view
 from kubetasks.core.debounce import followed
-from kubetasks.core.run_filter import filter_words
-from kubetasks.cli.tables import cancel_candidates, run_filter, run_rows, runs_table
+from kubetasks.core.run_filter import PHASE_FILTERS, filter_words, phase_of
+from kubetasks.cli.tables import cancel_candidates, cancels_requested, run_filter, run_rows, runs_table
 from kubetasks.cli import complete, dashboard, deploy, dev, replay, send, why
 # Re-exported: callers and tests name them as kubetasks.cli.main's.
-from kubetasks.cli.common import (FINISHED, RUN_PHASES, UNFINISHED_PHASES, CliError,  # noqa: F401
+from kubetasks.cli.common import (FINISHED, UNFINISHED_PHASES, CliError,  # noqa: F401
                                   current_namespace, format_error, new_taskrun, parse_payload, read_payload)
 from kubetasks.cli.common import namespace_of as _namespace, one_line as _one_line
 
@@ -155,7 +155,7 @@ def build_parser(prog: str = "kubetasks") -> argparse.ArgumentParser:
     _complete_with(p.add_argument("task", metavar="TASK", nargs="?", help="only the runs of this Task"), "tasks")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="runs of every namespace")
     p.add_argument("--tag", metavar="TAG", help="only the runs with this tag (spec.tags)")
-    p.add_argument("--phase", choices=RUN_PHASES, metavar="PHASE",
+    p.add_argument("--phase", choices=PHASE_FILTERS, metavar="PHASE",
                    help="only the runs in this phase (Queued, Failed...), or 'active' or 'finished'")
     p.add_argument("--since", metavar="DURATION", help="only the runs created within this long, e.g. 24h")
     shown = p.add_mutually_exclusive_group()
@@ -421,11 +421,11 @@ def cmd_cancel(args: argparse.Namespace, out: Console, err: Console) -> int:
         for name in chosen:
             kube.patch_spec("taskruns", ns, name, {"spec": {"cancel": True}})
             out.print(f"taskrun/{name} cancel requested", highlight=False)
-        out.print(f"{len(chosen)} cancel{'' if len(chosen) == 1 else 's'} requested ({which})", highlight=False)
+        out.print(f"{cancels_requested(len(chosen))} ({which})", highlight=False)
         return 0
     finished = []
     for name in args.run:  # each named run, as kubectl delete does: one already finished stops no other
-        phase = (get_run(ns, name).get("status") or {}).get("phase") or "Pending"
+        phase = phase_of(get_run(ns, name))
         if phase in FINISHED:
             finished.append(f"taskrun {name} already finished ({phase})")
             continue

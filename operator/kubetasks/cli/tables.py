@@ -10,8 +10,8 @@ from typing import Any
 from rich.table import Table
 
 from kubetasks.api.times import human_age
-from kubetasks.cli.common import FINISHED
 from kubetasks.core.run_filter import oldest_first, run_test
+from kubetasks.core.wakeups import unfinished
 
 RUN_COLUMNS = ("NAME", "TASK", "PHASE", "ATTEMPT", "WAITING", "AGE", "DURATION")  # kubectl get taskruns' order
 RunKey = tuple[str, str]  # (namespace, name)
@@ -51,8 +51,12 @@ def every_run(run: dict[str, Any]) -> bool:
 def cancel_candidates(runs: Iterable[dict[str, Any]], shows: RunFilter) -> list[str]:
     """The names of the unfinished runs that ``shows`` keeps and no one asked to cancel yet,
     oldest first: the same command twice requests each cancel once."""
-    return [str(r["metadata"]["name"]) for r in oldest_first(runs) if shows(r)
-            and not (r.get("spec") or {}).get("cancel") and ((r.get("status") or {}).get("phase") or "Pending") not in FINISHED]
+    return [str(r["metadata"]["name"]) for r in oldest_first(runs)
+            if shows(r) and unfinished(r) and not (r.get("spec") or {}).get("cancel")]
+
+
+def cancels_requested(count: int) -> str:
+    return f"{count} cancel{'' if count == 1 else 's'} requested"
 
 
 def run_rows(runs: Sequence[dict[str, Any]], shows: RunFilter = every_run, now: datetime | None = None,

@@ -17,6 +17,12 @@ Run = dict[str, Any]
 RunTest = Callable[[Run], bool]
 FINISHED = frozenset(p.value for p in Phase if p.finished)
 PHASE_GROUPS = ("active", "finished")  # phase filter values besides the phases themselves
+PHASE_FILTERS = (*(p.value for p in Phase), *PHASE_GROUPS)  # what a phase filter takes, in this order
+
+
+def phase_of(run: Run) -> str:
+    """The run's phase as every table shows it: Pending until the operator writes one."""
+    return str(_dict(run.get("status")).get("phase") or Phase.PENDING.value)
 
 
 def run_test(*, task: str = "", tag: str = "", phase: str = "", namespace: str = "",
@@ -35,7 +41,7 @@ def run_test(*, task: str = "", tag: str = "", phase: str = "", namespace: str =
             return False
         if task and spec.get("taskRef") != task:
             return False
-        if phase and not _in_phase(str(_dict(run.get("status")).get("phase") or Phase.PENDING.value), phase):
+        if phase and not _in_phase(phase_of(run), phase):
             return False
         tags = spec.get("tags")
         if tag and tag not in (tags if isinstance(tags, list) else []):

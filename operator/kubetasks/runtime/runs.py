@@ -9,12 +9,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kubetasks.api.common import GROUP, VERSION
-from kubetasks.api.taskrun import Phase
-from kubetasks.core.run_filter import PHASE_GROUPS, oldest_first, run_test
+from kubetasks.core.run_filter import PHASE_FILTERS, oldest_first, run_test
 from kubetasks.runtime.durations import DurationLike, seconds_of
 from kubetasks.runtime.trigger import PLURAL, RunHandle, TaskLike, TaskRef, _custom, task_id_of
 
-PHASES = (*(p.value for p in Phase), *PHASE_GROUPS)
 PAGE = 500  # runs a list request asks for at once: a namespace of 10,000 runs is 20 requests
 
 
@@ -31,8 +29,8 @@ def list_runs(task: TaskRef | None = None, *, tag: str | None = None, phase: str
     before any request."""
     from kubetasks.runtime.kube import default_namespace
 
-    if phase is not None and phase not in PHASES:
-        raise ValueError(f"phase: {phase!r} is none of {', '.join(PHASES)}")
+    if phase is not None and phase not in PHASE_FILTERS:
+        raise ValueError(f"phase: {phase!r} is none of {', '.join(PHASE_FILTERS)}")
     task_id = task_id_of(task) if task is not None else ""
     after = datetime.now(timezone.utc) - timedelta(seconds=seconds_of(since)) if since is not None else None
     test = run_test(task=task_id, tag=tag or "", phase=phase or "", after=after)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from kubetasks.api.durations import format_duration
 from kubetasks.api.taskrun import Phase
 from kubetasks.api.times import api_time as when, format_time, human_age  # read and shown as the CLI does
-from kubetasks.core.run_filter import FINISHED
+from kubetasks.core.run_filter import FINISHED, phase_of
 
 
 Body = dict[str, Any]
@@ -57,10 +57,6 @@ def _status(body: Body) -> Body:
 def _list(value: Any) -> list[Any]:
     """A list field as a list, whatever was written there."""
     return value if isinstance(value, list) else []
-
-
-def phase_of(run: Body) -> str:
-    return str(_status(run).get("phase") or Phase.PENDING.value)
 
 
 def seconds_text(seconds: float | None) -> str:
